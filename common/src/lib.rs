@@ -1,0 +1,12 @@
+//! What every Syncfleet service shares: configuration read from `SYNCFLEET_*`
+//! variables, the domain's vocabulary, the cadence arithmetic, database access
+//! and migrations, the queue topology and its publisher, and telemetry.
+
+pub mod cadence;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod queue;
+pub mod session_log;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,156 @@
+//! The versioned JSON job envelope carried by every message.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::Trigger;
+
+/// The envelope version this build writes and reads.
+pub const ENVELOPE_VERSION: u16 = 1;
+
+/// What a job asks the worker to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// A sync session for `user_id`.
+    Sync,
+    /// An admin action for `user_id` (`params.action` names it).
+    Admin,
+    /// A customization push (`params.push_id`).
+    Push,
+}
+
+/// One job on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobEnvelope {
+    /// Always [`ENVELOPE_VERSION`] for messages this build writes.
+    pub version: u16,
+    /// Stable across retries and redeliveries of the same job.
+    pub job_id: Uuid,
+    /// What to do.
+    pub kind: JobKind,
+    /// The user concerned, for sync and admin jobs.
+    pub user_id: Option<Uuid>,
+    /// What caused the job.
+    pub trigger: Trigger,
+    /// The slot it was scheduled for, or when it was requested.
+    pub scheduled_at: DateTime<Utc>,
+    /// When it was first published.
+    pub enqueued_at: DateTime<Utc>,
+    /// 1 for the first run; grows with each retry.
+    pub attempt: u32,
+    /// Kind-specific parameters.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub params: serde_json::Value,
+    /// W3C trace context (`traceparent`, `tracestate`) of whoever enqueued it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trace: BTreeMap<String, String>,
+}
+
+/// Why bytes are not a job this build can run.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("the message is not a valid job envelope: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("envelope version {0} is not supported (this build reads version {ENVELOPE_VERSION})")]
+    UnsupportedVersion(u16),
+    #[error("a {0:?} job needs a user_id")]
+    MissingUser(JobKind),
+}
+
+impl JobEnvelope {
+    /// A first-attempt sync job for a user.
+    pub fn sync(user_id: Uuid, trigger: Trigger, scheduled_at: DateTime<Utc>) -> Self {
+        Self::sync_with_id(Uuid::now_v7(), user_id, trigger, scheduled_at)
+    }
+
+    /// A first-attempt sync job with a chosen id.
+    pub fn sync_with_id(job_id: Uuid, user_id: Uuid, trigger: Trigger, scheduled_at: DateTime<Utc>) -> Self {
+        Self {
+            version: ENVELOPE_VERSION,
+            job_id,
+            kind: JobKind::Sync,
+            user_id: Some(user_id),
+            trigger,
+            scheduled_at,
+            enqueued_at: Utc::now(),
+            attempt: 1,
+            params: serde_json::Value::Null,
+            trace: BTreeMap::new(),
+        }
+    }
+
+    /// The same job, one attempt further.
+    pub fn next_attempt(&self) -> Self {
+        Self {
+            attempt: self.attempt.saturating_add(1),
+            ..self.clone()
+        }
+    }
+
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        // A struct of plain fields always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads a message body, refusing other versions and incomplete jobs.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            version: u16,
+        }
+        let VersionOnly { version } = serde_json::from_slice(bytes)?;
+        if version != ENVELOPE_VERSION {
+            return Err(EnvelopeError::UnsupportedVersion(version));
+        }
+        let envelope: Self = serde_json::from_slice(bytes)?;
+        if matches!(envelope.kind, JobKind::Sync | JobKind::Admin) && envelope.user_id.is_none() {
+            return Err(EnvelopeError::MissingUser(envelope.kind));
+        }
+        Ok(envelope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_round_trips() {
+        let job = JobEnvelope::sync(Uuid::new_v4(), Trigger::Force, Utc::now());
+        assert_eq!(JobEnvelope::decode(&job.encode()).expect("decodes"), job);
+    }
+
+    #[test]
+    fn another_version_is_refused_by_number() {
+        let mut job = serde_json::to_value(JobEnvelope::sync(Uuid::new_v4(), Trigger::Cadence, Utc::now()))
+            .expect("serializes");
+        job["version"] = 2.into();
+        let error = JobEnvelope::decode(&serde_json::to_vec(&job).expect("serializes")).unwrap_err();
+        assert!(matches!(error, EnvelopeError::UnsupportedVersion(2)));
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert!(matches!(JobEnvelope::decode(b"\xff{not json"), Err(EnvelopeError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_sync_job_without_user_is_refused() {
+        let mut job = JobEnvelope::sync(Uuid::new_v4(), Trigger::Cadence, Utc::now());
+        job.user_id = None;
+        assert!(matches!(JobEnvelope::decode(&job.encode()), Err(EnvelopeError::MissingUser(JobKind::Sync))));
+    }
+
+    #[test]
+    fn the_next_attempt_keeps_the_job_id() {
+        let job = JobEnvelope::sync(Uuid::new_v4(), Trigger::Cadence, Utc::now());
+        let retry = job.next_attempt();
+        assert_eq!((retry.job_id, retry.attempt), (job.job_id, 2));
+    }
+}
