@@ -322,6 +322,8 @@ CREATE TABLE dead_jobs (
 );
 
 CREATE INDEX dead_jobs_dead_at ON dead_jobs (dead_at DESC);
+-- A dead letter delivered twice is recorded once.
+CREATE UNIQUE INDEX dead_jobs_job ON dead_jobs (job_id);
 
 -- ---------------------------------------------------------------------------
 -- Activities (audit): partitioned by month.

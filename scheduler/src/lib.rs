@@ -1,0 +1,12 @@
+//! The cadence scheduler: one active leader, elected through PostgreSQL, puts
+//! a sync job for every due user on the cadence queue, recovers what crashed
+//! workers left behind, and keeps the time partitions in shape.
+
+pub mod config;
+mod leader;
+mod scheduler;
+mod tick;
+
+pub use config::SchedulerConfig;
+pub use scheduler::run;
+pub use tick::{TickReport, tick};

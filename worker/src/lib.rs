@@ -1,0 +1,12 @@
+//! The sync worker: consumes the priority and cadence queues, holds a per-user
+//! lease while a session runs, writes the session with its issues and log in
+//! one transaction, and only then acknowledges the message.
+
+pub mod config;
+mod consumer;
+mod dead_letters;
+mod session;
+pub mod sync;
+
+pub use config::WorkerConfig;
+pub use consumer::run;

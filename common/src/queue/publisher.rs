@@ -92,7 +92,7 @@ impl Publisher {
     /// job of the batch as possibly not sent.
     pub async fn publish(&self, route: Route, jobs: &[JobEnvelope]) -> Result<(), PublishError> {
         let (exchange, routing_key) = self.topology.target(route);
-        let messages = jobs.iter().map(|job| (job.encode(), properties(job)));
+        let messages: Vec<_> = jobs.iter().map(|job| (job.encode(), properties(job))).collect();
         self.send(exchange, routing_key, messages).await
     }
 

@@ -1,0 +1,175 @@
+//! One scheduling pass: take due users, publish their jobs with confirms,
+//! then commit their new slots. A crash between the confirm and the commit
+//! publishes a job twice (the worker drops the copy the commit did not
+//! record); it never loses one.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use syncfleet_common::{
+    cadence,
+    domain::Trigger,
+    queue::{JobEnvelope, PublishError, Publisher, Route},
+};
+use uuid::Uuid;
+
+use crate::leader;
+
+/// How long a batch's publishing may take before the batch is abandoned.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TickReport {
+    /// Jobs published.
+    pub published: u64,
+    /// Due users whose slot was skipped: organization disabled, or a session
+    /// of theirs (a force sync) already running.
+    pub skipped: u64,
+}
+
+/// Why a pass stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TickError {
+    #[error("this instance is no longer the leader")]
+    NotLeader,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("publishing failed: {0}")]
+    Publish(#[from] PublishError),
+    #[error("publishing timed out after {0:?}")]
+    PublishTimeout(Duration),
+}
+
+#[derive(sqlx::FromRow)]
+struct DueUser {
+    id: Uuid,
+    next_sync_at: DateTime<Utc>,
+    organization_enabled: bool,
+    running: bool,
+    now: DateTime<Utc>,
+}
+
+/// Publishes the jobs of every due user, a batch per transaction, until no
+/// user is due. `holder` and `term` fence the leadership.
+pub async fn tick(
+    pool: &PgPool,
+    publisher: &Publisher,
+    holder: Uuid,
+    term: i64,
+    interval: Duration,
+    batch_size: i64,
+) -> Result<TickReport, TickError> {
+    let mut report = TickReport::default();
+    loop {
+        let batch = schedule_batch(pool, publisher, holder, term, interval, batch_size).await?;
+        report.published += batch.published;
+        report.skipped += batch.skipped;
+        if ((batch.published + batch.skipped) as i64) < batch_size {
+            return Ok(report);
+        }
+    }
+}
+
+async fn schedule_batch(
+    pool: &PgPool,
+    publisher: &Publisher,
+    holder: Uuid,
+    term: i64,
+    interval: Duration,
+    batch_size: i64,
+) -> Result<TickReport, TickError> {
+    let mut tx = pool.begin().await?;
+    if !leader::fence(&mut tx, holder, term).await? {
+        return Err(TickError::NotLeader);
+    }
+    let due = sqlx::query_as::<_, DueUser>(
+        "SELECT u.id, u.next_sync_at, o.sync_enabled AS organization_enabled, \
+                (u.running_session_id IS NOT NULL AND u.lease_expires_at > now()) AS running, \
+                now() AS now \
+         FROM users u JOIN organizations o ON o.id = u.organization_id \
+         WHERE u.sync_status = 'enabled' AND u.queued_job_id IS NULL AND u.next_sync_at <= now() \
+         ORDER BY u.next_sync_at \
+         LIMIT $1 \
+         FOR UPDATE OF u SKIP LOCKED",
+    )
+    .bind(batch_size)
+    .fetch_all(&mut *tx)
+    .await?;
+    if due.is_empty() {
+        return Ok(TickReport::default());
+    }
+
+    let mut ids = Vec::with_capacity(due.len());
+    let mut next_slots = Vec::with_capacity(due.len());
+    let mut job_ids: Vec<Option<Uuid>> = Vec::with_capacity(due.len());
+    let mut jobs = Vec::with_capacity(due.len());
+    for user in &due {
+        ids.push(user.id);
+        next_slots.push(cadence::next_slot(user.id, interval, user.now));
+        if user.organization_enabled && !user.running {
+            let job = JobEnvelope::sync(user.id, Trigger::Cadence, user.next_sync_at);
+            job_ids.push(Some(job.job_id));
+            jobs.push(job);
+        } else {
+            job_ids.push(None);
+        }
+    }
+
+    if !jobs.is_empty() {
+        tokio::time::timeout(PUBLISH_TIMEOUT, publisher.publish(Route::Cadence, &jobs))
+            .await
+            .map_err(|_| TickError::PublishTimeout(PUBLISH_TIMEOUT))??;
+    }
+    sqlx::query(
+        "UPDATE users u \
+         SET next_sync_at = d.next_sync_at, queued_job_id = d.job_id, \
+             queued_at = CASE WHEN d.job_id IS NULL THEN NULL ELSE now() END \
+         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[]) AS d(id, next_sync_at, job_id) \
+         WHERE u.id = d.id",
+    )
+    .bind(&ids)
+    .bind(&next_slots)
+    .bind(&job_ids)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(TickReport {
+        published: jobs.len() as u64,
+        skipped: (due.len() - jobs.len()) as u64,
+    })
+}
+
+/// Releases expired user leases, ending their sessions as abandoned, and
+/// lets users whose cadence job was lost be scheduled again.
+pub async fn sweep(pool: &PgPool, queued_job_timeout: Duration) -> Result<(u64, u64), sqlx::Error> {
+    let abandoned = sqlx::query(
+        "WITH expired AS ( \
+             SELECT id, running_session_id AS session_id FROM users \
+             WHERE running_session_id IS NOT NULL AND lease_expires_at < now() \
+             LIMIT 10000 FOR UPDATE SKIP LOCKED \
+         ), released AS ( \
+             UPDATE users u SET running_session_id = NULL, lease_expires_at = NULL \
+             FROM expired e WHERE u.id = e.id \
+             RETURNING e.id AS user_id, e.session_id \
+         ) \
+         UPDATE sync_sessions s \
+         SET status = 'abandoned', ended_at = now(), error_source = 'engine', error_category = 'internal', \
+             error_message = 'the worker''s lease expired before the session finished' \
+         FROM released r WHERE s.user_id = r.user_id AND s.id = r.session_id AND s.status = 'running'",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    let recovered = sqlx::query(
+        "UPDATE users SET queued_job_id = NULL, queued_at = NULL \
+         WHERE queued_job_id IS NOT NULL AND queued_at < now() - $1 * interval '1 millisecond' \
+           AND running_session_id IS NULL",
+    )
+    .bind(queued_job_timeout.as_millis() as f64)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok((abandoned, recovered))
+}

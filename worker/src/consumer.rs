@@ -1,0 +1,456 @@
+//! The consuming side: one connection with a channel per queue (priority jobs
+//! never wait behind a cadence backlog), bounded prefetch, reconnection with
+//! backoff, and the drain on shutdown.
+//!
+//! Every delivery ends in exactly one of: acknowledged after its session
+//! committed; republished (retry, deferral, hand-back, dead letter) with a
+//! confirm and then acknowledged; or negatively acknowledged so the broker
+//! delivers it again. Nothing is acknowledged before its effect is durable.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use backon::BackoffBuilder;
+use futures_util::StreamExt;
+use lapin::{
+    Connection, Consumer,
+    message::Delivery,
+    options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions, BasicRejectOptions},
+};
+use sqlx::PgPool;
+use syncfleet_common::{
+    db,
+    domain::SessionStatus,
+    queue::{self, JobEnvelope, JobKind, Publisher, Route, Topology},
+};
+use tokio::time::{Instant, sleep, timeout};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::{
+    config::WorkerConfig,
+    dead_letters,
+    session::{self, Claim, Claimed, Ending},
+    sync::{SessionContext, SyncWork},
+};
+
+/// Dead letters read concurrently per worker.
+const DEAD_LETTER_PREFETCH: u16 = 8;
+/// How long hand-backs may take once the grace period is over.
+const HAND_BACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What becomes of a delivery.
+#[derive(Debug)]
+enum Verdict {
+    /// Done: acknowledge.
+    Ack,
+    /// Let the broker deliver it again (counts toward the delivery limit).
+    Requeue,
+    /// Put the same job back on its queue now.
+    HandBack,
+    /// Run the next attempt after this delay.
+    Retry(Duration),
+    /// Run this same attempt after this delay (the user is busy).
+    Defer(Duration),
+    /// Give up on it: to the dead-letter queue with this reason.
+    DeadLetter(String),
+}
+
+/// How the session's work ended.
+enum Run {
+    Finished(Result<(SessionContext, Result<(), crate::sync::SyncFailure>), tokio::task::JoinError>),
+    HardStop,
+    LeaseLost,
+}
+
+struct Fleet<W> {
+    config: WorkerConfig,
+    pool: PgPool,
+    topology: Topology,
+    publisher: Publisher,
+    work: Arc<W>,
+    /// Cancelled when the shutdown grace period is over.
+    hard_stop: CancellationToken,
+}
+
+/// Runs a worker until `shutdown` is cancelled, then drains: stops consuming,
+/// lets in-flight jobs finish within the grace period, hands the rest back.
+pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = db::connect(&config.common).await.context("connecting to PostgreSQL")?;
+    let topology = Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
+    let publisher_name = format!("syncfleet-worker {} publisher", config.worker_id);
+    let Some(publisher) = with_reconnect(&shutdown, "the broker", || {
+        Publisher::connect(config.common.amqp_url.clone(), &publisher_name, topology.clone())
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    let fleet = Arc::new(Fleet {
+        config,
+        pool,
+        topology,
+        publisher,
+        work,
+        hard_stop: CancellationToken::new(),
+    });
+    let tracker = TaskTracker::new();
+
+    let mut reconnect_delays = reconnect_backoff();
+    let mut open_connection = None;
+    loop {
+        let mut connected = false;
+        match fleet.consume(&tracker, &shutdown, &mut connected).await {
+            Ok(connection) => {
+                open_connection = Some(connection);
+                break;
+            }
+            Err(error) => {
+                if connected {
+                    reconnect_delays = reconnect_backoff();
+                }
+                let delay = reconnect_delays.next().unwrap_or(Duration::from_secs(30));
+                warn!(error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "Broker connection lost; reconnecting.");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = sleep(delay) => {}
+                }
+            }
+        }
+    }
+
+    fleet.drain(&tracker).await;
+    if let Some(connection) = open_connection {
+        let _ = connection.close(200, "worker shutting down".into()).await;
+    }
+    fleet.pool.close().await;
+    info!("Worker stopped.");
+    Ok(())
+}
+
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(15))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Retries `connect` with backoff until it succeeds or `shutdown` fires.
+async fn with_reconnect<T, E, F, Fut>(shutdown: &CancellationToken, what: &str, mut connect: F) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut delays = reconnect_backoff();
+    loop {
+        match connect().await {
+            Ok(value) => return Some(value),
+            Err(error) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(15));
+                warn!(%error, retry_in_ms = delay.as_millis() as u64, "Cannot reach {what}; retrying.");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+impl<W: SyncWork> Fleet<W> {
+    /// One connection's life: returns the connection when shutdown was
+    /// requested (after cancelling the consumers), or an error when the
+    /// broker went away.
+    async fn consume(self: &Arc<Self>, tracker: &TaskTracker, shutdown: &CancellationToken, connected: &mut bool) -> anyhow::Result<Connection> {
+        let name = format!("syncfleet-worker {}", self.config.worker_id);
+        let connection = queue::connect(&self.config.common.amqp_url, &name).await?;
+        let setup = connection.create_channel().await?;
+        self.topology.declare(&setup).await?;
+        setup.close(200, "topology declared".into()).await?;
+
+        let tag = self.config.worker_id.as_str();
+        let priority_channel = connection.create_channel().await?;
+        let mut priority = self
+            .topology
+            .consume(&priority_channel, Route::Priority, self.config.priority_prefetch, tag)
+            .await?;
+        let cadence_channel = connection.create_channel().await?;
+        let mut cadence = self
+            .topology
+            .consume(&cadence_channel, Route::Cadence, self.config.cadence_prefetch, tag)
+            .await?;
+        let dead_channel = connection.create_channel().await?;
+        let mut dead = self.topology.consume_dead(&dead_channel, DEAD_LETTER_PREFETCH, tag).await?;
+        *connected = true;
+        info!(worker_id = %self.config.worker_id, "Consuming the priority and cadence queues.");
+
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    info!("Shutdown requested: no new jobs will be taken.");
+                    for (channel, consumer) in [(&priority_channel, &priority), (&cadence_channel, &cadence), (&dead_channel, &dead)] {
+                        let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                    }
+                    return Ok(connection);
+                }
+                delivery = priority.next() => self.dispatch(tracker, Route::Priority, next_delivery(delivery, &priority)?),
+                delivery = cadence.next() => self.dispatch(tracker, Route::Cadence, next_delivery(delivery, &cadence)?),
+                delivery = dead.next() => {
+                    let delivery = next_delivery(delivery, &dead)?;
+                    let fleet = self.clone();
+                    tracker.spawn(async move { fleet.process_dead(delivery).await });
+                }
+            }
+        }
+    }
+
+    fn dispatch(self: &Arc<Self>, tracker: &TaskTracker, route: Route, delivery: Delivery) {
+        let fleet = self.clone();
+        tracker.spawn(async move { fleet.process(route, delivery).await });
+    }
+
+    async fn drain(&self, tracker: &TaskTracker) {
+        tracker.close();
+        info!(in_flight = tracker.len(), grace_ms = self.config.shutdown_grace.as_millis() as u64, "Draining in-flight jobs.");
+        if timeout(self.config.shutdown_grace, tracker.wait()).await.is_err() {
+            warn!(in_flight = tracker.len(), "Grace period over: handing back the jobs still running.");
+            self.hard_stop.cancel();
+            if timeout(HAND_BACK_TIMEOUT, tracker.wait()).await.is_err() {
+                error!(in_flight = tracker.len(), "Hand-back timed out; the broker will redeliver those jobs.");
+            }
+        }
+    }
+
+    async fn process(self: Arc<Self>, route: Route, delivery: Delivery) {
+        let job = match JobEnvelope::decode(&delivery.data) {
+            Ok(job) => job,
+            Err(error) => {
+                warn!(%error, ?route, "Unreadable message: rejected to the dead-letter queue.");
+                if let Err(error) = delivery.reject(BasicRejectOptions { requeue: false }).await {
+                    warn!(%error, "Could not reject the message; the broker will redeliver it.");
+                }
+                return;
+            }
+        };
+        let span = info_span!("job", job_id = %job.job_id, user_id = ?job.user_id, trigger = %job.trigger, attempt = job.attempt);
+        async {
+            let verdict = self.handle(&job).await;
+            self.settle(route, &job, &delivery, verdict).await;
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn handle(&self, job: &JobEnvelope) -> Verdict {
+        let user_id = match (job.kind, job.user_id) {
+            (JobKind::Sync, Some(user_id)) => user_id,
+            (kind, _) => return Verdict::DeadLetter(format!("{kind:?} jobs are not handled by this worker build")),
+        };
+        let claim = session::claim(&self.pool, job, user_id, &self.config.worker_id, self.config.user_lease).await;
+        match claim {
+            Ok(Claim::Run(claimed)) => self.run_session(job, claimed).await,
+            Ok(Claim::Drop(reason)) => {
+                info!(reason, "Job dropped.");
+                Verdict::Ack
+            }
+            Ok(Claim::Skipped) => {
+                info!("Synchronization is disabled: skipped session recorded.");
+                Verdict::Ack
+            }
+            Ok(Claim::Busy(remaining)) => {
+                info!(lease_remaining_ms = remaining.as_millis() as u64, "Another session of this user is running; deferring.");
+                Verdict::Defer(remaining + Duration::from_millis(250))
+            }
+            Err(error) => {
+                warn!(%error, "Could not claim the session; deferring.");
+                Verdict::Defer(Duration::from_secs(5))
+            }
+        }
+    }
+
+    async fn run_session(&self, job: &JobEnvelope, claimed: Claimed) -> Verdict {
+        let lease = self.config.user_lease;
+        let lost = CancellationToken::new();
+        let finished = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat(self.pool.clone(), claimed, lease, lost.clone(), finished.clone()));
+
+        let mut context = SessionContext::new(self.pool.clone(), claimed.session_id, claimed.user_id, claimed.organization_id, job.clone());
+        context.log.push(
+            "claim",
+            "info",
+            format!("Session opened by {} (trigger {}, attempt {}).", self.config.worker_id, job.trigger, job.attempt),
+        );
+        let work = self.work.clone();
+        let mut handle = tokio::spawn(async move {
+            let result = work.run(&mut context).await;
+            (context, result)
+        });
+        let run = tokio::select! {
+            joined = &mut handle => Run::Finished(joined),
+            _ = self.hard_stop.cancelled() => Run::HardStop,
+            _ = lost.cancelled() => Run::LeaseLost,
+        };
+        finished.cancel();
+        let _ = heartbeat.await;
+
+        let (ending, verdict) = match run {
+            Run::Finished(Ok((context, Ok(())))) => {
+                let status = if context.issues.is_empty() { SessionStatus::Succeeded } else { SessionStatus::SucceededWithIssues };
+                (ending_of(context, status, None, true), Verdict::Ack)
+            }
+            Run::Finished(Ok((mut context, Err(failure)))) => {
+                let retryable = failure.class.is_retryable();
+                let exhausted = job.attempt >= self.config.retry.max_attempts;
+                if context.issues.is_empty() {
+                    context.issue(failure.side, failure.class.category(), None, failure.message.clone());
+                }
+                let verdict = match (retryable, exhausted) {
+                    (true, false) => {
+                        let backoff = self.config.retry.delay_after(job.attempt);
+                        Verdict::Retry(failure.retry_after.map_or(backoff, |asked| asked.max(backoff)))
+                    }
+                    (true, true) => Verdict::DeadLetter("retries_exhausted".to_owned()),
+                    (false, _) => Verdict::Ack,
+                };
+                info!(failure = %failure, ?verdict, "Session failed.");
+                let error = Some((failure.class.category(), failure.side, failure.message));
+                (ending_of(context, SessionStatus::Failed, error, !retryable), verdict)
+            }
+            Run::Finished(Err(join_error)) => {
+                error!(error = %join_error, "The sync work crashed; the job will be delivered again.");
+                let message = "the sync work crashed; the job will be delivered again";
+                (Ending::interrupted(SessionStatus::Abandoned, message), Verdict::Requeue)
+            }
+            Run::HardStop => {
+                handle.abort();
+                let message = "the worker shut down before the session finished; the job was handed back";
+                (Ending::interrupted(SessionStatus::Abandoned, message), Verdict::HandBack)
+            }
+            Run::LeaseLost => {
+                handle.abort();
+                warn!("The user's lease was lost mid-session; handing the job back.");
+                return Verdict::HandBack;
+            }
+        };
+
+        let status = ending.status;
+        match session::finish(&self.pool, &claimed, job, ending).await {
+            Ok(true) => {
+                info!(session_id = %claimed.session_id, status = %status, "Sync session finished.");
+                verdict
+            }
+            Ok(false) => {
+                warn!(session_id = %claimed.session_id, "The lease was lost before the session could be written; handing the job back.");
+                Verdict::HandBack
+            }
+            Err(error) => {
+                error!(%error, session_id = %claimed.session_id, "Could not write the session; handing the job back.");
+                Verdict::HandBack
+            }
+        }
+    }
+
+    async fn settle(&self, route: Route, job: &JobEnvelope, delivery: &Delivery, verdict: Verdict) {
+        let republished = match &verdict {
+            Verdict::Ack => Ok(()),
+            Verdict::Requeue => {
+                if let Err(error) = delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await {
+                    warn!(%error, "Could not requeue the message; the broker will redeliver it.");
+                }
+                return;
+            }
+            Verdict::HandBack => self.publisher.publish(route, std::slice::from_ref(job)).await,
+            Verdict::Retry(delay) => self.publisher.publish_delayed(route, &job.next_attempt(), *delay).await,
+            Verdict::Defer(delay) => self.publisher.publish_delayed(route, job, *delay).await,
+            Verdict::DeadLetter(reason) => self.publisher.publish_dead(route, &delivery.data, reason).await,
+        };
+        match republished {
+            Ok(()) => {
+                if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+                    warn!(%error, "Could not acknowledge the message; the broker will redeliver it.");
+                }
+            }
+            Err(error) => {
+                warn!(%error, ?verdict, "Could not republish the job; asking the broker to redeliver it.");
+                let _ = delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+            }
+        }
+    }
+
+    async fn process_dead(self: Arc<Self>, delivery: Delivery) {
+        let dead = self.topology.dead_letter(&delivery);
+        let job_id = dead.envelope.as_ref().ok().map(|job| job.job_id);
+        let user_id = dead.envelope.as_ref().ok().and_then(|job| job.user_id);
+        match dead_letters::record(&self.pool, &dead, &delivery.data).await {
+            Ok(()) => {
+                warn!(?job_id, ?user_id, reason = %dead.reason, deliveries = ?dead.deliveries, "Dead-lettered job recorded.");
+                if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+                    warn!(%error, "Could not acknowledge the dead letter; it will be recorded once more, harmlessly.");
+                }
+            }
+            Err(error) => {
+                error!(%error, ?job_id, "Could not record a dead letter; it stays in the dead-letter queue.");
+                sleep(Duration::from_secs(5)).await;
+                let _ = delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+            }
+        }
+    }
+}
+
+fn next_delivery(delivery: Option<lapin::Result<Delivery>>, consumer: &Consumer) -> anyhow::Result<Delivery> {
+    match delivery {
+        Some(Ok(delivery)) => Ok(delivery),
+        Some(Err(error)) => Err(error).with_context(|| format!("consuming {}", consumer.queue())),
+        None => anyhow::bail!("the broker closed the consumer of {}", consumer.queue()),
+    }
+}
+
+fn ending_of(
+    context: SessionContext,
+    status: SessionStatus,
+    error: Option<(syncfleet_common::domain::IssueCategory, syncfleet_common::domain::IssueSource, String)>,
+    job_done: bool,
+) -> Ending {
+    Ending {
+        status,
+        scope: context.scope,
+        error,
+        calls: serde_json::to_value(&context.calls).unwrap_or_default(),
+        issues: context.issues,
+        log: context.log,
+        items_to_crm: context.items_to_crm,
+        items_to_mailbox: context.items_to_mailbox,
+        job_done,
+    }
+}
+
+/// Renews the lease every third of its length until the session finishes;
+/// cancels `lost` when the lease is gone or could not be renewed in time.
+async fn heartbeat(pool: PgPool, claimed: Claimed, lease: Duration, lost: CancellationToken, finished: CancellationToken) {
+    let period = lease / 3;
+    let mut last_renewed = Instant::now();
+    loop {
+        tokio::select! {
+            _ = finished.cancelled() => return,
+            _ = sleep(period) => {}
+        }
+        match session::renew(&pool, &claimed, lease).await {
+            Ok(true) => last_renewed = Instant::now(),
+            Ok(false) => {
+                lost.cancel();
+                return;
+            }
+            Err(error) => {
+                warn!(%error, "Could not renew the user's lease.");
+                if last_renewed.elapsed() >= lease {
+                    lost.cancel();
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The session row and the per-user lease, in the database.
+//!
+//! A claim locks the user's row, so it waits for a scheduler transaction that
+//! is publishing this very job, then decides in one transaction whether the job
+//! runs. Finishing a session is fenced by the lease: a worker that lost its
+//! lease cannot close a session or touch the user.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+use syncfleet_common::{
+    domain::{IssueCategory, IssueSource, Scope, SessionStatus, SyncStatus, Trigger},
+    queue::JobEnvelope,
+    session_log::SessionLog,
+};
+use uuid::Uuid;
+
+use crate::sync::NewIssue;
+
+/// What a claim decided.
+#[derive(Debug)]
+pub enum Claim {
+    /// The session is open and the lease is ours.
+    Run(Claimed),
+    /// Nothing to do: the reason is logged and the message acknowledged.
+    Drop(&'static str),
+    /// Another live session holds the user's lease for about this long.
+    Busy(Duration),
+    /// The job was recorded as a skipped session (sync disabled meanwhile).
+    Skipped,
+}
+
+/// A session this worker holds the lease for.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimed {
+    pub session_id: Uuid,
+    pub started_at: DateTime<Utc>,
+    pub user_id: Uuid,
+    pub organization_id: Uuid,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    organization_id: Uuid,
+    sync_status: String,
+    queued_job_id: Option<Uuid>,
+    running_session_id: Option<Uuid>,
+    lease_remaining_ms: Option<f64>,
+    organization_enabled: bool,
+}
+
+/// Decides whether `job` runs now, and if so opens its session and takes the
+/// user's lease, in one transaction.
+pub async fn claim(pool: &PgPool, job: &JobEnvelope, user_id: Uuid, worker_id: &str, lease: Duration) -> Result<Claim, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let user = sqlx::query_as::<_, UserRow>(
+        "SELECT u.organization_id, u.sync_status, u.queued_job_id, u.running_session_id, \
+                EXTRACT(EPOCH FROM (u.lease_expires_at - now()))::float8 * 1000 AS lease_remaining_ms, \
+                o.sync_enabled AS organization_enabled \
+         FROM users u JOIN organizations o ON o.id = u.organization_id \
+         WHERE u.id = $1 FOR UPDATE OF u",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(user) = user else {
+        return Ok(Claim::Drop("the user no longer exists"));
+    };
+
+    if let Some(running) = user.running_session_id {
+        let remaining = user.lease_remaining_ms.unwrap_or(0.0);
+        if remaining > 0.0 {
+            return Ok(Claim::Busy(Duration::from_millis(remaining as u64)));
+        }
+        // The lease expired: its worker died or stalled. Its session ends as
+        // abandoned and this job may take over.
+        abandon(&mut tx, user_id, running, "the worker's lease expired before the session finished").await?;
+    }
+
+    let already_done: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sync_sessions \
+                        WHERE job_id = $1 AND attempt >= $2 AND started_at >= $3 \
+                          AND status NOT IN ('running', 'abandoned'))",
+    )
+    .bind(job.job_id)
+    .bind(attempt(job))
+    .bind(job.enqueued_at - chrono::Duration::minutes(10))
+    .fetch_one(&mut *tx)
+    .await?;
+    if already_done {
+        tx.commit().await?;
+        return Ok(Claim::Drop("this attempt of the job already ran"));
+    }
+    if job.trigger == Trigger::Cadence && user.queued_job_id != Some(job.job_id) {
+        tx.commit().await?;
+        return Ok(Claim::Drop("a newer cadence job superseded this one"));
+    }
+
+    let session_id = Uuid::now_v7();
+    let effective = effective_disabled_reason(&user);
+    let status = if effective.is_some() { SessionStatus::Skipped } else { SessionStatus::Running };
+    let started_at: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, scope, status, \
+                                    scheduled_at, started_at, ended_at, worker_id, error_category, error_source, \
+                                    error_message) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'check', $7, $8, now(), \
+                 CASE WHEN $7 = 'skipped' THEN now() END, $9, \
+                 CASE WHEN $7 = 'skipped' THEN 'settings' END, CASE WHEN $7 = 'skipped' THEN 'engine' END, $10) \
+         RETURNING started_at",
+    )
+    .bind(session_id)
+    .bind(user_id)
+    .bind(user.organization_id)
+    .bind(job.job_id)
+    .bind(attempt(job))
+    .bind(job.trigger.as_str())
+    .bind(status.as_str())
+    .bind(job.scheduled_at)
+    .bind(worker_id)
+    .bind(effective)
+    .fetch_one(&mut *tx)
+    .await?;
+
+    if status == SessionStatus::Skipped {
+        sqlx::query(
+            "UPDATE users SET queued_job_id = NULL, queued_at = NULL, last_session_id = $2, \
+                              last_session_at = now(), last_session_status = 'skipped' \
+             WHERE id = $1 AND queued_job_id IS NOT DISTINCT FROM $3",
+        )
+        .bind(user_id)
+        .bind(session_id)
+        .bind(user.queued_job_id.filter(|queued| *queued == job.job_id))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(Claim::Skipped);
+    }
+
+    sqlx::query(
+        "UPDATE users SET running_session_id = $2, lease_expires_at = now() + $3 * interval '1 millisecond' \
+         WHERE id = $1",
+    )
+    .bind(user_id)
+    .bind(session_id)
+    .bind(lease.as_millis() as f64)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Claim::Run(Claimed {
+        session_id,
+        started_at,
+        user_id,
+        organization_id: user.organization_id,
+    }))
+}
+
+fn attempt(job: &JobEnvelope) -> i32 {
+    i32::try_from(job.attempt).unwrap_or(i32::MAX)
+}
+
+fn effective_disabled_reason(user: &UserRow) -> Option<String> {
+    if !user.organization_enabled {
+        return Some("synchronization is disabled for the organization".to_owned());
+    }
+    match user.sync_status.parse::<SyncStatus>() {
+        Ok(SyncStatus::Enabled) => None,
+        _ => Some(format!("synchronization is {} for the user", user.sync_status.replace('_', " "))),
+    }
+}
+
+async fn abandon(tx: &mut Transaction<'_, Postgres>, user_id: Uuid, session_id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE sync_sessions SET status = 'abandoned', ended_at = now(), error_source = 'engine', \
+                                  error_category = 'internal', error_message = $3 \
+         WHERE user_id = $1 AND id = $2 AND status = 'running'",
+    )
+    .bind(user_id)
+    .bind(session_id)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE users SET running_session_id = NULL, lease_expires_at = NULL WHERE id = $1 AND running_session_id = $2")
+        .bind(user_id)
+        .bind(session_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Extends the lease; `false` means it is no longer ours.
+pub async fn renew(pool: &PgPool, claimed: &Claimed, lease: Duration) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE users SET lease_expires_at = now() + $3 * interval '1 millisecond' \
+         WHERE id = $1 AND running_session_id = $2",
+    )
+    .bind(claimed.user_id)
+    .bind(claimed.session_id)
+    .bind(lease.as_millis() as f64)
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// How a session ends.
+#[derive(Debug)]
+pub struct Ending {
+    pub status: SessionStatus,
+    pub scope: Scope,
+    pub error: Option<(IssueCategory, IssueSource, String)>,
+    pub issues: Vec<NewIssue>,
+    pub log: SessionLog,
+    pub items_to_crm: i32,
+    pub items_to_mailbox: i32,
+    pub calls: serde_json::Value,
+    /// Whether the job is over (the user may be scheduled again); false when
+    /// it will be retried or handed back.
+    pub job_done: bool,
+}
+
+impl Ending {
+    /// An ending with no work recorded, for sessions cut short by the engine.
+    pub fn interrupted(status: SessionStatus, message: &str) -> Self {
+        let mut log = SessionLog::new();
+        log.push("engine", "error", message);
+        Self {
+            status,
+            scope: Scope::Check,
+            error: Some((IssueCategory::Internal, IssueSource::Engine, message.to_owned())),
+            issues: Vec::new(),
+            log,
+            items_to_crm: 0,
+            items_to_mailbox: 0,
+            calls: serde_json::json!({}),
+            job_done: false,
+        }
+    }
+}
+
+/// Closes the session with its issues and log, releases the lease and, when
+/// the job is done, lets the scheduler queue the user again; all in one
+/// transaction. `false` means the lease was lost and nothing was written.
+pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending: Ending) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let released = sqlx::query(
+        "UPDATE users SET running_session_id = NULL, lease_expires_at = NULL, \
+                          queued_job_id = CASE WHEN $3 AND queued_job_id = $4 THEN NULL ELSE queued_job_id END, \
+                          queued_at = CASE WHEN $3 AND queued_job_id = $4 THEN NULL ELSE queued_at END, \
+                          last_session_id = $2, last_session_at = now(), last_session_status = $5 \
+         WHERE id = $1 AND running_session_id = $2",
+    )
+    .bind(claimed.user_id)
+    .bind(claimed.session_id)
+    .bind(ending.job_done)
+    .bind(job.job_id)
+    .bind(ending.status.as_str())
+    .execute(&mut *tx)
+    .await?;
+    if released.rows_affected() != 1 {
+        return Ok(false);
+    }
+
+    let (error_category, error_source, error_message) = match &ending.error {
+        Some((category, source, message)) => (Some(category.as_str()), Some(source.as_str()), Some(message.as_str())),
+        None => (None, None, None),
+    };
+    sqlx::query(
+        "UPDATE sync_sessions SET status = $3, scope = $4, ended_at = now(), items_to_crm = $5, \
+                                  items_to_mailbox = $6, issue_count = $7, calls = $8, error_category = $9, \
+                                  error_source = $10, error_message = $11 \
+         WHERE id = $1 AND started_at = $2",
+    )
+    .bind(claimed.session_id)
+    .bind(claimed.started_at)
+    .bind(ending.status.as_str())
+    .bind(ending.scope.as_str())
+    .bind(ending.items_to_crm)
+    .bind(ending.items_to_mailbox)
+    .bind(i32::try_from(ending.issues.len()).unwrap_or(i32::MAX))
+    .bind(&ending.calls)
+    .bind(error_category)
+    .bind(error_source)
+    .bind(error_message)
+    .execute(&mut *tx)
+    .await?;
+
+    if !ending.issues.is_empty() {
+        let ids: Vec<Uuid> = ending.issues.iter().map(|_| Uuid::now_v7()).collect();
+        let sources: Vec<&str> = ending.issues.iter().map(|issue| issue.source.as_str()).collect();
+        let categories: Vec<&str> = ending.issues.iter().map(|issue| issue.category.as_str()).collect();
+        let items: Vec<Option<&str>> = ending.issues.iter().map(|issue| issue.item_ref.as_deref()).collect();
+        let messages: Vec<&str> = ending.issues.iter().map(|issue| issue.message.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO sync_issues (id, session_id, user_id, created_at, source, category, item_ref, message) \
+             SELECT id, $1, $2, now(), source, category, item_ref, message \
+             FROM UNNEST($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+                  AS issue(id, source, category, item_ref, message)",
+        )
+        .bind(claimed.session_id)
+        .bind(claimed.user_id)
+        .bind(&ids)
+        .bind(&sources)
+        .bind(&categories)
+        .bind(&items)
+        .bind(&messages)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    sqlx::query(
+        "INSERT INTO sync_session_logs (session_id, user_id, started_at, log_gzip) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (session_id, started_at) DO UPDATE SET log_gzip = EXCLUDED.log_gzip",
+    )
+    .bind(claimed.session_id)
+    .bind(claimed.user_id)
+    .bind(claimed.started_at)
+    .bind(ending.log.to_gzip())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}

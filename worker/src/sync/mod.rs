@@ -1,0 +1,171 @@
+//! The sync work the worker drives, as a trait, and what a session records.
+//!
+//! The worker owns everything around a session (lease, session row, retries,
+//! acknowledgement); a [`SyncWork`] only does the work and reports through the
+//! [`SessionContext`] it is handed.
+
+mod settings;
+
+use std::{collections::BTreeMap, future::Future, time::Duration};
+
+use sqlx::PgPool;
+use syncfleet_common::{
+    domain::{IssueCategory, IssueSource, Scope},
+    queue::JobEnvelope,
+    session_log::SessionLog,
+};
+use uuid::Uuid;
+
+pub use settings::SettingsCheck;
+
+/// The work of one sync session.
+pub trait SyncWork: Send + Sync + 'static {
+    /// Runs one session. `Ok` means the session completed (possibly with
+    /// issues recorded in the context); `Err` ends it as failed, and the
+    /// failure's class decides whether the job is retried.
+    fn run(&self, session: &mut SessionContext) -> impl Future<Output = Result<(), SyncFailure>> + Send;
+}
+
+/// One problem found during a session; the session goes on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewIssue {
+    /// Which side caused it.
+    pub source: IssueSource,
+    /// What kind of problem.
+    pub category: IssueCategory,
+    /// The affected item, when there is one.
+    pub item_ref: Option<String>,
+    /// What went wrong, for the admin.
+    pub message: String,
+}
+
+/// What a session knows and records while it runs.
+#[derive(Debug)]
+pub struct SessionContext {
+    /// The database, for the work's own reads and state.
+    pub pool: PgPool,
+    /// The session's id.
+    pub session_id: Uuid,
+    /// The user being synchronized.
+    pub user_id: Uuid,
+    /// Their organization.
+    pub organization_id: Uuid,
+    /// The job that started the session.
+    pub job: JobEnvelope,
+    /// What the session covered; set by the work.
+    pub scope: Scope,
+    /// The step log stored with the session.
+    pub log: SessionLog,
+    /// Issues recorded so far.
+    pub issues: Vec<NewIssue>,
+    /// Items written to the CRM.
+    pub items_to_crm: i32,
+    /// Items written to the mailbox.
+    pub items_to_mailbox: i32,
+    /// Calls made per provider.
+    pub calls: BTreeMap<String, u32>,
+}
+
+impl SessionContext {
+    /// A fresh context for a claimed session.
+    pub fn new(pool: PgPool, session_id: Uuid, user_id: Uuid, organization_id: Uuid, job: JobEnvelope) -> Self {
+        Self {
+            pool,
+            session_id,
+            user_id,
+            organization_id,
+            job,
+            scope: Scope::Incremental,
+            log: SessionLog::new(),
+            issues: Vec::new(),
+            items_to_crm: 0,
+            items_to_mailbox: 0,
+            calls: BTreeMap::new(),
+        }
+    }
+
+    /// Records an issue, and a log line for it.
+    pub fn issue(&mut self, source: IssueSource, category: IssueCategory, item_ref: Option<String>, message: impl Into<String>) {
+        let message = message.into();
+        self.log.push(source.as_str(), "warn", format!("{category}: {message}"));
+        self.issues.push(NewIssue {
+            source,
+            category,
+            item_ref,
+            message,
+        });
+    }
+}
+
+/// How a failure is handled; connectors map every provider error to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Missing or inconsistent configuration: fix it and the next session works.
+    Settings,
+    /// Credentials refused: permanent until re-authorized.
+    Authorization,
+    /// The provider asked to slow down.
+    Throttled,
+    /// A quota is exhausted.
+    Quota,
+    /// The delta token expired: a full resync follows.
+    SyncStateExpired,
+    /// A record was locked by someone else.
+    LockContention,
+    /// A fault that may pass: network, timeouts, 5xx, database hiccups.
+    Transient,
+    /// A fault that will not pass by retrying.
+    Permanent,
+}
+
+impl FailureClass {
+    /// Whether the job is retried through the retry queues.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Throttled | Self::LockContention | Self::Transient)
+    }
+
+    /// The issue category stored for it.
+    pub fn category(self) -> IssueCategory {
+        match self {
+            Self::Settings => IssueCategory::Settings,
+            Self::Authorization => IssueCategory::Auth,
+            Self::Throttled => IssueCategory::Throttled,
+            Self::Quota => IssueCategory::Quota,
+            Self::SyncStateExpired => IssueCategory::SyncStateReset,
+            Self::LockContention => IssueCategory::LockContention,
+            Self::Transient => IssueCategory::Transient,
+            Self::Permanent => IssueCategory::Internal,
+        }
+    }
+}
+
+/// Why a session failed as a whole.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{class:?} failure from {side}: {message}")]
+pub struct SyncFailure {
+    /// How to handle it.
+    pub class: FailureClass,
+    /// Which side caused it.
+    pub side: IssueSource,
+    /// What went wrong; never holds a secret.
+    pub message: String,
+    /// The delay the provider asked for, if any.
+    pub retry_after: Option<Duration>,
+}
+
+impl SyncFailure {
+    /// A failure of the given class.
+    pub fn new(class: FailureClass, side: IssueSource, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            side,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A database error met by the engine: transient (the job is retried).
+    pub fn database(error: sqlx::Error) -> Self {
+        Self::new(FailureClass::Transient, IssueSource::Engine, format!("database error: {error}"))
+    }
+}

@@ -1,0 +1,114 @@
+//! Step 1 of a session: are the mailbox and the CRM configured, and is the
+//! organization enabled? Until the connectors land this is the whole of the
+//! session's work, and the session says so: it never reports a sync that did
+//! not happen.
+
+use std::time::Instant;
+
+use syncfleet_common::domain::{AccessType, IssueCategory, IssueSource, Scope};
+
+use super::{FailureClass, SessionContext, SyncFailure, SyncWork};
+
+/// The settings check, run as the whole session (scope `check`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SettingsCheck;
+
+#[derive(sqlx::FromRow)]
+struct Settings {
+    sync_enabled: bool,
+    access_type: String,
+    ews_url: Option<String>,
+    impersonation_account: Option<String>,
+    has_impersonation_password: bool,
+    salesforce_instance_url: Option<String>,
+    credential_kinds: Vec<String>,
+}
+
+/// A missing piece of configuration and the side it belongs to.
+type Missing = (IssueSource, &'static str);
+
+impl SettingsCheck {
+    async fn load(session: &SessionContext) -> Result<Settings, SyncFailure> {
+        sqlx::query_as::<_, Settings>(
+            "SELECT o.sync_enabled, o.access_type, o.ews_url, o.impersonation_account, \
+                    EXISTS (SELECT 1 FROM credentials c \
+                            WHERE c.organization_id = o.id AND c.kind = 'impersonation_password') \
+                        AS has_impersonation_password, \
+                    u.salesforce_instance_url, \
+                    ARRAY(SELECT c.kind FROM credentials c WHERE c.user_id = u.id) AS credential_kinds \
+             FROM users u JOIN organizations o ON o.id = u.organization_id \
+             WHERE u.id = $1",
+        )
+        .bind(session.user_id)
+        .fetch_optional(&session.pool)
+        .await
+        .map_err(SyncFailure::database)?
+        .ok_or_else(|| SyncFailure::new(FailureClass::Permanent, IssueSource::Engine, "the user no longer exists"))
+    }
+
+    fn missing(settings: &Settings) -> Vec<Missing> {
+        let has = |kind: &str| settings.credential_kinds.iter().any(|owned| owned == kind);
+        let mut missing = Vec::new();
+        if !settings.sync_enabled {
+            missing.push((IssueSource::Engine, "synchronization is disabled for the organization"));
+        }
+        match settings.access_type.parse::<AccessType>() {
+            Ok(AccessType::ExchangeDirect) => {
+                if !has("mailbox_password") && !has("mailbox_refresh_token") {
+                    missing.push((IssueSource::Mailbox, "no Exchange password or Office 365 authorization is stored"));
+                }
+            }
+            Ok(AccessType::ExchangeImpersonation) => {
+                if settings.ews_url.is_none() || settings.impersonation_account.is_none() {
+                    missing.push((IssueSource::Mailbox, "the organization has no EWS URL or impersonation account"));
+                }
+                if !settings.has_impersonation_password && !has("mailbox_refresh_token") {
+                    missing.push((IssueSource::Mailbox, "the organization's impersonation password is not stored"));
+                }
+            }
+            Ok(AccessType::Office365 | AccessType::Gmail) => {
+                if !has("mailbox_refresh_token") {
+                    missing.push((IssueSource::Mailbox, "the mailbox has not been authorized (no OAuth refresh token)"));
+                }
+            }
+            Err(_) => missing.push((IssueSource::Engine, "the organization's mailbox access type is unknown")),
+        }
+        if settings.salesforce_instance_url.is_none() {
+            missing.push((IssueSource::Crm, "no Salesforce instance URL is set"));
+        }
+        if !has("crm_refresh_token") {
+            missing.push((IssueSource::Crm, "Salesforce has not been authorized (no OAuth refresh token)"));
+        }
+        missing
+    }
+}
+
+impl SyncWork for SettingsCheck {
+    async fn run(&self, session: &mut SessionContext) -> Result<(), SyncFailure> {
+        let started = Instant::now();
+        session.scope = Scope::Check;
+        let settings = Self::load(session).await?;
+        let missing = Self::missing(&settings);
+        if let Some((first_source, _)) = missing.first().copied() {
+            for (source, message) in &missing {
+                session.issue(*source, IssueCategory::Settings, None, *message);
+            }
+            session
+                .log
+                .finish_step("check_settings", started, format!("{} setting(s) missing.", missing.len()));
+            let summary = missing.iter().map(|(_, message)| *message).collect::<Vec<_>>().join("; ");
+            return Err(SyncFailure::new(FailureClass::Settings, first_source, summary));
+        }
+        session.log.finish_step(
+            "check_settings",
+            started,
+            "Mailbox and CRM are configured and the organization is enabled.",
+        );
+        session.log.push(
+            "sync",
+            "info",
+            "Mailbox and CRM synchronization are not part of this build: nothing was synchronized.",
+        );
+        Ok(())
+    }
+}
