@@ -13,7 +13,7 @@ use anyhow::Context;
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
 use lapin::{
-    Connection, Consumer,
+    Channel, Connection, Consumer,
     message::Delivery,
     options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions, BasicRejectOptions},
 };
@@ -101,8 +101,8 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
     loop {
         let mut connected = false;
         match fleet.consume(&tracker, &shutdown, &mut connected).await {
-            Ok(connection) => {
-                open_connection = Some(connection);
+            Ok(open) => {
+                open_connection = Some(open);
                 break;
             }
             Err(error) => {
@@ -120,7 +120,12 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
     }
 
     fleet.drain(&tracker).await;
-    if let Some(connection) = open_connection {
+    if let Some((connection, channels)) = open_connection {
+        // Closing each channel waits for the broker's Close-Ok, which comes
+        // after it has processed the acknowledgements sent on that channel.
+        for channel in channels {
+            let _ = channel.close(200, "worker shutting down".into()).await;
+        }
         let _ = connection.close(200, "worker shutting down".into()).await;
     }
     fleet.pool.close().await;
@@ -161,10 +166,15 @@ where
 }
 
 impl<W: SyncWork> Fleet<W> {
-    /// One connection's life: returns the connection when shutdown was
-    /// requested (after cancelling the consumers), or an error when the
-    /// broker went away.
-    async fn consume(self: &Arc<Self>, tracker: &TaskTracker, shutdown: &CancellationToken, connected: &mut bool) -> anyhow::Result<Connection> {
+    /// One connection's life: returns the connection and its consuming
+    /// channels when shutdown was requested (after cancelling the consumers),
+    /// or an error when the broker went away.
+    async fn consume(
+        self: &Arc<Self>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+        connected: &mut bool,
+    ) -> anyhow::Result<(Connection, [Channel; 3])> {
         let name = format!("syncfleet-worker {}", self.config.worker_id);
         let connection = queue::connect(&self.config.common.amqp_url, &name).await?;
         let setup = connection.create_channel().await?;
@@ -195,7 +205,7 @@ impl<W: SyncWork> Fleet<W> {
                     for (channel, consumer) in [(&priority_channel, &priority), (&cadence_channel, &cadence), (&dead_channel, &dead)] {
                         let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
                     }
-                    return Ok(connection);
+                    return Ok((connection, [priority_channel, cadence_channel, dead_channel]));
                 }
                 delivery = priority.next() => self.dispatch(tracker, Route::Priority, next_delivery(delivery, &priority)?),
                 delivery = cadence.next() => self.dispatch(tracker, Route::Cadence, next_delivery(delivery, &cadence)?),

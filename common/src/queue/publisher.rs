@@ -103,6 +103,15 @@ impl Publisher {
         self.send(exchange, routing_key, [message]).await
     }
 
+    /// Publishes an already-encoded body to `route` as it is: for replaying a
+    /// dead letter kept in `dead_jobs`. The worker rejects a body that is not
+    /// a valid envelope to the dead-letter queue.
+    pub async fn publish_bytes(&self, route: Route, body: &[u8]) -> Result<(), PublishError> {
+        let (exchange, routing_key) = self.topology.target(route);
+        let message = (body.to_vec(), Topology::properties("replayed", "unknown"));
+        self.send(exchange, routing_key, [message]).await
+    }
+
     /// Moves a message (possibly unreadable) to the dead-letter queue with a reason.
     pub async fn publish_dead(&self, route: Route, body: &[u8], reason: &str) -> Result<(), PublishError> {
         let (exchange, routing_key, headers) = self.topology.dead_target(route, reason);

@@ -1,0 +1,37 @@
+//! The api's settings.
+
+use std::net::SocketAddr;
+
+use syncfleet_common::config::{COMMON_SETTINGS, CommonConfig, ConfigError, Setting, Source};
+
+pub const API_LISTEN: Setting = Setting {
+    name: "SYNCFLEET_API_LISTEN",
+    default: "0.0.0.0:8080",
+    doc: "Address the api listens on.",
+};
+
+/// Every setting the api reads, for the README check.
+pub fn settings() -> Vec<Setting> {
+    let mut settings = COMMON_SETTINGS.to_vec();
+    settings.push(API_LISTEN);
+    settings
+}
+
+/// The api's configuration.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Connections shared by every service.
+    pub common: CommonConfig,
+    /// Listen address.
+    pub listen: SocketAddr,
+}
+
+impl ApiConfig {
+    /// Reads the api's settings.
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::from_source(source)?,
+            listen: source.get(&API_LISTEN)?,
+        })
+    }
+}

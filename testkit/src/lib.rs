@@ -1,0 +1,171 @@
+//! What the fleet's integration tests share. Every test gets its own
+//! database and its own queue prefix, so tests run in parallel against the one
+//! PostgreSQL and RabbitMQ of the machine; the broker-restart test gets a
+//! private RabbitMQ node of its own.
+
+#![allow(clippy::unwrap_used)]
+
+mod broker;
+mod fixtures;
+
+use std::{future::Future, path::PathBuf, time::Duration};
+
+use sqlx::{Connection, PgConnection, PgPool};
+use syncfleet_common::{
+    config::{CommonConfig, Source},
+    db,
+    queue::{self, Topology},
+};
+use uuid::Uuid;
+
+pub use broker::PrivateBroker;
+pub use fixtures::*;
+
+/// The server tests create their databases on.
+pub fn server_url() -> String {
+    std::env::var("SYNCFLEET_TEST_DATABASE_SERVER").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// The broker tests use, unless they start their own.
+pub fn amqp_url() -> String {
+    std::env::var("SYNCFLEET_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// One test's world: a fresh migrated database and a queue prefix of its own.
+pub struct TestEnv {
+    /// The database's name.
+    pub database: String,
+    /// Its URL.
+    pub database_url: String,
+    /// The broker's URL.
+    pub amqp_url: String,
+    /// This test's queue prefix.
+    pub prefix: String,
+    /// A pool on the database.
+    pub pool: PgPool,
+}
+
+impl TestEnv {
+    /// Creates the database, applies the migrations and declares the topology.
+    pub async fn new() -> Self {
+        Self::with_broker(&amqp_url()).await
+    }
+
+    /// Like [`TestEnv::new`], against the given broker.
+    pub async fn with_broker(amqp_url: &str) -> Self {
+        let suffix = Uuid::new_v4().simple().to_string();
+        let database = format!("sf_test_{}", &suffix[..16]);
+        let mut admin = PgConnection::connect(&format!("{}/postgres", server_url())).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.unwrap();
+        admin.close().await.unwrap();
+        let env = Self {
+            database_url: format!("{}/{database}", server_url()),
+            database,
+            amqp_url: amqp_url.to_owned(),
+            prefix: format!("t{}", &suffix[..12]),
+            pool: PgPool::connect_lazy("postgres://unused").unwrap(),
+        };
+        let pool = db::connect(&env.common()).await.unwrap();
+        db::migrate(&pool).await.unwrap();
+        let env = Self { pool, ..env };
+        let connection = queue::connect(&env.common().amqp_url, "test setup").await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        env.topology().declare(&channel).await.unwrap();
+        connection.close(200, "done".into()).await.unwrap();
+        env
+    }
+
+    /// The settings a service of this test reads, plus `extra`.
+    pub fn source(&self, extra: &[(&str, &str)]) -> Source {
+        let mut pairs = vec![
+            ("SYNCFLEET_DATABASE_URL", self.database_url.as_str()),
+            ("SYNCFLEET_AMQP_URL", self.amqp_url.as_str()),
+            ("SYNCFLEET_QUEUE_PREFIX", self.prefix.as_str()),
+            ("SYNCFLEET_DATABASE_MAX_CONNECTIONS", "8"),
+        ];
+        pairs.extend_from_slice(extra);
+        Source::from_pairs(pairs)
+    }
+
+    /// The same settings as environment variables, for a child process.
+    pub fn env_vars(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut vars = vec![
+            ("SYNCFLEET_DATABASE_URL".to_owned(), self.database_url.clone()),
+            ("SYNCFLEET_AMQP_URL".to_owned(), self.amqp_url.clone()),
+            ("SYNCFLEET_QUEUE_PREFIX".to_owned(), self.prefix.clone()),
+            ("SYNCFLEET_DATABASE_MAX_CONNECTIONS".to_owned(), "8".to_owned()),
+            ("SYNCFLEET_LOG_FORMAT".to_owned(), "text".to_owned()),
+        ];
+        vars.extend(extra.iter().map(|(key, value)| (key.to_string(), value.to_string())));
+        vars
+    }
+
+    /// The shared part of the configuration.
+    pub fn common(&self) -> CommonConfig {
+        CommonConfig::from_source(&self.source(&[])).unwrap()
+    }
+
+    /// This test's topology.
+    pub fn topology(&self) -> Topology {
+        Topology::new(self.prefix.clone(), self.common().delivery_limit)
+    }
+
+    /// A publisher on this test's topology.
+    pub async fn publisher(&self) -> queue::Publisher {
+        queue::Publisher::connect(self.common().amqp_url, "test publisher", self.topology()).await.unwrap()
+    }
+
+    /// Messages ready in a route's queue.
+    pub async fn ready(&self, route: queue::Route) -> u32 {
+        let connection = queue::connect(&self.common().amqp_url, "test probe").await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let count = self.topology().ready_count(&channel, route).await.unwrap();
+        connection.close(200, "done".into()).await.unwrap();
+        count
+    }
+
+    /// Deletes the queues and the database. Tests call it at the end; what a
+    /// failed test leaves behind is removed by `scripts/test.sh` next time.
+    pub async fn cleanup(self) {
+        self.pool.close().await;
+        if let Ok(connection) = queue::connect(&self.common().amqp_url, "test cleanup").await {
+            if let Ok(channel) = connection.create_channel().await {
+                let _ = self.topology().delete(&channel).await;
+            }
+            let _ = connection.close(200, "done".into()).await;
+        }
+        if let Ok(mut admin) = PgConnection::connect(&format!("{}/postgres", server_url())).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds; panics with `what` after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The path of one of the workspace's binaries, built beside the test binary.
+pub fn binary(name: &str) -> PathBuf {
+    let mut directory = std::env::current_exe().unwrap();
+    directory.pop();
+    if directory.ends_with("deps") {
+        directory.pop();
+    }
+    let path = directory.join(name);
+    assert!(path.exists(), "{} is not built; run the tests through scripts/test.sh", path.display());
+    path
+}

@@ -1,0 +1,155 @@
+//! The worker binary: kill -9 mid-job, and SIGTERM.
+//!
+//! A job is held "in the middle" by locking the credentials table: the
+//! settings check reads it, so the session is open and waits there.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use chrono::Utc;
+use sqlx::{Connection, PgConnection};
+use syncfleet_common::{
+    domain::{AccessType, SyncStatus},
+    queue::Route,
+};
+use syncfleet_testkit::{TestEnv, organization, session_count, users, wait_until};
+
+use crate::support::{force_sync, start};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn spawn_worker(env: &TestEnv, extra: &[(&str, &str)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_syncfleet-worker"))
+        .envs(env.env_vars(extra))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn lock_credentials(env: &TestEnv) -> PgConnection {
+    let mut connection = PgConnection::connect(&env.database_url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut connection).await.unwrap();
+    sqlx::query("LOCK TABLE credentials IN ACCESS EXCLUSIVE MODE").execute(&mut connection).await.unwrap();
+    connection
+}
+
+async fn unlock(mut connection: PgConnection) {
+    sqlx::query("ROLLBACK").execute(&mut connection).await.unwrap();
+    connection.close().await.unwrap();
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+async fn exit_status(mut child: Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the worker did not exit within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn kill_9_mid_job_abandons_the_session_and_the_job_completes_once() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
+    let lock = lock_credentials(&env).await;
+    let mut first = spawn_worker(&env, &[("SYNCFLEET_USER_LEASE", "2s")]);
+    force_sync(&env, user).await;
+    wait_until(LIMIT, "the session to be running", || async { session_count(&env.pool, user, "running").await == 1 }).await;
+
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let second = spawn_worker(&env, &[("SYNCFLEET_USER_LEASE", "2s")]);
+    // The redelivered job waits for the dead worker's lease, then takes over.
+    wait_until(LIMIT, "the takeover", || async {
+        session_count(&env.pool, user, "abandoned").await == 1 && session_count(&env.pool, user, "running").await == 1
+    })
+    .await;
+    unlock(lock).await;
+    wait_until(LIMIT, "the job to complete", || async { session_count(&env.pool, user, "succeeded").await == 1 }).await;
+
+    terminate(&second);
+    assert!(exit_status(second, LIMIT).await.success());
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM sync_sessions WHERE user_id = $1 ORDER BY started_at")
+        .bind(user)
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(statuses, ["abandoned", "succeeded"]);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_consuming_finishes_in_flight_jobs_and_exits_zero() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let [in_flight, later] = users(&env.pool, org, 2, SyncStatus::Enabled, Utc::now(), true).await[..] else {
+        unreachable!()
+    };
+    let lock = lock_credentials(&env).await;
+    let worker = spawn_worker(&env, &[("SYNCFLEET_SHUTDOWN_GRACE", "30s")]);
+    force_sync(&env, in_flight).await;
+    wait_until(LIMIT, "the session to be running", || async {
+        session_count(&env.pool, in_flight, "running").await == 1
+    })
+    .await;
+
+    terminate(&worker);
+    // Published after SIGTERM: the draining worker must not take it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    force_sync(&env, later).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    unlock(lock).await;
+
+    assert!(exit_status(worker, LIMIT).await.success(), "a drained worker exits 0");
+    assert_eq!(session_count(&env.pool, in_flight, "succeeded").await, 1);
+    let later_sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_sessions WHERE user_id = $1")
+        .bind(later)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(later_sessions, 0);
+    assert_eq!(env.ready(Route::Priority).await, 1, "the job published during the drain waits for the next worker");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigterm_hands_back_a_job_still_running_after_the_grace_period() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
+    let lock = lock_credentials(&env).await;
+    let worker = spawn_worker(&env, &[("SYNCFLEET_SHUTDOWN_GRACE", "1s")]);
+    force_sync(&env, user).await;
+    wait_until(LIMIT, "the session to be running", || async { session_count(&env.pool, user, "running").await == 1 }).await;
+
+    terminate(&worker);
+    assert!(exit_status(worker, LIMIT).await.success(), "a worker that handed its jobs back exits 0");
+    assert_eq!(session_count(&env.pool, user, "abandoned").await, 1);
+    assert_eq!(env.ready(Route::Priority).await, 1, "the job is back on its queue");
+    let lease: Option<uuid::Uuid> = sqlx::query_scalar("SELECT running_session_id FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(lease, None, "the lease is released at once, not left to expire");
+
+    unlock(lock).await;
+    let next = start(&env, syncfleet_worker::sync::SettingsCheck, &[]);
+    wait_until(LIMIT, "the handed-back job to complete", || async {
+        session_count(&env.pool, user, "succeeded").await == 1
+    })
+    .await;
+    next.stop().await;
+    env.cleanup().await;
+}

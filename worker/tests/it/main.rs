@@ -1,0 +1,8 @@
+//! The worker through the real PostgreSQL and RabbitMQ.
+
+#![allow(clippy::unwrap_used)]
+
+mod lifecycle;
+mod priority;
+mod sessions;
+mod support;

@@ -1,0 +1,230 @@
+//! What a session writes, retries, and the per-user lease.
+
+use std::{
+    sync::{Arc, atomic::AtomicU32},
+    time::Duration,
+};
+
+use chrono::Utc;
+use syncfleet_common::{
+    domain::{AccessType, SyncStatus, Trigger},
+    queue::{JobEnvelope, Route},
+    session_log,
+};
+use syncfleet_testkit::{TestEnv, mark_queued, organization, session_count, users, wait_until};
+
+use crate::support::{FailsTransiently, Slow, force_sync, start};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_configured_user_gets_a_check_session_with_its_log() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
+    let worker = start(&env, syncfleet_worker::sync::SettingsCheck, &[]);
+
+    let job = force_sync(&env, user).await;
+    wait_until(LIMIT, "the session to succeed", || async { session_count(&env.pool, user, "succeeded").await == 1 }).await;
+
+    let (scope, trigger, job_id, ended): (String, String, uuid::Uuid, bool) = sqlx::query_as(
+        "SELECT scope, trigger, job_id, ended_at IS NOT NULL FROM sync_sessions WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!((scope.as_str(), trigger.as_str(), job_id, ended), ("check", "force", job.job_id, true));
+    let log: Vec<u8> = sqlx::query_scalar("SELECT log_gzip FROM sync_session_logs WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    let steps: Vec<String> = session_log::decode_gzip(&log).unwrap().into_iter().map(|entry| entry.step).collect();
+    assert_eq!(steps, ["claim", "check_settings", "sync"]);
+    let (running, last_status): (Option<uuid::Uuid>, Option<String>) =
+        sqlx::query_as("SELECT running_session_id, last_session_status FROM users WHERE id = $1")
+            .bind(user)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!((running, last_status.as_deref()), (None, Some("succeeded")));
+
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn missing_settings_fail_the_session_with_one_issue_each() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Gmail, true).await;
+    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), false).await[0];
+    let worker = start(&env, syncfleet_worker::sync::SettingsCheck, &[]);
+
+    force_sync(&env, user).await;
+    wait_until(LIMIT, "the session to fail", || async { session_count(&env.pool, user, "failed").await == 1 }).await;
+
+    let issues: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT source, category, message FROM sync_issues WHERE user_id = $1 ORDER BY source, message")
+            .bind(user)
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    let expected = [
+        ("crm", "settings", "Salesforce has not been authorized (no OAuth refresh token)"),
+        ("crm", "settings", "no Salesforce instance URL is set"),
+        ("mailbox", "settings", "the mailbox has not been authorized (no OAuth refresh token)"),
+    ];
+    let actual: Vec<(&str, &str, &str)> = issues.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
+    assert_eq!(actual, expected);
+    let (category, issue_count): (Option<String>, i32) =
+        sqlx::query_as("SELECT error_category, issue_count FROM sync_sessions WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!((category.as_deref(), issue_count), (Some("settings"), 3));
+
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_user_of_a_disabled_organization_gets_a_skipped_session_not_a_sync() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, false).await;
+    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
+    let worker = start(&env, syncfleet_worker::sync::SettingsCheck, &[]);
+
+    force_sync(&env, user).await;
+    wait_until(LIMIT, "a skipped session", || async { session_count(&env.pool, user, "skipped").await == 1 }).await;
+    let message: Option<String> = sqlx::query_scalar("SELECT error_message FROM sync_sessions WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(message.as_deref(), Some("synchronization is disabled for the organization"));
+
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_deliveries_of_one_job_never_run_two_sessions_at_once() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
+    // Two workers, and the same job published twice, as a broker redelivery
+    // while the first run is still going would do.
+    let first = start(&env, Slow(Duration::from_millis(1500)), &[]);
+    let second = start(&env, Slow(Duration::from_millis(1500)), &[]);
+    let job = JobEnvelope::sync(user, Trigger::Force, Utc::now());
+    let publisher = env.publisher().await;
+    publisher.publish(Route::Priority, &[job.clone(), job.clone()]).await.unwrap();
+
+    wait_until(LIMIT, "the session to succeed", || async { session_count(&env.pool, user, "succeeded").await == 1 }).await;
+    // The second delivery waited for the lease, then found the job done.
+    wait_until(LIMIT, "both deliveries to be settled", || async {
+        env.ready(Route::Priority).await == 0
+            && sqlx::query_scalar::<_, bool>("SELECT running_session_id IS NULL FROM users WHERE id = $1")
+                .bind(user)
+                .fetch_one(&env.pool)
+                .await
+                .unwrap()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_sessions WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 1, "the duplicate delivery must not open a second session");
+
+    first.stop().await;
+    second.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_until_the_job_succeeds() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
+    let seen = Arc::new(AtomicU32::new(0));
+    let work = FailsTransiently { failures: 2, seen: seen.clone() };
+    let worker = start(&env, work, &[("SYNCFLEET_RETRY_BASE_DELAY", "1s"), ("SYNCFLEET_RETRY_MAX_ATTEMPTS", "5")]);
+
+    let job = JobEnvelope::sync(user, Trigger::Cadence, Utc::now());
+    mark_queued(&env.pool, &[user], &[job.job_id]).await;
+    env.publisher().await.publish(Route::Cadence, std::slice::from_ref(&job)).await.unwrap();
+    wait_until(LIMIT, "the third attempt to succeed", || async { session_count(&env.pool, user, "succeeded").await == 1 }).await;
+
+    let attempts: Vec<(i32, String, Option<String>)> =
+        sqlx::query_as("SELECT attempt, status, error_category FROM sync_sessions WHERE user_id = $1 ORDER BY started_at")
+            .bind(user)
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    let transient = Some("transient".to_owned());
+    assert_eq!(
+        attempts,
+        [(1, "failed".to_owned(), transient.clone()), (2, "failed".to_owned(), transient), (3, "succeeded".to_owned(), None)]
+    );
+    let queued: Option<uuid::Uuid> = sqlx::query_scalar("SELECT queued_job_id FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, None, "a finished cadence job lets the scheduler queue the user again");
+
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_job_past_its_retries_is_dead_lettered_with_an_engine_issue() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
+    let work = FailsTransiently { failures: u32::MAX, seen: Arc::new(AtomicU32::new(0)) };
+    let worker = start(&env, work, &[("SYNCFLEET_RETRY_BASE_DELAY", "1s"), ("SYNCFLEET_RETRY_MAX_ATTEMPTS", "2")]);
+
+    let job = JobEnvelope::sync(user, Trigger::Cadence, Utc::now());
+    mark_queued(&env.pool, &[user], &[job.job_id]).await;
+    env.publisher().await.publish(Route::Cadence, std::slice::from_ref(&job)).await.unwrap();
+    wait_until(LIMIT, "the dead letter to be recorded", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM dead_jobs WHERE job_id = $1")
+            .bind(job.job_id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap()
+            == 1
+    })
+    .await;
+
+    let reason: String = sqlx::query_scalar("SELECT reason FROM dead_jobs WHERE job_id = $1")
+        .bind(job.job_id)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(reason, "retries_exhausted");
+    assert_eq!(session_count(&env.pool, user, "failed").await, 2);
+    let engine_issues: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sync_issues WHERE user_id = $1 AND source = 'engine' AND category = 'internal' AND session_id IS NULL",
+    )
+    .bind(user)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(engine_issues, 1);
+    let queued: Option<uuid::Uuid> = sqlx::query_scalar("SELECT queued_job_id FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, None, "the user is scheduled again at the next slot");
+
+    worker.stop().await;
+    env.cleanup().await;
+}
