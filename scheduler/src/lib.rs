@@ -9,4 +9,4 @@ mod tick;
 
 pub use config::SchedulerConfig;
 pub use scheduler::run;
-pub use tick::{TickReport, tick};
+pub use tick::{TickReport, sweep, tick};

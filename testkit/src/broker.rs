@@ -1,7 +1,9 @@
 //! A RabbitMQ node of a test's own, on free ports, so the test can stop and
 //! restart it without touching the broker the other tests use.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{path::PathBuf, time::Duration};
+
+use tokio::process::Command;
 
 use uuid::Uuid;
 
@@ -38,12 +40,16 @@ impl PrivateBroker {
     }
 
     fn command(&self, program: &str) -> Command {
+        Command::from(self.std_command(program))
+    }
+
+    fn std_command(&self, program: &str) -> std::process::Command {
         // Debian's /usr/sbin wrappers switch to the rabbitmq user, who cannot
         // write this node's folders; the scripts behind them run as we are.
         // The private HOME gives the node and rabbitmqctl one Erlang cookie.
         let scripts = PathBuf::from("/usr/lib/rabbitmq/bin");
         let program = if scripts.join(program).exists() { scripts.join(program) } else { PathBuf::from(program) };
-        let mut command = Command::new(program);
+        let mut command = std::process::Command::new(program);
         command
             .env("HOME", &self.base)
             .env("RABBITMQ_NODENAME", &self.node)
@@ -60,7 +66,7 @@ impl PrivateBroker {
     }
 
     async fn boot(&self) {
-        let status = self.command("rabbitmq-server").arg("-detached").status().unwrap();
+        let status = self.command("rabbitmq-server").arg("-detached").status().await.unwrap();
         assert!(status.success(), "rabbitmq-server -detached failed");
         let address = format!("127.0.0.1:{}", self.port);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -73,6 +79,7 @@ impl PrivateBroker {
             .command("rabbitmqctl")
             .args(["-n", &self.node, "await_startup", "--timeout", "60"])
             .status()
+            .await
             .unwrap();
         assert!(status.success(), "private broker did not finish starting");
     }
@@ -80,18 +87,14 @@ impl PrivateBroker {
     /// Stops the node (every connection drops) and starts it again with its
     /// queues and messages.
     pub async fn restart(&self) {
-        self.stop();
+        let _ = self.command("rabbitmqctl").args(["-n", &self.node, "stop"]).status().await;
         self.boot().await;
-    }
-
-    fn stop(&self) {
-        let _ = self.command("rabbitmqctl").args(["-n", &self.node, "stop"]).status();
     }
 }
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
-        self.stop();
+        let _ = self.std_command("rabbitmqctl").args(["-n", &self.node, "stop"]).status();
         let _ = std::fs::remove_dir_all(&self.base);
     }
 }

@@ -1,0 +1,79 @@
+//! Leader election: kill -9 of the leader, the standby takes over.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use chrono::Utc;
+use syncfleet_common::domain::{AccessType, SyncStatus};
+use syncfleet_testkit::{TestEnv, organization, users, wait_until};
+
+use crate::support::{sessions_by_user, users_synced_at_least, worker};
+
+fn spawn_scheduler(env: &TestEnv) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_syncfleet-scheduler"))
+        .envs(env.env_vars(&[
+            ("SYNCFLEET_SYNC_INTERVAL", "4s"),
+            ("SYNCFLEET_SCHEDULER_TICK", "100ms"),
+            ("SYNCFLEET_LEADER_LEASE", "2s"),
+        ]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn term(env: &TestEnv) -> i64 {
+    sqlx::query_scalar("SELECT term FROM leader_leases WHERE name = 'scheduler'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_standby_takes_over_when_the_leader_is_killed_and_no_user_is_skipped() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let ids = users(&env.pool, org, 40, SyncStatus::Enabled, Utc::now(), true).await;
+    let mut leader = spawn_scheduler(&env);
+    wait_until(Duration::from_secs(30), "a leader", || async { term(&env).await == 1 }).await;
+    let mut standby = spawn_scheduler(&env);
+    let worker = worker(&env, &[]);
+    wait_until(Duration::from_secs(60), "two syncs of every user", || async {
+        users_synced_at_least(&env, 2).await == ids.len() as i64
+    })
+    .await;
+
+    leader.kill().unwrap();
+    leader.wait().unwrap();
+    let killed_at = Utc::now();
+    wait_until(Duration::from_secs(15), "the standby to take over", || async { term(&env).await == 2 }).await;
+    let took_over_at: chrono::DateTime<Utc> =
+        sqlx::query_scalar("SELECT acquired_at FROM leader_leases WHERE name = 'scheduler'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    println!("takeover after {} ms", (took_over_at - killed_at).num_milliseconds());
+    wait_until(Duration::from_secs(60), "three more syncs of every user", || async {
+        users_synced_at_least(&env, 5).await == ids.len() as i64
+    })
+    .await;
+
+    let _ = Command::new("kill").args(["-TERM", &standby.id().to_string()]).status();
+    assert!(standby.wait().unwrap().success());
+    worker.stop().await;
+
+    let interval = chrono::Duration::seconds(4);
+    for (user, sessions) in sessions_by_user(&env).await {
+        let mut slots: Vec<_> = sessions[1..].iter().map(|session| session.scheduled_at).collect();
+        slots.sort();
+        let duplicates = slots.windows(2).filter(|pair| pair[0] == pair[1]).count();
+        assert!(duplicates <= 1, "{user} was synced more than once for a slot twice: {sessions:?}");
+        slots.dedup();
+        for pair in slots.windows(2) {
+            assert_eq!(pair[1] - pair[0], interval, "{user} skipped a slot: {sessions:?}");
+        }
+    }
+    env.cleanup().await;
+}

@@ -1,0 +1,9 @@
+//! The scheduler through the real PostgreSQL and RabbitMQ, with real workers.
+
+#![allow(clippy::unwrap_used)]
+
+mod broker_restart;
+mod cadence;
+mod failover;
+mod maintenance;
+mod support;
