@@ -52,6 +52,12 @@ impl Source {
         }
     }
 
+    /// Adds or replaces values.
+    pub fn extend<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        self.values
+            .extend(pairs.into_iter().map(|(key, value)| (key.to_owned(), value.to_owned())));
+    }
+
     fn raw(&self, setting: &Setting) -> &str {
         self.values
             .get(setting.name)
@@ -109,11 +115,19 @@ impl Source {
     }
 }
 
+/// The settings whose README row (`| \`NAME\` | \`default\` | ... |`) is
+/// missing or shows another default; each service's tests check its own.
+pub fn undocumented(settings: &[Setting], readme: &str) -> Vec<&'static str> {
+    settings
+        .iter()
+        .filter(|setting| !readme.contains(&format!("| `{}` | `{}` |", setting.name, setting.default)))
+        .map(|setting| setting.name)
+        .collect()
+}
+
 /// Parses `250ms`, `30s`, `5m`, `2h`; a bare number is seconds. Zero is refused.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let split = raw
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(raw.len());
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (number, unit) = raw.split_at(split);
     let number: u64 = number
         .parse()
@@ -255,10 +269,7 @@ mod tests {
 
     #[test]
     fn a_secret_url_is_not_printed_by_debug() {
-        let source = Source::from_pairs([(
-            "SYNCFLEET_DATABASE_URL",
-            "postgres://app:hunter2@db/syncfleet",
-        )]);
+        let source = Source::from_pairs([("SYNCFLEET_DATABASE_URL", "postgres://app:hunter2@db/syncfleet")]);
         let config = CommonConfig::from_source(&source).expect("valid config");
         assert!(!format!("{config:?}").contains("hunter2"));
     }

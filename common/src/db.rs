@@ -65,7 +65,11 @@ pub async fn maintain_partitions(pool: &PgPool, retention: Retention) -> Result<
     ];
     let mut report = MaintenanceReport::default();
     for (table, step, keep_days) in tables {
-        let ahead = if step == "month" { retention.ahead_days.max(62) } else { retention.ahead_days };
+        let ahead = if step == "month" {
+            retention.ahead_days.max(62)
+        } else {
+            retention.ahead_days
+        };
         let created: i32 = sqlx::query_scalar(
             "SELECT syncfleet_ensure_partitions($1, $2, (now() AT TIME ZONE 'UTC')::date - 1, \
              (now() AT TIME ZONE 'UTC')::date + $3::int + 1)",
@@ -75,14 +79,13 @@ pub async fn maintain_partitions(pool: &PgPool, retention: Retention) -> Result<
         .bind(ahead as i32)
         .fetch_one(pool)
         .await?;
-        let dropped: i32 = sqlx::query_scalar(
-            "SELECT syncfleet_drop_partitions($1, $2, now() - make_interval(days => $3::int))",
-        )
-        .bind(table)
-        .bind(step)
-        .bind(keep_days as i32)
-        .fetch_one(pool)
-        .await?;
+        let dropped: i32 =
+            sqlx::query_scalar("SELECT syncfleet_drop_partitions($1, $2, now() - make_interval(days => $3::int))")
+                .bind(table)
+                .bind(step)
+                .bind(keep_days as i32)
+                .fetch_one(pool)
+                .await?;
         report.created += created;
         report.dropped += dropped;
     }

@@ -1,1 +1,25 @@
-fn main() {}
+//! `syncfleet-loadtest`: demo data and benchmarks of the fleet on this machine.
+//!
+//! - `seed-demo`: a few organizations and users for the local demo.
+//! - `pipeline [--jobs N] [--workers W]`: the scheduler's publish rate, then
+//!   the end-to-end rate of N jobs of the trivial sync work through the whole
+//!   path (publish, consume, session commit, ack); prints a JSON report.
+
+mod demo;
+mod pipeline;
+
+use syncfleet_common::{config::Source, telemetry};
+
+const USAGE: &str = "usage: syncfleet-loadtest seed-demo | pipeline [--jobs N] [--workers W]";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let source = Source::from_env();
+    telemetry::init(&source)?;
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    match arguments.first().map(String::as_str) {
+        Some("seed-demo") => demo::seed(&source).await,
+        Some("pipeline") => pipeline::run(&source, &pipeline::Options::parse(&arguments[1..])?).await,
+        _ => anyhow::bail!("{USAGE}"),
+    }
+}

@@ -32,7 +32,9 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> anyhow
         match leadership.try_acquire().await {
             Ok(Some(term)) => {
                 if publisher.is_none() {
-                    match Publisher::connect(config.common.amqp_url.clone(), "syncfleet-scheduler", topology.clone()).await {
+                    match Publisher::connect(config.common.amqp_url.clone(), "syncfleet-scheduler", topology.clone())
+                        .await
+                    {
                         Ok(connected) => publisher = Some(connected),
                         Err(error) => {
                             warn!(%error, "Leader cannot reach the broker; stepping down.");
@@ -65,7 +67,14 @@ async fn wait(shutdown: &CancellationToken, duration: Duration) {
     }
 }
 
-async fn lead(config: &SchedulerConfig, pool: &PgPool, publisher: &Publisher, leadership: &Leadership, term: i64, shutdown: &CancellationToken) {
+async fn lead(
+    config: &SchedulerConfig,
+    pool: &PgPool,
+    publisher: &Publisher,
+    leadership: &Leadership,
+    term: i64,
+    shutdown: &CancellationToken,
+) {
     info!(term, "Became the scheduler leader.");
     let lost = CancellationToken::new();
     let renewal = tokio::spawn(renew(leadership.clone(), term, config.leader_lease, lost.clone()));
@@ -75,7 +84,11 @@ async fn lead(config: &SchedulerConfig, pool: &PgPool, publisher: &Publisher, le
     loop {
         if Instant::now() >= next_maintenance {
             match db::maintain_partitions(pool, config.retention).await {
-                Ok(report) => info!(created = report.created, dropped = report.dropped, "Partitions maintained."),
+                Ok(report) => info!(
+                    created = report.created,
+                    dropped = report.dropped,
+                    "Partitions maintained."
+                ),
                 Err(error) => warn!(%error, "Partition maintenance failed; will try again."),
             }
             next_maintenance = Instant::now() + config.maintenance_interval;
@@ -83,14 +96,25 @@ async fn lead(config: &SchedulerConfig, pool: &PgPool, publisher: &Publisher, le
         if Instant::now() >= next_sweep {
             match tick::sweep(pool, config.queued_job_timeout).await {
                 Ok((0, 0)) => {}
-                Ok((abandoned, recovered)) => info!(abandoned, recovered, "Expired leases released and lost jobs recovered."),
+                Ok((abandoned, recovered)) => {
+                    info!(abandoned, recovered, "Expired leases released and lost jobs recovered.")
+                }
                 Err(error) => warn!(%error, "Recovery sweep failed; will try again."),
             }
             next_sweep = Instant::now() + config.sweep_interval;
         }
 
         let started = Instant::now();
-        match tick::tick(pool, publisher, leadership.holder(), term, config.interval, config.batch_size).await {
+        match tick::tick(
+            pool,
+            publisher,
+            leadership.holder(),
+            term,
+            config.interval,
+            config.batch_size,
+        )
+        .await
+        {
             Ok(report) if report.published + report.skipped > 0 => {
                 let elapsed = started.elapsed();
                 info!(

@@ -48,7 +48,11 @@ impl PrivateBroker {
         // write this node's folders; the scripts behind them run as we are.
         // The private HOME gives the node and rabbitmqctl one Erlang cookie.
         let scripts = PathBuf::from("/usr/lib/rabbitmq/bin");
-        let program = if scripts.join(program).exists() { scripts.join(program) } else { PathBuf::from(program) };
+        let program = if scripts.join(program).exists() {
+            scripts.join(program)
+        } else {
+            PathBuf::from(program)
+        };
         let mut command = std::process::Command::new(program);
         command
             .env("HOME", &self.base)
@@ -87,18 +91,29 @@ impl PrivateBroker {
     /// Stops the node (every connection drops) and starts it again with its
     /// queues and messages.
     pub async fn restart(&self) {
-        let _ = self.command("rabbitmqctl").args(["-n", &self.node, "stop"]).status().await;
+        let _ = self
+            .command("rabbitmqctl")
+            .args(["-n", &self.node, "stop"])
+            .status()
+            .await;
         self.boot().await;
     }
 }
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
-        let _ = self.std_command("rabbitmqctl").args(["-n", &self.node, "stop"]).status();
+        let _ = self
+            .std_command("rabbitmqctl")
+            .args(["-n", &self.node, "stop"])
+            .status();
         let _ = std::fs::remove_dir_all(&self.base);
     }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

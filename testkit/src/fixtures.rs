@@ -8,15 +8,17 @@ use uuid::Uuid;
 /// Creates an organization and returns its id.
 pub async fn organization(pool: &PgPool, access_type: AccessType, sync_enabled: bool) -> Uuid {
     let id = Uuid::now_v7();
-    sqlx::query("INSERT INTO organizations (id, external_id, name, access_type, sync_enabled) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(format!("ext-{}", id.simple()))
-        .bind(format!("Organization {}", &id.simple().to_string()[24..]))
-        .bind(access_type.as_str())
-        .bind(sync_enabled)
-        .execute(pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO organizations (id, external_id, name, access_type, sync_enabled) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(format!("ext-{}", id.simple()))
+    .bind(format!("Organization {}", &id.simple().to_string()[24..]))
+    .bind(access_type.as_str())
+    .bind(sync_enabled)
+    .execute(pool)
+    .await
+    .unwrap();
     id
 }
 

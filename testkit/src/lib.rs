@@ -55,8 +55,13 @@ impl TestEnv {
     pub async fn with_broker(amqp_url: &str) -> Self {
         let suffix = Uuid::new_v4().simple().to_string();
         let database = format!("sf_test_{}", &suffix[..16]);
-        let mut admin = PgConnection::connect(&format!("{}/postgres", server_url())).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.unwrap();
+        let mut admin = PgConnection::connect(&format!("{}/postgres", server_url()))
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {database}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
         admin.close().await.unwrap();
         let env = Self {
             database_url: format!("{}/{database}", server_url()),
@@ -112,7 +117,9 @@ impl TestEnv {
 
     /// A publisher on this test's topology.
     pub async fn publisher(&self) -> queue::Publisher {
-        queue::Publisher::connect(self.common().amqp_url, "test publisher", self.topology()).await.unwrap()
+        queue::Publisher::connect(self.common().amqp_url, "test publisher", self.topology())
+            .await
+            .unwrap()
     }
 
     /// Messages ready in a route's queue.
@@ -153,7 +160,10 @@ where
         if condition().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -166,6 +176,10 @@ pub fn binary(name: &str) -> PathBuf {
         directory.pop();
     }
     let path = directory.join(name);
-    assert!(path.exists(), "{} is not built; run the tests through scripts/test.sh", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests through scripts/test.sh",
+        path.display()
+    );
     path
 }

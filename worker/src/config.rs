@@ -152,6 +152,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_setting_is_documented_in_the_readme_with_its_default() {
+        let readme = include_str!("../../README.md");
+        let missing = syncfleet_common::config::undocumented(&settings(), readme);
+        assert!(missing.is_empty(), "README.md lacks a row for {missing:?}");
+    }
+
+    #[test]
     fn retry_delays_grow_and_stay_under_the_cap() {
         let policy = RetryPolicy {
             base_delay: Duration::from_secs(1),

@@ -31,7 +31,7 @@ use crate::{
     config::WorkerConfig,
     dead_letters,
     session::{self, Claim, Claimed, Ending},
-    sync::{SessionContext, SyncWork},
+    sync::{SessionContext, SyncFailure, SyncWork},
 };
 
 /// Dead letters read concurrently per worker.
@@ -56,9 +56,12 @@ enum Verdict {
     DeadLetter(String),
 }
 
+/// What the session's task returns: the context back, and the work's result.
+type WorkOutput = (SessionContext, Result<(), SyncFailure>);
+
 /// How the session's work ended.
 enum Run {
-    Finished(Result<(SessionContext, Result<(), crate::sync::SyncFailure>), tokio::task::JoinError>),
+    Finished(Result<Box<WorkOutput>, tokio::task::JoinError>),
     HardStop,
     LeaseLost,
 }
@@ -193,7 +196,10 @@ impl<W: SyncWork> Fleet<W> {
             .consume(&cadence_channel, Route::Cadence, self.config.cadence_prefetch, tag)
             .await?;
         let dead_channel = connection.create_channel().await?;
-        let mut dead = self.topology.consume_dead(&dead_channel, DEAD_LETTER_PREFETCH, tag).await?;
+        let mut dead = self
+            .topology
+            .consume_dead(&dead_channel, DEAD_LETTER_PREFETCH, tag)
+            .await?;
         *connected = true;
         info!(worker_id = %self.config.worker_id, "Consuming the priority and cadence queues.");
 
@@ -225,12 +231,22 @@ impl<W: SyncWork> Fleet<W> {
 
     async fn drain(&self, tracker: &TaskTracker) {
         tracker.close();
-        info!(in_flight = tracker.len(), grace_ms = self.config.shutdown_grace.as_millis() as u64, "Draining in-flight jobs.");
+        info!(
+            in_flight = tracker.len(),
+            grace_ms = self.config.shutdown_grace.as_millis() as u64,
+            "Draining in-flight jobs."
+        );
         if timeout(self.config.shutdown_grace, tracker.wait()).await.is_err() {
-            warn!(in_flight = tracker.len(), "Grace period over: handing back the jobs still running.");
+            warn!(
+                in_flight = tracker.len(),
+                "Grace period over: handing back the jobs still running."
+            );
             self.hard_stop.cancel();
             if timeout(HAND_BACK_TIMEOUT, tracker.wait()).await.is_err() {
-                error!(in_flight = tracker.len(), "Hand-back timed out; the broker will redeliver those jobs.");
+                error!(
+                    in_flight = tracker.len(),
+                    "Hand-back timed out; the broker will redeliver those jobs."
+                );
             }
         }
     }
@@ -272,7 +288,10 @@ impl<W: SyncWork> Fleet<W> {
                 Verdict::Ack
             }
             Ok(Claim::Busy(remaining)) => {
-                info!(lease_remaining_ms = remaining.as_millis() as u64, "Another session of this user is running; deferring.");
+                info!(
+                    lease_remaining_ms = remaining.as_millis() as u64,
+                    "Another session of this user is running; deferring."
+                );
                 Verdict::Defer(remaining + Duration::from_millis(250))
             }
             Err(error) => {
@@ -286,18 +305,33 @@ impl<W: SyncWork> Fleet<W> {
         let lease = self.config.user_lease;
         let lost = CancellationToken::new();
         let finished = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat(self.pool.clone(), claimed, lease, lost.clone(), finished.clone()));
+        let heartbeat = tokio::spawn(heartbeat(
+            self.pool.clone(),
+            claimed,
+            lease,
+            lost.clone(),
+            finished.clone(),
+        ));
 
-        let mut context = SessionContext::new(self.pool.clone(), claimed.session_id, claimed.user_id, claimed.organization_id, job.clone());
+        let mut context = SessionContext::new(
+            self.pool.clone(),
+            claimed.session_id,
+            claimed.user_id,
+            claimed.organization_id,
+            job.clone(),
+        );
         context.log.push(
             "claim",
             "info",
-            format!("Session opened by {} (trigger {}, attempt {}).", self.config.worker_id, job.trigger, job.attempt),
+            format!(
+                "Session opened by {} (trigger {}, attempt {}).",
+                self.config.worker_id, job.trigger, job.attempt
+            ),
         );
         let work = self.work.clone();
         let mut handle = tokio::spawn(async move {
             let result = work.run(&mut context).await;
-            (context, result)
+            Box::new((context, result))
         });
         let run = tokio::select! {
             joined = &mut handle => Run::Finished(joined),
@@ -308,27 +342,9 @@ impl<W: SyncWork> Fleet<W> {
         let _ = heartbeat.await;
 
         let (ending, verdict) = match run {
-            Run::Finished(Ok((context, Ok(())))) => {
-                let status = if context.issues.is_empty() { SessionStatus::Succeeded } else { SessionStatus::SucceededWithIssues };
-                (ending_of(context, status, None, true), Verdict::Ack)
-            }
-            Run::Finished(Ok((mut context, Err(failure)))) => {
-                let retryable = failure.class.is_retryable();
-                let exhausted = job.attempt >= self.config.retry.max_attempts;
-                if context.issues.is_empty() {
-                    context.issue(failure.side, failure.class.category(), None, failure.message.clone());
-                }
-                let verdict = match (retryable, exhausted) {
-                    (true, false) => {
-                        let backoff = self.config.retry.delay_after(job.attempt);
-                        Verdict::Retry(failure.retry_after.map_or(backoff, |asked| asked.max(backoff)))
-                    }
-                    (true, true) => Verdict::DeadLetter("retries_exhausted".to_owned()),
-                    (false, _) => Verdict::Ack,
-                };
-                info!(failure = %failure, ?verdict, "Session failed.");
-                let error = Some((failure.class.category(), failure.side, failure.message));
-                (ending_of(context, SessionStatus::Failed, error, !retryable), verdict)
+            Run::Finished(Ok(output)) => {
+                let (context, result) = *output;
+                self.conclude(job, context, result)
             }
             Run::Finished(Err(join_error)) => {
                 error!(error = %join_error, "The sync work crashed; the job will be delivered again.");
@@ -338,7 +354,10 @@ impl<W: SyncWork> Fleet<W> {
             Run::HardStop => {
                 handle.abort();
                 let message = "the worker shut down before the session finished; the job was handed back";
-                (Ending::interrupted(SessionStatus::Abandoned, message), Verdict::HandBack)
+                (
+                    Ending::interrupted(SessionStatus::Abandoned, message),
+                    Verdict::HandBack,
+                )
             }
             Run::LeaseLost => {
                 handle.abort();
@@ -364,11 +383,53 @@ impl<W: SyncWork> Fleet<W> {
         }
     }
 
+    /// The session's ending and the job's verdict, from what the work returned.
+    fn conclude(
+        &self,
+        job: &JobEnvelope,
+        mut context: SessionContext,
+        result: Result<(), SyncFailure>,
+    ) -> (Ending, Verdict) {
+        let failure = match result {
+            Ok(()) => {
+                let status = if context.issues.is_empty() {
+                    SessionStatus::Succeeded
+                } else {
+                    SessionStatus::SucceededWithIssues
+                };
+                return (ending_of(context, status, None, true), Verdict::Ack);
+            }
+            Err(failure) => failure,
+        };
+        let retryable = failure.class.is_retryable();
+        let exhausted = job.attempt >= self.config.retry.max_attempts;
+        if context.issues.is_empty() {
+            context.issue(failure.side, failure.class.category(), None, failure.message.clone());
+        }
+        let verdict = match (retryable, exhausted) {
+            (true, false) => {
+                let backoff = self.config.retry.delay_after(job.attempt);
+                Verdict::Retry(failure.retry_after.map_or(backoff, |asked| asked.max(backoff)))
+            }
+            (true, true) => Verdict::DeadLetter("retries_exhausted".to_owned()),
+            (false, _) => Verdict::Ack,
+        };
+        info!(failure = %failure, ?verdict, "Session failed.");
+        let error = Some((failure.class.category(), failure.side, failure.message));
+        (ending_of(context, SessionStatus::Failed, error, !retryable), verdict)
+    }
+
     async fn settle(&self, route: Route, job: &JobEnvelope, delivery: &Delivery, verdict: Verdict) {
         let republished = match &verdict {
             Verdict::Ack => Ok(()),
             Verdict::Requeue => {
-                if let Err(error) = delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await {
+                if let Err(error) = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await
+                {
                     warn!(%error, "Could not requeue the message; the broker will redeliver it.");
                 }
                 return;
@@ -386,7 +447,12 @@ impl<W: SyncWork> Fleet<W> {
             }
             Err(error) => {
                 warn!(%error, ?verdict, "Could not republish the job; asking the broker to redeliver it.");
-                let _ = delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await;
             }
         }
     }
@@ -405,7 +471,12 @@ impl<W: SyncWork> Fleet<W> {
             Err(error) => {
                 error!(%error, ?job_id, "Could not record a dead letter; it stays in the dead-letter queue.");
                 sleep(Duration::from_secs(5)).await;
-                let _ = delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await;
             }
         }
     }
@@ -422,7 +493,11 @@ fn next_delivery(delivery: Option<lapin::Result<Delivery>>, consumer: &Consumer)
 fn ending_of(
     context: SessionContext,
     status: SessionStatus,
-    error: Option<(syncfleet_common::domain::IssueCategory, syncfleet_common::domain::IssueSource, String)>,
+    error: Option<(
+        syncfleet_common::domain::IssueCategory,
+        syncfleet_common::domain::IssueSource,
+        String,
+    )>,
     job_done: bool,
 ) -> Ending {
     Ending {
@@ -440,7 +515,13 @@ fn ending_of(
 
 /// Renews the lease every third of its length until the session finishes;
 /// cancels `lost` when the lease is gone or could not be renewed in time.
-async fn heartbeat(pool: PgPool, claimed: Claimed, lease: Duration, lost: CancellationToken, finished: CancellationToken) {
+async fn heartbeat(
+    pool: PgPool,
+    claimed: Claimed,
+    lease: Duration,
+    lost: CancellationToken,
+    finished: CancellationToken,
+) {
     let period = lease / 3;
     let mut last_renewed = Instant::now();
     loop {

@@ -33,7 +33,10 @@ pub async fn record(pool: &PgPool, dead: &DeadLetter, payload: &[u8]) -> Result<
             .deliveries
             .map(|count| format!(" after {count} deliveries"))
             .unwrap_or_default();
-        let message = format!("Job {job_id} was dead-lettered ({}){deliveries}; it will not be retried.", dead.reason);
+        let message = format!(
+            "Job {job_id} was dead-lettered ({}){deliveries}; it will not be retried.",
+            dead.reason
+        );
         sqlx::query(
             "INSERT INTO sync_issues (id, session_id, user_id, created_at, source, category, message) \
              SELECT $1, NULL, u.id, now(), 'engine', 'internal', $3 FROM users u WHERE u.id = $2",

@@ -52,7 +52,13 @@ struct UserRow {
 
 /// Decides whether `job` runs now, and if so opens its session and takes the
 /// user's lease, in one transaction.
-pub async fn claim(pool: &PgPool, job: &JobEnvelope, user_id: Uuid, worker_id: &str, lease: Duration) -> Result<Claim, sqlx::Error> {
+pub async fn claim(
+    pool: &PgPool,
+    job: &JobEnvelope,
+    user_id: Uuid,
+    worker_id: &str,
+    lease: Duration,
+) -> Result<Claim, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let user = sqlx::query_as::<_, UserRow>(
         "SELECT u.organization_id, u.sync_status, u.queued_job_id, u.running_session_id, \
@@ -75,7 +81,13 @@ pub async fn claim(pool: &PgPool, job: &JobEnvelope, user_id: Uuid, worker_id: &
         }
         // The lease expired: its worker died or stalled. Its session ends as
         // abandoned and this job may take over.
-        abandon(&mut tx, user_id, running, "the worker's lease expired before the session finished").await?;
+        abandon(
+            &mut tx,
+            user_id,
+            running,
+            "the worker's lease expired before the session finished",
+        )
+        .await?;
     }
 
     let already_done: bool = sqlx::query_scalar(
@@ -99,7 +111,11 @@ pub async fn claim(pool: &PgPool, job: &JobEnvelope, user_id: Uuid, worker_id: &
 
     let session_id = Uuid::now_v7();
     let effective = effective_disabled_reason(&user);
-    let status = if effective.is_some() { SessionStatus::Skipped } else { SessionStatus::Running };
+    let status = if effective.is_some() {
+        SessionStatus::Skipped
+    } else {
+        SessionStatus::Running
+    };
     let started_at: DateTime<Utc> = sqlx::query_scalar(
         "INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, scope, status, \
                                     scheduled_at, started_at, ended_at, worker_id, error_category, error_source, \
@@ -165,11 +181,19 @@ fn effective_disabled_reason(user: &UserRow) -> Option<String> {
     }
     match user.sync_status.parse::<SyncStatus>() {
         Ok(SyncStatus::Enabled) => None,
-        _ => Some(format!("synchronization is {} for the user", user.sync_status.replace('_', " "))),
+        _ => Some(format!(
+            "synchronization is {} for the user",
+            user.sync_status.replace('_', " ")
+        )),
     }
 }
 
-async fn abandon(tx: &mut Transaction<'_, Postgres>, user_id: Uuid, session_id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+async fn abandon(
+    tx: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
+    session_id: Uuid,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE sync_sessions SET status = 'abandoned', ended_at = now(), error_source = 'engine', \
                                   error_category = 'internal', error_message = $3 \
@@ -180,11 +204,13 @@ async fn abandon(tx: &mut Transaction<'_, Postgres>, user_id: Uuid, session_id: 
     .bind(reason)
     .execute(&mut **tx)
     .await?;
-    sqlx::query("UPDATE users SET running_session_id = NULL, lease_expires_at = NULL WHERE id = $1 AND running_session_id = $2")
-        .bind(user_id)
-        .bind(session_id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE users SET running_session_id = NULL, lease_expires_at = NULL WHERE id = $1 AND running_session_id = $2",
+    )
+    .bind(user_id)
+    .bind(session_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

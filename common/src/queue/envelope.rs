@@ -128,8 +128,8 @@ mod tests {
 
     #[test]
     fn another_version_is_refused_by_number() {
-        let mut job = serde_json::to_value(JobEnvelope::sync(Uuid::new_v4(), Trigger::Cadence, Utc::now()))
-            .expect("serializes");
+        let mut job =
+            serde_json::to_value(JobEnvelope::sync(Uuid::new_v4(), Trigger::Cadence, Utc::now())).expect("serializes");
         job["version"] = 2.into();
         let error = JobEnvelope::decode(&serde_json::to_vec(&job).expect("serializes")).unwrap_err();
         assert!(matches!(error, EnvelopeError::UnsupportedVersion(2)));
@@ -137,14 +137,20 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed() {
-        assert!(matches!(JobEnvelope::decode(b"\xff{not json"), Err(EnvelopeError::Malformed(_))));
+        assert!(matches!(
+            JobEnvelope::decode(b"\xff{not json"),
+            Err(EnvelopeError::Malformed(_))
+        ));
     }
 
     #[test]
     fn a_sync_job_without_user_is_refused() {
         let mut job = JobEnvelope::sync(Uuid::new_v4(), Trigger::Cadence, Utc::now());
         job.user_id = None;
-        assert!(matches!(JobEnvelope::decode(&job.encode()), Err(EnvelopeError::MissingUser(JobKind::Sync))));
+        assert!(matches!(
+            JobEnvelope::decode(&job.encode()),
+            Err(EnvelopeError::MissingUser(JobKind::Sync))
+        ));
     }
 
     #[test]

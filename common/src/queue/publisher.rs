@@ -65,10 +65,11 @@ impl Publisher {
 
     async fn channel(&self) -> Result<Channel, PublishError> {
         let mut state = self.state.lock().await;
-        if let Some((connection, channel)) = state.as_ref() {
-            if connection.status().connected() && channel.status().connected() {
-                return Ok(channel.clone());
-            }
+        if let Some((connection, channel)) = state.as_ref()
+            && connection.status().connected()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
         }
         if let Some((connection, _)) = state.take() {
             let _ = connection.close(200, "reconnecting".into()).await;

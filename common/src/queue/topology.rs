@@ -15,8 +15,8 @@ use lapin::{
     BasicProperties, Channel, Consumer, ExchangeKind,
     message::Delivery,
     options::{
-        BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-        QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+        BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+        QueueDeclareOptions, QueueDeleteOptions,
     },
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
@@ -154,15 +154,28 @@ impl Topology {
             ..QueueDeclareOptions::default()
         };
         channel
-            .exchange_declare(self.jobs_exchange().into(), ExchangeKind::Direct, durable_exchange, FieldTable::default())
+            .exchange_declare(
+                self.jobs_exchange().into(),
+                ExchangeKind::Direct,
+                durable_exchange,
+                FieldTable::default(),
+            )
             .await?;
         channel
-            .exchange_declare(self.dead_exchange().into(), ExchangeKind::Fanout, durable_exchange, FieldTable::default())
+            .exchange_declare(
+                self.dead_exchange().into(),
+                ExchangeKind::Fanout,
+                durable_exchange,
+                FieldTable::default(),
+            )
             .await?;
 
         for route in Route::ALL {
             let mut arguments = self.quorum_arguments(&self.dead_exchange());
-            arguments.insert("x-delivery-limit".into(), AMQPValue::LongInt(i32::from(self.delivery_limit)));
+            arguments.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(i32::from(self.delivery_limit)),
+            );
             channel
                 .queue_declare(self.queue_name(route).into(), durable_queue, arguments)
                 .await?;
@@ -180,16 +193,29 @@ impl Topology {
         for tier in RETRY_TIERS {
             let name = self.retry_name(tier);
             channel
-                .exchange_declare(name.clone().into(), ExchangeKind::Fanout, durable_exchange, FieldTable::default())
+                .exchange_declare(
+                    name.clone().into(),
+                    ExchangeKind::Fanout,
+                    durable_exchange,
+                    FieldTable::default(),
+                )
                 .await?;
             let mut arguments = self.quorum_arguments(&self.jobs_exchange());
             arguments.insert(
                 "x-message-ttl".into(),
                 AMQPValue::LongInt(i32::try_from(tier.as_millis()).unwrap_or(i32::MAX)),
             );
-            channel.queue_declare(name.clone().into(), durable_queue, arguments).await?;
             channel
-                .queue_bind(name.clone().into(), name.into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+                .queue_declare(name.clone().into(), durable_queue, arguments)
+                .await?;
+            channel
+                .queue_bind(
+                    name.clone().into(),
+                    name.into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
                 .await?;
         }
 
@@ -213,12 +239,16 @@ impl Topology {
     /// Deletes everything [`Topology::declare`] made (tests and teardown).
     pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
         for queue in self.all_queues() {
-            channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await?;
+            channel
+                .queue_delete(queue.into(), QueueDeleteOptions::default())
+                .await?;
         }
         let mut exchanges = vec![self.jobs_exchange(), self.dead_exchange()];
         exchanges.extend(RETRY_TIERS.iter().map(|tier| self.retry_name(*tier)));
         for exchange in exchanges {
-            channel.exchange_delete(exchange.into(), ExchangeDeleteOptions::default()).await?;
+            channel
+                .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+                .await?;
         }
         Ok(())
     }
@@ -234,10 +264,21 @@ impl Topology {
         self.consume_queue(channel, self.dead_queue_name(), prefetch, tag).await
     }
 
-    async fn consume_queue(&self, channel: &Channel, queue: String, prefetch: u16, tag: &str) -> lapin::Result<Consumer> {
+    async fn consume_queue(
+        &self,
+        channel: &Channel,
+        queue: String,
+        prefetch: u16,
+        tag: &str,
+    ) -> lapin::Result<Consumer> {
         channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
         channel
-            .basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue.into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
     }
 
@@ -307,10 +348,7 @@ impl Topology {
     pub(super) fn delayed_target(&self, route: Route, delay: Duration) -> (ShortString, ShortString, ShortString) {
         let largest = RETRY_TIERS[RETRY_TIERS.len() - 1];
         let delay = delay.clamp(Duration::from_secs(1), largest);
-        let tier = RETRY_TIERS
-            .into_iter()
-            .find(|tier| *tier >= delay)
-            .unwrap_or(largest);
+        let tier = RETRY_TIERS.into_iter().find(|tier| *tier >= delay).unwrap_or(largest);
         (
             self.retry_name(tier).into(),
             route.routing_key().into(),

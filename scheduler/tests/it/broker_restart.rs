@@ -18,14 +18,20 @@ async fn the_broker_restarts_during_a_publishing_burst_and_no_job_is_lost() {
     users(&env.pool, org, count, SyncStatus::Enabled, Utc::now(), true).await;
     let scheduler = scheduler(
         &env,
-        &[("SYNCFLEET_SYNC_INTERVAL", "1h"), ("SYNCFLEET_SCHEDULER_TICK", "100ms"), ("SYNCFLEET_SCHEDULER_BATCH", "250")],
+        &[
+            ("SYNCFLEET_SYNC_INTERVAL", "1h"),
+            ("SYNCFLEET_SCHEDULER_TICK", "100ms"),
+            ("SYNCFLEET_SCHEDULER_BATCH", "250"),
+        ],
     );
     let worker = worker(&env, &[("SYNCFLEET_WORKER_CONCURRENCY", "64")]);
     wait_until(Duration::from_secs(60), "the burst to start", || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users WHERE queued_job_id IS NOT NULL OR last_session_id IS NOT NULL")
-            .fetch_one(&env.pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM users WHERE queued_job_id IS NOT NULL OR last_session_id IS NOT NULL",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap()
             > 0
     })
     .await;

@@ -15,7 +15,10 @@ async fn a_user_is_synced_once_per_interval_and_never_twice_at_once() {
     let org = organization(&env.pool, AccessType::Office365, true).await;
     let ids = users(&env.pool, org, 30, SyncStatus::Enabled, Utc::now(), true).await;
     let interval = chrono::Duration::seconds(2);
-    let scheduler = scheduler(&env, &[("SYNCFLEET_SYNC_INTERVAL", "2s"), ("SYNCFLEET_SCHEDULER_TICK", "100ms")]);
+    let scheduler = scheduler(
+        &env,
+        &[("SYNCFLEET_SYNC_INTERVAL", "2s"), ("SYNCFLEET_SCHEDULER_TICK", "100ms")],
+    );
     let worker = worker(&env, &[]);
 
     wait_until(Duration::from_secs(60), "every user to sync four times", || async {
@@ -26,15 +29,25 @@ async fn a_user_is_synced_once_per_interval_and_never_twice_at_once() {
     worker.stop().await;
 
     for (user, sessions) in sessions_by_user(&env).await {
-        assert!(sessions.iter().all(|session| session.status == "succeeded"), "{user}: {sessions:?}");
+        assert!(
+            sessions.iter().all(|session| session.status == "succeeded"),
+            "{user}: {sessions:?}"
+        );
         // After the first run every job is for the user's own slot, one
         // interval after the previous one: none skipped, none doubled.
         for pair in sessions[1..].windows(2) {
-            assert_eq!(pair[1].scheduled_at - pair[0].scheduled_at, interval, "{user}: {sessions:?}");
+            assert_eq!(
+                pair[1].scheduled_at - pair[0].scheduled_at,
+                interval,
+                "{user}: {sessions:?}"
+            );
         }
         for pair in sessions.windows(2) {
             let ended = pair[0].ended_at.unwrap();
-            assert!(ended <= pair[1].started_at, "{user}: two sessions overlapped: {sessions:?}");
+            assert!(
+                ended <= pair[1].started_at,
+                "{user}: two sessions overlapped: {sessions:?}"
+            );
         }
     }
     env.cleanup().await;
@@ -47,16 +60,26 @@ async fn disabled_users_and_users_of_disabled_organizations_are_not_scheduled() 
     let disabled_org = organization(&env.pool, AccessType::Office365, false).await;
     let control = users(&env.pool, enabled_org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
     let mut idle = Vec::new();
-    for status in [SyncStatus::Disabled, SyncStatus::Paused, SyncStatus::DisabledAuthError, SyncStatus::DisabledOtherError] {
+    for status in [
+        SyncStatus::Disabled,
+        SyncStatus::Paused,
+        SyncStatus::DisabledAuthError,
+        SyncStatus::DisabledOtherError,
+    ] {
         idle.extend(users(&env.pool, enabled_org, 2, status, Utc::now(), true).await);
     }
     let in_disabled_org = users(&env.pool, disabled_org, 3, SyncStatus::Enabled, Utc::now(), true).await;
-    let scheduler = scheduler(&env, &[("SYNCFLEET_SYNC_INTERVAL", "1s"), ("SYNCFLEET_SCHEDULER_TICK", "100ms")]);
+    let scheduler = scheduler(
+        &env,
+        &[("SYNCFLEET_SYNC_INTERVAL", "1s"), ("SYNCFLEET_SCHEDULER_TICK", "100ms")],
+    );
     let worker = worker(&env, &[]);
 
-    wait_until(Duration::from_secs(30), "the control user to sync three times", || async {
-        session_count(&env.pool, control, "succeeded").await >= 3
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the control user to sync three times",
+        || async { session_count(&env.pool, control, "succeeded").await >= 3 },
+    )
     .await;
     scheduler.stop().await;
     worker.stop().await;
@@ -71,11 +94,12 @@ async fn disabled_users_and_users_of_disabled_organizations_are_not_scheduled() 
     }
     // Users of a disabled organization keep their slot moving, so the
     // scheduler's scan does not grow with them.
-    let advanced: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE organization_id = $1 AND next_sync_at > now()")
-        .bind(disabled_org)
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
+    let advanced: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE organization_id = $1 AND next_sync_at > now()")
+            .bind(disabled_org)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
     assert_eq!(advanced, 3);
     env.cleanup().await;
 }

@@ -48,7 +48,10 @@ async fn the_standby_takes_over_when_the_leader_is_killed_and_no_user_is_skipped
     leader.kill().unwrap();
     leader.wait().unwrap();
     let killed_at = Utc::now();
-    wait_until(Duration::from_secs(15), "the standby to take over", || async { term(&env).await == 2 }).await;
+    wait_until(Duration::from_secs(15), "the standby to take over", || async {
+        term(&env).await == 2
+    })
+    .await;
     let took_over_at: chrono::DateTime<Utc> =
         sqlx::query_scalar("SELECT acquired_at FROM leader_leases WHERE name = 'scheduler'")
             .fetch_one(&env.pool)
@@ -69,7 +72,10 @@ async fn the_standby_takes_over_when_the_leader_is_killed_and_no_user_is_skipped
         let mut slots: Vec<_> = sessions[1..].iter().map(|session| session.scheduled_at).collect();
         slots.sort();
         let duplicates = slots.windows(2).filter(|pair| pair[0] == pair[1]).count();
-        assert!(duplicates <= 1, "{user} was synced more than once for a slot twice: {sessions:?}");
+        assert!(
+            duplicates <= 1,
+            "{user} was synced more than once for a slot twice: {sessions:?}"
+        );
         slots.dedup();
         for pair in slots.windows(2) {
             assert_eq!(pair[1] - pair[0], interval, "{user} skipped a slot: {sessions:?}");

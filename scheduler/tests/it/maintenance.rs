@@ -29,24 +29,30 @@ async fn the_sweep_abandons_sessions_whose_lease_expired_and_recovers_lost_jobs(
     .execute(&env.pool)
     .await
     .unwrap();
-    sqlx::query("UPDATE users SET running_session_id = $2, lease_expires_at = now() - interval '1 minute' WHERE id = $1")
-        .bind(crashed)
-        .bind(session)
-        .execute(&env.pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE users SET queued_job_id = gen_random_uuid(), queued_at = now() - interval '3 hours' WHERE id = $1")
-        .bind(lost)
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE users SET running_session_id = $2, lease_expires_at = now() - interval '1 minute' WHERE id = $1",
+    )
+    .bind(crashed)
+    .bind(session)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE users SET queued_job_id = gen_random_uuid(), queued_at = now() - interval '3 hours' WHERE id = $1",
+    )
+    .bind(lost)
+    .execute(&env.pool)
+    .await
+    .unwrap();
     sqlx::query("UPDATE users SET queued_job_id = gen_random_uuid(), queued_at = now() WHERE id = $1")
         .bind(fresh)
         .execute(&env.pool)
         .await
         .unwrap();
 
-    let (abandoned, recovered) = syncfleet_scheduler::sweep(&env.pool, Duration::from_secs(7200)).await.unwrap();
+    let (abandoned, recovered) = syncfleet_scheduler::sweep(&env.pool, Duration::from_secs(7200))
+        .await
+        .unwrap();
     assert_eq!((abandoned, recovered), (1, 1));
     let status: String = sqlx::query_scalar("SELECT status FROM sync_sessions WHERE id = $1")
         .bind(session)
@@ -54,12 +60,16 @@ async fn the_sweep_abandons_sessions_whose_lease_expired_and_recovers_lost_jobs(
         .await
         .unwrap();
     assert_eq!(status, "abandoned");
-    let queued: Vec<(Uuid, bool)> = sqlx::query_as("SELECT id, queued_job_id IS NOT NULL FROM users WHERE id = ANY($1)")
-        .bind([lost, fresh])
-        .fetch_all(&env.pool)
-        .await
-        .unwrap();
-    assert!(queued.contains(&(lost, false)) && queued.contains(&(fresh, true)), "{queued:?}");
+    let queued: Vec<(Uuid, bool)> =
+        sqlx::query_as("SELECT id, queued_job_id IS NOT NULL FROM users WHERE id = ANY($1)")
+            .bind([lost, fresh])
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert!(
+        queued.contains(&(lost, false)) && queued.contains(&(fresh, true)),
+        "{queued:?}"
+    );
     env.cleanup().await;
 }
 
@@ -80,14 +90,25 @@ async fn maintenance_creates_partitions_ahead_and_drops_whole_partitions_past_re
         .execute(&env.pool)
         .await
         .unwrap();
-    let old = format!("sync_sessions_p{}", (Utc::now() - chrono::Duration::days(40)).format("%Y%m%d"));
+    let old = format!(
+        "sync_sessions_p{}",
+        (Utc::now() - chrono::Duration::days(40)).format("%Y%m%d")
+    );
     assert!(partitions(env.pool.clone()).await.contains(&old));
 
-    let retention = Retention { sessions_days: 30, logs_days: 7, activities_days: 365, ahead_days: 14 };
+    let retention = Retention {
+        sessions_days: 30,
+        logs_days: 7,
+        activities_days: 365,
+        ahead_days: 14,
+    };
     let report = db::maintain_partitions(&env.pool, retention).await.unwrap();
     let after = partitions(env.pool.clone()).await;
     assert!(!after.contains(&old), "{old} is past retention");
-    let ahead = format!("sync_sessions_p{}", (Utc::now() + chrono::Duration::days(14)).format("%Y%m%d"));
+    let ahead = format!(
+        "sync_sessions_p{}",
+        (Utc::now() + chrono::Duration::days(14)).format("%Y%m%d")
+    );
     assert!(after.contains(&ahead), "{ahead} should exist: {after:?}");
     assert!(report.created > 0 && report.dropped >= 2, "{report:?}");
     env.cleanup().await;

@@ -85,7 +85,13 @@ impl SessionContext {
     }
 
     /// Records an issue, and a log line for it.
-    pub fn issue(&mut self, source: IssueSource, category: IssueCategory, item_ref: Option<String>, message: impl Into<String>) {
+    pub fn issue(
+        &mut self,
+        source: IssueSource,
+        category: IssueCategory,
+        item_ref: Option<String>,
+        message: impl Into<String>,
+    ) {
         let message = message.into();
         self.log.push(source.as_str(), "warn", format!("{category}: {message}"));
         self.issues.push(NewIssue {
@@ -166,6 +172,10 @@ impl SyncFailure {
 
     /// A database error met by the engine: transient (the job is retried).
     pub fn database(error: sqlx::Error) -> Self {
-        Self::new(FailureClass::Transient, IssueSource::Engine, format!("database error: {error}"))
+        Self::new(
+            FailureClass::Transient,
+            IssueSource::Engine,
+            format!("database error: {error}"),
+        )
     }
 }

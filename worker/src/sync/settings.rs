@@ -43,7 +43,13 @@ impl SettingsCheck {
         .fetch_optional(&session.pool)
         .await
         .map_err(SyncFailure::database)?
-        .ok_or_else(|| SyncFailure::new(FailureClass::Permanent, IssueSource::Engine, "the user no longer exists"))
+        .ok_or_else(|| {
+            SyncFailure::new(
+                FailureClass::Permanent,
+                IssueSource::Engine,
+                "the user no longer exists",
+            )
+        })
     }
 
     fn missing(settings: &Settings) -> Vec<Missing> {
@@ -55,20 +61,32 @@ impl SettingsCheck {
         match settings.access_type.parse::<AccessType>() {
             Ok(AccessType::ExchangeDirect) => {
                 if !has("mailbox_password") && !has("mailbox_refresh_token") {
-                    missing.push((IssueSource::Mailbox, "no Exchange password or Office 365 authorization is stored"));
+                    missing.push((
+                        IssueSource::Mailbox,
+                        "no Exchange password or Office 365 authorization is stored",
+                    ));
                 }
             }
             Ok(AccessType::ExchangeImpersonation) => {
                 if settings.ews_url.is_none() || settings.impersonation_account.is_none() {
-                    missing.push((IssueSource::Mailbox, "the organization has no EWS URL or impersonation account"));
+                    missing.push((
+                        IssueSource::Mailbox,
+                        "the organization has no EWS URL or impersonation account",
+                    ));
                 }
                 if !settings.has_impersonation_password && !has("mailbox_refresh_token") {
-                    missing.push((IssueSource::Mailbox, "the organization's impersonation password is not stored"));
+                    missing.push((
+                        IssueSource::Mailbox,
+                        "the organization's impersonation password is not stored",
+                    ));
                 }
             }
             Ok(AccessType::Office365 | AccessType::Gmail) => {
                 if !has("mailbox_refresh_token") {
-                    missing.push((IssueSource::Mailbox, "the mailbox has not been authorized (no OAuth refresh token)"));
+                    missing.push((
+                        IssueSource::Mailbox,
+                        "the mailbox has not been authorized (no OAuth refresh token)",
+                    ));
                 }
             }
             Err(_) => missing.push((IssueSource::Engine, "the organization's mailbox access type is unknown")),
@@ -77,7 +95,10 @@ impl SettingsCheck {
             missing.push((IssueSource::Crm, "no Salesforce instance URL is set"));
         }
         if !has("crm_refresh_token") {
-            missing.push((IssueSource::Crm, "Salesforce has not been authorized (no OAuth refresh token)"));
+            missing.push((
+                IssueSource::Crm,
+                "Salesforce has not been authorized (no OAuth refresh token)",
+            ));
         }
         missing
     }
@@ -93,10 +114,16 @@ impl SyncWork for SettingsCheck {
             for (source, message) in &missing {
                 session.issue(*source, IssueCategory::Settings, None, *message);
             }
-            session
-                .log
-                .finish_step("check_settings", started, format!("{} setting(s) missing.", missing.len()));
-            let summary = missing.iter().map(|(_, message)| *message).collect::<Vec<_>>().join("; ");
+            session.log.finish_step(
+                "check_settings",
+                started,
+                format!("{} setting(s) missing.", missing.len()),
+            );
+            let summary = missing
+                .iter()
+                .map(|(_, message)| *message)
+                .collect::<Vec<_>>()
+                .join("; ");
             return Err(SyncFailure::new(FailureClass::Settings, first_source, summary));
         }
         session.log.finish_step(

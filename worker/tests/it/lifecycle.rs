@@ -32,7 +32,10 @@ fn spawn_worker(env: &TestEnv, extra: &[(&str, &str)]) -> Child {
 async fn lock_credentials(env: &TestEnv) -> PgConnection {
     let mut connection = PgConnection::connect(&env.database_url).await.unwrap();
     sqlx::query("BEGIN").execute(&mut connection).await.unwrap();
-    sqlx::query("LOCK TABLE credentials IN ACCESS EXCLUSIVE MODE").execute(&mut connection).await.unwrap();
+    sqlx::query("LOCK TABLE credentials IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut connection)
+        .await
+        .unwrap();
     connection
 }
 
@@ -42,7 +45,10 @@ async fn unlock(mut connection: PgConnection) {
 }
 
 fn terminate(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -52,7 +58,10 @@ async fn exit_status(mut child: Child, limit: Duration) -> std::process::ExitSta
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the worker did not exit within {limit:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker did not exit within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -65,7 +74,10 @@ async fn kill_9_mid_job_abandons_the_session_and_the_job_completes_once() {
     let lock = lock_credentials(&env).await;
     let mut first = spawn_worker(&env, &[("SYNCFLEET_USER_LEASE", "2s")]);
     force_sync(&env, user).await;
-    wait_until(LIMIT, "the session to be running", || async { session_count(&env.pool, user, "running").await == 1 }).await;
+    wait_until(LIMIT, "the session to be running", || async {
+        session_count(&env.pool, user, "running").await == 1
+    })
+    .await;
 
     first.kill().unwrap();
     first.wait().unwrap();
@@ -76,15 +88,19 @@ async fn kill_9_mid_job_abandons_the_session_and_the_job_completes_once() {
     })
     .await;
     unlock(lock).await;
-    wait_until(LIMIT, "the job to complete", || async { session_count(&env.pool, user, "succeeded").await == 1 }).await;
+    wait_until(LIMIT, "the job to complete", || async {
+        session_count(&env.pool, user, "succeeded").await == 1
+    })
+    .await;
 
     terminate(&second);
     assert!(exit_status(second, LIMIT).await.success());
-    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM sync_sessions WHERE user_id = $1 ORDER BY started_at")
-        .bind(user)
-        .fetch_all(&env.pool)
-        .await
-        .unwrap();
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM sync_sessions WHERE user_id = $1 ORDER BY started_at")
+            .bind(user)
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
     assert_eq!(statuses, ["abandoned", "succeeded"]);
     env.cleanup().await;
 }
@@ -119,7 +135,11 @@ async fn sigterm_stops_consuming_finishes_in_flight_jobs_and_exits_zero() {
         .await
         .unwrap();
     assert_eq!(later_sessions, 0);
-    assert_eq!(env.ready(Route::Priority).await, 1, "the job published during the drain waits for the next worker");
+    assert_eq!(
+        env.ready(Route::Priority).await,
+        1,
+        "the job published during the drain waits for the next worker"
+    );
     env.cleanup().await;
 }
 
@@ -131,10 +151,16 @@ async fn sigterm_hands_back_a_job_still_running_after_the_grace_period() {
     let lock = lock_credentials(&env).await;
     let worker = spawn_worker(&env, &[("SYNCFLEET_SHUTDOWN_GRACE", "1s")]);
     force_sync(&env, user).await;
-    wait_until(LIMIT, "the session to be running", || async { session_count(&env.pool, user, "running").await == 1 }).await;
+    wait_until(LIMIT, "the session to be running", || async {
+        session_count(&env.pool, user, "running").await == 1
+    })
+    .await;
 
     terminate(&worker);
-    assert!(exit_status(worker, LIMIT).await.success(), "a worker that handed its jobs back exits 0");
+    assert!(
+        exit_status(worker, LIMIT).await.success(),
+        "a worker that handed its jobs back exits 0"
+    );
     assert_eq!(session_count(&env.pool, user, "abandoned").await, 1);
     assert_eq!(env.ready(Route::Priority).await, 1, "the job is back on its queue");
     let lease: Option<uuid::Uuid> = sqlx::query_scalar("SELECT running_session_id FROM users WHERE id = $1")

@@ -33,7 +33,10 @@ async fn a_force_sync_overtakes_a_backlog_of_10000_cadence_jobs() {
     let worker = start(
         &env,
         Slow(Duration::from_millis(50)),
-        &[("SYNCFLEET_WORKER_CONCURRENCY", "4"), ("SYNCFLEET_WORKER_PRIORITY_CONCURRENCY", "4")],
+        &[
+            ("SYNCFLEET_WORKER_CONCURRENCY", "4"),
+            ("SYNCFLEET_WORKER_PRIORITY_CONCURRENCY", "4"),
+        ],
     );
     wait_until(Duration::from_secs(60), "the backlog to start draining", || async {
         sessions_with_status(&env.pool, "succeeded").await >= 20
@@ -50,8 +53,14 @@ async fn a_force_sync_overtakes_a_backlog_of_10000_cadence_jobs() {
         .await
         .unwrap();
     let still_waiting = env.ready(Route::Cadence).await;
-    assert!(cadence_done < 1_000, "the force sync waited behind {cadence_done} cadence jobs");
-    assert!(still_waiting > 9_000, "only {still_waiting} cadence jobs were still waiting");
+    assert!(
+        cadence_done < 1_000,
+        "the force sync waited behind {cadence_done} cadence jobs"
+    );
+    assert!(
+        still_waiting > 9_000,
+        "only {still_waiting} cadence jobs were still waiting"
+    );
 
     worker.stop().await;
     env.cleanup().await;
@@ -70,14 +79,18 @@ async fn a_poison_message_is_dead_lettered_after_the_delivery_limit_and_others_k
     for user in &healthy {
         force_sync(&env, *user).await;
     }
-    wait_until(Duration::from_secs(60), "the poison job to be dead-lettered", || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM dead_jobs WHERE job_id = $1")
-            .bind(poison_job.job_id)
-            .fetch_one(&env.pool)
-            .await
-            .unwrap()
-            == 1
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the poison job to be dead-lettered",
+        || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM dead_jobs WHERE job_id = $1")
+                .bind(poison_job.job_id)
+                .fetch_one(&env.pool)
+                .await
+                .unwrap()
+                == 1
+        },
+    )
     .await;
     for user in &healthy {
         wait_until(Duration::from_secs(30), "the healthy users to sync", || async {
@@ -117,7 +130,11 @@ async fn an_unreadable_message_goes_straight_to_the_dead_letter_queue() {
     let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
     let worker = start(&env, syncfleet_worker::sync::SettingsCheck, &[]);
 
-    env.publisher().await.publish_bytes(Route::Priority, b"{\"version\": 1, \"job\": \"?\"").await.unwrap();
+    env.publisher()
+        .await
+        .publish_bytes(Route::Priority, b"{\"version\": 1, \"job\": \"?\"")
+        .await
+        .unwrap();
     force_sync(&env, user).await;
     wait_until(Duration::from_secs(30), "the garbage to be recorded", || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM dead_jobs WHERE job_id IS NULL AND reason = 'rejected'")

@@ -25,22 +25,31 @@ async fn a_configured_user_gets_a_check_session_with_its_log() {
     let worker = start(&env, syncfleet_worker::sync::SettingsCheck, &[]);
 
     let job = force_sync(&env, user).await;
-    wait_until(LIMIT, "the session to succeed", || async { session_count(&env.pool, user, "succeeded").await == 1 }).await;
+    wait_until(LIMIT, "the session to succeed", || async {
+        session_count(&env.pool, user, "succeeded").await == 1
+    })
+    .await;
 
-    let (scope, trigger, job_id, ended): (String, String, uuid::Uuid, bool) = sqlx::query_as(
-        "SELECT scope, trigger, job_id, ended_at IS NOT NULL FROM sync_sessions WHERE user_id = $1",
-    )
-    .bind(user)
-    .fetch_one(&env.pool)
-    .await
-    .unwrap();
-    assert_eq!((scope.as_str(), trigger.as_str(), job_id, ended), ("check", "force", job.job_id, true));
+    let (scope, trigger, job_id, ended): (String, String, uuid::Uuid, bool) =
+        sqlx::query_as("SELECT scope, trigger, job_id, ended_at IS NOT NULL FROM sync_sessions WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (scope.as_str(), trigger.as_str(), job_id, ended),
+        ("check", "force", job.job_id, true)
+    );
     let log: Vec<u8> = sqlx::query_scalar("SELECT log_gzip FROM sync_session_logs WHERE user_id = $1")
         .bind(user)
         .fetch_one(&env.pool)
         .await
         .unwrap();
-    let steps: Vec<String> = session_log::decode_gzip(&log).unwrap().into_iter().map(|entry| entry.step).collect();
+    let steps: Vec<String> = session_log::decode_gzip(&log)
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.step)
+        .collect();
     assert_eq!(steps, ["claim", "check_settings", "sync"]);
     let (running, last_status): (Option<uuid::Uuid>, Option<String>) =
         sqlx::query_as("SELECT running_session_id, last_session_status FROM users WHERE id = $1")
@@ -62,7 +71,10 @@ async fn missing_settings_fail_the_session_with_one_issue_each() {
     let worker = start(&env, syncfleet_worker::sync::SettingsCheck, &[]);
 
     force_sync(&env, user).await;
-    wait_until(LIMIT, "the session to fail", || async { session_count(&env.pool, user, "failed").await == 1 }).await;
+    wait_until(LIMIT, "the session to fail", || async {
+        session_count(&env.pool, user, "failed").await == 1
+    })
+    .await;
 
     let issues: Vec<(String, String, String)> =
         sqlx::query_as("SELECT source, category, message FROM sync_issues WHERE user_id = $1 ORDER BY source, message")
@@ -71,11 +83,22 @@ async fn missing_settings_fail_the_session_with_one_issue_each() {
             .await
             .unwrap();
     let expected = [
-        ("crm", "settings", "Salesforce has not been authorized (no OAuth refresh token)"),
+        (
+            "crm",
+            "settings",
+            "Salesforce has not been authorized (no OAuth refresh token)",
+        ),
         ("crm", "settings", "no Salesforce instance URL is set"),
-        ("mailbox", "settings", "the mailbox has not been authorized (no OAuth refresh token)"),
+        (
+            "mailbox",
+            "settings",
+            "the mailbox has not been authorized (no OAuth refresh token)",
+        ),
     ];
-    let actual: Vec<(&str, &str, &str)> = issues.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
+    let actual: Vec<(&str, &str, &str)> = issues
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
     assert_eq!(actual, expected);
     let (category, issue_count): (Option<String>, i32) =
         sqlx::query_as("SELECT error_category, issue_count FROM sync_sessions WHERE user_id = $1")
@@ -97,13 +120,19 @@ async fn a_user_of_a_disabled_organization_gets_a_skipped_session_not_a_sync() {
     let worker = start(&env, syncfleet_worker::sync::SettingsCheck, &[]);
 
     force_sync(&env, user).await;
-    wait_until(LIMIT, "a skipped session", || async { session_count(&env.pool, user, "skipped").await == 1 }).await;
+    wait_until(LIMIT, "a skipped session", || async {
+        session_count(&env.pool, user, "skipped").await == 1
+    })
+    .await;
     let message: Option<String> = sqlx::query_scalar("SELECT error_message FROM sync_sessions WHERE user_id = $1")
         .bind(user)
         .fetch_one(&env.pool)
         .await
         .unwrap();
-    assert_eq!(message.as_deref(), Some("synchronization is disabled for the organization"));
+    assert_eq!(
+        message.as_deref(),
+        Some("synchronization is disabled for the organization")
+    );
 
     worker.stop().await;
     env.cleanup().await;
@@ -120,9 +149,15 @@ async fn two_deliveries_of_one_job_never_run_two_sessions_at_once() {
     let second = start(&env, Slow(Duration::from_millis(1500)), &[]);
     let job = JobEnvelope::sync(user, Trigger::Force, Utc::now());
     let publisher = env.publisher().await;
-    publisher.publish(Route::Priority, &[job.clone(), job.clone()]).await.unwrap();
+    publisher
+        .publish(Route::Priority, &[job.clone(), job.clone()])
+        .await
+        .unwrap();
 
-    wait_until(LIMIT, "the session to succeed", || async { session_count(&env.pool, user, "succeeded").await == 1 }).await;
+    wait_until(LIMIT, "the session to succeed", || async {
+        session_count(&env.pool, user, "succeeded").await == 1
+    })
+    .await;
     // The second delivery waited for the lease, then found the job done.
     wait_until(LIMIT, "both deliveries to be settled", || async {
         env.ready(Route::Priority).await == 0
@@ -152,31 +187,56 @@ async fn transient_failures_are_retried_until_the_job_succeeds() {
     let org = organization(&env.pool, AccessType::Office365, true).await;
     let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
     let seen = Arc::new(AtomicU32::new(0));
-    let work = FailsTransiently { failures: 2, seen: seen.clone() };
-    let worker = start(&env, work, &[("SYNCFLEET_RETRY_BASE_DELAY", "1s"), ("SYNCFLEET_RETRY_MAX_ATTEMPTS", "5")]);
+    let work = FailsTransiently {
+        failures: 2,
+        seen: seen.clone(),
+    };
+    let worker = start(
+        &env,
+        work,
+        &[
+            ("SYNCFLEET_RETRY_BASE_DELAY", "1s"),
+            ("SYNCFLEET_RETRY_MAX_ATTEMPTS", "5"),
+        ],
+    );
 
     let job = JobEnvelope::sync(user, Trigger::Cadence, Utc::now());
     mark_queued(&env.pool, &[user], &[job.job_id]).await;
-    env.publisher().await.publish(Route::Cadence, std::slice::from_ref(&job)).await.unwrap();
-    wait_until(LIMIT, "the third attempt to succeed", || async { session_count(&env.pool, user, "succeeded").await == 1 }).await;
+    env.publisher()
+        .await
+        .publish(Route::Cadence, std::slice::from_ref(&job))
+        .await
+        .unwrap();
+    wait_until(LIMIT, "the third attempt to succeed", || async {
+        session_count(&env.pool, user, "succeeded").await == 1
+    })
+    .await;
 
-    let attempts: Vec<(i32, String, Option<String>)> =
-        sqlx::query_as("SELECT attempt, status, error_category FROM sync_sessions WHERE user_id = $1 ORDER BY started_at")
-            .bind(user)
-            .fetch_all(&env.pool)
-            .await
-            .unwrap();
+    let attempts: Vec<(i32, String, Option<String>)> = sqlx::query_as(
+        "SELECT attempt, status, error_category FROM sync_sessions WHERE user_id = $1 ORDER BY started_at",
+    )
+    .bind(user)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
     let transient = Some("transient".to_owned());
     assert_eq!(
         attempts,
-        [(1, "failed".to_owned(), transient.clone()), (2, "failed".to_owned(), transient), (3, "succeeded".to_owned(), None)]
+        [
+            (1, "failed".to_owned(), transient.clone()),
+            (2, "failed".to_owned(), transient),
+            (3, "succeeded".to_owned(), None)
+        ]
     );
     let queued: Option<uuid::Uuid> = sqlx::query_scalar("SELECT queued_job_id FROM users WHERE id = $1")
         .bind(user)
         .fetch_one(&env.pool)
         .await
         .unwrap();
-    assert_eq!(queued, None, "a finished cadence job lets the scheduler queue the user again");
+    assert_eq!(
+        queued, None,
+        "a finished cadence job lets the scheduler queue the user again"
+    );
 
     worker.stop().await;
     env.cleanup().await;
@@ -187,12 +247,26 @@ async fn a_job_past_its_retries_is_dead_lettered_with_an_engine_issue() {
     let env = TestEnv::new().await;
     let org = organization(&env.pool, AccessType::Office365, true).await;
     let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
-    let work = FailsTransiently { failures: u32::MAX, seen: Arc::new(AtomicU32::new(0)) };
-    let worker = start(&env, work, &[("SYNCFLEET_RETRY_BASE_DELAY", "1s"), ("SYNCFLEET_RETRY_MAX_ATTEMPTS", "2")]);
+    let work = FailsTransiently {
+        failures: u32::MAX,
+        seen: Arc::new(AtomicU32::new(0)),
+    };
+    let worker = start(
+        &env,
+        work,
+        &[
+            ("SYNCFLEET_RETRY_BASE_DELAY", "1s"),
+            ("SYNCFLEET_RETRY_MAX_ATTEMPTS", "2"),
+        ],
+    );
 
     let job = JobEnvelope::sync(user, Trigger::Cadence, Utc::now());
     mark_queued(&env.pool, &[user], &[job.job_id]).await;
-    env.publisher().await.publish(Route::Cadence, std::slice::from_ref(&job)).await.unwrap();
+    env.publisher()
+        .await
+        .publish(Route::Cadence, std::slice::from_ref(&job))
+        .await
+        .unwrap();
     wait_until(LIMIT, "the dead letter to be recorded", || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM dead_jobs WHERE job_id = $1")
             .bind(job.job_id)

@@ -44,7 +44,11 @@ pub fn start<W: SyncWork>(env: &TestEnv, work: W, extra: &[(&str, &str)]) -> Run
 /// Publishes a force-sync job for a user on the priority queue.
 pub async fn force_sync(env: &TestEnv, user: Uuid) -> JobEnvelope {
     let job = JobEnvelope::sync(user, Trigger::Force, chrono::Utc::now());
-    env.publisher().await.publish(Route::Priority, std::slice::from_ref(&job)).await.unwrap();
+    env.publisher()
+        .await
+        .publish(Route::Priority, std::slice::from_ref(&job))
+        .await
+        .unwrap();
     job
 }
 
@@ -79,7 +83,11 @@ pub struct FailsTransiently {
 impl SyncWork for FailsTransiently {
     async fn run(&self, session: &mut SessionContext) -> Result<(), SyncFailure> {
         if self.seen.fetch_add(1, Ordering::SeqCst) < self.failures {
-            return Err(SyncFailure::new(FailureClass::Transient, IssueSource::Mailbox, "mailbox server answered 503"));
+            return Err(SyncFailure::new(
+                FailureClass::Transient,
+                IssueSource::Mailbox,
+                "mailbox server answered 503",
+            ));
         }
         SettingsCheck.run(session).await
     }

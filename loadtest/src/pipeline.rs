@@ -1,0 +1,191 @@
+//! The pipeline benchmark. Three phases on a fresh database and queue prefix:
+//! 1. the scheduler alone publishes every due user (publish rate, confirms
+//!    and commits included);
+//! 2. the workers alone drain that backlog (consume, session commit, ack);
+//! 3. the users are made due again and scheduler and workers run together:
+//!    the end-to-end rate of the whole path.
+
+use std::{sync::Arc, time::Instant};
+
+use anyhow::Context;
+use sqlx::{Connection, PgConnection, PgPool};
+use syncfleet_common::{config::Source, db};
+use syncfleet_scheduler::SchedulerConfig;
+use syncfleet_worker::{WorkerConfig, sync::SettingsCheck};
+use tokio_util::sync::CancellationToken;
+
+/// The benchmark's parameters.
+pub struct Options {
+    jobs: usize,
+    workers: usize,
+}
+
+impl Options {
+    /// Reads `--jobs N` and `--workers W`.
+    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
+        let mut options = Self {
+            jobs: 100_000,
+            workers: 2,
+        };
+        let mut iter = arguments.iter();
+        while let Some(flag) = iter.next() {
+            let value = iter.next().with_context(|| format!("{flag} needs a value"))?;
+            let number: usize = value
+                .parse()
+                .with_context(|| format!("{flag} takes a whole number, got {value:?}"))?;
+            match flag.as_str() {
+                "--jobs" if number > 0 => options.jobs = number,
+                "--workers" if number > 0 => options.workers = number,
+                _ => anyhow::bail!("unknown option {flag} or zero value; use --jobs N and --workers W"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
+    let server = std::env::var("SYNCFLEET_BENCH_DATABASE_SERVER")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+    let database = "syncfleet_bench";
+    let mut admin = PgConnection::connect(&format!("{server}/postgres")).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {database}"))
+        .execute(&mut admin)
+        .await?;
+    let database_url = format!("{server}/{database}");
+    let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let settings = |extra: &[(&str, &str)]| {
+        let mut pairs: Vec<(&str, &str)> = vec![
+            ("SYNCFLEET_DATABASE_URL", database_url.as_str()),
+            ("SYNCFLEET_QUEUE_PREFIX", prefix.as_str()),
+            ("SYNCFLEET_SYNC_INTERVAL", "24h"),
+            ("SYNCFLEET_SCHEDULER_TICK", "100ms"),
+        ];
+        pairs.extend_from_slice(extra);
+        let mut merged = source.clone();
+        merged.extend(pairs);
+        merged
+    };
+    let scheduler_config = SchedulerConfig::from_source(&settings(&[]))?;
+    let worker_config = WorkerConfig::from_source(&settings(&[("SYNCFLEET_WORKER_CONCURRENCY", "128")]))?;
+    let pool = db::connect(&scheduler_config.common).await?;
+    db::migrate(&pool).await?;
+    let seeding = Instant::now();
+    crate::demo::bulk_users(&pool, options.jobs).await?;
+    eprintln!(
+        "seeded {} users in {:.1}s",
+        options.jobs,
+        seeding.elapsed().as_secs_f64()
+    );
+
+    // 1. Publish.
+    let started = Instant::now();
+    let scheduler = spawn_scheduler(scheduler_config.clone());
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM users WHERE queued_job_id IS NOT NULL",
+        options.jobs,
+    )
+    .await?;
+    let publish_seconds = started.elapsed().as_secs_f64();
+    scheduler.0.cancel();
+    scheduler.1.await??;
+
+    // 2. Consume.
+    let started = Instant::now();
+    let workers = spawn_workers(&worker_config, options.workers);
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM sync_sessions WHERE status = 'succeeded'",
+        options.jobs,
+    )
+    .await?;
+    let consume_seconds = started.elapsed().as_secs_f64();
+
+    // 3. End to end: everything due again, scheduler and workers together.
+    sqlx::query("UPDATE users SET next_sync_at = now()")
+        .execute(&pool)
+        .await?;
+    let started = Instant::now();
+    let scheduler = spawn_scheduler(scheduler_config.clone());
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM sync_sessions WHERE status = 'succeeded'",
+        options.jobs * 2,
+    )
+    .await?;
+    let end_to_end_seconds = started.elapsed().as_secs_f64();
+    scheduler.0.cancel();
+    scheduler.1.await??;
+    for (token, handle) in workers {
+        token.cancel();
+        handle.await??;
+    }
+
+    let jobs = options.jobs as f64;
+    let report = serde_json::json!({
+        "jobs": options.jobs,
+        "workers": options.workers,
+        "worker_concurrency": worker_config.cadence_prefetch,
+        "scheduler_publish_per_second": (jobs / publish_seconds).round(),
+        "workers_drain_per_second": (jobs / consume_seconds).round(),
+        "end_to_end_per_second": (jobs / end_to_end_seconds).round(),
+        "seconds": { "publish": publish_seconds, "drain": consume_seconds, "end_to_end": end_to_end_seconds },
+        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Err(error) = cleanup(&pool, &mut admin, database, &scheduler_config).await {
+        eprintln!("cleanup incomplete: {error:#}");
+    }
+    Ok(())
+}
+
+type Handle = (CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>);
+
+fn spawn_scheduler(config: SchedulerConfig) -> Handle {
+    let token = CancellationToken::new();
+    let handle = tokio::spawn(syncfleet_scheduler::run(config, token.clone()));
+    (token, handle)
+}
+
+fn spawn_workers(config: &WorkerConfig, count: usize) -> Vec<Handle> {
+    (0..count)
+        .map(|index| {
+            let mut config = config.clone();
+            config.worker_id = format!("bench-worker-{index}");
+            let token = CancellationToken::new();
+            let handle = tokio::spawn(syncfleet_worker::run(config, Arc::new(SettingsCheck), token.clone()));
+            (token, handle)
+        })
+        .collect()
+}
+
+async fn wait_for(pool: &PgPool, query: &str, target: usize) -> anyhow::Result<()> {
+    loop {
+        let count: i64 = sqlx::query_scalar(query).fetch_one(pool).await?;
+        if count as usize >= target {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn cleanup(
+    pool: &PgPool,
+    admin: &mut PgConnection,
+    database: &str,
+    config: &SchedulerConfig,
+) -> anyhow::Result<()> {
+    pool.close().await;
+    let topology =
+        syncfleet_common::queue::Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
+    let connection = syncfleet_common::queue::connect(&config.common.amqp_url, "loadtest cleanup").await?;
+    topology.delete(&connection.create_channel().await?).await?;
+    connection.close(200, "done".into()).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        .execute(admin)
+        .await?;
+    Ok(())
+}
