@@ -264,19 +264,27 @@ impl<W: SyncWork> Fleet<W> {
         };
         let span = info_span!("job", job_id = %job.job_id, user_id = ?job.user_id, trigger = %job.trigger, attempt = job.attempt);
         async {
-            let verdict = self.handle(&job).await;
+            let verdict = self.handle(&job, delivery.redelivered).await;
             self.settle(route, &job, &delivery, verdict).await;
         }
         .instrument(span)
         .await;
     }
 
-    async fn handle(&self, job: &JobEnvelope) -> Verdict {
+    async fn handle(&self, job: &JobEnvelope, redelivered: bool) -> Verdict {
         let user_id = match (job.kind, job.user_id) {
             (JobKind::Sync, Some(user_id)) => user_id,
             (kind, _) => return Verdict::DeadLetter(format!("{kind:?} jobs are not handled by this worker build")),
         };
-        let claim = session::claim(&self.pool, job, user_id, &self.config.worker_id, self.config.user_lease).await;
+        let claim = session::claim(
+            &self.pool,
+            job,
+            user_id,
+            &self.config.worker_id,
+            self.config.user_lease,
+            redelivered,
+        )
+        .await;
         match claim {
             Ok(Claim::Run(claimed)) => self.run_session(job, claimed).await,
             Ok(Claim::Drop(reason)) => {

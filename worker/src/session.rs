@@ -52,12 +52,17 @@ struct UserRow {
 
 /// Decides whether `job` runs now, and if so opens its session and takes the
 /// user's lease, in one transaction.
+///
+/// `redelivered` is the broker's flag: a first-attempt cadence job that was
+/// never delivered before and is still the user's queued job cannot have run,
+/// so the look-up of earlier sessions is skipped for it (the common case).
 pub async fn claim(
     pool: &PgPool,
     job: &JobEnvelope,
     user_id: Uuid,
     worker_id: &str,
     lease: Duration,
+    redelivered: bool,
 ) -> Result<Claim, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let user = sqlx::query_as::<_, UserRow>(
@@ -90,16 +95,9 @@ pub async fn claim(
         .await?;
     }
 
-    let already_done: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sync_sessions \
-                        WHERE job_id = $1 AND attempt >= $2 AND started_at >= $3 \
-                          AND status NOT IN ('running', 'abandoned'))",
-    )
-    .bind(job.job_id)
-    .bind(attempt(job))
-    .bind(job.enqueued_at - chrono::Duration::minutes(10))
-    .fetch_one(&mut *tx)
-    .await?;
+    let fresh_cadence_job =
+        job.trigger == Trigger::Cadence && job.attempt == 1 && !redelivered && user.queued_job_id == Some(job.job_id);
+    let already_done = !fresh_cadence_job && already_ran(&mut tx, job).await?;
     if already_done {
         tx.commit().await?;
         return Ok(Claim::Drop("this attempt of the job already ran"));
@@ -108,7 +106,6 @@ pub async fn claim(
         tx.commit().await?;
         return Ok(Claim::Drop("a newer cadence job superseded this one"));
     }
-
     let session_id = Uuid::now_v7();
     let effective = effective_disabled_reason(&user);
     let status = if effective.is_some() {
@@ -116,14 +113,30 @@ pub async fn claim(
     } else {
         SessionStatus::Running
     };
+    // The session row and the user's bookkeeping in one statement: a running
+    // session takes the lease; a skipped one ends at once and, being the end
+    // of its job, lets the scheduler queue the user again.
     let started_at: DateTime<Utc> = sqlx::query_scalar(
-        "INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, scope, status, \
-                                    scheduled_at, started_at, ended_at, worker_id, error_category, error_source, \
-                                    error_message) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'check', $7, $8, now(), \
-                 CASE WHEN $7 = 'skipped' THEN now() END, $9, \
-                 CASE WHEN $7 = 'skipped' THEN 'settings' END, CASE WHEN $7 = 'skipped' THEN 'engine' END, $10) \
-         RETURNING started_at",
+        "WITH session AS ( \
+             INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, scope, status, \
+                                        scheduled_at, started_at, ended_at, worker_id, error_category, \
+                                        error_source, error_message) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'check', $7, $8, now(), \
+                     CASE WHEN $7 = 'skipped' THEN now() END, $9, \
+                     CASE WHEN $7 = 'skipped' THEN 'settings' END, CASE WHEN $7 = 'skipped' THEN 'engine' END, $10) \
+             RETURNING started_at \
+         ), bookkeeping AS ( \
+             UPDATE users SET \
+                 running_session_id = CASE WHEN $7 = 'running' THEN $1 END, \
+                 lease_expires_at = CASE WHEN $7 = 'running' THEN now() + $11 * interval '1 millisecond' END, \
+                 queued_job_id = CASE WHEN $7 = 'skipped' AND queued_job_id = $4 THEN NULL ELSE queued_job_id END, \
+                 queued_at = CASE WHEN $7 = 'skipped' AND queued_job_id = $4 THEN NULL ELSE queued_at END, \
+                 last_session_id = CASE WHEN $7 = 'skipped' THEN $1 ELSE last_session_id END, \
+                 last_session_at = CASE WHEN $7 = 'skipped' THEN now() ELSE last_session_at END, \
+                 last_session_status = CASE WHEN $7 = 'skipped' THEN 'skipped' ELSE last_session_status END \
+             WHERE id = $2 \
+         ) \
+         SELECT started_at FROM session",
     )
     .bind(session_id)
     .bind(user_id)
@@ -135,40 +148,35 @@ pub async fn claim(
     .bind(job.scheduled_at)
     .bind(worker_id)
     .bind(effective)
+    .bind(lease.as_millis() as f64)
     .fetch_one(&mut *tx)
     .await?;
-
+    tx.commit().await?;
     if status == SessionStatus::Skipped {
-        sqlx::query(
-            "UPDATE users SET queued_job_id = NULL, queued_at = NULL, last_session_id = $2, \
-                              last_session_at = now(), last_session_status = 'skipped' \
-             WHERE id = $1 AND queued_job_id IS NOT DISTINCT FROM $3",
-        )
-        .bind(user_id)
-        .bind(session_id)
-        .bind(user.queued_job_id.filter(|queued| *queued == job.job_id))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
         return Ok(Claim::Skipped);
     }
-
-    sqlx::query(
-        "UPDATE users SET running_session_id = $2, lease_expires_at = now() + $3 * interval '1 millisecond' \
-         WHERE id = $1",
-    )
-    .bind(user_id)
-    .bind(session_id)
-    .bind(lease.as_millis() as f64)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
     Ok(Claim::Run(Claimed {
         session_id,
         started_at,
         user_id,
         organization_id: user.organization_id,
     }))
+}
+
+/// Whether a session of this attempt (or a later one) of the job has ended
+/// other than abandoned. Sessions start after their job was enqueued, which
+/// bounds the partitions searched.
+async fn already_ran(tx: &mut Transaction<'_, Postgres>, job: &JobEnvelope) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sync_sessions \
+                        WHERE job_id = $1 AND attempt >= $2 AND started_at >= $3 \
+                          AND status NOT IN ('running', 'abandoned'))",
+    )
+    .bind(job.job_id)
+    .bind(attempt(job))
+    .bind(job.enqueued_at - chrono::Duration::minutes(10))
+    .fetch_one(&mut **tx)
+    .await
 }
 
 fn attempt(job: &JobEnvelope) -> i32 {
@@ -267,37 +275,48 @@ impl Ending {
 /// the job is done, lets the scheduler queue the user again; all in one
 /// transaction. `false` means the lease was lost and nothing was written.
 pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending: Ending) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let released = sqlx::query(
-        "UPDATE users SET running_session_id = NULL, lease_expires_at = NULL, \
-                          queued_job_id = CASE WHEN $3 AND queued_job_id = $4 THEN NULL ELSE queued_job_id END, \
-                          queued_at = CASE WHEN $3 AND queued_job_id = $4 THEN NULL ELSE queued_at END, \
-                          last_session_id = $2, last_session_at = now(), last_session_status = $5 \
-         WHERE id = $1 AND running_session_id = $2",
-    )
-    .bind(claimed.user_id)
-    .bind(claimed.session_id)
-    .bind(ending.job_done)
-    .bind(job.job_id)
-    .bind(ending.status.as_str())
-    .execute(&mut *tx)
-    .await?;
-    if released.rows_affected() != 1 {
-        return Ok(false);
-    }
-
     let (error_category, error_source, error_message) = match &ending.error {
         Some((category, source, message)) => (Some(category.as_str()), Some(source.as_str()), Some(message.as_str())),
         None => (None, None, None),
     };
-    sqlx::query(
-        "UPDATE sync_sessions SET status = $3, scope = $4, ended_at = now(), items_to_crm = $5, \
-                                  items_to_mailbox = $6, issue_count = $7, calls = $8, error_category = $9, \
-                                  error_source = $10, error_message = $11 \
-         WHERE id = $1 AND started_at = $2",
+    let issue_ids: Vec<Uuid> = ending.issues.iter().map(|_| Uuid::now_v7()).collect();
+    let issue_sources: Vec<&str> = ending.issues.iter().map(|issue| issue.source.as_str()).collect();
+    let issue_categories: Vec<&str> = ending.issues.iter().map(|issue| issue.category.as_str()).collect();
+    let issue_items: Vec<Option<&str>> = ending.issues.iter().map(|issue| issue.item_ref.as_deref()).collect();
+    let issue_messages: Vec<&str> = ending.issues.iter().map(|issue| issue.message.as_str()).collect();
+    // One statement, so one atomic write and one round trip; every part is
+    // conditional on `released`, the lease check.
+    let released: i64 = sqlx::query_scalar(
+        "WITH released AS ( \
+             UPDATE users SET running_session_id = NULL, lease_expires_at = NULL, \
+                 queued_job_id = CASE WHEN $4 AND queued_job_id = $5 THEN NULL ELSE queued_job_id END, \
+                 queued_at = CASE WHEN $4 AND queued_job_id = $5 THEN NULL ELSE queued_at END, \
+                 last_session_id = $2, last_session_at = now(), last_session_status = $6 \
+             WHERE id = $1 AND running_session_id = $2 \
+             RETURNING id \
+         ), closed AS ( \
+             UPDATE sync_sessions SET status = $6, scope = $7, ended_at = now(), items_to_crm = $8, \
+                 items_to_mailbox = $9, issue_count = $10, calls = $11, error_category = $12, \
+                 error_source = $13, error_message = $14 \
+             WHERE id = $2 AND started_at = $3 AND EXISTS (SELECT 1 FROM released) \
+         ), issues AS ( \
+             INSERT INTO sync_issues (id, session_id, user_id, created_at, source, category, item_ref, message) \
+             SELECT issue.id, $2, $1, now(), issue.source, issue.category, issue.item_ref, issue.message \
+             FROM UNNEST($15::uuid[], $16::text[], $17::text[], $18::text[], $19::text[]) \
+                  AS issue(id, source, category, item_ref, message) \
+             WHERE EXISTS (SELECT 1 FROM released) \
+         ), log AS ( \
+             INSERT INTO sync_session_logs (session_id, user_id, started_at, log_gzip) \
+             SELECT $2, $1, $3, $20 WHERE EXISTS (SELECT 1 FROM released) \
+             ON CONFLICT (session_id, started_at) DO UPDATE SET log_gzip = EXCLUDED.log_gzip \
+         ) \
+         SELECT count(*) FROM released",
     )
+    .bind(claimed.user_id)
     .bind(claimed.session_id)
     .bind(claimed.started_at)
+    .bind(ending.job_done)
+    .bind(job.job_id)
     .bind(ending.status.as_str())
     .bind(ending.scope.as_str())
     .bind(ending.items_to_crm)
@@ -307,42 +326,13 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
     .bind(error_category)
     .bind(error_source)
     .bind(error_message)
-    .execute(&mut *tx)
-    .await?;
-
-    if !ending.issues.is_empty() {
-        let ids: Vec<Uuid> = ending.issues.iter().map(|_| Uuid::now_v7()).collect();
-        let sources: Vec<&str> = ending.issues.iter().map(|issue| issue.source.as_str()).collect();
-        let categories: Vec<&str> = ending.issues.iter().map(|issue| issue.category.as_str()).collect();
-        let items: Vec<Option<&str>> = ending.issues.iter().map(|issue| issue.item_ref.as_deref()).collect();
-        let messages: Vec<&str> = ending.issues.iter().map(|issue| issue.message.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO sync_issues (id, session_id, user_id, created_at, source, category, item_ref, message) \
-             SELECT id, $1, $2, now(), source, category, item_ref, message \
-             FROM UNNEST($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[]) \
-                  AS issue(id, source, category, item_ref, message)",
-        )
-        .bind(claimed.session_id)
-        .bind(claimed.user_id)
-        .bind(&ids)
-        .bind(&sources)
-        .bind(&categories)
-        .bind(&items)
-        .bind(&messages)
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    sqlx::query(
-        "INSERT INTO sync_session_logs (session_id, user_id, started_at, log_gzip) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (session_id, started_at) DO UPDATE SET log_gzip = EXCLUDED.log_gzip",
-    )
-    .bind(claimed.session_id)
-    .bind(claimed.user_id)
-    .bind(claimed.started_at)
+    .bind(&issue_ids)
+    .bind(&issue_sources)
+    .bind(&issue_categories)
+    .bind(&issue_items)
+    .bind(&issue_messages)
     .bind(ending.log.to_gzip())
-    .execute(&mut *tx)
+    .fetch_one(pool)
     .await?;
-    tx.commit().await?;
-    Ok(true)
+    Ok(released == 1)
 }

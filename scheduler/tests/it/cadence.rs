@@ -14,7 +14,7 @@ async fn a_user_is_synced_once_per_interval_and_never_twice_at_once() {
     let env = TestEnv::new().await;
     let org = organization(&env.pool, AccessType::Office365, true).await;
     let ids = users(&env.pool, org, 30, SyncStatus::Enabled, Utc::now(), true).await;
-    let interval = chrono::Duration::seconds(2);
+    let interval = chrono::Duration::seconds(3);
     let scheduler = scheduler(
         &env,
         &[("SYNCFLEET_SYNC_INTERVAL", "2s"), ("SYNCFLEET_SCHEDULER_TICK", "100ms")],
