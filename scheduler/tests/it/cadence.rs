@@ -17,7 +17,7 @@ async fn a_user_is_synced_once_per_interval_and_never_twice_at_once() {
     let interval = chrono::Duration::seconds(3);
     let scheduler = scheduler(
         &env,
-        &[("SYNCFLEET_SYNC_INTERVAL", "2s"), ("SYNCFLEET_SCHEDULER_TICK", "100ms")],
+        &[("SYNCFLEET_SYNC_INTERVAL", "3s"), ("SYNCFLEET_SCHEDULER_TICK", "100ms")],
     );
     let worker = worker(&env, &[]);
 
