@@ -1,5 +1,6 @@
 //! Logging: JSON lines by default (one object per event, with the span's
-//! fields), or human-readable text.
+//! fields), or human-readable text; always on stderr, so a command's own
+//! output on stdout (a benchmark report) stays clean.
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -14,13 +15,16 @@ pub fn init(source: &Source) -> anyhow::Result<()> {
         "json" => registry
             .with(
                 fmt::layer()
+                    .with_writer(std::io::stderr)
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false),
             )
             .try_init()?,
-        "text" => registry.with(fmt::layer().with_target(false)).try_init()?,
+        "text" => registry
+            .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .try_init()?,
         other => anyhow::bail!("{} is invalid: expected json or text, got {other:?}", LOG_FORMAT.name),
     }
     Ok(())

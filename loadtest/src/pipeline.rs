@@ -182,7 +182,9 @@ async fn cleanup(
     let topology =
         syncfleet_common::queue::Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
     let connection = syncfleet_common::queue::connect(&config.common.amqp_url, "loadtest cleanup").await?;
-    topology.delete(&connection.create_channel().await?).await?;
+    let channel = connection.create_channel().await?;
+    topology.delete(&channel).await?;
+    channel.close(200, "done".into()).await?;
     connection.close(200, "done".into()).await?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
         .execute(admin)

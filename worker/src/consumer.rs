@@ -262,7 +262,9 @@ impl<W: SyncWork> Fleet<W> {
                 return;
             }
         };
-        let span = info_span!("job", job_id = %job.job_id, user_id = ?job.user_id, trigger = %job.trigger, attempt = job.attempt);
+        let user_id = job.user_id.map(|id| id.to_string()).unwrap_or_default();
+        let span =
+            info_span!("job", job_id = %job.job_id, user_id = %user_id, trigger = %job.trigger, attempt = job.attempt);
         async {
             let verdict = self.handle(&job, delivery.redelivered).await;
             self.settle(route, &job, &delivery, verdict).await;
