@@ -51,12 +51,13 @@ trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 start api "$bin/syncfleet-api"
-start scheduler-1 "$bin/syncfleet-scheduler"
-start scheduler-2 "$bin/syncfleet-scheduler"
-start worker-1 env SYNCFLEET_WORKER_ID=demo-worker-1 "$bin/syncfleet-worker"
-start worker-2 env SYNCFLEET_WORKER_ID=demo-worker-2 "$bin/syncfleet-worker"
+start scheduler-1 env SYNCFLEET_OPS_LISTEN=127.0.0.1:9191 "$bin/syncfleet-scheduler"
+start scheduler-2 env SYNCFLEET_OPS_LISTEN=127.0.0.1:9192 "$bin/syncfleet-scheduler"
+start worker-1 env SYNCFLEET_WORKER_ID=demo-worker-1 SYNCFLEET_OPS_LISTEN=127.0.0.1:9291 "$bin/syncfleet-worker"
+start worker-2 env SYNCFLEET_WORKER_ID=demo-worker-2 SYNCFLEET_OPS_LISTEN=127.0.0.1:9292 "$bin/syncfleet-worker"
 for _ in $(seq 100); do curl -sf http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break; sleep 0.1; done
 echo "Fleet up: api on http://127.0.0.1:8080 (readyz: $(curl -s http://127.0.0.1:8080/readyz)), 2 schedulers, 2 workers; cadence $SYNCFLEET_SYNC_INTERVAL."
+echo "Metrics: api http://127.0.0.1:8080/metrics, schedulers :9191 :9192, workers :9291 :9292 (/metrics, /readyz)."
 echo "Logs: $logs/. Ctrl-C stops the fleet."
 
 query() { psql -h 127.0.0.1 -U postgres -d "$database" -P pager=off "$@"; }

@@ -1,6 +1,6 @@
 //! The api's settings.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use syncfleet_common::config::{COMMON_SETTINGS, CommonConfig, ConfigError, Setting, Source};
 
@@ -10,10 +10,16 @@ pub const API_LISTEN: Setting = Setting {
     doc: "Address the api listens on.",
 };
 
+pub const API_DRAIN_DELAY: Setting = Setting {
+    name: "SYNCFLEET_API_DRAIN_DELAY",
+    default: "5s",
+    doc: "On SIGTERM, how long the api keeps serving with readiness false before it stops accepting requests.",
+};
+
 /// Every setting the api reads, for the README check.
 pub fn settings() -> Vec<Setting> {
     let mut settings = COMMON_SETTINGS.to_vec();
-    settings.push(API_LISTEN);
+    settings.extend([API_LISTEN, API_DRAIN_DELAY]);
     settings
 }
 
@@ -24,6 +30,8 @@ pub struct ApiConfig {
     pub common: CommonConfig,
     /// Listen address.
     pub listen: SocketAddr,
+    /// Time between readiness turning false and the listener closing.
+    pub drain_delay: Duration,
 }
 
 impl ApiConfig {
@@ -32,6 +40,7 @@ impl ApiConfig {
         Ok(Self {
             common: CommonConfig::from_source(source)?,
             listen: source.get(&API_LISTEN)?,
+            drain_delay: source.duration(&API_DRAIN_DELAY)?,
         })
     }
 }

@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
             info!(address = %config.listen, "API listening.");
-            syncfleet_api::serve(listener, pool, shutdown::on_signal()).await?;
+            syncfleet_api::serve(listener, pool, shutdown::on_signal(), config.drain_delay).await?;
             info!("API stopped.");
             Ok(())
         }

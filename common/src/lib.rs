@@ -6,6 +6,7 @@ pub mod cadence;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod ops;
 pub mod queue;
 pub mod session_log;
 pub mod shutdown;

@@ -1,10 +1,11 @@
 //! The scheduler's settings.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use syncfleet_common::{
     config::{COMMON_SETTINGS, CommonConfig, ConfigError, Setting, Source},
     db::Retention,
+    ops::OPS_LISTEN,
 };
 
 pub const SYNC_INTERVAL: Setting = Setting {
@@ -78,6 +79,7 @@ pub fn settings() -> Vec<Setting> {
         RETENTION_LOGS_DAYS,
         RETENTION_ACTIVITIES_DAYS,
         PARTITIONS_AHEAD_DAYS,
+        OPS_LISTEN,
     ]);
     settings
 }
@@ -103,6 +105,8 @@ pub struct SchedulerConfig {
     pub maintenance_interval: Duration,
     /// How long history is kept.
     pub retention: Retention,
+    /// Where /healthz, /readyz and /metrics are served.
+    pub ops_listen: SocketAddr,
 }
 
 impl SchedulerConfig {
@@ -130,6 +134,7 @@ impl SchedulerConfig {
                 activities_days: source.positive(&RETENTION_ACTIVITIES_DAYS)?,
                 ahead_days: source.positive(&PARTITIONS_AHEAD_DAYS)?,
             },
+            ops_listen: source.get(&OPS_LISTEN)?,
         })
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod config;
 mod leader;
+mod metrics;
 mod scheduler;
 mod tick;
 

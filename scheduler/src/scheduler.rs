@@ -1,13 +1,15 @@
 //! The scheduler's life: a candidate until it holds the lease, then the
 //! leader until it loses the lease or is asked to stop.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
+use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 use syncfleet_common::{
     db,
-    queue::{Publisher, Topology},
+    ops::{self, Health},
+    queue::{Publisher, Route, Topology},
 };
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
@@ -16,46 +18,74 @@ use tracing::{error, info, warn};
 use crate::{
     config::SchedulerConfig,
     leader::Leadership,
+    metrics::{QueueLabel, SchedulerMetrics},
     tick::{self, TickError},
 };
+
+/// What the scheduler works with.
+struct Scheduler {
+    config: SchedulerConfig,
+    pool: PgPool,
+    leadership: Leadership,
+    metrics: SchedulerMetrics,
+}
 
 /// Runs the scheduler until `shutdown` is cancelled. Several replicas may
 /// run: one leads, the others wait to take over.
 pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let pool = db::connect(&config.common).await.context("connecting to PostgreSQL")?;
+    let mut registry = Registry::default();
+    let metrics = SchedulerMetrics::register(&mut registry);
+    let health = Health::new(false);
+    let ops_stop = CancellationToken::new();
+    ops::serve(
+        config.ops_listen,
+        ops::router(pool.clone(), health.clone(), Arc::new(registry)),
+        ops_stop.clone(),
+    )
+    .await
+    .with_context(|| format!("binding {}", config.ops_listen))?;
     let topology = Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
-    let leadership = Leadership::new(pool.clone(), config.leader_lease);
-    info!(holder = %leadership.holder(), "Scheduler started; waiting for leadership.");
+    let scheduler = Scheduler {
+        leadership: Leadership::new(pool.clone(), config.leader_lease),
+        config,
+        pool,
+        metrics,
+    };
+    info!(holder = %scheduler.leadership.holder(), "Scheduler started; waiting for leadership.");
     let mut publisher: Option<Publisher> = None;
 
     while !shutdown.is_cancelled() {
-        match leadership.try_acquire().await {
+        match scheduler.leadership.try_acquire().await {
             Ok(Some(term)) => {
                 if publisher.is_none() {
-                    match Publisher::connect(config.common.amqp_url.clone(), "syncfleet-scheduler", topology.clone())
-                        .await
-                    {
+                    let url = scheduler.config.common.amqp_url.clone();
+                    match Publisher::connect(url, "syncfleet-scheduler", topology.clone()).await {
                         Ok(connected) => publisher = Some(connected),
                         Err(error) => {
                             warn!(%error, "Leader cannot reach the broker; stepping down.");
-                            let _ = leadership.release(term).await;
-                            wait(&shutdown, config.tick).await;
+                            let _ = scheduler.leadership.release(term).await;
+                            wait(&shutdown, scheduler.config.tick).await;
                             continue;
                         }
                     }
                 }
                 if let Some(publisher) = &publisher {
-                    lead(&config, &pool, publisher, &leadership, term, &shutdown).await;
+                    scheduler.metrics.leader.set(1);
+                    scheduler.lead(publisher, term, &shutdown, &health).await;
+                    scheduler.metrics.leader.set(0);
                 }
             }
-            Ok(None) => wait(&shutdown, config.tick).await,
+            Ok(None) => wait(&shutdown, scheduler.config.tick).await,
             Err(error) => {
                 warn!(%error, "Cannot reach PostgreSQL for leadership.");
-                wait(&shutdown, config.tick).await;
+                wait(&shutdown, scheduler.config.tick).await;
             }
         }
     }
-    pool.close().await;
+    health.set_draining();
+    scheduler.pool.close().await;
+    ops_stop.cancel();
     info!("Scheduler stopped.");
     Ok(())
 }
@@ -67,86 +97,110 @@ async fn wait(shutdown: &CancellationToken, duration: Duration) {
     }
 }
 
-async fn lead(
-    config: &SchedulerConfig,
-    pool: &PgPool,
-    publisher: &Publisher,
-    leadership: &Leadership,
-    term: i64,
-    shutdown: &CancellationToken,
-) {
-    info!(term, "Became the scheduler leader.");
-    let lost = CancellationToken::new();
-    let renewal = tokio::spawn(renew(leadership.clone(), term, config.leader_lease, lost.clone()));
-    let mut next_sweep = Instant::now();
-    let mut next_maintenance = Instant::now();
+impl Scheduler {
+    async fn lead(&self, publisher: &Publisher, term: i64, shutdown: &CancellationToken, health: &Health) {
+        info!(term, "Became the scheduler leader.");
+        let config = &self.config;
+        let lost = CancellationToken::new();
+        let renewal = tokio::spawn(renew(self.leadership.clone(), term, config.leader_lease, lost.clone()));
+        let mut next_sweep = Instant::now();
+        let mut next_maintenance = Instant::now();
 
-    loop {
-        if Instant::now() >= next_maintenance {
-            match db::maintain_partitions(pool, config.retention).await {
-                Ok(report) => info!(
-                    created = report.created,
-                    dropped = report.dropped,
-                    "Partitions maintained."
-                ),
-                Err(error) => warn!(%error, "Partition maintenance failed; will try again."),
-            }
-            next_maintenance = Instant::now() + config.maintenance_interval;
-        }
-        if Instant::now() >= next_sweep {
-            match tick::sweep(pool, config.queued_job_timeout).await {
-                Ok((0, 0)) => {}
-                Ok((abandoned, recovered)) => {
-                    info!(abandoned, recovered, "Expired leases released and lost jobs recovered.")
+        loop {
+            if Instant::now() >= next_maintenance {
+                match db::maintain_partitions(&self.pool, config.retention).await {
+                    Ok(report) => info!(
+                        created = report.created,
+                        dropped = report.dropped,
+                        "Partitions maintained."
+                    ),
+                    Err(error) => warn!(%error, "Partition maintenance failed; will try again."),
                 }
-                Err(error) => warn!(%error, "Recovery sweep failed; will try again."),
+                next_maintenance = Instant::now() + config.maintenance_interval;
             }
-            next_sweep = Instant::now() + config.sweep_interval;
-        }
+            if Instant::now() >= next_sweep {
+                self.sweep(publisher).await;
+                next_sweep = Instant::now() + config.sweep_interval;
+            }
 
-        let started = Instant::now();
-        match tick::tick(
-            pool,
-            publisher,
-            leadership.holder(),
-            term,
-            config.interval,
-            config.batch_size,
-        )
-        .await
+            let started = Instant::now();
+            let holder = self.leadership.holder();
+            match tick::tick(&self.pool, publisher, holder, term, config.interval, config.batch_size).await {
+                Ok(report) => {
+                    self.metrics.tick_seconds.observe(started.elapsed().as_secs_f64());
+                    self.metrics.published.inc_by(report.published);
+                    self.metrics.skipped.inc_by(report.skipped);
+                    if report.published + report.skipped > 0 {
+                        info!(
+                            published = report.published,
+                            skipped = report.skipped,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "Due users scheduled."
+                        );
+                    }
+                }
+                Err(TickError::NotLeader) => {
+                    warn!(term, "Leadership lost.");
+                    break;
+                }
+                Err(error) => error!(%error, "Scheduling pass failed; nothing was committed, it will be retried."),
+            }
+
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    health.set_draining();
+                    if let Err(error) = self.leadership.release(term).await {
+                        warn!(%error, "Could not release leadership; a standby takes over when it expires.");
+                    }
+                    break;
+                }
+                _ = lost.cancelled() => {
+                    warn!(term, "Leadership lease lost.");
+                    break;
+                }
+                _ = sleep(config.tick) => {}
+            }
+        }
+        renewal.abort();
+    }
+
+    /// Recovery and the gauges only the leader keeps up to date.
+    async fn sweep(&self, publisher: &Publisher) {
+        match tick::sweep(&self.pool, self.config.queued_job_timeout).await {
+            Ok((abandoned, recovered)) => {
+                self.metrics.abandoned.inc_by(abandoned);
+                self.metrics.recovered.inc_by(recovered);
+                if abandoned + recovered > 0 {
+                    info!(abandoned, recovered, "Expired leases released and lost jobs recovered.");
+                }
+            }
+            Err(error) => warn!(%error, "Recovery sweep failed; will try again."),
+        }
+        for (route, queue) in [
+            (Route::Cadence, "cadence"),
+            (Route::Priority, "priority"),
+            (Route::Push, "push"),
+        ] {
+            match publisher.ready_count(route).await {
+                Ok(depth) => {
+                    self.metrics
+                        .queue_depth
+                        .get_or_create(&QueueLabel { queue })
+                        .set(i64::from(depth));
+                }
+                Err(error) => warn!(%error, queue, "Could not read the queue depth."),
+            }
+        }
+        match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM email_outbox WHERE status = 'pending'")
+            .fetch_one(&self.pool)
+            .await
         {
-            Ok(report) if report.published + report.skipped > 0 => {
-                let elapsed = started.elapsed();
-                info!(
-                    published = report.published,
-                    skipped = report.skipped,
-                    elapsed_ms = elapsed.as_millis() as u64,
-                    "Due users scheduled."
-                );
+            Ok(backlog) => {
+                self.metrics.outbox_backlog.set(backlog);
             }
-            Ok(_) => {}
-            Err(TickError::NotLeader) => {
-                warn!(term, "Leadership lost.");
-                break;
-            }
-            Err(error) => error!(%error, "Scheduling pass failed; nothing was committed, it will be retried."),
-        }
-
-        tokio::select! {
-            _ = shutdown.cancelled() => {
-                if let Err(error) = leadership.release(term).await {
-                    warn!(%error, "Could not release leadership; a standby takes over when it expires.");
-                }
-                break;
-            }
-            _ = lost.cancelled() => {
-                warn!(term, "Leadership lease lost.");
-                break;
-            }
-            _ = sleep(config.tick) => {}
+            Err(error) => warn!(%error, "Could not read the outbox backlog."),
         }
     }
-    renewal.abort();
 }
 
 /// Renews the lease every third of it; cancels `lost` when renewal fails

@@ -87,6 +87,7 @@ impl TestEnv {
             ("SYNCFLEET_AMQP_URL", self.amqp_url.as_str()),
             ("SYNCFLEET_QUEUE_PREFIX", self.prefix.as_str()),
             ("SYNCFLEET_DATABASE_MAX_CONNECTIONS", "8"),
+            ("SYNCFLEET_OPS_LISTEN", "127.0.0.1:0"),
         ];
         pairs.extend_from_slice(extra);
         Source::from_pairs(pairs)
@@ -100,6 +101,7 @@ impl TestEnv {
             ("SYNCFLEET_QUEUE_PREFIX".to_owned(), self.prefix.clone()),
             ("SYNCFLEET_DATABASE_MAX_CONNECTIONS".to_owned(), "8".to_owned()),
             ("SYNCFLEET_LOG_FORMAT".to_owned(), "text".to_owned()),
+            ("SYNCFLEET_OPS_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
         ];
         vars.extend(extra.iter().map(|(key, value)| (key.to_string(), value.to_string())));
         vars
@@ -182,4 +184,27 @@ pub fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A plain HTTP/1.1 GET; returns the status and the body.
+pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+/// A port free on the loopback now (for a service that must be reachable
+/// at a known address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

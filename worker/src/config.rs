@@ -1,10 +1,13 @@
 //! The worker's settings.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use backon::BackoffBuilder;
 
-use syncfleet_common::config::{COMMON_SETTINGS, CommonConfig, ConfigError, Setting, Source};
+use syncfleet_common::{
+    config::{COMMON_SETTINGS, CommonConfig, ConfigError, Setting, Source},
+    ops::OPS_LISTEN,
+};
 
 pub const WORKER_ID: Setting = Setting {
     name: "SYNCFLEET_WORKER_ID",
@@ -59,6 +62,7 @@ pub fn settings() -> Vec<Setting> {
         RETRY_BASE_DELAY,
         RETRY_MAX_DELAY,
         RETRY_MAX_ATTEMPTS,
+        OPS_LISTEN,
     ]);
     settings
 }
@@ -105,6 +109,8 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Retries of transient failures.
     pub retry: RetryPolicy,
+    /// Where /healthz, /readyz and /metrics are served.
+    pub ops_listen: SocketAddr,
 }
 
 impl WorkerConfig {
@@ -133,6 +139,7 @@ impl WorkerConfig {
                 max_delay: source.duration(&RETRY_MAX_DELAY)?,
                 max_attempts: source.positive(&RETRY_MAX_ATTEMPTS)?,
             },
+            ops_listen: source.get(&OPS_LISTEN)?,
         })
     }
 }

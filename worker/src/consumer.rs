@@ -17,10 +17,12 @@ use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions, BasicRejectOptions},
 };
+use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 use syncfleet_common::{
     db,
     domain::SessionStatus,
+    ops::{self, Health},
     queue::{self, JobEnvelope, JobKind, Publisher, Route, Topology},
 };
 use tokio::time::{Instant, sleep, timeout};
@@ -30,6 +32,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::{
     config::WorkerConfig,
     dead_letters,
+    metrics::{JobLabels, QueueLabel, ReasonLabel, StatusLabel, StepLabel, TriggerLabel, WorkerMetrics},
     session::{self, Claim, Claimed, Ending},
     sync::{SessionContext, SyncFailure, SyncWork},
 };
@@ -74,12 +77,32 @@ struct Fleet<W> {
     work: Arc<W>,
     /// Cancelled when the shutdown grace period is over.
     hard_stop: CancellationToken,
+    metrics: WorkerMetrics,
+    health: Arc<Health>,
 }
 
 /// Runs a worker until `shutdown` is cancelled, then drains: stops consuming,
 /// lets in-flight jobs finish within the grace period, hands the rest back.
 pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let pool = db::connect(&config.common).await.context("connecting to PostgreSQL")?;
+    let mut registry = Registry::default();
+    let metrics = WorkerMetrics::register(&mut registry);
+    let health = Health::new(true);
+    let ops_stop = CancellationToken::new();
+    ops::serve(
+        config.ops_listen,
+        ops::router(pool.clone(), health.clone(), Arc::new(registry)),
+        ops_stop.clone(),
+    )
+    .await
+    .with_context(|| format!("binding {}", config.ops_listen))?;
+    // Readiness fails as soon as shutdown begins, before the drain ends.
+    let draining = health.clone();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        signal.cancelled().await;
+        draining.set_draining();
+    });
     let topology = Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
     let publisher_name = format!("syncfleet-worker {} publisher", config.worker_id);
     let Some(publisher) = with_reconnect(&shutdown, "the broker", || {
@@ -87,6 +110,7 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
     })
     .await
     else {
+        ops_stop.cancel();
         return Ok(());
     };
     let fleet = Arc::new(Fleet {
@@ -96,6 +120,8 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
         publisher,
         work,
         hard_stop: CancellationToken::new(),
+        metrics,
+        health,
     });
     let tracker = TaskTracker::new();
 
@@ -109,6 +135,7 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
                 break;
             }
             Err(error) => {
+                fleet.health.set_broker_connected(false);
                 if connected {
                     reconnect_delays = reconnect_backoff();
                 }
@@ -132,6 +159,7 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
         let _ = connection.close(200, "worker shutting down".into()).await;
     }
     fleet.pool.close().await;
+    ops_stop.cancel();
     info!("Worker stopped.");
     Ok(())
 }
@@ -201,6 +229,7 @@ impl<W: SyncWork> Fleet<W> {
             .consume_dead(&dead_channel, DEAD_LETTER_PREFETCH, tag)
             .await?;
         *connected = true;
+        self.health.set_broker_connected(true);
         info!(worker_id = %self.config.worker_id, "Consuming the priority and cadence queues.");
 
         loop {
@@ -252,31 +281,46 @@ impl<W: SyncWork> Fleet<W> {
     }
 
     async fn process(self: Arc<Self>, route: Route, delivery: Delivery) {
-        let job = match JobEnvelope::decode(&delivery.data) {
-            Ok(job) => job,
+        let started = Instant::now();
+        self.metrics.in_flight.inc();
+        let queue = queue_label(route);
+        let outcome = match JobEnvelope::decode(&delivery.data) {
+            Ok(job) => {
+                let user_id = job.user_id.map(|id| id.to_string()).unwrap_or_default();
+                let span = info_span!("job", job_id = %job.job_id, user_id = %user_id, trigger = %job.trigger, attempt = job.attempt);
+                async {
+                    let (verdict, outcome) = self.handle(&job, delivery.redelivered).await;
+                    self.settle(route, &job, &delivery, verdict).await;
+                    outcome
+                }
+                .instrument(span)
+                .await
+            }
             Err(error) => {
                 warn!(%error, ?route, "Unreadable message: rejected to the dead-letter queue.");
                 if let Err(error) = delivery.reject(BasicRejectOptions { requeue: false }).await {
                     warn!(%error, "Could not reject the message; the broker will redeliver it.");
                 }
-                return;
+                "rejected"
             }
         };
-        let user_id = job.user_id.map(|id| id.to_string()).unwrap_or_default();
-        let span =
-            info_span!("job", job_id = %job.job_id, user_id = %user_id, trigger = %job.trigger, attempt = job.attempt);
-        async {
-            let verdict = self.handle(&job, delivery.redelivered).await;
-            self.settle(route, &job, &delivery, verdict).await;
-        }
-        .instrument(span)
-        .await;
+        self.metrics.jobs.get_or_create(&JobLabels { queue, outcome }).inc();
+        self.metrics
+            .job_seconds
+            .get_or_create(&QueueLabel { queue })
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.in_flight.dec();
     }
 
-    async fn handle(&self, job: &JobEnvelope, redelivered: bool) -> Verdict {
+    /// Decides a delivery's verdict; the second value is its outcome for the
+    /// metrics (a session status, or what happened instead).
+    async fn handle(&self, job: &JobEnvelope, redelivered: bool) -> (Verdict, &'static str) {
         let user_id = match (job.kind, job.user_id) {
             (JobKind::Sync, Some(user_id)) => user_id,
-            (kind, _) => return Verdict::DeadLetter(format!("{kind:?} jobs are not handled by this worker build")),
+            (kind, _) => {
+                let reason = format!("{kind:?} jobs are not handled by this worker build");
+                return (Verdict::DeadLetter(reason), "dead_lettered");
+            }
         };
         let claim = session::claim(
             &self.pool,
@@ -288,30 +332,43 @@ impl<W: SyncWork> Fleet<W> {
         )
         .await;
         match claim {
-            Ok(Claim::Run(claimed)) => self.run_session(job, claimed).await,
+            Ok(Claim::Run(claimed)) => {
+                let lag = (claimed.started_at - job.scheduled_at).num_milliseconds().max(0) as f64 / 1000.0;
+                self.metrics
+                    .lag_seconds
+                    .get_or_create(&TriggerLabel {
+                        trigger: job.trigger.as_str(),
+                    })
+                    .observe(lag);
+                self.run_session(job, claimed).await
+            }
             Ok(Claim::Drop(reason)) => {
                 info!(reason, "Job dropped.");
-                Verdict::Ack
+                (Verdict::Ack, "dropped")
             }
             Ok(Claim::Skipped) => {
                 info!("Synchronization is disabled: skipped session recorded.");
-                Verdict::Ack
+                self.metrics
+                    .sessions
+                    .get_or_create(&StatusLabel { status: "skipped" })
+                    .inc();
+                (Verdict::Ack, "skipped")
             }
             Ok(Claim::Busy(remaining)) => {
                 info!(
                     lease_remaining_ms = remaining.as_millis() as u64,
                     "Another session of this user is running; deferring."
                 );
-                Verdict::Defer(remaining + Duration::from_millis(250))
+                (Verdict::Defer(remaining + Duration::from_millis(250)), "deferred")
             }
             Err(error) => {
                 warn!(%error, "Could not claim the session; deferring.");
-                Verdict::Defer(Duration::from_secs(5))
+                (Verdict::Defer(Duration::from_secs(5)), "deferred")
             }
         }
     }
 
-    async fn run_session(&self, job: &JobEnvelope, claimed: Claimed) -> Verdict {
+    async fn run_session(&self, job: &JobEnvelope, claimed: Claimed) -> (Verdict, &'static str) {
         let lease = self.config.user_lease;
         let lost = CancellationToken::new();
         let finished = CancellationToken::new();
@@ -372,23 +429,39 @@ impl<W: SyncWork> Fleet<W> {
             Run::LeaseLost => {
                 handle.abort();
                 warn!("The user's lease was lost mid-session; handing the job back.");
-                return Verdict::HandBack;
+                return (Verdict::HandBack, "handed_back");
             }
         };
 
         let status = ending.status;
+        for entry in ending.log.entries() {
+            if let Some(duration_ms) = entry.duration_ms {
+                self.metrics
+                    .step_seconds
+                    .get_or_create(&StepLabel {
+                        step: entry.step.clone(),
+                    })
+                    .observe(duration_ms as f64 / 1000.0);
+            }
+        }
         match session::finish(&self.pool, &claimed, job, ending).await {
             Ok(true) => {
                 info!(session_id = %claimed.session_id, status = %status, "Sync session finished.");
-                verdict
+                self.metrics
+                    .sessions
+                    .get_or_create(&StatusLabel {
+                        status: status.as_str(),
+                    })
+                    .inc();
+                (verdict, status.as_str())
             }
             Ok(false) => {
                 warn!(session_id = %claimed.session_id, "The lease was lost before the session could be written; handing the job back.");
-                Verdict::HandBack
+                (Verdict::HandBack, "handed_back")
             }
             Err(error) => {
                 error!(%error, session_id = %claimed.session_id, "Could not write the session; handing the job back.");
-                Verdict::HandBack
+                (Verdict::HandBack, "handed_back")
             }
         }
     }
@@ -474,6 +547,12 @@ impl<W: SyncWork> Fleet<W> {
         match dead_letters::record(&self.pool, &dead, &delivery.data).await {
             Ok(()) => {
                 warn!(?job_id, ?user_id, reason = %dead.reason, deliveries = ?dead.deliveries, "Dead-lettered job recorded.");
+                self.metrics
+                    .dead_letters
+                    .get_or_create(&ReasonLabel {
+                        reason: dead.reason.clone(),
+                    })
+                    .inc();
                 if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
                     warn!(%error, "Could not acknowledge the dead letter; it will be recorded once more, harmlessly.");
                 }
@@ -489,6 +568,14 @@ impl<W: SyncWork> Fleet<W> {
                     .await;
             }
         }
+    }
+}
+
+fn queue_label(route: Route) -> &'static str {
+    match route {
+        Route::Cadence => "cadence",
+        Route::Priority => "priority",
+        Route::Push => "push",
     }
 }
 

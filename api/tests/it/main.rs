@@ -5,21 +5,11 @@
 use std::time::Duration;
 
 use syncfleet_testkit::{TestEnv, wait_until};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 async fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    (status, body)
+    syncfleet_testkit::http_get(address, path).await
 }
 
 #[tokio::test]
@@ -28,7 +18,12 @@ async fn liveness_and_readiness_answer_while_the_database_is_reachable() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(syncfleet_api::serve(listener, env.pool.clone(), shutdown.clone()));
+    let server = tokio::spawn(syncfleet_api::serve(
+        listener,
+        env.pool.clone(),
+        shutdown.clone(),
+        Duration::ZERO,
+    ));
 
     assert_eq!(get(address, "/healthz").await, (200, "ok".to_owned()));
     assert_eq!(get(address, "/readyz").await, (200, "ready".to_owned()));
@@ -50,7 +45,12 @@ async fn readiness_fails_when_the_database_is_gone() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(syncfleet_api::serve(listener, pool.clone(), shutdown.clone()));
+    let server = tokio::spawn(syncfleet_api::serve(
+        listener,
+        pool.clone(),
+        shutdown.clone(),
+        Duration::ZERO,
+    ));
     assert_eq!(get(address, "/readyz").await.0, 200);
 
     // Dropping the database ends every connection to it.
@@ -68,4 +68,73 @@ async fn readiness_fails_when_the_database_is_gone() {
 
     shutdown.cancel();
     server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn on_shutdown_readiness_fails_while_requests_are_still_served() {
+    let env = TestEnv::new().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(syncfleet_api::serve(
+        listener,
+        env.pool.clone(),
+        shutdown.clone(),
+        Duration::from_secs(2),
+    ));
+    assert_eq!(get(address, "/readyz").await.0, 200);
+
+    shutdown.cancel();
+    wait_until(Duration::from_secs(5), "readiness to turn false", || async {
+        get(address, "/readyz").await == (503, "draining".to_owned())
+    })
+    .await;
+    assert_eq!(
+        get(address, "/healthz").await.0,
+        200,
+        "still serving during the drain delay"
+    );
+    server.await.unwrap().unwrap();
+    assert!(
+        TcpStream::connect(address).await.is_err(),
+        "the listener is closed after the drain"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_and_status() {
+    let env = TestEnv::new().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(syncfleet_api::serve(
+        listener,
+        env.pool.clone(),
+        shutdown.clone(),
+        Duration::ZERO,
+    ));
+
+    for _ in 0..3 {
+        get(address, "/healthz").await;
+    }
+    get(address, "/no/such/route/42").await;
+    let (status, body) = get(address, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(r#"syncfleet_http_requests_total{method="GET",route="/healthz",status="200"} 3"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"syncfleet_http_requests_total{method="GET",route="unmatched",status="404"} 1"#),
+        "{body}"
+    );
+    assert!(
+        body.contains("syncfleet_http_request_duration_seconds_bucket"),
+        "{body}"
+    );
+
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    env.cleanup().await;
 }

@@ -113,6 +113,12 @@ impl Publisher {
         self.send(exchange, routing_key, [message]).await
     }
 
+    /// Messages ready in a route's queue.
+    pub async fn ready_count(&self, route: Route) -> Result<u32, PublishError> {
+        let channel = self.channel().await?;
+        Ok(self.topology.ready_count(&channel, route).await?)
+    }
+
     /// Moves a message (possibly unreadable) to the dead-letter queue with a reason.
     pub async fn publish_dead(&self, route: Route, body: &[u8], reason: &str) -> Result<(), PublishError> {
         let (exchange, routing_key, headers) = self.topology.dead_target(route, reason);

@@ -68,7 +68,8 @@ async fn disabled_users_and_users_of_disabled_organizations_are_not_scheduled() 
     ] {
         idle.extend(users(&env.pool, enabled_org, 2, status, Utc::now(), true).await);
     }
-    let in_disabled_org = users(&env.pool, disabled_org, 3, SyncStatus::Enabled, Utc::now(), true).await;
+    let seeded_at = Utc::now();
+    let in_disabled_org = users(&env.pool, disabled_org, 3, SyncStatus::Enabled, seeded_at, true).await;
     let scheduler = scheduler(
         &env,
         &[("SYNCFLEET_SYNC_INTERVAL", "1s"), ("SYNCFLEET_SCHEDULER_TICK", "100ms")],

@@ -14,7 +14,7 @@ use syncfleet_common::{
     domain::{AccessType, SyncStatus},
     queue::Route,
 };
-use syncfleet_testkit::{TestEnv, organization, session_count, users, wait_until};
+use syncfleet_testkit::{TestEnv, free_port, http_get, organization, session_count, users, wait_until};
 
 use crate::support::{force_sync, start};
 
@@ -113,7 +113,18 @@ async fn sigterm_stops_consuming_finishes_in_flight_jobs_and_exits_zero() {
         unreachable!()
     };
     let lock = lock_credentials(&env).await;
-    let worker = spawn_worker(&env, &[("SYNCFLEET_SHUTDOWN_GRACE", "30s")]);
+    let ops: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut worker = spawn_worker(
+        &env,
+        &[
+            ("SYNCFLEET_SHUTDOWN_GRACE", "30s"),
+            ("SYNCFLEET_OPS_LISTEN", &ops.to_string()),
+        ],
+    );
+    wait_until(LIMIT, "the worker to be ready", || async {
+        tokio::net::TcpStream::connect(ops).await.is_ok() && http_get(ops, "/readyz").await.0 == 200
+    })
+    .await;
     force_sync(&env, in_flight).await;
     wait_until(LIMIT, "the session to be running", || async {
         session_count(&env.pool, in_flight, "running").await == 1
@@ -121,6 +132,15 @@ async fn sigterm_stops_consuming_finishes_in_flight_jobs_and_exits_zero() {
     .await;
 
     terminate(&worker);
+    // Readiness turns false at once, while the drain is still going on.
+    wait_until(LIMIT, "readiness to fail", || async {
+        http_get(ops, "/readyz").await == (503, "draining".to_owned())
+    })
+    .await;
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker is still draining its in-flight job"
+    );
     // Published after SIGTERM: the draining worker must not take it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     force_sync(&env, later).await;

@@ -302,3 +302,46 @@ async fn a_job_past_its_retries_is_dead_lettered_with_an_engine_issue() {
     worker.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn metrics_move_as_sessions_run() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
+    let ops: std::net::SocketAddr = format!("127.0.0.1:{}", syncfleet_testkit::free_port()).parse().unwrap();
+    let worker = start(
+        &env,
+        syncfleet_worker::sync::SettingsCheck,
+        &[("SYNCFLEET_OPS_LISTEN", &ops.to_string())],
+    );
+    wait_until(LIMIT, "the worker to be ready", || async {
+        tokio::net::TcpStream::connect(ops).await.is_ok() && syncfleet_testkit::http_get(ops, "/readyz").await.0 == 200
+    })
+    .await;
+    let (_, before) = syncfleet_testkit::http_get(ops, "/metrics").await;
+    assert!(
+        !before.contains(r#"syncfleet_sessions_total{status="succeeded"}"#),
+        "{before}"
+    );
+
+    force_sync(&env, user).await;
+    wait_until(LIMIT, "the session to succeed", || async {
+        session_count(&env.pool, user, "succeeded").await == 1
+    })
+    .await;
+    let (status, after) = syncfleet_testkit::http_get(ops, "/metrics").await;
+    assert_eq!(status, 200);
+    for series in [
+        r#"syncfleet_sessions_total{status="succeeded"} 1"#,
+        r#"syncfleet_worker_jobs_total{queue="priority",outcome="succeeded"} 1"#,
+        r#"syncfleet_scheduling_lag_seconds_count{trigger="force"} 1"#,
+        r#"syncfleet_sync_step_duration_seconds_count{step="check_settings"} 1"#,
+        r#"syncfleet_worker_job_duration_seconds_count{queue="priority"} 1"#,
+        "syncfleet_worker_in_flight 0",
+    ] {
+        assert!(after.contains(series), "missing {series:?} in\n{after}");
+    }
+
+    worker.stop().await;
+    env.cleanup().await;
+}

@@ -1,0 +1,110 @@
+//! The worker's Prometheus series.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use syncfleet_common::ops::seconds_histogram;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub queue: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    pub queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabel {
+    pub step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabel {
+    pub trigger: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every series the worker exports.
+pub struct WorkerMetrics {
+    /// Deliveries handled, by queue and outcome.
+    pub jobs: Family<JobLabels, Counter>,
+    /// Time from delivery to settlement, by queue.
+    pub job_seconds: Histograms<QueueLabel>,
+    /// Duration of each sync step.
+    pub step_seconds: Histograms<StepLabel>,
+    /// Session start minus the time the job was scheduled for.
+    pub lag_seconds: Histograms<TriggerLabel>,
+    /// Sessions written, by status.
+    pub sessions: Family<StatusLabel, Counter>,
+    /// Deliveries being handled now.
+    pub in_flight: Gauge,
+    /// Dead letters recorded, by reason.
+    pub dead_letters: Family<ReasonLabel, Counter>,
+}
+
+impl WorkerMetrics {
+    /// Creates the series and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            jobs: Family::default(),
+            job_seconds: Family::new_with_constructor(seconds_histogram),
+            step_seconds: Family::new_with_constructor(seconds_histogram),
+            lag_seconds: Family::new_with_constructor(seconds_histogram),
+            sessions: Family::default(),
+            in_flight: Gauge::default(),
+            dead_letters: Family::default(),
+        };
+        registry.register(
+            "syncfleet_worker_jobs",
+            "Deliveries handled, by queue and outcome",
+            metrics.jobs.clone(),
+        );
+        registry.register(
+            "syncfleet_worker_job_duration_seconds",
+            "Time from delivery to settlement",
+            metrics.job_seconds.clone(),
+        );
+        registry.register(
+            "syncfleet_sync_step_duration_seconds",
+            "Duration of each sync step",
+            metrics.step_seconds.clone(),
+        );
+        registry.register(
+            "syncfleet_scheduling_lag_seconds",
+            "Session start minus the time its job was scheduled for",
+            metrics.lag_seconds.clone(),
+        );
+        registry.register(
+            "syncfleet_sessions",
+            "Sync sessions written, by status",
+            metrics.sessions.clone(),
+        );
+        registry.register(
+            "syncfleet_worker_in_flight",
+            "Deliveries being handled",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "syncfleet_dead_letters",
+            "Dead letters recorded, by reason",
+            metrics.dead_letters.clone(),
+        );
+        metrics
+    }
+}
