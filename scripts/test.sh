@@ -19,6 +19,9 @@ rabbitmqctl -q list_queues name 2>/dev/null | grep -E '^t[0-9a-f]{12}\.' |
 rabbitmqctl -q list_exchanges name 2>/dev/null | grep -E '^t[0-9a-f]{12}\.' |
   while read -r exchange; do rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$exchange\">>), false, <<\"cleanup\">>)." </dev/null >/dev/null 2>&1 || true; done
 
+# Tests start the services' binaries as processes, as a deployment would.
+cargo build --workspace --bins --locked
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"
 else

@@ -1,15 +1,17 @@
 use anyhow::Context;
 use syncfleet_api::ApiConfig;
-use syncfleet_common::{config::Source, db, shutdown, telemetry};
+use syncfleet_common::{db, shutdown, telemetry};
 use tracing::info;
 
 const USAGE: &str = "usage: syncfleet-api [serve | migrate]";
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let source = Source::from_env();
-    telemetry::init(&source)?;
-    let config = ApiConfig::from_source(&source)?;
+fn main() -> anyhow::Result<()> {
+    telemetry::main_with("syncfleet-api", |source| async move {
+        run(ApiConfig::from_source(&source)?).await
+    })
+}
+
+async fn run(config: ApiConfig) -> anyhow::Result<()> {
     let command = std::env::args().nth(1).unwrap_or_else(|| "serve".to_owned());
     let pool = db::connect(&config.common).await.context("connecting to PostgreSQL")?;
     match command.as_str() {

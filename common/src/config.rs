@@ -120,7 +120,14 @@ impl Source {
 pub fn undocumented(settings: &[Setting], readme: &str) -> Vec<&'static str> {
     settings
         .iter()
-        .filter(|setting| !readme.contains(&format!("| `{}` | `{}` |", setting.name, setting.default)))
+        .filter(|setting| {
+            let default = if setting.default.is_empty() {
+                "*(empty)*".to_owned()
+            } else {
+                format!("`{}`", setting.default)
+            };
+            !readme.contains(&format!("| `{}` | {default} |", setting.name))
+        })
         .map(|setting| setting.name)
         .collect()
 }
@@ -188,6 +195,7 @@ pub const LOG_FILTER: Setting = Setting {
 
 /// The settings every service shares.
 pub const COMMON_SETTINGS: &[Setting] = &[
+    crate::telemetry::OTLP_ENDPOINT,
     DATABASE_URL,
     DATABASE_MAX_CONNECTIONS,
     AMQP_URL,

@@ -8,18 +8,17 @@
 mod demo;
 mod pipeline;
 
-use syncfleet_common::{config::Source, telemetry};
+use syncfleet_common::telemetry;
 
 const USAGE: &str = "usage: syncfleet-loadtest seed-demo | pipeline [--jobs N] [--workers W]";
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let source = Source::from_env();
-    telemetry::init(&source)?;
-    let arguments: Vec<String> = std::env::args().skip(1).collect();
-    match arguments.first().map(String::as_str) {
-        Some("seed-demo") => demo::seed(&source).await,
-        Some("pipeline") => pipeline::run(&source, &pipeline::Options::parse(&arguments[1..])?).await,
-        _ => anyhow::bail!("{USAGE}"),
-    }
+fn main() -> anyhow::Result<()> {
+    telemetry::main_with("syncfleet-loadtest", |source| async move {
+        let arguments: Vec<String> = std::env::args().skip(1).collect();
+        match arguments.first().map(String::as_str) {
+            Some("seed-demo") => demo::seed(&source).await,
+            Some("pipeline") => pipeline::run(&source, &pipeline::Options::parse(&arguments[1..])?).await,
+            _ => anyhow::bail!("{USAGE}"),
+        }
+    })
 }

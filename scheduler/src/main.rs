@@ -1,10 +1,9 @@
-use syncfleet_common::{config::Source, shutdown, telemetry};
+use syncfleet_common::{shutdown, telemetry};
 use syncfleet_scheduler::SchedulerConfig;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let source = Source::from_env();
-    telemetry::init(&source)?;
-    let config = SchedulerConfig::from_source(&source)?;
-    syncfleet_scheduler::run(config, shutdown::on_signal()).await
+fn main() -> anyhow::Result<()> {
+    telemetry::main_with("syncfleet-scheduler", |source| async move {
+        let config = SchedulerConfig::from_source(&source)?;
+        syncfleet_scheduler::run(config, shutdown::on_signal()).await
+    })
 }

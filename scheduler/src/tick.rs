@@ -11,7 +11,9 @@ use syncfleet_common::{
     cadence,
     domain::Trigger,
     queue::{JobEnvelope, PublishError, Publisher, Route},
+    telemetry,
 };
+use tracing::info_span;
 use uuid::Uuid;
 
 use crate::leader;
@@ -105,11 +107,17 @@ async fn schedule_batch(
     let mut next_slots = Vec::with_capacity(due.len());
     let mut job_ids: Vec<Option<Uuid>> = Vec::with_capacity(due.len());
     let mut jobs = Vec::with_capacity(due.len());
+    // One trace per job, begun here and continued by the worker; each span
+    // stays open until the job is confirmed and committed.
+    let mut spans = Vec::with_capacity(due.len());
     for user in &due {
         ids.push(user.id);
         next_slots.push(cadence::next_slot(user.id, interval, user.now));
         if user.organization_enabled && !user.running {
-            let job = JobEnvelope::sync(user.id, Trigger::Cadence, user.next_sync_at);
+            let mut job = JobEnvelope::sync(user.id, Trigger::Cadence, user.next_sync_at);
+            let span = info_span!(parent: None, "schedule_job", job_id = %job.job_id, user_id = %user.id);
+            job.trace = telemetry::trace_context(&span);
+            spans.push(span);
             job_ids.push(Some(job.job_id));
             jobs.push(job);
         } else {
@@ -135,6 +143,7 @@ async fn schedule_batch(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    drop(spans);
     Ok(TickReport {
         published: jobs.len() as u64,
         skipped: (due.len() - jobs.len()) as u64,

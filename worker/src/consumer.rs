@@ -24,6 +24,7 @@ use syncfleet_common::{
     domain::SessionStatus,
     ops::{self, Health},
     queue::{self, JobEnvelope, JobKind, Publisher, Route, Topology},
+    telemetry,
 };
 use tokio::time::{Instant, sleep, timeout};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -288,6 +289,7 @@ impl<W: SyncWork> Fleet<W> {
             Ok(job) => {
                 let user_id = job.user_id.map(|id| id.to_string()).unwrap_or_default();
                 let span = info_span!("job", job_id = %job.job_id, user_id = %user_id, trigger = %job.trigger, attempt = job.attempt);
+                telemetry::continue_trace(&span, &self.topology.trace_context(&delivery, &job));
                 async {
                     let (verdict, outcome) = self.handle(&job, delivery.redelivered).await;
                     self.settle(route, &job, &delivery, verdict).await;
@@ -330,6 +332,7 @@ impl<W: SyncWork> Fleet<W> {
             self.config.user_lease,
             redelivered,
         )
+        .instrument(info_span!("claim"))
         .await;
         match claim {
             Ok(Claim::Run(claimed)) => {
@@ -396,10 +399,13 @@ impl<W: SyncWork> Fleet<W> {
             ),
         );
         let work = self.work.clone();
-        let mut handle = tokio::spawn(async move {
-            let result = work.run(&mut context).await;
-            Box::new((context, result))
-        });
+        let mut handle = tokio::spawn(
+            async move {
+                let result = work.run(&mut context).await;
+                Box::new((context, result))
+            }
+            .instrument(info_span!("sync_work", session_id = %claimed.session_id)),
+        );
         let run = tokio::select! {
             joined = &mut handle => Run::Finished(joined),
             _ = self.hard_stop.cancelled() => Run::HardStop,
@@ -444,7 +450,10 @@ impl<W: SyncWork> Fleet<W> {
                     .observe(duration_ms as f64 / 1000.0);
             }
         }
-        match session::finish(&self.pool, &claimed, job, ending).await {
+        match session::finish(&self.pool, &claimed, job, ending)
+            .instrument(info_span!("write_session"))
+            .await
+        {
             Ok(true) => {
                 info!(session_id = %claimed.session_id, status = %status, "Sync session finished.");
                 self.metrics

@@ -109,7 +109,10 @@ impl Publisher {
     /// a valid envelope to the dead-letter queue.
     pub async fn publish_bytes(&self, route: Route, body: &[u8]) -> Result<(), PublishError> {
         let (exchange, routing_key) = self.topology.target(route);
-        let message = (body.to_vec(), Topology::properties("replayed", "unknown"));
+        let message = (
+            body.to_vec(),
+            Topology::properties("replayed", "unknown", &Default::default()),
+        );
         self.send(exchange, routing_key, [message]).await
     }
 
@@ -181,5 +184,5 @@ fn properties(job: &JobEnvelope) -> BasicProperties {
         JobKind::Admin => "admin",
         JobKind::Push => "push",
     };
-    Topology::properties(&job.job_id.to_string(), kind)
+    Topology::properties(&job.job_id.to_string(), kind, &job.trace)
 }

@@ -9,7 +9,7 @@
 //! {p}.dead (fanout) --> {p}.dead  quorum; read by the workers' dead-letter consumer
 //! ```
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use lapin::{
     BasicProperties, Channel, Consumer, ExchangeKind,
@@ -34,6 +34,8 @@ pub const RETRY_TIERS: [Duration; 5] = [
 ];
 
 const DEAD_REASON_HEADER: &str = "x-syncfleet-dead-reason";
+/// W3C trace context headers.
+const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
 /// Where a job goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -363,13 +365,41 @@ impl Topology {
         (self.dead_exchange().into(), route.routing_key().into(), headers)
     }
 
-    /// The properties of every job message.
-    pub(super) fn properties(job_id: &str, kind: &str) -> BasicProperties {
+    /// The properties of every job message; the trace context also travels
+    /// as AMQP headers, where tracing-aware tools look for it.
+    pub(super) fn properties(job_id: &str, kind: &str, trace: &BTreeMap<String, String>) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        for key in TRACE_HEADERS {
+            if let Some(value) = trace.get(key) {
+                headers.insert(key.into(), long_string(value));
+            }
+        }
         BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
             .with_message_id(job_id.into())
             .with_type(kind.into())
+            .with_headers(headers)
+    }
+
+    /// The trace context a delivery carries: its AMQP headers, else the
+    /// envelope's copy.
+    pub fn trace_context(&self, delivery: &Delivery, job: &JobEnvelope) -> BTreeMap<String, String> {
+        let headers = delivery.properties.headers().as_ref();
+        let from_headers: BTreeMap<String, String> = TRACE_HEADERS
+            .iter()
+            .filter_map(|key| {
+                let value = headers
+                    .and_then(|headers| headers.inner().get(*key))
+                    .and_then(amqp_string)?;
+                Some(((*key).to_owned(), value))
+            })
+            .collect();
+        if from_headers.is_empty() {
+            job.trace.clone()
+        } else {
+            from_headers
+        }
     }
 }
 

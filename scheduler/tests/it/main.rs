@@ -7,3 +7,4 @@ mod cadence;
 mod failover;
 mod maintenance;
 mod support;
+mod traces;

@@ -105,6 +105,7 @@ impl SettingsCheck {
 }
 
 impl SyncWork for SettingsCheck {
+    #[tracing::instrument(name = "check_settings", skip_all, fields(user_id = %session.user_id))]
     async fn run(&self, session: &mut SessionContext) -> Result<(), SyncFailure> {
         let started = Instant::now();
         session.scope = Scope::Check;
