@@ -115,8 +115,30 @@ async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
     }
 }
 
-/// Binds `address` and serves the operations endpoints until `stop` is
-/// cancelled (at the very end of the service's shutdown, after the drain).
+/// Serves the operations endpoints of a service on `address`; readiness
+/// fails as soon as `shutdown` fires. Returns the token that stops the
+/// endpoints: cancel it at the very end of the service's shutdown, after the
+/// drain, so probes are answered throughout.
+pub async fn start(
+    address: SocketAddr,
+    pool: PgPool,
+    health: Arc<Health>,
+    registry: Registry,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<CancellationToken> {
+    let stop = CancellationToken::new();
+    serve(address, router(pool, health.clone(), Arc::new(registry)), stop.clone())
+        .await
+        .map_err(|error| anyhow::anyhow!("binding {address}: {error}"))?;
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        health.set_draining();
+    });
+    Ok(stop)
+}
+
+/// Binds `address` and serves `router` until `stop` is cancelled.
 pub async fn serve(address: SocketAddr, router: Router, stop: CancellationToken) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;

@@ -1,7 +1,7 @@
 //! The scheduler's life: a candidate until it holds the lease, then the
 //! leader until it loses the lease or is asked to stop.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
@@ -37,14 +37,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> anyhow
     let mut registry = Registry::default();
     let metrics = SchedulerMetrics::register(&mut registry);
     let health = Health::new(false);
-    let ops_stop = CancellationToken::new();
-    ops::serve(
-        config.ops_listen,
-        ops::router(pool.clone(), health.clone(), Arc::new(registry)),
-        ops_stop.clone(),
-    )
-    .await
-    .with_context(|| format!("binding {}", config.ops_listen))?;
+    let ops_stop = ops::start(config.ops_listen, pool.clone(), health.clone(), registry, &shutdown).await?;
     let topology = Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
     let scheduler = Scheduler {
         leadership: Leadership::new(pool.clone(), config.leader_lease),
@@ -72,7 +65,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> anyhow
                 }
                 if let Some(publisher) = &publisher {
                     scheduler.metrics.leader.set(1);
-                    scheduler.lead(publisher, term, &shutdown, &health).await;
+                    scheduler.lead(publisher, term, &shutdown).await;
                     scheduler.metrics.leader.set(0);
                 }
             }
@@ -83,7 +76,6 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> anyhow
             }
         }
     }
-    health.set_draining();
     scheduler.pool.close().await;
     ops_stop.cancel();
     info!("Scheduler stopped.");
@@ -98,7 +90,7 @@ async fn wait(shutdown: &CancellationToken, duration: Duration) {
 }
 
 impl Scheduler {
-    async fn lead(&self, publisher: &Publisher, term: i64, shutdown: &CancellationToken, health: &Health) {
+    async fn lead(&self, publisher: &Publisher, term: i64, shutdown: &CancellationToken) {
         info!(term, "Became the scheduler leader.");
         let config = &self.config;
         let lost = CancellationToken::new();
@@ -148,7 +140,6 @@ impl Scheduler {
 
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    health.set_draining();
                     if let Err(error) = self.leadership.release(term).await {
                         warn!(%error, "Could not release leadership; a standby takes over when it expires.");
                     }

@@ -89,21 +89,7 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
     let mut registry = Registry::default();
     let metrics = WorkerMetrics::register(&mut registry);
     let health = Health::new(true);
-    let ops_stop = CancellationToken::new();
-    ops::serve(
-        config.ops_listen,
-        ops::router(pool.clone(), health.clone(), Arc::new(registry)),
-        ops_stop.clone(),
-    )
-    .await
-    .with_context(|| format!("binding {}", config.ops_listen))?;
-    // Readiness fails as soon as shutdown begins, before the drain ends.
-    let draining = health.clone();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        signal.cancelled().await;
-        draining.set_draining();
-    });
+    let ops_stop = ops::start(config.ops_listen, pool.clone(), health.clone(), registry, &shutdown).await?;
     let topology = Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
     let publisher_name = format!("syncfleet-worker {} publisher", config.worker_id);
     let Some(publisher) = with_reconnect(&shutdown, "the broker", || {

@@ -2,35 +2,52 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
-use syncfleet_testkit::{TestEnv, wait_until};
-use tokio::net::{TcpListener, TcpStream};
+use sqlx::PgPool;
+use syncfleet_testkit::{TestEnv, http_get as get, wait_until};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 
-async fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
-    syncfleet_testkit::http_get(address, path).await
+/// The api serving on a free port until `stop`.
+struct Api {
+    address: SocketAddr,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Api {
+    async fn start(pool: PgPool, drain_delay: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(syncfleet_api::serve(listener, pool, shutdown.clone(), drain_delay));
+        Self {
+            address,
+            shutdown,
+            server,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.server.await.unwrap().unwrap();
+    }
 }
 
 #[tokio::test]
 async fn liveness_and_readiness_answer_while_the_database_is_reachable() {
     let env = TestEnv::new().await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(syncfleet_api::serve(
-        listener,
-        env.pool.clone(),
-        shutdown.clone(),
-        Duration::ZERO,
-    ));
+    let api = Api::start(env.pool.clone(), Duration::ZERO).await;
 
-    assert_eq!(get(address, "/healthz").await, (200, "ok".to_owned()));
-    assert_eq!(get(address, "/readyz").await, (200, "ready".to_owned()));
-    assert_eq!(get(address, "/nowhere").await.0, 404);
+    assert_eq!(get(api.address, "/healthz").await, (200, "ok".to_owned()));
+    assert_eq!(get(api.address, "/readyz").await, (200, "ready".to_owned()));
+    assert_eq!(get(api.address, "/nowhere").await.0, 404);
 
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    api.stop().await;
     env.cleanup().await;
 }
 
@@ -42,49 +59,31 @@ async fn readiness_fails_when_the_database_is_gone() {
         .connect(&env.database_url)
         .await
         .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(syncfleet_api::serve(
-        listener,
-        pool.clone(),
-        shutdown.clone(),
-        Duration::ZERO,
-    ));
-    assert_eq!(get(address, "/readyz").await.0, 200);
+    let api = Api::start(pool, Duration::ZERO).await;
+    assert_eq!(get(api.address, "/readyz").await.0, 200);
 
     // Dropping the database ends every connection to it.
-    let database = env.database.clone();
     env.cleanup().await;
     wait_until(Duration::from_secs(20), "readiness to fail", || async {
-        get(address, "/readyz").await == (503, "database unreachable".to_owned())
+        get(api.address, "/readyz").await == (503, "database unreachable".to_owned())
     })
     .await;
     assert_eq!(
-        get(address, "/healthz").await.0,
+        get(api.address, "/healthz").await.0,
         200,
-        "liveness does not depend on the database ({database})"
+        "liveness does not depend on the database"
     );
-
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    api.stop().await;
 }
 
 #[tokio::test]
 async fn on_shutdown_readiness_fails_while_requests_are_still_served() {
     let env = TestEnv::new().await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(syncfleet_api::serve(
-        listener,
-        env.pool.clone(),
-        shutdown.clone(),
-        Duration::from_secs(2),
-    ));
+    let api = Api::start(env.pool.clone(), Duration::from_secs(2)).await;
+    let address = api.address;
     assert_eq!(get(address, "/readyz").await.0, 200);
 
-    shutdown.cancel();
+    api.shutdown.cancel();
     wait_until(Duration::from_secs(5), "readiness to turn false", || async {
         get(address, "/readyz").await == (503, "draining".to_owned())
     })
@@ -94,7 +93,7 @@ async fn on_shutdown_readiness_fails_while_requests_are_still_served() {
         200,
         "still serving during the drain delay"
     );
-    server.await.unwrap().unwrap();
+    api.stop().await;
     assert!(
         TcpStream::connect(address).await.is_err(),
         "the listener is closed after the drain"
@@ -105,36 +104,22 @@ async fn on_shutdown_readiness_fails_while_requests_are_still_served() {
 #[tokio::test]
 async fn metrics_count_requests_by_route_template_and_status() {
     let env = TestEnv::new().await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(syncfleet_api::serve(
-        listener,
-        env.pool.clone(),
-        shutdown.clone(),
-        Duration::ZERO,
-    ));
+    let api = Api::start(env.pool.clone(), Duration::ZERO).await;
 
     for _ in 0..3 {
-        get(address, "/healthz").await;
+        get(api.address, "/healthz").await;
     }
-    get(address, "/no/such/route/42").await;
-    let (status, body) = get(address, "/metrics").await;
+    get(api.address, "/no/such/route/42").await;
+    let (status, body) = get(api.address, "/metrics").await;
     assert_eq!(status, 200);
-    assert!(
-        body.contains(r#"syncfleet_http_requests_total{method="GET",route="/healthz",status="200"} 3"#),
-        "{body}"
-    );
-    assert!(
-        body.contains(r#"syncfleet_http_requests_total{method="GET",route="unmatched",status="404"} 1"#),
-        "{body}"
-    );
-    assert!(
-        body.contains("syncfleet_http_request_duration_seconds_bucket"),
-        "{body}"
-    );
+    for series in [
+        r#"syncfleet_http_requests_total{method="GET",route="/healthz",status="200"} 3"#,
+        r#"syncfleet_http_requests_total{method="GET",route="unmatched",status="404"} 1"#,
+        "syncfleet_http_request_duration_seconds_bucket",
+    ] {
+        assert!(body.contains(series), "missing {series:?} in\n{body}");
+    }
 
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    api.stop().await;
     env.cleanup().await;
 }

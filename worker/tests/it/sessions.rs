@@ -11,9 +11,9 @@ use syncfleet_common::{
     queue::{JobEnvelope, Route},
     session_log,
 };
-use syncfleet_testkit::{TestEnv, mark_queued, organization, session_count, users, wait_until};
+use syncfleet_testkit::{TestEnv, organization, session_count, users, wait_until};
 
-use crate::support::{FailsTransiently, Slow, force_sync, start};
+use crate::support::{FailsTransiently, Slow, cadence_sync, force_sync, start};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -200,13 +200,7 @@ async fn transient_failures_are_retried_until_the_job_succeeds() {
         ],
     );
 
-    let job = JobEnvelope::sync(user, Trigger::Cadence, Utc::now());
-    mark_queued(&env.pool, &[user], &[job.job_id]).await;
-    env.publisher()
-        .await
-        .publish(Route::Cadence, std::slice::from_ref(&job))
-        .await
-        .unwrap();
+    cadence_sync(&env, user).await;
     wait_until(LIMIT, "the third attempt to succeed", || async {
         session_count(&env.pool, user, "succeeded").await == 1
     })
@@ -260,13 +254,7 @@ async fn a_job_past_its_retries_is_dead_lettered_with_an_engine_issue() {
         ],
     );
 
-    let job = JobEnvelope::sync(user, Trigger::Cadence, Utc::now());
-    mark_queued(&env.pool, &[user], &[job.job_id]).await;
-    env.publisher()
-        .await
-        .publish(Route::Cadence, std::slice::from_ref(&job))
-        .await
-        .unwrap();
+    let job = cadence_sync(&env, user).await;
     wait_until(LIMIT, "the dead letter to be recorded", || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM dead_jobs WHERE job_id = $1")
             .bind(job.job_id)

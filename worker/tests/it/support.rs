@@ -52,6 +52,19 @@ pub async fn force_sync(env: &TestEnv, user: Uuid) -> JobEnvelope {
     job
 }
 
+/// Publishes a cadence job for a user and records it as queued, as the
+/// scheduler does.
+pub async fn cadence_sync(env: &TestEnv, user: Uuid) -> JobEnvelope {
+    let job = JobEnvelope::sync(user, Trigger::Cadence, chrono::Utc::now());
+    syncfleet_testkit::mark_queued(&env.pool, &[user], &[job.job_id]).await;
+    env.publisher()
+        .await
+        .publish(Route::Cadence, std::slice::from_ref(&job))
+        .await
+        .unwrap();
+    job
+}
+
 /// The settings check after a pause: a session that takes time.
 pub struct Slow(pub Duration);
 
