@@ -57,6 +57,17 @@ start worker-1 env SYNCFLEET_WORKER_ID=demo-worker-1 SYNCFLEET_OPS_LISTEN=127.0.
 start worker-2 env SYNCFLEET_WORKER_ID=demo-worker-2 SYNCFLEET_OPS_LISTEN=127.0.0.1:9292 "$bin/syncfleet-worker"
 for _ in $(seq 100); do curl -sf http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break; sleep 0.1; done
 echo "Fleet up: api on http://127.0.0.1:8080 (readyz: $(curl -s http://127.0.0.1:8080/readyz)), 2 schedulers, 2 workers; cadence $SYNCFLEET_SYNC_INTERVAL."
+token=$("$bin/syncfleet-api" token create --role admin --label demo-admin)
+someone=$(psql -h 127.0.0.1 -U postgres -d "$database" -Atqc \
+  "SELECT u.id FROM users u JOIN organizations o ON o.id = u.organization_id
+   WHERE o.external_id = 'acme' AND u.sync_status = 'enabled' ORDER BY u.email LIMIT 1")
+echo "Force sync through the api (admin token minted for the demo):"
+curl -s -X POST -H "Authorization: Bearer $token" "http://127.0.0.1:8080/v1/users/$someone/actions/force-sync?wait=10"
+echo
+echo "The same request again, within the minute:"
+curl -s -i -X POST -H "Authorization: Bearer $token" "http://127.0.0.1:8080/v1/users/$someone/actions/force-sync" |
+  grep -iE '^(HTTP|retry-after)|error'
+echo
 echo "Metrics: api http://127.0.0.1:8080/metrics, schedulers :9191 :9192, workers :9291 :9292 (/metrics, /readyz)."
 echo "Logs: $logs/. Ctrl-C stops the fleet."
 

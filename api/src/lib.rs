@@ -1,26 +1,49 @@
-//! The HTTP API. This build serves the operations endpoints (`/healthz`,
-//! `/readyz`, `/metrics`) with request metrics; the admin and add-in routes
-//! are added on top of the same router.
+//! The HTTP API: the operations endpoints (`/healthz`, `/readyz`,
+//! `/metrics`), bearer-token authentication, force sync and admin jobs.
 
+pub mod auth;
 pub mod config;
+mod error;
 mod metrics;
+mod routes;
 
 use std::{sync::Arc, time::Duration};
 
-use axum::{Router, middleware};
+use axum::{
+    Router, middleware,
+    routing::{get, post},
+};
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
-use syncfleet_common::ops::{self, Health};
+use syncfleet_common::{
+    ops::{self, Health},
+    queue::Publisher,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::ApiConfig;
 use metrics::HttpMetrics;
 
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub pool: PgPool,
+    /// Publishes jobs (reconnects on its own).
+    pub publisher: Arc<Publisher>,
+}
+
 /// The whole router, with request metrics registered in `registry`.
-pub fn router(pool: PgPool, health: Arc<Health>, mut registry: Registry) -> Router {
+pub fn router(state: AppState, health: Arc<Health>, mut registry: Registry) -> Router {
     let metrics = HttpMetrics::register(&mut registry);
-    ops::router(pool, health, Arc::new(registry)).layer(middleware::from_fn_with_state(metrics, metrics::track))
+    let v1 = Router::new()
+        .route("/v1/users/{id}/actions/force-sync", post(routes::actions::force_sync))
+        .route("/v1/jobs/{id}", get(routes::jobs::get_job))
+        .with_state(state.clone());
+    ops::router(state.pool, health, Arc::new(registry))
+        .merge(v1)
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
 }
 
 /// Serves on `listener` until `shutdown` is cancelled. From that moment
@@ -29,12 +52,12 @@ pub fn router(pool: PgPool, health: Arc<Health>, mut registry: Registry) -> Rout
 /// server stops.
 pub async fn serve(
     listener: TcpListener,
-    pool: PgPool,
+    state: AppState,
     shutdown: CancellationToken,
     drain_delay: Duration,
 ) -> std::io::Result<()> {
     let health = Health::new(false);
-    let app = router(pool, health.clone(), Registry::default());
+    let app = router(state, health.clone(), Registry::default());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.cancelled().await;

@@ -1,9 +1,17 @@
-use anyhow::Context;
-use syncfleet_api::ApiConfig;
-use syncfleet_common::{db, shutdown, telemetry};
-use tracing::info;
+use std::sync::Arc;
 
-const USAGE: &str = "usage: syncfleet-api [serve | migrate]";
+use anyhow::Context;
+use syncfleet_api::{ApiConfig, AppState};
+use syncfleet_common::{
+    db,
+    queue::{Publisher, Topology},
+    shutdown, telemetry,
+};
+use tracing::info;
+use uuid::Uuid;
+
+const USAGE: &str = "usage: syncfleet-api [serve | migrate | token create --role admin|org_admin|user \
+                     [--organization ID] [--user ID] [--label TEXT]]";
 
 fn main() -> anyhow::Result<()> {
     telemetry::main_with("syncfleet-api", |source| async move {
@@ -12,23 +20,59 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: ApiConfig) -> anyhow::Result<()> {
-    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".to_owned());
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
     let pool = db::connect(&config.common).await.context("connecting to PostgreSQL")?;
-    match command.as_str() {
+    match arguments.first().map(String::as_str).unwrap_or("serve") {
         "migrate" => {
             db::migrate(&pool).await.context("applying migrations")?;
             info!("Migrations applied.");
             Ok(())
         }
+        "token" if arguments.get(1).map(String::as_str) == Some("create") => create_token(&pool, &arguments[2..]).await,
         "serve" => {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
+            let topology = Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
+            let publisher = Publisher::lazy(config.common.amqp_url.clone(), "syncfleet-api", topology);
+            let state = AppState {
+                pool,
+                publisher: Arc::new(publisher),
+            };
             info!(address = %config.listen, "API listening.");
-            syncfleet_api::serve(listener, pool, shutdown::on_signal(), config.drain_delay).await?;
+            syncfleet_api::serve(listener, state, shutdown::on_signal(), config.drain_delay).await?;
             info!("API stopped.");
             Ok(())
         }
         other => anyhow::bail!("unknown command {other:?}; {USAGE}"),
     }
+}
+
+/// Mints a bearer token and prints it once; only its hash is stored.
+async fn create_token(pool: &sqlx::PgPool, arguments: &[String]) -> anyhow::Result<()> {
+    let (mut role, mut organization, mut user, mut label) = (None, None, None, String::new());
+    let mut iter = arguments.iter();
+    while let Some(flag) = iter.next() {
+        let value = iter.next().with_context(|| format!("{flag} needs a value; {USAGE}"))?;
+        match flag.as_str() {
+            "--role" => role = Some(value.clone()),
+            "--organization" => organization = Some(value.parse::<Uuid>().context("--organization must be a UUID")?),
+            "--user" => user = Some(value.parse::<Uuid>().context("--user must be a UUID")?),
+            "--label" => label = value.clone(),
+            other => anyhow::bail!("unknown option {other}; {USAGE}"),
+        }
+    }
+    let role = role.with_context(|| format!("--role is required; {USAGE}"))?;
+    match (role.as_str(), organization, user) {
+        ("admin", None, None) | ("org_admin", Some(_), None) | ("user", None, Some(_)) => {}
+        ("admin", _, _) => anyhow::bail!("an admin token takes neither --organization nor --user"),
+        ("org_admin", _, _) => anyhow::bail!("an org_admin token needs --organization (and no --user)"),
+        ("user", _, _) => anyhow::bail!("a user token needs --user (and no --organization)"),
+        (other, _, _) => anyhow::bail!("--role must be admin, org_admin or user, not {other:?}"),
+    }
+    let token = syncfleet_api::auth::create_token(pool, &role, organization, user, &label)
+        .await
+        .context("storing the token (does the organization or user exist?)")?;
+    println!("{token}");
+    Ok(())
 }

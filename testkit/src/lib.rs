@@ -7,6 +7,7 @@
 
 mod broker;
 mod fixtures;
+mod otlp;
 
 use std::{future::Future, path::PathBuf, time::Duration};
 
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 pub use broker::PrivateBroker;
 pub use fixtures::*;
+pub use otlp::{OtlpReceiver, SpanSeen};
 
 /// The server tests create their databases on.
 pub fn server_url() -> String {
@@ -186,17 +188,56 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A plain HTTP/1.1 GET; returns the status and the body.
-pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+/// An HTTP answer as tests look at it.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header lines, names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// A plain HTTP/1.1 request without a body.
+pub async fn http(address: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>) -> HttpResponse {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response.as_str(), ""));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or_default()[9..12].parse().unwrap();
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim().to_lowercase(), value.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns the status and the body.
+pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let response = http(address, "GET", path, None).await;
+    (response.status, response.body)
 }
 
 /// A port free on the loopback now (for a service that must be reachable

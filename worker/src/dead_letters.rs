@@ -46,6 +46,14 @@ pub async fn record(pool: &PgPool, dead: &DeadLetter, payload: &[u8]) -> Result<
         .bind(&message)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "UPDATE admin_jobs SET status = 'failed', finished_at = now(), error = $2 \
+             WHERE id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(job_id)
+        .bind(&message)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("UPDATE users SET queued_job_id = NULL, queued_at = NULL WHERE id = $1 AND queued_job_id = $2")
             .bind(user_id)
             .bind(job_id)

@@ -135,6 +135,15 @@ pub async fn claim(
                  last_session_at = CASE WHEN $7 = 'skipped' THEN now() ELSE last_session_at END, \
                  last_session_status = CASE WHEN $7 = 'skipped' THEN 'skipped' ELSE last_session_status END \
              WHERE id = $2 \
+         ), admin_job AS ( \
+             UPDATE admin_jobs SET \
+                 status = CASE WHEN $7 = 'skipped' THEN 'failed' ELSE 'running' END, \
+                 started_at = COALESCE(started_at, now()), \
+                 finished_at = CASE WHEN $7 = 'skipped' THEN now() END, \
+                 result = CASE WHEN $7 = 'skipped' \
+                     THEN jsonb_build_object('session_id', $1, 'session_status', 'skipped') END, \
+                 error = $10 \
+             WHERE id = $4 AND $6 <> 'cadence' AND status IN ('queued', 'running') \
          ) \
          SELECT started_at FROM session",
     )
@@ -309,6 +318,12 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
              INSERT INTO sync_session_logs (session_id, user_id, started_at, log_gzip) \
              SELECT $2, $1, $3, $20 WHERE EXISTS (SELECT 1 FROM released) \
              ON CONFLICT (session_id, started_at) DO UPDATE SET log_gzip = EXCLUDED.log_gzip \
+         ), admin_job AS ( \
+             UPDATE admin_jobs SET \
+                 status = CASE WHEN $6 IN ('succeeded', 'succeeded_with_issues') THEN 'succeeded' ELSE 'failed' END, \
+                 finished_at = now(), error = $14, \
+                 result = jsonb_build_object('session_id', $2, 'session_status', $6, 'issues', $10) \
+             WHERE id = $5 AND $4 AND EXISTS (SELECT 1 FROM released) \
          ) \
          SELECT count(*) FROM released",
     )

@@ -1,10 +1,16 @@
-//! The api over real HTTP and a real database.
+//! The api over real HTTP, a real database and a real broker.
 
 #![allow(clippy::unwrap_used)]
 
-use std::{net::SocketAddr, time::Duration};
+mod actions;
+mod cli;
+mod traces;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use sqlx::PgPool;
+use syncfleet_api::AppState;
+use syncfleet_common::queue::Publisher;
 use syncfleet_testkit::{TestEnv, http_get as get, wait_until};
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -13,18 +19,23 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 /// The api serving on a free port until `stop`.
-struct Api {
-    address: SocketAddr,
+pub struct Api {
+    pub address: SocketAddr,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
 }
 
 impl Api {
-    async fn start(pool: PgPool, drain_delay: Duration) -> Self {
+    pub async fn start(env: &TestEnv, pool: PgPool, drain_delay: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(syncfleet_api::serve(listener, pool, shutdown.clone(), drain_delay));
+        let publisher = Publisher::lazy(env.common().amqp_url, "test api", env.topology());
+        let state = AppState {
+            pool,
+            publisher: Arc::new(publisher),
+        };
+        let server = tokio::spawn(syncfleet_api::serve(listener, state, shutdown.clone(), drain_delay));
         Self {
             address,
             shutdown,
@@ -32,7 +43,7 @@ impl Api {
         }
     }
 
-    async fn stop(self) {
+    pub async fn stop(self) {
         self.shutdown.cancel();
         self.server.await.unwrap().unwrap();
     }
@@ -41,7 +52,7 @@ impl Api {
 #[tokio::test]
 async fn liveness_and_readiness_answer_while_the_database_is_reachable() {
     let env = TestEnv::new().await;
-    let api = Api::start(env.pool.clone(), Duration::ZERO).await;
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
 
     assert_eq!(get(api.address, "/healthz").await, (200, "ok".to_owned()));
     assert_eq!(get(api.address, "/readyz").await, (200, "ready".to_owned()));
@@ -59,7 +70,7 @@ async fn readiness_fails_when_the_database_is_gone() {
         .connect(&env.database_url)
         .await
         .unwrap();
-    let api = Api::start(pool, Duration::ZERO).await;
+    let api = Api::start(&env, pool, Duration::ZERO).await;
     assert_eq!(get(api.address, "/readyz").await.0, 200);
 
     // Dropping the database ends every connection to it.
@@ -79,7 +90,7 @@ async fn readiness_fails_when_the_database_is_gone() {
 #[tokio::test]
 async fn on_shutdown_readiness_fails_while_requests_are_still_served() {
     let env = TestEnv::new().await;
-    let api = Api::start(env.pool.clone(), Duration::from_secs(2)).await;
+    let api = Api::start(&env, env.pool.clone(), Duration::from_secs(2)).await;
     let address = api.address;
     assert_eq!(get(address, "/readyz").await.0, 200);
 
@@ -104,7 +115,7 @@ async fn on_shutdown_readiness_fails_while_requests_are_still_served() {
 #[tokio::test]
 async fn metrics_count_requests_by_route_template_and_status() {
     let env = TestEnv::new().await;
-    let api = Api::start(env.pool.clone(), Duration::ZERO).await;
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
 
     for _ in 0..3 {
         get(api.address, "/healthz").await;

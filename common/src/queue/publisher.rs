@@ -48,14 +48,20 @@ pub struct Publisher {
 impl Publisher {
     /// Connects and declares the topology.
     pub async fn connect(url: SecretString, name: &str, topology: Topology) -> Result<Self, PublishError> {
-        let publisher = Self {
+        let publisher = Self::lazy(url, name, topology);
+        publisher.channel().await?;
+        Ok(publisher)
+    }
+
+    /// A publisher that connects on its first publish (and reconnects after
+    /// a failure), for services that must start while the broker is away.
+    pub fn lazy(url: SecretString, name: &str, topology: Topology) -> Self {
+        Self {
             url,
             name: name.to_owned(),
             topology,
             state: Mutex::new(None),
-        };
-        publisher.channel().await?;
-        Ok(publisher)
+        }
     }
 
     /// The topology this publisher addresses.

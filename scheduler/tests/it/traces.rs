@@ -3,60 +3,12 @@
 
 use std::{
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
-use axum::{Router, body::Bytes, extract::State, routing::post};
 use chrono::Utc;
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
-    common::v1::any_value,
-};
-use prost::Message;
 use syncfleet_common::domain::{AccessType, SyncStatus};
-use syncfleet_testkit::{TestEnv, binary, organization, session_count, users, wait_until};
-
-/// A span as the receiver saw it.
-#[derive(Debug, Clone)]
-struct SpanSeen {
-    service: String,
-    name: String,
-    trace_id: Vec<u8>,
-    span_id: Vec<u8>,
-    parent_span_id: Vec<u8>,
-}
-
-type Spans = Arc<Mutex<Vec<SpanSeen>>>;
-
-async fn receive(State(spans): State<Spans>, body: Bytes) -> Vec<u8> {
-    let request = ExportTraceServiceRequest::decode(body).unwrap();
-    let mut seen = spans.lock().unwrap();
-    for resource_spans in request.resource_spans {
-        let service = resource_spans
-            .resource
-            .iter()
-            .flat_map(|resource| resource.attributes.iter())
-            .find(|attribute| attribute.key == "service.name")
-            .and_then(|attribute| match attribute.value.as_ref()?.value.as_ref()? {
-                any_value::Value::StringValue(name) => Some(name.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        for scope in resource_spans.scope_spans {
-            for span in scope.spans {
-                seen.push(SpanSeen {
-                    service: service.clone(),
-                    name: span.name,
-                    trace_id: span.trace_id,
-                    span_id: span.span_id,
-                    parent_span_id: span.parent_span_id,
-                });
-            }
-        }
-    }
-    ExportTraceServiceResponse::default().encode_to_vec()
-}
+use syncfleet_testkit::{OtlpReceiver, TestEnv, binary, organization, session_count, users, wait_until};
 
 fn spawn(env: &TestEnv, name: &str, endpoint: &str) -> Child {
     Command::new(binary(name))
@@ -79,13 +31,8 @@ fn stop(mut child: Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cadence_job_is_one_trace_from_the_scheduler_through_the_queue_into_the_worker() {
-    let spans: Spans = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let app = Router::new()
-        .route("/v1/traces", post(receive))
-        .with_state(spans.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let receiver = OtlpReceiver::start().await;
+    let endpoint = receiver.endpoint.clone();
 
     let env = TestEnv::new().await;
     let org = organization(&env.pool, AccessType::Office365, true).await;
@@ -100,7 +47,7 @@ async fn a_cadence_job_is_one_trace_from_the_scheduler_through_the_queue_into_th
     stop(scheduler);
     stop(worker);
 
-    let seen = spans.lock().unwrap().clone();
+    let seen = receiver.spans();
     let scheduled = seen
         .iter()
         .find(|span| span.service == "syncfleet-scheduler" && span.name == "schedule_job")

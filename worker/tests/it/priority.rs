@@ -76,6 +76,17 @@ async fn a_poison_message_is_dead_lettered_after_the_delivery_limit_and_others_k
     let worker = start(&env, PanicsFor(poisoned), &[]);
 
     let poison_job = force_sync(&env, poisoned).await;
+    // As the api records it, so the job's requester sees the outcome.
+    sqlx::query(
+        "INSERT INTO admin_jobs (id, action, organization_id, user_id, requested_by) \
+         VALUES ($1, 'force-sync', $2, $3, 'test')",
+    )
+    .bind(poison_job.job_id)
+    .bind(org)
+    .bind(poisoned)
+    .execute(&env.pool)
+    .await
+    .unwrap();
     for user in &healthy {
         force_sync(&env, *user).await;
     }
@@ -118,6 +129,14 @@ async fn a_poison_message_is_dead_lettered_after_the_delivery_limit_and_others_k
         .await
         .unwrap();
     assert!(issue.contains("dead-lettered (delivery_limit)"), "{issue}");
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error FROM admin_jobs WHERE id = $1")
+            .bind(poison_job.job_id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "failed");
+    assert!(error.unwrap_or_default().contains("dead-lettered"));
 
     worker.stop().await;
     env.cleanup().await;

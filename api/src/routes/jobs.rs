@@ -1,0 +1,65 @@
+//! `GET /v1/jobs/{id}`: the state and result of an admin job.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::{AppState, auth::Principal, error::ApiError, routes::parse_id};
+
+/// An admin job as the API shows it.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct JobView {
+    pub id: Uuid,
+    pub action: String,
+    pub user_id: Option<Uuid>,
+    #[serde(skip)]
+    pub organization_id: Option<Uuid>,
+    /// `queued`, `running`, `succeeded` or `failed`.
+    pub status: String,
+    pub requested_by: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+}
+
+impl JobView {
+    /// Whether the job has ended.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "failed")
+    }
+}
+
+/// Reads a job the caller may see.
+pub async fn load(state: &AppState, principal: &Principal, id: Uuid) -> Result<JobView, ApiError> {
+    let job = sqlx::query_as::<_, JobView>(
+        "SELECT id, action, user_id, organization_id, status, requested_by, created_at, started_at, finished_at, \
+                result, error FROM admin_jobs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or_else(|| ApiError::not_found("job"))?;
+    let visible = match (job.user_id, job.organization_id) {
+        (Some(user_id), Some(organization_id)) => principal.may_act_on_user(user_id, organization_id),
+        _ => principal.role == crate::auth::Role::Admin,
+    };
+    if !visible {
+        return Err(ApiError::not_found("job"));
+    }
+    Ok(job)
+}
+
+pub async fn get_job(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_id("id", &id)?;
+    Ok(Json(load(&state, &principal, id).await?))
+}

@@ -1,0 +1,65 @@
+//! `syncfleet-api token create`: the token is printed once, only its hash is
+//! stored, and bad combinations are refused with a reason.
+
+use std::process::Command;
+
+use syncfleet_api::auth::token_hash;
+use syncfleet_testkit::{TestEnv, binary};
+
+fn token_create(env: &TestEnv, arguments: &[&str]) -> std::process::Output {
+    Command::new(binary("syncfleet-api"))
+        .envs(env.env_vars(&[]))
+        .args(["token", "create"])
+        .args(arguments)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn token_create_prints_a_token_whose_hash_alone_is_stored() {
+    let env = TestEnv::new().await;
+    let output = token_create(&env, &["--role", "admin", "--label", "ops@example.test"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("sf_") && token.len() > 60, "{token}");
+
+    let (role, label): (String, String) = sqlx::query_as("SELECT role, label FROM api_tokens WHERE token_sha256 = $1")
+        .bind(token_hash(&token))
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!((role.as_str(), label.as_str()), ("admin", "ops@example.test"));
+    let stored_in_clear: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM api_tokens WHERE label LIKE '%' || $1 || '%' OR encode(token_sha256, 'escape') = $1)",
+    )
+    .bind(&token)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert!(!stored_in_clear);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn token_create_refuses_incoherent_roles_with_a_reason() {
+    let env = TestEnv::new().await;
+    let organization = uuid::Uuid::new_v4().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--role", "org_admin"], "needs --organization"),
+        (&["--role", "admin", "--organization", &organization], "takes neither"),
+        (&["--role", "root"], "must be admin, org_admin or user"),
+        (&["--role", "user", "--user", "nobody"], "--user must be a UUID"),
+    ];
+    for (arguments, reason) in cases {
+        let output = token_create(&env, arguments);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{arguments:?} was accepted");
+        assert!(stderr.contains(reason), "{arguments:?}: {stderr}");
+    }
+    let tokens: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(tokens, 0);
+    env.cleanup().await;
+}
