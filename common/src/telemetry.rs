@@ -16,9 +16,12 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, Layer, Registry, fmt, prelude::*};
+use tracing_subscriber::{EnvFilter, Layer, Registry, fmt, layer::Layered, prelude::*};
 
 use crate::config::{LOG_FILTER, LOG_FORMAT, Setting, Source};
+
+/// The subscriber every layer sits on: the registry behind the log filter.
+type Filtered = Layered<EnvFilter, Registry>;
 
 pub const OTLP_ENDPOINT: Setting = Setting {
     name: "SYNCFLEET_OTLP_ENDPOINT",
@@ -65,7 +68,9 @@ where
 pub fn init(source: &Source, service: &'static str) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_new(source.string(&LOG_FILTER))
         .map_err(|error| anyhow::anyhow!("{} is invalid: {error}", LOG_FILTER.name))?;
-    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![filter.boxed()];
+    // The filter wraps the registry so it applies to every layer; inside the
+    // Vec its verdict would be OR-ed with the others'.
+    let mut layers: Vec<Box<dyn Layer<Filtered> + Send + Sync>> = Vec::new();
     layers.push(match source.string(&LOG_FORMAT).as_str() {
         "json" => fmt::layer()
             .with_writer(std::io::stderr)
@@ -99,7 +104,7 @@ pub fn init(source: &Source, service: &'static str) -> anyhow::Result<Telemetry>
         Some(provider)
     };
     global::set_text_map_propagator(TraceContextPropagator::new());
-    tracing_subscriber::registry().with(layers).try_init()?;
+    tracing_subscriber::registry().with(filter).with(layers).try_init()?;
     Ok(Telemetry { provider })
 }
 

@@ -19,7 +19,12 @@ fn token_create(env: &TestEnv, arguments: &[&str]) -> std::process::Output {
 async fn token_create_prints_a_token_whose_hash_alone_is_stored() {
     let env = TestEnv::new().await;
     let output = token_create(&env, &["--role", "admin", "--label", "ops@example.test"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("DEBUG"),
+        "the default log filter (info) lets debug events through: {stderr}"
+    );
     let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     assert!(token.starts_with("sf_") && token.len() > 60, "{token}");
 
