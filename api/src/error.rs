@@ -15,7 +15,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    field: Option<&'static str>,
+    field: Option<String>,
     retry_after_seconds: Option<u64>,
 }
 
@@ -33,6 +33,16 @@ struct Detail<'a> {
 }
 
 impl ApiError {
+    /// The stable code, for per-item results of bulk actions.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The message, for per-item results of bulk actions.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -54,12 +64,27 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
 
+    /// The caller is known but its role may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
     /// A malformed or invalid input, naming the field.
-    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            field: Some(field),
+            field: Some(field.into()),
             ..Self::new(StatusCode::BAD_REQUEST, "invalid", message)
         }
+    }
+
+    /// A 404 with its own code (an unknown action, say).
+    pub fn not_found_code(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// Part of the product this build does not offer yet.
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", message)
     }
 
     /// The request is valid but the resource's state forbids it.
@@ -94,7 +119,7 @@ impl IntoResponse for ApiError {
             error: Detail {
                 code: self.code,
                 message: &self.message,
-                field: self.field,
+                field: self.field.as_deref(),
             },
         };
         let mut response = (self.status, Json(body)).into_response();

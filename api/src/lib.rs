@@ -38,7 +38,10 @@ pub struct AppState {
 pub fn router(state: AppState, health: Arc<Health>, mut registry: Registry) -> Router {
     let metrics = HttpMetrics::register(&mut registry);
     let v1 = Router::new()
+        .route("/v1/users/{id}", get(routes::users::get_user))
         .route("/v1/users/{id}/actions/force-sync", post(routes::actions::force_sync))
+        .route("/v1/users/{id}/actions/{action}", post(routes::actions::user_action))
+        .route("/v1/users/actions/{action}", post(routes::actions::bulk_action))
         .route("/v1/jobs/{id}", get(routes::jobs::get_job))
         .with_state(state.clone());
     ops::router(state.pool, health, Arc::new(registry))

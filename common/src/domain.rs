@@ -137,6 +137,37 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// A user's effective synchronization status: their own, unless their
+    /// organization is disabled (then nobody in it syncs).
+    EffectiveSyncStatus {
+        Enabled => "enabled",
+        OrganizationDisabled => "organization_disabled",
+        Disabled => "disabled",
+        Paused => "paused",
+        DisabledAuthError => "disabled_auth_error",
+        DisabledThrottlingError => "disabled_throttling_error",
+        DisabledOtherError => "disabled_other_error",
+    }
+}
+
+impl EffectiveSyncStatus {
+    /// Derives it from the user's status and their organization's switch.
+    pub fn of(status: SyncStatus, organization_enabled: bool) -> Self {
+        if !organization_enabled {
+            return Self::OrganizationDisabled;
+        }
+        match status {
+            SyncStatus::Enabled => Self::Enabled,
+            SyncStatus::Disabled => Self::Disabled,
+            SyncStatus::Paused => Self::Paused,
+            SyncStatus::DisabledAuthError => Self::DisabledAuthError,
+            SyncStatus::DisabledThrottlingError => Self::DisabledThrottlingError,
+            SyncStatus::DisabledOtherError => Self::DisabledOtherError,
+        }
+    }
+}
+
 /// The id of the organization that always exists.
 pub const DEFAULT_ORGANIZATION_ID: uuid::Uuid = uuid::Uuid::from_u128(1);
 
@@ -158,6 +189,24 @@ mod tests {
     fn an_unknown_text_is_named_in_the_error() {
         let error = "sometimes".parse::<Trigger>().unwrap_err();
         assert_eq!(error.to_string(), "unknown Trigger value \"sometimes\"");
+    }
+
+    #[test]
+    fn a_disabled_organization_overrides_every_user_status() {
+        for status in SyncStatus::ALL {
+            assert_eq!(
+                EffectiveSyncStatus::of(*status, false),
+                EffectiveSyncStatus::OrganizationDisabled
+            );
+        }
+        assert_eq!(
+            EffectiveSyncStatus::of(SyncStatus::Paused, true),
+            EffectiveSyncStatus::Paused
+        );
+        assert_eq!(
+            EffectiveSyncStatus::of(SyncStatus::Enabled, true),
+            EffectiveSyncStatus::Enabled
+        );
     }
 
     #[test]

@@ -209,13 +209,26 @@ impl HttpResponse {
 
 /// A plain HTTP/1.1 request without a body.
 pub async fn http(address: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>) -> HttpResponse {
+    http_with_body(address, method, path, token, "").await
+}
+
+/// A plain HTTP/1.1 request with a JSON body.
+pub async fn http_with_body(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> HttpResponse {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let authorization = token
         .map(|token| format!("Authorization: Bearer {token}\r\n"))
         .unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{authorization}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use axum::{
     Json,
+    body::Bytes,
     extract::{Path, RawQuery, State},
     http::StatusCode,
 };
+use serde::Serialize;
 use syncfleet_common::{
     domain::Trigger,
     queue::{JobEnvelope, Route},
@@ -21,7 +23,7 @@ use crate::{
     error::ApiError,
     routes::{
         jobs::{self, JobView},
-        parse_id,
+        parse_id, users,
     },
 };
 
@@ -77,7 +79,28 @@ pub async fn force_sync(
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let user_id = parse_id("id", &raw_id)?;
     let wait = wait_seconds(query.as_deref())?;
+    let job_id = queue_force_sync(&state, &principal, user_id).await?;
 
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    loop {
+        let view = jobs::load(&state, &principal, job_id).await?;
+        if view.is_finished() {
+            return Ok((StatusCode::OK, Json(view)));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok((StatusCode::ACCEPTED, Json(view)));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Queues a force sync for one user: refused inside the minute (429 with
+/// the time left), or while sync is disabled (409); nothing is changed then.
+pub async fn queue_force_sync(
+    state: &AppState,
+    principal: &Principal,
+    user_id: uuid::Uuid,
+) -> Result<uuid::Uuid, ApiError> {
     let mut tx = state.pool.begin().await?;
     let target = sqlx::query_as::<_, Target>(
         "SELECT u.organization_id, u.sync_status, o.sync_enabled AS organization_enabled, \
@@ -149,18 +172,112 @@ pub async fn force_sync(
     }
     tx.commit().await?;
     info!(job_id = %job.job_id, requested_by = %principal.label, "Force sync queued.");
+    Ok(job.job_id)
+}
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-    loop {
-        let view = jobs::load(&state, &principal, job.job_id).await?;
-        if view.is_finished() {
-            return Ok((StatusCode::OK, Json(view)));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok((StatusCode::ACCEPTED, Json(view)));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// Actions of the admin panel this build does not run yet.
+const NOT_YET: [&str; 12] = [
+    "reset-mailbox",
+    "reinitialize-mailbox",
+    "check-settings",
+    "check-crm",
+    "check-mailbox",
+    "install-sidebar",
+    "remove-sidebar",
+    "check-sidebar",
+    "reset-customization",
+    "change-organization",
+    "change-plan",
+    "delete",
+];
+
+fn unknown_action(action: &str) -> ApiError {
+    if NOT_YET.contains(&action) || action == "force-delete" {
+        return ApiError::not_implemented(format!("the {action} action is not available in this build"));
     }
+    ApiError::not_found_code(
+        "unknown_action",
+        format!("no action {action:?}; actions: force-sync, enable-sync, disable-sync"),
+    )
+}
+
+/// `POST /v1/users/{id}/actions/{action}` for the actions without a route of
+/// their own.
+pub async fn user_action(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((raw_id, action)): Path<(String, String)>,
+) -> Result<Json<users::ActionResult>, ApiError> {
+    let user_id = parse_id("id", &raw_id)?;
+    let switch = users::Switch::from_action(&action).ok_or_else(|| unknown_action(&action))?;
+    Ok(Json(users::switch_sync(&state, &principal, user_id, switch).await?))
+}
+
+/// One user's outcome in a bulk action.
+#[derive(Debug, Serialize)]
+pub struct BulkItem {
+    pub user_id: uuid::Uuid,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<uuid::Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<BulkError>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BulkError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// `POST /v1/users/actions/{action}` with `{"user_ids": [...]}`: each user is
+/// handled on its own (its own transaction) and gets its own result.
+pub async fn bulk_action(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(action): Path<String>,
+    body: Bytes,
+) -> Result<Json<Vec<BulkItem>>, ApiError> {
+    let selection: users::Selection = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::invalid("body", format!("expected {{\"user_ids\": [...]}}: {error}")))?;
+    let ids = selection.ids()?;
+    let switch = users::Switch::from_action(&action);
+    if switch.is_none() && action != "force-sync" {
+        return Err(unknown_action(&action));
+    }
+    let mut results = Vec::with_capacity(ids.len());
+    for user_id in ids {
+        let outcome = match switch {
+            Some(switch) => users::switch_sync(&state, &principal, user_id, switch)
+                .await
+                .map(|result| (Some(result.changed), None)),
+            None => queue_force_sync(&state, &principal, user_id)
+                .await
+                .map(|job| (None, Some(job))),
+        };
+        results.push(match outcome {
+            Ok((changed, job_id)) => BulkItem {
+                user_id,
+                ok: true,
+                changed,
+                job_id,
+                error: None,
+            },
+            Err(error) => BulkItem {
+                user_id,
+                ok: false,
+                changed: None,
+                job_id: None,
+                error: Some(BulkError {
+                    code: error.code(),
+                    message: error.message().to_owned(),
+                }),
+            },
+        });
+    }
+    Ok(Json(results))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 pub mod actions;
 pub mod jobs;
+pub mod users;
 
 use uuid::Uuid;
 

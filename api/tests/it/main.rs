@@ -5,6 +5,7 @@
 mod actions;
 mod cli;
 mod traces;
+mod users;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
