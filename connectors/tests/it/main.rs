@@ -1,0 +1,8 @@
+//! The connectors against the simulators, started in-process on port 0.
+
+#![allow(clippy::unwrap_used)]
+
+mod salesforce;
+mod secrets;
+mod ssrf;
+mod support;

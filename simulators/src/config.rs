@@ -1,0 +1,64 @@
+//! The binary's settings, from `SYNCFLEET_*` environment variables.
+
+use std::net::SocketAddr;
+
+use syncfleet_common::config::{ConfigError, Setting, Source};
+
+/// Where the simulators listen.
+pub const SIMULATOR_LISTEN: Setting = Setting {
+    name: "SYNCFLEET_SIMULATOR_LISTEN",
+    default: "127.0.0.1:9400",
+    doc: "address the simulators (Salesforce so far) listen on",
+};
+
+/// Salesforce's daily API allocation for each simulated org.
+pub const SIMULATOR_SALESFORCE_DAILY_API_MAX: Setting = Setting {
+    name: "SYNCFLEET_SIMULATOR_SALESFORCE_DAILY_API_MAX",
+    default: "15000",
+    doc: "daily API allocation of each simulated Salesforce org",
+};
+
+/// Every setting the binary reads.
+pub fn settings() -> Vec<Setting> {
+    vec![SIMULATOR_LISTEN, SIMULATOR_SALESFORCE_DAILY_API_MAX]
+}
+
+/// The binary's configuration.
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    /// Where the simulators listen.
+    pub listen: SocketAddr,
+    /// Daily API allocation of each simulated Salesforce org.
+    pub salesforce_daily_api_max: u64,
+}
+
+impl SimulatorConfig {
+    /// Reads the configuration from `source`.
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            listen: source.get(&SIMULATOR_LISTEN)?,
+            salesforce_daily_api_max: source.positive(&SIMULATOR_SALESFORCE_DAILY_API_MAX)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_listen_on_loopback_with_a_developer_edition_allocation() {
+        let config = SimulatorConfig::from_source(&Source::from_pairs([])).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9400".parse().unwrap());
+        assert_eq!(config.salesforce_daily_api_max, 15_000);
+        let zero = Source::from_pairs([("SYNCFLEET_SIMULATOR_SALESFORCE_DAILY_API_MAX", "0")]);
+        assert!(SimulatorConfig::from_source(&zero).is_err());
+    }
+
+    #[test]
+    fn every_setting_is_documented_in_the_simulators_readme_with_its_default() {
+        let readme = include_str!("../../README.md");
+        let missing = syncfleet_common::config::undocumented(&settings(), readme);
+        assert!(missing.is_empty(), "README.md lacks a row for {missing:?}");
+    }
+}

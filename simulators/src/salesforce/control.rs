@@ -1,0 +1,202 @@
+//! The control API under `/_control/salesforce`: what the handle offers a test
+//! in-process, over HTTP for a simulator run as a binary (see
+//! `simulators/README.md`).
+
+use std::time::Duration;
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{delete, get, post, put},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Endpoint, Fault, OrgId, SalesforceSimulator, SeedError};
+
+pub(crate) fn router(simulator: SalesforceSimulator) -> Router {
+    Router::new()
+        .route("/_control/salesforce/orgs", post(create_org))
+        .route(
+            "/_control/salesforce/orgs/{org}/refresh-tokens",
+            post(issue_refresh_token),
+        )
+        .route(
+            "/_control/salesforce/refresh-tokens/{token}",
+            delete(revoke_refresh_token),
+        )
+        .route("/_control/salesforce/orgs/{org}/expire-sessions", post(expire_sessions))
+        .route(
+            "/_control/salesforce/orgs/{org}/records/{object}",
+            post(insert_record).get(records),
+        )
+        .route("/_control/salesforce/orgs/{org}/counters", get(counters))
+        .route("/_control/salesforce/orgs/{org}/api-usage", put(set_api_usage))
+        .route(
+            "/_control/salesforce/orgs/{org}/faults",
+            post(inject_fault).delete(clear_faults),
+        )
+        .route("/_control/salesforce/latency", put(set_latency))
+        .with_state(simulator)
+}
+
+fn problem(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
+
+/// Runs `act` on `org` if the simulator has it; else answers 404.
+fn with_org(simulator: &SalesforceSimulator, org: &str, act: impl FnOnce(OrgId) -> Response) -> Response {
+    let org = OrgId(org.to_owned());
+    if simulator.api_usage(&org).is_some() {
+        act(org)
+    } else {
+        problem(StatusCode::NOT_FOUND, format!("unknown org {org}"))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct NewOrg {
+    daily_api_max: Option<u64>,
+}
+
+async fn create_org(State(simulator): State<SalesforceSimulator>, body: Option<Json<NewOrg>>) -> Response {
+    let Json(spec) = body.unwrap_or_default();
+    let org = match spec.daily_api_max {
+        Some(max) => simulator.create_org_with_allocation(max),
+        None => simulator.create_org(),
+    };
+    let refresh_token = simulator.issue_refresh_token(&org);
+    (
+        StatusCode::CREATED,
+        Json(json!({"org_id": org.0, "refresh_token": refresh_token})),
+    )
+        .into_response()
+}
+
+async fn issue_refresh_token(State(simulator): State<SalesforceSimulator>, Path(org): Path<String>) -> Response {
+    with_org(&simulator, &org, |org| {
+        (
+            StatusCode::CREATED,
+            Json(json!({"refresh_token": simulator.issue_refresh_token(&org)})),
+        )
+            .into_response()
+    })
+}
+
+async fn revoke_refresh_token(State(simulator): State<SalesforceSimulator>, Path(token): Path<String>) -> StatusCode {
+    simulator.revoke_refresh_token(&token);
+    StatusCode::NO_CONTENT
+}
+
+async fn expire_sessions(State(simulator): State<SalesforceSimulator>, Path(org): Path<String>) -> Response {
+    with_org(&simulator, &org, |org| {
+        simulator.expire_sessions(&org);
+        StatusCode::NO_CONTENT.into_response()
+    })
+}
+
+async fn insert_record(
+    State(simulator): State<SalesforceSimulator>,
+    Path((org, object)): Path<(String, String)>,
+    Json(fields): Json<Value>,
+) -> Response {
+    match simulator.insert_record(&OrgId(org), &object, fields) {
+        Ok(id) => (StatusCode::CREATED, Json(json!({"id": id}))).into_response(),
+        Err(error @ (SeedError::UnknownOrg(_) | SeedError::UnknownType(_))) => {
+            problem(StatusCode::NOT_FOUND, error.to_string())
+        }
+        Err(error @ SeedError::Refused(_)) => problem(StatusCode::BAD_REQUEST, error.to_string()),
+    }
+}
+
+async fn records(
+    State(simulator): State<SalesforceSimulator>,
+    Path((org, object)): Path<(String, String)>,
+) -> Response {
+    with_org(&simulator, &org, |org| {
+        Json(simulator.records(&org, &object)).into_response()
+    })
+}
+
+async fn counters(State(simulator): State<SalesforceSimulator>, Path(org): Path<String>) -> Response {
+    with_org(&simulator, &org, |org| counters_of(&simulator, &org))
+}
+
+fn counters_of(simulator: &SalesforceSimulator, org: &OrgId) -> Response {
+    let counters = simulator.counters(org);
+    let calls: serde_json::Map<String, Value> = counters
+        .calls
+        .iter()
+        .map(|(endpoint, calls)| (endpoint.as_str().to_owned(), json!(calls)))
+        .collect();
+    let usage = simulator.api_usage(org);
+    Json(json!({
+        "calls": calls,
+        "throttled": counters.throttled,
+        "faults": counters.faults,
+        "api_usage": usage.map(|usage| json!({"used": usage.used, "max": usage.max})),
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct Usage {
+    used: u64,
+}
+
+async fn set_api_usage(
+    State(simulator): State<SalesforceSimulator>,
+    Path(org): Path<String>,
+    Json(usage): Json<Usage>,
+) -> Response {
+    with_org(&simulator, &org, |org| {
+        simulator.set_api_usage(&org, usage.used);
+        StatusCode::NO_CONTENT.into_response()
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct FaultSpec {
+    fault: Fault,
+    #[serde(default)]
+    endpoint: Option<Endpoint>,
+    #[serde(default = "one")]
+    times: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn inject_fault(
+    State(simulator): State<SalesforceSimulator>,
+    Path(org): Path<String>,
+    Json(spec): Json<FaultSpec>,
+) -> Response {
+    with_org(&simulator, &org, |org| {
+        match spec.endpoint {
+            Some(endpoint) => simulator.inject_fault_on(&org, endpoint, spec.fault, spec.times),
+            None => simulator.inject_fault(&org, spec.fault, spec.times),
+        }
+        StatusCode::NO_CONTENT.into_response()
+    })
+}
+
+async fn clear_faults(State(simulator): State<SalesforceSimulator>, Path(org): Path<String>) -> Response {
+    with_org(&simulator, &org, |org| {
+        simulator.clear_faults(&org);
+        StatusCode::NO_CONTENT.into_response()
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct Latency {
+    milliseconds: u64,
+}
+
+async fn set_latency(State(simulator): State<SalesforceSimulator>, Json(latency): Json<Latency>) -> StatusCode {
+    simulator.set_latency(Duration::from_millis(latency.milliseconds));
+    StatusCode::NO_CONTENT
+}

@@ -1,0 +1,5 @@
+//! The simulators over real HTTP, each started in-process on port 0.
+
+#![allow(clippy::unwrap_used)]
+
+mod salesforce;

@@ -1,0 +1,408 @@
+//! The Salesforce simulator over HTTP, as the connector sees it.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use syncfleet_simulators::{
+    Server,
+    salesforce::{Endpoint, Fault, OrgId, SalesforceConfig, SalesforceSimulator},
+};
+use tokio_util::sync::CancellationToken;
+
+const API: &str = "/services/data/v62.0";
+
+struct Harness {
+    simulator: SalesforceSimulator,
+    server: Option<Server>,
+    shutdown: CancellationToken,
+    http: Client,
+    org: OrgId,
+    refresh_token: String,
+}
+
+impl Harness {
+    async fn start(config: SalesforceConfig) -> Self {
+        let simulator = SalesforceSimulator::new(config);
+        let shutdown = CancellationToken::new();
+        let server = simulator
+            .serve("127.0.0.1:0".parse().unwrap(), shutdown.clone())
+            .await
+            .unwrap();
+        let org = simulator.create_org();
+        let refresh_token = simulator.issue_refresh_token(&org);
+        Self {
+            simulator,
+            server: Some(server),
+            shutdown,
+            http: Client::new(),
+            org,
+            refresh_token,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.as_ref().unwrap().base_url())
+    }
+
+    async fn refresh(&self, refresh_token: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url("/services/oauth2/token"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+                ("client_id", "client"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    async fn access_token(&self) -> String {
+        let (status, body) = self.refresh(&self.refresh_token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Option<String>, Value) {
+        let token = self.access_token().await;
+        self.call_with(&token, method, path, body).await
+    }
+
+    async fn call_with(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Option<String>, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let limit_info = response
+            .headers()
+            .get("Sforce-Limit-Info")
+            .map(|value| value.to_str().unwrap().to_owned());
+        (response.status(), limit_info, response.json().await.unwrap())
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        self.server.take().unwrap().stopped().await.unwrap();
+    }
+}
+
+fn task(key: &str, subject: Option<&str>) -> Value {
+    let mut record = json!({"attributes": {"type": "Task"}, "Key__c": key, "Status": "Completed"});
+    if let Some(subject) = subject {
+        record["Subject"] = json!(subject);
+    }
+    record
+}
+
+#[tokio::test]
+async fn a_refresh_answers_an_access_token_and_the_instance_url_and_a_revoked_token_is_an_invalid_grant() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let (status, body) = harness.refresh(&harness.refresh_token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["instance_url"], harness.server.as_ref().unwrap().base_url());
+    assert!(body.get("refresh_token").is_none(), "no rotation unless configured");
+
+    harness.simulator.revoke_refresh_token(&harness.refresh_token);
+    let (status, body) = harness.refresh(&harness.refresh_token).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_grant");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn with_rotation_a_refresh_answers_a_new_refresh_token_and_revokes_the_old_one() {
+    let harness = Harness::start(SalesforceConfig {
+        rotate_refresh_tokens: true,
+        ..SalesforceConfig::default()
+    })
+    .await;
+    let (_, body) = harness.refresh(&harness.refresh_token).await;
+    let rotated = body["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(harness.refresh(&harness.refresh_token).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(harness.refresh(&rotated).await.0, StatusCode::OK);
+    assert_eq!(harness.simulator.counters(&harness.org).calls_to(Endpoint::Token), 2);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn every_api_answer_carries_the_usage_and_past_the_allocation_calls_are_refused() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    harness.simulator.set_daily_api_max(&harness.org, 3);
+    let token = harness.access_token().await;
+    let (status, limit_info, body) = harness
+        .call_with(&token, reqwest::Method::GET, &format!("{API}/limits"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(limit_info.as_deref(), Some("api-usage=1/3"));
+    assert_eq!(body["DailyApiRequests"], json!({"Max": 3, "Remaining": 2}));
+
+    let (status, limit_info, body) = harness
+        .call_with(&token, reqwest::Method::GET, &format!("{API}/query?q=SELECT"), None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(limit_info.as_deref(), Some("api-usage=2/3"));
+    assert_eq!(body[0]["errorCode"], "MALFORMED_QUERY");
+
+    harness.simulator.set_api_usage(&harness.org, 3);
+    let (status, limit_info, body) = harness
+        .call_with(&token, reqwest::Method::GET, &format!("{API}/limits"), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(limit_info.as_deref(), Some("api-usage=3/3"));
+    assert_eq!(body[0]["errorCode"], "REQUEST_LIMIT_EXCEEDED");
+    assert_eq!(harness.simulator.counters(&harness.org).throttled, 1);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_or_expired_session_is_answered_invalid_session_id() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let (status, _, body) = harness
+        .call_with("nope", reqwest::Method::GET, &format!("{API}/limits"), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body[0]["errorCode"], "INVALID_SESSION_ID");
+
+    let token = harness.access_token().await;
+    harness.simulator.expire_sessions(&harness.org);
+    let (status, _, _) = harness
+        .call_with(&token, reqwest::Method::GET, &format!("{API}/limits"), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_query_pages_through_next_records_urls_until_done() {
+    let harness = Harness::start(SalesforceConfig {
+        page_size: 2,
+        ..SalesforceConfig::default()
+    })
+    .await;
+    let emails: Vec<String> = (0..5).map(|index| format!("person{index}@example.test")).collect();
+    for email in &emails {
+        harness.simulator.insert_contact(&harness.org, email).unwrap();
+    }
+    harness.simulator.insert_lead(&harness.org, &emails[0]).unwrap();
+    let list: Vec<String> = emails
+        .iter()
+        .map(|email| format!("'{}'", email.to_uppercase()))
+        .collect();
+    let query = format!("SELECT Id, Email FROM Contact WHERE Email IN ({})", list.join(","));
+
+    let token = harness.access_token().await;
+    let mut url = reqwest::Url::parse(&harness.url(&format!("{API}/query"))).unwrap();
+    url.query_pairs_mut().append_pair("q", &query);
+    let mut path = format!("{}?{}", url.path(), url.query().unwrap());
+    let mut seen = Vec::new();
+    loop {
+        let (status, _, body) = harness.call_with(&token, reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["totalSize"], 5);
+        for record in body["records"].as_array().unwrap() {
+            assert_eq!(record["attributes"]["type"], "Contact");
+            seen.push(record["Email"].as_str().unwrap().to_owned());
+        }
+        if body["done"] == true {
+            assert!(body.get("nextRecordsUrl").is_none());
+            break;
+        }
+        path = body["nextRecordsUrl"].as_str().unwrap().to_owned();
+    }
+    assert_eq!(seen, emails);
+    let counters = harness.simulator.counters(&harness.org);
+    assert_eq!(counters.calls_to(Endpoint::Query), 1);
+    assert_eq!(counters.calls_to(Endpoint::QueryMore), 2);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_upsert_creates_then_updates_and_reports_each_record_in_input_order() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let path = format!("{API}/composite/sobjects/Task/Key__c");
+    let body =
+        json!({"allOrNone": false, "records": [task("a", Some("first")), task("b", None), task("c", Some("third"))]});
+    let (status, limit_info, answer) = harness.call(reqwest::Method::PATCH, &path, Some(body)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(limit_info.is_some());
+    assert_eq!(answer[0]["created"], true);
+    assert_eq!(answer[1]["success"], false);
+    assert_eq!(answer[1]["errors"][0]["statusCode"], "REQUIRED_FIELD_MISSING");
+    assert_eq!(answer[1]["errors"][0]["fields"], json!(["Subject"]));
+    assert_eq!(answer[2]["created"], true);
+
+    let replay = json!({"records": [task("a", Some("first, again")), task("c", Some("third"))]});
+    let (_, _, again) = harness.call(reqwest::Method::PATCH, &path, Some(replay)).await;
+    assert_eq!(again[0]["created"], false);
+    assert_eq!(again[0]["id"], answer[0]["id"]);
+    assert_eq!(again[1]["id"], answer[2]["id"]);
+    let tasks = harness.simulator.records(&harness.org, "Task");
+    assert_eq!(tasks.len(), 2);
+    assert_eq!(tasks[0]["Subject"], "first, again");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_create_with_all_or_none_writes_nothing_when_one_record_fails() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let path = format!("{API}/composite/sobjects");
+    let body = json!({"allOrNone": true, "records": [task("a", Some("ok")), task("b", None)]});
+    let (status, _, answer) = harness.call(reqwest::Method::POST, &path, Some(body)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        answer[0]["errors"][0]["statusCode"],
+        "ALL_OR_NONE_OPERATION_ROLLED_BACK"
+    );
+    assert_eq!(answer[1]["errors"][0]["statusCode"], "REQUIRED_FIELD_MISSING");
+    assert!(harness.simulator.records(&harness.org, "Task").is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_collection_of_more_than_200_records_is_refused_whole() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let records: Vec<Value> = (0..201).map(|index| task(&index.to_string(), Some("s"))).collect();
+    let (status, _, answer) = harness
+        .call(
+            reqwest::Method::PATCH,
+            &format!("{API}/composite/sobjects/Task/Key__c"),
+            Some(json!({"records": records})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer[0]["errorCode"], "EXCEEDED_ID_LIMIT");
+    assert!(harness.simulator.records(&harness.org, "Task").is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn armed_faults_answer_the_next_calls_then_disarm() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let token = harness.access_token().await;
+    harness
+        .simulator
+        .inject_fault_on(&harness.org, Endpoint::Limits, Fault::ServiceUnavailable, 2);
+    harness.simulator.inject_fault(&harness.org, Fault::UnableToLockRow, 1);
+    let limits = format!("{API}/limits");
+    for _ in 0..2 {
+        let (status, limit_info, body) = harness.call_with(&token, reqwest::Method::GET, &limits, None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(limit_info.is_some());
+        assert_eq!(body[0]["errorCode"], "SERVER_UNAVAILABLE");
+    }
+    let path = format!("{API}/composite/sobjects/Task/Key__c");
+    let (status, _, answer) = harness
+        .call_with(
+            &token,
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"records": [task("a", Some("s"))]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer[0]["errors"][0]["statusCode"], "UNABLE_TO_LOCK_ROW");
+    let (status, _, _) = harness.call_with(&token, reqwest::Method::GET, &limits, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(harness.simulator.counters(&harness.org).faults, 3);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_latency_setting_delays_every_answer() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let token = harness.access_token().await;
+    harness.simulator.set_latency(Duration::from_millis(50));
+    let started = Instant::now();
+    let (status, _, _) = harness
+        .call_with(&token, reqwest::Method::GET, &format!("{API}/limits"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn the_control_api_seeds_orgs_and_records_arms_faults_and_reads_counters() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let control = |path: &str| harness.url(&format!("/_control/salesforce{path}"));
+    let http = &harness.http;
+
+    let created: Value = http
+        .post(control("/orgs"))
+        .json(&json!({"daily_api_max": 50}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let org = created["org_id"].as_str().unwrap();
+    let refresh_token = created["refresh_token"].as_str().unwrap();
+    let response = http
+        .post(control(&format!("/orgs/{org}/records/Contact")))
+        .json(&json!({"Email": "someone@example.test", "LastName": "One"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let refused = http
+        .post(control(&format!("/orgs/{org}/records/Lead")))
+        .json(&json!({"Email": "someone@example.test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let response = http
+        .post(control(&format!("/orgs/{org}/faults")))
+        .json(&json!({"fault": "service_unavailable", "endpoint": "limits", "times": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+
+    let (_, token) = harness.refresh(refresh_token).await;
+    let token = token["access_token"].as_str().unwrap();
+    let (status, _, _) = harness
+        .call_with(token, reqwest::Method::GET, &format!("{API}/limits"), None)
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    let counters: Value = http
+        .get(control(&format!("/orgs/{org}/counters")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counters["calls"], json!({"token": 1, "limits": 1}));
+    assert_eq!(counters["faults"], 1);
+    assert_eq!(counters["api_usage"], json!({"used": 1, "max": 50}));
+    let records: Value = http
+        .get(control(&format!("/orgs/{org}/records/Contact")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(records[0]["Email"], "someone@example.test");
+    let unknown = http.get(control("/orgs/00Dnope/counters")).send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    harness.stop().await;
+}
