@@ -109,6 +109,17 @@ impl TestEnv {
         vars
     }
 
+    /// Starts one of the fleet's binaries with this test's settings plus
+    /// `extra`, as a deployment would; its output is discarded.
+    pub fn spawn(&self, name: &str, extra: &[(&str, &str)]) -> std::process::Child {
+        std::process::Command::new(binary(name))
+            .envs(self.env_vars(extra))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// The shared part of the configuration.
     pub fn common(&self) -> CommonConfig {
         CommonConfig::from_source(&self.source(&[])).unwrap()
@@ -170,6 +181,21 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Sends SIGTERM to a service.
+pub fn terminate(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM failed");
+}
+
+/// Stops a service with SIGTERM and asserts it exits 0.
+pub fn stop_gracefully(mut child: std::process::Child) {
+    terminate(&child);
+    assert!(child.wait().unwrap().success(), "the service did not exit 0 on SIGTERM");
 }
 
 /// The path of one of the workspace's binaries, built beside the test binary.

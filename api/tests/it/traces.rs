@@ -1,28 +1,11 @@
 //! A force sync is one trace: the api's request, the queue, the worker.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use chrono::Utc;
 use syncfleet_api::auth::create_token;
 use syncfleet_common::domain::{AccessType, SyncStatus};
-use syncfleet_testkit::{OtlpReceiver, TestEnv, binary, free_port, http, organization, users, wait_until};
-
-fn spawn(env: &TestEnv, name: &str, extra: &[(&str, &str)]) -> Child {
-    Command::new(binary(name))
-        .envs(env.env_vars(extra))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    assert!(child.wait().unwrap().success());
-}
+use syncfleet_testkit::{OtlpReceiver, TestEnv, free_port, http, organization, stop_gracefully, users, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_force_sync_is_one_trace_from_the_api_through_the_queue_into_the_worker() {
@@ -40,8 +23,8 @@ async fn a_force_sync_is_one_trace_from_the_api_through_the_queue_into_the_worke
     let listen = address.to_string();
     let mut api_settings = telemetry.to_vec();
     api_settings.push(("SYNCFLEET_API_LISTEN", &listen));
-    let api = spawn(&env, "syncfleet-api", &api_settings);
-    let worker = spawn(&env, "syncfleet-worker", &telemetry);
+    let api = env.spawn("syncfleet-api", &api_settings);
+    let worker = env.spawn("syncfleet-worker", &telemetry);
     wait_until(Duration::from_secs(30), "the api to listen", || async {
         tokio::net::TcpStream::connect(address).await.is_ok()
     })
@@ -55,8 +38,8 @@ async fn a_force_sync_is_one_trace_from_the_api_through_the_queue_into_the_worke
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
-    stop(api);
-    stop(worker);
+    stop_gracefully(api);
+    stop_gracefully(worker);
 
     let seen = receiver.spans();
     let request = seen

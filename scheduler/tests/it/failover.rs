@@ -1,27 +1,22 @@
 //! Leader election: kill -9 of the leader, the standby takes over.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use chrono::Utc;
 use syncfleet_common::domain::{AccessType, SyncStatus};
-use syncfleet_testkit::{TestEnv, organization, users, wait_until};
+use syncfleet_testkit::{TestEnv, organization, stop_gracefully, users, wait_until};
 
 use crate::support::{sessions_by_user, users_synced_at_least, worker};
 
-fn spawn_scheduler(env: &TestEnv) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_syncfleet-scheduler"))
-        .envs(env.env_vars(&[
+fn spawn_scheduler(env: &TestEnv) -> std::process::Child {
+    env.spawn(
+        "syncfleet-scheduler",
+        &[
             ("SYNCFLEET_SYNC_INTERVAL", "4s"),
             ("SYNCFLEET_SCHEDULER_TICK", "100ms"),
             ("SYNCFLEET_LEADER_LEASE", "2s"),
-        ]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+        ],
+    )
 }
 
 async fn term(env: &TestEnv) -> i64 {
@@ -38,7 +33,7 @@ async fn the_standby_takes_over_when_the_leader_is_killed_and_no_user_is_skipped
     let ids = users(&env.pool, org, 40, SyncStatus::Enabled, Utc::now(), true).await;
     let mut leader = spawn_scheduler(&env);
     wait_until(Duration::from_secs(30), "a leader", || async { term(&env).await == 1 }).await;
-    let mut standby = spawn_scheduler(&env);
+    let standby = spawn_scheduler(&env);
     let worker = worker(&env, &[]);
     wait_until(Duration::from_secs(60), "two syncs of every user", || async {
         users_synced_at_least(&env, 2).await == ids.len() as i64
@@ -63,8 +58,7 @@ async fn the_standby_takes_over_when_the_leader_is_killed_and_no_user_is_skipped
     })
     .await;
 
-    let _ = Command::new("kill").args(["-TERM", &standby.id().to_string()]).status();
-    assert!(standby.wait().unwrap().success());
+    stop_gracefully(standby);
     worker.stop().await;
 
     let interval = chrono::Duration::seconds(4);

@@ -1,32 +1,22 @@
 //! One trace per job, from the scheduler through RabbitMQ into the worker,
 //! exported over OTLP/HTTP to a receiver in this test.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use chrono::Utc;
 use syncfleet_common::domain::{AccessType, SyncStatus};
-use syncfleet_testkit::{OtlpReceiver, TestEnv, binary, organization, session_count, users, wait_until};
+use syncfleet_testkit::{OtlpReceiver, TestEnv, organization, session_count, stop_gracefully, users, wait_until};
 
-fn spawn(env: &TestEnv, name: &str, endpoint: &str) -> Child {
-    Command::new(binary(name))
-        .envs(env.env_vars(&[
+fn spawn(env: &TestEnv, name: &str, endpoint: &str) -> std::process::Child {
+    env.spawn(
+        name,
+        &[
             ("SYNCFLEET_OTLP_ENDPOINT", endpoint),
             ("SYNCFLEET_SYNC_INTERVAL", "1h"),
             ("SYNCFLEET_SCHEDULER_TICK", "100ms"),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-        ]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    assert!(child.wait().unwrap().success());
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,8 +34,8 @@ async fn a_cadence_job_is_one_trace_from_the_scheduler_through_the_queue_into_th
     })
     .await;
     // Stopping flushes what the exporters still buffer.
-    stop(scheduler);
-    stop(worker);
+    stop_gracefully(scheduler);
+    stop_gracefully(worker);
 
     let seen = receiver.spans();
     let scheduled = seen

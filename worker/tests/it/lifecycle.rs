@@ -3,10 +3,7 @@
 //! A job is held "in the middle" by locking the credentials table: the
 //! settings check reads it, so the session is open and waits there.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{process::Child, time::Duration};
 
 use chrono::Utc;
 use sqlx::{Connection, PgConnection};
@@ -14,19 +11,14 @@ use syncfleet_common::{
     domain::{AccessType, SyncStatus},
     queue::Route,
 };
-use syncfleet_testkit::{TestEnv, free_port, http_get, organization, session_count, users, wait_until};
+use syncfleet_testkit::{TestEnv, free_port, http_get, organization, session_count, terminate, users, wait_until};
 
 use crate::support::{force_sync, start};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn spawn_worker(env: &TestEnv, extra: &[(&str, &str)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_syncfleet-worker"))
-        .envs(env.env_vars(extra))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    env.spawn("syncfleet-worker", extra)
 }
 
 async fn lock_credentials(env: &TestEnv) -> PgConnection {
@@ -42,14 +34,6 @@ async fn lock_credentials(env: &TestEnv) -> PgConnection {
 async fn unlock(mut connection: PgConnection) {
     sqlx::query("ROLLBACK").execute(&mut connection).await.unwrap();
     connection.close().await.unwrap();
-}
-
-fn terminate(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 async fn exit_status(mut child: Child, limit: Duration) -> std::process::ExitStatus {
