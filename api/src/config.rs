@@ -51,8 +51,6 @@ mod tests {
 
     #[test]
     fn every_setting_is_documented_in_the_readme_with_its_default() {
-        let readme = include_str!("../../README.md");
-        let missing = syncfleet_common::config::undocumented(&settings(), readme);
-        assert!(missing.is_empty(), "README.md lacks a row for {missing:?}");
+        syncfleet_common::config::assert_documented(&settings(), include_str!("../../README.md"));
     }
 }

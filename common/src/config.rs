@@ -132,6 +132,16 @@ pub fn undocumented(settings: &[Setting], readme: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// Panics naming every setting whose README row is missing or shows another
+/// default: the test each service runs on its own settings.
+pub fn assert_documented(settings: &[Setting], readme: &str) {
+    let missing = undocumented(settings, readme);
+    assert!(
+        missing.is_empty(),
+        "README.md lacks a row (name and default) for {missing:?}"
+    );
+}
+
 /// Parses `250ms`, `30s`, `5m`, `2h`; a bare number is seconds. Zero is refused.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
