@@ -10,4 +10,4 @@ mod tick;
 
 pub use config::SchedulerConfig;
 pub use scheduler::run;
-pub use tick::{TickReport, sweep, tick};
+pub use tick::{Tick, TickReport, sweep};

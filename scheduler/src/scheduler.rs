@@ -117,7 +117,15 @@ impl Scheduler {
 
             let started = Instant::now();
             let holder = self.leadership.holder();
-            match tick::tick(&self.pool, publisher, holder, term, config.interval, config.batch_size).await {
+            let pass = tick::Tick {
+                pool: &self.pool,
+                publisher,
+                holder,
+                term,
+                interval: config.interval,
+                batch_size: config.batch_size,
+            };
+            match pass.run().await {
                 Ok(report) => {
                     self.metrics.tick_seconds.observe(started.elapsed().as_secs_f64());
                     self.metrics.published.inc_by(report.published);

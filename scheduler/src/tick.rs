@@ -53,101 +53,100 @@ struct DueUser {
     now: DateTime<Utc>,
 }
 
-/// Publishes the jobs of every due user, a batch per transaction, until no
-/// user is due. `holder` and `term` fence the leadership.
-pub async fn tick(
-    pool: &PgPool,
-    publisher: &Publisher,
-    holder: Uuid,
-    term: i64,
-    interval: Duration,
-    batch_size: i64,
-) -> Result<TickReport, TickError> {
-    let mut report = TickReport::default();
-    loop {
-        let batch = schedule_batch(pool, publisher, holder, term, interval, batch_size).await?;
-        report.published += batch.published;
-        report.skipped += batch.skipped;
-        if ((batch.published + batch.skipped) as i64) < batch_size {
-            return Ok(report);
-        }
-    }
+/// One scheduling pass of the leader: `holder` and `term` fence the
+/// leadership for every transaction of the pass.
+pub struct Tick<'a> {
+    pub pool: &'a PgPool,
+    pub publisher: &'a Publisher,
+    pub holder: Uuid,
+    pub term: i64,
+    pub interval: Duration,
+    pub batch_size: i64,
 }
 
-async fn schedule_batch(
-    pool: &PgPool,
-    publisher: &Publisher,
-    holder: Uuid,
-    term: i64,
-    interval: Duration,
-    batch_size: i64,
-) -> Result<TickReport, TickError> {
-    let mut tx = pool.begin().await?;
-    if !leader::fence(&mut tx, holder, term).await? {
-        return Err(TickError::NotLeader);
-    }
-    let due = sqlx::query_as::<_, DueUser>(
-        "SELECT u.id, u.next_sync_at, o.sync_enabled AS organization_enabled, \
-                (u.running_session_id IS NOT NULL AND u.lease_expires_at > now()) AS running, \
-                now() AS now \
-         FROM users u JOIN organizations o ON o.id = u.organization_id \
-         WHERE u.sync_status = 'enabled' AND u.queued_job_id IS NULL AND u.next_sync_at <= now() \
-         ORDER BY u.next_sync_at \
-         LIMIT $1 \
-         FOR UPDATE OF u SKIP LOCKED",
-    )
-    .bind(batch_size)
-    .fetch_all(&mut *tx)
-    .await?;
-    if due.is_empty() {
-        return Ok(TickReport::default());
-    }
-
-    let mut ids = Vec::with_capacity(due.len());
-    let mut next_slots = Vec::with_capacity(due.len());
-    let mut job_ids: Vec<Option<Uuid>> = Vec::with_capacity(due.len());
-    let mut jobs = Vec::with_capacity(due.len());
-    // One trace per job, begun here and continued by the worker; each span
-    // stays open until the job is confirmed and committed.
-    let mut spans = Vec::with_capacity(due.len());
-    for user in &due {
-        ids.push(user.id);
-        next_slots.push(cadence::next_slot(user.id, interval, user.now));
-        if user.organization_enabled && !user.running {
-            let mut job = JobEnvelope::sync(user.id, Trigger::Cadence, user.next_sync_at);
-            let span = info_span!(parent: None, "schedule_job", job_id = %job.job_id, user_id = %user.id);
-            job.trace = telemetry::trace_context(&span);
-            spans.push(span);
-            job_ids.push(Some(job.job_id));
-            jobs.push(job);
-        } else {
-            job_ids.push(None);
+impl Tick<'_> {
+    /// Publishes the jobs of every due user, a batch per transaction, until
+    /// no user is due.
+    pub async fn run(&self) -> Result<TickReport, TickError> {
+        let mut report = TickReport::default();
+        loop {
+            let batch = self.schedule_batch().await?;
+            report.published += batch.published;
+            report.skipped += batch.skipped;
+            if ((batch.published + batch.skipped) as i64) < self.batch_size {
+                return Ok(report);
+            }
         }
     }
 
-    if !jobs.is_empty() {
-        tokio::time::timeout(PUBLISH_TIMEOUT, publisher.publish(Route::Cadence, &jobs))
-            .await
-            .map_err(|_| TickError::PublishTimeout(PUBLISH_TIMEOUT))??;
+    async fn schedule_batch(&self) -> Result<TickReport, TickError> {
+        let mut tx = self.pool.begin().await?;
+        if !leader::fence(&mut tx, self.holder, self.term).await? {
+            return Err(TickError::NotLeader);
+        }
+        let due = sqlx::query_as::<_, DueUser>(
+            "SELECT u.id, u.next_sync_at, o.sync_enabled AS organization_enabled, \
+                    (u.running_session_id IS NOT NULL AND u.lease_expires_at > now()) AS running, \
+                    now() AS now \
+             FROM users u JOIN organizations o ON o.id = u.organization_id \
+             WHERE u.sync_status = 'enabled' AND u.queued_job_id IS NULL AND u.next_sync_at <= now() \
+             ORDER BY u.next_sync_at \
+             LIMIT $1 \
+             FOR UPDATE OF u SKIP LOCKED",
+        )
+        .bind(self.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if due.is_empty() {
+            return Ok(TickReport::default());
+        }
+
+        let mut ids = Vec::with_capacity(due.len());
+        let mut next_slots = Vec::with_capacity(due.len());
+        let mut job_ids: Vec<Option<Uuid>> = Vec::with_capacity(due.len());
+        let mut jobs = Vec::with_capacity(due.len());
+        // One trace per job, begun here and continued by the worker; each span
+        // stays open until the job is confirmed and committed.
+        let mut spans = Vec::with_capacity(due.len());
+        for user in &due {
+            ids.push(user.id);
+            next_slots.push(cadence::next_slot(user.id, self.interval, user.now));
+            if user.organization_enabled && !user.running {
+                let mut job = JobEnvelope::sync(user.id, Trigger::Cadence, user.next_sync_at);
+                let span = info_span!(parent: None, "schedule_job", job_id = %job.job_id, user_id = %user.id);
+                job.trace = telemetry::trace_context(&span);
+                spans.push(span);
+                job_ids.push(Some(job.job_id));
+                jobs.push(job);
+            } else {
+                job_ids.push(None);
+            }
+        }
+
+        if !jobs.is_empty() {
+            tokio::time::timeout(PUBLISH_TIMEOUT, self.publisher.publish(Route::Cadence, &jobs))
+                .await
+                .map_err(|_| TickError::PublishTimeout(PUBLISH_TIMEOUT))??;
+        }
+        sqlx::query(
+            "UPDATE users u \
+             SET next_sync_at = d.next_sync_at, queued_job_id = d.job_id, \
+                 queued_at = CASE WHEN d.job_id IS NULL THEN NULL ELSE now() END \
+             FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[]) AS d(id, next_sync_at, job_id) \
+             WHERE u.id = d.id",
+        )
+        .bind(&ids)
+        .bind(&next_slots)
+        .bind(&job_ids)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        drop(spans);
+        Ok(TickReport {
+            published: jobs.len() as u64,
+            skipped: (due.len() - jobs.len()) as u64,
+        })
     }
-    sqlx::query(
-        "UPDATE users u \
-         SET next_sync_at = d.next_sync_at, queued_job_id = d.job_id, \
-             queued_at = CASE WHEN d.job_id IS NULL THEN NULL ELSE now() END \
-         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[]) AS d(id, next_sync_at, job_id) \
-         WHERE u.id = d.id",
-    )
-    .bind(&ids)
-    .bind(&next_slots)
-    .bind(&job_ids)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    drop(spans);
-    Ok(TickReport {
-        published: jobs.len() as u64,
-        skipped: (due.len() - jobs.len()) as u64,
-    })
 }
 
 /// Releases expired user leases, ending their sessions as abandoned, and

@@ -12,7 +12,7 @@ use syncfleet_connectors::{
 };
 use syncfleet_simulators::{
     Server,
-    salesforce::{OrgId, SalesforceConfig, SalesforceSimulator},
+    salesforce::{LocalSalesforce, OrgId, SalesforceConfig, SalesforceSimulator},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -27,14 +27,15 @@ pub struct Salesforce {
 
 impl Salesforce {
     pub async fn start(config: SalesforceConfig) -> Self {
-        let simulator = SalesforceSimulator::new(config);
         let shutdown = CancellationToken::new();
-        let server = simulator
-            .serve("127.0.0.1:0".parse().unwrap(), shutdown.clone())
+        let LocalSalesforce {
+            simulator,
+            server,
+            org,
+            refresh_token,
+        } = SalesforceSimulator::start_local(config, shutdown.clone())
             .await
             .unwrap();
-        let org = simulator.create_org();
-        let refresh_token = simulator.issue_refresh_token(&org);
         Self {
             simulator,
             server,

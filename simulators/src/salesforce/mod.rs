@@ -139,6 +139,18 @@ pub enum SeedError {
     Refused(String),
 }
 
+/// What [`SalesforceSimulator::start_local`] starts.
+pub struct LocalSalesforce {
+    /// The simulator, for faults, counters and more orgs.
+    pub simulator: SalesforceSimulator,
+    /// Where it listens.
+    pub server: Server,
+    /// The org created for the test.
+    pub org: OrgId,
+    /// A refresh token of that org.
+    pub refresh_token: String,
+}
+
 impl SalesforceSimulator {
     /// A simulator with no orgs yet.
     pub fn new(config: SalesforceConfig) -> Self {
@@ -157,6 +169,21 @@ impl SalesforceSimulator {
     /// `shutdown` is cancelled.
     pub async fn serve(&self, listen: SocketAddr, shutdown: CancellationToken) -> io::Result<Server> {
         Server::start(listen, self.router(), shutdown).await
+    }
+
+    /// A simulator on a free loopback port with one org and a refresh token
+    /// for it, what a test starts with; it stops when `shutdown` is cancelled.
+    pub async fn start_local(config: SalesforceConfig, shutdown: CancellationToken) -> io::Result<LocalSalesforce> {
+        let simulator = Self::new(config);
+        let server = simulator.serve(SocketAddr::from(([127, 0, 0, 1], 0)), shutdown).await?;
+        let org = simulator.create_org();
+        let refresh_token = simulator.issue_refresh_token(&org);
+        Ok(LocalSalesforce {
+            simulator,
+            server,
+            org,
+            refresh_token,
+        })
     }
 
     /// Creates an org with the configured daily allocation.

@@ -6,7 +6,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use syncfleet_simulators::{
     Server,
-    salesforce::{Endpoint, Fault, OrgId, SalesforceConfig, SalesforceSimulator},
+    salesforce::{Endpoint, Fault, LocalSalesforce, OrgId, SalesforceConfig, SalesforceSimulator},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -23,14 +23,15 @@ struct Harness {
 
 impl Harness {
     async fn start(config: SalesforceConfig) -> Self {
-        let simulator = SalesforceSimulator::new(config);
         let shutdown = CancellationToken::new();
-        let server = simulator
-            .serve("127.0.0.1:0".parse().unwrap(), shutdown.clone())
+        let LocalSalesforce {
+            simulator,
+            server,
+            org,
+            refresh_token,
+        } = SalesforceSimulator::start_local(config, shutdown.clone())
             .await
             .unwrap();
-        let org = simulator.create_org();
-        let refresh_token = simulator.issue_refresh_token(&org);
         Self {
             simulator,
             server: Some(server),
