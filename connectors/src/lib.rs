@@ -1,5 +1,5 @@
-//! Clients for the outside services the fleet talks to (only Salesforce so
-//! far). Only this crate speaks to outside services. Every failure is a
+//! Clients for the outside services the fleet talks to: Microsoft Graph, EWS
+//! and Gmail mailboxes behind one [`mailbox::Mailbox`] trait, and Salesforce. Only this crate speaks to outside services. Every failure is a
 //! [`ConnectorError`], the one taxonomy the worker decides retries, issues and
 //! auto-suspend on; no error text ever holds a secret.
 //!
@@ -18,7 +18,12 @@
 //! feature stays off until `common::telemetry::main_with` does so.
 
 pub mod error;
+pub mod ews;
+pub mod gmail;
+pub mod graph;
 pub mod http;
+pub mod mailbox;
+pub mod oauth;
 pub mod salesforce;
 pub mod ssrf;
 

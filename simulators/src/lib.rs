@@ -5,7 +5,11 @@
 //! configured address. Only Salesforce exists so far.
 
 pub mod config;
+pub mod ews;
+pub mod gmail;
+pub mod graph;
 pub mod salesforce;
+pub mod smtp;
 
 use std::{io, net::SocketAddr};
 

@@ -2,6 +2,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod ews;
+mod gmail;
+mod graph;
 mod salesforce;
 mod secrets;
 mod ssrf;

@@ -2,4 +2,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod ews;
+mod gmail;
+mod graph;
 mod salesforce;
+mod smtp;

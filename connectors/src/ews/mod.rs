@@ -1,0 +1,1 @@
+//! ews connector: being written.

@@ -1,0 +1,1 @@
+//! gmail connector: being written.

@@ -1,0 +1,1 @@
+//! graph connector: being written.

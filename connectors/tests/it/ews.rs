@@ -1,0 +1,1 @@
+//! ews connector against its simulator: being written.

@@ -1,0 +1,1 @@
+//! gmail connector against its simulator: being written.

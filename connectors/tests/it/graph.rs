@@ -1,0 +1,1 @@
+//! graph connector against its simulator: being written.

@@ -1,0 +1,1 @@
+//! ews simulator: being written.

@@ -1,0 +1,1 @@
+//! gmail simulator: being written.

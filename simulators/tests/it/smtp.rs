@@ -1,0 +1,1 @@
+//! SMTP simulator: being written.
