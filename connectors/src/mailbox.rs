@@ -136,6 +136,16 @@ pub struct ContactDraft {
     pub phone: String,
 }
 
+/// An item to write into the mailbox, with the mailbox item written for the
+/// same CRM record before, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upsert<T> {
+    /// The mailbox item's id from an earlier write.
+    pub existing: Option<String>,
+    /// What to write.
+    pub item: T,
+}
+
 /// Whether the sidebar add-in is installed in a mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddinStatus {
@@ -165,20 +175,27 @@ pub trait Mailbox: Send + Sync {
         since: DateTime<Utc>,
     ) -> impl Future<Output = Result<MessagePage, ConnectorError>> + Send;
 
-    /// Creates the event, or updates the mailbox item `existing` when the CRM
-    /// record was written before; answers the mailbox item's id.
-    fn upsert_event(
-        &self,
-        existing: Option<&str>,
-        event: &EventDraft,
-    ) -> impl Future<Output = Result<String, ConnectorError>> + Send;
+    /// Whether the provider takes events and contacts from the CRM (Gmail's
+    /// API does not: calendars and contacts are other Google APIs).
+    fn writes_crm_items(&self) -> bool {
+        true
+    }
 
-    /// Creates the contact, or updates `existing`; answers its id.
-    fn upsert_contact(
+    /// Creates each event, or updates the mailbox item it names when the CRM
+    /// record was written before (and creates it again when that item was
+    /// deleted meanwhile). The outer error fails the whole call (authorization,
+    /// throttling of the mailbox); the inner results answer each item in input
+    /// order with the mailbox item's id.
+    fn upsert_events(
         &self,
-        existing: Option<&str>,
-        contact: &ContactDraft,
-    ) -> impl Future<Output = Result<String, ConnectorError>> + Send;
+        events: &[Upsert<EventDraft>],
+    ) -> impl Future<Output = Result<Vec<Result<String, ConnectorError>>, ConnectorError>> + Send;
+
+    /// Creates or updates each contact, as [`Mailbox::upsert_events`] does.
+    fn upsert_contacts(
+        &self,
+        contacts: &[Upsert<ContactDraft>],
+    ) -> impl Future<Output = Result<Vec<Result<String, ConnectorError>>, ConnectorError>> + Send;
 
     /// Creates the product's category and folders (idempotent: what exists is
     /// left as it is).
