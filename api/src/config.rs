@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use syncfleet_common::config::{COMMON_SETTINGS, CommonConfig, ConfigError, Setting, Source};
+use syncfleet_common::{
+    config::{COMMON_SETTINGS, CommonConfig, ConfigError, Setting, Source},
+    secrets::{self, ENCRYPTION_KEYS, KeyRing},
+};
 
 pub const API_LISTEN: Setting = Setting {
     name: "SYNCFLEET_API_LISTEN",
@@ -19,7 +22,7 @@ pub const API_DRAIN_DELAY: Setting = Setting {
 /// Every setting the api reads, for the README check.
 pub fn settings() -> Vec<Setting> {
     let mut settings = COMMON_SETTINGS.to_vec();
-    settings.extend([API_LISTEN, API_DRAIN_DELAY]);
+    settings.extend([API_LISTEN, API_DRAIN_DELAY, ENCRYPTION_KEYS]);
     settings
 }
 
@@ -32,6 +35,9 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Time between readiness turning false and the listener closing.
     pub drain_delay: Duration,
+    /// The keys sealing stored credentials; without them the credential
+    /// routes answer 503 and `secrets reencrypt` refuses to run.
+    pub key_ring: Option<KeyRing>,
 }
 
 impl ApiConfig {
@@ -41,6 +47,7 @@ impl ApiConfig {
             common: CommonConfig::from_source(source)?,
             listen: source.get(&API_LISTEN)?,
             drain_delay: source.duration(&API_DRAIN_DELAY)?,
+            key_ring: secrets::configured_key_ring(source)?,
         })
     }
 }

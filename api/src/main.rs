@@ -5,13 +5,14 @@ use syncfleet_api::{ApiConfig, AppState};
 use syncfleet_common::{
     db,
     queue::{Publisher, Topology},
+    secrets::{self, KeyRing},
     shutdown, telemetry,
 };
 use tracing::info;
 use uuid::Uuid;
 
 const USAGE: &str = "usage: syncfleet-api [serve | migrate | token create --role admin|org_admin|user \
-                     [--organization ID] [--user ID] [--label TEXT]]";
+                     [--organization ID] [--user ID] [--label TEXT] | secrets reencrypt [--batch N]]";
 
 fn main() -> anyhow::Result<()> {
     telemetry::main_with("syncfleet-api", |source| async move {
@@ -29,6 +30,9 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
             Ok(())
         }
         "token" if arguments.get(1).map(String::as_str) == Some("create") => create_token(&pool, &arguments[2..]).await,
+        "secrets" if arguments.get(1).map(String::as_str) == Some("reencrypt") => {
+            reencrypt(&pool, config.key_ring.as_ref(), &arguments[2..]).await
+        }
         "serve" => {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
@@ -46,6 +50,36 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
         }
         other => anyhow::bail!("unknown command {other:?}; {USAGE}"),
     }
+}
+
+/// Reseals every stored credential under the newest configured key.
+async fn reencrypt(pool: &sqlx::PgPool, ring: Option<&KeyRing>, arguments: &[String]) -> anyhow::Result<()> {
+    let ring = ring.context("SYNCFLEET_ENCRYPTION_KEYS is empty: configure the old and the new key")?;
+    let batch = match arguments {
+        [] => 500,
+        [flag, value] if flag == "--batch" => value
+            .parse::<i64>()
+            .ok()
+            .filter(|batch| *batch > 0)
+            .context("--batch must be a positive integer")?,
+        _ => anyhow::bail!("{USAGE}"),
+    };
+    let done = secrets::reencrypt_all(pool, ring, batch)
+        .await
+        .context("re-encrypting credentials")?;
+    info!(
+        resealed = done.resealed,
+        already_current = done.current,
+        key_version = ring.current_version(),
+        "Credentials re-encrypted."
+    );
+    println!(
+        "resealed {} credentials; {} were already under key version {}",
+        done.resealed,
+        done.current,
+        ring.current_version()
+    );
+    Ok(())
 }
 
 /// Mints a bearer token and prints it once; only its hash is stored.

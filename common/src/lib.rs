@@ -1,6 +1,6 @@
 //! What every Syncfleet service shares: configuration read from `SYNCFLEET_*`
 //! variables, the domain's vocabulary, the cadence arithmetic, database access
-//! and migrations, the queue topology and its publisher, and telemetry.
+//! and migrations, the queue topology and its publisher, secrets at rest, and telemetry.
 
 pub mod cadence;
 pub mod config;
@@ -8,6 +8,7 @@ pub mod db;
 pub mod domain;
 pub mod ops;
 pub mod queue;
+pub mod secrets;
 pub mod session_log;
 pub mod shutdown;
 pub mod telemetry;

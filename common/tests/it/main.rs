@@ -1,6 +1,9 @@
-//! The queue topology and publisher against the real RabbitMQ.
+//! The queue topology and publisher against the real RabbitMQ, and the
+//! credential store against the real PostgreSQL.
 
 #![allow(clippy::unwrap_used)]
+
+mod credentials;
 
 use std::time::{Duration, Instant};
 
