@@ -50,6 +50,17 @@ pub const RETRY_MAX_ATTEMPTS: Setting = Setting {
     doc: "Attempts of one job before it is dead-lettered.",
 };
 
+pub const SESSION_TIME_BUDGET: Setting = Setting {
+    name: "SYNCFLEET_SESSION_TIME_BUDGET",
+    default: "120s",
+    doc: "Time one session may spend syncing before it stops and a follow-up job continues (first syncs, resyncs).",
+};
+pub const SESSION_ITEM_BUDGET: Setting = Setting {
+    name: "SYNCFLEET_SESSION_ITEM_BUDGET",
+    default: "5000",
+    doc: "Mailbox changes one session handles before it stops and a follow-up job continues.",
+};
+
 /// Every setting the worker reads, for the README check.
 pub fn settings() -> Vec<Setting> {
     let mut settings = COMMON_SETTINGS.to_vec();

@@ -11,6 +11,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use backon::BackoffBuilder;
+use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::{
     Channel, Connection, Consumer,
@@ -21,7 +22,7 @@ use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 use syncfleet_common::{
     db,
-    domain::SessionStatus,
+    domain::{SessionStatus, Trigger},
     ops::{self, Health},
     queue::{self, JobEnvelope, JobKind, Publisher, Route, Topology},
     telemetry,
@@ -58,6 +59,8 @@ enum Verdict {
     Defer(Duration),
     /// Give up on it: to the dead-letter queue with this reason.
     DeadLetter(String),
+    /// Done, and this follow-up job continues the work on the cadence queue.
+    Continue(JobEnvelope),
 }
 
 /// What the session's task returns: the context back, and the work's result.
@@ -475,6 +478,13 @@ impl<W: SyncWork> Fleet<W> {
                 } else {
                     SessionStatus::SucceededWithIssues
                 };
+                if context.continuation {
+                    let mut follow_up = JobEnvelope::sync(context.user_id, Trigger::Cadence, Utc::now());
+                    follow_up.trace = job.trace.clone();
+                    let mut ending = ending_of(context, status, None, true);
+                    ending.continue_with = Some(follow_up.job_id);
+                    return (ending, Verdict::Continue(follow_up));
+                }
                 return (ending_of(context, status, None, true), Verdict::Ack);
             }
             Err(failure) => failure,
@@ -494,7 +504,9 @@ impl<W: SyncWork> Fleet<W> {
         };
         info!(failure = %failure, ?verdict, "Session failed.");
         let error = Some((failure.class.category(), failure.side, failure.message));
-        (ending_of(context, SessionStatus::Failed, error, !retryable), verdict)
+        let mut ending = ending_of(context, SessionStatus::Failed, error, !retryable);
+        ending.failure_class = Some(failure.class.suspend_class());
+        (ending, verdict)
     }
 
     async fn settle(&self, route: Route, job: &JobEnvelope, delivery: &Delivery, verdict: Verdict) {
@@ -516,6 +528,11 @@ impl<W: SyncWork> Fleet<W> {
             Verdict::Retry(delay) => self.publisher.publish_delayed(route, &job.next_attempt(), *delay).await,
             Verdict::Defer(delay) => self.publisher.publish_delayed(route, job, *delay).await,
             Verdict::DeadLetter(reason) => self.publisher.publish_dead(route, &delivery.data, reason).await,
+            Verdict::Continue(follow_up) => {
+                self.publisher
+                    .publish(Route::Cadence, std::slice::from_ref(follow_up))
+                    .await
+            }
         };
         match republished {
             Ok(()) => {
@@ -602,6 +619,8 @@ fn ending_of(
         items_to_crm: context.items_to_crm,
         items_to_mailbox: context.items_to_mailbox,
         job_done,
+        continue_with: None,
+        failure_class: None,
     }
 }
 

@@ -259,6 +259,12 @@ pub struct Ending {
     /// Whether the job is over (the user may be scheduled again); false when
     /// it will be retried or handed back.
     pub job_done: bool,
+    /// The follow-up job that continues this session's work: it becomes the
+    /// user's queued job in the same statement.
+    pub continue_with: Option<Uuid>,
+    /// The class of a failed session for the consecutive-failure count
+    /// (`auth`, `throttling`, `other`); `None` resets the count on success.
+    pub failure_class: Option<&'static str>,
 }
 
 impl Ending {
@@ -276,6 +282,8 @@ impl Ending {
             items_to_mailbox: 0,
             calls: serde_json::json!({}),
             job_done: false,
+            continue_with: None,
+            failure_class: None,
         }
     }
 }
@@ -298,8 +306,14 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
     let released: i64 = sqlx::query_scalar(
         "WITH released AS ( \
              UPDATE users SET running_session_id = NULL, lease_expires_at = NULL, \
-                 queued_job_id = CASE WHEN $4 AND queued_job_id = $5 THEN NULL ELSE queued_job_id END, \
-                 queued_at = CASE WHEN $4 AND queued_job_id = $5 THEN NULL ELSE queued_at END, \
+                 queued_job_id = CASE WHEN $21::uuid IS NOT NULL THEN $21 \
+                     WHEN $4 AND queued_job_id = $5 THEN NULL ELSE queued_job_id END, \
+                 queued_at = CASE WHEN $21::uuid IS NOT NULL THEN now() \
+                     WHEN $4 AND queued_job_id = $5 THEN NULL ELSE queued_at END, \
+                 consecutive_failures = CASE WHEN $6 = 'abandoned' THEN consecutive_failures \
+                     WHEN $22::text IS NULL THEN 0 \
+                     WHEN failure_class = $22 THEN consecutive_failures + 1 ELSE 1 END, \
+                 failure_class = CASE WHEN $6 = 'abandoned' THEN failure_class ELSE $22 END, \
                  last_session_id = $2, last_session_at = now(), last_session_status = $6 \
              WHERE id = $1 AND running_session_id = $2 \
              RETURNING id \
@@ -347,6 +361,8 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
     .bind(&issue_items)
     .bind(&issue_messages)
     .bind(ending.log.to_gzip())
+    .bind(ending.continue_with)
+    .bind(ending.failure_class)
     .fetch_one(pool)
     .await?;
     Ok(released == 1)

@@ -4,7 +4,8 @@
 //! acknowledgement); a [`SyncWork`] only does the work and reports through the
 //! [`SessionContext`] it is handed.
 
-mod settings;
+mod providers;
+pub mod settings;
 
 use std::{collections::BTreeMap, future::Future, time::Duration};
 
@@ -16,6 +17,7 @@ use syncfleet_common::{
 };
 use uuid::Uuid;
 
+pub use providers::{ProviderConfig, SETTINGS as PROVIDER_SETTINGS};
 pub use settings::SettingsCheck;
 
 /// The work of one sync session.
@@ -64,6 +66,9 @@ pub struct SessionContext {
     pub items_to_mailbox: i32,
     /// Calls made per provider.
     pub calls: BTreeMap<String, u32>,
+    /// Set by the work when it stopped at its budget with more to do: the
+    /// session succeeds and a follow-up job continues where it stopped.
+    pub continuation: bool,
 }
 
 impl SessionContext {
@@ -81,6 +86,7 @@ impl SessionContext {
             items_to_crm: 0,
             items_to_mailbox: 0,
             calls: BTreeMap::new(),
+            continuation: false,
         }
     }
 
@@ -128,6 +134,15 @@ impl FailureClass {
     /// Whether the job is retried through the retry queues.
     pub fn is_retryable(self) -> bool {
         matches!(self, Self::Throttled | Self::LockContention | Self::Transient)
+    }
+
+    /// The class counted toward auto-suspend: `auth`, `throttling` or `other`.
+    pub fn suspend_class(self) -> &'static str {
+        match self {
+            Self::Authorization => "auth",
+            Self::Throttled | Self::Quota => "throttling",
+            _ => "other",
+        }
     }
 
     /// The issue category stored for it.

@@ -1,7 +1,7 @@
-//! Step 1 of a session: are the mailbox and the CRM configured, and is the
-//! organization enabled? Until the connectors land this is the whole of the
-//! session's work, and the session says so: it never reports a sync that did
-//! not happen.
+//! Step 1 of a session (S1): are the mailbox and the CRM configured, and is
+//! the organization enabled? [`check`] answers the user's settings for the
+//! steps that follow; [`SettingsCheck`] runs it as a whole session (scope
+//! `check`), the admin action "check settings".
 
 use std::time::Instant;
 
@@ -13,15 +13,33 @@ use super::{FailureClass, SessionContext, SyncFailure, SyncWork};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SettingsCheck;
 
-#[derive(sqlx::FromRow)]
-struct Settings {
-    sync_enabled: bool,
-    access_type: String,
-    ews_url: Option<String>,
-    impersonation_account: Option<String>,
-    has_impersonation_password: bool,
-    salesforce_instance_url: Option<String>,
-    credential_kinds: Vec<String>,
+/// What the session needs to know about the user and their organization.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Settings {
+    pub sync_enabled: bool,
+    pub access_type: String,
+    pub ews_url: Option<String>,
+    pub impersonation_account: Option<String>,
+    pub has_impersonation_password: bool,
+    pub salesforce_instance_url: Option<String>,
+    pub credential_kinds: Vec<String>,
+    /// The mailbox's SMTP address.
+    pub email: String,
+    /// The Exchange account name, when it differs from the address.
+    pub account_logon: Option<String>,
+    /// Whether the mailbox was initialized (S4 done once).
+    pub mailbox_initialized: bool,
+    /// The organization's settings document.
+    pub organization_settings: serde_json::Value,
+    /// The user's own preset, if any.
+    pub user_settings: Option<serde_json::Value>,
+}
+
+impl Settings {
+    /// Whether a credential of `kind` is stored for the user.
+    pub fn has(&self, kind: &str) -> bool {
+        self.credential_kinds.iter().any(|owned| owned == kind)
+    }
 }
 
 /// A missing piece of configuration and the side it belongs to.
@@ -35,7 +53,11 @@ impl SettingsCheck {
                             WHERE c.organization_id = o.id AND c.kind = 'impersonation_password') \
                         AS has_impersonation_password, \
                     u.salesforce_instance_url, \
-                    ARRAY(SELECT c.kind FROM credentials c WHERE c.user_id = u.id) AS credential_kinds \
+                    ARRAY(SELECT c.kind FROM credentials c WHERE c.user_id = u.id) AS credential_kinds, \
+                    u.email, u.account_logon, u.mailbox_status = 'initialized' AS mailbox_initialized, \
+                    o.settings AS organization_settings, \
+                    (SELECT p.settings FROM sync_settings_presets p \
+                     WHERE p.user_id = u.id AND p.scope = 'user') AS user_settings \
              FROM users u JOIN organizations o ON o.id = u.organization_id \
              WHERE u.id = $1",
         )
@@ -53,7 +75,7 @@ impl SettingsCheck {
     }
 
     fn missing(settings: &Settings) -> Vec<Missing> {
-        let has = |kind: &str| settings.credential_kinds.iter().any(|owned| owned == kind);
+        let has = |kind: &str| settings.has(kind);
         let mut missing = Vec::new();
         if !settings.sync_enabled {
             missing.push((IssueSource::Engine, "synchronization is disabled for the organization"));
@@ -104,39 +126,40 @@ impl SettingsCheck {
     }
 }
 
-impl SyncWork for SettingsCheck {
-    #[tracing::instrument(name = "check_settings", skip_all, fields(user_id = %session.user_id))]
-    async fn run(&self, session: &mut SessionContext) -> Result<(), SyncFailure> {
-        let started = Instant::now();
-        session.scope = Scope::Check;
-        let settings = Self::load(session).await?;
-        let missing = Self::missing(&settings);
-        if let Some((first_source, _)) = missing.first().copied() {
-            for (source, message) in &missing {
-                session.issue(*source, IssueCategory::Settings, None, *message);
-            }
-            session.log.finish_step(
-                "check_settings",
-                started,
-                format!("{} setting(s) missing.", missing.len()),
-            );
-            let summary = missing
-                .iter()
-                .map(|(_, message)| *message)
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(SyncFailure::new(FailureClass::Settings, first_source, summary));
+/// Loads the user's settings and fails the session with a settings issue
+/// per missing piece when something is not configured.
+pub async fn check(session: &mut SessionContext) -> Result<Settings, SyncFailure> {
+    let started = Instant::now();
+    let settings = SettingsCheck::load(session).await?;
+    let missing = SettingsCheck::missing(&settings);
+    if let Some((first_source, _)) = missing.first().copied() {
+        for (source, message) in &missing {
+            session.issue(*source, IssueCategory::Settings, None, *message);
         }
         session.log.finish_step(
             "check_settings",
             started,
-            "Mailbox and CRM are configured and the organization is enabled.",
+            format!("{} setting(s) missing.", missing.len()),
         );
-        session.log.push(
-            "sync",
-            "info",
-            "Mailbox and CRM synchronization are not part of this build: nothing was synchronized.",
-        );
-        Ok(())
+        let summary = missing
+            .iter()
+            .map(|(_, message)| *message)
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(SyncFailure::new(FailureClass::Settings, first_source, summary));
+    }
+    session.log.finish_step(
+        "check_settings",
+        started,
+        "Mailbox and CRM are configured and the organization is enabled.",
+    );
+    Ok(settings)
+}
+
+impl SyncWork for SettingsCheck {
+    #[tracing::instrument(name = "check_settings", skip_all, fields(user_id = %session.user_id))]
+    async fn run(&self, session: &mut SessionContext) -> Result<(), SyncFailure> {
+        session.scope = Scope::Check;
+        check(session).await.map(drop)
     }
 }

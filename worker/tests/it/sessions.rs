@@ -12,8 +12,9 @@ use syncfleet_common::{
     session_log,
 };
 use syncfleet_testkit::{TestEnv, organization, session_count, users, wait_until};
+use syncfleet_worker::sync::FailureClass;
 
-use crate::support::{FailsTransiently, Slow, cadence_sync, force_sync, start};
+use crate::support::{AlwaysFails, Chunked, FailsTransiently, Slow, cadence_sync, force_sync, start};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -50,7 +51,7 @@ async fn a_configured_user_gets_a_check_session_with_its_log() {
         .into_iter()
         .map(|entry| entry.step)
         .collect();
-    assert_eq!(steps, ["claim", "check_settings", "sync"]);
+    assert_eq!(steps, ["claim", "check_settings"]);
     let (running, last_status): (Option<uuid::Uuid>, Option<String>) =
         sqlx::query_as("SELECT running_session_id, last_session_status FROM users WHERE id = $1")
             .bind(user)
@@ -331,5 +332,98 @@ async fn metrics_move_as_sessions_run() {
     }
 
     worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_session_stopped_at_its_budget_continues_in_follow_up_jobs_until_done() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
+    let seen = Arc::new(AtomicU32::new(0));
+    let worker = start(
+        &env,
+        Chunked {
+            chunks: 2,
+            seen: seen.clone(),
+        },
+        &[],
+    );
+    let first = cadence_sync(&env, user).await;
+    wait_until(LIMIT, "three sessions, the last one done", || async {
+        session_count(&env.pool, user, "succeeded").await == 3
+    })
+    .await;
+    let jobs: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT job_id, trigger FROM sync_sessions WHERE user_id = $1 ORDER BY started_at")
+            .bind(user)
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(jobs[0].0, first.job_id);
+    assert!(
+        jobs[0].0 != jobs[1].0 && jobs[1].0 != jobs[2].0,
+        "each follow-up is its own job: {jobs:?}"
+    );
+    assert!(jobs.iter().all(|(_, trigger)| trigger == "cadence"));
+    // The last one done, the user is free to be scheduled again; no fourth
+    // session runs.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let queued: Option<uuid::Uuid> = sqlx::query_scalar("SELECT queued_job_id FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, None);
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn consecutive_failures_are_counted_per_class_and_reset_by_a_success() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
+    let count = || async {
+        sqlx::query_as::<_, (i32, Option<String>)>(
+            "SELECT consecutive_failures, failure_class FROM users WHERE id = $1",
+        )
+        .bind(user)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap()
+    };
+    let run = |work: AlwaysFails, sessions: i64| {
+        let env = &env;
+        async move {
+            let worker = start(env, work, &[]);
+            for _ in 0..sessions {
+                let before = session_count(&env.pool, user, "failed").await;
+                force_sync(env, user).await;
+                wait_until(LIMIT, "the failed session", || async {
+                    session_count(&env.pool, user, "failed").await == before + 1
+                })
+                .await;
+            }
+            worker.stop().await;
+        }
+    };
+    run(AlwaysFails(FailureClass::Authorization), 2).await;
+    assert_eq!(count().await, (2, Some("auth".to_owned())));
+    run(AlwaysFails(FailureClass::Settings), 1).await;
+    assert_eq!(
+        count().await,
+        (1, Some("other".to_owned())),
+        "another class starts over"
+    );
+    let worker = start(&env, syncfleet_worker::sync::SettingsCheck, &[]);
+    force_sync(&env, user).await;
+    wait_until(LIMIT, "a successful session", || async {
+        session_count(&env.pool, user, "succeeded").await == 1
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!(count().await, (0, None));
     env.cleanup().await;
 }

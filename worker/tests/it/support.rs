@@ -105,3 +105,28 @@ impl SyncWork for FailsTransiently {
         SettingsCheck.run(session).await
     }
 }
+
+/// Stops at its "budget" for the first `chunks` sessions of a user, as a
+/// first sync of a large mailbox does; counts the sessions it ran.
+pub struct Chunked {
+    pub chunks: u32,
+    pub seen: Arc<AtomicU32>,
+}
+
+impl SyncWork for Chunked {
+    async fn run(&self, session: &mut SessionContext) -> Result<(), SyncFailure> {
+        SettingsCheck.run(session).await?;
+        let run = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
+        session.continuation = run <= self.chunks;
+        Ok(())
+    }
+}
+
+/// Fails every session with one class.
+pub struct AlwaysFails(pub FailureClass);
+
+impl SyncWork for AlwaysFails {
+    async fn run(&self, _session: &mut SessionContext) -> Result<(), SyncFailure> {
+        Err(SyncFailure::new(self.0, IssueSource::Mailbox, "refused"))
+    }
+}
