@@ -1,19 +1,51 @@
+use std::time::Duration;
+
 use syncfleet_common::{shutdown, telemetry};
 use syncfleet_simulators::{
+    Server,
     config::SimulatorConfig,
+    ews::{EwsConfig, EwsSimulator},
+    gmail::{GmailConfig, GmailSimulator},
+    graph::{GraphConfig, GraphSimulator},
     salesforce::{SalesforceConfig, SalesforceSimulator},
+    smtp::{SmtpConfig, SmtpSimulator},
 };
 
 fn main() -> anyhow::Result<()> {
     telemetry::main_with("syncfleet-simulators", |source| async move {
         let config = SimulatorConfig::from_source(&source)?;
-        let simulator = SalesforceSimulator::new(SalesforceConfig {
+        let salesforce = SalesforceSimulator::new(SalesforceConfig {
             daily_api_max: config.salesforce_daily_api_max,
             ..SalesforceConfig::default()
         });
-        let server = simulator.serve(config.listen, shutdown::on_signal()).await?;
-        tracing::info!(address = %server.addr(), "Salesforce simulator listening.");
-        server.stopped().await?;
+        let graph = GraphSimulator::new(GraphConfig::default());
+        let ews = EwsSimulator::new(EwsConfig::default());
+        let gmail = GmailSimulator::new(GmailConfig::default());
+        let smtp = SmtpSimulator::new(SmtpConfig::default());
+        salesforce.set_latency(config.latency);
+        graph.set_latency(config.latency, Duration::ZERO);
+        ews.set_latency(config.latency, Duration::ZERO);
+        gmail.set_latency(config.latency, Duration::ZERO);
+        smtp.set_latency(config.latency, Duration::ZERO);
+
+        // One HTTP listener for every HTTP simulator: their paths are the
+        // providers' own and never overlap; each control API has its prefix.
+        let router = salesforce
+            .router()
+            .merge(graph.router())
+            .merge(ews.router())
+            .merge(gmail.router())
+            .merge(smtp.router());
+        let stop = shutdown::on_signal();
+        let http = Server::start(config.listen, router, stop.clone()).await?;
+        let mail = smtp.serve(config.smtp_listen, stop).await?;
+        tracing::info!(
+            http = %http.addr(),
+            smtp = %mail.addr(),
+            "Simulators listening: Salesforce, Graph, EWS, Gmail and their token endpoints over HTTP; SMTP."
+        );
+        http.stopped().await?;
+        mail.stopped().await?;
         Ok(())
     })
 }

@@ -8,6 +8,7 @@
 mod broker;
 mod fixtures;
 mod otlp;
+mod providers;
 
 use std::{future::Future, path::PathBuf, time::Duration};
 
@@ -22,6 +23,7 @@ use uuid::Uuid;
 pub use broker::PrivateBroker;
 pub use fixtures::*;
 pub use otlp::{OtlpReceiver, SpanSeen};
+pub use providers::{Providers, TEST_ENCRYPTION_KEYS, test_key_ring};
 
 /// The server tests create their databases on.
 pub fn server_url() -> String {
@@ -90,6 +92,8 @@ impl TestEnv {
             ("SYNCFLEET_QUEUE_PREFIX", self.prefix.as_str()),
             ("SYNCFLEET_DATABASE_MAX_CONNECTIONS", "8"),
             ("SYNCFLEET_OPS_LISTEN", "127.0.0.1:0"),
+            ("SYNCFLEET_ENCRYPTION_KEYS", TEST_ENCRYPTION_KEYS),
+            ("SYNCFLEET_ALLOW_LOCAL_URLS", "true"),
         ];
         pairs.extend_from_slice(extra);
         Source::from_pairs(pairs)
@@ -104,6 +108,8 @@ impl TestEnv {
             ("SYNCFLEET_DATABASE_MAX_CONNECTIONS".to_owned(), "8".to_owned()),
             ("SYNCFLEET_LOG_FORMAT".to_owned(), "text".to_owned()),
             ("SYNCFLEET_OPS_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            ("SYNCFLEET_ENCRYPTION_KEYS".to_owned(), TEST_ENCRYPTION_KEYS.to_owned()),
+            ("SYNCFLEET_ALLOW_LOCAL_URLS".to_owned(), "true".to_owned()),
         ];
         vars.extend(extra.iter().map(|(key, value)| (key.to_string(), value.to_string())));
         vars

@@ -74,7 +74,10 @@ pub fn settings() -> Vec<Setting> {
         RETRY_MAX_DELAY,
         RETRY_MAX_ATTEMPTS,
         OPS_LISTEN,
+        SESSION_TIME_BUDGET,
+        SESSION_ITEM_BUDGET,
     ]);
+    settings.extend_from_slice(crate::sync::PROVIDER_SETTINGS);
     settings
 }
 
@@ -153,6 +156,14 @@ impl WorkerConfig {
             ops_listen: source.get(&OPS_LISTEN)?,
         })
     }
+}
+
+/// The sync's budget per session.
+pub fn budget(source: &Source) -> Result<crate::sync::Budget, ConfigError> {
+    Ok(crate::sync::Budget {
+        time: source.duration(&SESSION_TIME_BUDGET)?,
+        items: source.positive(&SESSION_ITEM_BUDGET)?,
+    })
 }
 
 fn default_worker_id() -> String {

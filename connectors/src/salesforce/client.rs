@@ -3,9 +3,13 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
+use chrono::{DateTime, Utc};
 use reqwest::{
     Method, StatusCode, Url,
     header::{ACCEPT, HeaderMap},
@@ -152,6 +156,13 @@ struct Session {
     generation: u64,
 }
 
+/// The org and user ids the last grant named.
+#[derive(Debug, Clone, Default)]
+struct Identity {
+    org_id: Option<String>,
+    user_id: Option<String>,
+}
+
 /// A Salesforce REST client for one user.
 pub struct SalesforceClient {
     http: HttpClient,
@@ -159,7 +170,9 @@ pub struct SalesforceClient {
     options: SalesforceOptions,
     session: tokio::sync::Mutex<Session>,
     usage: Mutex<Option<ApiUsage>>,
+    identity: Mutex<Identity>,
     sink: Option<Arc<dyn TokenSink>>,
+    calls: AtomicU64,
 }
 
 impl std::fmt::Debug for SalesforceClient {
@@ -229,7 +242,9 @@ impl SalesforceClient {
                 generation: 0,
             }),
             usage: Mutex::new(None),
+            identity: Mutex::new(Identity::default()),
             sink: None,
+            calls: AtomicU64::new(0),
         })
     }
 
@@ -239,9 +254,45 @@ impl SalesforceClient {
         self
     }
 
+    /// Calls made to Salesforce so far (token refreshes included).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
     /// The org's API usage as the last answer reported it.
     pub fn api_usage(&self) -> Option<ApiUsage> {
         *self.usage.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The user's id (`005...`) as the last refresh's identity URL named it;
+    /// `None` before the first refresh (a kept session names no user).
+    pub fn user_id(&self) -> Option<String> {
+        self.identity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .user_id
+            .clone()
+    }
+
+    /// The org's id (`00D...`) as the last refresh's identity URL named it.
+    pub fn org_id(&self) -> Option<String> {
+        self.identity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .org_id
+            .clone()
+    }
+
+    /// The user's id, refreshing once to learn it if no refresh happened yet.
+    #[instrument(skip_all)]
+    pub async fn resolve_user_id(&self) -> Result<String, ConnectorError> {
+        if let Some(user_id) = self.user_id() {
+            return Ok(user_id);
+        }
+        self.refresh()
+            .await?
+            .user_id
+            .ok_or_else(|| ConnectorError::permanent(SALESFORCE, "the token answer names no user (no identity URL)"))
     }
 
     /// Refreshes the access token now and returns the grant (its rotated
@@ -253,12 +304,19 @@ impl SalesforceClient {
     }
 
     async fn refresh_locked(&self, session: &mut Session) -> Result<TokenGrant, ConnectorError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let grant = auth::refresh(&self.http, &self.app, &session.refresh_token).await?;
         if let Some(sink) = &self.sink {
             sink.store(&grant).await?;
         }
         session.access_token = Some(grant.access_token.clone());
         session.instance_url = Some(grant.instance_url.clone());
+        if grant.user_id.is_some() {
+            *self.identity.lock().unwrap_or_else(PoisonError::into_inner) = Identity {
+                org_id: grant.org_id.clone(),
+                user_id: grant.user_id.clone(),
+            };
+        }
         if let Some(rotated) = &grant.refresh_token {
             session.refresh_token = rotated.clone();
         }
@@ -330,6 +388,7 @@ impl SalesforceClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
+            self.calls.fetch_add(1, Ordering::Relaxed);
             let response = request
                 .send()
                 .await
@@ -381,30 +440,69 @@ impl SalesforceClient {
         let batches = query::batches(values, self.options.lookup_batch_size, self.options.lookup_batch_chars);
         for batch in batches {
             let soql = query::select_in(fields, object, filter_field, &batch);
-            let query_path = self.api_path("query");
-            let mut page: QueryPage = self
-                .call(
-                    Method::GET,
-                    |base| {
-                        let mut url = join(base, &query_path)?;
-                        url.query_pairs_mut().append_pair("q", &soql);
-                        Ok(url)
-                    },
-                    None,
-                )
-                .await?;
-            loop {
-                records.append(&mut page.records);
-                if page.done {
-                    break;
-                }
-                let Some(next) = page.next_records_url.take() else {
-                    break;
-                };
-                page = self.call(Method::GET, |base| next_page(base, &next), None).await?;
-            }
+            records.append(&mut self.query_all(&soql).await?);
         }
         Ok(records)
+    }
+
+    /// Every record `soql` selects: the first page, then each
+    /// `nextRecordsUrl` until `done`.
+    async fn query_all(&self, soql: &str) -> Result<Vec<Map<String, Value>>, ConnectorError> {
+        let query_path = self.api_path("query");
+        let mut page: QueryPage = self
+            .call(
+                Method::GET,
+                |base| {
+                    let mut url = join(base, &query_path)?;
+                    url.query_pairs_mut().append_pair("q", soql);
+                    Ok(url)
+                },
+                None,
+            )
+            .await?;
+        let mut records = Vec::new();
+        loop {
+            records.append(&mut page.records);
+            if page.done {
+                break;
+            }
+            let Some(next) = page.next_records_url.take() else {
+                break;
+            };
+            page = self.call(Method::GET, |base| next_page(base, &next), None).await?;
+        }
+        Ok(records)
+    }
+
+    /// The records of `object` owned by `owner_id` and last modified at or
+    /// after `since`, oldest change first, with `fields` (`Id` and
+    /// `LastModifiedDate` are always selected), every page followed.
+    ///
+    /// SOQL compares to the second, so `since` is rounded down to its second
+    /// and the query uses `>=`: nothing modified after `since` is missed, and
+    /// the records modified within that second (those seen last time among
+    /// them) come back again. Keep as the next `since` the greatest
+    /// `LastModifiedDate` seen ([`parse_datetime`] reads it) and skip a
+    /// record whose `LastModifiedDate` is not after the one already handled.
+    #[instrument(skip_all, fields(object = object.name()))]
+    pub async fn changed_owned_records(
+        &self,
+        object: SObject,
+        owner_id: &str,
+        since: DateTime<Utc>,
+        fields: &[&str],
+    ) -> Result<Vec<Map<String, Value>>, ConnectorError> {
+        let mut selected: Vec<&str> = Vec::with_capacity(fields.len() + 2);
+        for required in ["Id", "LastModifiedDate"] {
+            if !fields.iter().any(|field| field.eq_ignore_ascii_case(required)) {
+                selected.push(required);
+            }
+        }
+        for field in fields {
+            selected.push(checked_name(field)?);
+        }
+        let soql = query::changed_owned(&selected, object.name(), owner_id, since);
+        self.query_all(&soql).await
     }
 
     /// The Contact or Lead each address matches (keys are the addresses in
@@ -536,6 +634,15 @@ impl SalesforceClient {
     }
 }
 
+/// A dateTime as Salesforce answers it (`2026-11-22T10:00:00.000+0000`; RFC
+/// 3339 is read too).
+pub fn parse_datetime(value: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f%z")
+        .or_else(|_| DateTime::parse_from_rfc3339(value))
+        .ok()
+        .map(|at| at.with_timezone(&Utc))
+}
+
 fn join(base: &Url, path: &str) -> Result<Url, ConnectorError> {
     base.join(path)
         .map_err(|error| ConnectorError::permanent(SALESFORCE, format!("bad API URL: {error}")))
@@ -556,6 +663,14 @@ fn next_page(base: &Url, next: &str) -> Result<Url, ConnectorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn salesforce_datetimes_are_read_with_their_offset() {
+        let expected: DateTime<Utc> = "2026-11-22T10:00:00.123Z".parse().unwrap();
+        assert_eq!(parse_datetime("2026-11-22T10:00:00.123+0000"), Some(expected));
+        assert_eq!(parse_datetime("2026-11-22T11:00:00.123+01:00"), Some(expected));
+        assert_eq!(parse_datetime("2026-11-22"), None);
+    }
 
     #[test]
     fn a_next_records_url_cannot_leave_the_instance() {

@@ -1,6 +1,8 @@
-//! Salesforce REST: the OAuth refresh grant, `/limits`, SOQL lookups with
-//! `nextRecordsUrl` paging, sObject Collections upserts by external id, and the
-//! `Sforce-Limit-Info` usage, with every error mapped to the taxonomy.
+//! Salesforce REST: the OAuth refresh grant (with the user's id from the
+//! identity URL), `/limits`, SOQL lookups and the changes of one owner's
+//! records with `nextRecordsUrl` paging, sObject Collections upserts by
+//! external id, and the `Sforce-Limit-Info` usage, with every error mapped to
+//! the taxonomy.
 //! `shared/reference/providers.md` says how Salesforce behaves; the simulator
 //! in `syncfleet-simulators` reproduces it for the tests.
 
@@ -12,6 +14,6 @@ mod query;
 pub use auth::{ConnectedApp, TokenGrant, TokenSink};
 pub use client::{
     COLLECTION_LIMIT, DailyApiRequests, PersonKind, PersonMatch, SObject, SalesforceClient, SalesforceCredentials,
-    SalesforceOptions, Upserted,
+    SalesforceOptions, Upserted, parse_datetime,
 };
 pub use errors::ApiUsage;

@@ -1,7 +1,9 @@
-//! SOQL text: the one query shape the connector sends
-//! (`SELECT a, b FROM Object WHERE field IN ('x', 'y')`), its literals escaped,
-//! and the batching of long value lists; and the shape of a query's pages.
+//! SOQL text: the two query shapes the connector sends
+//! (`SELECT a, b FROM Object WHERE field IN ('x', 'y')`, and the changes of one
+//! owner since a moment), their literals escaped, and the batching of long
+//! value lists; and the shape of a query's pages.
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -55,6 +57,23 @@ pub(crate) fn select_in(fields: &[&str], object: &str, filter: &str, values: &[S
     )
 }
 
+/// `at` as a SOQL dateTime literal (unquoted), to the second, rounded down.
+pub(crate) fn datetime(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// `SELECT fields FROM object WHERE OwnerId = 'owner' AND LastModifiedDate >= since
+/// ORDER BY LastModifiedDate ASC`; the names must be identifiers (checked by
+/// the caller), the owner is escaped here.
+pub(crate) fn changed_owned(fields: &[&str], object: &str, owner: &str, since: DateTime<Utc>) -> String {
+    format!(
+        "SELECT {} FROM {object} WHERE OwnerId = {} AND LastModifiedDate >= {} ORDER BY LastModifiedDate ASC",
+        fields.join(", "),
+        literal(owner),
+        datetime(since)
+    )
+}
+
 /// Splits `values` into batches of at most `max_values` values and about
 /// `max_chars` characters of literals each, so a query stays well within the
 /// URL length Salesforce accepts. A single over-long value gets a batch alone.
@@ -92,6 +111,15 @@ mod tests {
                 &["a@x.test".to_owned(), "b'@x.test".to_owned()]
             ),
             r"SELECT Id, Email FROM Lead WHERE Email IN ('a@x.test', 'b\'@x.test')"
+        );
+    }
+
+    #[test]
+    fn the_changes_query_has_an_unquoted_datetime_rounded_down_to_the_second() {
+        let since: DateTime<Utc> = "2026-11-22T10:00:05.999Z".parse().unwrap();
+        assert_eq!(
+            changed_owned(&["Id", "Subject"], "Event", "005'x", since),
+            r"SELECT Id, Subject FROM Event WHERE OwnerId = '005\'x' AND LastModifiedDate >= 2026-11-22T10:00:05Z ORDER BY LastModifiedDate ASC"
         );
     }
 

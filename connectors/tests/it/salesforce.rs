@@ -2,11 +2,14 @@
 
 use std::{collections::HashSet, net::SocketAddr};
 
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 use syncfleet_connectors::{
     ConnectorError, ErrorKind,
-    salesforce::{ApiUsage, PersonKind, SObject, SalesforceClient, SalesforceCredentials, SalesforceOptions},
+    salesforce::{
+        ApiUsage, PersonKind, SObject, SalesforceClient, SalesforceCredentials, SalesforceOptions, parse_datetime,
+    },
     ssrf::UrlPolicy,
 };
 use syncfleet_simulators::salesforce::{Endpoint, Fault, SalesforceConfig};
@@ -351,4 +354,218 @@ async fn a_refused_connection_is_transient() {
     .unwrap();
     let error = client.limits().await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Transient, "{error}");
+}
+
+/// A client acting as the user whose refresh token is `refresh_token`.
+fn client_for(salesforce: &Salesforce, refresh_token: String) -> SalesforceClient {
+    SalesforceClient::new(
+        http(UrlPolicy::LOCAL_TESTS),
+        salesforce.app(),
+        SalesforceCredentials {
+            refresh_token: SecretString::from(refresh_token),
+            session: None,
+        },
+        SalesforceOptions::default(),
+    )
+    .unwrap()
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
+}
+
+/// An Event of `owner` last modified at `modified` (RFC 3339).
+fn event(subject: &str, owner: &str, modified: &str) -> Value {
+    json!({
+        "Subject": subject,
+        "StartDateTime": "2020-01-12T09:00:00Z",
+        "EndDateTime": "2020-01-12T10:00:00Z",
+        "OwnerId": owner,
+        "LastModifiedDate": modified,
+    })
+}
+
+fn subjects(records: &[Map<String, Value>]) -> Vec<&str> {
+    records
+        .iter()
+        .map(|record| record["Subject"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_refresh_names_the_user_and_the_org_from_the_identity_url() {
+    let salesforce = Salesforce::default().await;
+    let (simulator, org) = (&salesforce.simulator, &salesforce.org);
+    let client = salesforce.client();
+    assert_eq!(client.user_id(), None, "no user is known before a refresh");
+
+    let grant = client.refresh().await.unwrap();
+    let default_user = simulator.default_user(org).unwrap();
+    assert!(default_user.starts_with("005"), "{default_user}");
+    assert_eq!(grant.user_id.as_deref(), Some(default_user.as_str()));
+    assert_eq!(grant.org_id.as_deref(), Some(org.0.as_str()));
+    assert_eq!(client.user_id(), Some(default_user.clone()));
+    assert_eq!(client.org_id(), Some(org.0.clone()));
+
+    // Another user of the same org is told apart by its own token.
+    let colleague = simulator.create_user(org).unwrap();
+    let token = simulator.issue_refresh_token_for(org, &colleague).unwrap();
+    let other = client_for(&salesforce, token);
+    assert_eq!(other.resolve_user_id().await.unwrap(), colleague);
+    assert_ne!(colleague, default_user);
+    // Known now: no second refresh.
+    other.resolve_user_id().await.unwrap();
+    assert_eq!(simulator.counters(org).calls_to(Endpoint::Token), 2);
+}
+
+#[tokio::test]
+async fn records_created_through_the_api_belong_to_the_calling_user() {
+    let salesforce = Salesforce::default().await;
+    let (simulator, org) = (&salesforce.simulator, &salesforce.org);
+    let colleague = simulator.create_user(org).unwrap();
+    let client = client_for(&salesforce, simulator.issue_refresh_token_for(org, &colleague).unwrap());
+    client.upsert(SObject::Task, KEY, tasks(1)).await.unwrap();
+    let stored = &simulator.records(org, "Task")[0];
+    assert_eq!(stored["OwnerId"], json!(colleague));
+    assert!(
+        parse_datetime(stored["CreatedDate"].as_str().unwrap()).is_some(),
+        "{stored:?}"
+    );
+}
+
+#[tokio::test]
+async fn owned_changed_events_are_read_across_pages_filtered_by_owner_and_date_oldest_first() {
+    let salesforce = Salesforce::start(SalesforceConfig {
+        page_size: 2,
+        ..SalesforceConfig::default()
+    })
+    .await;
+    let (simulator, org) = (&salesforce.simulator, &salesforce.org);
+    let owner = simulator.default_user(org).unwrap();
+    let colleague = simulator.create_user(org).unwrap();
+    for (subject, user, modified) in [
+        ("before", &owner, "2020-01-10T11:59:59Z"),
+        ("later", &owner, "2020-01-10T13:00:00Z"),
+        ("someone else's", &colleague, "2020-01-10T13:00:00Z"),
+        ("on the second", &owner, "2020-01-10T12:00:00Z"),
+        ("between", &owner, "2020-01-10T12:30:00Z"),
+    ] {
+        simulator
+            .insert_record(org, "Event", event(subject, user, modified))
+            .unwrap();
+    }
+    let contact = simulator.insert_contact(org, "guest@example.test").unwrap();
+    simulator
+        .insert_record(
+            org,
+            "Event",
+            json!({"Subject": "just now", "StartDateTime": "2020-01-12T09:00:00Z",
+                   "EndDateTime": "2020-01-12T09:30:00Z", "WhoId": contact, "Location": "Room 1"}),
+        )
+        .unwrap();
+
+    let client = salesforce.client();
+    let since = at("2020-01-10T12:00:00.400Z");
+    let events = client
+        .changed_owned_records(
+            SObject::Event,
+            &owner,
+            since,
+            &[
+                "Subject",
+                "Location",
+                "WhoId",
+                "OwnerId",
+                "StartDateTime",
+                "IsAllDayEvent",
+            ],
+        )
+        .await
+        .unwrap();
+
+    // `since` is rounded down to its second: the event of that second counts.
+    assert_eq!(subjects(&events), ["on the second", "between", "later", "just now"]);
+    for event in &events {
+        assert_eq!(event["OwnerId"], json!(owner));
+        assert!(event["Id"].as_str().unwrap().starts_with("00U"));
+        let modified = parse_datetime(event["LastModifiedDate"].as_str().unwrap()).unwrap();
+        assert!(modified >= at("2020-01-10T12:00:00Z"), "{modified}");
+    }
+    assert_eq!(events[3]["WhoId"], json!(contact));
+    assert_eq!(events[3]["Location"], "Room 1");
+    let counters = simulator.counters(org);
+    assert_eq!(counters.calls_to(Endpoint::Query), 1);
+    assert_eq!(counters.calls_to(Endpoint::QueryMore), 1, "four events, two a page");
+
+    let contacts = client
+        .changed_owned_records(SObject::Contact, &colleague, since, &["Email"])
+        .await
+        .unwrap();
+    assert!(contacts.is_empty(), "{contacts:?}");
+}
+
+#[tokio::test]
+async fn an_updated_record_comes_back_after_the_watermark() {
+    let salesforce = Salesforce::default().await;
+    let (simulator, org) = (&salesforce.simulator, &salesforce.org);
+    let owner = simulator.default_user(org).unwrap();
+    let event_id = simulator
+        .insert_record(org, "Event", event("Planning", &owner, "2020-01-10T12:00:00Z"))
+        .unwrap();
+    simulator
+        .insert_record(
+            org,
+            "Contact",
+            json!({"LastName": "Guest", "Email": "guest@example.test", KEY: "guest",
+                   "LastModifiedDate": "2020-01-10T12:00:00Z"}),
+        )
+        .unwrap();
+    let client = salesforce.client();
+    let fields = ["Subject", "Description"];
+
+    let first = client
+        .changed_owned_records(SObject::Event, &owner, at("2020-01-01T00:00:00Z"), &fields)
+        .await
+        .unwrap();
+    assert_eq!(subjects(&first), ["Planning"]);
+    let watermark = parse_datetime(first[0]["LastModifiedDate"].as_str().unwrap()).unwrap();
+    let is_new =
+        |record: &Map<String, Value>| parse_datetime(record["LastModifiedDate"].as_str().unwrap()).unwrap() > watermark;
+    let unchanged = client
+        .changed_owned_records(SObject::Event, &owner, watermark, &fields)
+        .await
+        .unwrap();
+    assert!(!unchanged.iter().any(is_new), "{unchanged:?}");
+
+    simulator
+        .update_record(org, "Event", &event_id, json!({"Description": "Moved to Friday"}))
+        .unwrap();
+    let changed = client
+        .changed_owned_records(SObject::Event, &owner, watermark, &fields)
+        .await
+        .unwrap();
+    let fresh: Vec<_> = changed.iter().filter(|record| is_new(record)).collect();
+    assert_eq!(fresh.len(), 1, "{changed:?}");
+    assert_eq!(fresh[0]["Id"], json!(event_id));
+    assert_eq!(fresh[0]["Description"], "Moved to Friday");
+
+    // An update through the API moves the stamp too.
+    let Value::Object(update) = json!({KEY: "guest", "LastName": "Guest", "Title": "CTO"}) else {
+        unreachable!()
+    };
+    let outcome = client.upsert(SObject::Contact, KEY, vec![update]).await.unwrap();
+    assert!(!outcome[0].as_ref().unwrap().created);
+    let contacts = client
+        .changed_owned_records(
+            SObject::Contact,
+            &owner,
+            watermark,
+            &["FirstName", "LastName", "Email", "Phone", "Title"],
+        )
+        .await
+        .unwrap();
+    let fresh: Vec<_> = contacts.iter().filter(|record| is_new(record)).collect();
+    assert_eq!(fresh.len(), 1, "{contacts:?}");
+    assert_eq!(fresh[0]["Title"], "CTO");
+    assert_eq!(fresh[0]["Email"], "guest@example.test");
 }

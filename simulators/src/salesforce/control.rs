@@ -9,7 +9,7 @@ use axum::{
     extract::{Path, State},
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::{delete, get, post, put},
+    routing::{delete, get, patch, post, put},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -23,6 +23,11 @@ pub(crate) fn router(simulator: SalesforceSimulator) -> Router {
             "/_control/salesforce/orgs/{org}/refresh-tokens",
             post(issue_refresh_token),
         )
+        .route("/_control/salesforce/orgs/{org}/users", post(create_user).get(users))
+        .route(
+            "/_control/salesforce/orgs/{org}/users/{user}/refresh-tokens",
+            post(issue_refresh_token_for),
+        )
         .route(
             "/_control/salesforce/refresh-tokens/{token}",
             delete(revoke_refresh_token),
@@ -31,6 +36,10 @@ pub(crate) fn router(simulator: SalesforceSimulator) -> Router {
         .route(
             "/_control/salesforce/orgs/{org}/records/{object}",
             post(insert_record).get(records),
+        )
+        .route(
+            "/_control/salesforce/orgs/{org}/records/{object}/{id}",
+            patch(update_record),
         )
         .route("/_control/salesforce/orgs/{org}/counters", get(counters))
         .route("/_control/salesforce/orgs/{org}/api-usage", put(set_api_usage))
@@ -68,11 +77,53 @@ async fn create_org(State(simulator): State<SalesforceSimulator>, body: Option<J
         None => simulator.create_org(),
     };
     let refresh_token = simulator.issue_refresh_token(&org);
+    let user = simulator.default_user(&org);
     (
         StatusCode::CREATED,
-        Json(json!({"org_id": org.0, "refresh_token": refresh_token})),
+        Json(json!({"org_id": org.0, "user_id": user, "refresh_token": refresh_token})),
     )
         .into_response()
+}
+
+/// A seed's error as an answer: 404 for what does not exist, else 400.
+fn seed_problem(error: &SeedError) -> Response {
+    let status = match error {
+        SeedError::UnknownOrg(_)
+        | SeedError::UnknownType(_)
+        | SeedError::UnknownUser(_)
+        | SeedError::UnknownRecord(_) => StatusCode::NOT_FOUND,
+        SeedError::Refused(_) => StatusCode::BAD_REQUEST,
+    };
+    problem(status, error.to_string())
+}
+
+async fn create_user(State(simulator): State<SalesforceSimulator>, Path(org): Path<String>) -> Response {
+    let org = OrgId(org);
+    let created = simulator
+        .create_user(&org)
+        .and_then(|user| Ok((simulator.issue_refresh_token_for(&org, &user)?, user)));
+    match created {
+        Ok((refresh_token, user)) => (
+            StatusCode::CREATED,
+            Json(json!({"user_id": user, "refresh_token": refresh_token})),
+        )
+            .into_response(),
+        Err(error) => seed_problem(&error),
+    }
+}
+
+async fn users(State(simulator): State<SalesforceSimulator>, Path(org): Path<String>) -> Response {
+    with_org(&simulator, &org, |org| Json(simulator.users(&org)).into_response())
+}
+
+async fn issue_refresh_token_for(
+    State(simulator): State<SalesforceSimulator>,
+    Path((org, user)): Path<(String, String)>,
+) -> Response {
+    match simulator.issue_refresh_token_for(&OrgId(org), &user) {
+        Ok(refresh_token) => (StatusCode::CREATED, Json(json!({"refresh_token": refresh_token}))).into_response(),
+        Err(error) => seed_problem(&error),
+    }
 }
 
 async fn issue_refresh_token(State(simulator): State<SalesforceSimulator>, Path(org): Path<String>) -> Response {
@@ -104,10 +155,18 @@ async fn insert_record(
 ) -> Response {
     match simulator.insert_record(&OrgId(org), &object, fields) {
         Ok(id) => (StatusCode::CREATED, Json(json!({"id": id}))).into_response(),
-        Err(error @ (SeedError::UnknownOrg(_) | SeedError::UnknownType(_))) => {
-            problem(StatusCode::NOT_FOUND, error.to_string())
-        }
-        Err(error @ SeedError::Refused(_)) => problem(StatusCode::BAD_REQUEST, error.to_string()),
+        Err(error) => seed_problem(&error),
+    }
+}
+
+async fn update_record(
+    State(simulator): State<SalesforceSimulator>,
+    Path((org, object, id)): Path<(String, String, String)>,
+    Json(fields): Json<Value>,
+) -> Response {
+    match simulator.update_record(&OrgId(org), &object, &id, fields) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => seed_problem(&error),
     }
 }
 

@@ -2,10 +2,15 @@
 //! with paging, sObject Collections create and upsert by external id, the
 //! rolling daily allocation with its `Sforce-Limit-Info` header, and the
 //! errors Salesforce answers with, as `shared/reference/providers.md` describes
-//! them. One server simulates many orgs; an access token says which.
+//! them. One server simulates many orgs, each with its users; an access token
+//! says which org and user, and the token answer's identity URL
+//! (`id`: `.../id/{orgId}/{userId}`) names them. Records carry `OwnerId`,
+//! `CreatedDate`, `LastModifiedDate` and `SystemModstamp`, maintained as
+//! Salesforce does, so the changes of one owner can be queried.
 //!
-//! A test drives it through [`SalesforceSimulator`]: it creates orgs, tokens and
-//! records, arms faults, sets latency and reads records and counters back.
+//! A test drives it through [`SalesforceSimulator`]: it creates orgs, users,
+//! tokens and records, updates records, arms faults, sets latency and reads
+//! records and counters back.
 
 mod control;
 mod faults;
@@ -16,14 +21,15 @@ mod store;
 
 use std::{collections::BTreeMap, fmt, io, net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 pub use faults::Fault;
 pub use limits::ApiUsage;
+pub use store::ValidationRule;
 
 use crate::Server;
-use store::{Org, Store, schema_of};
+use store::{Org, Principal, Store, schema_of};
 
 /// How the simulated Salesforce behaves.
 #[derive(Debug, Clone)]
@@ -134,6 +140,12 @@ pub enum SeedError {
     /// The simulator does not know the type.
     #[error("unknown sObject type {0}")]
     UnknownType(String),
+    /// No such user in the org.
+    #[error("unknown user {0}")]
+    UnknownUser(String),
+    /// No record of the type has that id in the org.
+    #[error("unknown record {0}")]
+    UnknownRecord(String),
     /// Salesforce would refuse the record (the error code and message).
     #[error("the record is refused: {0}")]
     Refused(String),
@@ -147,8 +159,24 @@ pub struct LocalSalesforce {
     pub server: Server,
     /// The org created for the test.
     pub org: OrgId,
-    /// A refresh token of that org.
+    /// A refresh token of that org's default user (see
+    /// [`SalesforceSimulator::default_user`]).
     pub refresh_token: String,
+}
+
+fn new_refresh_token() -> String {
+    format!("5Aep861{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A seed's fields for `object`, checked as Salesforce would check them, with
+/// the audit fields allowed.
+fn seed_fields(object: &str, fields: Value) -> Result<store::IncomingRecord, SeedError> {
+    let schema = schema_of(object).ok_or_else(|| SeedError::UnknownType(object.to_owned()))?;
+    let Value::Object(fields) = fields else {
+        return Err(SeedError::Refused("fields must be a JSON object".to_owned()));
+    };
+    store::incoming(schema, &fields, true)
+        .map_err(|refusal| SeedError::Refused(format!("{}: {}", refusal.code, refusal.message)))
 }
 
 impl SalesforceSimulator {
@@ -191,13 +219,17 @@ impl SalesforceSimulator {
         self.create_org_with_allocation(self.store.config.daily_api_max)
     }
 
-    /// Creates an org whose daily allocation is `daily_api_max` calls.
+    /// Creates an org whose daily allocation is `daily_api_max` calls, with
+    /// one user, its default user.
     pub fn create_org_with_allocation(&self, daily_api_max: u64) -> OrgId {
         self.store.with(|state| {
             let id = OrgId(state.next_id("00D"));
+            let user = state.next_id("005");
             state.orgs.insert(
                 id.clone(),
                 Org {
+                    users: vec![user],
+                    rules: Vec::new(),
                     allocation: limits::DailyAllocation::new(daily_api_max, Instant::now()),
                     objects: Default::default(),
                     counters: Counters::default(),
@@ -208,12 +240,65 @@ impl SalesforceSimulator {
         })
     }
 
-    /// Issues a refresh token for `org`, as a user's authorization would.
-    pub fn issue_refresh_token(&self, org: &OrgId) -> String {
-        let token = format!("5Aep861{}", uuid::Uuid::new_v4().simple());
+    /// Adds a user to `org` and returns its id (`005...`).
+    pub fn create_user(&self, org: &OrgId) -> Result<String, SeedError> {
+        self.store.with(|state| {
+            let user = state.next_id("005");
+            let org_state = state
+                .orgs
+                .get_mut(org)
+                .ok_or_else(|| SeedError::UnknownOrg(org.clone()))?;
+            org_state.users.push(user.clone());
+            Ok(user)
+        })
+    }
+
+    /// The users of `org`, the default user first.
+    pub fn users(&self, org: &OrgId) -> Vec<String> {
         self.store
-            .with(|state| state.refresh_tokens.insert(token.clone(), org.clone()));
+            .with(|state| state.orgs.get(org).map(|org| org.users.clone()))
+            .unwrap_or_default()
+    }
+
+    /// The user of `org` created with it: the one [`Self::issue_refresh_token`]
+    /// authorizes as, and the owner of seeded records that name none.
+    pub fn default_user(&self, org: &OrgId) -> Option<String> {
+        self.store
+            .with(|state| state.orgs.get(org).and_then(|org| org.users.first().cloned()))
+    }
+
+    /// Issues a refresh token of `org`'s default user, as that user's
+    /// authorization would. A token of an unknown org is refused on refresh.
+    pub fn issue_refresh_token(&self, org: &OrgId) -> String {
+        let token = new_refresh_token();
+        if let Some(user) = self.default_user(org) {
+            self.store.with(|state| {
+                state
+                    .refresh_tokens
+                    .insert(token.clone(), Principal { org: org.clone(), user })
+            });
+        }
         token
+    }
+
+    /// Issues a refresh token of `user` of `org`: its refreshes answer that
+    /// user's identity URL and the records its calls create are that user's.
+    pub fn issue_refresh_token_for(&self, org: &OrgId, user: &str) -> Result<String, SeedError> {
+        self.store.with(|state| {
+            let org_state = state.orgs.get(org).ok_or_else(|| SeedError::UnknownOrg(org.clone()))?;
+            if !org_state.users.iter().any(|known| known == user) {
+                return Err(SeedError::UnknownUser(user.to_owned()));
+            }
+            let token = new_refresh_token();
+            state.refresh_tokens.insert(
+                token.clone(),
+                Principal {
+                    org: org.clone(),
+                    user: user.to_owned(),
+                },
+            );
+            Ok(token)
+        })
     }
 
     /// Revokes a refresh token: refreshing with it answers `invalid_grant`.
@@ -224,27 +309,56 @@ impl SalesforceSimulator {
     /// Ends every session of `org`: its access tokens answer `INVALID_SESSION_ID`.
     pub fn expire_sessions(&self, org: &OrgId) {
         self.store
-            .with(|state| state.access_tokens.retain(|_, session| &session.org != org));
+            .with(|state| state.access_tokens.retain(|_, session| &session.principal.org != org));
     }
 
-    /// Puts a record of `object` in `org` as if created in Salesforce, and
-    /// returns its id. `fields` is a JSON object of the record's fields.
+    /// Puts a record of `object` in `org` as if created in Salesforce by the
+    /// org's default user, and returns its id. `fields` is a JSON object of the
+    /// record's fields; `OwnerId` (a user of the org) defaults to the default
+    /// user, and `CreatedDate` and `LastModifiedDate` may be given (any RFC
+    /// 3339 time) to date the record in the past; else they are now.
     pub fn insert_record(&self, org: &OrgId, object: &str, fields: Value) -> Result<String, SeedError> {
-        let schema = schema_of(object).ok_or_else(|| SeedError::UnknownType(object.to_owned()))?;
-        let Value::Object(fields) = fields else {
-            return Err(SeedError::Refused("fields must be a JSON object".to_owned()));
-        };
-        let record = store::incoming(schema, &fields).map_err(SeedError::Refused)?;
+        let record = seed_fields(object, fields)?;
         self.store.with(|state| {
-            if !state.orgs.contains_key(org) {
-                return Err(SeedError::UnknownOrg(org.clone()));
-            }
-            let results = store::create_records(state, org, &[record], true, None);
+            let user = state
+                .orgs
+                .get(org)
+                .and_then(|org| org.users.first().cloned())
+                .ok_or_else(|| SeedError::UnknownOrg(org.clone()))?;
+            let results = store::create_records(state, org, &user, &[record], true, None);
             match results.into_iter().next() {
                 Some(Ok(written)) => Ok(written.id),
                 Some(Err(error)) => Err(SeedError::Refused(format!("{}: {}", error.status_code, error.message))),
                 None => Err(SeedError::Refused("no record".to_owned())),
             }
+        })
+    }
+
+    /// Changes the record `id` of `object` in `org` as an edit in Salesforce
+    /// by the org's default user would: `fields` are written over it and its
+    /// `LastModifiedDate` and `SystemModstamp` become now (or the
+    /// `LastModifiedDate` given).
+    pub fn update_record(&self, org: &OrgId, object: &str, id: &str, fields: Value) -> Result<(), SeedError> {
+        let record = seed_fields(object, fields)?;
+        if record.fields.contains_key("CreatedDate") {
+            return Err(SeedError::Refused(
+                "INVALID_FIELD_FOR_INSERT_UPDATE: Unable to create/update fields: CreatedDate".to_owned(),
+            ));
+        }
+        self.store.with(|state| {
+            let org_state = state.orgs.get(org).ok_or_else(|| SeedError::UnknownOrg(org.clone()))?;
+            let user = org_state.users.first().cloned().unwrap_or_default();
+            let exists = org_state
+                .objects
+                .get(record.schema.name)
+                .is_some_and(|records| records.iter().any(|stored| stored.get("Id") == Some(&json!(id))));
+            if !exists {
+                return Err(SeedError::UnknownRecord(id.to_owned()));
+            }
+            store::validate_update(org_state, &record, id)
+                .map_err(|error| SeedError::Refused(format!("{}: {}", error.status_code, error.message)))?;
+            store::update(state, org, &user, record.schema, id, &record.fields);
+            Ok(())
         })
     }
 
@@ -319,6 +433,16 @@ impl SalesforceSimulator {
         self.store.with(|state| {
             if let Some(org) = state.orgs.get_mut(org) {
                 org.faults.arm(fault, endpoint, times);
+            }
+        });
+    }
+
+    /// Adds one of the org's own validation rules: writes of a record whose
+    /// field contains the rule's text are refused.
+    pub fn add_validation_rule(&self, org: &OrgId, rule: ValidationRule) {
+        self.store.with(|state| {
+            if let Some(org) = state.orgs.get_mut(org) {
+                org.rules.push(rule);
             }
         });
     }

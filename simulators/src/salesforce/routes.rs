@@ -22,7 +22,7 @@ use super::{
     Endpoint, Fault, MAX_COLLECTION_RECORDS, OrgId,
     limits::ApiUsage,
     soql,
-    store::{self, AccessToken, Cursor, IncomingRecord, RecordError, Store, Written, schema_of},
+    store::{self, AccessToken, Cursor, IncomingRecord, Principal, RecordError, Store, Written, schema_of},
 };
 
 const LIMIT_INFO: &str = "sforce-limit-info";
@@ -108,6 +108,8 @@ fn with_usage(mut response: Response, usage: ApiUsage) -> Response {
 /// A call admitted by the gate.
 struct Call {
     org: OrgId,
+    /// The calling user's id: the owner of the records it creates.
+    user: String,
     usage: ApiUsage,
     version: String,
     /// A fault the handler itself answers with (per record).
@@ -148,9 +150,9 @@ async fn admit(store: &Store, headers: &HeaderMap, version: &str, endpoint: Endp
     }
     let session_timeout = store.config.session_timeout;
     store.with(|state| {
-        let org_id = bearer(headers).and_then(|token| state.session_org(token, session_timeout));
-        state.count(org_id.as_ref(), endpoint);
-        let Some(org_id) = org_id else {
+        let principal = bearer(headers).and_then(|token| state.session(token, session_timeout));
+        state.count(principal.as_ref().map(|principal| &principal.org), endpoint);
+        let Some(Principal { org: org_id, user }) = principal else {
             return Err(Refused::invalid_session());
         };
         let Some(org) = state.orgs.get_mut(&org_id) else {
@@ -196,6 +198,7 @@ async fn admit(store: &Store, headers: &HeaderMap, version: &str, endpoint: Endp
             fault => {
                 return Ok(Call {
                     org: org_id,
+                    user,
                     usage,
                     version: version.to_owned(),
                     fault,
@@ -234,30 +237,30 @@ async fn token(State(store): State<Arc<Store>>, headers: HeaderMap, Form(form): 
     let instance_url = format!("http://{host}");
     let rotate = store.config.rotate_refresh_tokens;
     store.with(|state| {
-        let org = form
+        let principal = form
             .refresh_token
             .as_deref()
             .and_then(|token| state.refresh_tokens.get(token))
             .cloned();
-        state.count(org.as_ref(), Endpoint::Token);
+        state.count(principal.as_ref().map(|principal| &principal.org), Endpoint::Token);
         if form.grant_type.as_deref() != Some("refresh_token") {
             return oauth_error("unsupported_grant_type", "grant type not supported");
         }
         if form.client_id.as_deref().is_none_or(str::is_empty) {
             return oauth_error("invalid_client_id", "client identifier invalid");
         }
-        let Some(org) = org else {
+        let Some(principal) = principal else {
             return oauth_error("invalid_grant", "expired access/refresh token");
         };
+        let (org, user) = (principal.org.clone(), principal.user.clone());
         let access_token = format!("{org}!{}", uuid::Uuid::new_v4().simple());
         state.access_tokens.insert(
             access_token.clone(),
             AccessToken {
-                org: org.clone(),
+                principal: principal.clone(),
                 issued: Instant::now(),
             },
         );
-        let user = state.next_id("005");
         let issued_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|elapsed| elapsed.as_millis())
@@ -276,7 +279,7 @@ async fn token(State(store): State<Arc<Store>>, headers: HeaderMap, Form(form): 
                 state.refresh_tokens.remove(old);
             }
             let rotated = format!("5Aep861{}", uuid::Uuid::new_v4().simple());
-            state.refresh_tokens.insert(rotated.clone(), org);
+            state.refresh_tokens.insert(rotated.clone(), principal);
             answer["refresh_token"] = Value::String(rotated);
         }
         Json(answer).into_response()
@@ -352,31 +355,25 @@ async fn query(
         }
     };
     let records: Vec<Value> = store.with(|state| {
-        store::select(
-            state,
-            &call.org,
-            parsed.object.name,
-            &parsed.filter_field,
-            &parsed.values,
-        )
-        .into_iter()
-        .map(|record| {
-            let id = record.get("Id").and_then(Value::as_str).unwrap_or_default();
-            let mut row = serde_json::Map::new();
-            row.insert(
-                "attributes".to_owned(),
-                json!({
-                    "type": parsed.object.name,
-                    "url": format!("/services/data/{version}/sobjects/{}/{id}", parsed.object.name),
-                }),
-            );
-            for name in &parsed.fields {
-                let value = store::field(record, name).cloned().unwrap_or(Value::Null);
-                row.insert(name.clone(), value);
-            }
-            Value::Object(row)
-        })
-        .collect()
+        store::select(state, &call.org, &parsed)
+            .into_iter()
+            .map(|record| {
+                let id = record.get("Id").and_then(Value::as_str).unwrap_or_default();
+                let mut row = serde_json::Map::new();
+                row.insert(
+                    "attributes".to_owned(),
+                    json!({
+                        "type": parsed.object.name,
+                        "url": format!("/services/data/{version}/sobjects/{}/{id}", parsed.object.name),
+                    }),
+                );
+                for name in &parsed.fields {
+                    let value = store::field(record, name).cloned().unwrap_or(Value::Null);
+                    row.insert(name.clone(), value);
+                }
+                Value::Object(row)
+            })
+            .collect()
     });
     query_page(&store, &call, None, records, 0)
 }
@@ -490,13 +487,13 @@ async fn create_collection(
                 "Each record needs a supported attributes.type",
             ));
         };
-        match store::incoming(schema, raw) {
+        match store::incoming(schema, raw, false) {
             Ok(record) => records.push(record),
-            Err(message) => return respond(api_error(StatusCode::BAD_REQUEST, "INVALID_FIELD", &message)),
+            Err(refusal) => return respond(api_error(StatusCode::BAD_REQUEST, refusal.code, &refusal.message)),
         }
     }
-    let results =
-        store.with(|state| store::create_records(state, &call.org, &records, request.all_or_none, call.fault));
+    let results = store
+        .with(|state| store::create_records(state, &call.org, &call.user, &records, request.all_or_none, call.fault));
     respond(Json(collection_answer(results, false)).into_response())
 }
 
@@ -540,15 +537,16 @@ async fn upsert_collection(
                 &format!("Each record's attributes.type must be {}", schema.name),
             ));
         }
-        match store::incoming(schema, raw) {
+        match store::incoming(schema, raw, false) {
             Ok(record) => records.push(record),
-            Err(message) => return respond(api_error(StatusCode::BAD_REQUEST, "INVALID_FIELD", &message)),
+            Err(refusal) => return respond(api_error(StatusCode::BAD_REQUEST, refusal.code, &refusal.message)),
         }
     }
     let results = store.with(|state| {
         store::upsert_records(
             state,
             &call.org,
+            &call.user,
             schema,
             &external_id_field,
             &records,

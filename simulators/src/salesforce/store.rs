@@ -1,20 +1,24 @@
-//! The simulator's state, in memory behind one mutex: orgs with their records,
-//! allocation, counters and armed faults; refresh and access tokens; open query
-//! cursors. Write semantics (required fields, unique external ids, upsert,
-//! `allOrNone`) live here so the routes only translate HTTP.
+//! The simulator's state, in memory behind one mutex: orgs with their users,
+//! records, allocation, counters and armed faults; refresh and access tokens
+//! (each a user's); open query cursors. Write semantics (required fields,
+//! unique external ids, upsert, `allOrNone`, the owner and the audit fields
+//! Salesforce maintains) live here so the routes only translate HTTP.
 
 use std::{
+    cmp::Ordering,
     collections::{BTreeMap, HashMap},
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::{
     Counters, Endpoint, OrgId, SalesforceConfig,
     faults::{Fault, Faults},
     limits::DailyAllocation,
+    soql::{Filter, Select},
 };
 
 /// A record: its fields by name, `Id` included.
@@ -35,7 +39,16 @@ const SCHEMAS: [ObjectSchema; 4] = [
     ObjectSchema {
         name: "Contact",
         key_prefix: "003",
-        fields: &["Id", "Email", "FirstName", "LastName", "Phone", "AccountId", "OwnerId"],
+        fields: &[
+            "Id",
+            "Email",
+            "FirstName",
+            "LastName",
+            "Phone",
+            "Title",
+            "AccountId",
+            "OwnerId",
+        ],
         required: &["LastName"],
     },
     ObjectSchema {
@@ -81,6 +94,36 @@ const SCHEMAS: [ObjectSchema; 4] = [
     },
 ];
 
+/// The fields Salesforce maintains on every record; the API never writes them.
+pub(crate) const SYSTEM_FIELDS: [&str; 5] = [
+    "CreatedDate",
+    "CreatedById",
+    "LastModifiedDate",
+    "LastModifiedById",
+    "SystemModstamp",
+];
+
+/// The system fields a seed may set, as an org with "Set Audit Fields upon
+/// Record Creation" may (`SystemModstamp` follows `LastModifiedDate`).
+const AUDIT_FIELDS: [&str; 2] = ["CreatedDate", "LastModifiedDate"];
+
+/// The fields of every type that hold a date and time.
+pub(crate) const DATETIME_FIELDS: [&str; 3] = ["CreatedDate", "LastModifiedDate", "SystemModstamp"];
+
+/// `at` as Salesforce writes a dateTime: `2026-11-22T10:00:00.000+0000`.
+pub(crate) fn salesforce_datetime(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string()
+}
+
+/// A dateTime field's value as Salesforce writes it (or RFC 3339, as a seed
+/// may give it).
+pub(crate) fn parse_datetime(value: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f%z")
+        .or_else(|_| DateTime::parse_from_rfc3339(value))
+        .ok()
+        .map(|at| at.with_timezone(&Utc))
+}
+
 /// The schema of `name` (case-insensitive), if the simulator knows the type.
 pub(crate) fn schema_of(name: &str) -> Option<&'static ObjectSchema> {
     SCHEMAS.iter().find(|schema| schema.name.eq_ignore_ascii_case(name))
@@ -101,6 +144,7 @@ impl ObjectSchema {
         }
         self.fields
             .iter()
+            .chain(SYSTEM_FIELDS.iter())
             .find(|field| field.eq_ignore_ascii_case(raw))
             .map(|field| (*field).to_owned())
     }
@@ -116,7 +160,7 @@ pub(crate) fn field<'a>(record: &'a Record, name: &str) -> Option<&'a Value> {
     })
 }
 
-fn text(value: Option<&Value>) -> Option<&str> {
+pub(crate) fn text(value: Option<&Value>) -> Option<&str> {
     value.and_then(Value::as_str).filter(|text| !text.is_empty())
 }
 
@@ -166,15 +210,42 @@ pub(crate) struct Cursor {
 /// One simulated org.
 #[derive(Debug)]
 pub(crate) struct Org {
+    /// Its users' ids (`005...`), the default user first.
+    pub users: Vec<String>,
+    /// The org's own validation rules, checked on every write.
+    pub rules: Vec<ValidationRule>,
     pub allocation: DailyAllocation,
     pub objects: HashMap<&'static str, Vec<Record>>,
     pub counters: Counters,
     pub faults: Faults,
 }
 
+/// A validation rule of the org, as customers write them: a record of
+/// `object` whose `field` contains `contains` is refused with
+/// `FIELD_CUSTOM_VALIDATION_EXCEPTION` and the rule's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationRule {
+    /// The sObject type it applies to.
+    pub object: String,
+    /// The field it looks at.
+    pub field: String,
+    /// The text that makes it fail.
+    pub contains: String,
+    /// The error message shown.
+    pub message: String,
+}
+
+/// Whose a refresh or access token is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Principal {
+    pub org: OrgId,
+    /// The user's id (`005...`).
+    pub user: String,
+}
+
 #[derive(Debug)]
 pub(crate) struct AccessToken {
-    pub org: OrgId,
+    pub principal: Principal,
     pub issued: Instant,
 }
 
@@ -182,7 +253,7 @@ pub(crate) struct AccessToken {
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub orgs: BTreeMap<OrgId, Org>,
-    pub refresh_tokens: HashMap<String, OrgId>,
+    pub refresh_tokens: HashMap<String, Principal>,
     pub access_tokens: HashMap<String, AccessToken>,
     pub cursors: HashMap<String, Cursor>,
     pub unattributed: Counters,
@@ -197,12 +268,12 @@ impl State {
         format!("{prefix}{:012}", self.sequence)
     }
 
-    /// The org behind a live access token.
-    pub(crate) fn session_org(&self, token: &str, session_timeout: Duration) -> Option<OrgId> {
+    /// The org and user behind a live access token.
+    pub(crate) fn session(&self, token: &str, session_timeout: Duration) -> Option<Principal> {
         self.access_tokens
             .get(token)
             .filter(|session| session.issued.elapsed() < session_timeout)
-            .map(|session| session.org.clone())
+            .map(|session| session.principal.clone())
     }
 
     pub(crate) fn count(&mut self, org: Option<&OrgId>, endpoint: Endpoint) {
@@ -238,20 +309,54 @@ impl Store {
     }
 }
 
+/// Why a request's record was refused whole: the error code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldRefusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
 /// Checks a record's fields against its schema, refusing the first field the
-/// type does not have (Salesforce refuses the whole request then).
-pub(crate) fn incoming(schema: &'static ObjectSchema, raw: &Map<String, Value>) -> Result<IncomingRecord, String> {
+/// type does not have or the API may not write (Salesforce refuses the whole
+/// request then). With `audit`, `CreatedDate` and `LastModifiedDate` may be
+/// set (a seed's records).
+pub(crate) fn incoming(
+    schema: &'static ObjectSchema,
+    raw: &Map<String, Value>,
+    audit: bool,
+) -> Result<IncomingRecord, FieldRefusal> {
     let mut fields = Record::new();
     for (name, value) in raw {
         if name == "attributes" {
             continue;
         }
         match schema.canonical_field(name) {
+            Some(canonical) if AUDIT_FIELDS.contains(&canonical.as_str()) && audit => {
+                let valid = value.as_str().and_then(parse_datetime);
+                let Some(at) = valid else {
+                    return Err(FieldRefusal {
+                        code: "INVALID_FIELD",
+                        message: format!("{canonical}: value not of required type: {value}"),
+                    });
+                };
+                fields.insert(canonical, Value::String(salesforce_datetime(at)));
+            }
+            Some(canonical) if SYSTEM_FIELDS.contains(&canonical.as_str()) => {
+                return Err(FieldRefusal {
+                    code: "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    message: format!(
+                        "Unable to create/update fields: {canonical}. Please check the security settings of this field and verify that it is read/write for your profile or permission set."
+                    ),
+                });
+            }
             Some(canonical) if canonical != "Id" => {
                 fields.insert(canonical, value.clone());
             }
             _ => {
-                return Err(format!("No such column '{name}' on sobject of type {}", schema.name));
+                return Err(FieldRefusal {
+                    code: "INVALID_FIELD",
+                    message: format!("No such column '{name}' on sobject of type {}", schema.name),
+                });
             }
         }
     }
@@ -269,14 +374,10 @@ fn record_id(record: &Record) -> String {
 }
 
 /// Checks `fields` as the new state of a record (`existing_id` when it updates
-/// one): required fields set, `WhoId` naming a Contact or Lead, custom fields
-/// unique.
-fn validate(
-    objects: &HashMap<&'static str, Vec<Record>>,
-    schema: &ObjectSchema,
-    fields: &Record,
-    existing_id: Option<&str>,
-) -> Result<(), RecordError> {
+/// one): required fields set, `WhoId` naming a Contact or Lead, `OwnerId` a
+/// user of the org, custom fields unique.
+fn validate(org: &Org, schema: &ObjectSchema, fields: &Record, existing_id: Option<&str>) -> Result<(), RecordError> {
+    let objects = &org.objects;
     let missing: Vec<String> = schema
         .required
         .iter()
@@ -307,6 +408,28 @@ fn validate(
             ));
         }
     }
+    if let Some(owner) = fields.get("OwnerId")
+        && !text(Some(owner)).is_some_and(|owner| org.users.iter().any(|user| user == owner))
+    {
+        return Err(RecordError::new(
+            "INVALID_CROSS_REFERENCE_KEY",
+            "invalid cross reference id",
+            vec!["OwnerId".to_owned()],
+        ));
+    }
+    for rule in org
+        .rules
+        .iter()
+        .filter(|rule| rule.object.eq_ignore_ascii_case(schema.name))
+    {
+        if text(field(fields, &rule.field)).is_some_and(|value| value.contains(&rule.contains)) {
+            return Err(RecordError::new(
+                "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+                rule.message.clone(),
+                vec![rule.field.clone()],
+            ));
+        }
+    }
     let records = objects.get(schema.name).map(Vec::as_slice).unwrap_or_default();
     for (name, value) in fields.iter().filter(|(name, _)| is_custom(name)) {
         let Some(value) = text(Some(value)) else { continue };
@@ -317,6 +440,11 @@ fn validate(
         }
     }
     Ok(())
+}
+
+/// Checks `record` as the new state of the existing record `id` of `org`.
+pub(crate) fn validate_update(org: &Org, record: &IncomingRecord, id: &str) -> Result<(), RecordError> {
+    validate(org, record.schema, &record.fields, Some(id))
 }
 
 fn duplicate_value(field_name: &str, existing_id: &str) -> RecordError {
@@ -338,10 +466,44 @@ fn lock_error(id: Option<&str>) -> RecordError {
     )
 }
 
-fn insert(state: &mut State, org: &OrgId, schema: &'static ObjectSchema, fields: &Record) -> Option<String> {
+/// Sets what Salesforce maintains on a record written now by `user`: on
+/// creation the owner (unless given), the creator and the creation date
+/// (unless a seed gave it); on every write the last modifier, the last
+/// modification date (unless a seed gave it) and `SystemModstamp`.
+fn stamp(record: &mut Record, user: &str, created: bool, seeded_modification: bool) {
+    let now = Value::String(salesforce_datetime(Utc::now()));
+    let user = Value::String(user.to_owned());
+    if created {
+        if text(record.get("OwnerId")).is_none() {
+            record.insert("OwnerId".to_owned(), user.clone());
+        }
+        record.insert("CreatedById".to_owned(), user.clone());
+        record.entry("CreatedDate").or_insert_with(|| now.clone());
+    }
+    if !seeded_modification {
+        record.insert("LastModifiedDate".to_owned(), now);
+    }
+    let modified = record.get("LastModifiedDate").cloned().unwrap_or(Value::Null);
+    record.insert("SystemModstamp".to_owned(), modified);
+    record.insert("LastModifiedById".to_owned(), user);
+}
+
+fn insert(
+    state: &mut State,
+    org: &OrgId,
+    user: &str,
+    schema: &'static ObjectSchema,
+    fields: &Record,
+) -> Option<String> {
     let id = state.next_id(schema.key_prefix);
     let mut record = fields.clone();
     record.insert("Id".to_owned(), Value::String(id.clone()));
+    let seeded = record.contains_key("LastModifiedDate");
+    if seeded && !record.contains_key("CreatedDate") {
+        let modified = record.get("LastModifiedDate").cloned().unwrap_or(Value::Null);
+        record.insert("CreatedDate".to_owned(), modified);
+    }
+    stamp(&mut record, user, true, seeded);
     state
         .orgs
         .get_mut(org)?
@@ -350,6 +512,31 @@ fn insert(state: &mut State, org: &OrgId, schema: &'static ObjectSchema, fields:
         .or_default()
         .push(record);
     Some(id)
+}
+
+/// Writes `fields` over the record `id` of `schema` in `org`, as `user`; false
+/// if there is no such record.
+pub(crate) fn update(
+    state: &mut State,
+    org: &OrgId,
+    user: &str,
+    schema: &'static ObjectSchema,
+    id: &str,
+    fields: &Record,
+) -> bool {
+    let stored = state
+        .orgs
+        .get_mut(org)
+        .and_then(|org| org.objects.get_mut(schema.name))
+        .and_then(|records| records.iter_mut().find(|stored| record_id(stored) == id));
+    let Some(stored) = stored else {
+        return false;
+    };
+    for (name, value) in fields {
+        stored.insert(name.clone(), value.clone());
+    }
+    stamp(stored, user, false, fields.contains_key("LastModifiedDate"));
+    true
 }
 
 /// Runs the records of a collection call one by one against the org; with
@@ -386,6 +573,7 @@ fn run_collection(
 pub(crate) fn create_records(
     state: &mut State,
     org: &OrgId,
+    user: &str,
     records: &[IncomingRecord],
     all_or_none: bool,
     fault: Option<Fault>,
@@ -395,18 +583,20 @@ pub(crate) fn create_records(
         if fault == Some(Fault::UnableToLockRow) {
             return Err(lock_error(None));
         }
-        let objects = &state.orgs.get(org).ok_or_else(|| lock_error(None))?.objects;
-        validate(objects, record.schema, &record.fields, None)?;
-        let id = insert(state, org, record.schema, &record.fields).ok_or_else(|| lock_error(None))?;
+        let org_state = state.orgs.get(org).ok_or_else(|| lock_error(None))?;
+        validate(org_state, record.schema, &record.fields, None)?;
+        let id = insert(state, org, user, record.schema, &record.fields).ok_or_else(|| lock_error(None))?;
         Ok(Written { id, created: true })
     })
 }
 
 /// `PATCH /composite/sobjects/{type}/{field}`: upserts each record by its
 /// external id, in input order.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn upsert_records(
     state: &mut State,
     org: &OrgId,
+    user: &str,
     schema: &'static ObjectSchema,
     external_id_field: &str,
     records: &[IncomingRecord],
@@ -422,8 +612,9 @@ pub(crate) fn upsert_records(
                 vec![external_id_field.to_owned()],
             ));
         };
-        let objects = &state.orgs.get(org).ok_or_else(|| lock_error(None))?.objects;
-        let existing = objects
+        let org_state = state.orgs.get(org).ok_or_else(|| lock_error(None))?;
+        let existing = org_state
+            .objects
             .get(schema.name)
             .and_then(|records| find_by_value(records, external_id_field, &key))
             .map(record_id);
@@ -432,61 +623,90 @@ pub(crate) fn upsert_records(
         }
         match existing {
             Some(id) => {
-                validate(objects, schema, &record.fields, Some(&id))?;
-                let stored = state
-                    .orgs
-                    .get_mut(org)
-                    .and_then(|org| org.objects.get_mut(schema.name))
-                    .and_then(|records| records.iter_mut().find(|stored| record_id(stored) == id));
-                if let Some(stored) = stored {
-                    for (name, value) in &record.fields {
-                        stored.insert(name.clone(), value.clone());
-                    }
-                }
+                validate(org_state, schema, &record.fields, Some(&id))?;
+                update(state, org, user, schema, &id, &record.fields);
                 Ok(Written { id, created: false })
             }
             None if fault == Some(Fault::DuplicateOnCreate) => {
                 // A concurrent writer created it a moment before this call.
-                let id = insert(state, org, schema, &record.fields).ok_or_else(|| lock_error(None))?;
+                let id = insert(state, org, user, schema, &record.fields).ok_or_else(|| lock_error(None))?;
                 Err(duplicate_value(external_id_field, &id))
             }
             None => {
-                validate(objects, schema, &record.fields, None)?;
-                let id = insert(state, org, schema, &record.fields).ok_or_else(|| lock_error(None))?;
+                validate(org_state, schema, &record.fields, None)?;
+                let id = insert(state, org, user, schema, &record.fields).ok_or_else(|| lock_error(None))?;
                 Ok(Written { id, created: true })
             }
         }
     })
 }
 
-/// The records of `org`'s `object` whose `field` equals one of `values`
-/// (case-insensitive, as SOQL compares text), in creation order.
-pub(crate) fn select<'a>(
-    state: &'a State,
-    org: &OrgId,
-    object: &str,
-    field_name: &str,
-    values: &[String],
-) -> Vec<&'a Record> {
-    state
+/// The records of `org` a query selects, in its order (creation order
+/// without `ORDER BY`), at most its `LIMIT`. `IN` compares text
+/// case-insensitively, as SOQL does; `OwnerId` is compared exactly.
+pub(crate) fn select<'a>(state: &'a State, org: &OrgId, query: &Select) -> Vec<&'a Record> {
+    let records = state
         .orgs
         .get(org)
-        .and_then(|org| org.objects.get(object))
-        .map(|records| {
-            records
-                .iter()
-                .filter(|record| {
-                    text(field(record, field_name))
-                        .is_some_and(|value| values.iter().any(|wanted| wanted.eq_ignore_ascii_case(value)))
-                })
-                .collect()
+        .and_then(|org| org.objects.get(query.object.name))
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut selected: Vec<&Record> = records
+        .iter()
+        .filter(|record| match &query.filter {
+            Filter::In { field: name, values } => text(field(record, name))
+                .is_some_and(|value| values.iter().any(|wanted| wanted.eq_ignore_ascii_case(value))),
+            Filter::Changed {
+                owner,
+                field: name,
+                since,
+                inclusive,
+            } => {
+                let owned = text(record.get("OwnerId")) == Some(owner.as_str());
+                let changed = text(field(record, name))
+                    .and_then(parse_datetime)
+                    .is_some_and(|at| if *inclusive { at >= *since } else { at > *since });
+                owned && changed
+            }
         })
-        .unwrap_or_default()
+        .collect();
+    if let Some((name, descending)) = &query.order_by {
+        // Nulls sort first ascending, so last descending.
+        selected.sort_by(|a, b| compare(field(a, name), field(b, name)));
+        if *descending {
+            selected.reverse();
+        }
+    }
+    if let Some(limit) = query.limit {
+        selected.truncate(limit);
+    }
+    selected
+}
+
+/// How two values sort: nulls first, then dateTimes by instant, numbers by
+/// value and anything else by its text, case-insensitively.
+fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+    match (a.filter(|a| !a.is_null()), b.filter(|b| !b.is_null())) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(Value::String(a)), Some(Value::String(b))) => match (parse_datetime(a), parse_datetime(b)) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            _ => a.to_lowercase().cmp(&b.to_lowercase()),
+        },
+        (Some(Value::Number(a)), Some(Value::Number(b))) => {
+            a.as_f64().partial_cmp(&b.as_f64()).unwrap_or(Ordering::Equal)
+        }
+        (Some(a), Some(b)) => a.to_string().cmp(&b.to_string()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const USER: &str = "005000000000001";
+    const OTHER_USER: &str = "005000000000002";
 
     fn org_state() -> (State, OrgId) {
         let mut state = State::default();
@@ -494,6 +714,8 @@ mod tests {
         state.orgs.insert(
             org.clone(),
             Org {
+                users: vec![USER.to_owned(), OTHER_USER.to_owned()],
+                rules: Vec::new(),
                 allocation: DailyAllocation::new(100, Instant::now()),
                 objects: HashMap::new(),
                 counters: Counters::default(),
@@ -505,7 +727,7 @@ mod tests {
 
     fn task(fields: Value) -> IncomingRecord {
         let Value::Object(fields) = fields else { unreachable!() };
-        incoming(schema_of("Task").unwrap(), &fields).unwrap()
+        incoming(schema_of("Task").unwrap(), &fields, false).unwrap()
     }
 
     #[test]
@@ -515,6 +737,7 @@ mod tests {
         let first = upsert_records(
             &mut state,
             &org,
+            USER,
             schema,
             "Key__c",
             &[task(json!({"Key__c": "k1", "Subject": "a"}))],
@@ -526,6 +749,7 @@ mod tests {
         let second = upsert_records(
             &mut state,
             &org,
+            USER,
             schema,
             "Key__c",
             &[task(json!({"key__C": "K1", "Subject": "b"}))],
@@ -548,7 +772,7 @@ mod tests {
     fn all_or_none_rolls_back_the_records_that_succeeded() {
         let (mut state, org) = org_state();
         let records = [task(json!({"Subject": "ok"})), task(json!({"Status": "Completed"}))];
-        let results = create_records(&mut state, &org, &records, true, None);
+        let results = create_records(&mut state, &org, USER, &records, true, None);
         assert_eq!(
             results[0].clone().unwrap_err().status_code,
             "ALL_OR_NONE_OPERATION_ROLLED_BACK"
@@ -561,10 +785,10 @@ mod tests {
     fn creating_a_second_record_with_an_external_id_in_use_is_a_duplicate_value() {
         let (mut state, org) = org_state();
         let records = [task(json!({"Subject": "a", "Key__c": "k"}))];
-        let first = create_records(&mut state, &org, &records, false, None)[0]
+        let first = create_records(&mut state, &org, USER, &records, false, None)[0]
             .clone()
             .unwrap();
-        let error = create_records(&mut state, &org, &records, false, None)[0]
+        let error = create_records(&mut state, &org, USER, &records, false, None)[0]
             .clone()
             .unwrap_err();
         assert_eq!(error.status_code, "DUPLICATE_VALUE");
@@ -576,6 +800,63 @@ mod tests {
         let Value::Object(fields) = json!({"Subject": "a", "Bogus": 1}) else {
             unreachable!()
         };
-        assert!(incoming(schema_of("Task").unwrap(), &fields).is_err());
+        assert!(incoming(schema_of("Task").unwrap(), &fields, false).is_err());
+    }
+
+    #[test]
+    fn the_api_cannot_write_system_fields_but_a_seed_may_date_a_record() {
+        let Value::Object(fields) = json!({"Subject": "a", "LastModifiedDate": "2026-01-02T03:04:05Z"}) else {
+            unreachable!()
+        };
+        let task = schema_of("Task").unwrap();
+        let refused = incoming(task, &fields, false).unwrap_err();
+        assert_eq!(refused.code, "INVALID_FIELD_FOR_INSERT_UPDATE");
+        let seeded = incoming(task, &fields, true).unwrap();
+        assert_eq!(seeded.fields["LastModifiedDate"], "2026-01-02T03:04:05.000+0000");
+    }
+
+    #[test]
+    fn a_created_record_belongs_to_its_creator_and_an_update_moves_its_modification_stamps() {
+        let (mut state, org) = org_state();
+        let schema = schema_of("Task").unwrap();
+        let Value::Object(seed) = json!({"Subject": "a", "Key__c": "k", "LastModifiedDate": "2026-01-02T03:04:05Z"})
+        else {
+            unreachable!()
+        };
+        let seed = incoming(schema, &seed, true).unwrap();
+        let created = create_records(&mut state, &org, USER, &[seed], false, None)[0]
+            .clone()
+            .unwrap();
+        let stored = state.orgs[&org].objects["Task"][0].clone();
+        assert_eq!(stored["OwnerId"], USER);
+        assert_eq!(stored["CreatedById"], USER);
+        assert_eq!(stored["CreatedDate"], "2026-01-02T03:04:05.000+0000");
+        assert_eq!(stored["SystemModstamp"], "2026-01-02T03:04:05.000+0000");
+
+        let before = Utc::now() - chrono::Duration::seconds(1);
+        let update = task(json!({"Key__c": "k", "Subject": "b"}));
+        upsert_records(&mut state, &org, OTHER_USER, schema, "Key__c", &[update], false, None)[0]
+            .clone()
+            .unwrap();
+        let stored = &state.orgs[&org].objects["Task"][0];
+        assert_eq!(stored["Id"], json!(created.id));
+        assert_eq!(stored["OwnerId"], USER, "an update keeps the owner");
+        assert_eq!(stored["LastModifiedById"], OTHER_USER);
+        assert_eq!(stored["CreatedDate"], "2026-01-02T03:04:05.000+0000");
+        let modified = parse_datetime(stored["LastModifiedDate"].as_str().unwrap()).unwrap();
+        assert!(modified > before, "{modified}");
+        assert_eq!(stored["SystemModstamp"], stored["LastModifiedDate"]);
+        assert!(stored["LastModifiedDate"].as_str().unwrap().ends_with("+0000"));
+    }
+
+    #[test]
+    fn an_owner_outside_the_org_is_an_invalid_cross_reference() {
+        let (mut state, org) = org_state();
+        let records = [task(json!({"Subject": "a", "OwnerId": "005999999999999"}))];
+        let error = create_records(&mut state, &org, USER, &records, false, None)[0]
+            .clone()
+            .unwrap_err();
+        assert_eq!(error.status_code, "INVALID_CROSS_REFERENCE_KEY");
+        assert_eq!(error.fields, ["OwnerId"]);
     }
 }

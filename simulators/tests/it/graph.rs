@@ -1,1 +1,778 @@
-//! graph simulator: being written.
+//! The Graph simulator over HTTP, as the connector sees it.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use syncfleet_simulators::{
+    Server,
+    graph::{Endpoint, Fault, Folder, GraphConfig, GraphSimulator, LocalGraph, MessageSeed, Recipient},
+};
+use tokio_util::sync::CancellationToken;
+
+const TOKEN_PATH: &str = "/organizations/oauth2/v2.0/token";
+const IMMUTABLE: &str = "IdType=\"ImmutableId\"";
+
+struct Harness {
+    simulator: GraphSimulator,
+    server: Option<Server>,
+    shutdown: CancellationToken,
+    http: Client,
+    mailbox: String,
+    refresh_token: String,
+}
+
+impl Harness {
+    async fn start(config: GraphConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        let LocalGraph {
+            simulator,
+            server,
+            mailbox,
+            refresh_token,
+        } = GraphSimulator::start_local(config, shutdown.clone()).await.unwrap();
+        Self {
+            simulator,
+            server: Some(server),
+            shutdown,
+            http: Client::new(),
+            mailbox,
+            refresh_token,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.as_ref().unwrap().base_url())
+    }
+
+    fn users(&self, rest: &str) -> String {
+        self.url(&format!("/v1.0/users/{}{rest}", self.mailbox))
+    }
+
+    async fn refresh(&self, refresh_token: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(TOKEN_PATH))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "client"),
+                ("client_secret", "secret"),
+                ("refresh_token", refresh_token),
+                ("scope", "https://graph.microsoft.com/.default offline_access"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    /// A fresh access token, from a fresh refresh token (rotation leaves the
+    /// harness's own one alone).
+    async fn access_token(&self) -> String {
+        let refresh_token = self.simulator.issue_refresh_token(&self.mailbox).unwrap();
+        let (status, body) = self.refresh(&refresh_token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn call(
+        &self,
+        token: &str,
+        method: Method,
+        url: &str,
+        prefer: &[&str],
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.request(method, url).bearer_auth(token);
+        for preference in prefer {
+            request = request.header("Prefer", *preference);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        };
+        (status, headers, body)
+    }
+
+    fn seed(&self, folder: Folder, subject: &str, day: u32) -> String {
+        self.simulator
+            .add_message(
+                &self.mailbox,
+                folder,
+                MessageSeed {
+                    from: Recipient::named("Megan Bowen", "megan@contoso.example"),
+                    to: vec![Recipient::new(self.mailbox.clone())],
+                    cc: Vec::new(),
+                    subject: subject.to_owned(),
+                    sent_at: Utc.with_ymd_and_hms(2024, 3, day, 9, 0, 0).unwrap(),
+                    body: format!("Body of {subject}"),
+                },
+            )
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        self.server.take().unwrap().stopped().await.unwrap();
+    }
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_refresh_rotates_the_refresh_token_and_the_old_one_is_then_refused_as_revoked() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let (status, body) = harness.refresh(&harness.refresh_token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    let rotated = body["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(rotated, harness.refresh_token);
+
+    let (status, body) = harness.refresh(&harness.refresh_token).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(body["error_codes"], json!([50173]));
+    let description = body["error_description"].as_str().unwrap();
+    assert!(description.starts_with("AADSTS50173:"), "{description}");
+    assert!(!description.contains(&harness.refresh_token));
+
+    let (status, body) = harness.refresh("never-issued").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error_codes"], json!([70008]));
+    assert_eq!(harness.refresh(&rotated).await.0, StatusCode::OK);
+    assert_eq!(
+        harness.simulator.counters(&harness.mailbox).calls_to(Endpoint::Token),
+        3,
+        "the revoked one counts too"
+    );
+
+    let response = harness
+        .http
+        .post(harness.url(TOKEN_PATH))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "client"),
+            ("refresh_token", "x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_client");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_access_token_opens_only_its_own_mailbox_and_only_while_it_lives() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let other = "lidia.holloway@contoso.example";
+    harness.simulator.create_mailbox(other);
+    let token = harness.access_token().await;
+    let inbox = harness.users("/mailFolders/inbox?$select=id");
+
+    let (status, _, body) = harness.call(&token, Method::GET, &inbox, &[], None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body.as_object().unwrap().keys().collect::<Vec<_>>(), ["id"]);
+
+    let by_id = harness.url(&format!(
+        "/v1.0/users/{}/mailFolders/Inbox",
+        harness.simulator.mailbox_id(&harness.mailbox).unwrap()
+    ));
+    assert_eq!(
+        harness.call(&token, Method::GET, &by_id, &[], None).await.0,
+        StatusCode::OK
+    );
+
+    let elsewhere = harness.url(&format!("/v1.0/users/{other}/mailFolders/inbox"));
+    let (status, _, body) = harness.call(&token, Method::GET, &elsewhere, &[], None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"]["code"], "ErrorAccessDenied");
+
+    let (status, _, body) = harness.call("garbage", Method::GET, &inbox, &[], None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");
+
+    harness.simulator.expire_sessions(&harness.mailbox).unwrap();
+    assert_eq!(
+        harness.call(&token, Method::GET, &inbox, &[], None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    harness.stop().await;
+
+    let short = Harness::start(GraphConfig {
+        access_token_lifetime: Duration::ZERO,
+        ..GraphConfig::default()
+    })
+    .await;
+    let token = short.access_token().await;
+    let (status, _, body) = short
+        .call(&token, Method::GET, &short.users("/mailFolders/inbox"), &[], None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body["error"]["message"].as_str().unwrap().contains("expired"));
+    short.stop().await;
+}
+
+#[tokio::test]
+async fn delta_pages_through_skip_tokens_then_a_delta_token_answers_only_the_changes() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let old = harness.seed(Folder::Inbox, "Too old", 1);
+    let mut seeded: Vec<String> = (0..5)
+        .map(|day| harness.seed(Folder::Inbox, "Recent", 10 + day))
+        .collect();
+    harness.seed(Folder::SentItems, "Sent", 12);
+    let token = harness.access_token().await;
+
+    let first = harness.users(
+        "/mailFolders/inbox/messages/delta?$select=subject,receivedDateTime&$filter=receivedDateTime%20ge%202024-03-05T00:00:00Z",
+    );
+    let (status, headers, page) = harness
+        .call(&token, Method::GET, &first, &["odata.maxpagesize=2", IMMUTABLE], None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(headers["preference-applied"], "odata.maxpagesize=2");
+    assert_eq!(page["value"].as_array().unwrap().len(), 2);
+    let entry = page["value"][0].as_object().unwrap();
+    let mut keys: Vec<&str> = entry.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["@odata.etag", "@odata.type", "id", "receivedDateTime", "subject"]
+    );
+
+    let mut received = ids(&page);
+    let mut next = page["@odata.nextLink"].as_str().unwrap().to_owned();
+    assert!(next.contains("$skiptoken="), "{next}");
+    let delta_link = loop {
+        let (status, _, page) = harness
+            .call(&token, Method::GET, &next, &["odata.maxpagesize=2", IMMUTABLE], None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        received.extend(ids(&page));
+        if let Some(link) = page["@odata.nextLink"].as_str() {
+            next = link.to_owned();
+        } else {
+            break page["@odata.deltaLink"].as_str().unwrap().to_owned();
+        }
+    };
+    received.sort();
+    seeded.sort();
+    assert_eq!(
+        received, seeded,
+        "the filter leaves the old message out; Sent Items are another stream"
+    );
+
+    let (_, _, page) = harness.call(&token, Method::GET, &delta_link, &[IMMUTABLE], None).await;
+    assert_eq!(ids(&page), Vec::<String>::new());
+    assert!(page["@odata.deltaLink"].is_string());
+
+    let new = harness.seed(Folder::Inbox, "New", 20);
+    harness
+        .simulator
+        .update_message(&harness.mailbox, &seeded[0], "Renamed")
+        .unwrap();
+    harness.simulator.delete_message(&harness.mailbox, &seeded[1]).unwrap();
+    harness.simulator.delete_message(&harness.mailbox, &old).unwrap();
+    let (_, _, page) = harness.call(&token, Method::GET, &delta_link, &[IMMUTABLE], None).await;
+    let entries = page["value"].as_array().unwrap();
+    assert_eq!(entries.len(), 4, "{page}");
+    let changed = entries.iter().find(|entry| entry["id"] == seeded[0].as_str()).unwrap();
+    assert_eq!(changed["subject"], "Renamed");
+    assert!(entries.iter().any(|entry| entry["id"] == new.as_str()));
+    for removed in [&seeded[1], &old] {
+        let entry = entries.iter().find(|entry| entry["id"] == removed.as_str()).unwrap();
+        assert_eq!(entry["@removed"]["reason"], "deleted");
+    }
+
+    // Without the immutable id preference the ids differ (they name the folder).
+    let (_, _, page) = harness
+        .call(
+            &token,
+            Method::GET,
+            &harness.users("/mailFolders/inbox/messages/delta"),
+            &[],
+            None,
+        )
+        .await;
+    assert!(ids(&page).iter().all(|id| !seeded.contains(id)));
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn expired_delta_tokens_answer_gone_with_where_to_restart() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    harness.seed(Folder::SentItems, "Sent", 3);
+    let token = harness.access_token().await;
+    let start = harness.users("/mailFolders/sentitems/messages/delta");
+    let (_, _, page) = harness.call(&token, Method::GET, &start, &[], None).await;
+    let delta_link = page["@odata.deltaLink"].as_str().unwrap().to_owned();
+
+    harness.simulator.expire_delta_tokens(&harness.mailbox).unwrap();
+    let (status, headers, body) = harness.call(&token, Method::GET, &delta_link, &[], None).await;
+    assert_eq!(status, StatusCode::GONE);
+    assert_eq!(body["error"]["code"], "syncStateNotFound");
+    assert_eq!(headers["location"], start.as_str());
+
+    let (status, _, body) = harness
+        .call(
+            &token,
+            Method::GET,
+            &format!("{start}?$filter=subject%20eq%20'x'"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "ErrorInvalidUrlQueryFilter");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn requests_past_the_mailbox_concurrency_are_throttled_and_counted() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    harness
+        .simulator
+        .set_latency(Duration::from_millis(300), Duration::ZERO);
+    let token = harness.access_token().await;
+    let url = harness.users("/mailFolders/inbox");
+    let calls = (0..6).map(|_| harness.call(&token, Method::GET, &url, &[], None));
+    let answers = futures_join(calls).await;
+    let throttled: Vec<_> = answers
+        .iter()
+        .filter(|(status, _, _)| *status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(throttled.len(), 2, "{answers:?}");
+    for (_, headers, body) in &throttled {
+        assert_eq!(headers["retry-after"], "1");
+        assert_eq!(body["error"]["code"], "ApplicationThrottled");
+        assert_eq!(
+            body["error"]["message"],
+            "Application is over its MailboxConcurrency limit."
+        );
+    }
+    let counters = harness.simulator.counters(&harness.mailbox);
+    assert_eq!(counters.throttled, 2);
+    assert_eq!(counters.calls_to(Endpoint::MailFolders), 6);
+    harness.stop().await;
+}
+
+/// Runs the futures concurrently on this task and returns their outputs in order.
+async fn futures_join<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|context| {
+        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none()
+                && let std::task::Poll::Ready(value) = future.as_mut().poll(context)
+            {
+                *output = Some(value);
+            }
+        }
+        if outputs.iter().all(Option::is_some) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().map(Option::unwrap).collect()
+}
+
+#[tokio::test]
+async fn a_full_window_answers_429_with_the_seconds_until_a_slot_frees() {
+    let harness = Harness::start(GraphConfig {
+        requests_per_window: 2,
+        window: Duration::from_secs(60),
+        ..GraphConfig::default()
+    })
+    .await;
+    let token = harness.access_token().await;
+    let url = harness.users("/outlook/masterCategories");
+    for _ in 0..2 {
+        assert_eq!(
+            harness.call(&token, Method::GET, &url, &[], None).await.0,
+            StatusCode::OK
+        );
+    }
+    let (status, headers, body) = harness.call(&token, Method::GET, &url, &[], None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["error"]["code"], "ApplicationThrottled");
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((59..=60).contains(&retry_after), "{retry_after}");
+    harness.stop().await;
+}
+
+fn event(subject: &str) -> Value {
+    json!({
+        "subject": subject,
+        "start": {"dateTime": "2024-05-01T10:00:00", "timeZone": "UTC"},
+        "end": {"dateTime": "2024-05-01T11:00:00", "timeZone": "UTC"},
+    })
+}
+
+fn inner_post(id: usize, path: &str, body: Value, depends_on: Option<usize>) -> Value {
+    let mut request = json!({
+        "id": id.to_string(),
+        "method": "POST",
+        "url": path,
+        "headers": {"Content-Type": "application/json"},
+        "body": body,
+    });
+    if let Some(previous) = depends_on {
+        request["dependsOn"] = json!([previous.to_string()]);
+    }
+    request
+}
+
+#[tokio::test]
+async fn a_batch_runs_inner_requests_throttled_one_by_one_and_answers_in_any_order() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    harness
+        .simulator
+        .set_latency(Duration::from_millis(100), Duration::ZERO);
+    let token = harness.access_token().await;
+    let path = format!("/users/{}/events", harness.mailbox);
+    let batch = harness.url("/v1.0/$batch");
+
+    // Twenty independent requests run at once: past the mailbox's four, 429.
+    let requests: Vec<Value> = (0..20)
+        .map(|id| inner_post(id, &path, event("Parallel"), None))
+        .collect();
+    let (status, _, body) = harness
+        .call(&token, Method::POST, &batch, &[], Some(json!({"requests": requests})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let responses = body["responses"].as_array().unwrap();
+    let created = responses.iter().filter(|response| response["status"] == 201).count();
+    let throttled: Vec<&Value> = responses.iter().filter(|response| response["status"] == 429).collect();
+    assert_eq!((created, throttled.len()), (4, 16));
+    assert_eq!(throttled[0]["headers"]["Retry-After"], "1");
+    assert_eq!(throttled[0]["body"]["error"]["code"], "ApplicationThrottled");
+    let order: Vec<&str> = responses
+        .iter()
+        .map(|response| response["id"].as_str().unwrap())
+        .collect();
+    let sorted: Vec<String> = (0..20).map(|id| id.to_string()).collect();
+    assert_ne!(order, sorted, "answers come back shuffled");
+
+    // A serial chain never has more than one in flight; a failure fails
+    // what depends on it.
+    let mut requests: Vec<Value> = (0..5)
+        .map(|id| inner_post(id, &path, event("Serial"), id.checked_sub(1)))
+        .collect();
+    requests[2]["body"] = json!({"subjet": "typo"});
+    let (_, _, body) = harness
+        .call(&token, Method::POST, &batch, &[], Some(json!({"requests": requests})))
+        .await;
+    let status_of = |id: &str| {
+        body["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|response| response["id"] == id)
+            .unwrap()["status"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(["0", "1", "2", "3", "4"].map(status_of), [201, 201, 400, 424, 424]);
+    assert_eq!(harness.simulator.events(&harness.mailbox).len(), 4 + 2);
+    let counters = harness.simulator.counters(&harness.mailbox);
+    assert_eq!(counters.calls_to(Endpoint::Batch), 2);
+    assert_eq!(counters.calls_to(Endpoint::Events), 20 + 3);
+    assert_eq!(counters.throttled, 16);
+
+    let too_many: Vec<Value> = (0..21).map(|id| inner_post(id, &path, event("x"), None)).collect();
+    let (status, _, body) = harness
+        .call(&token, Method::POST, &batch, &[], Some(json!({"requests": too_many})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn armed_faults_answer_as_graph_does() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let token = harness.access_token().await;
+    let url = harness.users("/contacts");
+    harness
+        .simulator
+        .inject_fault(
+            &harness.mailbox,
+            Fault::Throttled {
+                retry_after: Some(Duration::from_secs(7)),
+            },
+            1,
+        )
+        .unwrap();
+    let (status, headers, body) = harness.call(&token, Method::GET, &url, &[], None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers["retry-after"], "7");
+    assert_eq!(body["error"]["code"], "TooManyRequests");
+
+    harness
+        .simulator
+        .inject_fault_on(&harness.mailbox, Endpoint::Events, Fault::ServerError, 1)
+        .unwrap();
+    assert_eq!(
+        harness.call(&token, Method::GET, &url, &[], None).await.0,
+        StatusCode::OK
+    );
+    let events = harness.users("/events");
+    assert_eq!(
+        harness.call(&token, Method::GET, &events, &[], None).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    harness
+        .simulator
+        .set_fault_rate(&harness.mailbox, Fault::GatewayTimeout, 1.0)
+        .unwrap();
+    assert_eq!(
+        harness.call(&token, Method::GET, &url, &[], None).await.0,
+        StatusCode::GATEWAY_TIMEOUT
+    );
+    harness.simulator.clear_faults(&harness.mailbox).unwrap();
+
+    harness
+        .simulator
+        .inject_fault(&harness.mailbox, Fault::Unauthorized, 1)
+        .unwrap();
+    assert_eq!(
+        harness.call(&token, Method::GET, &url, &[], None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // The session is over, not only that call.
+    assert_eq!(
+        harness.call(&token, Method::GET, &url, &[], None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(harness.simulator.counters(&harness.mailbox).faults, 4);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn categories_folders_items_and_the_addin_behave_like_outlook() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let token = harness.access_token().await;
+    let categories = harness.users("/outlook/masterCategories");
+    let category = json!({"displayName": "Syncfleet", "color": "preset9"});
+    let (status, _, created) = harness
+        .call(&token, Method::POST, &categories, &[], Some(category.clone()))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _, body) = harness
+        .call(&token, Method::POST, &categories, &[], Some(category))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let one = format!("{categories}/{}", created["id"].as_str().unwrap());
+    assert_eq!(
+        harness.call(&token, Method::DELETE, &one, &[], None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        harness.call(&token, Method::DELETE, &one, &[], None).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let folders = harness.users("/mailFolders");
+    let folder = json!({"displayName": "Syncfleet"});
+    assert_eq!(
+        harness
+            .call(&token, Method::POST, &folders, &[], Some(folder.clone()))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let (status, _, body) = harness.call(&token, Method::POST, &folders, &[], Some(folder)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("ErrorFolderExists"))
+    );
+    let (_, _, found) = harness
+        .call(
+            &token,
+            Method::GET,
+            &format!("{folders}?$filter=displayName%20eq%20'syncfleet'"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(found["value"].as_array().unwrap().len(), 1);
+    assert_eq!(harness.simulator.folders(&harness.mailbox)[0].display_name, "Syncfleet");
+
+    let (status, _, body) = harness
+        .call(
+            &token,
+            Method::POST,
+            &harness.users("/events"),
+            &[],
+            Some(json!({"subjet": "typo"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "ErrorInvalidProperty");
+    let (_, _, created) = harness
+        .call(
+            &token,
+            Method::POST,
+            &harness.users("/contacts"),
+            &[],
+            Some(json!({"givenName": "Ada"})),
+        )
+        .await;
+    let contact = harness.users(&format!("/contacts/{}", created["id"].as_str().unwrap()));
+    let (status, _, patched) = harness
+        .call(
+            &token,
+            Method::PATCH,
+            &contact,
+            &[],
+            Some(json!({"surname": "Lovelace"})),
+        )
+        .await;
+    assert_eq!(
+        (status, patched["surname"].as_str()),
+        (StatusCode::OK, Some("Lovelace"))
+    );
+    harness
+        .simulator
+        .delete_contact(&harness.mailbox, created["id"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        harness
+            .call(&token, Method::PATCH, &contact, &[], Some(json!({"surname": "x"})))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+
+    let addin = harness.users("/syncfleetAddin");
+    let (_, _, status) = harness.call(&token, Method::GET, &addin, &[], None).await;
+    assert_eq!(status["status"], "notInstalled");
+    let manifest = json!({"manifestId": "6d3c1e9a-5b1f-4c3e-9a7e-3f1d2c4b5a69"});
+    assert_eq!(
+        harness
+            .call(&token, Method::POST, &addin, &[], Some(manifest.clone()))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        harness.call(&token, Method::POST, &addin, &[], Some(manifest)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        harness.simulator.addin(&harness.mailbox).as_deref(),
+        Some("6d3c1e9a-5b1f-4c3e-9a7e-3f1d2c4b5a69")
+    );
+    assert_eq!(
+        harness.call(&token, Method::DELETE, &addin, &[], None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        harness.call(&token, Method::DELETE, &addin, &[], None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn the_control_api_does_over_http_what_the_handle_does() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let http = &harness.http;
+    let created: Value = http
+        .post(harness.url("/_control/graph/mailboxes"))
+        .json(&json!({"upn": "nestor@contoso.example"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refresh_token = created["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        harness.simulator.mailbox_id("NESTOR@contoso.example").as_deref(),
+        created["id"].as_str()
+    );
+
+    let message = json!({
+        "folder": "sent_items",
+        "from": {"address": "nestor@contoso.example"},
+        "to": [{"address": "client@example.test", "name": "Client"}],
+        "subject": "Quote",
+        "sent_at": "2024-03-01T10:00:00Z",
+        "body": "Please find the quote.",
+    });
+    let response = http
+        .post(harness.url("/_control/graph/mailboxes/nestor@contoso.example/messages"))
+        .json(&message)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let fault = json!({"fault": {"kind": "throttled", "retry_after": 2}, "endpoint": "messages_delta", "times": 1});
+    let response = http
+        .post(harness.url("/_control/graph/mailboxes/nestor@contoso.example/faults"))
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+
+    let (status, body) = harness.refresh(refresh_token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    let delta = harness.url("/v1.0/users/nestor@contoso.example/mailFolders/sentitems/messages/delta");
+    assert_eq!(
+        harness.call(token, Method::GET, &delta, &[], None).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let (_, _, page) = harness.call(token, Method::GET, &delta, &[], None).await;
+    assert_eq!(page["value"][0]["subject"], "Quote");
+    assert_eq!(page["value"][0]["toRecipients"][0]["emailAddress"]["name"], "Client");
+
+    let counters: Value = http
+        .get(harness.url("/_control/graph/mailboxes/nestor@contoso.example/counters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counters["calls"]["messages_delta"], 2);
+    assert_eq!(counters["calls"]["token"], 1);
+    assert_eq!(counters["faults"], 1);
+
+    let response = http
+        .put(harness.url("/_control/graph/latency"))
+        .json(&json!({"base_ms": 0, "jitter_ms": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let unknown = http
+        .get(harness.url("/_control/graph/mailboxes/nobody@contoso.example/counters"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    harness.stop().await;
+}

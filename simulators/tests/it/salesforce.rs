@@ -407,3 +407,245 @@ async fn the_control_api_seeds_orgs_and_records_arms_faults_and_reads_counters()
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     harness.stop().await;
 }
+
+/// The path of `GET /query` for `soql`.
+fn query_path(harness: &Harness, soql: &str) -> String {
+    let mut url = reqwest::Url::parse(&harness.url(&format!("{API}/query"))).unwrap();
+    url.query_pairs_mut().append_pair("q", soql);
+    format!("{}?{}", url.path(), url.query().unwrap())
+}
+
+/// Whether `value` reads as Salesforce writes a dateTime: `2026-11-22T10:00:00.000+0000`.
+fn is_salesforce_datetime(value: &Value) -> bool {
+    let Some(text) = value.as_str() else { return false };
+    chrono::DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.3f%z").is_ok()
+        && text.ends_with("+0000")
+        && text.len() == 28
+}
+
+fn event(subject: &str, owner: &str, modified: &str) -> Value {
+    json!({
+        "Subject": subject,
+        "StartDateTime": "2020-01-12T09:00:00Z",
+        "EndDateTime": "2020-01-12T10:00:00Z",
+        "OwnerId": owner,
+        "LastModifiedDate": modified,
+    })
+}
+
+#[tokio::test]
+async fn a_refresh_answers_the_identity_url_of_the_token_s_user() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let base = harness.server.as_ref().unwrap().base_url();
+    let default_user = harness.simulator.default_user(&harness.org).unwrap();
+    let (_, body) = harness.refresh(&harness.refresh_token).await;
+    assert_eq!(body["id"], format!("{base}/id/{}/{default_user}", harness.org));
+
+    let colleague = harness.simulator.create_user(&harness.org).unwrap();
+    assert_eq!(harness.simulator.users(&harness.org), [default_user, colleague.clone()]);
+    let token = harness
+        .simulator
+        .issue_refresh_token_for(&harness.org, &colleague)
+        .unwrap();
+    let (status, body) = harness.refresh(&token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["id"], format!("{base}/id/{}/{colleague}", harness.org));
+    assert!(
+        harness
+            .simulator
+            .issue_refresh_token_for(&harness.org, "005999999999999")
+            .is_err()
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn writes_through_the_api_stamp_the_owner_and_dates_and_may_not_set_system_fields() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let colleague = harness.simulator.create_user(&harness.org).unwrap();
+    let token = harness
+        .simulator
+        .issue_refresh_token_for(&harness.org, &colleague)
+        .unwrap();
+    let (_, token) = harness.refresh(&token).await;
+    let token = token["access_token"].as_str().unwrap();
+    let path = format!("{API}/composite/sobjects/Task/Key__c");
+    let (status, _, answer) = harness
+        .call_with(
+            token,
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"records": [task("a", Some("first"))]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let created = harness.simulator.records(&harness.org, "Task")[0].clone();
+    assert_eq!(created["OwnerId"], json!(colleague));
+    for field in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
+        assert!(is_salesforce_datetime(&created[field]), "{field}: {}", created[field]);
+    }
+
+    let mut stamped = task("a", Some("second"));
+    stamped["LastModifiedDate"] = json!("2020-01-01T00:00:00.000+0000");
+    let (status, _, answer) = harness
+        .call_with(
+            token,
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"records": [stamped]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer[0]["errorCode"], "INVALID_FIELD_FOR_INSERT_UPDATE");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn the_changes_of_one_owner_are_queried_in_order_with_a_limit_across_pages() {
+    let harness = Harness::start(SalesforceConfig {
+        page_size: 2,
+        ..SalesforceConfig::default()
+    })
+    .await;
+    let (simulator, org) = (&harness.simulator, &harness.org);
+    let owner = simulator.default_user(org).unwrap();
+    let colleague = simulator.create_user(org).unwrap();
+    for (subject, user, modified) in [
+        ("a", &owner, "2020-01-10T12:00:00Z"),
+        ("b", &owner, "2020-01-10T14:00:00Z"),
+        ("c", &colleague, "2020-01-10T15:00:00Z"),
+        ("d", &owner, "2020-01-10T13:00:00Z"),
+        ("e", &owner, "2020-01-10T15:00:00Z"),
+        ("f", &owner, "2020-01-10T11:00:00Z"),
+    ] {
+        simulator
+            .insert_record(org, "Event", event(subject, user, modified))
+            .unwrap();
+    }
+    let token = harness.access_token().await;
+    let read_all = async |soql: &str| {
+        let mut path = query_path(&harness, soql);
+        let mut seen = Vec::new();
+        loop {
+            let (status, _, body) = harness.call_with(&token, reqwest::Method::GET, &path, None).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            for record in body["records"].as_array().unwrap() {
+                assert_eq!(record["attributes"]["type"], "Event");
+                assert!(is_salesforce_datetime(&record["LastModifiedDate"]), "{record}");
+                seen.push(record["Subject"].as_str().unwrap().to_owned());
+            }
+            if body["done"] == true {
+                return (seen, body["totalSize"].clone());
+            }
+            path = body["nextRecordsUrl"].as_str().unwrap().to_owned();
+        }
+    };
+
+    let (seen, total) = read_all(&format!(
+        "SELECT Id, Subject, LastModifiedDate FROM Event WHERE OwnerId = '{owner}' \
+         AND LastModifiedDate > 2020-01-10T12:00:00Z ORDER BY LastModifiedDate ASC"
+    ))
+    .await;
+    assert_eq!(seen, ["d", "b", "e"]);
+    assert_eq!(total, 3);
+    let (seen, _) = read_all(&format!(
+        "SELECT Id, Subject, LastModifiedDate FROM Event WHERE LastModifiedDate >= 2020-01-10T13:00:00+01:00 \
+         AND OwnerId = '{owner}' ORDER BY LastModifiedDate DESC LIMIT 3"
+    ))
+    .await;
+    assert_eq!(seen, ["e", "b", "d"]);
+    let counters = simulator.counters(org);
+    assert_eq!(counters.calls_to(Endpoint::Query), 2);
+    assert_eq!(counters.calls_to(Endpoint::QueryMore), 2);
+
+    for (soql, code) in [
+        (
+            format!("SELECT Id FROM Event WHERE OwnerId = '{owner}' AND LastModifiedDate > '2020-01-10T12:00:00Z'"),
+            "INVALID_FIELD",
+        ),
+        (
+            format!("SELECT Id FROM Event WHERE OwnerId = '{owner}'"),
+            "MALFORMED_QUERY",
+        ),
+        (
+            format!("SELECT Id FROM Event WHERE OwnerId = '{owner}' AND Subject > 2020-01-10T12:00:00Z"),
+            "MALFORMED_QUERY",
+        ),
+    ] {
+        let (status, _, body) = harness
+            .call_with(&token, reqwest::Method::GET, &query_path(&harness, &soql), None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{soql}");
+        assert_eq!(body[0]["errorCode"], code, "{soql}");
+    }
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn the_control_api_adds_users_and_updates_records() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let control = |path: &str| harness.url(&format!("/_control/salesforce{path}"));
+    let http = &harness.http;
+    let org = &harness.org;
+
+    let created: Value = http
+        .post(control(&format!("/orgs/{org}/users")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user = created["user_id"].as_str().unwrap();
+    let (status, token) = harness.refresh(created["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(token["id"].as_str().unwrap().ends_with(&format!("/{user}")));
+    let users: Value = http
+        .get(control(&format!("/orgs/{org}/users")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 2);
+    let response = http
+        .post(control(&format!("/orgs/{org}/users/{user}/refresh-tokens")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let id = harness
+        .simulator
+        .insert_record(org, "Event", event("Review", user, "2020-01-10T12:00:00Z"))
+        .unwrap();
+    let response = http
+        .patch(control(&format!("/orgs/{org}/records/Event/{id}")))
+        .json(&json!({"Location": "Room 2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let stored = harness.simulator.records(org, "Event")[0].clone();
+    assert_eq!(stored["Location"], "Room 2");
+    assert_eq!(stored["CreatedDate"], "2020-01-10T12:00:00.000+0000");
+    assert!(stored["LastModifiedDate"].as_str().unwrap() > "2021");
+    assert_eq!(stored["SystemModstamp"], stored["LastModifiedDate"]);
+
+    let missing = http
+        .patch(control(&format!("/orgs/{org}/records/Event/00U999999999999")))
+        .json(&json!({"Location": "Room 3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let refused = http
+        .patch(control(&format!("/orgs/{org}/records/Event/{id}")))
+        .json(&json!({"Subject": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    harness.stop().await;
+}

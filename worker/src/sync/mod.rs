@@ -4,8 +4,11 @@
 //! acknowledgement); a [`SyncWork`] only does the work and reports through the
 //! [`SessionContext`] it is handed.
 
+mod engine;
+mod participants;
 mod providers;
 pub mod settings;
+mod state;
 
 use std::{collections::BTreeMap, future::Future, time::Duration};
 
@@ -17,6 +20,8 @@ use syncfleet_common::{
 };
 use uuid::Uuid;
 
+pub use engine::{Budget, DEFAULT_BASELINE_DAYS, MailboxSync, TASK_EXTERNAL_ID_FIELD};
+pub use participants::{FREE_MAIL_DOMAINS, FilterSettings};
 pub use providers::{ProviderConfig, SETTINGS as PROVIDER_SETTINGS};
 pub use settings::SettingsCheck;
 

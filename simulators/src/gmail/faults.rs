@@ -1,0 +1,124 @@
+//! Faults a test arms through the simulator's handle: one-shot (the next N
+//! calls, to one endpoint or to any it applies to) or by rate (each call it
+//! applies to, with a probability). A batch's parts are calls of their own;
+//! the batch envelope and the token endpoint take no fault.
+
+use super::Endpoint;
+
+/// A fault Gmail can answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// `403 userRateLimitExceeded`, without `Retry-After` (as Gmail often
+    /// answers it).
+    RateLimit,
+    /// `403 dailyLimitExceeded`: the project's daily quota is spent.
+    DailyLimit,
+    /// `500 backendError`.
+    ServerError,
+    /// `401 authError`, as when the access token was revoked elsewhere.
+    Unauthorized,
+    /// `404 notFound` on `history.list`: the start history id is too old.
+    StaleHistory,
+}
+
+impl Fault {
+    fn applies_to(self, endpoint: Endpoint) -> bool {
+        match self {
+            Fault::StaleHistory => endpoint == Endpoint::HistoryList,
+            _ => !matches!(endpoint, Endpoint::Token | Endpoint::Batch),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Armed {
+    fault: Fault,
+    endpoint: Option<Endpoint>,
+    remaining: u32,
+}
+
+/// The faults armed for one mailbox: one-shot ones oldest first, then rates.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    armed: Vec<Armed>,
+    rates: Vec<(Fault, f64)>,
+}
+
+impl Faults {
+    pub(crate) fn arm(&mut self, fault: Fault, endpoint: Option<Endpoint>, times: u32) {
+        if times > 0 {
+            self.armed.push(Armed {
+                fault,
+                endpoint,
+                remaining: times,
+            });
+        }
+    }
+
+    /// Each call `fault` applies to answers with it with `probability`
+    /// (0 removes the rate).
+    pub(crate) fn set_rate(&mut self, fault: Fault, probability: f64) {
+        self.rates.retain(|(armed, _)| *armed != fault);
+        if probability > 0.0 {
+            self.rates.push((fault, probability.min(1.0)));
+        }
+    }
+
+    /// The fault this call to `endpoint` answers with, if any; `draw` gives
+    /// uniform numbers in [0, 1) for the rates.
+    pub(crate) fn take(&mut self, endpoint: Endpoint, mut draw: impl FnMut() -> f64) -> Option<Fault> {
+        if let Some(index) = self
+            .armed
+            .iter()
+            .position(|armed| armed.fault.applies_to(endpoint) && armed.endpoint.is_none_or(|only| only == endpoint))
+        {
+            let armed = &mut self.armed[index];
+            let fault = armed.fault;
+            armed.remaining -= 1;
+            if armed.remaining == 0 {
+                self.armed.remove(index);
+            }
+            return Some(fault);
+        }
+        self.rates
+            .iter()
+            .find(|(fault, probability)| fault.applies_to(endpoint) && draw() < *probability)
+            .map(|(fault, _)| *fault)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.armed.clear();
+        self.rates.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_one_shot_fault_answers_the_next_n_matching_calls_only() {
+        let mut faults = Faults::default();
+        faults.arm(Fault::StaleHistory, None, 1);
+        faults.arm(Fault::ServerError, Some(Endpoint::MessagesGet), 2);
+        let never = || 1.0;
+        assert_eq!(faults.take(Endpoint::Profile, never), None);
+        assert_eq!(faults.take(Endpoint::HistoryList, never), Some(Fault::StaleHistory));
+        assert_eq!(faults.take(Endpoint::HistoryList, never), None);
+        assert_eq!(faults.take(Endpoint::MessagesGet, never), Some(Fault::ServerError));
+        assert_eq!(faults.take(Endpoint::MessagesGet, never), Some(Fault::ServerError));
+        assert_eq!(faults.take(Endpoint::MessagesGet, never), None);
+    }
+
+    #[test]
+    fn a_rate_answers_when_the_draw_falls_under_it() {
+        let mut faults = Faults::default();
+        faults.set_rate(Fault::RateLimit, 0.5);
+        assert_eq!(faults.take(Endpoint::Profile, || 0.2), Some(Fault::RateLimit));
+        assert_eq!(faults.take(Endpoint::Profile, || 0.7), None);
+        assert_eq!(faults.take(Endpoint::Batch, || 0.0), None);
+        faults.set_rate(Fault::RateLimit, 0.0);
+        assert_eq!(faults.take(Endpoint::Profile, || 0.0), None);
+    }
+}

@@ -1,0 +1,294 @@
+//! The control API under `/_control/graph`: what the handle offers a test
+//! in-process, over HTTP for a simulator run as a binary (see
+//! `simulators/docs/graph.md`).
+
+use std::time::Duration;
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{delete, get, post, put},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Endpoint, Fault, Folder, GraphSimulator, MessageSeed, SeedError};
+
+pub(crate) fn router(simulator: GraphSimulator) -> Router {
+    Router::new()
+        .route("/_control/graph/mailboxes", post(create_mailbox))
+        .route(
+            "/_control/graph/mailboxes/{mailbox}/refresh-tokens",
+            post(issue_refresh_token),
+        )
+        .route("/_control/graph/refresh-tokens/{token}", delete(revoke_refresh_token))
+        .route(
+            "/_control/graph/mailboxes/{mailbox}/expire-sessions",
+            post(expire_sessions),
+        )
+        .route(
+            "/_control/graph/mailboxes/{mailbox}/expire-delta-tokens",
+            post(expire_delta_tokens),
+        )
+        .route("/_control/graph/mailboxes/{mailbox}/messages", post(add_message))
+        .route(
+            "/_control/graph/mailboxes/{mailbox}/messages/{id}",
+            delete(delete_message).patch(update_message),
+        )
+        .route("/_control/graph/mailboxes/{mailbox}/events", get(events))
+        .route("/_control/graph/mailboxes/{mailbox}/events/{id}", delete(delete_event))
+        .route("/_control/graph/mailboxes/{mailbox}/contacts", get(contacts))
+        .route(
+            "/_control/graph/mailboxes/{mailbox}/contacts/{id}",
+            delete(delete_contact),
+        )
+        .route("/_control/graph/mailboxes/{mailbox}/categories", get(categories))
+        .route("/_control/graph/mailboxes/{mailbox}/folders", get(folders))
+        .route("/_control/graph/mailboxes/{mailbox}/addin", get(addin).put(set_addin))
+        .route("/_control/graph/mailboxes/{mailbox}/counters", get(counters))
+        .route(
+            "/_control/graph/mailboxes/{mailbox}/faults",
+            post(inject_fault).delete(clear_faults),
+        )
+        .route("/_control/graph/mailboxes/{mailbox}/fault-rate", put(set_fault_rate))
+        .route("/_control/graph/latency", put(set_latency))
+        .with_state(simulator)
+}
+
+fn problem(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
+
+/// `204` on success, `404` naming what is unknown otherwise.
+fn done(result: Result<(), SeedError>) -> Response {
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => problem(StatusCode::NOT_FOUND, error.to_string()),
+    }
+}
+
+/// Answers `found` as JSON if the mailbox exists, else 404.
+fn known(simulator: &GraphSimulator, mailbox: &str, found: impl FnOnce() -> Value) -> Response {
+    if simulator.mailbox_id(mailbox).is_some() {
+        Json(found()).into_response()
+    } else {
+        problem(
+            StatusCode::NOT_FOUND,
+            SeedError::UnknownMailbox(mailbox.to_owned()).to_string(),
+        )
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct NewMailbox {
+    upn: String,
+}
+
+async fn create_mailbox(State(simulator): State<GraphSimulator>, Json(spec): Json<NewMailbox>) -> Response {
+    if spec.upn.trim().is_empty() {
+        return problem(StatusCode::BAD_REQUEST, "upn must not be empty".to_owned());
+    }
+    let refresh_token = simulator.create_mailbox(&spec.upn);
+    let id = simulator.mailbox_id(&spec.upn);
+    (
+        StatusCode::CREATED,
+        Json(json!({"id": id, "upn": spec.upn, "refresh_token": refresh_token})),
+    )
+        .into_response()
+}
+
+async fn issue_refresh_token(State(simulator): State<GraphSimulator>, Path(mailbox): Path<String>) -> Response {
+    match simulator.issue_refresh_token(&mailbox) {
+        Ok(token) => (StatusCode::CREATED, Json(json!({"refresh_token": token}))).into_response(),
+        Err(error) => problem(StatusCode::NOT_FOUND, error.to_string()),
+    }
+}
+
+async fn revoke_refresh_token(State(simulator): State<GraphSimulator>, Path(token): Path<String>) -> StatusCode {
+    simulator.revoke_refresh_token(&token);
+    StatusCode::NO_CONTENT
+}
+
+async fn expire_sessions(State(simulator): State<GraphSimulator>, Path(mailbox): Path<String>) -> Response {
+    done(simulator.expire_sessions(&mailbox))
+}
+
+async fn expire_delta_tokens(State(simulator): State<GraphSimulator>, Path(mailbox): Path<String>) -> Response {
+    done(simulator.expire_delta_tokens(&mailbox))
+}
+
+#[derive(Debug, Deserialize)]
+struct NewMessage {
+    folder: Folder,
+    #[serde(flatten)]
+    seed: MessageSeed,
+}
+
+async fn add_message(
+    State(simulator): State<GraphSimulator>,
+    Path(mailbox): Path<String>,
+    Json(message): Json<NewMessage>,
+) -> Response {
+    match simulator.add_message(&mailbox, message.folder, message.seed) {
+        Ok(id) => (StatusCode::CREATED, Json(json!({"id": id}))).into_response(),
+        Err(error) => problem(StatusCode::NOT_FOUND, error.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageChange {
+    subject: String,
+}
+
+async fn update_message(
+    State(simulator): State<GraphSimulator>,
+    Path((mailbox, id)): Path<(String, String)>,
+    Json(change): Json<MessageChange>,
+) -> Response {
+    done(simulator.update_message(&mailbox, &id, &change.subject))
+}
+
+async fn delete_message(
+    State(simulator): State<GraphSimulator>,
+    Path((mailbox, id)): Path<(String, String)>,
+) -> Response {
+    done(simulator.delete_message(&mailbox, &id))
+}
+
+async fn events(State(simulator): State<GraphSimulator>, Path(mailbox): Path<String>) -> Response {
+    known(&simulator, &mailbox, || Value::Array(simulator.events(&mailbox)))
+}
+
+async fn delete_event(
+    State(simulator): State<GraphSimulator>,
+    Path((mailbox, id)): Path<(String, String)>,
+) -> Response {
+    done(simulator.delete_event(&mailbox, &id))
+}
+
+async fn contacts(State(simulator): State<GraphSimulator>, Path(mailbox): Path<String>) -> Response {
+    known(&simulator, &mailbox, || Value::Array(simulator.contacts(&mailbox)))
+}
+
+async fn delete_contact(
+    State(simulator): State<GraphSimulator>,
+    Path((mailbox, id)): Path<(String, String)>,
+) -> Response {
+    done(simulator.delete_contact(&mailbox, &id))
+}
+
+async fn categories(State(simulator): State<GraphSimulator>, Path(mailbox): Path<String>) -> Response {
+    known(&simulator, &mailbox, || {
+        simulator
+            .categories(&mailbox)
+            .into_iter()
+            .map(|category| json!({"id": category.id, "displayName": category.display_name, "color": category.color}))
+            .collect()
+    })
+}
+
+async fn folders(State(simulator): State<GraphSimulator>, Path(mailbox): Path<String>) -> Response {
+    known(&simulator, &mailbox, || {
+        simulator
+            .folders(&mailbox)
+            .into_iter()
+            .map(|folder| json!({"id": folder.id, "displayName": folder.display_name}))
+            .collect()
+    })
+}
+
+async fn addin(State(simulator): State<GraphSimulator>, Path(mailbox): Path<String>) -> Response {
+    known(
+        &simulator,
+        &mailbox,
+        || json!({"manifestId": simulator.addin(&mailbox)}),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AddinState {
+    manifest_id: Option<String>,
+}
+
+async fn set_addin(
+    State(simulator): State<GraphSimulator>,
+    Path(mailbox): Path<String>,
+    Json(state): Json<AddinState>,
+) -> Response {
+    done(simulator.set_addin(&mailbox, state.manifest_id.as_deref()))
+}
+
+async fn counters(State(simulator): State<GraphSimulator>, Path(mailbox): Path<String>) -> Response {
+    known(&simulator, &mailbox, || {
+        let counters = simulator.counters(&mailbox);
+        let calls: serde_json::Map<String, Value> = counters
+            .calls
+            .iter()
+            .map(|(endpoint, calls)| (endpoint.as_str().to_owned(), json!(calls)))
+            .collect();
+        json!({"calls": calls, "throttled": counters.throttled, "faults": counters.faults})
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct FaultSpec {
+    fault: Fault,
+    #[serde(default)]
+    endpoint: Option<Endpoint>,
+    #[serde(default = "one")]
+    times: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn inject_fault(
+    State(simulator): State<GraphSimulator>,
+    Path(mailbox): Path<String>,
+    Json(spec): Json<FaultSpec>,
+) -> Response {
+    done(match spec.endpoint {
+        Some(endpoint) => simulator.inject_fault_on(&mailbox, endpoint, spec.fault, spec.times),
+        None => simulator.inject_fault(&mailbox, spec.fault, spec.times),
+    })
+}
+
+async fn clear_faults(State(simulator): State<GraphSimulator>, Path(mailbox): Path<String>) -> Response {
+    done(simulator.clear_faults(&mailbox))
+}
+
+#[derive(Debug, Deserialize)]
+struct FaultRate {
+    fault: Fault,
+    probability: f64,
+}
+
+async fn set_fault_rate(
+    State(simulator): State<GraphSimulator>,
+    Path(mailbox): Path<String>,
+    Json(rate): Json<FaultRate>,
+) -> Response {
+    if !(0.0..=1.0).contains(&rate.probability) {
+        return problem(StatusCode::BAD_REQUEST, "probability must be within [0, 1]".to_owned());
+    }
+    done(simulator.set_fault_rate(&mailbox, rate.fault, rate.probability))
+}
+
+#[derive(Debug, Deserialize)]
+struct Latency {
+    base_ms: u64,
+    #[serde(default)]
+    jitter_ms: u64,
+}
+
+async fn set_latency(State(simulator): State<GraphSimulator>, Json(latency): Json<Latency>) -> StatusCode {
+    simulator.set_latency(
+        Duration::from_millis(latency.base_ms),
+        Duration::from_millis(latency.jitter_ms),
+    );
+    StatusCode::NO_CONTENT
+}

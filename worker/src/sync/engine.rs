@@ -1,0 +1,751 @@
+//! The sync session (S1-S8): settings, connectivity of both sides, the
+//! mailbox's initialization, mail to CRM, CRM to mailbox, each cursor stored
+//! only after the CRM writes it covers, one issue per failed item, and a
+//! budget after which the session stops and a follow-up job goes on.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use reqwest::Url;
+use secrecy::SecretString;
+use serde_json::{Map, Value, json};
+use syncfleet_common::{
+    domain::{AccessType, IssueCategory, IssueSource, Scope},
+    secrets::{self, CredentialKind, Owner},
+};
+use syncfleet_connectors::{
+    ConnectorError, ErrorKind, Provider,
+    ews::{EwsClient, EwsLogon, EwsOptions},
+    gmail::{GmailClient, GmailOptions},
+    graph::{GraphClient, GraphOptions},
+    http::HttpClient,
+    mailbox::{ContactDraft, Continuation, EventDraft, MailFolder, MailMessage, Mailbox, MessageChange, Upsert},
+    salesforce::{self, PersonKind, SObject, SalesforceClient, SalesforceCredentials, SalesforceOptions},
+};
+use tracing::instrument;
+
+use super::{
+    FailureClass, SessionContext, SyncFailure, SyncWork,
+    participants::{self, FilterSettings, ParticipantFilter},
+    providers::ProviderConfig,
+    settings::{self, Settings},
+    state::{self, Direction, Mapping},
+};
+
+/// The Task field the fleet's external ids live in (a unique external id field
+/// the org installs with the product).
+pub const TASK_EXTERNAL_ID_FIELD: &str = "Syncfleet_External_Id__c";
+
+/// Days of mail taken on a first sync, unless the organization sets its own.
+pub const DEFAULT_BASELINE_DAYS: u32 = 6;
+
+/// How much one session may do before it stops and a follow-up job goes on.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Wall time of the mailbox-to-CRM and CRM-to-mailbox steps.
+    pub time: Duration,
+    /// Mailbox changes handled.
+    pub items: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            time: Duration::from_secs(120),
+            items: 5_000,
+        }
+    }
+}
+
+/// The real sync, for every access type.
+pub struct MailboxSync {
+    providers: Arc<ProviderConfig>,
+    http: HttpClient,
+    budget: Budget,
+}
+
+impl MailboxSync {
+    /// The sync with its providers and budget.
+    pub fn new(providers: ProviderConfig, budget: Budget) -> anyhow::Result<Self> {
+        let http = providers.http_client()?;
+        Ok(Self {
+            providers: Arc::new(providers),
+            http,
+            budget,
+        })
+    }
+}
+
+/// Which side a provider is on.
+fn side_of(provider: Provider) -> IssueSource {
+    match provider {
+        Provider::Salesforce => IssueSource::Crm,
+        Provider::Graph | Provider::Ews | Provider::Gmail => IssueSource::Mailbox,
+    }
+}
+
+/// The issue category of a connector error.
+fn category_of(kind: ErrorKind) -> IssueCategory {
+    match kind {
+        ErrorKind::Authorization => IssueCategory::Auth,
+        ErrorKind::Throttled => IssueCategory::Throttled,
+        ErrorKind::QuotaExhausted => IssueCategory::Quota,
+        ErrorKind::SyncStateExpired => IssueCategory::SyncStateReset,
+        ErrorKind::Validation => IssueCategory::Validation,
+        ErrorKind::LockContention => IssueCategory::LockContention,
+        ErrorKind::Duplicate => IssueCategory::Duplicate,
+        ErrorKind::Transient => IssueCategory::Transient,
+        ErrorKind::Permanent => IssueCategory::Internal,
+    }
+}
+
+/// A connector error that ends the session.
+fn failure(error: ConnectorError) -> SyncFailure {
+    let class = match error.kind() {
+        ErrorKind::Authorization => FailureClass::Authorization,
+        ErrorKind::Throttled => FailureClass::Throttled,
+        ErrorKind::QuotaExhausted => FailureClass::Quota,
+        ErrorKind::SyncStateExpired => FailureClass::SyncStateExpired,
+        ErrorKind::LockContention => FailureClass::LockContention,
+        ErrorKind::Transient => FailureClass::Transient,
+        ErrorKind::Validation | ErrorKind::Duplicate | ErrorKind::Permanent => FailureClass::Permanent,
+    };
+    SyncFailure {
+        class,
+        side: side_of(error.provider()),
+        message: error.to_string(),
+        retry_after: error.retry_after(),
+    }
+}
+
+fn settings_failure(side: IssueSource, message: impl Into<String>) -> SyncFailure {
+    SyncFailure::new(FailureClass::Settings, side, message)
+}
+
+fn bounded(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
+        Some((end, _)) => text[..end].to_owned(),
+        None => text.to_owned(),
+    }
+}
+
+impl SyncWork for MailboxSync {
+    #[instrument(name = "sync_session", skip_all, fields(user_id = %session.user_id))]
+    async fn run(&self, session: &mut SessionContext) -> Result<(), SyncFailure> {
+        session.scope = Scope::Incremental;
+        let settings = settings::check(session).await?;
+        let crm = self.salesforce(session, &settings).await?;
+        let result = match settings.access_type.parse::<AccessType>() {
+            Ok(AccessType::Office365) => {
+                let mailbox = self.graph(session, &settings).await?;
+                self.sync(session, &settings, "graph", &mailbox, &crm).await
+            }
+            Ok(AccessType::ExchangeDirect) if settings.has(CredentialKind::MailboxRefreshToken.as_str()) => {
+                // Direct access through Office 365 OAuth instead of a password.
+                let mailbox = self.graph(session, &settings).await?;
+                self.sync(session, &settings, "graph", &mailbox, &crm).await
+            }
+            Ok(AccessType::ExchangeDirect | AccessType::ExchangeImpersonation) => {
+                let mailbox = self.ews(session, &settings).await?;
+                self.sync(session, &settings, "ews", &mailbox, &crm).await
+            }
+            Ok(AccessType::Gmail) => {
+                let mailbox = self.gmail(session, &settings).await?;
+                self.sync(session, &settings, "gmail", &mailbox, &crm).await
+            }
+            Err(_) => Err(settings_failure(IssueSource::Engine, "unknown mailbox access type")),
+        };
+        session
+            .calls
+            .insert("salesforce".to_owned(), u32::try_from(crm.calls()).unwrap_or(u32::MAX));
+        result
+    }
+}
+
+impl MailboxSync {
+    async fn credential(
+        &self,
+        session: &SessionContext,
+        owner: Owner,
+        kind: CredentialKind,
+        side: IssueSource,
+    ) -> Result<SecretString, SyncFailure> {
+        match secrets::load(&session.pool, &self.providers.key_ring, owner, kind).await {
+            Ok(Some(secret)) => Ok(secret),
+            Ok(None) => Err(settings_failure(side, format!("no {} is stored", kind.as_str()))),
+            Err(secrets::CredentialError::Database(error)) => Err(SyncFailure::database(error)),
+            Err(secrets::CredentialError::Open(error)) => Err(SyncFailure::new(
+                FailureClass::Permanent,
+                IssueSource::Engine,
+                format!("the stored {}: {error}", kind.as_str()),
+            )),
+        }
+    }
+
+    async fn salesforce(&self, session: &SessionContext, settings: &Settings) -> Result<SalesforceClient, SyncFailure> {
+        let instance = settings
+            .salesforce_instance_url
+            .as_deref()
+            .ok_or_else(|| settings_failure(IssueSource::Crm, "no Salesforce instance URL is set"))?;
+        let login_url: Url = instance
+            .parse()
+            .map_err(|_| settings_failure(IssueSource::Crm, "the Salesforce instance URL is not a URL"))?;
+        let refresh_token = self
+            .credential(
+                session,
+                Owner::User(session.user_id),
+                CredentialKind::CrmRefreshToken,
+                IssueSource::Crm,
+            )
+            .await?;
+        let client = SalesforceClient::new(
+            self.http.clone(),
+            self.providers.salesforce_app(login_url),
+            SalesforceCredentials {
+                refresh_token,
+                session: None,
+            },
+            SalesforceOptions::default(),
+        )
+        .map_err(failure)?;
+        Ok(client.with_token_sink(Arc::new(self.providers.sink(
+            &session.pool,
+            session.user_id,
+            CredentialKind::CrmRefreshToken,
+        ))))
+    }
+
+    async fn graph(&self, session: &SessionContext, settings: &Settings) -> Result<GraphClient, SyncFailure> {
+        let refresh_token = self
+            .credential(
+                session,
+                Owner::User(session.user_id),
+                CredentialKind::MailboxRefreshToken,
+                IssueSource::Mailbox,
+            )
+            .await?;
+        let oauth = self.providers.oauth_session(
+            &self.http,
+            &self.providers.microsoft,
+            &session.pool,
+            session.user_id,
+            refresh_token,
+        );
+        let options = GraphOptions {
+            base_url: self.providers.graph_url.clone(),
+            ..GraphOptions::default()
+        };
+        Ok(GraphClient::new(
+            self.http.clone(),
+            options,
+            settings.email.clone(),
+            oauth,
+        ))
+    }
+
+    async fn gmail(&self, session: &SessionContext, _settings: &Settings) -> Result<GmailClient, SyncFailure> {
+        let refresh_token = self
+            .credential(
+                session,
+                Owner::User(session.user_id),
+                CredentialKind::MailboxRefreshToken,
+                IssueSource::Mailbox,
+            )
+            .await?;
+        let oauth = self.providers.oauth_session(
+            &self.http,
+            &self.providers.google,
+            &session.pool,
+            session.user_id,
+            refresh_token,
+        );
+        let options = GmailOptions {
+            base_url: self.providers.gmail_url.clone(),
+            ..GmailOptions::default()
+        };
+        Ok(GmailClient::new(self.http.clone(), options, oauth))
+    }
+
+    async fn ews(&self, session: &SessionContext, settings: &Settings) -> Result<EwsClient, SyncFailure> {
+        let impersonation = settings.access_type == AccessType::ExchangeImpersonation.as_str();
+        let url = settings
+            .ews_url
+            .as_deref()
+            .ok_or_else(|| settings_failure(IssueSource::Mailbox, "no EWS URL is set"))?;
+        let url: Url = url
+            .parse()
+            .map_err(|_| settings_failure(IssueSource::Mailbox, "the EWS URL is not a URL"))?;
+        let logon = if impersonation {
+            let password = self
+                .credential(
+                    session,
+                    Owner::Organization(session.organization_id),
+                    CredentialKind::ImpersonationPassword,
+                    IssueSource::Mailbox,
+                )
+                .await?;
+            EwsLogon::Impersonation {
+                service_account: settings.impersonation_account.clone().unwrap_or_default(),
+                password,
+                smtp_address: settings.email.clone(),
+            }
+        } else {
+            let password = self
+                .credential(
+                    session,
+                    Owner::User(session.user_id),
+                    CredentialKind::MailboxPassword,
+                    IssueSource::Mailbox,
+                )
+                .await?;
+            EwsLogon::Direct {
+                account: settings.account_logon.clone().unwrap_or_else(|| settings.email.clone()),
+                password,
+            }
+        };
+        EwsClient::new(self.http.clone(), EwsOptions::default(), url, logon).map_err(failure)
+    }
+
+    /// S2-S7 against one mailbox; the calls made are counted whatever happens.
+    async fn sync<M: Mailbox>(
+        &self,
+        session: &mut SessionContext,
+        settings: &Settings,
+        provider: &str,
+        mailbox: &M,
+        crm: &SalesforceClient,
+    ) -> Result<(), SyncFailure> {
+        let result = self.steps(session, settings, mailbox, crm).await;
+        session.calls.insert(provider.to_owned(), mailbox.calls());
+        result
+    }
+
+    async fn steps<M: Mailbox>(
+        &self,
+        session: &mut SessionContext,
+        settings: &Settings,
+        mailbox: &M,
+        crm: &SalesforceClient,
+    ) -> Result<(), SyncFailure> {
+        // S2: mailbox connectivity (refresh or log on, then a light call).
+        let started = Instant::now();
+        mailbox.check().await.map_err(failure)?;
+        session
+            .log
+            .finish_step("check_mailbox", started, "The mailbox answered.");
+
+        // S3: CRM connectivity (refresh, then the limits: a light call).
+        let started = Instant::now();
+        let limits = crm.limits().await.map_err(failure)?;
+        session.log.finish_step(
+            "check_crm",
+            started,
+            format!(
+                "Salesforce answered; {} of {} daily API requests remain.",
+                limits.remaining, limits.max
+            ),
+        );
+
+        let organization_filter: FilterSettings =
+            serde_json::from_value(settings.organization_settings.clone()).unwrap_or_default();
+        let user_filter: FilterSettings = settings
+            .user_settings
+            .clone()
+            .and_then(|value| serde_json::from_value(value).ok())
+            .unwrap_or_default();
+        let baseline_days = organization_filter.baseline_days.unwrap_or(DEFAULT_BASELINE_DAYS);
+        let since = Utc::now() - chrono::Duration::days(i64::from(baseline_days));
+
+        // S4: the first run initializes the mailbox.
+        if !settings.mailbox_initialized {
+            let started = Instant::now();
+            session.scope = Scope::Initial;
+            mailbox.initialize().await.map_err(failure)?;
+            sqlx::query(
+                "UPDATE users SET mailbox_status = 'initialized', updated_at = now() \
+                 WHERE id = $1 AND mailbox_status = 'not_initialized'",
+            )
+            .bind(session.user_id)
+            .execute(&session.pool)
+            .await
+            .map_err(SyncFailure::database)?;
+            session.log.finish_step(
+                "initialize_mailbox",
+                started,
+                format!("Category and folders created; mail of the last {baseline_days} days is taken."),
+            );
+        }
+
+        // S5: mail to CRM, one stream at a time.
+        let filter = ParticipantFilter::new(&settings.email, &organization_filter, &user_filter);
+        let deadline = Instant::now() + self.budget.time;
+        let mut handled = 0usize;
+        for folder in mailbox.folders() {
+            let started = Instant::now();
+            let outcome = self
+                .mail_to_crm(session, mailbox, crm, &filter, *folder, since, deadline, &mut handled)
+                .await?;
+            session
+                .log
+                .finish_step(&format!("mail_to_crm:{}", folder.as_str()), started, outcome);
+            if session.continuation {
+                break;
+            }
+        }
+
+        // S6: CRM to mailbox.
+        if session.continuation {
+            session.log.push(
+                "crm_to_mailbox",
+                "info",
+                "Skipped this time: the session's budget is spent; the follow-up job does it.",
+            );
+        } else if mailbox.writes_crm_items() {
+            let started = Instant::now();
+            let outcome = self.crm_to_mailbox(session, mailbox, crm, since).await?;
+            session.log.finish_step("crm_to_mailbox", started, outcome);
+        } else {
+            session.log.push(
+                "crm_to_mailbox",
+                "info",
+                "This mailbox type takes no events or contacts from the CRM.",
+            );
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn mail_to_crm<M: Mailbox>(
+        &self,
+        session: &mut SessionContext,
+        mailbox: &M,
+        crm: &SalesforceClient,
+        filter: &ParticipantFilter,
+        folder: MailFolder,
+        since: DateTime<Utc>,
+        deadline: Instant,
+        handled: &mut usize,
+    ) -> Result<String, SyncFailure> {
+        let stream = format!("mail:{}", folder.as_str());
+        let mut cursor = state::cursor(&session.pool, session.user_id, &stream)
+            .await
+            .map_err(SyncFailure::database)?;
+        let (mut pages, mut logged, mut skipped, mut removed) = (0u32, 0u32, 0u32, 0u32);
+        loop {
+            if Instant::now() >= deadline || *handled >= self.budget.items {
+                session.continuation = true;
+                return Ok(format!(
+                    "{pages} page(s), {logged} logged, {skipped} without a CRM match; the budget is spent, a follow-up job goes on."
+                ));
+            }
+            let page = match mailbox.message_changes(folder, cursor.as_deref(), since).await {
+                Ok(page) => page,
+                Err(error) if error.kind() == ErrorKind::SyncStateExpired && cursor.is_some() => {
+                    session.issue(
+                        IssueSource::Mailbox,
+                        IssueCategory::SyncStateReset,
+                        None,
+                        format!("{error}; a full resync of {} follows", folder.as_str()),
+                    );
+                    session.scope = Scope::FullResync;
+                    cursor = None;
+                    continue;
+                }
+                Err(error) => return Err(failure(error)),
+            };
+            pages += 1;
+            *handled += page.changes.len();
+            let mut messages = Vec::new();
+            for change in page.changes {
+                match change {
+                    MessageChange::Upsert(message) => messages.push(message),
+                    MessageChange::Removed { .. } => removed += 1,
+                }
+            }
+            let (written, unmatched) = self.log_messages(session, crm, filter, &messages).await?;
+            logged += written;
+            skipped += unmatched;
+            // The cursor moves only once the CRM writes it covers are done.
+            let (token, complete) = match page.continuation {
+                Continuation::More(token) => (token, false),
+                Continuation::Complete(token) => (token, true),
+            };
+            state::save_cursor(&session.pool, session.user_id, &stream, &token)
+                .await
+                .map_err(SyncFailure::database)?;
+            cursor = Some(token);
+            if complete {
+                return Ok(format!(
+                    "{pages} page(s): {logged} logged, {skipped} without a CRM match, {removed} removed in the mailbox."
+                ));
+            }
+        }
+    }
+
+    /// Matches the messages' participants and upserts one Task per message
+    /// with a match; answers (written, without a match).
+    async fn log_messages(
+        &self,
+        session: &mut SessionContext,
+        crm: &SalesforceClient,
+        filter: &ParticipantFilter,
+        messages: &[MailMessage],
+    ) -> Result<(u32, u32), SyncFailure> {
+        // The same message may come twice in a round: the last copy wins.
+        let mut unique: BTreeMap<String, (&MailMessage, Vec<String>)> = BTreeMap::new();
+        for message in messages {
+            let candidates = filter.candidates(message);
+            unique.insert(
+                participants::external_id(session.user_id, message),
+                (message, candidates),
+            );
+        }
+        let addresses: Vec<String> = unique
+            .values()
+            .flat_map(|(_, candidates)| candidates.iter().cloned())
+            .collect();
+        if addresses.is_empty() {
+            return Ok((0, u32::try_from(unique.len()).unwrap_or(u32::MAX)));
+        }
+        let people = crm.find_people(&addresses).await.map_err(failure)?;
+        let mut records = Vec::new();
+        let mut items = Vec::new();
+        let mut unmatched = 0u32;
+        for (external_id, (message, candidates)) in &unique {
+            // Contacts before Leads; among them the first participant.
+            let person = candidates
+                .iter()
+                .filter_map(|address| people.get(address))
+                .min_by_key(|person| person.kind != PersonKind::Contact);
+            let Some(person) = person else {
+                unmatched += 1;
+                continue;
+            };
+            records.push(task_record(external_id, message, &person.id));
+            items.push((message.id.clone(), external_id.clone()));
+        }
+        if records.is_empty() {
+            return Ok((0, unmatched));
+        }
+        let outcomes = crm
+            .upsert(SObject::Task, TASK_EXTERNAL_ID_FIELD, records)
+            .await
+            .map_err(failure)?;
+        let mut mappings = Vec::new();
+        for ((item, external_id), outcome) in items.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(upserted) => mappings.push(Mapping {
+                    mailbox_item_id: item,
+                    crm_object: "Task",
+                    crm_id: upserted.id,
+                    external_id,
+                }),
+                Err(error) if !error.is_retryable() => {
+                    session.issue(
+                        side_of(error.provider()),
+                        category_of(error.kind()),
+                        Some(item),
+                        error.to_string(),
+                    );
+                }
+                Err(error) => return Err(failure(error)),
+            }
+        }
+        state::save_mappings(&session.pool, session.user_id, Direction::MailboxToCrm, &mappings)
+            .await
+            .map_err(SyncFailure::database)?;
+        let written = u32::try_from(mappings.len()).unwrap_or(u32::MAX);
+        session.items_to_crm += i32::try_from(written).unwrap_or(i32::MAX);
+        Ok((written, unmatched))
+    }
+
+    /// S6: the user's Events and Contacts changed in the CRM since the
+    /// watermark, written into the mailbox.
+    async fn crm_to_mailbox<M: Mailbox>(
+        &self,
+        session: &mut SessionContext,
+        mailbox: &M,
+        crm: &SalesforceClient,
+        since: DateTime<Utc>,
+    ) -> Result<String, SyncFailure> {
+        let owner = crm.resolve_user_id().await.map_err(failure)?;
+        let mut summary = Vec::new();
+        for object in [SObject::Event, SObject::Contact] {
+            let stream = format!("crm:{}", object.name().to_lowercase());
+            let watermark = state::cursor(&session.pool, session.user_id, &stream)
+                .await
+                .map_err(SyncFailure::database)?
+                .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
+                .map_or(since, |time| time.with_timezone(&Utc));
+            let fields: &[&str] = match object {
+                SObject::Event => &[
+                    "Id",
+                    "Subject",
+                    "Description",
+                    "Location",
+                    "StartDateTime",
+                    "EndDateTime",
+                    "LastModifiedDate",
+                ],
+                _ => &[
+                    "Id",
+                    "FirstName",
+                    "LastName",
+                    "Email",
+                    "Phone",
+                    "Title",
+                    "LastModifiedDate",
+                ],
+            };
+            // The query is inclusive to the second: what the watermark already
+            // covers comes back and is skipped.
+            let records: Vec<_> = crm
+                .changed_owned_records(object, &owner, watermark, fields)
+                .await
+                .map_err(failure)?
+                .into_iter()
+                .filter(|record| modified_at(record).is_none_or(|modified| modified > watermark))
+                .collect();
+            if records.is_empty() {
+                summary.push(format!("0 {}s", object.name()));
+                continue;
+            }
+            let ids: Vec<String> = records.iter().filter_map(|record| text(record, "Id")).collect();
+            let existing = state::mailbox_items_of(&session.pool, session.user_id, &ids)
+                .await
+                .map_err(SyncFailure::database)?;
+            let mut newest = watermark;
+            let mut written = 0;
+            for chunk in records.chunks(20) {
+                let (ids, outcomes) = match object {
+                    SObject::Event => {
+                        let drafts: Vec<Upsert<EventDraft>> = chunk
+                            .iter()
+                            .filter_map(event_draft)
+                            .map(|item| Upsert {
+                                existing: existing.get(&item.crm_id).cloned(),
+                                item,
+                            })
+                            .collect();
+                        let ids: Vec<String> = drafts.iter().map(|draft| draft.item.crm_id.clone()).collect();
+                        (ids, mailbox.upsert_events(&drafts).await.map_err(failure)?)
+                    }
+                    _ => {
+                        let drafts: Vec<Upsert<ContactDraft>> = chunk
+                            .iter()
+                            .filter_map(contact_draft)
+                            .map(|item| Upsert {
+                                existing: existing.get(&item.crm_id).cloned(),
+                                item,
+                            })
+                            .collect();
+                        let ids: Vec<String> = drafts.iter().map(|draft| draft.item.crm_id.clone()).collect();
+                        (ids, mailbox.upsert_contacts(&drafts).await.map_err(failure)?)
+                    }
+                };
+                let mut mappings = Vec::new();
+                for (crm_id, outcome) in ids.into_iter().zip(outcomes) {
+                    match outcome {
+                        Ok(mailbox_item_id) => mappings.push(Mapping {
+                            mailbox_item_id,
+                            crm_object: object.name(),
+                            external_id: crm_id.clone(),
+                            crm_id,
+                        }),
+                        Err(error) if !error.is_retryable() => session.issue(
+                            side_of(error.provider()),
+                            category_of(error.kind()),
+                            Some(crm_id),
+                            error.to_string(),
+                        ),
+                        Err(error) => return Err(failure(error)),
+                    }
+                }
+                state::save_mappings(&session.pool, session.user_id, Direction::CrmToMailbox, &mappings)
+                    .await
+                    .map_err(SyncFailure::database)?;
+                written += mappings.len();
+                session.items_to_mailbox += i32::try_from(mappings.len()).unwrap_or(i32::MAX);
+                if let Some(last) = chunk.iter().filter_map(|record| modified_at(record)).max() {
+                    newest = newest.max(last);
+                }
+            }
+            state::save_cursor(&session.pool, session.user_id, &stream, &newest.to_rfc3339())
+                .await
+                .map_err(SyncFailure::database)?;
+            summary.push(format!("{written} {}(s)", object.name()));
+        }
+        Ok(format!("Written into the mailbox: {}.", summary.join(", ")))
+    }
+}
+
+fn text(record: &Map<String, Value>, field: &str) -> Option<String> {
+    record.get(field).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn time(record: &Map<String, Value>, field: &str) -> Option<DateTime<Utc>> {
+    salesforce::parse_datetime(record.get(field)?.as_str()?)
+}
+
+fn modified_at(record: &Map<String, Value>) -> Option<DateTime<Utc>> {
+    time(record, "LastModifiedDate")
+}
+
+fn event_draft(record: &Map<String, Value>) -> Option<EventDraft> {
+    Some(EventDraft {
+        crm_id: text(record, "Id")?,
+        subject: text(record, "Subject").unwrap_or_default(),
+        body: text(record, "Description").unwrap_or_default(),
+        location: text(record, "Location").unwrap_or_default(),
+        start: time(record, "StartDateTime")?,
+        end: time(record, "EndDateTime")?,
+    })
+}
+
+fn contact_draft(record: &Map<String, Value>) -> Option<ContactDraft> {
+    Some(ContactDraft {
+        crm_id: text(record, "Id")?,
+        email: text(record, "Email").unwrap_or_default(),
+        first_name: text(record, "FirstName").unwrap_or_default(),
+        last_name: text(record, "LastName").unwrap_or_default(),
+        company: String::new(),
+        phone: text(record, "Phone").unwrap_or_default(),
+    })
+}
+
+/// The Task an email becomes.
+fn task_record(external_id: &str, message: &MailMessage, who_id: &str) -> Map<String, Value> {
+    let subject = if message.subject.trim().is_empty() {
+        "Email: (no subject)".to_owned()
+    } else {
+        format!("Email: {}", message.subject.trim())
+    };
+    let direction = if message.sent_by_owner { "Sent" } else { "Received" };
+    let from = message
+        .from
+        .as_ref()
+        .map(|address| address.address.as_str())
+        .unwrap_or_default();
+    let description = format!(
+        "{direction} {}\nFrom: {from}\n\n{}",
+        message.sent_at.format("%Y-%m-%d %H:%M UTC"),
+        message.body_preview
+    );
+    [
+        (TASK_EXTERNAL_ID_FIELD, json!(external_id)),
+        ("Subject", json!(bounded(&subject, 255))),
+        ("Description", json!(bounded(&description, 32_000))),
+        ("ActivityDate", json!(message.sent_at.format("%Y-%m-%d").to_string())),
+        ("Status", json!("Completed")),
+        ("Priority", json!("Normal")),
+        ("TaskSubtype", json!("Email")),
+        ("WhoId", json!(who_id)),
+    ]
+    .into_iter()
+    .map(|(field, value)| (field.to_owned(), value))
+    .collect()
+}
