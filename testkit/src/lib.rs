@@ -23,7 +23,7 @@ use uuid::Uuid;
 pub use broker::PrivateBroker;
 pub use fixtures::*;
 pub use otlp::{OtlpReceiver, SpanSeen};
-pub use providers::{Providers, TEST_ENCRYPTION_KEYS, test_key_ring};
+pub use providers::{ProviderConfigs, Providers, TEST_ENCRYPTION_KEYS, test_key_ring};
 
 /// The server tests create their databases on.
 pub fn server_url() -> String {

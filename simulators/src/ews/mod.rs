@@ -421,8 +421,8 @@ impl EwsSimulator {
     }
 
     /// Creates the mailbox `smtp`, owned by `owner` (the account whose Direct
-    /// Logon opens it), with the distinguished folders and the default
-    /// category list.
+    /// Logon opens it; an account owns one mailbox at most), with the
+    /// distinguished folders and the default category list.
     pub fn create_mailbox(&self, smtp: &str, owner: &str) -> Result<(), SetupError> {
         self.store.with(|state| state.create_mailbox(smtp, owner))
     }

@@ -344,6 +344,10 @@ impl State {
         if self.mailboxes.contains_key(&key) {
             return Err(SetupError::Exists(smtp.to_owned()));
         }
+        // Direct Logon opens the one mailbox an account owns.
+        if self.own_mailbox(&owner).is_some() {
+            return Err(SetupError::Exists(format!("a mailbox owned by {owner}")));
+        }
         let mut folders: Vec<Folder> = Vec::new();
         for (distinguished, display_name, class, parent) in DISTINGUISHED {
             let parent = parent.and_then(|parent| {

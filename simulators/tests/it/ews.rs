@@ -272,7 +272,12 @@ async fn concurrency_is_counted_per_authenticated_account() {
         harness.soap(GET_INBOX),
         harness.soap_as("svc@contoso.test", "svc-pw", Some(&target), &header, GET_INBOX),
         async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Sent once the first call is in flight (counted, then waiting).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while simulator.counters(&harness.local.account).total_calls() == 0 {
+                assert!(tokio::time::Instant::now() < deadline, "the first call never came");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             harness.soap(GET_INBOX).await
         },
     );

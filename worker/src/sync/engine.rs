@@ -670,7 +670,7 @@ impl MailboxSync {
                     .map_err(SyncFailure::database)?;
                 written += mappings.len();
                 session.items_to_mailbox += i32::try_from(mappings.len()).unwrap_or(i32::MAX);
-                if let Some(last) = chunk.iter().filter_map(|record| modified_at(record)).max() {
+                if let Some(last) = chunk.iter().filter_map(modified_at).max() {
                     newest = newest.max(last);
                 }
             }

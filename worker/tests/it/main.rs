@@ -6,4 +6,4 @@ mod lifecycle;
 mod priority;
 mod sessions;
 mod support;
-mod sync_office365;
+mod sync;

@@ -1,0 +1,109 @@
+//! Exchange users, through Direct Logon and through Impersonation.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use syncfleet_simulators::ews::Fault;
+use syncfleet_testkit::{session_count, wait_until};
+
+use super::{Access, BUYER, Fixture, LIMIT};
+
+#[tokio::test]
+async fn direct_logon_mail_becomes_exactly_one_task_even_when_replayed() {
+    super::mail_becomes_one_task_per_message(Access::ExchangeDirect).await;
+}
+
+#[tokio::test]
+async fn impersonated_mail_becomes_exactly_one_task_even_when_replayed() {
+    super::mail_becomes_one_task_per_message(Access::Impersonation { role: true }).await;
+}
+
+#[tokio::test]
+async fn an_invalid_sync_state_leads_to_a_full_resync_without_duplicates() {
+    super::an_expired_cursor_resyncs_without_duplicates(Access::ExchangeDirect, |fixture| {
+        fixture.providers.ews.invalidate_sync_states(&fixture.email);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn impersonation_denied_fails_the_session_with_an_authorization_issue() {
+    let fixture = Fixture::new(Access::Impersonation { role: false }).await;
+    let worker = fixture.worker(&[]);
+    assert_eq!(fixture.sync_once().await, "failed");
+    let session = fixture.last_session().await;
+    assert_eq!(
+        (session.error_category.as_deref(), session.error_source.as_deref()),
+        (Some("auth"), Some("mailbox"))
+    );
+    let message = session.error_message.unwrap_or_default();
+    assert!(message.contains("ErrorImpersonateUserDenied"), "{message}");
+    assert!(!message.contains("service-password"), "{message}");
+    assert_eq!(fixture.failures().await, (1, Some("auth".to_owned())));
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
+
+#[tokio::test]
+async fn server_busy_back_off_milliseconds_is_honoured_before_the_retry() {
+    let fixture = Fixture::new(Access::ExchangeDirect).await;
+    let worker = fixture.worker(&[("SYNCFLEET_RETRY_BASE_DELAY", "1s")]);
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    fixture
+        .providers
+        .ews
+        .inject_fault(&fixture.email, Fault::ServerBusy { backoff_ms: 4000 }, 1);
+    assert_eq!(fixture.sync_once().await, "failed");
+    assert_eq!(
+        fixture.last_session().await.error_category.as_deref(),
+        Some("throttled")
+    );
+    wait_until(LIMIT, "the retry to succeed", || async {
+        session_count(&fixture.env.pool, fixture.user, "succeeded").await == 2
+    })
+    .await;
+    let (failed_at, retried_at): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
+        "SELECT (SELECT ended_at FROM sync_sessions WHERE user_id = $1 AND status = 'failed'), \
+                (SELECT max(started_at) FROM sync_sessions WHERE user_id = $1 AND status = 'succeeded')",
+    )
+    .bind(fixture.user)
+    .fetch_one(&fixture.env.pool)
+    .await
+    .unwrap();
+    let waited = retried_at - failed_at;
+    assert!(
+        waited >= chrono::Duration::milliseconds(3900),
+        "the retry came {waited} after ErrorServerBusy asked for 4000 ms"
+    );
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
+
+#[tokio::test]
+async fn crm_events_owned_by_the_user_appear_in_the_exchange_calendar_once() {
+    let fixture = Fixture::new(Access::ExchangeDirect).await;
+    let salesforce = &fixture.providers.salesforce;
+    let org = &fixture.providers.org;
+    let owner = salesforce.default_user(org).unwrap();
+    let start = Utc::now() + chrono::Duration::days(2);
+    salesforce
+        .insert_record(
+            org,
+            "Event",
+            json!({
+                "Subject": "Site visit & <demo>",
+                "StartDateTime": start.to_rfc3339(),
+                "EndDateTime": (start + chrono::Duration::hours(2)).to_rfc3339(),
+                "OwnerId": owner,
+            }),
+        )
+        .unwrap();
+    salesforce.insert_contact(org, BUYER).unwrap();
+    let worker = fixture.worker(&[]);
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    let events = fixture.providers.ews.events(&fixture.email);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].subject, "Site visit & <demo>");
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}

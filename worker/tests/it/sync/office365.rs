@@ -1,0 +1,265 @@
+//! Office 365 (Graph) users.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use syncfleet_common::{
+    secrets::{self, CredentialKind, Owner},
+    session_log,
+};
+use syncfleet_simulators::{
+    graph::{Endpoint, Fault},
+    salesforce::ValidationRule,
+};
+use syncfleet_testkit::{session_count, test_key_ring, wait_until};
+
+use super::{Access, BUYER, Fixture, LIMIT};
+
+#[tokio::test]
+async fn new_mail_to_a_known_contact_becomes_exactly_one_task_even_when_replayed() {
+    super::mail_becomes_one_task_per_message(Access::Office365).await;
+}
+
+#[tokio::test]
+async fn an_expired_delta_token_leads_to_a_full_resync_without_duplicates() {
+    super::an_expired_cursor_resyncs_without_duplicates(Access::Office365, |fixture| {
+        fixture.providers.graph.expire_delta_tokens(&fixture.email).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_revoked_refresh_token_fails_the_session_with_an_authorization_issue() {
+    let fixture = Fixture::new(Access::Office365).await;
+    let worker = fixture.worker(&[]);
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    // Microsoft rotated the token at the first refresh, and the fleet stored
+    // the new one: revoke that.
+    let stored = secrets::load(
+        &fixture.env.pool,
+        &test_key_ring(),
+        Owner::User(fixture.user),
+        CredentialKind::MailboxRefreshToken,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    fixture.providers.graph.revoke_refresh_token(stored.expose_secret());
+
+    assert_eq!(fixture.sync_once().await, "failed");
+    let session = fixture.last_session().await;
+    assert_eq!(
+        (session.error_category.as_deref(), session.error_source.as_deref()),
+        (Some("auth"), Some("mailbox"))
+    );
+    assert_eq!(fixture.failures().await, (1, Some("auth".to_owned())));
+    // Not retried: an authorization failure waits for the user.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(session_count(&fixture.env.pool, fixture.user, "failed").await, 1);
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
+
+#[tokio::test]
+async fn graph_429_with_retry_after_is_honoured_before_the_retry() {
+    let fixture = Fixture::new(Access::Office365).await;
+    let worker = fixture.worker(&[("SYNCFLEET_RETRY_BASE_DELAY", "1s")]);
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    fixture
+        .providers
+        .graph
+        .inject_fault(
+            &fixture.email,
+            Fault::Throttled {
+                retry_after: Some(Duration::from_secs(4)),
+            },
+            1,
+        )
+        .unwrap();
+    assert_eq!(fixture.sync_once().await, "failed");
+    assert_eq!(
+        fixture.last_session().await.error_category.as_deref(),
+        Some("throttled")
+    );
+    wait_until(LIMIT, "the retry to succeed", || async {
+        session_count(&fixture.env.pool, fixture.user, "succeeded").await == 2
+    })
+    .await;
+    let (failed_at, retried_at): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
+        "SELECT (SELECT ended_at FROM sync_sessions WHERE user_id = $1 AND status = 'failed'), \
+                (SELECT max(started_at) FROM sync_sessions WHERE user_id = $1 AND status = 'succeeded')",
+    )
+    .bind(fixture.user)
+    .fetch_one(&fixture.env.pool)
+    .await
+    .unwrap();
+    let waited = retried_at - failed_at;
+    assert!(
+        waited >= chrono::Duration::milliseconds(3900),
+        "the retry came {waited} after the 429 asking for 4 s"
+    );
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_item_refused_by_salesforce_validation_becomes_an_issue_and_the_rest_syncs() {
+    let fixture = Fixture::new(Access::Office365).await;
+    let salesforce = &fixture.providers.salesforce;
+    salesforce.insert_contact(&fixture.providers.org, BUYER).unwrap();
+    salesforce.add_validation_rule(
+        &fixture.providers.org,
+        ValidationRule {
+            object: "Task".to_owned(),
+            field: "Subject".to_owned(),
+            contains: "CONFIDENTIAL".to_owned(),
+            message: "Confidential mail may not be logged.".to_owned(),
+        },
+    );
+    let refused = fixture.receive(BUYER, "CONFIDENTIAL merger");
+    fixture.receive(BUYER, "Order one");
+    fixture.receive(BUYER, "Order two");
+    let worker = fixture.worker(&[]);
+
+    assert_eq!(fixture.sync_once().await, "succeeded_with_issues");
+    assert_eq!(fixture.last_session().await.items_to_crm, 2);
+    let subjects: Vec<String> = fixture
+        .tasks()
+        .iter()
+        .map(|task| task["Subject"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    assert!(subjects.iter().all(|subject| !subject.contains("CONFIDENTIAL")));
+    let issues = fixture.issues().await;
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    let (source, category, item, message) = &issues[0];
+    assert_eq!((source.as_str(), category.as_str()), ("crm", "validation"));
+    assert_eq!(item.as_deref(), Some(refused.as_str()));
+    assert!(message.contains("Confidential mail may not be logged."), "{message}");
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
+
+#[tokio::test]
+async fn crm_events_and_contacts_owned_by_the_user_appear_in_the_mailbox_once() {
+    let fixture = Fixture::new(Access::Office365).await;
+    let salesforce = &fixture.providers.salesforce;
+    let org = &fixture.providers.org;
+    let owner = salesforce.default_user(org).unwrap();
+    let start = Utc::now() + chrono::Duration::days(1);
+    let event = salesforce
+        .insert_record(
+            org,
+            "Event",
+            json!({
+                "Subject": "Quarterly review",
+                "StartDateTime": start.to_rfc3339(),
+                "EndDateTime": (start + chrono::Duration::hours(1)).to_rfc3339(),
+                "Location": "Room 4",
+                "OwnerId": owner,
+            }),
+        )
+        .unwrap();
+    salesforce
+        .insert_record(
+            org,
+            "Contact",
+            json!({"FirstName": "Ada", "LastName": "Buyer", "Email": BUYER, "OwnerId": owner}),
+        )
+        .unwrap();
+    // Someone else's event stays out of this mailbox.
+    let colleague = salesforce.create_user(org).unwrap();
+    salesforce
+        .insert_record(
+            org,
+            "Event",
+            json!({
+                "Subject": "Not mine",
+                "StartDateTime": start.to_rfc3339(),
+                "EndDateTime": (start + chrono::Duration::hours(1)).to_rfc3339(),
+                "OwnerId": colleague,
+            }),
+        )
+        .unwrap();
+    let worker = fixture.worker(&[]);
+
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    assert_eq!(fixture.last_session().await.items_to_mailbox, 2);
+    let events = fixture.providers.graph.events(&fixture.email);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["subject"], "Quarterly review");
+    assert_eq!(fixture.providers.graph.contacts(&fixture.email).len(), 1);
+
+    // Nothing changed: nothing is written again.
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    assert_eq!(fixture.last_session().await.items_to_mailbox, 0);
+    // The event moves in the CRM: the same mailbox item is updated.
+    salesforce
+        .update_record(org, "Event", &event, json!({"Subject": "Quarterly review (moved)"}))
+        .unwrap();
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    let events = fixture.providers.graph.events(&fixture.email);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["subject"], "Quarterly review (moved)");
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_session_records_its_steps_with_timings_and_its_calls_per_provider() {
+    let fixture = Fixture::new(Access::Office365).await;
+    fixture
+        .providers
+        .salesforce
+        .insert_contact(&fixture.providers.org, BUYER)
+        .unwrap();
+    fixture.receive(BUYER, "Hello");
+    let worker = fixture.worker(&[]);
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    let log: Vec<u8> = sqlx::query_scalar(
+        "SELECT l.log_gzip FROM sync_session_logs l JOIN sync_sessions s ON s.id = l.session_id \
+         WHERE s.user_id = $1",
+    )
+    .bind(fixture.user)
+    .fetch_one(&fixture.env.pool)
+    .await
+    .unwrap();
+    let steps: Vec<String> = session_log::decode_gzip(&log)
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.duration_ms.is_some())
+        .map(|entry| entry.step)
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "check_settings",
+            "check_mailbox",
+            "check_crm",
+            "initialize_mailbox",
+            "mail_to_crm:inbox",
+            "mail_to_crm:sent",
+            "crm_to_mailbox"
+        ]
+    );
+    let calls = fixture.last_session().await.calls;
+    // The simulator counts a $batch and each request inside it; the session
+    // counts HTTP calls (event and contact writes only travel in batches).
+    let graph = fixture.providers.graph.counters(&fixture.email);
+    let inner = graph.calls_to(Endpoint::Events) + graph.calls_to(Endpoint::Contacts);
+    assert_eq!(
+        calls["graph"].as_u64(),
+        Some(graph.total_calls() - inner),
+        "{calls} {graph:?}"
+    );
+    let salesforce = fixture
+        .providers
+        .salesforce
+        .counters(&fixture.providers.org)
+        .total_calls();
+    assert_eq!(calls["salesforce"].as_u64(), Some(salesforce), "{calls}");
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
