@@ -126,6 +126,17 @@ impl TestEnv {
             .unwrap()
     }
 
+    /// Like [`TestEnv::spawn`], with the settings pointing at `providers`.
+    pub fn spawn_with(&self, name: &str, providers: &Providers, extra: &[(&str, &str)]) -> std::process::Child {
+        let provider_env = providers.env();
+        let mut settings: Vec<(&str, &str)> = provider_env
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        settings.extend_from_slice(extra);
+        self.spawn(name, &settings)
+    }
+
     /// The shared part of the configuration.
     pub fn common(&self) -> CommonConfig {
         CommonConfig::from_source(&self.source(&[])).unwrap()

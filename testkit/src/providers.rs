@@ -170,6 +170,25 @@ impl Providers {
         self.connect_crm(pool, user_id).await;
     }
 
+    /// A new Office 365 organization with `count` enabled users, each
+    /// connected to the simulators.
+    pub async fn office365_users(&self, pool: &PgPool, count: usize) -> Vec<Uuid> {
+        let organization = crate::organization(pool, syncfleet_common::domain::AccessType::Office365, true).await;
+        let users = crate::users(
+            pool,
+            organization,
+            count,
+            syncfleet_common::domain::SyncStatus::Enabled,
+            chrono::Utc::now(),
+            false,
+        )
+        .await;
+        for user in &users {
+            self.connect_office365(pool, *user).await;
+        }
+        users
+    }
+
     /// Connects a Gmail user: a Gmail mailbox, its refresh token sealed, and
     /// the CRM.
     pub async fn connect_gmail(&self, pool: &PgPool, user_id: Uuid) {

@@ -2,17 +2,15 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use syncfleet_api::auth::create_token;
-use syncfleet_common::domain::{AccessType, SyncStatus};
-use syncfleet_testkit::{OtlpReceiver, TestEnv, free_port, http, organization, stop_gracefully, users, wait_until};
+use syncfleet_testkit::{OtlpReceiver, Providers, TestEnv, free_port, http, stop_gracefully, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_force_sync_is_one_trace_from_the_api_through_the_queue_into_the_worker() {
     let receiver = OtlpReceiver::start().await;
     let env = TestEnv::new().await;
-    let org = organization(&env.pool, AccessType::Office365, true).await;
-    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
+    let providers = Providers::start().await;
+    let user = providers.office365_users(&env.pool, 1).await[0];
     let token = create_token(&env.pool, "admin", None, None, "").await.unwrap();
     let address: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let telemetry = [
@@ -24,7 +22,7 @@ async fn a_force_sync_is_one_trace_from_the_api_through_the_queue_into_the_worke
     let mut api_settings = telemetry.to_vec();
     api_settings.push(("SYNCFLEET_API_LISTEN", &listen));
     let api = env.spawn("syncfleet-api", &api_settings);
-    let worker = env.spawn("syncfleet-worker", &telemetry);
+    let worker = env.spawn_with("syncfleet-worker", &providers, &telemetry);
     wait_until(Duration::from_secs(30), "the api to listen", || async {
         tokio::net::TcpStream::connect(address).await.is_ok()
     })

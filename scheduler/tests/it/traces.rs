@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
-use syncfleet_common::domain::{AccessType, SyncStatus};
-use syncfleet_testkit::{OtlpReceiver, TestEnv, organization, session_count, stop_gracefully, users, wait_until};
+use syncfleet_testkit::{OtlpReceiver, Providers, TestEnv, session_count, stop_gracefully, wait_until};
 
-fn spawn(env: &TestEnv, name: &str, endpoint: &str) -> std::process::Child {
-    env.spawn(
+fn spawn(env: &TestEnv, providers: &Providers, name: &str, endpoint: &str) -> std::process::Child {
+    env.spawn_with(
         name,
+        providers,
         &[
             ("SYNCFLEET_OTLP_ENDPOINT", endpoint),
             ("SYNCFLEET_SYNC_INTERVAL", "1h"),
@@ -25,10 +24,10 @@ async fn a_cadence_job_is_one_trace_from_the_scheduler_through_the_queue_into_th
     let endpoint = receiver.endpoint.clone();
 
     let env = TestEnv::new().await;
-    let org = organization(&env.pool, AccessType::Office365, true).await;
-    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
-    let scheduler = spawn(&env, "syncfleet-scheduler", &endpoint);
-    let worker = spawn(&env, "syncfleet-worker", &endpoint);
+    let providers = Providers::start().await;
+    let user = providers.office365_users(&env.pool, 1).await[0];
+    let scheduler = spawn(&env, &providers, "syncfleet-scheduler", &endpoint);
+    let worker = spawn(&env, &providers, "syncfleet-worker", &endpoint);
     wait_until(Duration::from_secs(60), "the session to succeed", || async {
         session_count(&env.pool, user, "succeeded").await == 1
     })

@@ -1,24 +1,23 @@
 //! The worker binary: kill -9 mid-job, and SIGTERM.
 //!
 //! A job is held "in the middle" by locking the credentials table: the
-//! settings check reads it, so the session is open and waits there.
+//! settings check reads it, so the session is open and waits there. The
+//! users are connected to the simulators, so the binary's sessions are real
+//! syncs.
 
 use std::{process::Child, time::Duration};
 
-use chrono::Utc;
 use sqlx::{Connection, PgConnection};
-use syncfleet_common::{
-    domain::{AccessType, SyncStatus},
-    queue::Route,
-};
-use syncfleet_testkit::{TestEnv, free_port, http_get, organization, session_count, terminate, users, wait_until};
+use syncfleet_common::queue::Route;
+use syncfleet_testkit::{Providers, TestEnv, free_port, http_get, session_count, terminate, wait_until};
 
 use crate::support::{force_sync, start};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn spawn_worker(env: &TestEnv, extra: &[(&str, &str)]) -> Child {
-    env.spawn("syncfleet-worker", extra)
+/// The worker binary pointed at the simulators.
+fn spawn_worker(env: &TestEnv, providers: &Providers, extra: &[(&str, &str)]) -> Child {
+    env.spawn_with("syncfleet-worker", providers, extra)
 }
 
 async fn lock_credentials(env: &TestEnv) -> PgConnection {
@@ -53,10 +52,10 @@ async fn exit_status(mut child: Child, limit: Duration) -> std::process::ExitSta
 #[tokio::test]
 async fn kill_9_mid_job_abandons_the_session_and_the_job_completes_once() {
     let env = TestEnv::new().await;
-    let org = organization(&env.pool, AccessType::Office365, true).await;
-    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
+    let providers = Providers::start().await;
+    let user = providers.office365_users(&env.pool, 1).await[0];
     let lock = lock_credentials(&env).await;
-    let mut first = spawn_worker(&env, &[("SYNCFLEET_USER_LEASE", "2s")]);
+    let mut first = spawn_worker(&env, &providers, &[("SYNCFLEET_USER_LEASE", "2s")]);
     force_sync(&env, user).await;
     wait_until(LIMIT, "the session to be running", || async {
         session_count(&env.pool, user, "running").await == 1
@@ -65,7 +64,7 @@ async fn kill_9_mid_job_abandons_the_session_and_the_job_completes_once() {
 
     first.kill().unwrap();
     first.wait().unwrap();
-    let second = spawn_worker(&env, &[("SYNCFLEET_USER_LEASE", "2s")]);
+    let second = spawn_worker(&env, &providers, &[("SYNCFLEET_USER_LEASE", "2s")]);
     // The redelivered job waits for the dead worker's lease, then takes over.
     wait_until(LIMIT, "the takeover", || async {
         session_count(&env.pool, user, "abandoned").await == 1 && session_count(&env.pool, user, "running").await == 1
@@ -92,14 +91,15 @@ async fn kill_9_mid_job_abandons_the_session_and_the_job_completes_once() {
 #[tokio::test]
 async fn sigterm_stops_consuming_finishes_in_flight_jobs_and_exits_zero() {
     let env = TestEnv::new().await;
-    let org = organization(&env.pool, AccessType::Office365, true).await;
-    let [in_flight, later] = users(&env.pool, org, 2, SyncStatus::Enabled, Utc::now(), true).await[..] else {
+    let providers = Providers::start().await;
+    let [in_flight, later] = providers.office365_users(&env.pool, 2).await[..] else {
         unreachable!()
     };
     let lock = lock_credentials(&env).await;
     let ops: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut worker = spawn_worker(
         &env,
+        &providers,
         &[
             ("SYNCFLEET_SHUTDOWN_GRACE", "30s"),
             ("SYNCFLEET_OPS_LISTEN", &ops.to_string()),
@@ -150,10 +150,10 @@ async fn sigterm_stops_consuming_finishes_in_flight_jobs_and_exits_zero() {
 #[tokio::test]
 async fn sigterm_hands_back_a_job_still_running_after_the_grace_period() {
     let env = TestEnv::new().await;
-    let org = organization(&env.pool, AccessType::Office365, true).await;
-    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
+    let providers = Providers::start().await;
+    let user = providers.office365_users(&env.pool, 1).await[0];
     let lock = lock_credentials(&env).await;
-    let worker = spawn_worker(&env, &[("SYNCFLEET_SHUTDOWN_GRACE", "1s")]);
+    let worker = spawn_worker(&env, &providers, &[("SYNCFLEET_SHUTDOWN_GRACE", "1s")]);
     force_sync(&env, user).await;
     wait_until(LIMIT, "the session to be running", || async {
         session_count(&env.pool, user, "running").await == 1
