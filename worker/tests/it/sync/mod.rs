@@ -5,6 +5,7 @@
 mod exchange;
 mod gmail;
 mod office365;
+mod secrets;
 
 use std::time::Duration;
 

@@ -10,12 +10,13 @@ use syncfleet_common::{
     session_log,
 };
 use syncfleet_simulators::{
-    graph::{Endpoint, Fault},
+    graph::{Endpoint, Fault, GraphConfig},
     salesforce::ValidationRule,
 };
-use syncfleet_testkit::{session_count, test_key_ring, wait_until};
+use syncfleet_testkit::{ProviderConfigs, Providers, session_count, test_key_ring, wait_until};
 
 use super::{Access, BUYER, Fixture, LIMIT};
+use crate::support::force_sync;
 
 #[tokio::test]
 async fn new_mail_to_a_known_contact_becomes_exactly_one_task_even_when_replayed() {
@@ -260,6 +261,60 @@ async fn the_session_records_its_steps_with_timings_and_its_calls_per_provider()
         .counters(&fixture.providers.org)
         .total_calls();
     assert_eq!(calls["salesforce"].as_u64(), Some(salesforce), "{calls}");
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_mailbox_larger_than_one_budget_is_synced_by_follow_up_jobs_without_duplicates() {
+    let providers = Providers::with(ProviderConfigs {
+        graph: GraphConfig {
+            max_page_size: 5,
+            ..GraphConfig::default()
+        },
+        ..ProviderConfigs::default()
+    })
+    .await;
+    let fixture = Fixture::with(Access::Office365, providers).await;
+    fixture
+        .providers
+        .salesforce
+        .insert_contact(&fixture.providers.org, BUYER)
+        .unwrap();
+    for index in 0..12 {
+        fixture.receive(BUYER, &format!("Message {index}"));
+    }
+    let worker = fixture.worker(&[("SYNCFLEET_SESSION_ITEM_BUDGET", "5")]);
+    force_sync(&fixture.env, fixture.user).await;
+    wait_until(LIMIT, "the follow-ups to finish the mailbox", || async {
+        fixture.tasks().len() == 12 && session_count(&fixture.env.pool, fixture.user, "running").await == 0
+    })
+    .await;
+    let sessions: Vec<(String, String, i32)> = sqlx::query_as(
+        "SELECT trigger, status, items_to_crm FROM sync_sessions WHERE user_id = $1 ORDER BY started_at",
+    )
+    .bind(fixture.user)
+    .fetch_all(&fixture.env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        sessions,
+        [
+            ("force".to_owned(), "succeeded".to_owned(), 5),
+            ("cadence".to_owned(), "succeeded".to_owned(), 5),
+            ("cadence".to_owned(), "succeeded".to_owned(), 2),
+        ],
+        "each session stops at its budget and a follow-up job goes on"
+    );
+    let queued: Option<uuid::Uuid> = sqlx::query_scalar("SELECT queued_job_id FROM users WHERE id = $1")
+        .bind(fixture.user)
+        .fetch_one(&fixture.env.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        queued, None,
+        "the last follow-up lets the scheduler take the user again"
+    );
     worker.stop().await;
     fixture.env.cleanup().await;
 }
