@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use syncfleet_common::config::{ConfigError, Setting, Source};
+use syncfleet_common::config::{ConfigError, Setting, Source, parse_duration};
 
 /// Where the HTTP simulators listen.
 pub const SIMULATOR_LISTEN: Setting = Setting {
@@ -62,9 +62,21 @@ impl SimulatorConfig {
             listen: source.get(&SIMULATOR_LISTEN)?,
             smtp_listen: source.get(&SIMULATOR_SMTP_LISTEN)?,
             salesforce_daily_api_max: source.positive(&SIMULATOR_SALESFORCE_DAILY_API_MAX)?,
-            latency: source.duration(&SIMULATOR_LATENCY)?,
+            latency: latency(&source.string(&SIMULATOR_LATENCY))?,
         })
     }
+}
+
+/// A latency: any duration `parse_duration` reads, or zero (which it refuses,
+/// every other duration of the fleet being a period or a timeout).
+fn latency(raw: &str) -> Result<Duration, ConfigError> {
+    if raw.trim_start_matches('0').trim_end_matches(['m', 's', 'h']).is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(raw).map_err(|reason| ConfigError::Invalid {
+        name: SIMULATOR_LATENCY.name,
+        reason,
+    })
 }
 
 #[cfg(test)]
@@ -78,6 +90,9 @@ mod tests {
         assert_eq!(config.smtp_listen, "127.0.0.1:2525".parse().unwrap());
         assert_eq!(config.salesforce_daily_api_max, 15_000);
         assert_eq!(config.latency, Duration::ZERO);
+        assert_eq!(latency("0").unwrap(), Duration::ZERO);
+        assert_eq!(latency("50ms").unwrap(), Duration::from_millis(50));
+        assert!(latency("fast").is_err());
         let zero = Source::from_pairs([("SYNCFLEET_SIMULATOR_SALESFORCE_DAILY_API_MAX", "0")]);
         assert!(SimulatorConfig::from_source(&zero).is_err());
     }
