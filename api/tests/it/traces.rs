@@ -55,7 +55,7 @@ async fn a_force_sync_is_one_trace_from_the_api_through_the_queue_into_the_worke
     );
     assert!(
         seen.iter()
-            .any(|span| span.name == "check_settings" && span.trace_id == request.trace_id)
+            .any(|span| span.name == "sync_session" && span.trace_id == request.trace_id)
     );
     env.cleanup().await;
 }

@@ -50,7 +50,14 @@ async fn a_cadence_job_is_one_trace_from_the_scheduler_through_the_queue_into_th
         job.parent_span_id, scheduled.span_id,
         "the worker's job continues the scheduler's span"
     );
-    for step in ["claim", "sync_work", "check_settings", "write_session"] {
+    for step in [
+        "claim",
+        "sync_work",
+        "sync_session",
+        "limits",
+        "message_changes",
+        "write_session",
+    ] {
         assert!(
             seen.iter()
                 .any(|span| span.name == step && span.trace_id == job.trace_id),
