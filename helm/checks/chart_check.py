@@ -5,14 +5,16 @@ Steps, each printed with its outcome:
 1. the Dockerfile parses (BuildKit's parser) and keeps its contract: known
    instructions, a rust builder, a debian-slim runtime running as uid 10001,
    the four binaries in /usr/local/bin;
-2. `helm lint --strict` of the chart with its default values and each
-   ci/*-values.yaml, at the oldest Kubernetes version the chart supports;
+2. `helm lint --strict` of the chart with its default values (plus the one
+   value without a default, an encryption key) and each ci/*-values.yaml, at
+   the oldest Kubernetes version the chart supports;
 3. rendering with the same values; every built-in object is validated with
    kubernetes-validate (strict: unknown fields fail) against the oldest and
    the newest Kubernetes version it ships; custom resources (KEDA, Prometheus
    Operator) are handed to a Node script using kubernetes-models;
 4. the chart's own promises on every rendering: the security context of each
-   container, the worker's grace period, no secret in the ConfigMap;
+   container, the worker's grace period, no secret in the ConfigMap, every
+   `config` setting and the encryption keys reaching the worker and the api;
 5. every values file of tests/bad-values is rejected when rendering (and by
    lint too when the schema rejects it), with the message its `# expect:`
    line names;
@@ -52,12 +54,20 @@ SECRET_VARIABLES = {
     "SYNCFLEET_REDIS_URL",
     "SYNCFLEET_SMTP_URL",
     "SYNCFLEET_ENCRYPTION_KEYS",
-    "SYNCFLEET_GRAPH_CLIENT_SECRET",
+    "SYNCFLEET_MICROSOFT_CLIENT_SECRET",
     "SYNCFLEET_GOOGLE_CLIENT_SECRET",
     "SYNCFLEET_SALESFORCE_CLIENT_SECRET",
 }
 BINARIES = ["syncfleet-api", "syncfleet-scheduler", "syncfleet-worker", "syncfleet-loadtest"]
 CUSTOM_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
+# The values the chart cannot default (rendering fails without them, see
+# tests/bad-values/no-encryption-keys.yaml): added to the defaults for the
+# "defaults" rendering. An example key (32 zero bytes), never a real one.
+REQUIRED_VALUES: dict[str, Any] = {
+    "secrets": {
+        "encryption": {"values": {"SYNCFLEET_ENCRYPTION_KEYS": "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}
+    }
+}
 
 
 class Report:
@@ -255,6 +265,31 @@ def check_promises(label: str, objects: list[dict[str, Any]], values: dict[str, 
     ]
     report.check(not leaked, f"{label}: no secret variable in a ConfigMap", ", ".join(leaked))
 
+    # Every non-secret setting reaches the worker and the api (the ConfigMap
+    # through envFrom, or the component's own env), and so do the encryption
+    # keys, from a Secret: the worker refuses to start without them.
+    configmaps = {o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"}
+    unreached = []
+    for component in ("worker", "api"):
+        deployment = next(
+            o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith(f"-{component}")
+        )
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        seen = {e["name"] for e in container.get("env", [])}
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                seen |= set(configmaps.get(source["configMapRef"]["name"], {}))
+        settings = {**values["config"], **(values[component].get("config") or {})}
+        unreached += [f"{component}: {name}" for name, value in settings.items() if value is not None and name not in seen]
+        keys = [e for e in container.get("env", []) if e["name"] == "SYNCFLEET_ENCRYPTION_KEYS"]
+        if not keys or "secretKeyRef" not in keys[0].get("valueFrom", {}):
+            unreached.append(f"{component}: SYNCFLEET_ENCRYPTION_KEYS from a Secret")
+    report.check(
+        not unreached,
+        f"{label}: worker and api get every `config` setting and the encryption keys",
+        ", ".join(unreached),
+    )
+
     autoscalers = [o["kind"] for o in objects if o["kind"] in ("ScaledObject", "HorizontalPodAutoscaler")]
     replicas_set = "replicas" in worker["spec"]
     report.check(
@@ -281,7 +316,7 @@ def check_chart(chart_dir: Path, node_dir: Path, report: Report) -> None:
         return
     chart = helm.Chart.load(str(chart_dir))
     defaults = chart.values
-    variants: list[tuple[str, dict[str, Any] | None]] = [("defaults", None)]
+    variants: list[tuple[str, dict[str, Any] | None]] = [("defaults", REQUIRED_VALUES)]
     for path in sorted((chart_dir / "ci").glob("*-values.yaml")):
         variants.append((f"ci/{path.name}", helm.values_from_yaml(path.read_text())))
 

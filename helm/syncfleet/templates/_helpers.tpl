@@ -115,7 +115,7 @@ amqp: [SYNCFLEET_AMQP_URL]
 redis: [SYNCFLEET_REDIS_URL]
 smtp: [SYNCFLEET_SMTP_URL]
 encryption: [SYNCFLEET_ENCRYPTION_KEYS]
-providers: [SYNCFLEET_GRAPH_CLIENT_SECRET, SYNCFLEET_GOOGLE_CLIENT_SECRET, SYNCFLEET_SALESFORCE_CLIENT_SECRET]
+providers: [SYNCFLEET_MICROSOFT_CLIENT_SECRET, SYNCFLEET_GOOGLE_CLIENT_SECRET, SYNCFLEET_SALESFORCE_CLIENT_SECRET]
 {{- end }}
 
 {{/* The key/value pairs of the Secret the chart creates (groups without existingSecret, non-empty values). */}}
@@ -310,6 +310,39 @@ Call with (dict "root" $ "values" .Values.worker "extra" (list of env entries)).
 {{- $replicas := (index $.Values $component).replicas | int }}
 {{- if and (not $autoscaled) $min (not (hasSuffix "%" $min)) (gt $replicas 0) (ge (int $min) $replicas) }}
 {{- fail (printf "%s.podDisruptionBudget.minAvailable (%s) must be below %s.replicas (%d), or no pod could ever be evicted (node drains would hang)" $component $min $component $replicas) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- include "syncfleet.validateEncryptionKeys" . }}
+{{- end }}
+
+{{/*
+SYNCFLEET_ENCRYPTION_KEYS is the one secret without a fallback: the worker
+refuses to start without it. Checked last, so that a values file with another
+mistake is rejected for that one first. A value given here is checked for its
+shape (the services check it again at start); the messages never print it.
+*/}}
+{{- define "syncfleet.validateEncryptionKeys" -}}
+{{- $encryption := .Values.secrets.encryption }}
+{{- if not $encryption.existingSecret }}
+{{- $keys := index ($encryption.values | default dict) "SYNCFLEET_ENCRYPTION_KEYS" | default "" | trim }}
+{{- if not $keys }}
+{{- fail "secrets.encryption: set values.SYNCFLEET_ENCRYPTION_KEYS or existingSecret. The worker refuses to start without the keys sealing stored credentials; make one with: echo \"1:$(openssl rand -base64 32)\" (see the chart README, \"Encryption keys\")" }}
+{{- end }}
+{{- $versions := dict }}
+{{- $position := 0 }}
+{{- range $pair := splitList "," $keys }}
+{{- $pair = trim $pair }}
+{{- if $pair }}
+{{- $position = add1 $position }}
+{{- if not (regexMatch `^0*[1-9][0-9]{0,8}\s*:\s*[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$` $pair) }}
+{{- fail (printf "secrets.encryption.values.SYNCFLEET_ENCRYPTION_KEYS: entry %d is not version:key, a positive version and a key of 32 bytes in standard base64 (openssl rand -base64 32); the value is not printed" $position) }}
+{{- end }}
+{{- $version := splitList ":" $pair | first | trim | int | toString }}
+{{- if hasKey $versions $version }}
+{{- fail (printf "secrets.encryption.values.SYNCFLEET_ENCRYPTION_KEYS: version %s is listed twice" $version) }}
+{{- end }}
+{{- $_ := set $versions $version true }}
 {{- end }}
 {{- end }}
 {{- end }}
