@@ -64,8 +64,17 @@ where
     result
 }
 
+/// Installs rustls' ring provider as the process default (unless one is
+/// already): every reqwest client of the process, the OTLP exporter's and the
+/// connectors' alike, needs it before it is built.
+pub fn install_tls_provider() {
+    // An error only says another provider was installed first; that one serves.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Installs the global subscriber; call once, outside the async runtime.
 pub fn init(source: &Source, service: &'static str) -> anyhow::Result<Telemetry> {
+    install_tls_provider();
     let filter = EnvFilter::try_new(source.string(&LOG_FILTER))
         .map_err(|error| anyhow::anyhow!("{} is invalid: {error}", LOG_FILTER.name))?;
     // The filter wraps the registry so it applies to every layer; inside the

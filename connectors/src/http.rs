@@ -1,6 +1,6 @@
 //! The HTTP client every connector shares: no redirects, no proxy, bounded
-//! timeouts, the SSRF guard in its resolver, and (with the `tls` feature)
-//! rustls on the ring provider.
+//! timeouts, the SSRF guard in its resolver, and HTTPS through rustls on the
+//! ring provider.
 
 use std::{error::Error as StdError, time::Duration};
 
@@ -33,16 +33,12 @@ impl Default for HttpOptions {
 }
 
 /// Installs rustls' ring provider as the process default, unless one is
-/// installed already. With the `tls` feature, every reqwest client of the
-/// process (not only the connectors') needs a provider before it is built, so
-/// a binary calls this first thing; [`HttpClient::new`] calls it too. Without
-/// the feature it does nothing.
+/// installed already. Every reqwest client of the process (not only the
+/// connectors') needs a provider before it is built: the services' telemetry
+/// start-up installs it first thing, and [`HttpClient::new`] calls this too.
 pub fn install_tls_provider() {
-    #[cfg(feature = "tls")]
-    {
-        // An error only says another provider was installed first; that one serves.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
+    // An error only says another provider was installed first; that one serves.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The HTTP client could not be built (its TLS configuration).
@@ -87,13 +83,7 @@ impl HttpClient {
     /// Checks `url` against the policy before any call is made to it; the
     /// addresses its name resolves to are checked again at each connection.
     pub fn check_url(&self, url: &Url) -> Result<(), UrlRefused> {
-        ssrf::check_url(url, self.policy)?;
-        if url.scheme() == "https" && !cfg!(feature = "tls") {
-            return Err(UrlRefused::new(
-                "https needs the connectors' `tls` feature, which this build lacks",
-            ));
-        }
-        Ok(())
+        ssrf::check_url(url, self.policy)
     }
 
     pub(crate) fn inner(&self) -> &reqwest::Client {

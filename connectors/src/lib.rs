@@ -1,5 +1,6 @@
 //! Clients for the outside services the fleet talks to: Microsoft Graph, EWS
-//! and Gmail mailboxes behind one [`mailbox::Mailbox`] trait, and Salesforce. Only this crate speaks to outside services. Every failure is a
+//! and Gmail mailboxes behind one [`mailbox::Mailbox`] trait, and Salesforce.
+//! Only this crate speaks to outside services. Every failure is a
 //! [`ConnectorError`], the one taxonomy the worker decides retries, issues and
 //! auto-suspend on; no error text ever holds a secret.
 //!
@@ -8,14 +9,12 @@
 //!
 //! ## TLS
 //!
-//! HTTPS comes with the `tls` feature: rustls on the ring provider (reqwest's
+//! HTTPS goes through rustls on the ring provider (reqwest's
 //! `rustls-no-provider`), so no C toolchain-heavy crate (aws-lc-sys,
-//! openssl-sys) is built. Cargo unifies features across the workspace, and
-//! once reqwest has a rustls backend *every* reqwest client in the process
-//! (the OTLP exporter's too) panics when built before a rustls provider is
-//! installed; so a binary that turns the feature on must call
-//! [`http::install_tls_provider`] first thing, before telemetry starts. The
-//! feature stays off until `common::telemetry::main_with` does so.
+//! openssl-sys) is built. Once reqwest has a rustls backend *every* reqwest
+//! client of the process (the OTLP exporter's too) needs a rustls provider
+//! installed before it is built: `common::telemetry` installs ring's first
+//! thing, and [`http::HttpClient::new`] does too.
 
 pub mod error;
 pub mod ews;

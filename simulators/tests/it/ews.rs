@@ -76,7 +76,10 @@ impl Harness {
             simulator: local.simulator.clone(),
             local,
             shutdown,
-            http: Client::new(),
+            http: {
+                syncfleet_common::telemetry::install_tls_provider();
+                Client::new()
+            },
         }
     }
 

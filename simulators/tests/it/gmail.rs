@@ -33,7 +33,10 @@ impl Harness {
             simulator,
             server,
             shutdown,
-            http: Client::new(),
+            http: {
+                syncfleet_common::telemetry::install_tls_provider();
+                Client::new()
+            },
             email,
             refresh_token,
         }

@@ -36,7 +36,10 @@ impl Harness {
             simulator,
             server: Some(server),
             shutdown,
-            http: Client::new(),
+            http: {
+                syncfleet_common::telemetry::install_tls_provider();
+                Client::new()
+            },
             org,
             refresh_token,
         }

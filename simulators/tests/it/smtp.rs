@@ -491,6 +491,7 @@ async fn the_control_api_lists_and_clears_messages_and_arms_faults_and_downtime(
     .await
     .unwrap();
     let url = |path: &str| format!("{}/_control/smtp{path}", control.base_url());
+    syncfleet_common::telemetry::install_tls_provider();
     let http = reqwest::Client::new();
 
     let mut client = harness.client().await;
