@@ -4,7 +4,7 @@
 //! budget after which the session stops and a follow-up job goes on.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -24,6 +24,7 @@ use syncfleet_connectors::{
     graph::{GraphClient, GraphOptions},
     http::HttpClient,
     mailbox::{ContactDraft, Continuation, EventDraft, MailFolder, MailMessage, Mailbox, MessageChange, Upsert},
+    oauth::{OAuthApp, OAuthSession},
     salesforce::{self, PersonKind, SObject, SalesforceClient, SalesforceCredentials, SalesforceOptions},
 };
 use tracing::instrument;
@@ -154,7 +155,7 @@ impl SyncWork for MailboxSync {
                 self.sync(session, &settings, "ews", &mailbox, &crm).await
             }
             Ok(AccessType::Gmail) => {
-                let mailbox = self.gmail(session, &settings).await?;
+                let mailbox = self.gmail(session).await?;
                 self.sync(session, &settings, "gmail", &mailbox, &crm).await
             }
             Err(_) => Err(settings_failure(IssueSource::Engine, "unknown mailbox access type")),
@@ -219,7 +220,9 @@ impl MailboxSync {
         ))))
     }
 
-    async fn graph(&self, session: &SessionContext, settings: &Settings) -> Result<GraphClient, SyncFailure> {
+    /// The user's Microsoft or Google session: their refresh token opened,
+    /// rotated ones sealed back.
+    async fn mailbox_oauth(&self, session: &SessionContext, app: &Arc<OAuthApp>) -> Result<OAuthSession, SyncFailure> {
         let refresh_token = self
             .credential(
                 session,
@@ -228,13 +231,13 @@ impl MailboxSync {
                 IssueSource::Mailbox,
             )
             .await?;
-        let oauth = self.providers.oauth_session(
-            &self.http,
-            &self.providers.microsoft,
-            &session.pool,
-            session.user_id,
-            refresh_token,
-        );
+        Ok(self
+            .providers
+            .oauth_session(&self.http, app, &session.pool, session.user_id, refresh_token))
+    }
+
+    async fn graph(&self, session: &SessionContext, settings: &Settings) -> Result<GraphClient, SyncFailure> {
+        let oauth = self.mailbox_oauth(session, &self.providers.microsoft).await?;
         let options = GraphOptions {
             base_url: self.providers.graph_url.clone(),
             ..GraphOptions::default()
@@ -247,22 +250,8 @@ impl MailboxSync {
         ))
     }
 
-    async fn gmail(&self, session: &SessionContext, _settings: &Settings) -> Result<GmailClient, SyncFailure> {
-        let refresh_token = self
-            .credential(
-                session,
-                Owner::User(session.user_id),
-                CredentialKind::MailboxRefreshToken,
-                IssueSource::Mailbox,
-            )
-            .await?;
-        let oauth = self.providers.oauth_session(
-            &self.http,
-            &self.providers.google,
-            &session.pool,
-            session.user_id,
-            refresh_token,
-        );
+    async fn gmail(&self, session: &SessionContext) -> Result<GmailClient, SyncFailure> {
+        let oauth = self.mailbox_oauth(session, &self.providers.google).await?;
         let options = GmailOptions {
             base_url: self.providers.gmail_url.clone(),
             ..GmailOptions::default()
@@ -623,27 +612,11 @@ impl MailboxSync {
             for chunk in records.chunks(20) {
                 let (ids, outcomes) = match object {
                     SObject::Event => {
-                        let drafts: Vec<Upsert<EventDraft>> = chunk
-                            .iter()
-                            .filter_map(event_draft)
-                            .map(|item| Upsert {
-                                existing: existing.get(&item.crm_id).cloned(),
-                                item,
-                            })
-                            .collect();
-                        let ids: Vec<String> = drafts.iter().map(|draft| draft.item.crm_id.clone()).collect();
+                        let (ids, drafts) = upserts(chunk, &existing, event_draft, |event| &event.crm_id);
                         (ids, mailbox.upsert_events(&drafts).await.map_err(failure)?)
                     }
                     _ => {
-                        let drafts: Vec<Upsert<ContactDraft>> = chunk
-                            .iter()
-                            .filter_map(contact_draft)
-                            .map(|item| Upsert {
-                                existing: existing.get(&item.crm_id).cloned(),
-                                item,
-                            })
-                            .collect();
-                        let ids: Vec<String> = drafts.iter().map(|draft| draft.item.crm_id.clone()).collect();
+                        let (ids, drafts) = upserts(chunk, &existing, contact_draft, |contact| &contact.crm_id);
                         (ids, mailbox.upsert_contacts(&drafts).await.map_err(failure)?)
                     }
                 };
@@ -693,6 +666,25 @@ fn time(record: &Map<String, Value>, field: &str) -> Option<DateTime<Utc>> {
 
 fn modified_at(record: &Map<String, Value>) -> Option<DateTime<Utc>> {
     time(record, "LastModifiedDate")
+}
+
+/// The CRM ids and drafts of `records`, each with the mailbox item it was
+/// written to before, if any.
+fn upserts<T>(
+    records: &[Map<String, Value>],
+    existing: &HashMap<String, String>,
+    draft: fn(&Map<String, Value>) -> Option<T>,
+    crm_id: fn(&T) -> &String,
+) -> (Vec<String>, Vec<Upsert<T>>) {
+    records
+        .iter()
+        .filter_map(draft)
+        .map(|item| {
+            let id = crm_id(&item).clone();
+            let existing = existing.get(&id).cloned();
+            (id, Upsert { existing, item })
+        })
+        .unzip()
 }
 
 fn event_draft(record: &Map<String, Value>) -> Option<EventDraft> {

@@ -1,11 +1,10 @@
 //! Exchange users, through Direct Logon and through Impersonation.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::json;
 use syncfleet_simulators::ews::Fault;
-use syncfleet_testkit::{session_count, wait_until};
 
-use super::{Access, BUYER, Fixture, LIMIT};
+use super::{Access, BUYER, Fixture};
 
 #[tokio::test]
 async fn direct_logon_mail_becomes_exactly_one_task_even_when_replayed() {
@@ -57,19 +56,7 @@ async fn server_busy_back_off_milliseconds_is_honoured_before_the_retry() {
         fixture.last_session().await.error_category.as_deref(),
         Some("throttled")
     );
-    wait_until(LIMIT, "the retry to succeed", || async {
-        session_count(&fixture.env.pool, fixture.user, "succeeded").await == 2
-    })
-    .await;
-    let (failed_at, retried_at): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
-        "SELECT (SELECT ended_at FROM sync_sessions WHERE user_id = $1 AND status = 'failed'), \
-                (SELECT max(started_at) FROM sync_sessions WHERE user_id = $1 AND status = 'succeeded')",
-    )
-    .bind(fixture.user)
-    .fetch_one(&fixture.env.pool)
-    .await
-    .unwrap();
-    let waited = retried_at - failed_at;
+    let waited = fixture.retry_waited().await;
     assert!(
         waited >= chrono::Duration::milliseconds(3900),
         "the retry came {waited} after ErrorServerBusy asked for 4000 ms"

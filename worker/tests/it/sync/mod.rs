@@ -222,6 +222,24 @@ impl Fixture {
         .unwrap()
     }
 
+    /// How long after the failed session the successful retry started, once
+    /// it has.
+    pub async fn retry_waited(&self) -> chrono::Duration {
+        wait_until(LIMIT, "the retry to succeed", || async {
+            syncfleet_testkit::session_count(&self.env.pool, self.user, "succeeded").await == 2
+        })
+        .await;
+        let (failed_at, retried_at): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
+            "SELECT (SELECT ended_at FROM sync_sessions WHERE user_id = $1 AND status = 'failed'), \
+                    (SELECT max(started_at) FROM sync_sessions WHERE user_id = $1 AND status = 'succeeded')",
+        )
+        .bind(self.user)
+        .fetch_one(&self.env.pool)
+        .await
+        .unwrap();
+        retried_at - failed_at
+    }
+
     /// (consecutive failures, their class).
     pub async fn failures(&self) -> (i32, Option<String>) {
         sqlx::query_as("SELECT consecutive_failures, failure_class FROM users WHERE id = $1")

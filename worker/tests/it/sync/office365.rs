@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use secrecy::ExposeSecret;
 use serde_json::json;
 use syncfleet_common::{
@@ -84,19 +84,7 @@ async fn graph_429_with_retry_after_is_honoured_before_the_retry() {
         fixture.last_session().await.error_category.as_deref(),
         Some("throttled")
     );
-    wait_until(LIMIT, "the retry to succeed", || async {
-        session_count(&fixture.env.pool, fixture.user, "succeeded").await == 2
-    })
-    .await;
-    let (failed_at, retried_at): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
-        "SELECT (SELECT ended_at FROM sync_sessions WHERE user_id = $1 AND status = 'failed'), \
-                (SELECT max(started_at) FROM sync_sessions WHERE user_id = $1 AND status = 'succeeded')",
-    )
-    .bind(fixture.user)
-    .fetch_one(&fixture.env.pool)
-    .await
-    .unwrap();
-    let waited = retried_at - failed_at;
+    let waited = fixture.retry_waited().await;
     assert!(
         waited >= chrono::Duration::milliseconds(3900),
         "the retry came {waited} after the 429 asking for 4 s"
