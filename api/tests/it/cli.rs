@@ -68,3 +68,80 @@ async fn token_create_refuses_incoherent_roles_with_a_reason() {
     assert_eq!(tokens, 0);
     env.cleanup().await;
 }
+
+/// `syncfleet-api secrets reencrypt` with `keys` as the key ring.
+fn reencrypt(env: &TestEnv, keys: &str) -> std::process::Output {
+    Command::new(binary("syncfleet-api"))
+        .envs(env.env_vars(&[("SYNCFLEET_ENCRYPTION_KEYS", keys)]))
+        .args(["secrets", "reencrypt", "--batch", "2"])
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn secrets_reencrypt_moves_every_credential_to_the_newest_key() {
+    use secrecy::ExposeSecret;
+    use syncfleet_common::{
+        domain::{AccessType, SyncStatus},
+        secrets::{self, CredentialKind, KeyRing, Owner},
+    };
+
+    let env = TestEnv::new().await;
+    let organization = syncfleet_testkit::organization(&env.pool, AccessType::Office365, true).await;
+    let users = syncfleet_testkit::users(
+        &env.pool,
+        organization,
+        3,
+        SyncStatus::Enabled,
+        chrono::Utc::now(),
+        false,
+    )
+    .await;
+    let old_key = "1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    let new_key = "2:AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    let ring = |spec: &str| KeyRing::parse(&spec.to_owned().into()).unwrap();
+    for user in &users {
+        secrets::store(
+            &env.pool,
+            &ring(old_key),
+            Owner::User(*user),
+            CredentialKind::CrmRefreshToken,
+            &format!("token-of-{user}").into(),
+        )
+        .await
+        .unwrap();
+    }
+
+    let refused = reencrypt(&env, "");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("SYNCFLEET_ENCRYPTION_KEYS"),
+        "the error names the missing setting"
+    );
+
+    let output = reencrypt(&env, &format!("{new_key},{old_key}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("resealed 3 credentials"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        !stderr.contains("AgICAg") && !stderr.contains("AQEBAQ"),
+        "no key material in the log"
+    );
+    for user in &users {
+        let opened = secrets::load(
+            &env.pool,
+            &ring(new_key),
+            Owner::User(*user),
+            CredentialKind::CrmRefreshToken,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(opened.expose_secret(), format!("token-of-{user}"));
+    }
+    env.cleanup().await;
+}
