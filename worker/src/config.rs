@@ -61,6 +61,22 @@ pub const SESSION_ITEM_BUDGET: Setting = Setting {
     doc: "Mailbox changes one session handles before it stops and a follow-up job continues.",
 };
 
+pub const SUSPEND_AFTER_AUTH_FAILURES: Setting = Setting {
+    name: "SYNCFLEET_SUSPEND_AFTER_AUTH_FAILURES",
+    default: "6",
+    doc: "Consecutive sessions failed on authorization after which the user's sync is disabled due to an authorization error.",
+};
+pub const SUSPEND_AFTER_THROTTLING_FAILURES: Setting = Setting {
+    name: "SYNCFLEET_SUSPEND_AFTER_THROTTLING_FAILURES",
+    default: "10",
+    doc: "Consecutive sessions failed on throttling or quota after which the user's sync is disabled due to a throttling error.",
+};
+pub const SUSPEND_AFTER_OTHER_FAILURES: Setting = Setting {
+    name: "SYNCFLEET_SUSPEND_AFTER_OTHER_FAILURES",
+    default: "10",
+    doc: "Consecutive sessions failed on any other error after which the user's sync is disabled due to another error.",
+};
+
 /// Every setting the worker reads, for the README check.
 pub fn settings() -> Vec<Setting> {
     let mut settings = COMMON_SETTINGS.to_vec();
@@ -76,6 +92,9 @@ pub fn settings() -> Vec<Setting> {
         OPS_LISTEN,
         SESSION_TIME_BUDGET,
         SESSION_ITEM_BUDGET,
+        SUSPEND_AFTER_AUTH_FAILURES,
+        SUSPEND_AFTER_THROTTLING_FAILURES,
+        SUSPEND_AFTER_OTHER_FAILURES,
     ]);
     settings.extend_from_slice(crate::sync::PROVIDER_SETTINGS);
     settings
@@ -125,6 +144,31 @@ pub struct WorkerConfig {
     pub retry: RetryPolicy,
     /// Where /healthz, /readyz and /metrics are served.
     pub ops_listen: SocketAddr,
+    /// When consecutive failures disable a user's sync.
+    pub suspend: SuspendPolicy,
+}
+
+/// Auto-suspend (M18): how many consecutive failed sessions of one class
+/// disable a user's sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SuspendPolicy {
+    /// Authorization failures.
+    pub auth: u32,
+    /// Throttling and quota failures.
+    pub throttling: u32,
+    /// Every other failure.
+    pub other: u32,
+}
+
+impl SuspendPolicy {
+    /// The threshold of a class (`auth`, `throttling`, `other`).
+    pub fn threshold(&self, class: &str) -> u32 {
+        match class {
+            "auth" => self.auth,
+            "throttling" => self.throttling,
+            _ => self.other,
+        }
+    }
 }
 
 impl WorkerConfig {
@@ -154,6 +198,11 @@ impl WorkerConfig {
                 max_attempts: source.positive(&RETRY_MAX_ATTEMPTS)?,
             },
             ops_listen: source.get(&OPS_LISTEN)?,
+            suspend: SuspendPolicy {
+                auth: source.positive(&SUSPEND_AFTER_AUTH_FAILURES)?,
+                throttling: source.positive(&SUSPEND_AFTER_THROTTLING_FAILURES)?,
+                other: source.positive(&SUSPEND_AFTER_OTHER_FAILURES)?,
+            },
         })
     }
 }

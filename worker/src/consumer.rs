@@ -505,7 +505,9 @@ impl<W: SyncWork> Fleet<W> {
         info!(failure = %failure, ?verdict, "Session failed.");
         let error = Some((failure.class.category(), failure.side, failure.message));
         let mut ending = ending_of(context, SessionStatus::Failed, error, !retryable);
-        ending.failure_class = Some(failure.class.suspend_class());
+        let class = failure.class.suspend_class();
+        ending.failure_class = Some(class);
+        ending.suspend_at = Some(i32::try_from(self.config.suspend.threshold(class)).unwrap_or(i32::MAX));
         (ending, verdict)
     }
 
@@ -621,6 +623,7 @@ fn ending_of(
         job_done,
         continue_with: None,
         failure_class: None,
+        suspend_at: None,
     }
 }
 

@@ -265,6 +265,8 @@ pub struct Ending {
     /// The class of a failed session for the consecutive-failure count
     /// (`auth`, `throttling`, `other`); `None` resets the count on success.
     pub failure_class: Option<&'static str>,
+    /// The count of that class at which the user's sync is disabled.
+    pub suspend_at: Option<i32>,
 }
 
 impl Ending {
@@ -284,6 +286,7 @@ impl Ending {
             job_done: false,
             continue_with: None,
             failure_class: None,
+            suspend_at: None,
         }
     }
 }
@@ -314,9 +317,39 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
                      WHEN $22::text IS NULL THEN 0 \
                      WHEN failure_class = $22 THEN consecutive_failures + 1 ELSE 1 END, \
                  failure_class = CASE WHEN $6 = 'abandoned' THEN failure_class ELSE $22 END, \
+                 sync_status = CASE WHEN $23::int IS NOT NULL AND sync_status = 'enabled' \
+                         AND (CASE WHEN failure_class = $22 THEN consecutive_failures + 1 ELSE 1 END) = $23 \
+                     THEN 'disabled_' || $22 || '_error' ELSE sync_status END, \
+                 disabled_reason = CASE WHEN $23::int IS NOT NULL AND sync_status = 'enabled' \
+                         AND (CASE WHEN failure_class = $22 THEN consecutive_failures + 1 ELSE 1 END) = $23 \
+                     THEN format('%s consecutive sessions failed (%s): %s', $23, $22, $14) ELSE disabled_reason END, \
+                 sync_status_changed_at = CASE WHEN $23::int IS NOT NULL AND sync_status = 'enabled' \
+                         AND (CASE WHEN failure_class = $22 THEN consecutive_failures + 1 ELSE 1 END) = $23 \
+                     THEN now() ELSE sync_status_changed_at END, \
                  last_session_id = $2, last_session_at = now(), last_session_status = $6 \
              WHERE id = $1 AND running_session_id = $2 \
-             RETURNING id \
+             RETURNING id, organization_id, email, coalesce(notification_email, email) AS notify, \
+                 $23::int IS NOT NULL AND consecutive_failures = $23 AND sync_status = 'disabled_' || $22 || '_error' \
+                     AS suspended \
+         ), suspension AS ( \
+             INSERT INTO activities (id, organization_id, user_id, actor, kind, details) \
+             SELECT $24, organization_id, id, 'system', 'disabled_' || $22 || '_error', \
+                    format('Synchronization disabled after %s consecutive failed sessions (%s). Last error: %s', \
+                           $23, $22, $14) \
+             FROM released WHERE suspended \
+         ), suspension_email AS ( \
+             INSERT INTO email_outbox (id, dedupe_key, kind, recipients, subject, body_text) \
+             SELECT $25, 'sync_suspended:' || $2, 'sync_suspended', \
+                    ARRAY(SELECT DISTINCT recipient FROM unnest(notify || ARRAY( \
+                        SELECT coalesce(a.notification_email, a.email) FROM users a \
+                        WHERE a.organization_id = released.organization_id AND a.role = 'org_admin')) AS recipient), \
+                    format('Synchronization stopped for %s', email), \
+                    format(E'Synchronization of the mailbox %s with Salesforce has been disabled after %s consecutive failed sessions (%s).\\n\\nLast error: %s\\n\\n%s', \
+                           email, $23, $22, $14, \
+                           CASE $22 WHEN 'auth' THEN 'Authorize the mailbox and Salesforce again, then enable synchronization.' \
+                                    WHEN 'throttling' THEN 'The providers kept refusing calls; enable synchronization again once the limits are back.' \
+                                    ELSE 'Check the settings and the sync issues, then enable synchronization again.' END) \
+             FROM released WHERE suspended \
          ), closed AS ( \
              UPDATE sync_sessions SET status = $6, scope = $7, ended_at = now(), items_to_crm = $8, \
                  items_to_mailbox = $9, issue_count = $10, calls = $11, error_category = $12, \
@@ -363,6 +396,9 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
     .bind(ending.log.to_gzip())
     .bind(ending.continue_with)
     .bind(ending.failure_class)
+    .bind(ending.suspend_at)
+    .bind(Uuid::now_v7())
+    .bind(Uuid::now_v7())
     .fetch_one(pool)
     .await?;
     Ok(released == 1)

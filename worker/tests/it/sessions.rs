@@ -427,3 +427,82 @@ async fn consecutive_failures_are_counted_per_class_and_reset_by_a_success() {
     assert_eq!(count().await, (0, None));
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn auto_suspend_disables_sync_exactly_at_the_threshold_with_an_activity_and_an_email() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let [user, admin] = users(&env.pool, org, 2, SyncStatus::Enabled, Utc::now(), true).await[..] else {
+        unreachable!()
+    };
+    sqlx::query("UPDATE users SET role = 'org_admin', notification_email = 'admin-alerts@example.test' WHERE id = $1")
+        .bind(admin)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let status = || async {
+        sqlx::query_as::<_, (String, i32)>("SELECT sync_status, consecutive_failures FROM users WHERE id = $1")
+            .bind(user)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap()
+    };
+    let worker = start(
+        &env,
+        AlwaysFails(FailureClass::Authorization),
+        &[("SYNCFLEET_SUSPEND_AFTER_AUTH_FAILURES", "3")],
+    );
+    for failures in 1..=3 {
+        force_sync(&env, user).await;
+        wait_until(LIMIT, "the failed session", || async {
+            session_count(&env.pool, user, "failed").await == failures
+        })
+        .await;
+        let (sync_status, count) = status().await;
+        assert_eq!(count, i32::try_from(failures).unwrap());
+        let expected = if failures < 3 { "enabled" } else { "disabled_auth_error" };
+        assert_eq!(sync_status, expected, "after {failures} failures");
+    }
+    let activities: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT kind, actor, details FROM activities WHERE user_id = $1")
+            .bind(user)
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(activities.len(), 1, "{activities:?}");
+    assert_eq!(
+        (activities[0].0.as_str(), activities[0].1.as_str()),
+        ("disabled_auth_error", "system")
+    );
+    assert!(
+        activities[0].2.contains("3 consecutive failed sessions"),
+        "{activities:?}"
+    );
+    let user_email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    let emails: Vec<(Vec<String>, String, String)> =
+        sqlx::query_as("SELECT recipients, subject, body_text FROM email_outbox WHERE kind = 'sync_suspended'")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(emails.len(), 1, "{emails:?}");
+    let (mut recipients, subject, body) = emails[0].clone();
+    recipients.sort();
+    assert_eq!(recipients, ["admin-alerts@example.test".to_owned(), user_email.clone()]);
+    assert_eq!(subject, format!("Synchronization stopped for {user_email}"));
+    assert!(body.contains("Authorize the mailbox"), "{body}");
+
+    // Disabled now: the next request ends as a skipped session, not a fourth
+    // failure, and nothing more is written.
+    force_sync(&env, user).await;
+    wait_until(LIMIT, "the skipped session", || async {
+        session_count(&env.pool, user, "skipped").await == 1
+    })
+    .await;
+    assert_eq!(status().await, ("disabled_auth_error".to_owned(), 3));
+    worker.stop().await;
+    env.cleanup().await;
+}
