@@ -8,6 +8,7 @@ pub mod db;
 pub mod domain;
 pub mod ops;
 pub mod queue;
+pub mod ratelimit;
 pub mod secrets;
 pub mod session_log;
 pub mod shutdown;

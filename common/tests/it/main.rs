@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod credentials;
+mod ratelimit;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,368 @@
+//! Fleet-wide limits on the calls made with one outside account (L1-L4),
+//! shared by every worker through Redis: one atomic Lua script checks the
+//! account's cooldown, takes a concurrency lease and spends from its request
+//! rate, or answers how long to wait.
+//!
+//! - **Rate**: GCRA ("generic cell rate algorithm") with a small burst, tuned
+//!   so that no sliding window of the configured length ever holds more than
+//!   the configured number of calls, while the long-run rate stays within a
+//!   few percent of it.
+//! - **Concurrency**: a sorted set of leases scored by their expiry; a lease
+//!   whose worker died holding it expires and is reclaimed by the next
+//!   acquisition.
+//! - **Cooldown**: a `Retry-After` or `BackOffMilliseconds` answer seen by one
+//!   worker stops every worker for that account until it passes.
+//!
+//! When Redis cannot be reached the limiter fails closed to a conservative
+//! local share of each limit (the limit divided by the expected number of
+//! workers, smoothed by governor), and goes back to Redis on its own once it
+//! answers again.
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use redis::{Script, aio::ConnectionManager};
+use secrecy::{ExposeSecret, SecretString};
+use tracing::warn;
+use uuid::Uuid;
+
+/// The limits of one outside account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// At most this many calls (or units) per `window`; `None`: no rate limit.
+    pub rate: Option<(u64, Duration)>,
+    /// At most this many calls in flight at once; `None`: no concurrency limit.
+    pub concurrency: Option<u32>,
+}
+
+/// What an acquisition answered.
+#[derive(Debug)]
+pub enum Admission {
+    /// Go: the permit holds a concurrency lease, if the limit has one, until
+    /// it is released (or expires).
+    Granted(Permit),
+    /// Not now: try again after this long.
+    Wait(Duration),
+}
+
+/// A granted call. Release it when the call is over; a permit dropped
+/// without release frees its lease when the lease expires.
+#[derive(Debug)]
+pub struct Permit {
+    key: String,
+    lease: Option<String>,
+}
+
+/// The limiter every worker of the fleet shares.
+#[derive(Clone)]
+pub struct Limiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    redis: tokio::sync::Mutex<Option<ConnectionManager>>,
+    /// After a failed connection, no new attempt before this instant: calls
+    /// meanwhile go to the local share at once.
+    retry_at: Mutex<Option<std::time::Instant>>,
+    url: SecretString,
+    prefix: String,
+    lease_ttl: Duration,
+    fallback_share: u32,
+    script: Script,
+    local: Mutex<HashMap<String, Local>>,
+}
+
+/// The local share of one account's limits, used while Redis is unreachable.
+struct Local {
+    rate: Option<Arc<DefaultDirectRateLimiter>>,
+    in_flight: u32,
+    concurrency: Option<u32>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Limiter")
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The atomic admission: cooldown, then concurrency (expired leases
+/// reclaimed), then the GCRA rate; writes nothing unless it grants. Time is
+/// Redis' own clock, so workers' clocks never disagree.
+const ACQUIRE: &str = r#"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
+local cost = tonumber(ARGV[2])
+local interval = tonumber(ARGV[3])
+local burst = tonumber(ARGV[4])
+local concurrency = tonumber(ARGV[5])
+local lease = ARGV[6]
+local lease_ttl = tonumber(ARGV[7])
+
+local cooldown = redis.call('PTTL', KEYS[1])
+if cooldown > 0 then
+  return {0, cooldown}
+end
+
+if concurrency > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if redis.call('ZCARD', KEYS[3]) >= concurrency then
+    local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+    local until_free = tonumber(first[2]) - now
+    return {0, math.max(1, math.min(until_free, 25))}
+  end
+end
+
+local new_tat = 0
+if interval > 0 then
+  local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if tat < now then
+    tat = now
+  end
+  new_tat = tat + interval * cost
+  local allowed_at = new_tat - interval * burst
+  if allowed_at > now then
+    return {0, math.ceil(allowed_at - now)}
+  end
+  redis.call('SET', KEYS[2], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+end
+
+if concurrency > 0 then
+  redis.call('ZADD', KEYS[3], now + lease_ttl, lease)
+  redis.call('PEXPIRE', KEYS[3], lease_ttl * 2)
+end
+return {1, 0}
+"#;
+
+/// How long the limiter keeps to the local share before it tries to reach an
+/// unreachable Redis again.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
+/// Sets a cooldown unless a longer one is already running.
+const COOL_DOWN: &str = r#"
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
+end
+return 1
+"#;
+
+/// The GCRA emission interval (ms per unit) and burst (units) that keep any
+/// sliding window of `window` within `limit`: the burst is a small fraction
+/// of the limit, and the rate leaves room for it.
+pub fn gcra(limit: u64, window: Duration) -> (f64, f64) {
+    let burst = (limit / 100).clamp(1, 50) as f64;
+    // In any window of length W a GCRA of interval T and burst B admits at
+    // most W/T + B units: keep that at the limit.
+    let sustained = (limit as f64 - burst).max(1.0);
+    (window.as_secs_f64() * 1000.0 / sustained, burst)
+}
+
+impl Limiter {
+    /// A limiter on the Redis at `url`; it connects lazily and keeps
+    /// reconnecting. Keys start with `prefix`; concurrency leases expire after
+    /// `lease_ttl`; without Redis each worker takes `1 / fallback_share` of
+    /// every limit.
+    pub fn new(url: SecretString, prefix: &str, lease_ttl: Duration, fallback_share: u32) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                redis: tokio::sync::Mutex::new(None),
+                retry_at: Mutex::new(None),
+                url,
+                prefix: prefix.to_owned(),
+                lease_ttl,
+                fallback_share: fallback_share.max(1),
+                script: Script::new(ACQUIRE),
+                local: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let mut slot = self.inner.redis.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            return Some(connection.clone());
+        }
+        let now = std::time::Instant::now();
+        {
+            let mut retry_at = self.inner.retry_at.lock().unwrap_or_else(PoisonError::into_inner);
+            if retry_at.is_some_and(|at| now < at) {
+                return None;
+            }
+            *retry_at = Some(now + RECONNECT_PAUSE);
+        }
+        let client = redis::Client::open(self.inner.url.expose_secret()).ok()?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(Duration::from_millis(500)))
+            .set_number_of_retries(1);
+        match tokio::time::timeout(
+            Duration::from_secs(1),
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        {
+            Ok(Ok(connection)) => {
+                *slot = Some(connection.clone());
+                Some(connection)
+            }
+            _ => None,
+        }
+    }
+
+    fn keys(&self, account: &str) -> [String; 3] {
+        let base = format!("{}:rl:{{{account}}}", self.inner.prefix);
+        [
+            format!("{base}:cooldown"),
+            format!("{base}:rate"),
+            format!("{base}:leases"),
+        ]
+    }
+
+    /// Asks to make a call costing `cost` units with `account` under `limit`.
+    pub async fn acquire(&self, account: &str, limit: Limit, cost: u32) -> Admission {
+        let Some(mut connection) = self.connection().await else {
+            return self.acquire_locally(account, limit, cost);
+        };
+        let [cooldown, rate, leases] = self.keys(account);
+        let (interval, burst) = limit.rate.map_or((0.0, 0.0), |(max, window)| gcra(max, window));
+        let lease = Uuid::new_v4().simple().to_string();
+        let answer: redis::RedisResult<(i64, i64)> = self
+            .inner
+            .script
+            .key(&cooldown)
+            .key(&rate)
+            .key(&leases)
+            .arg(0)
+            .arg(cost)
+            .arg(interval)
+            .arg(burst)
+            .arg(limit.concurrency.unwrap_or(0))
+            .arg(&lease)
+            .arg(self.inner.lease_ttl.as_millis() as u64)
+            .invoke_async(&mut connection)
+            .await;
+        match answer {
+            Ok((1, _)) => Admission::Granted(Permit {
+                key: leases,
+                lease: limit.concurrency.map(|_| lease),
+            }),
+            Ok((_, wait)) => Admission::Wait(Duration::from_millis(wait.max(1) as u64)),
+            Err(error) => {
+                warn!(%error, "Redis did not answer the rate limiter; using the local share of the limits.");
+                self.acquire_locally(account, limit, cost)
+            }
+        }
+    }
+
+    /// Ends a granted call: its concurrency lease is freed at once.
+    pub async fn release(&self, permit: Permit) {
+        if permit.key.starts_with("local:") {
+            let account = &permit.key["local:".len()..];
+            let mut local = self.inner.local.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = local.get_mut(account) {
+                entry.in_flight = entry.in_flight.saturating_sub(1);
+            }
+            return;
+        }
+        let Some(lease) = permit.lease else { return };
+        if let Some(mut connection) = self.connection().await {
+            let removed: redis::RedisResult<i64> = redis::cmd("ZREM")
+                .arg(&permit.key)
+                .arg(&lease)
+                .query_async(&mut connection)
+                .await;
+            if let Err(error) = removed {
+                warn!(%error, "Could not release a concurrency lease; it expires on its own.");
+            }
+        }
+    }
+
+    /// Puts `account` on cooldown for every worker for `delay` (a provider's
+    /// `Retry-After` or `BackOffMilliseconds`); a longer cooldown already set
+    /// is kept.
+    pub async fn cool_down(&self, account: &str, delay: Duration) {
+        let millis = delay.as_millis().max(1) as u64;
+        if let Some(mut connection) = self.connection().await {
+            let [cooldown, _, _] = self.keys(account);
+            let set: redis::RedisResult<i64> = Script::new(COOL_DOWN)
+                .key(&cooldown)
+                .arg(millis)
+                .invoke_async(&mut connection)
+                .await;
+            if let Err(error) = set {
+                warn!(%error, "Could not share a cooldown through Redis.");
+            }
+        }
+    }
+
+    /// The local share of `limit` while Redis is unreachable: the rate and the
+    /// concurrency divided by the expected number of workers.
+    fn acquire_locally(&self, account: &str, limit: Limit, cost: u32) -> Admission {
+        let share = self.inner.fallback_share;
+        let mut local = self.inner.local.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = local.entry(account.to_owned()).or_insert_with(|| Local {
+            rate: limit.rate.and_then(|(max, window)| {
+                let per_worker = (max / u64::from(share)).max(1);
+                let period = window / u32::try_from(per_worker).unwrap_or(u32::MAX);
+                let burst = NonZeroU32::new(u32::try_from((per_worker / 100).clamp(1, 10)).unwrap_or(1))?;
+                Quota::with_period(period).map(|quota| Arc::new(RateLimiter::direct(quota.allow_burst(burst))))
+            }),
+            in_flight: 0,
+            concurrency: limit.concurrency.map(|max| (max / share).max(1)),
+        });
+        if let Some(max) = entry.concurrency
+            && entry.in_flight >= max
+        {
+            return Admission::Wait(Duration::from_millis(25));
+        }
+        if let Some(rate) = &entry.rate {
+            let cost = NonZeroU32::new(cost.max(1)).unwrap_or(NonZeroU32::MIN);
+            match rate.check_n(cost) {
+                Ok(Ok(())) => {}
+                Ok(Err(not_until)) => {
+                    let wait = not_until.wait_time_from(governor::clock::Clock::now(rate.clock()));
+                    return Admission::Wait(wait.max(Duration::from_millis(1)));
+                }
+                Err(_) => return Admission::Wait(Duration::from_secs(1)),
+            }
+        }
+        entry.in_flight += 1;
+        Admission::Granted(Permit {
+            key: format!("local:{account}"),
+            lease: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcra_never_admits_more_than_the_limit_in_any_window() {
+        for (limit, window) in [
+            (10_000, Duration::from_secs(600)),
+            (100, Duration::from_secs(1)),
+            (4, Duration::from_secs(1)),
+        ] {
+            let (interval, burst) = gcra(limit, window);
+            let admitted_in_window = window.as_secs_f64() * 1000.0 / interval + burst;
+            assert!(
+                admitted_in_window <= limit as f64 + 1e-6,
+                "{limit}: {admitted_in_window}"
+            );
+            assert!(
+                admitted_in_window >= limit as f64 * 0.98,
+                "{limit}: {admitted_in_window}"
+            );
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The fleet-wide limiter against the real Redis: limits never exceeded by
+//! several limiters (workers) at once, the rate kept near its maximum, leaked
+//! leases reclaimed, cooldowns shared, and a Redis outage survived.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use secrecy::SecretString;
+use syncfleet_common::ratelimit::{Admission, Limit, Limiter, Permit};
+use uuid::Uuid;
+
+fn limiter(url: &str, prefix: &str) -> Limiter {
+    Limiter::new(
+        SecretString::from(url.to_owned()),
+        prefix,
+        Duration::from_millis(500),
+        2,
+    )
+}
+
+fn redis_url() -> String {
+    std::env::var("SYNCFLEET_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
+}
+
+/// Waits as told until the call is admitted.
+async fn admitted(limiter: &Limiter, account: &str, limit: Limit) -> Permit {
+    loop {
+        match limiter.acquire(account, limit, 1).await {
+            Admission::Granted(permit) => return permit,
+            Admission::Wait(delay) => tokio::time::sleep(delay).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrency_is_never_exceeded_across_workers() {
+    let prefix = Uuid::new_v4().simple().to_string();
+    let workers = [limiter(&redis_url(), &prefix), limiter(&redis_url(), &prefix)];
+    let limit = Limit {
+        rate: None,
+        concurrency: Some(4),
+    };
+    let in_flight = Arc::new(AtomicU32::new(0));
+    let peak = Arc::new(AtomicU32::new(0));
+    let calls = Arc::new(AtomicU32::new(0));
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut tasks = Vec::new();
+    for index in 0..16 {
+        let limiter = workers[index % 2].clone();
+        let (in_flight, peak, calls) = (in_flight.clone(), peak.clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let permit = admitted(&limiter, "mailbox-a", limit).await;
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                calls.fetch_add(1, Ordering::SeqCst);
+                limiter.release(permit).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (peak, calls) = (peak.load(Ordering::SeqCst), calls.load(Ordering::SeqCst));
+    println!("concurrency 4: peak {peak}, {calls} calls of 10 ms in 1.5 s (at most ~600)");
+    assert_eq!(peak, 4, "the limit is reached and never exceeded");
+    assert!(calls >= 300, "{calls} calls: the slots were kept busy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rate_stays_within_the_limit_in_every_window_and_near_it_overall() {
+    let prefix = Uuid::new_v4().simple().to_string();
+    let workers = [limiter(&redis_url(), &prefix), limiter(&redis_url(), &prefix)];
+    let limit = Limit {
+        rate: Some((200, Duration::from_secs(1))),
+        concurrency: None,
+    };
+    let stamps = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for index in 0..10 {
+        let limiter = workers[index % 2].clone();
+        let stamps = stamps.clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let permit = admitted(&limiter, "org-a", limit).await;
+                stamps.lock().unwrap().push(started.elapsed());
+                limiter.release(permit).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut stamps = stamps.lock().unwrap().clone();
+    stamps.sort();
+    let busiest = stamps
+        .iter()
+        .enumerate()
+        .map(|(first, start)| {
+            stamps[first..]
+                .iter()
+                .take_while(|stamp| **stamp < *start + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    let in_three_seconds = stamps.iter().filter(|stamp| **stamp < Duration::from_secs(3)).count();
+    println!(
+        "rate 200/s: busiest 1 s window {busiest}, {in_three_seconds} calls in 3 s ({:.1}% of 600)",
+        in_three_seconds as f64 / 6.0
+    );
+    assert!(busiest <= 200, "a window held {busiest} calls");
+    assert!(
+        in_three_seconds >= 540,
+        "only {in_three_seconds} calls in 3 s: under 90% of the allowed rate"
+    );
+}
+
+#[tokio::test]
+async fn a_lease_leaked_by_a_dead_worker_is_reclaimed_after_its_expiry() {
+    let prefix = Uuid::new_v4().simple().to_string();
+    let limit = Limit {
+        rate: None,
+        concurrency: Some(1),
+    };
+    let dead = limiter(&redis_url(), &prefix);
+    let leaked = admitted(&dead, "account", limit).await;
+    std::mem::forget(leaked);
+    let alive = limiter(&redis_url(), &prefix);
+    assert!(matches!(alive.acquire("account", limit, 1).await, Admission::Wait(_)));
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    assert!(matches!(
+        alive.acquire("account", limit, 1).await,
+        Admission::Granted(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_cooldown_seen_by_one_worker_stops_the_others() {
+    let prefix = Uuid::new_v4().simple().to_string();
+    let limit = Limit {
+        rate: Some((1000, Duration::from_secs(1))),
+        concurrency: None,
+    };
+    let (first, second) = (limiter(&redis_url(), &prefix), limiter(&redis_url(), &prefix));
+    first.cool_down("mailbox", Duration::from_millis(800)).await;
+    // A shorter cooldown seen later does not shorten it.
+    first.cool_down("mailbox", Duration::from_millis(100)).await;
+    match second.acquire("mailbox", limit, 1).await {
+        Admission::Wait(delay) => assert!(delay > Duration::from_millis(600), "{delay:?}"),
+        Admission::Granted(_) => panic!("the other worker was let through during the cooldown"),
+    }
+    assert!(matches!(
+        second.acquire("other-mailbox", limit, 1).await,
+        Admission::Granted(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(850)).await;
+    assert!(matches!(
+        second.acquire("mailbox", limit, 1).await,
+        Admission::Granted(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_a_local_share_holds_and_redis_is_used_again_once_back() {
+    // A Redis of this test's own, on a free port, started only later.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let prefix = Uuid::new_v4().simple().to_string();
+    let worker = limiter(&url, &prefix);
+    let limit = Limit {
+        rate: Some((100, Duration::from_secs(1))),
+        concurrency: None,
+    };
+    let started = Instant::now();
+    let mut granted = 0;
+    while started.elapsed() < Duration::from_secs(1) {
+        match worker.acquire("org", limit, 1).await {
+            Admission::Granted(permit) => {
+                granted += 1;
+                worker.release(permit).await;
+            }
+            Admission::Wait(delay) => tokio::time::sleep(delay).await,
+        }
+    }
+    println!("without Redis: {granted} calls in 1 s under a limit of 100/s shared by 2 workers");
+    assert!(granted <= 52, "the local share (half of 100/s) was exceeded: {granted}");
+    assert!(granted >= 30, "the local share was not used: {granted}");
+
+    let mut redis = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let recovered = async {
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Admission::Granted(permit) = worker.acquire("org", limit, 1).await {
+                worker.release(permit).await;
+                let client = redis::Client::open(url.as_str()).unwrap();
+                let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+                    continue;
+                };
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}:*"))
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+                if !keys.is_empty() {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    .await;
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    assert!(recovered, "the limiter went back to Redis on its own");
+}
