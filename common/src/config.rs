@@ -180,7 +180,7 @@ pub const AMQP_URL: Setting = Setting {
 pub const REDIS_URL: Setting = Setting {
     name: "SYNCFLEET_REDIS_URL",
     default: "redis://127.0.0.1:6379/0",
-    doc: "Redis URL for the fleet-wide rate limits (read once the rate limiter lands; see ARCHITECTURE.md).",
+    doc: "Redis URL of the fleet-wide rate limits (read by the worker).",
 };
 pub const QUEUE_PREFIX: Setting = Setting {
     name: "SYNCFLEET_QUEUE_PREFIX",

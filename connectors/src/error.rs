@@ -52,6 +52,8 @@ pub enum ErrorKind {
     Transient,
     /// [`ConnectorError::Permanent`].
     Permanent,
+    /// [`ConnectorError::RateLimited`].
+    RateLimited,
 }
 
 /// What went wrong talking to a provider, classified for the worker.
@@ -104,6 +106,14 @@ pub enum ConnectorError {
     /// answer the connector does not understand).
     #[error("{provider} call failed: {message}")]
     Permanent { provider: Provider, message: String },
+    /// The fleet's own limit for the account is spent for longer than a
+    /// session waits (no call was made): try again after the delay.
+    #[error("the fleet's {provider} limit for this account is spent for {} ms: {message}", retry_after.as_millis())]
+    RateLimited {
+        provider: Provider,
+        retry_after: Duration,
+        message: String,
+    },
 }
 
 struct RetryAfter(Option<Duration>);
@@ -141,6 +151,7 @@ impl ConnectorError {
             ConnectorError::Duplicate { .. } => ErrorKind::Duplicate,
             ConnectorError::Transient { .. } => ErrorKind::Transient,
             ConnectorError::Permanent { .. } => ErrorKind::Permanent,
+            ConnectorError::RateLimited { .. } => ErrorKind::RateLimited,
         }
     }
 
@@ -155,7 +166,8 @@ impl ConnectorError {
             | ConnectorError::LockContention { provider, .. }
             | ConnectorError::Duplicate { provider, .. }
             | ConnectorError::Transient { provider, .. }
-            | ConnectorError::Permanent { provider, .. } => *provider,
+            | ConnectorError::Permanent { provider, .. }
+            | ConnectorError::RateLimited { provider, .. } => *provider,
         }
     }
 
@@ -163,6 +175,7 @@ impl ConnectorError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ConnectorError::Throttled { retry_after, .. } => *retry_after,
+            ConnectorError::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -171,7 +184,7 @@ impl ConnectorError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self.kind(),
-            ErrorKind::Throttled | ErrorKind::LockContention | ErrorKind::Transient
+            ErrorKind::Throttled | ErrorKind::LockContention | ErrorKind::Transient | ErrorKind::RateLimited
         )
     }
 

@@ -18,6 +18,7 @@
 
 pub mod error;
 pub mod ews;
+pub mod gate;
 pub mod gmail;
 pub mod graph;
 pub mod http;

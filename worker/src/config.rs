@@ -97,6 +97,7 @@ pub fn settings() -> Vec<Setting> {
         SUSPEND_AFTER_OTHER_FAILURES,
     ]);
     settings.extend_from_slice(crate::sync::PROVIDER_SETTINGS);
+    settings.extend_from_slice(crate::sync::gate::SETTINGS);
     settings
 }
 

@@ -507,7 +507,9 @@ impl<W: SyncWork> Fleet<W> {
         let mut ending = ending_of(context, SessionStatus::Failed, error, !retryable);
         let class = failure.class.suspend_class();
         ending.failure_class = Some(class);
-        ending.suspend_at = Some(i32::try_from(self.config.suspend.threshold(class)).unwrap_or(i32::MAX));
+        if failure.class != crate::sync::FailureClass::Deferred {
+            ending.suspend_at = Some(i32::try_from(self.config.suspend.threshold(class)).unwrap_or(i32::MAX));
+        }
         (ending, verdict)
     }
 

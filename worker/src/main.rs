@@ -1,15 +1,25 @@
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use syncfleet_common::{shutdown, telemetry};
 use syncfleet_worker::{
     WorkerConfig, config,
-    sync::{MailboxSync, ProviderConfig},
+    sync::{FleetGate, MailboxSync, ProviderConfig},
 };
 
 fn main() -> anyhow::Result<()> {
     telemetry::main_with("syncfleet-worker", |source| async move {
         let worker = WorkerConfig::from_source(&source)?;
-        let sync = MailboxSync::new(ProviderConfig::from_source(&source)?, config::budget(&source)?)?;
+        let providers = ProviderConfig::from_source(&source)?;
+        // A concurrency lease outlives the longest call, so only a dead
+        // worker's leases expire.
+        let lease = providers.call_timeout + Duration::from_secs(5);
+        let gate = FleetGate::from_source(
+            &source,
+            worker.common.redis_url.clone(),
+            &worker.common.queue_prefix,
+            lease,
+        )?;
+        let sync = MailboxSync::new(providers, config::budget(&source)?, Arc::new(gate))?;
         syncfleet_worker::run(worker, Arc::new(sync), shutdown::on_signal()).await
     })
 }

@@ -313,10 +313,10 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
                      WHEN $4 AND queued_job_id = $5 THEN NULL ELSE queued_job_id END, \
                  queued_at = CASE WHEN $21::uuid IS NOT NULL THEN now() \
                      WHEN $4 AND queued_job_id = $5 THEN NULL ELSE queued_at END, \
-                 consecutive_failures = CASE WHEN $6 = 'abandoned' THEN consecutive_failures \
+                 consecutive_failures = CASE WHEN $6 = 'abandoned' OR $22 = 'deferred' THEN consecutive_failures \
                      WHEN $22::text IS NULL THEN 0 \
                      WHEN failure_class = $22 THEN consecutive_failures + 1 ELSE 1 END, \
-                 failure_class = CASE WHEN $6 = 'abandoned' THEN failure_class ELSE $22 END, \
+                 failure_class = CASE WHEN $6 = 'abandoned' OR $22 = 'deferred' THEN failure_class ELSE $22 END, \
                  sync_status = CASE WHEN $23::int IS NOT NULL AND sync_status = 'enabled' \
                          AND (CASE WHEN failure_class = $22 THEN consecutive_failures + 1 ELSE 1 END) = $23 \
                      THEN 'disabled_' || $22 || '_error' ELSE sync_status END, \

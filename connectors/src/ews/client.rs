@@ -4,7 +4,10 @@
 use std::{
     collections::{HashMap, HashSet},
     fmt,
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
 };
 
 use chrono::{DateTime, Utc};
@@ -20,6 +23,7 @@ use super::{
 };
 use crate::{
     error::ConnectorError,
+    gate::{CallGate, Gated},
     http::{HttpClient, transport_error},
     mailbox::{
         ADDIN_ID, AddinStatus, ContactDraft, Continuation, EventDraft, MailFolder, Mailbox, MessageChange, MessagePage,
@@ -111,6 +115,17 @@ pub struct EwsClient {
     ews_url: Url,
     logon: EwsLogon,
     calls: AtomicU32,
+    gate: Gated,
+}
+
+/// The account whose budget a client's calls spend: the logon account at the
+/// server.
+fn gate_account(ews_url: &Url, logon: &EwsLogon) -> String {
+    format!(
+        "{}/{}",
+        ews_url.host_str().unwrap_or_default(),
+        logon.account().to_lowercase()
+    )
 }
 
 impl fmt::Debug for EwsClient {
@@ -195,18 +210,43 @@ impl EwsClient {
         if options.get_item_batch == 0 || options.write_batch == 0 {
             return Err(ConnectorError::permanent(EWS, "batch sizes must be at least 1"));
         }
+        let account = gate_account(&ews_url, &logon);
         Ok(Self {
             http,
             options,
             ews_url,
             logon,
             calls: AtomicU32::new(0),
+            gate: Gated::open(EWS, account),
         })
+    }
+
+    /// Every call passes `gate`, under the limits of the logon account (the
+    /// service account's own budget under impersonation).
+    pub fn with_gate(mut self, gate: Arc<dyn CallGate>) -> Self {
+        self.gate = Gated::through(gate, EWS, gate_account(&self.ews_url, &self.logon));
+        self
+    }
+
+    /// Sends one SOAP request through the gate; a throttled answer with a
+    /// delay makes every worker wait it out.
+    async fn call(&self, operation: &str, body: &str) -> Result<Element, ConnectorError> {
+        let permit = self.gate.admit(1).await?;
+        let result = self.exchange(operation, body).await;
+        drop(permit);
+        if let Err(ConnectorError::Throttled {
+            retry_after: Some(delay),
+            ..
+        }) = &result
+        {
+            self.gate.throttled(*delay).await;
+        }
+        result
     }
 
     /// Sends one SOAP request and returns its response element, or the fault
     /// or HTTP error classified.
-    async fn call(&self, operation: &str, body: &str) -> Result<Element, ConnectorError> {
+    async fn exchange(&self, operation: &str, body: &str) -> Result<Element, ConnectorError> {
         let document = soap::envelope(&self.options.server_version, self.logon.impersonated(), body);
         let mut request = self
             .http

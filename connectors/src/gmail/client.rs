@@ -4,7 +4,10 @@
 
 use std::{
     collections::HashMap,
-    sync::atomic::{AtomicU32, AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
 };
 
 use chrono::{DateTime, Utc};
@@ -20,6 +23,7 @@ use tracing::{debug, instrument};
 use super::{batch, errors, messages::GmailMessage, messages::METADATA_HEADERS};
 use crate::{
     error::{ConnectorError, ErrorKind, Provider},
+    gate::{CallGate, Gated},
     http::{HttpClient, transport_error},
     mailbox::{
         ADDIN_ID, AddinStatus, ContactDraft, EventDraft, MailFolder, Mailbox, MessagePage, PRODUCT_CATEGORY, Upsert,
@@ -146,6 +150,7 @@ pub struct GmailClient {
     refreshes_before: u32,
     calls: AtomicU32,
     units: AtomicU64,
+    gate: Gated,
 }
 
 impl std::fmt::Debug for GmailClient {
@@ -191,7 +196,15 @@ impl GmailClient {
             refreshes_before,
             calls: AtomicU32::new(0),
             units: AtomicU64::new(0),
+            gate: Gated::open(GMAIL, "me"),
         }
+    }
+
+    /// Every call passes `gate`, spending its quota units from the limits of
+    /// `mailbox` (the user's address: Gmail's API names it `me`).
+    pub fn with_gate(mut self, gate: Arc<dyn CallGate>, mailbox: &str) -> Self {
+        self.gate = Gated::through(gate, GMAIL, mailbox.to_lowercase());
+        self
     }
 
     /// The options in force (sizes within Gmail's limits).
@@ -248,6 +261,7 @@ impl GmailClient {
                 Payload::Json(body) => request.json(body),
                 Payload::Batch(body) => request.header(CONTENT_TYPE, batch::content_type()).body(body.clone()),
             };
+            let permit = self.gate.admit(u32::try_from(units).unwrap_or(u32::MAX)).await?;
             self.calls.fetch_add(1, Ordering::Relaxed);
             let response = request.send().await.map_err(|error| transport_error(GMAIL, error))?;
             let status = response.status();
@@ -260,6 +274,10 @@ impl GmailClient {
                 .await
                 .map_err(|error| transport_error(GMAIL, error))?
                 .to_vec();
+            drop(permit);
+            if matches!(status.as_u16(), 403 | 429) {
+                self.gate.observe(429, &headers).await;
+            }
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 debug!("Gmail refused the access token; refreshing once.");
                 refreshed = true;

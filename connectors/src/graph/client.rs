@@ -2,7 +2,10 @@
 //! session, one refresh and retry on a 401, `Prefer: IdType="ImmutableId"`)
 //! and the [`Mailbox`] trait over them.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{
+    Arc,
+    atomic::{AtomicU32, Ordering},
+};
 
 use chrono::{DateTime, Utc};
 use reqwest::{
@@ -21,6 +24,7 @@ use super::{
 };
 use crate::{
     error::{ConnectorError, Provider},
+    gate::{CallGate, Gated},
     http::{HttpClient, transport_error},
     mailbox::{AddinStatus, ContactDraft, EventDraft, MailFolder, Mailbox, MessagePage, Upsert},
     oauth::OAuthSession,
@@ -71,6 +75,7 @@ pub struct GraphClient {
     mailbox_segment: String,
     session: OAuthSession,
     calls: AtomicU32,
+    gate: Gated,
 }
 
 impl std::fmt::Debug for GraphClient {
@@ -101,12 +106,19 @@ impl GraphClient {
     pub fn new(http: HttpClient, options: GraphOptions, mailbox: String, session: OAuthSession) -> Self {
         Self {
             mailbox_segment: path_segment(&mailbox),
+            gate: Gated::open(GRAPH, mailbox.to_lowercase()),
             http,
             options,
             mailbox,
             session,
             calls: AtomicU32::new(0),
         }
+    }
+
+    /// Every call passes `gate`, under the mailbox's limits.
+    pub fn with_gate(mut self, gate: Arc<dyn CallGate>) -> Self {
+        self.gate = Gated::through(gate, GRAPH, self.mailbox.to_lowercase());
+        self
     }
 
     /// The mailbox this client works on.
@@ -165,6 +177,7 @@ impl GraphClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
+            let permit = self.gate.admit(1).await?;
             self.calls.fetch_add(1, Ordering::Relaxed);
             let response = request.send().await.map_err(|error| transport_error(GRAPH, error))?;
             let status = response.status();
@@ -174,6 +187,8 @@ impl GraphClient {
                 .await
                 .map_err(|error| transport_error(GRAPH, error))?
                 .to_vec();
+            drop(permit);
+            self.gate.observe(status.as_u16(), &headers).await;
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 refreshed = true;
                 debug!("Graph refused the access token; refreshing once.");

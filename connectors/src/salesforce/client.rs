@@ -26,6 +26,7 @@ use super::{
 };
 use crate::{
     error::{ConnectorError, Provider},
+    gate::{CallGate, Gated},
     http::{HttpClient, transport_error},
 };
 
@@ -173,6 +174,7 @@ pub struct SalesforceClient {
     identity: Mutex<Identity>,
     sink: Option<Arc<dyn TokenSink>>,
     calls: AtomicU64,
+    gate: Gated,
 }
 
 impl std::fmt::Debug for SalesforceClient {
@@ -245,12 +247,21 @@ impl SalesforceClient {
             identity: Mutex::new(Identity::default()),
             sink: None,
             calls: AtomicU64::new(0),
+            gate: Gated::open(SALESFORCE, "org"),
         })
     }
 
     /// Hands every grant to `sink` before it is used.
     pub fn with_token_sink(mut self, sink: Arc<dyn TokenSink>) -> Self {
         self.sink = Some(sink);
+        self
+    }
+
+    /// Every API call passes `gate`, spending from the limits of `org` (the
+    /// org's daily allocation and its concurrent requests; the login host
+    /// names it until the first refresh names the org).
+    pub fn with_gate(mut self, gate: Arc<dyn CallGate>, org: &str) -> Self {
+        self.gate = Gated::through(gate, SALESFORCE, org.to_lowercase());
         self
     }
 
@@ -388,6 +399,7 @@ impl SalesforceClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
+            let permit = self.gate.admit(1).await?;
             self.calls.fetch_add(1, Ordering::Relaxed);
             let response = request
                 .send()
@@ -400,6 +412,7 @@ impl SalesforceClient {
                 .bytes()
                 .await
                 .map_err(|error| transport_error(SALESFORCE, error))?;
+            drop(permit);
             if status == StatusCode::UNAUTHORIZED && !retried {
                 retried = true;
                 self.refresh_after_rejection(generation).await?;

@@ -20,6 +20,7 @@ use syncfleet_common::{
 use syncfleet_connectors::{
     ConnectorError, ErrorKind, Provider,
     ews::{EwsClient, EwsLogon, EwsOptions},
+    gate::CallGate,
     gmail::{GmailClient, GmailOptions},
     graph::{GraphClient, GraphOptions},
     http::HttpClient,
@@ -67,16 +68,18 @@ pub struct MailboxSync {
     providers: Arc<ProviderConfig>,
     http: HttpClient,
     budget: Budget,
+    gate: Arc<dyn CallGate>,
 }
 
 impl MailboxSync {
-    /// The sync with its providers and budget.
-    pub fn new(providers: ProviderConfig, budget: Budget) -> anyhow::Result<Self> {
+    /// The sync with its providers, budget and the gate every call passes.
+    pub fn new(providers: ProviderConfig, budget: Budget, gate: Arc<dyn CallGate>) -> anyhow::Result<Self> {
         let http = providers.http_client()?;
         Ok(Self {
             providers: Arc::new(providers),
             http,
             budget,
+            gate,
         })
     }
 }
@@ -101,6 +104,7 @@ fn category_of(kind: ErrorKind) -> IssueCategory {
         ErrorKind::Duplicate => IssueCategory::Duplicate,
         ErrorKind::Transient => IssueCategory::Transient,
         ErrorKind::Permanent => IssueCategory::Internal,
+        ErrorKind::RateLimited => IssueCategory::Throttled,
     }
 }
 
@@ -114,6 +118,7 @@ fn failure(error: ConnectorError) -> SyncFailure {
         ErrorKind::LockContention => FailureClass::LockContention,
         ErrorKind::Transient => FailureClass::Transient,
         ErrorKind::Validation | ErrorKind::Duplicate | ErrorKind::Permanent => FailureClass::Permanent,
+        ErrorKind::RateLimited => FailureClass::Deferred,
     };
     SyncFailure {
         class,
@@ -155,7 +160,7 @@ impl SyncWork for MailboxSync {
                 self.sync(session, &settings, "ews", &mailbox, &crm).await
             }
             Ok(AccessType::Gmail) => {
-                let mailbox = self.gmail(session).await?;
+                let mailbox = self.gmail(session, &settings).await?;
                 self.sync(session, &settings, "gmail", &mailbox, &crm).await
             }
             Err(_) => Err(settings_failure(IssueSource::Engine, "unknown mailbox access type")),
@@ -205,7 +210,7 @@ impl MailboxSync {
             .await?;
         let client = SalesforceClient::new(
             self.http.clone(),
-            self.providers.salesforce_app(login_url),
+            self.providers.salesforce_app(login_url.clone()),
             SalesforceCredentials {
                 refresh_token,
                 session: None,
@@ -213,11 +218,14 @@ impl MailboxSync {
             SalesforceOptions::default(),
         )
         .map_err(failure)?;
-        Ok(client.with_token_sink(Arc::new(self.providers.sink(
-            &session.pool,
-            session.user_id,
-            CredentialKind::CrmRefreshToken,
-        ))))
+        let org = login_url.host_str().unwrap_or_default().to_owned();
+        Ok(client
+            .with_token_sink(Arc::new(self.providers.sink(
+                &session.pool,
+                session.user_id,
+                CredentialKind::CrmRefreshToken,
+            )))
+            .with_gate(self.gate.clone(), &org))
     }
 
     /// The user's Microsoft or Google session: their refresh token opened,
@@ -242,21 +250,16 @@ impl MailboxSync {
             base_url: self.providers.graph_url.clone(),
             ..GraphOptions::default()
         };
-        Ok(GraphClient::new(
-            self.http.clone(),
-            options,
-            settings.email.clone(),
-            oauth,
-        ))
+        Ok(GraphClient::new(self.http.clone(), options, settings.email.clone(), oauth).with_gate(self.gate.clone()))
     }
 
-    async fn gmail(&self, session: &SessionContext) -> Result<GmailClient, SyncFailure> {
+    async fn gmail(&self, session: &SessionContext, settings: &Settings) -> Result<GmailClient, SyncFailure> {
         let oauth = self.mailbox_oauth(session, &self.providers.google).await?;
         let options = GmailOptions {
             base_url: self.providers.gmail_url.clone(),
             ..GmailOptions::default()
         };
-        Ok(GmailClient::new(self.http.clone(), options, oauth))
+        Ok(GmailClient::new(self.http.clone(), options, oauth).with_gate(self.gate.clone(), &settings.email))
     }
 
     async fn ews(&self, session: &SessionContext, settings: &Settings) -> Result<EwsClient, SyncFailure> {
@@ -296,7 +299,9 @@ impl MailboxSync {
                 password,
             }
         };
-        EwsClient::new(self.http.clone(), EwsOptions::default(), url, logon).map_err(failure)
+        EwsClient::new(self.http.clone(), EwsOptions::default(), url, logon)
+            .map(|client| client.with_gate(self.gate.clone()))
+            .map_err(failure)
     }
 
     /// S2-S7 against one mailbox; the calls made are counted whatever happens.

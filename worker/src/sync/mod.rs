@@ -5,6 +5,7 @@
 //! [`SessionContext`] it is handed.
 
 mod engine;
+pub mod gate;
 mod participants;
 mod providers;
 pub mod settings;
@@ -21,6 +22,7 @@ use syncfleet_common::{
 use uuid::Uuid;
 
 pub use engine::{Budget, DEFAULT_BASELINE_DAYS, MailboxSync, TASK_EXTERNAL_ID_FIELD};
+pub use gate::FleetGate;
 pub use participants::{FREE_MAIL_DOMAINS, FilterSettings};
 pub use providers::{ProviderConfig, SETTINGS as PROVIDER_SETTINGS};
 pub use settings::SettingsCheck;
@@ -133,19 +135,27 @@ pub enum FailureClass {
     Transient,
     /// A fault that will not pass by retrying.
     Permanent,
+    /// The fleet's own limits for an account are spent for a while: the job
+    /// waits in the retry queues, and no failure is counted against the user.
+    Deferred,
 }
 
 impl FailureClass {
     /// Whether the job is retried through the retry queues.
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Throttled | Self::LockContention | Self::Transient)
+        matches!(
+            self,
+            Self::Throttled | Self::LockContention | Self::Transient | Self::Deferred
+        )
     }
 
-    /// The class counted toward auto-suspend: `auth`, `throttling` or `other`.
+    /// The class counted toward auto-suspend: `auth`, `throttling` or
+    /// `other`; `deferred` counts nothing and resets nothing.
     pub fn suspend_class(self) -> &'static str {
         match self {
             Self::Authorization => "auth",
             Self::Throttled | Self::Quota => "throttling",
+            Self::Deferred => "deferred",
             _ => "other",
         }
     }
@@ -155,7 +165,7 @@ impl FailureClass {
         match self {
             Self::Settings => IssueCategory::Settings,
             Self::Authorization => IssueCategory::Auth,
-            Self::Throttled => IssueCategory::Throttled,
+            Self::Throttled | Self::Deferred => IssueCategory::Throttled,
             Self::Quota => IssueCategory::Quota,
             Self::SyncStateExpired => IssueCategory::SyncStateReset,
             Self::LockContention => IssueCategory::LockContention,

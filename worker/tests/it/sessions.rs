@@ -491,7 +491,9 @@ async fn auto_suspend_disables_sync_exactly_at_the_threshold_with_an_activity_an
     assert_eq!(emails.len(), 1, "{emails:?}");
     let (mut recipients, subject, body) = emails[0].clone();
     recipients.sort();
-    assert_eq!(recipients, ["admin-alerts@example.test".to_owned(), user_email.clone()]);
+    let mut expected = vec!["admin-alerts@example.test".to_owned(), user_email.clone()];
+    expected.sort();
+    assert_eq!(recipients, expected);
     assert_eq!(subject, format!("Synchronization stopped for {user_email}"));
     assert!(body.contains("Authorize the mailbox"), "{body}");
 

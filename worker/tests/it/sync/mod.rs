@@ -16,7 +16,7 @@ use syncfleet_simulators::{ews, gmail as gmail_sim, graph};
 use syncfleet_testkit::{Providers, TestEnv, organization, users, wait_until};
 use syncfleet_worker::{
     config,
-    sync::{MailboxSync, ProviderConfig},
+    sync::{FleetGate, MailboxSync, ProviderConfig},
 };
 use uuid::Uuid;
 
@@ -97,9 +97,13 @@ impl Fixture {
             .collect();
         settings.extend_from_slice(extra);
         let source = self.env.source(&settings);
+        let common = self.env.common();
+        let gate =
+            FleetGate::from_source(&source, common.redis_url, &self.env.prefix, Duration::from_secs(30)).unwrap();
         let sync = MailboxSync::new(
             ProviderConfig::from_source(&source).unwrap(),
             config::budget(&source).unwrap(),
+            std::sync::Arc::new(gate),
         )
         .unwrap();
         start(&self.env, sync, &settings)
