@@ -4,6 +4,7 @@
 
 mod exchange;
 mod gmail;
+mod limits;
 mod office365;
 mod secrets;
 

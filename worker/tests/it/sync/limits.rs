@@ -1,0 +1,194 @@
+//! The fleet-wide limits against the simulators configured with the same
+//! limits: several workers (gates on separate limiters, as separate processes
+//! have) hammering one mailbox get no throttled answer while keeping near the
+//! allowed rate, and a Retry-After seen by one worker stops the others.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use secrecy::SecretString;
+use syncfleet_common::ratelimit::{Limit, Limiter};
+use syncfleet_connectors::{
+    Provider,
+    graph::{GraphClient, GraphOptions},
+    http::{HttpClient, HttpOptions},
+    mailbox::Mailbox,
+    oauth::{OAuthApp, OAuthSession},
+    ssrf::UrlPolicy,
+};
+use syncfleet_simulators::graph::{Endpoint, Fault, GraphConfig, GraphSimulator};
+use syncfleet_worker::sync::{FleetGate, gate::ProviderLimits};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const MAILBOX: &str = "hammered@contoso.example";
+
+struct Graph {
+    simulator: GraphSimulator,
+    base: String,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+async fn graph(config: GraphConfig) -> Graph {
+    let shutdown = CancellationToken::new();
+    let simulator = GraphSimulator::new(config);
+    let server = simulator
+        .serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), shutdown.clone())
+        .await
+        .unwrap();
+    Graph {
+        simulator,
+        base: server.base_url(),
+        _shutdown: shutdown.drop_guard(),
+    }
+}
+
+/// A worker's gate: its own limiter on the shared Redis, the Graph limits
+/// the simulator enforces.
+fn gate(prefix: &str, graph: Limit) -> Arc<FleetGate> {
+    let redis = std::env::var("SYNCFLEET_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned());
+    let unlimited = Limit {
+        rate: None,
+        concurrency: None,
+    };
+    Arc::new(FleetGate::new(
+        Limiter::new(SecretString::from(redis), prefix, Duration::from_secs(10), 2),
+        ProviderLimits {
+            graph,
+            ews: unlimited,
+            gmail_user: unlimited,
+            gmail_project: unlimited,
+            salesforce: unlimited,
+        },
+        Duration::from_secs(30),
+    ))
+}
+
+/// A Graph client of the mailbox passing `gate`.
+fn client(graph: &Graph, refresh_token: &str, gate: Arc<FleetGate>) -> GraphClient {
+    let http = HttpClient::new(&HttpOptions {
+        url_policy: UrlPolicy::LOCAL_TESTS,
+        ..HttpOptions::default()
+    })
+    .unwrap();
+    let app = Arc::new(OAuthApp {
+        provider: Provider::Graph,
+        token_url: format!("{}/organizations/oauth2/v2.0/token", graph.base)
+            .parse()
+            .unwrap(),
+        client_id: "syncfleet-tests".to_owned(),
+        client_secret: SecretString::from("secret"),
+        scopes: vec!["offline_access".to_owned()],
+    });
+    let session = OAuthSession::new(http.clone(), app, SecretString::from(refresh_token.to_owned()));
+    let options = GraphOptions {
+        base_url: graph.base.parse().unwrap(),
+        ..GraphOptions::default()
+    };
+    GraphClient::new(http, options, MAILBOX.to_owned(), session).with_gate(gate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_hammering_one_mailbox_get_no_429_and_keep_near_the_allowed_rate() {
+    // The simulator's limits, and the fleet configured with the same.
+    let (window, per_window) = (Duration::from_secs(2), 60);
+    let graph = graph(GraphConfig {
+        mailbox_concurrency: 4,
+        requests_per_window: per_window,
+        window,
+        ..GraphConfig::default()
+    })
+    .await;
+    let limit = Limit {
+        rate: Some((per_window as u64, window)),
+        concurrency: Some(4),
+    };
+    let prefix = Uuid::new_v4().simple().to_string();
+    // Each worker refreshes once: the token endpoint is outside the mailbox's
+    // limits, so the run counts the inbox reads only.
+    let workers: Vec<GraphClient> = (0..3)
+        .map(|_| {
+            let token = graph.simulator.create_mailbox(MAILBOX);
+            client(&graph, &token, gate(&prefix, limit))
+        })
+        .collect();
+    let workers = Arc::new(workers);
+    let started = Instant::now();
+    let run = Duration::from_secs(6);
+    let mut tasks = Vec::new();
+    for index in 0..12 {
+        let workers = workers.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut errors = 0;
+            while started.elapsed() < run {
+                if workers[index % 3].check().await.is_err() {
+                    errors += 1;
+                }
+            }
+            errors
+        }));
+    }
+    let mut errors = 0;
+    for task in tasks {
+        errors += task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let counters = graph.simulator.counters(MAILBOX);
+    let reads = counters.calls_to(Endpoint::MailFolders);
+    // GCRA admits a small burst, then the sustained rate.
+    let allowed = per_window as f64 * elapsed.as_secs_f64() / window.as_secs_f64();
+    println!(
+        "3 workers x 4 tasks on one mailbox ({per_window} per {window:?}, 4 concurrent): {reads} reads in {elapsed:.1?}, \
+         {:.1}% of the allowed {allowed:.0}; throttled answers: {}",
+        100.0 * reads as f64 / allowed,
+        counters.throttled
+    );
+    assert_eq!(counters.throttled, 0, "the simulator throttled the fleet");
+    assert_eq!(errors, 0);
+    assert!(
+        reads as f64 >= 0.9 * allowed,
+        "only {reads} reads of {allowed:.0} allowed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_seen_by_one_worker_stops_the_others_for_that_mailbox() {
+    let graph = graph(GraphConfig::default()).await;
+    let limit = Limit {
+        rate: Some((10_000, Duration::from_secs(600))),
+        concurrency: Some(4),
+    };
+    let prefix = Uuid::new_v4().simple().to_string();
+    let first = client(&graph, &graph.simulator.create_mailbox(MAILBOX), gate(&prefix, limit));
+    let second = client(&graph, &graph.simulator.create_mailbox(MAILBOX), gate(&prefix, limit));
+    first.check().await.unwrap();
+    second.check().await.unwrap();
+    graph
+        .simulator
+        .inject_fault(
+            MAILBOX,
+            Fault::Throttled {
+                retry_after: Some(Duration::from_secs(2)),
+            },
+            1,
+        )
+        .unwrap();
+    let error = first.check().await.unwrap_err();
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(2)), "{error}");
+    let before = graph.simulator.counters(MAILBOX).calls_to(Endpoint::MailFolders);
+    let asked = Instant::now();
+    second.check().await.unwrap();
+    let waited = asked.elapsed();
+    println!("the other worker waited {waited:?} after a Retry-After of 2 s");
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "the other worker called after {waited:?}"
+    );
+    assert_eq!(
+        graph.simulator.counters(MAILBOX).calls_to(Endpoint::MailFolders),
+        before + 1,
+        "one call, made after the cooldown"
+    );
+}
