@@ -2,19 +2,27 @@
 //! `shared/reference/providers.md`: a test serves one on `127.0.0.1:0`, shapes
 //! its state through the simulator's handle and stops it with a
 //! [`CancellationToken`]; the `syncfleet-simulators` binary serves them on a
-//! configured address. Only Salesforce exists so far.
+//! configured address. What they all share (state, faults, latency, control
+//! API plumbing) is in `shared`.
 
 pub mod config;
 pub mod ews;
 pub mod gmail;
 pub mod graph;
 pub mod salesforce;
+mod shared;
 pub mod smtp;
 
-use std::{io, net::SocketAddr};
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+};
 
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
+
+/// A free port on loopback: where `start_local` serves a simulator for a test.
+const LOOPBACK: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
 /// A simulator being served.
 #[derive(Debug)]

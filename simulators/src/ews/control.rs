@@ -2,8 +2,6 @@
 //! in-process, over HTTP for a simulator run as a binary (see
 //! `simulators/docs/ews.md`).
 
-use std::time::Duration;
-
 use axum::{
     Json, Router,
     extract::{Path, State},
@@ -14,7 +12,8 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{EwsSimulator, Fault, MessageFolder, MessageSeed, SetupError};
+use super::{EwsSimulator, Fault, MessageFolder, MessageSeed, Operation, SetupError};
+use crate::shared::control::{LatencyMs, RateSpec, calls_json, one, problem, set_latency};
 
 pub(crate) fn router(simulator: EwsSimulator) -> Router {
     Router::new()
@@ -42,22 +41,25 @@ pub(crate) fn router(simulator: EwsSimulator) -> Router {
         )
         .route("/_control/ews/faults/{target}", post(inject_fault).delete(clear_faults))
         .route("/_control/ews/fault-rates/{target}", put(set_fault_rate))
-        .route("/_control/ews/latency", put(set_latency))
+        .route(
+            "/_control/ews/latency",
+            set_latency::<_, LatencyMs>(EwsSimulator::set_latency),
+        )
         .with_state(simulator)
 }
 
-fn problem(error: &SetupError) -> Response {
+fn setup_problem(error: &SetupError) -> Response {
     let status = match error {
         SetupError::Exists(_) => StatusCode::CONFLICT,
         _ => StatusCode::NOT_FOUND,
     };
-    (status, Json(json!({"error": error.to_string()}))).into_response()
+    problem(status, error.to_string())
 }
 
 fn done(result: Result<(), SetupError>, status: StatusCode) -> Response {
     match result {
         Ok(()) => status.into_response(),
-        Err(error) => problem(&error),
+        Err(error) => setup_problem(&error),
     }
 }
 
@@ -109,11 +111,7 @@ async fn set_impersonation_role(
 }
 
 fn counters_json(counters: &super::Counters) -> Value {
-    let calls: serde_json::Map<String, Value> = counters
-        .calls
-        .iter()
-        .map(|(operation, calls)| (operation.as_str().to_owned(), json!(calls)))
-        .collect();
+    let calls = calls_json(&counters.calls, Operation::as_str);
     json!({"calls": calls, "throttled": counters.throttled, "faults": counters.faults})
 }
 
@@ -149,7 +147,7 @@ async fn add_message(
 ) -> Response {
     match simulator.add_message(&smtp, spec.folder, spec.seed) {
         Ok(id) => (StatusCode::CREATED, Json(json!({"id": id}))).into_response(),
-        Err(error) => problem(&error),
+        Err(error) => setup_problem(&error),
     }
 }
 
@@ -203,15 +201,12 @@ async fn invalidate_sync_states(State(simulator): State<EwsSimulator>, Path(smtp
     StatusCode::NO_CONTENT
 }
 
+/// EWS arms faults by account or mailbox, not by operation.
 #[derive(Debug, Deserialize)]
 struct FaultSpec {
     fault: Fault,
     #[serde(default = "one")]
     times: u32,
-}
-
-fn one() -> u32 {
-    1
 }
 
 async fn inject_fault(
@@ -228,32 +223,11 @@ async fn clear_faults(State(simulator): State<EwsSimulator>, Path(target): Path<
     StatusCode::NO_CONTENT
 }
 
-#[derive(Debug, Deserialize)]
-struct RateSpec {
-    fault: Fault,
-    probability: f64,
-}
-
 async fn set_fault_rate(
     State(simulator): State<EwsSimulator>,
     Path(target): Path<String>,
-    Json(spec): Json<RateSpec>,
+    Json(spec): Json<RateSpec<Fault>>,
 ) -> StatusCode {
     simulator.set_fault_rate(&target, spec.fault, spec.probability);
-    StatusCode::NO_CONTENT
-}
-
-#[derive(Debug, Deserialize)]
-struct Latency {
-    base_ms: u64,
-    #[serde(default)]
-    jitter_ms: u64,
-}
-
-async fn set_latency(State(simulator): State<EwsSimulator>, Json(latency): Json<Latency>) -> StatusCode {
-    simulator.set_latency(
-        Duration::from_millis(latency.base_ms),
-        Duration::from_millis(latency.jitter_ms),
-    );
     StatusCode::NO_CONTENT
 }

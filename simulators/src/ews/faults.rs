@@ -4,6 +4,9 @@
 
 use std::collections::HashMap;
 
+use super::Operation;
+use crate::shared::Applies;
+
 /// A fault Exchange can answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
@@ -25,70 +28,14 @@ pub enum Fault {
     Unauthorized,
 }
 
-impl Fault {
-    fn applies_to(self, sync_folder_items: bool) -> bool {
-        !matches!(self, Fault::InvalidSyncState) || sync_folder_items
+impl Applies<Operation> for Fault {
+    fn applies_to(self, operation: Operation) -> bool {
+        !matches!(self, Fault::InvalidSyncState) || operation == Operation::SyncFolderItems
     }
-}
-
-#[derive(Debug)]
-struct Armed {
-    fault: Fault,
-    remaining: u32,
 }
 
 /// The faults armed for one account or mailbox.
-#[derive(Debug, Default)]
-pub(crate) struct Faults {
-    armed: Vec<Armed>,
-    rates: Vec<(Fault, f64)>,
-}
-
-impl Faults {
-    pub(crate) fn arm(&mut self, fault: Fault, times: u32) {
-        if times > 0 {
-            self.armed.push(Armed {
-                fault,
-                remaining: times,
-            });
-        }
-    }
-
-    pub(crate) fn set_rate(&mut self, fault: Fault, probability: f64) {
-        self.rates.retain(|(armed, _)| *armed != fault);
-        if probability > 0.0 {
-            self.rates.push((fault, probability.min(1.0)));
-        }
-    }
-
-    /// The fault this call answers with: an armed one-shot first, else one
-    /// drawn by rate (`draw` gives a uniform number in [0, 1)).
-    pub(crate) fn take(&mut self, sync_folder_items: bool, mut draw: impl FnMut() -> f64) -> Option<Fault> {
-        if let Some(index) = self
-            .armed
-            .iter()
-            .position(|armed| armed.fault.applies_to(sync_folder_items))
-        {
-            let armed = &mut self.armed[index];
-            let fault = armed.fault;
-            armed.remaining -= 1;
-            if armed.remaining == 0 {
-                self.armed.remove(index);
-            }
-            return Some(fault);
-        }
-        self.rates
-            .iter()
-            .filter(|(fault, _)| fault.applies_to(sync_folder_items))
-            .find(|(_, probability)| draw() < *probability)
-            .map(|(fault, _)| *fault)
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.armed.clear();
-        self.rates.clear();
-    }
-}
+pub(crate) type Faults = crate::shared::Faults<Fault, Operation>;
 
 /// Faults by lower-cased account name or SMTP address.
 pub(crate) type FaultTable = HashMap<String, Faults>;
@@ -100,21 +47,24 @@ mod tests {
     #[test]
     fn one_shot_faults_come_first_and_run_out() {
         let mut faults = Faults::default();
-        faults.arm(Fault::InvalidSyncState, 1);
-        faults.arm(Fault::Http503, 2);
-        assert_eq!(faults.take(false, || 0.5), Some(Fault::Http503));
-        assert_eq!(faults.take(true, || 0.5), Some(Fault::InvalidSyncState));
-        assert_eq!(faults.take(true, || 0.5), Some(Fault::Http503));
-        assert_eq!(faults.take(true, || 0.5), None);
+        faults.arm(Fault::InvalidSyncState, None, 1);
+        faults.arm(Fault::Http503, None, 2);
+        assert_eq!(faults.take(Operation::GetItem, || 0.5), Some(Fault::Http503));
+        assert_eq!(
+            faults.take(Operation::SyncFolderItems, || 0.5),
+            Some(Fault::InvalidSyncState)
+        );
+        assert_eq!(faults.take(Operation::SyncFolderItems, || 0.5), Some(Fault::Http503));
+        assert_eq!(faults.take(Operation::SyncFolderItems, || 0.5), None);
     }
 
     #[test]
     fn a_rate_answers_the_share_of_calls_drawn_below_it() {
         let mut faults = Faults::default();
         faults.set_rate(Fault::ConnectionCount, 0.25);
-        assert_eq!(faults.take(false, || 0.1), Some(Fault::ConnectionCount));
-        assert_eq!(faults.take(false, || 0.3), None);
+        assert_eq!(faults.take(Operation::GetItem, || 0.1), Some(Fault::ConnectionCount));
+        assert_eq!(faults.take(Operation::GetItem, || 0.3), None);
         faults.set_rate(Fault::ConnectionCount, 0.0);
-        assert_eq!(faults.take(false, || 0.0), None);
+        assert_eq!(faults.take(Operation::GetItem, || 0.0), None);
     }
 }

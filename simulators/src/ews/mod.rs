@@ -20,7 +20,7 @@ mod routes;
 mod store;
 mod xml;
 
-use std::{collections::BTreeMap, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, io, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use faults::Fault;
 
-use crate::Server;
+use crate::{Server, shared::Latency};
 use store::Store;
 
 /// How the simulated Exchange behaves.
@@ -354,30 +354,13 @@ pub struct EwsSimulator {
 }
 
 impl EwsSimulator {
-    /// A simulator with no accounts yet.
-    pub fn new(config: EwsConfig) -> Self {
-        Self {
-            store: Arc::new(Store::new(config)),
-        }
-    }
-
-    /// The simulator's routes (the API and its control API), to serve or to
-    /// merge into a larger router.
-    pub fn router(&self) -> axum::Router {
-        routes::router(self.store.clone()).merge(control::router(self.clone()))
-    }
-
-    /// Serves the simulator on `listen` (port 0 picks a free port) until
-    /// `shutdown` is cancelled.
-    pub async fn serve(&self, listen: SocketAddr, shutdown: CancellationToken) -> io::Result<Server> {
-        Server::start(listen, self.router(), shutdown).await
-    }
+    crate::shared::http_handle!(EwsConfig, "accounts");
 
     /// A simulator on a free loopback port with one account and its own
     /// mailbox, what a test starts with; it stops when `shutdown` is cancelled.
     pub async fn start_local(config: EwsConfig, shutdown: CancellationToken) -> io::Result<LocalEws> {
         let simulator = Self::new(config);
-        let server = simulator.serve(SocketAddr::from(([127, 0, 0, 1], 0)), shutdown).await?;
+        let server = simulator.serve(crate::LOOPBACK, shutdown).await?;
         let account = "alice@contoso.test".to_owned();
         let password = format!("Pw-{}", uuid::Uuid::new_v4().simple());
         let created = simulator
@@ -491,8 +474,13 @@ impl EwsSimulator {
     /// The next `times` calls made by the account `target`, or to the mailbox
     /// `target`, that `fault` applies to answer with it.
     pub fn inject_fault(&self, target: &str, fault: Fault, times: u32) {
-        self.store
-            .with(|state| state.faults.entry(target.to_lowercase()).or_default().arm(fault, times));
+        self.store.with(|state| {
+            state
+                .faults
+                .entry(target.to_lowercase())
+                .or_default()
+                .arm(fault, None, times)
+        });
     }
 
     /// Each call by or to `target` answers with `fault` with `probability`
@@ -519,7 +507,7 @@ impl EwsSimulator {
     /// Every call waits `base` plus a uniform random share of `jitter` before
     /// it is answered (while it counts toward the account's concurrency).
     pub fn set_latency(&self, base: Duration, jitter: Duration) {
-        self.store.with(|state| state.latency = (base, jitter));
+        self.store.with(|state| state.latency = Latency { base, jitter });
     }
 
     /// What the account `account` saw so far.

@@ -215,26 +215,12 @@ fn sync_folder_items(state: &mut State, config: &EwsConfig, mailbox_key: &str, r
                         element,
                         id,
                         change_key,
-                    } => {
-                        let _ = write!(
-                            changes,
-                            r#"<t:Create><t:{element}><t:ItemId Id="{}" ChangeKey="{}"/></t:{element}></t:Create>"#,
-                            esc(id),
-                            esc(change_key)
-                        );
-                    }
+                    } => item_change(&mut changes, "Create", element, id, change_key),
                     SyncChange::Update {
                         element,
                         id,
                         change_key,
-                    } => {
-                        let _ = write!(
-                            changes,
-                            r#"<t:Update><t:{element}><t:ItemId Id="{}" ChangeKey="{}"/></t:{element}></t:Update>"#,
-                            esc(id),
-                            esc(change_key)
-                        );
-                    }
+                    } => item_change(&mut changes, "Update", element, id, change_key),
                     SyncChange::Delete { id } => {
                         let _ = write!(changes, r#"<t:Delete><t:ItemId Id="{}"/></t:Delete>"#, esc(id));
                     }
@@ -256,6 +242,16 @@ fn sync_folder_items(state: &mut State, config: &EwsConfig, mailbox_key: &str, r
         Err(code) => messages.error(code, ""),
     }
     messages.finish()
+}
+
+/// A `Create` or `Update` (`kind`) of `SyncFolderItems` for the item `id`.
+fn item_change(changes: &mut String, kind: &str, element: &str, id: &str, change_key: &str) {
+    let _ = write!(
+        changes,
+        r#"<t:{kind}><t:{element}><t:ItemId Id="{}" ChangeKey="{}"/></t:{element}></t:{kind}>"#,
+        esc(id),
+        esc(change_key)
+    );
 }
 
 /// Which properties an `ItemShape` asks for.

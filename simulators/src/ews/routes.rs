@@ -15,6 +15,8 @@ use axum::{
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
 
+use crate::shared::latency;
+
 use super::{
     EWS_PATH, Fault, Operation,
     operations::{self, Answer, TYPES_NS},
@@ -153,7 +155,7 @@ struct Admitted {
 /// The fault armed for `key` that this call answers with, if any.
 fn take_fault(state: &mut Inner, key: &str, operation: Operation) -> Option<Fault> {
     let mut faults = state.faults.remove(key)?;
-    let fault = faults.take(operation == Operation::SyncFolderItems, || state.random());
+    let fault = faults.take(operation, || state.random.next_f64());
     state.faults.insert(key.to_owned(), faults);
     fault
 }
@@ -216,7 +218,7 @@ fn admit(
                 store: store.clone(),
                 account: key,
             },
-            latency: state.draw_latency(),
+            latency: state.latency.draw(&mut state.random),
             fault,
         })
     })
@@ -236,9 +238,7 @@ async fn ews(State(store): State<Arc<Store>>, headers: HeaderMap, body: Bytes) -
         Ok(admitted) => admitted,
         Err(refused) => return refused.into_response(),
     };
-    if !admitted.latency.is_zero() {
-        tokio::time::sleep(admitted.latency).await;
-    }
+    latency::wait(admitted.latency).await;
     let Some(request) = request else {
         return fault(
             "ErrorSchemaValidation",

@@ -6,14 +6,14 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::{Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Utc};
 
 use super::{Counters, EwsConfig, EwsContact, EwsEvent, EwsFolder, MessageSeed, SetupError, faults::FaultTable, xml};
+use crate::shared::{Latency, Random};
 
 /// The folders every mailbox has: (distinguished id, display name, folder
 /// class, parent's distinguished id).
@@ -259,15 +259,15 @@ impl Account {
 }
 
 /// Everything the simulator holds.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct State {
     pub accounts: HashMap<String, Account>,
     pub mailboxes: HashMap<String, Mailbox>,
     sync_states: HashMap<String, SyncStateEntry>,
     pub faults: FaultTable,
     pub unattributed: Counters,
-    pub latency: (Duration, Duration),
-    rng: u64,
+    pub latency: Latency,
+    pub random: Random,
 }
 
 /// A fresh EWS-looking id: `prefix` and base64 of random bytes.
@@ -279,33 +279,6 @@ pub(crate) fn new_id(prefix: &str) -> String {
 }
 
 impl State {
-    fn new() -> Self {
-        let seed = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or([7; 8]));
-        Self {
-            accounts: HashMap::new(),
-            mailboxes: HashMap::new(),
-            sync_states: HashMap::new(),
-            faults: FaultTable::new(),
-            unattributed: Counters::default(),
-            latency: (Duration::ZERO, Duration::ZERO),
-            rng: seed | 1,
-        }
-    }
-
-    /// A uniform number in [0, 1) (xorshift64).
-    pub(crate) fn random(&mut self) -> f64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// The delay a call waits: the base latency plus a share of the jitter.
-    pub(crate) fn draw_latency(&mut self) -> Duration {
-        let (base, jitter) = self.latency;
-        base + jitter.mul_f64(self.random())
-    }
-
     pub(crate) fn create_account(
         &mut self,
         name: &str,
@@ -657,28 +630,7 @@ impl State {
 }
 
 /// The state behind its lock.
-#[derive(Debug)]
-pub(crate) struct Store {
-    pub config: EwsConfig,
-    state: Mutex<State>,
-}
-
-impl Store {
-    pub(crate) fn new(config: EwsConfig) -> Self {
-        Self {
-            config,
-            state: Mutex::new(State::new()),
-        }
-    }
-
-    /// Runs `f` on the state. The lock is never held across an await.
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        // A panic in another request cannot leave the state half-written in a
-        // way worth refusing every later request for.
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut state)
-    }
-}
+pub(crate) type Store = crate::shared::Store<EwsConfig, State>;
 
 #[cfg(test)]
 mod tests {
@@ -686,7 +638,7 @@ mod tests {
     use crate::ews::MessageFolder;
 
     fn state_with_mailbox() -> State {
-        let mut state = State::new();
+        let mut state = State::default();
         state.create_account("a@x.test", "pw", false).unwrap();
         state.create_mailbox("a@x.test", "a@x.test").unwrap();
         state

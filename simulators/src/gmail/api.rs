@@ -14,8 +14,9 @@ use super::{
     Endpoint, GmailConfig,
     faults::Fault,
     quota::UnitWindow,
-    store::{Change, HistoryRecord, Mailbox, Message, Rng, SYSTEM_LABELS, State, Store},
+    store::{Change, HistoryRecord, Mailbox, Message, SYSTEM_LABELS, State, Store},
 };
+use crate::shared::Random;
 
 /// An answer of one call, before it becomes an HTTP response or a batch part.
 #[derive(Debug, Clone)]
@@ -271,7 +272,7 @@ pub(crate) fn execute(store: &Store, caller: &Caller, target: &Target, params: &
         let State {
             mailboxes,
             projects,
-            rng,
+            random,
             ..
         } = state;
         let Some(mailbox) = mailboxes.get_mut(&caller.email) else {
@@ -287,7 +288,7 @@ pub(crate) fn execute(store: &Store, caller: &Caller, target: &Target, params: &
                 &format!("Delegation denied for {}", mailbox.email),
             );
         }
-        if let Some(fault) = mailbox.faults.take(endpoint, || rng.next_f64()) {
+        if let Some(fault) = mailbox.faults.take(endpoint, || random.next_f64()) {
             mailbox.counters.faults += 1;
             if fault == Fault::RateLimit {
                 mailbox.counters.throttled += 1;
@@ -312,7 +313,7 @@ pub(crate) fn execute(store: &Store, caller: &Caller, target: &Target, params: &
             mailbox.quota.charge(cost, now);
             mailbox.counters.units_used += cost;
         }
-        run(config, mailbox, rng, &target.op, params, body)
+        run(config, mailbox, random, &target.op, params, body)
     })
 }
 
@@ -347,7 +348,14 @@ fn fault_answer(fault: Fault) -> Answer {
     }
 }
 
-fn run(config: &GmailConfig, mailbox: &mut Mailbox, rng: &mut Rng, op: &Op, params: &Params, body: &[u8]) -> Answer {
+fn run(
+    config: &GmailConfig,
+    mailbox: &mut Mailbox,
+    random: &mut Random,
+    op: &Op,
+    params: &Params,
+    body: &[u8],
+) -> Answer {
     let result = match op {
         Op::Profile => Ok(profile(mailbox)),
         Op::ListMessages => list_messages(config, mailbox, params),
@@ -355,7 +363,7 @@ fn run(config: &GmailConfig, mailbox: &mut Mailbox, rng: &mut Rng, op: &Op, para
         Op::ListHistory => list_history(config, mailbox, params),
         Op::ListLabels => Ok(list_labels(mailbox)),
         Op::CreateLabel => create_label(mailbox, body),
-        Op::DeleteLabel(id) => delete_label(mailbox, rng, id),
+        Op::DeleteLabel(id) => delete_label(mailbox, random, id),
         Op::GetAddin => Ok(addin(mailbox)),
         Op::PutAddin => put_addin(mailbox, body),
         Op::DeleteAddin => {
@@ -694,11 +702,11 @@ fn create_label(mailbox: &mut Mailbox, body: &[u8]) -> Result<Answer, Answer> {
     })))
 }
 
-fn delete_label(mailbox: &mut Mailbox, rng: &mut Rng, id: &str) -> Result<Answer, Answer> {
+fn delete_label(mailbox: &mut Mailbox, random: &mut Random, id: &str) -> Result<Answer, Answer> {
     if SYSTEM_LABELS.contains(&id) {
         return Err(Answer::bad_request("Invalid delete request"));
     }
-    if mailbox.delete_label(rng, id) {
+    if mailbox.delete_label(random, id) {
         Ok(Answer::no_content())
     } else {
         Err(Answer::not_found())

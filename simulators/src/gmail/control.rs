@@ -2,8 +2,6 @@
 //! in-process, over HTTP for a simulator run as a binary (see
 //! `simulators/docs/gmail.md`).
 
-use std::time::Duration;
-
 use axum::{
     Json, Router,
     extract::{Path, State},
@@ -12,9 +10,12 @@ use axum::{
     routing::{delete, get, post, put},
 };
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{Endpoint, Fault, GmailSimulator, MessageSeed, SeedError};
+use crate::shared::control::{
+    FaultSpec, LatencyMilliseconds, RateSpec, calls_json, probability_problem, problem, set_latency,
+};
 
 pub(crate) fn router(simulator: GmailSimulator) -> Router {
     Router::new()
@@ -52,12 +53,11 @@ pub(crate) fn router(simulator: GmailSimulator) -> Router {
             post(inject_fault).delete(clear_faults),
         )
         .route("/_control/gmail/mailboxes/{email}/fault-rates", put(set_fault_rate))
-        .route("/_control/gmail/latency", put(set_latency))
+        .route(
+            "/_control/gmail/latency",
+            set_latency::<_, LatencyMilliseconds>(GmailSimulator::set_latency),
+        )
         .with_state(simulator)
-}
-
-fn problem(status: StatusCode, message: String) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
 }
 
 /// The handle's answer as a control answer: 404 for what does not exist.
@@ -204,11 +204,7 @@ async fn expire_history(State(simulator): State<GmailSimulator>, Path(email): Pa
 async fn counters(State(simulator): State<GmailSimulator>, Path(email): Path<String>) -> Response {
     let units = simulator.units_in_last_minute(&email);
     answer(simulator.counters(&email), |counters| {
-        let calls: serde_json::Map<String, Value> = counters
-            .calls
-            .iter()
-            .map(|(endpoint, calls)| (endpoint.as_str().to_owned(), json!(calls)))
-            .collect();
+        let calls = calls_json(&counters.calls, Endpoint::as_str);
         Json(json!({
             "calls": calls,
             "units_used": counters.units_used,
@@ -233,44 +229,21 @@ async fn set_units(
     answer(simulator.set_units_in_last_minute(&email, units.used), no_content)
 }
 
-#[derive(Debug, Deserialize)]
-struct FaultSpec {
-    fault: Fault,
-    #[serde(default)]
-    endpoint: Option<Endpoint>,
-    #[serde(default = "one")]
-    times: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
 async fn inject_fault(
     State(simulator): State<GmailSimulator>,
     Path(email): Path<String>,
-    Json(spec): Json<FaultSpec>,
+    Json(spec): Json<FaultSpec<Fault, Endpoint>>,
 ) -> Response {
-    let result = match spec.endpoint {
-        Some(endpoint) => simulator.inject_fault_on(&email, endpoint, spec.fault, spec.times),
-        None => simulator.inject_fault(&email, spec.fault, spec.times),
-    };
-    answer(result, no_content)
-}
-
-#[derive(Debug, Deserialize)]
-struct RateSpec {
-    fault: Fault,
-    probability: f64,
+    answer(simulator.arm(&email, spec.fault, spec.endpoint, spec.times), no_content)
 }
 
 async fn set_fault_rate(
     State(simulator): State<GmailSimulator>,
     Path(email): Path<String>,
-    Json(spec): Json<RateSpec>,
+    Json(spec): Json<RateSpec<Fault>>,
 ) -> Response {
-    if !(0.0..=1.0).contains(&spec.probability) {
-        return problem(StatusCode::BAD_REQUEST, "probability must be within [0, 1]".to_owned());
+    if let Some(problem) = probability_problem(spec.probability) {
+        return problem;
     }
     answer(
         simulator.set_fault_rate(&email, spec.fault, spec.probability),
@@ -280,19 +253,4 @@ async fn set_fault_rate(
 
 async fn clear_faults(State(simulator): State<GmailSimulator>, Path(email): Path<String>) -> Response {
     answer(simulator.clear_faults(&email), no_content)
-}
-
-#[derive(Debug, Deserialize)]
-struct Latency {
-    milliseconds: u64,
-    #[serde(default)]
-    jitter_milliseconds: u64,
-}
-
-async fn set_latency(State(simulator): State<GmailSimulator>, Json(latency): Json<Latency>) -> StatusCode {
-    simulator.set_latency(
-        Duration::from_millis(latency.milliseconds),
-        Duration::from_millis(latency.jitter_milliseconds),
-    );
-    StatusCode::NO_CONTENT
 }

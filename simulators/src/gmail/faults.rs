@@ -4,6 +4,7 @@
 //! the batch envelope and the token endpoint take no fault.
 
 use super::Endpoint;
+use crate::shared::Applies;
 
 /// A fault Gmail can answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -22,7 +23,7 @@ pub enum Fault {
     StaleHistory,
 }
 
-impl Fault {
+impl Applies<Endpoint> for Fault {
     fn applies_to(self, endpoint: Endpoint) -> bool {
         match self {
             Fault::StaleHistory => endpoint == Endpoint::HistoryList,
@@ -31,67 +32,8 @@ impl Fault {
     }
 }
 
-#[derive(Debug)]
-struct Armed {
-    fault: Fault,
-    endpoint: Option<Endpoint>,
-    remaining: u32,
-}
-
 /// The faults armed for one mailbox: one-shot ones oldest first, then rates.
-#[derive(Debug, Default)]
-pub(crate) struct Faults {
-    armed: Vec<Armed>,
-    rates: Vec<(Fault, f64)>,
-}
-
-impl Faults {
-    pub(crate) fn arm(&mut self, fault: Fault, endpoint: Option<Endpoint>, times: u32) {
-        if times > 0 {
-            self.armed.push(Armed {
-                fault,
-                endpoint,
-                remaining: times,
-            });
-        }
-    }
-
-    /// Each call `fault` applies to answers with it with `probability`
-    /// (0 removes the rate).
-    pub(crate) fn set_rate(&mut self, fault: Fault, probability: f64) {
-        self.rates.retain(|(armed, _)| *armed != fault);
-        if probability > 0.0 {
-            self.rates.push((fault, probability.min(1.0)));
-        }
-    }
-
-    /// The fault this call to `endpoint` answers with, if any; `draw` gives
-    /// uniform numbers in [0, 1) for the rates.
-    pub(crate) fn take(&mut self, endpoint: Endpoint, mut draw: impl FnMut() -> f64) -> Option<Fault> {
-        if let Some(index) = self
-            .armed
-            .iter()
-            .position(|armed| armed.fault.applies_to(endpoint) && armed.endpoint.is_none_or(|only| only == endpoint))
-        {
-            let armed = &mut self.armed[index];
-            let fault = armed.fault;
-            armed.remaining -= 1;
-            if armed.remaining == 0 {
-                self.armed.remove(index);
-            }
-            return Some(fault);
-        }
-        self.rates
-            .iter()
-            .find(|(fault, probability)| fault.applies_to(endpoint) && draw() < *probability)
-            .map(|(fault, _)| *fault)
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.armed.clear();
-        self.rates.clear();
-    }
-}
+pub(crate) type Faults = crate::shared::Faults<Fault, Endpoint>;
 
 #[cfg(test)]
 mod tests {

@@ -27,7 +27,6 @@ mod store;
 use std::{
     collections::BTreeMap,
     io,
-    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -37,7 +36,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use faults::Fault;
 
-use crate::Server;
+use crate::{
+    Server,
+    shared::{Latency, Random},
+};
 use store::{SYSTEM_LABELS, Store};
 
 /// Quota units each method costs (Gmail's published costs by default).
@@ -293,31 +295,14 @@ pub struct LocalGmail {
 pub const LOCAL_MAILBOX: &str = "owner@gmail.simulated";
 
 impl GmailSimulator {
-    /// A simulator with no mailboxes yet.
-    pub fn new(config: GmailConfig) -> Self {
-        Self {
-            store: Arc::new(Store::new(config)),
-        }
-    }
-
-    /// The simulator's routes (the API and its control API), to serve or to
-    /// merge into a larger router.
-    pub fn router(&self) -> axum::Router {
-        routes::router(self.store.clone()).merge(control::router(self.clone()))
-    }
-
-    /// Serves the simulator on `listen` (port 0 picks a free port) until
-    /// `shutdown` is cancelled.
-    pub async fn serve(&self, listen: SocketAddr, shutdown: CancellationToken) -> io::Result<Server> {
-        Server::start(listen, self.router(), shutdown).await
-    }
+    crate::shared::http_handle!(GmailConfig, "mailboxes");
 
     /// A simulator on a free loopback port with one mailbox ([`LOCAL_MAILBOX`])
     /// and a refresh token for it, what a test starts with; it stops when
     /// `shutdown` is cancelled.
     pub async fn start_local(config: GmailConfig, shutdown: CancellationToken) -> io::Result<LocalGmail> {
         let simulator = Self::new(config);
-        let server = simulator.serve(SocketAddr::from(([127, 0, 0, 1], 0)), shutdown).await?;
+        let server = simulator.serve(crate::LOOPBACK, shutdown).await?;
         let refresh_token = simulator.create_mailbox(LOCAL_MAILBOX);
         Ok(LocalGmail {
             simulator,
@@ -358,26 +343,26 @@ impl GmailSimulator {
     fn with_mailbox<T>(
         &self,
         email: &str,
-        act: impl FnOnce(&mut store::Mailbox, &mut store::Rng) -> Result<T, SeedError>,
+        act: impl FnOnce(&mut store::Mailbox, &mut Random) -> Result<T, SeedError>,
     ) -> Result<T, SeedError> {
         self.store.with(|state| {
-            let store::State { mailboxes, rng, .. } = state;
+            let store::State { mailboxes, random, .. } = state;
             let mailbox = mailboxes
                 .get_mut(&email.to_lowercase())
                 .ok_or_else(|| SeedError::UnknownMailbox(email.to_owned()))?;
-            act(mailbox, rng)
+            act(mailbox, random)
         })
     }
 
     /// Puts a message in the mailbox (recording `messageAdded`) and returns its id.
     pub fn add_message(&self, email: &str, seed: MessageSeed) -> Result<String, SeedError> {
-        self.with_mailbox(email, |mailbox, rng| Ok(mailbox.add_message(rng, &seed)))
+        self.with_mailbox(email, |mailbox, random| Ok(mailbox.add_message(random, &seed)))
     }
 
     /// Deletes a message for good (recording `messageDeleted`).
     pub fn delete_message(&self, email: &str, id: &str) -> Result<(), SeedError> {
-        self.with_mailbox(email, |mailbox, rng| {
-            if mailbox.delete_message(rng, id) {
+        self.with_mailbox(email, |mailbox, random| {
+            if mailbox.delete_message(random, id) {
                 Ok(())
             } else {
                 Err(SeedError::UnknownMessage(id.to_owned()))
@@ -387,11 +372,11 @@ impl GmailSimulator {
 
     /// Puts the label `label_id` on a message (recording `labelAdded`).
     pub fn add_label_to_message(&self, email: &str, id: &str, label_id: &str) -> Result<(), SeedError> {
-        self.with_mailbox(email, |mailbox, rng| {
+        self.with_mailbox(email, |mailbox, random| {
             if !mailbox.has_label(label_id) {
                 return Err(SeedError::UnknownLabel(label_id.to_owned()));
             }
-            if mailbox.add_labels(rng, id, &[label_id.to_owned()]) {
+            if mailbox.add_labels(random, id, &[label_id.to_owned()]) {
                 Ok(())
             } else {
                 Err(SeedError::UnknownMessage(id.to_owned()))
@@ -475,16 +460,17 @@ impl GmailSimulator {
 
     /// The next `times` calls of the mailbox that `fault` applies to answer with it.
     pub fn inject_fault(&self, email: &str, fault: Fault, times: u32) -> Result<(), SeedError> {
-        self.with_mailbox(email, |mailbox, _| {
-            mailbox.faults.arm(fault, None, times);
-            Ok(())
-        })
+        self.arm(email, fault, None, times)
     }
 
     /// The next `times` calls of the mailbox to `endpoint` answer with `fault`.
     pub fn inject_fault_on(&self, email: &str, endpoint: Endpoint, fault: Fault, times: u32) -> Result<(), SeedError> {
+        self.arm(email, fault, Some(endpoint), times)
+    }
+
+    fn arm(&self, email: &str, fault: Fault, endpoint: Option<Endpoint>, times: u32) -> Result<(), SeedError> {
         self.with_mailbox(email, |mailbox, _| {
-            mailbox.faults.arm(fault, Some(endpoint), times);
+            mailbox.faults.arm(fault, endpoint, times);
             Ok(())
         })
     }
@@ -509,7 +495,7 @@ impl GmailSimulator {
     /// Every call waits `base` plus a uniform random part of `jitter` before
     /// it is answered.
     pub fn set_latency(&self, base: Duration, jitter: Duration) {
-        self.store.with(|state| state.latency = (base, jitter));
+        self.store.with(|state| state.latency = Latency { base, jitter });
     }
 
     /// What the mailbox saw so far.

@@ -22,6 +22,7 @@ use super::{
     batch,
     store::{AccessToken, Store},
 };
+use crate::shared::latency;
 
 pub(crate) fn router(store: Arc<Store>) -> Router {
     let api = any(api_call);
@@ -102,10 +103,7 @@ fn caller(store: &Store, headers: &HeaderMap, endpoint: Endpoint) -> Result<Call
 }
 
 async fn wait_latency(store: &Store) {
-    let latency = store.with(|state| state.latency());
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    latency::wait(store.with(|state| state.latency.draw(&mut state.random))).await;
 }
 
 /// Every Gmail API route: resolve, authenticate, take a place, wait, run.

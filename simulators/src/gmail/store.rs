@@ -6,13 +6,13 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
 
 use super::{Counters, GmailConfig, MessageSeed, faults::Faults, quota::UnitWindow};
+use crate::shared::{Latency, Random};
 
 /// Gmail's system labels, which every mailbox has and none can delete.
 pub(crate) const SYSTEM_LABELS: &[&str] = &[
@@ -31,34 +31,6 @@ pub(crate) const SYSTEM_LABELS: &[&str] = &[
     "CATEGORY_UPDATES",
     "CATEGORY_FORUMS",
 ];
-
-/// A tiny xorshift generator for latency jitter, fault rates, ids and history
-/// steps (no cryptographic use).
-#[derive(Debug)]
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn seeded() -> Self {
-        let bytes = uuid::Uuid::new_v4().into_bytes();
-        let mut seed = [0u8; 8];
-        seed.copy_from_slice(&bytes[..8]);
-        Self(u64::from_le_bytes(seed) | 1)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// A uniform number in [0, 1).
-    pub(crate) fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// A message in a mailbox.
 #[derive(Debug, Clone)]
@@ -139,13 +111,13 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
-    fn new(email: String, rng: &mut Rng) -> Self {
+    fn new(email: String, random: &mut Random) -> Self {
         Self {
             email,
             messages: BTreeMap::new(),
             history: VecDeque::new(),
             // Gmail's history ids are large and start anywhere.
-            history_id: 1000 + rng.next_u64() % 100_000,
+            history_id: 1000 + random.next_u64() % 100_000,
             pruned_through: 0,
             labels: Vec::new(),
             next_label: 1,
@@ -158,13 +130,13 @@ impl Mailbox {
     }
 
     /// A new history id: ids increase, not always by one.
-    fn next_history_id(&mut self, rng: &mut Rng) -> u64 {
-        self.history_id += 1 + rng.next_u64() % 5;
+    fn next_history_id(&mut self, random: &mut Random) -> u64 {
+        self.history_id += 1 + random.next_u64() % 5;
         self.history_id
     }
 
-    fn record(&mut self, rng: &mut Rng, message: &Message, change: Change) -> u64 {
-        let id = self.next_history_id(rng);
+    fn record(&mut self, random: &mut Random, message: &Message, change: Change) -> u64 {
+        let id = self.next_history_id(random);
         self.history.push_back(HistoryRecord {
             id,
             at: Instant::now(),
@@ -176,10 +148,10 @@ impl Mailbox {
         id
     }
 
-    pub(crate) fn add_message(&mut self, rng: &mut Rng, seed: &MessageSeed) -> String {
+    pub(crate) fn add_message(&mut self, random: &mut Random, seed: &MessageSeed) -> String {
         let id = loop {
             // Sixteen hex digits starting `18`, like Gmail's ids of today.
-            let candidate = format!("{:016x}", rng.next_u64() >> 8 | 0x18 << 56);
+            let candidate = format!("{:016x}", random.next_u64() >> 8 | 0x18 << 56);
             if !self.messages.contains_key(&candidate) {
                 break candidate;
             }
@@ -213,21 +185,21 @@ impl Mailbox {
             history_id: 0,
             size_estimate: 512 + seed.snippet.len() as u64,
         };
-        message.history_id = self.record(rng, &message, Change::MessageAdded);
+        message.history_id = self.record(random, &message, Change::MessageAdded);
         self.messages.insert(id.clone(), message);
         id
     }
 
-    pub(crate) fn delete_message(&mut self, rng: &mut Rng, id: &str) -> bool {
+    pub(crate) fn delete_message(&mut self, random: &mut Random, id: &str) -> bool {
         let Some(message) = self.messages.remove(id) else {
             return false;
         };
-        self.record(rng, &message, Change::MessageDeleted);
+        self.record(random, &message, Change::MessageDeleted);
         true
     }
 
     /// Adds `labels` the message lacks; records `labelAdded` when any was new.
-    pub(crate) fn add_labels(&mut self, rng: &mut Rng, id: &str, labels: &[String]) -> bool {
+    pub(crate) fn add_labels(&mut self, random: &mut Random, id: &str, labels: &[String]) -> bool {
         let Some(message) = self.messages.get_mut(id) else {
             return false;
         };
@@ -241,7 +213,7 @@ impl Mailbox {
         }
         message.label_ids.extend(added.iter().cloned());
         let snapshot = message.clone();
-        let history_id = self.record(rng, &snapshot, Change::LabelsAdded(added));
+        let history_id = self.record(random, &snapshot, Change::LabelsAdded(added));
         if let Some(message) = self.messages.get_mut(id) {
             message.history_id = history_id;
         }
@@ -272,7 +244,7 @@ impl Mailbox {
 
     /// Deletes a user label and takes it off every message (recording
     /// `labelRemoved`); false when there is no such user label.
-    pub(crate) fn delete_label(&mut self, rng: &mut Rng, id: &str) -> bool {
+    pub(crate) fn delete_label(&mut self, random: &mut Random, id: &str) -> bool {
         let before = self.labels.len();
         self.labels.retain(|label| label.id != id);
         if self.labels.len() == before {
@@ -290,7 +262,7 @@ impl Mailbox {
             };
             message.label_ids.retain(|label| label != id);
             let snapshot = message.clone();
-            let history_id = self.record(rng, &snapshot, Change::LabelsRemoved(vec![id.to_owned()]));
+            let history_id = self.record(random, &snapshot, Change::LabelsRemoved(vec![id.to_owned()]));
             if let Some(message) = self.messages.get_mut(&message_id) {
                 message.history_id = history_id;
             }
@@ -342,7 +314,7 @@ pub(crate) struct AccessToken {
 }
 
 /// Everything the simulator holds.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct State {
     /// Mailboxes by address in lower case.
     pub mailboxes: BTreeMap<String, Mailbox>,
@@ -352,65 +324,29 @@ pub(crate) struct State {
     /// Quota windows by OAuth client id.
     pub projects: HashMap<String, UnitWindow>,
     /// Base latency and jitter of every call.
-    pub latency: (Duration, Duration),
+    pub latency: Latency,
     /// Calls no mailbox could be told from.
     pub unattributed: Counters,
-    pub rng: Rng,
+    pub random: Random,
 }
 
 impl State {
     /// The mailbox of `email`, created if needed.
     pub(crate) fn mailbox_or_create(&mut self, email: &str) -> &mut Mailbox {
         let key = email.to_lowercase();
-        let State { mailboxes, rng, .. } = self;
+        let State { mailboxes, random, .. } = self;
         mailboxes
             .entry(key)
-            .or_insert_with(|| Mailbox::new(email.to_owned(), rng))
+            .or_insert_with(|| Mailbox::new(email.to_owned(), random))
     }
 
     pub(crate) fn mailbox(&mut self, email: &str) -> Option<&mut Mailbox> {
         self.mailboxes.get_mut(&email.to_lowercase())
     }
-
-    /// The wait before a call is answered: base plus uniform jitter.
-    pub(crate) fn latency(&mut self) -> Duration {
-        let (base, jitter) = self.latency;
-        if jitter.is_zero() {
-            return base;
-        }
-        base + jitter.mul_f64(self.rng.next_f64())
-    }
 }
 
 /// The state behind its mutex, with the configuration beside it.
-#[derive(Debug)]
-pub(crate) struct Store {
-    pub config: GmailConfig,
-    state: Mutex<State>,
-}
-
-impl Store {
-    pub(crate) fn new(config: GmailConfig) -> Self {
-        Self {
-            config,
-            state: Mutex::new(State {
-                mailboxes: BTreeMap::new(),
-                refresh_tokens: HashMap::new(),
-                access_tokens: HashMap::new(),
-                projects: HashMap::new(),
-                latency: (Duration::ZERO, Duration::ZERO),
-                unattributed: Counters::default(),
-                rng: Rng::seeded(),
-            }),
-        }
-    }
-
-    /// Runs `act` on the state; a panic elsewhere does not poison it for good.
-    pub(crate) fn with<T>(&self, act: impl FnOnce(&mut State) -> T) -> T {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        act(&mut state)
-    }
-}
+pub(crate) type Store = crate::shared::Store<GmailConfig, State>;
 
 #[cfg(test)]
 mod tests {
@@ -431,18 +367,18 @@ mod tests {
 
     #[test]
     fn every_change_records_history_under_a_growing_id() {
-        let mut rng = Rng::seeded();
-        let mut mailbox = Mailbox::new("me@example.test".to_owned(), &mut rng);
+        let mut random = Random::seeded();
+        let mut mailbox = Mailbox::new("me@example.test".to_owned(), &mut random);
         let start = mailbox.history_id;
-        let id = mailbox.add_message(&mut rng, &seed());
+        let id = mailbox.add_message(&mut random, &seed());
         assert_eq!(mailbox.messages[&id].snippet, "Tom &amp; Jerry&#39;s &lt;b&gt;");
         let label = mailbox.create_label("Syncfleet").unwrap();
         assert!(mailbox.create_label("syncfleet").is_none());
         assert!(mailbox.create_label("inbox").is_none());
-        assert!(mailbox.add_labels(&mut rng, &id, std::slice::from_ref(&label.id)));
-        assert!(mailbox.delete_label(&mut rng, &label.id));
-        assert!(mailbox.delete_message(&mut rng, &id));
-        assert!(!mailbox.delete_message(&mut rng, &id));
+        assert!(mailbox.add_labels(&mut random, &id, std::slice::from_ref(&label.id)));
+        assert!(mailbox.delete_label(&mut random, &label.id));
+        assert!(mailbox.delete_message(&mut random, &id));
+        assert!(!mailbox.delete_message(&mut random, &id));
         let kinds: Vec<&str> = mailbox
             .history
             .iter()

@@ -20,6 +20,7 @@ use super::{
     limits::{Throttle, retry_after_seconds},
     store::{Mailbox, State, Store, TokenRefusal},
 };
+use crate::shared::latency;
 
 /// What a request prefers (`Prefer` headers, comma-separated or repeated).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -331,9 +332,7 @@ pub(crate) async fn execute(store: Arc<Store>, request: ApiRequest) -> ApiRespon
         store: store.clone(),
         mailbox: mailbox.clone(),
     };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    latency::wait(latency).await;
     store.with(|state| handle(state, &store, &mailbox, &user, &route, &request, &target))
 }
 
@@ -368,8 +367,8 @@ fn gate(
         state.count(Some(&caller), endpoint);
         return Err(access_denied());
     }
-    let roll = state.random_unit();
-    let latency = state.next_latency();
+    let roll = state.random.next_f64();
+    let latency = state.latency.draw(&mut state.random);
     let Some(mailbox) = state.mailboxes.get_mut(&addressed) else {
         return Err(access_denied());
     };

@@ -21,6 +21,7 @@ use super::{
     Endpoint,
     store::{AccessToken, Store},
 };
+use crate::shared::latency;
 
 /// The form of a token request (every field optional, so a missing one is
 /// answered as Azure AD does rather than by the form parser).
@@ -72,10 +73,7 @@ pub(crate) async fn token(
     Path(_tenant): Path<String>,
     Form(form): Form<TokenForm>,
 ) -> Response {
-    let latency = store.with(|state| state.next_latency());
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    latency::wait(store.with(|state| state.latency.draw(&mut state.random))).await;
     let config = &store.config;
     store.with(|state| {
         let mailbox = filled(&form.refresh_token).and_then(|token| state.refresh_tokens.get(token).cloned());

@@ -251,7 +251,7 @@ pub(crate) async fn batch(store: Arc<Store>, token: Option<String>, base: String
         .collect();
     store.with(|state| {
         for index in (1..responses.len()).rev() {
-            let other = (state.random() % (index as u64 + 1)) as usize;
+            let other = (state.random.next_u64() % (index as u64 + 1)) as usize;
             responses.swap(index, other);
         }
     });

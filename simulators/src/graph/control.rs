@@ -2,8 +2,6 @@
 //! in-process, over HTTP for a simulator run as a binary (see
 //! `simulators/docs/graph.md`).
 
-use std::time::Duration;
-
 use axum::{
     Json, Router,
     extract::{Path, State},
@@ -15,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Endpoint, Fault, Folder, GraphSimulator, MessageSeed, SeedError};
+use crate::shared::control::{FaultSpec, LatencyMs, RateSpec, calls_json, probability_problem, problem, set_latency};
 
 pub(crate) fn router(simulator: GraphSimulator) -> Router {
     Router::new()
@@ -53,12 +52,11 @@ pub(crate) fn router(simulator: GraphSimulator) -> Router {
             post(inject_fault).delete(clear_faults),
         )
         .route("/_control/graph/mailboxes/{mailbox}/fault-rate", put(set_fault_rate))
-        .route("/_control/graph/latency", put(set_latency))
+        .route(
+            "/_control/graph/latency",
+            set_latency::<_, LatencyMs>(GraphSimulator::set_latency),
+        )
         .with_state(simulator)
-}
-
-fn problem(status: StatusCode, message: String) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
 }
 
 /// `204` on success, `404` naming what is unknown otherwise.
@@ -224,71 +222,30 @@ async fn set_addin(
 async fn counters(State(simulator): State<GraphSimulator>, Path(mailbox): Path<String>) -> Response {
     known(&simulator, &mailbox, || {
         let counters = simulator.counters(&mailbox);
-        let calls: serde_json::Map<String, Value> = counters
-            .calls
-            .iter()
-            .map(|(endpoint, calls)| (endpoint.as_str().to_owned(), json!(calls)))
-            .collect();
+        let calls = calls_json(&counters.calls, Endpoint::as_str);
         json!({"calls": calls, "throttled": counters.throttled, "faults": counters.faults})
     })
-}
-
-#[derive(Debug, Deserialize)]
-struct FaultSpec {
-    fault: Fault,
-    #[serde(default)]
-    endpoint: Option<Endpoint>,
-    #[serde(default = "one")]
-    times: u32,
-}
-
-fn one() -> u32 {
-    1
 }
 
 async fn inject_fault(
     State(simulator): State<GraphSimulator>,
     Path(mailbox): Path<String>,
-    Json(spec): Json<FaultSpec>,
+    Json(spec): Json<FaultSpec<Fault, Endpoint>>,
 ) -> Response {
-    done(match spec.endpoint {
-        Some(endpoint) => simulator.inject_fault_on(&mailbox, endpoint, spec.fault, spec.times),
-        None => simulator.inject_fault(&mailbox, spec.fault, spec.times),
-    })
+    done(simulator.arm(&mailbox, spec.fault, spec.endpoint, spec.times))
 }
 
 async fn clear_faults(State(simulator): State<GraphSimulator>, Path(mailbox): Path<String>) -> Response {
     done(simulator.clear_faults(&mailbox))
 }
 
-#[derive(Debug, Deserialize)]
-struct FaultRate {
-    fault: Fault,
-    probability: f64,
-}
-
 async fn set_fault_rate(
     State(simulator): State<GraphSimulator>,
     Path(mailbox): Path<String>,
-    Json(rate): Json<FaultRate>,
+    Json(rate): Json<RateSpec<Fault>>,
 ) -> Response {
-    if !(0.0..=1.0).contains(&rate.probability) {
-        return problem(StatusCode::BAD_REQUEST, "probability must be within [0, 1]".to_owned());
+    if let Some(problem) = probability_problem(rate.probability) {
+        return problem;
     }
     done(simulator.set_fault_rate(&mailbox, rate.fault, rate.probability))
-}
-
-#[derive(Debug, Deserialize)]
-struct Latency {
-    base_ms: u64,
-    #[serde(default)]
-    jitter_ms: u64,
-}
-
-async fn set_latency(State(simulator): State<GraphSimulator>, Json(latency): Json<Latency>) -> StatusCode {
-    simulator.set_latency(
-        Duration::from_millis(latency.base_ms),
-        Duration::from_millis(latency.jitter_ms),
-    );
-    StatusCode::NO_CONTENT
 }

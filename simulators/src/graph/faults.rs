@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::Endpoint;
+use crate::shared::Applies;
 
 /// A fault Graph can answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -32,7 +33,7 @@ pub enum Fault {
     SyncStateNotFound,
 }
 
-impl Fault {
+impl Applies<Endpoint> for Fault {
     fn applies_to(self, endpoint: Endpoint) -> bool {
         match self {
             Fault::SyncStateNotFound => endpoint == Endpoint::MessagesDelta,
@@ -52,66 +53,8 @@ mod seconds {
     }
 }
 
-#[derive(Debug)]
-struct Armed {
-    fault: Fault,
-    endpoint: Option<Endpoint>,
-    remaining: u32,
-}
-
 /// The faults armed for one mailbox: one-shot ones oldest first, then rates.
-#[derive(Debug, Default)]
-pub(crate) struct Faults {
-    armed: Vec<Armed>,
-    rates: Vec<(Fault, f64)>,
-}
-
-impl Faults {
-    pub(crate) fn arm(&mut self, fault: Fault, endpoint: Option<Endpoint>, times: u32) {
-        if times > 0 {
-            self.armed.push(Armed {
-                fault,
-                endpoint,
-                remaining: times,
-            });
-        }
-    }
-
-    pub(crate) fn set_rate(&mut self, fault: Fault, probability: f64) {
-        self.rates.retain(|(armed, _)| *armed != fault);
-        let probability = probability.clamp(0.0, 1.0);
-        if probability > 0.0 {
-            self.rates.push((fault, probability));
-        }
-    }
-
-    /// The fault this call to `endpoint` answers with, if any; `roll` draws a
-    /// number in `[0, 1)` for each rate that applies.
-    pub(crate) fn take(&mut self, endpoint: Endpoint, mut roll: impl FnMut() -> f64) -> Option<Fault> {
-        let index = self
-            .armed
-            .iter()
-            .position(|armed| armed.fault.applies_to(endpoint) && armed.endpoint.is_none_or(|only| only == endpoint));
-        if let Some(index) = index {
-            let armed = &mut self.armed[index];
-            let fault = armed.fault;
-            armed.remaining -= 1;
-            if armed.remaining == 0 {
-                self.armed.remove(index);
-            }
-            return Some(fault);
-        }
-        self.rates
-            .iter()
-            .find(|(fault, probability)| fault.applies_to(endpoint) && roll() < *probability)
-            .map(|(fault, _)| *fault)
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.armed.clear();
-        self.rates.clear();
-    }
-}
+pub(crate) type Faults = crate::shared::Faults<Fault, Endpoint>;
 
 #[cfg(test)]
 mod tests {

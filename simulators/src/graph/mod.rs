@@ -27,7 +27,7 @@ mod limits;
 mod routes;
 mod store;
 
-use std::{collections::BTreeMap, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, io, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use faults::Fault;
 
-use crate::Server;
+use crate::{Server, shared::Latency};
 use store::{Message, Store};
 
 /// How the simulated Graph behaves. The limits are configurable because
@@ -280,31 +280,14 @@ pub struct LocalGraph {
 pub const LOCAL_MAILBOX: &str = "adele.vance@contoso.example";
 
 impl GraphSimulator {
-    /// A simulator with no mailboxes yet.
-    pub fn new(config: GraphConfig) -> Self {
-        Self {
-            store: Arc::new(Store::new(config)),
-        }
-    }
-
-    /// The simulator's routes (the API, the token endpoint and the control
-    /// API), to serve or to merge into a larger router.
-    pub fn router(&self) -> axum::Router {
-        routes::router(self.store.clone()).merge(control::router(self.clone()))
-    }
-
-    /// Serves the simulator on `listen` (port 0 picks a free port) until
-    /// `shutdown` is cancelled.
-    pub async fn serve(&self, listen: SocketAddr, shutdown: CancellationToken) -> io::Result<Server> {
-        Server::start(listen, self.router(), shutdown).await
-    }
+    crate::shared::http_handle!(GraphConfig, "mailboxes");
 
     /// A simulator on a free loopback port with one mailbox
     /// ([`LOCAL_MAILBOX`]) and a refresh token for it, what a test starts
     /// with; it stops when `shutdown` is cancelled.
     pub async fn start_local(config: GraphConfig, shutdown: CancellationToken) -> io::Result<LocalGraph> {
         let simulator = Self::new(config);
-        let server = simulator.serve(SocketAddr::from(([127, 0, 0, 1], 0)), shutdown).await?;
+        let server = simulator.serve(crate::LOOPBACK, shutdown).await?;
         let refresh_token = simulator.create_mailbox(LOCAL_MAILBOX);
         Ok(LocalGraph {
             simulator,
@@ -452,7 +435,7 @@ impl GraphSimulator {
     /// The next `times` calls of the mailbox that `fault` applies to answer
     /// with it.
     pub fn inject_fault(&self, mailbox: &str, fault: Fault, times: u32) -> Result<(), SeedError> {
-        self.with_mailbox(mailbox, |mailbox| mailbox.faults.arm(fault, None, times))
+        self.arm(mailbox, fault, None, times)
     }
 
     /// The next `times` calls of the mailbox to `endpoint` answer with `fault`.
@@ -463,7 +446,11 @@ impl GraphSimulator {
         fault: Fault,
         times: u32,
     ) -> Result<(), SeedError> {
-        self.with_mailbox(mailbox, |mailbox| mailbox.faults.arm(fault, Some(endpoint), times))
+        self.arm(mailbox, fault, Some(endpoint), times)
+    }
+
+    fn arm(&self, mailbox: &str, fault: Fault, endpoint: Option<Endpoint>, times: u32) -> Result<(), SeedError> {
+        self.with_mailbox(mailbox, |mailbox| mailbox.faults.arm(fault, endpoint, times))
     }
 
     /// Each call of the mailbox that `fault` applies to answers with it with
@@ -481,7 +468,7 @@ impl GraphSimulator {
     /// waits `base` plus a uniformly random part of `jitter` before it is
     /// answered, holding its mailbox's concurrency slot meanwhile.
     pub fn set_latency(&self, base: Duration, jitter: Duration) {
-        self.store.with(|state| state.latency = store::Latency { base, jitter });
+        self.store.with(|state| state.latency = Latency { base, jitter });
     }
 
     /// What the mailbox saw so far.

@@ -5,8 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use chrono::{DateTime, Utc};
@@ -18,28 +17,10 @@ use super::{
     items::{Items, Kind},
     limits::MailboxLimits,
 };
+use crate::shared::{Latency, Random};
 
 /// The state and the configuration it runs under.
-#[derive(Debug)]
-pub(crate) struct Store {
-    pub config: GraphConfig,
-    state: Mutex<State>,
-}
-
-impl Store {
-    pub(crate) fn new(config: GraphConfig) -> Self {
-        Self {
-            config,
-            state: Mutex::new(State::new()),
-        }
-    }
-
-    /// Runs `act` with the state locked (never across an await).
-    pub(crate) fn with<T>(&self, act: impl FnOnce(&mut State) -> T) -> T {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        act(&mut state)
-    }
-}
+pub(crate) type Store = crate::shared::Store<GraphConfig, State>;
 
 /// A message as the mailbox keeps it.
 #[derive(Debug, Clone)]
@@ -186,15 +167,8 @@ pub(crate) enum TokenRefusal {
     Expired,
 }
 
-/// How long calls wait before they are answered.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Latency {
-    pub base: Duration,
-    pub jitter: Duration,
-}
-
 /// Everything the simulator holds.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct State {
     /// By mailbox id.
     pub mailboxes: BTreeMap<String, Mailbox>,
@@ -209,50 +183,10 @@ pub(crate) struct State {
     pub skip_tokens: HashMap<String, SkipToken>,
     pub unattributed: Counters,
     pub latency: Latency,
-    rng: u64,
+    pub random: Random,
 }
 
 impl State {
-    fn new() -> Self {
-        let seed = uuid::Uuid::new_v4().as_u64_pair().0 | 1;
-        Self {
-            mailboxes: BTreeMap::new(),
-            upns: HashMap::new(),
-            refresh_tokens: HashMap::new(),
-            revoked_refresh_tokens: HashMap::new(),
-            access_tokens: HashMap::new(),
-            delta_tokens: HashMap::new(),
-            skip_tokens: HashMap::new(),
-            unattributed: Counters::default(),
-            latency: Latency::default(),
-            rng: seed,
-        }
-    }
-
-    /// The next number of a xorshift64 sequence.
-    pub(crate) fn random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
-    }
-
-    /// A uniformly random number in `[0, 1)`.
-    pub(crate) fn random_unit(&mut self) -> f64 {
-        (self.random() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// How long the call being answered waits.
-    pub(crate) fn next_latency(&mut self) -> Duration {
-        let Latency { base, jitter } = self.latency;
-        if jitter.is_zero() {
-            return base;
-        }
-        base + jitter.mul_f64(self.random_unit())
-    }
-
     /// The id of the mailbox `name` names, by id or UPN (case-insensitive).
     pub(crate) fn resolve(&self, name: &str) -> Option<String> {
         if self.mailboxes.contains_key(name) {

@@ -2,8 +2,6 @@
 //! in-process, over HTTP for a simulator run as a binary (see
 //! `simulators/README.md`).
 
-use std::time::Duration;
-
 use axum::{
     Json, Router,
     extract::{Path, State},
@@ -15,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Endpoint, Fault, OrgId, SalesforceSimulator, SeedError};
+use crate::shared::control::{FaultSpec, LatencyMilliseconds, calls_json, problem, set_latency};
 
 pub(crate) fn router(simulator: SalesforceSimulator) -> Router {
     Router::new()
@@ -47,12 +46,13 @@ pub(crate) fn router(simulator: SalesforceSimulator) -> Router {
             "/_control/salesforce/orgs/{org}/faults",
             post(inject_fault).delete(clear_faults),
         )
-        .route("/_control/salesforce/latency", put(set_latency))
+        .route(
+            "/_control/salesforce/latency",
+            set_latency::<_, LatencyMilliseconds>(|simulator: &SalesforceSimulator, base, _| {
+                simulator.set_latency(base)
+            }),
+        )
         .with_state(simulator)
-}
-
-fn problem(status: StatusCode, message: String) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
 }
 
 /// Runs `act` on `org` if the simulator has it; else answers 404.
@@ -185,11 +185,7 @@ async fn counters(State(simulator): State<SalesforceSimulator>, Path(org): Path<
 
 fn counters_of(simulator: &SalesforceSimulator, org: &OrgId) -> Response {
     let counters = simulator.counters(org);
-    let calls: serde_json::Map<String, Value> = counters
-        .calls
-        .iter()
-        .map(|(endpoint, calls)| (endpoint.as_str().to_owned(), json!(calls)))
-        .collect();
+    let calls = calls_json(&counters.calls, Endpoint::as_str);
     let usage = simulator.api_usage(org);
     Json(json!({
         "calls": calls,
@@ -216,29 +212,13 @@ async fn set_api_usage(
     })
 }
 
-#[derive(Debug, Deserialize)]
-struct FaultSpec {
-    fault: Fault,
-    #[serde(default)]
-    endpoint: Option<Endpoint>,
-    #[serde(default = "one")]
-    times: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
 async fn inject_fault(
     State(simulator): State<SalesforceSimulator>,
     Path(org): Path<String>,
-    Json(spec): Json<FaultSpec>,
+    Json(spec): Json<FaultSpec<Fault, Endpoint>>,
 ) -> Response {
     with_org(&simulator, &org, |org| {
-        match spec.endpoint {
-            Some(endpoint) => simulator.inject_fault_on(&org, endpoint, spec.fault, spec.times),
-            None => simulator.inject_fault(&org, spec.fault, spec.times),
-        }
+        simulator.arm(&org, spec.fault, spec.endpoint, spec.times);
         StatusCode::NO_CONTENT.into_response()
     })
 }
@@ -248,14 +228,4 @@ async fn clear_faults(State(simulator): State<SalesforceSimulator>, Path(org): P
         simulator.clear_faults(&org);
         StatusCode::NO_CONTENT.into_response()
     })
-}
-
-#[derive(Debug, Deserialize)]
-struct Latency {
-    milliseconds: u64,
-}
-
-async fn set_latency(State(simulator): State<SalesforceSimulator>, Json(latency): Json<Latency>) -> StatusCode {
-    simulator.set_latency(Duration::from_millis(latency.milliseconds));
-    StatusCode::NO_CONTENT
 }

@@ -2,6 +2,7 @@
 //! endpoint, or to any it applies to) answer as Salesforce does under that fault.
 
 use super::Endpoint;
+use crate::shared::Applies;
 
 /// A fault Salesforce can answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -23,7 +24,7 @@ pub enum Fault {
     DuplicateOnCreate,
 }
 
-impl Fault {
+impl Applies<Endpoint> for Fault {
     fn applies_to(self, endpoint: Endpoint) -> bool {
         match self {
             Fault::DuplicateOnCreate => endpoint == Endpoint::CompositeUpsert,
@@ -32,49 +33,8 @@ impl Fault {
     }
 }
 
-#[derive(Debug)]
-struct Armed {
-    fault: Fault,
-    endpoint: Option<Endpoint>,
-    remaining: u32,
-}
-
-/// The faults armed for one org, oldest first.
-#[derive(Debug, Default)]
-pub(crate) struct Faults {
-    armed: Vec<Armed>,
-}
-
-impl Faults {
-    pub(crate) fn arm(&mut self, fault: Fault, endpoint: Option<Endpoint>, times: u32) {
-        if times > 0 {
-            self.armed.push(Armed {
-                fault,
-                endpoint,
-                remaining: times,
-            });
-        }
-    }
-
-    /// The fault this call to `endpoint` answers with, if one is armed for it.
-    pub(crate) fn take(&mut self, endpoint: Endpoint) -> Option<Fault> {
-        let index = self
-            .armed
-            .iter()
-            .position(|armed| armed.fault.applies_to(endpoint) && armed.endpoint.is_none_or(|only| only == endpoint))?;
-        let armed = &mut self.armed[index];
-        let fault = armed.fault;
-        armed.remaining -= 1;
-        if armed.remaining == 0 {
-            self.armed.remove(index);
-        }
-        Some(fault)
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.armed.clear();
-    }
-}
+/// The faults armed for one org, oldest first (Salesforce has no rates).
+pub(crate) type Faults = crate::shared::Faults<Fault, Endpoint>;
 
 #[cfg(test)]
 mod tests {
@@ -85,11 +45,14 @@ mod tests {
         let mut faults = Faults::default();
         faults.arm(Fault::ServiceUnavailable, Some(Endpoint::Query), 2);
         faults.arm(Fault::DuplicateOnCreate, None, 1);
-        assert_eq!(faults.take(Endpoint::Limits), None);
-        assert_eq!(faults.take(Endpoint::Query), Some(Fault::ServiceUnavailable));
-        assert_eq!(faults.take(Endpoint::CompositeUpsert), Some(Fault::DuplicateOnCreate));
-        assert_eq!(faults.take(Endpoint::CompositeUpsert), None);
-        assert_eq!(faults.take(Endpoint::Query), Some(Fault::ServiceUnavailable));
-        assert_eq!(faults.take(Endpoint::Query), None);
+        assert_eq!(faults.take_armed(Endpoint::Limits), None);
+        assert_eq!(faults.take_armed(Endpoint::Query), Some(Fault::ServiceUnavailable));
+        assert_eq!(
+            faults.take_armed(Endpoint::CompositeUpsert),
+            Some(Fault::DuplicateOnCreate)
+        );
+        assert_eq!(faults.take_armed(Endpoint::CompositeUpsert), None);
+        assert_eq!(faults.take_armed(Endpoint::Query), Some(Fault::ServiceUnavailable));
+        assert_eq!(faults.take_armed(Endpoint::Query), None);
     }
 }

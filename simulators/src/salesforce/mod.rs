@@ -19,7 +19,7 @@ mod routes;
 mod soql;
 mod store;
 
-use std::{collections::BTreeMap, fmt, io, net::SocketAddr, sync::Arc, time::Duration, time::Instant};
+use std::{collections::BTreeMap, fmt, io, sync::Arc, time::Duration, time::Instant};
 
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
@@ -180,30 +180,13 @@ fn seed_fields(object: &str, fields: Value) -> Result<store::IncomingRecord, See
 }
 
 impl SalesforceSimulator {
-    /// A simulator with no orgs yet.
-    pub fn new(config: SalesforceConfig) -> Self {
-        Self {
-            store: Arc::new(Store::new(config)),
-        }
-    }
-
-    /// The simulator's routes (the API and its control API), to serve or to
-    /// merge into a larger router.
-    pub fn router(&self) -> axum::Router {
-        routes::router(self.store.clone()).merge(control::router(self.clone()))
-    }
-
-    /// Serves the simulator on `listen` (port 0 picks a free port) until
-    /// `shutdown` is cancelled.
-    pub async fn serve(&self, listen: SocketAddr, shutdown: CancellationToken) -> io::Result<Server> {
-        Server::start(listen, self.router(), shutdown).await
-    }
+    crate::shared::http_handle!(SalesforceConfig, "orgs");
 
     /// A simulator on a free loopback port with one org and a refresh token
     /// for it, what a test starts with; it stops when `shutdown` is cancelled.
     pub async fn start_local(config: SalesforceConfig, shutdown: CancellationToken) -> io::Result<LocalSalesforce> {
         let simulator = Self::new(config);
-        let server = simulator.serve(SocketAddr::from(([127, 0, 0, 1], 0)), shutdown).await?;
+        let server = simulator.serve(crate::LOOPBACK, shutdown).await?;
         let org = simulator.create_org();
         let refresh_token = simulator.issue_refresh_token(&org);
         Ok(LocalSalesforce {

@@ -24,6 +24,7 @@ use super::{
     soql,
     store::{self, AccessToken, Cursor, IncomingRecord, Principal, RecordError, Store, Written, schema_of},
 };
+use crate::shared::latency;
 
 const LIMIT_INFO: &str = "sforce-limit-info";
 
@@ -140,10 +141,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// The gate of every API call: latency, version, session, daily allocation,
 /// then an armed fault.
 async fn admit(store: &Store, headers: &HeaderMap, version: &str, endpoint: Endpoint) -> Result<Call, Refused> {
-    let latency = store.with(|state| state.latency);
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    latency::wait(store.with(|state| state.latency)).await;
     if !valid_version(version) {
         store.with(|state| state.count(None, endpoint));
         return Err(Refused::not_found());
@@ -170,7 +168,7 @@ async fn admit(store: &Store, headers: &HeaderMap, version: &str, endpoint: Endp
                 return Err(refused.with_usage(usage));
             }
         };
-        let fault = org.faults.take(endpoint);
+        let fault = org.faults.take_armed(endpoint);
         if fault.is_some() {
             org.counters.faults += 1;
         }
@@ -226,10 +224,7 @@ fn oauth_error(error: &str, description: &str) -> Response {
 
 /// `POST /services/oauth2/token` with `grant_type=refresh_token`.
 async fn token(State(store): State<Arc<Store>>, headers: HeaderMap, Form(form): Form<TokenForm>) -> Response {
-    let latency = store.with(|state| state.latency);
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    latency::wait(store.with(|state| state.latency)).await;
     let host = headers
         .get(header::HOST)
         .and_then(|host| host.to_str().ok())

@@ -7,7 +7,6 @@
 use std::{
     cmp::Ordering,
     collections::{BTreeMap, HashMap},
-    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -286,28 +285,7 @@ impl State {
 }
 
 /// The state behind its lock.
-#[derive(Debug)]
-pub(crate) struct Store {
-    pub config: SalesforceConfig,
-    state: Mutex<State>,
-}
-
-impl Store {
-    pub(crate) fn new(config: SalesforceConfig) -> Self {
-        Self {
-            config,
-            state: Mutex::new(State::default()),
-        }
-    }
-
-    /// Runs `f` on the state. The lock is never held across an await.
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        // A panic in another request cannot leave the state half-written in a
-        // way worth refusing every later request for.
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut state)
-    }
-}
+pub(crate) type Store = crate::shared::Store<SalesforceConfig, State>;
 
 /// Why a request's record was refused whole: the error code and message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,8 +2,6 @@
 //! in-process, over HTTP for a simulator run as a binary (see
 //! `simulators/docs/smtp.md`).
 
-use std::time::Duration;
-
 use axum::{
     Json, Router,
     extract::State,
@@ -15,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{FaultStage, ReceivedMail, SmtpSimulator};
+use crate::shared::control::{LatencyMilliseconds, one, problem, set_latency};
 
 pub(super) fn router(simulator: SmtpSimulator) -> Router {
     Router::new()
@@ -25,13 +24,12 @@ pub(super) fn router(simulator: SmtpSimulator) -> Router {
         )
         .route("/_control/smtp/fault-rate", put(set_fault_rate))
         .route("/_control/smtp/down", put(set_down))
-        .route("/_control/smtp/latency", put(set_latency))
+        .route(
+            "/_control/smtp/latency",
+            set_latency::<_, LatencyMilliseconds>(SmtpSimulator::set_latency),
+        )
         .route("/_control/smtp/counters", get(counters))
         .with_state(simulator)
-}
-
-fn problem(status: StatusCode, message: String) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
 }
 
 /// A message as the control API shows it.
@@ -59,10 +57,6 @@ async fn clear(State(simulator): State<SmtpSimulator>) -> StatusCode {
 
 fn mail_from() -> FaultStage {
     FaultStage::MailFrom
-}
-
-fn one() -> u32 {
-    1
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,21 +102,6 @@ struct Down {
 
 async fn set_down(State(simulator): State<SmtpSimulator>, Json(spec): Json<Down>) -> StatusCode {
     simulator.set_down(spec.down);
-    StatusCode::NO_CONTENT
-}
-
-#[derive(Debug, Deserialize)]
-struct Latency {
-    milliseconds: u64,
-    #[serde(default)]
-    jitter_milliseconds: u64,
-}
-
-async fn set_latency(State(simulator): State<SmtpSimulator>, Json(latency): Json<Latency>) -> StatusCode {
-    simulator.set_latency(
-        Duration::from_millis(latency.milliseconds),
-        Duration::from_millis(latency.jitter_milliseconds),
-    );
     StatusCode::NO_CONTENT
 }
 

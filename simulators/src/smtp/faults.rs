@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::shared::{Applies, Latency, Random};
+
 /// Where in a transaction an armed failure answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -44,113 +46,53 @@ pub(super) fn failure_text(code: u16) -> &'static str {
     }
 }
 
-#[derive(Debug)]
-struct Armed {
+/// A failure: the reply code it answers at its stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Failure {
     stage: FaultStage,
     code: u16,
-    remaining: u32,
 }
 
-#[derive(Debug)]
-struct Rate {
-    stage: FaultStage,
-    code: u16,
-    probability: f64,
+impl Applies<FaultStage> for Failure {
+    fn applies_to(self, stage: FaultStage) -> bool {
+        self.stage == stage
+    }
 }
 
 /// The armed failures, oldest first, the fault rates and the randomness
 /// behind rates and latency jitter.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct Faults {
-    armed: Vec<Armed>,
-    rates: Vec<Rate>,
-    random: u64,
-}
-
-impl Default for Faults {
-    fn default() -> Self {
-        let seed = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or([7; 8]));
-        Self {
-            armed: Vec::new(),
-            rates: Vec::new(),
-            // Xorshift must not start from zero.
-            random: seed | 1,
-        }
-    }
+    failures: crate::shared::Faults<Failure, FaultStage>,
+    random: Random,
 }
 
 impl Faults {
     pub(super) fn arm(&mut self, stage: FaultStage, code: u16, times: u32) {
-        if times > 0 {
-            self.armed.push(Armed {
-                stage,
-                code,
-                remaining: times,
-            });
-        }
+        self.failures.arm(Failure { stage, code }, None, times);
     }
 
     /// Sets the probability of `code` at `stage`, replacing the stage's
     /// earlier rate for that code.
     pub(super) fn set_rate(&mut self, stage: FaultStage, code: u16, probability: f64) {
-        self.rates.retain(|rate| !(rate.stage == stage && rate.code == code));
-        let probability = if probability.is_nan() {
-            0.0
-        } else {
-            probability.clamp(0.0, 1.0)
-        };
-        if probability > 0.0 {
-            self.rates.push(Rate {
-                stage,
-                code,
-                probability,
-            });
-        }
+        self.failures.set_rate(Failure { stage, code }, probability);
     }
 
     pub(super) fn clear(&mut self) {
-        self.armed.clear();
-        self.rates.clear();
+        self.failures.clear();
     }
 
     /// The code this transaction answers at `stage`, if a failure applies.
     pub(super) fn take(&mut self, stage: FaultStage) -> Option<u16> {
-        if let Some(index) = self.armed.iter().position(|armed| armed.stage == stage) {
-            let armed = &mut self.armed[index];
-            let code = armed.code;
-            armed.remaining -= 1;
-            if armed.remaining == 0 {
-                self.armed.remove(index);
-            }
-            return Some(code);
-        }
-        let rates: Vec<(u16, f64)> = self
-            .rates
-            .iter()
-            .filter(|rate| rate.stage == stage)
-            .map(|rate| (rate.code, rate.probability))
-            .collect();
-        rates
-            .into_iter()
-            .find(|(_, probability)| self.uniform() < *probability)
-            .map(|(code, _)| code)
+        let random = &mut self.random;
+        self.failures
+            .take(stage, || random.next_f64())
+            .map(|failure| failure.code)
     }
 
     /// `base` plus a uniformly random part of `jitter`.
     pub(super) fn delay(&mut self, base: Duration, jitter: Duration) -> Duration {
-        if jitter.is_zero() {
-            return base;
-        }
-        base + jitter.mul_f64(self.uniform())
-    }
-
-    /// A number in [0, 1).
-    fn uniform(&mut self) -> f64 {
-        // xorshift64
-        self.random ^= self.random << 13;
-        self.random ^= self.random >> 7;
-        self.random ^= self.random << 17;
-        (self.random >> 11) as f64 / (1u64 << 53) as f64
+        Latency { base, jitter }.draw(&mut self.random)
     }
 }
 

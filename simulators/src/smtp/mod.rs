@@ -214,7 +214,7 @@ impl SmtpSimulator {
     /// when `shutdown` is cancelled.
     pub async fn start_local(config: SmtpConfig, shutdown: CancellationToken) -> io::Result<LocalSmtp> {
         let simulator = Self::new(config);
-        let server = simulator.serve(SocketAddr::from(([127, 0, 0, 1], 0)), shutdown).await?;
+        let server = simulator.serve(crate::LOOPBACK, shutdown).await?;
         Ok(LocalSmtp { simulator, server })
     }
 

@@ -14,6 +14,8 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::shared::latency;
+
 use super::{
     Shared,
     faults::{FaultStage, failure_text},
@@ -66,9 +68,7 @@ impl Connection<'_> {
             let (base, jitter) = (state.latency, state.jitter);
             state.faults.delay(base, jitter)
         });
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        latency::wait(delay).await;
         self.writer.write_all(text.as_bytes()).await
     }
 
@@ -86,14 +86,20 @@ impl Connection<'_> {
         self.send(&text).await
     }
 
+    /// Reads into the buffer up to a line break or `limit` bytes, whichever
+    /// comes first: how many were read (0 once the connection has ended).
+    async fn read_chunk(&mut self, limit: usize) -> io::Result<usize> {
+        self.buffer.clear();
+        (&mut self.reader)
+            .take(limit as u64)
+            .read_until(b'\n', &mut self.buffer)
+            .await
+    }
+
     /// The next line without its line break; an over-long line is read to
     /// its end and discarded.
     async fn read_line(&mut self) -> io::Result<Line> {
-        self.buffer.clear();
-        let read = (&mut self.reader)
-            .take(MAX_COMMAND_LINE as u64)
-            .read_until(b'\n', &mut self.buffer)
-            .await?;
+        let read = self.read_chunk(MAX_COMMAND_LINE).await?;
         if read == 0 {
             return Ok(Line::Closed);
         }
@@ -103,12 +109,7 @@ impl Connection<'_> {
                 return Ok(Line::Closed);
             }
             loop {
-                self.buffer.clear();
-                let read = (&mut self.reader)
-                    .take(MAX_COMMAND_LINE as u64)
-                    .read_until(b'\n', &mut self.buffer)
-                    .await?;
-                if read == 0 {
+                if self.read_chunk(MAX_COMMAND_LINE).await? == 0 {
                     return Ok(Line::Closed);
                 }
                 if self.buffer.ends_with(b"\n") {
@@ -128,12 +129,7 @@ impl Connection<'_> {
         let mut data = Data::default();
         let mut at_line_start = true;
         loop {
-            self.buffer.clear();
-            let read = (&mut self.reader)
-                .take(DATA_CHUNK as u64)
-                .read_until(b'\n', &mut self.buffer)
-                .await?;
-            if read == 0 {
+            if self.read_chunk(DATA_CHUNK).await? == 0 {
                 return Ok(None);
             }
             if at_line_start && self.buffer == b".\r\n" {

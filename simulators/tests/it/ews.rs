@@ -5,24 +5,26 @@ use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Utc};
-use reqwest::{Client, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use syncfleet_simulators::ews::{
-    Address, EwsConfig, EwsSimulator, Fault, LocalEws, MessageFolder, MessageSeed, Operation,
+    Address, EWS_PATH, EwsConfig, EwsSimulator, Fault, LocalEws, MessageFolder, MessageSeed, Operation,
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::support::Served;
+
 struct Harness {
     simulator: EwsSimulator,
-    local: LocalEws,
-    shutdown: CancellationToken,
-    http: Client,
+    served: Served,
+    local: Account,
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+/// The account [`EwsSimulator::start_local`] creates, and its own mailbox.
+struct Account {
+    account: String,
+    password: String,
+    smtp: String,
 }
 
 const SYNC_INBOX: &str = r#"<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape><m:SyncFolderId><t:DistinguishedFolderId Id="inbox"/></m:SyncFolderId>{state}<m:MaxChangesReturned>{max}</m:MaxChangesReturned></m:SyncFolderItems>"#;
@@ -71,20 +73,27 @@ fn seed(subject: &str) -> MessageSeed {
 impl Harness {
     async fn start(config: EwsConfig) -> Self {
         let shutdown = CancellationToken::new();
-        let local = EwsSimulator::start_local(config, shutdown.clone()).await.unwrap();
+        let LocalEws {
+            simulator,
+            server,
+            account,
+            password,
+            smtp,
+        } = EwsSimulator::start_local(config, shutdown.clone()).await.unwrap();
         Self {
-            simulator: local.simulator.clone(),
-            local,
-            shutdown,
-            http: {
-                syncfleet_common::telemetry::install_tls_provider();
-                Client::new()
+            simulator,
+            served: Served::new(server, shutdown),
+            local: Account {
+                account,
+                password,
+                smtp,
             },
         }
     }
 
-    fn control(&self, path: &str) -> String {
-        format!("{}/_control/ews{path}", self.local.server.base_url())
+    /// Calls the control API: the status and the JSON answer.
+    async fn control(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.served.json(method, &format!("/_control/ews{path}"), body).await
     }
 
     async fn soap_as(
@@ -99,8 +108,9 @@ impl Harness {
             r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types" xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages"><soap:Header><t:RequestServerVersion Version="Exchange2013_SP1"/>{header}</soap:Header><soap:Body>{body}</soap:Body></soap:Envelope>"#
         );
         let mut request = self
+            .served
             .http
-            .post(self.local.ews_url())
+            .post(self.served.url(EWS_PATH))
             .basic_auth(account, Some(password))
             .header("content-type", "text/xml; charset=utf-8")
             .body(envelope);
@@ -393,62 +403,40 @@ async fn calendar_items_need_send_meeting_invitations_and_an_end_after_the_start
 #[tokio::test]
 async fn the_control_api_shapes_and_reads_the_simulator() {
     let harness = Harness::start(EwsConfig::default()).await;
-    let http = &harness.http;
-    let status = |response: reqwest::Response| response.status();
+    let account = json!({"account": "bob@contoso.test", "password": "pw"});
+    let mailbox = json!({"smtp": "bob@contoso.test", "owner": "bob@contoso.test"});
     assert_eq!(
-        status(
-            http.post(harness.control("/accounts"))
-                .json(&json!({"account": "bob@contoso.test", "password": "pw"}))
-                .send()
-                .await
-                .unwrap()
-        ),
+        harness.control(Method::POST, "/accounts", Some(account)).await.0,
         StatusCode::CREATED
     );
     assert_eq!(
-        status(
-            http.post(harness.control("/mailboxes"))
-                .json(&json!({"smtp": "bob@contoso.test", "owner": "bob@contoso.test"}))
-                .send()
-                .await
-                .unwrap()
-        ),
+        harness
+            .control(Method::POST, "/mailboxes", Some(mailbox.clone()))
+            .await
+            .0,
         StatusCode::CREATED
     );
     assert_eq!(
-        status(
-            http.post(harness.control("/mailboxes"))
-                .json(&json!({"smtp": "bob@contoso.test", "owner": "bob@contoso.test"}))
-                .send()
-                .await
-                .unwrap()
-        ),
+        harness.control(Method::POST, "/mailboxes", Some(mailbox)).await.0,
         StatusCode::CONFLICT
     );
-    let created: Value = http
-        .post(harness.control("/mailboxes/bob@contoso.test/messages"))
-        .json(&json!({
-            "folder": "inbox",
-            "subject": "Hi",
-            "sent": "2025-01-01T10:00:00Z",
-            "received": "2025-01-01T10:00:05Z",
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, created) = harness
+        .control(
+            Method::POST,
+            "/mailboxes/bob@contoso.test/messages",
+            Some(json!({
+                "folder": "inbox",
+                "subject": "Hi",
+                "sent": "2025-01-01T10:00:00Z",
+                "received": "2025-01-01T10:00:05Z",
+            })),
+        )
+        .await;
     let id = created["id"].as_str().unwrap();
     assert!(id.starts_with("AAMkA"));
-    let folders: Value = http
-        .get(harness.control("/mailboxes/bob@contoso.test/folders"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, folders) = harness
+        .control(Method::GET, "/mailboxes/bob@contoso.test/folders", None)
+        .await;
     assert!(
         folders
             .as_array()
@@ -456,64 +444,41 @@ async fn the_control_api_shapes_and_reads_the_simulator() {
             .iter()
             .any(|folder| folder["distinguished"] == "inbox")
     );
-    let categories: Value = http
-        .get(harness.control("/mailboxes/bob@contoso.test/categories"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, categories) = harness
+        .control(Method::GET, "/mailboxes/bob@contoso.test/categories", None)
+        .await;
     assert_eq!(categories[0], "Red category");
     assert_eq!(
-        status(
-            http.post(harness.control("/faults/bob@contoso.test"))
-                .json(&json!({"fault": {"type": "server_busy", "backoff_ms": 10}, "times": 1}))
-                .send()
-                .await
-                .unwrap()
-        ),
+        harness
+            .control(
+                Method::POST,
+                "/faults/bob@contoso.test",
+                Some(json!({"fault": {"type": "server_busy", "backoff_ms": 10}, "times": 1}))
+            )
+            .await
+            .0,
         StatusCode::NO_CONTENT
     );
     let (status_code, answer) = harness.soap_as("bob@contoso.test", "pw", None, "", GET_INBOX).await;
     assert_eq!(status_code, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(answer.contains(r#"Name="BackOffMilliseconds">10<"#), "{answer}");
-    let counters: Value = http
-        .get(harness.control("/accounts/bob@contoso.test/counters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, counters) = harness
+        .control(Method::GET, "/accounts/bob@contoso.test/counters", None)
+        .await;
     assert_eq!(counters["calls"]["GetFolder"], 1);
     assert_eq!(counters["faults"], 1);
+    let item = format!("/mailboxes/bob@contoso.test/items/{}", segment(id));
     assert_eq!(
-        status(
-            http.delete(harness.control(&format!("/mailboxes/bob@contoso.test/items/{}", segment(id))))
-                .send()
-                .await
-                .unwrap()
-        ),
+        harness.control(Method::DELETE, &item, None).await.0,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        status(
-            http.delete(harness.control(&format!("/mailboxes/bob@contoso.test/items/{}", segment(id))))
-                .send()
-                .await
-                .unwrap()
-        ),
+        harness.control(Method::DELETE, &item, None).await.0,
         StatusCode::NOT_FOUND
     );
+    let latency = json!({"base_ms": 1, "jitter_ms": 2});
     assert_eq!(
-        status(
-            http.put(harness.control("/latency"))
-                .json(&json!({"base_ms": 1, "jitter_ms": 2}))
-                .send()
-                .await
-                .unwrap()
-        ),
+        harness.control(Method::PUT, "/latency", Some(latency)).await.0,
         StatusCode::NO_CONTENT
     );
     let manifest = STANDARD
@@ -531,13 +496,8 @@ async fn the_control_api_shapes_and_reads_the_simulator() {
         answer.contains(r#"<m:InstallAppResponse"#) && answer.contains("NoError"),
         "{answer}"
     );
-    let apps: Value = http
-        .get(harness.control("/mailboxes/bob@contoso.test/apps"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, apps) = harness
+        .control(Method::GET, "/mailboxes/bob@contoso.test/apps", None)
+        .await;
     assert_eq!(apps, json!(["abc"]));
 }

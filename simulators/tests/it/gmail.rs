@@ -3,19 +3,16 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use syncfleet_simulators::{
-    Server,
-    gmail::{Endpoint, Fault, GmailConfig, GmailSimulator, LocalGmail, MessageSeed},
-};
+use syncfleet_simulators::gmail::{Endpoint, Fault, GmailConfig, GmailSimulator, LocalGmail, MessageSeed};
 use tokio_util::sync::CancellationToken;
+
+use crate::support::{Served, header, send};
 
 struct Harness {
     simulator: GmailSimulator,
-    server: Server,
-    shutdown: CancellationToken,
-    http: Client,
+    served: Served,
     email: String,
     refresh_token: String,
 }
@@ -31,12 +28,7 @@ impl Harness {
         } = GmailSimulator::start_local(config, shutdown.clone()).await.unwrap();
         Self {
             simulator,
-            server,
-            shutdown,
-            http: {
-                syncfleet_common::telemetry::install_tls_provider();
-                Client::new()
-            },
+            served: Served::new(server, shutdown),
             email,
             refresh_token,
         }
@@ -47,23 +39,26 @@ impl Harness {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.server.base_url())
+        self.served.url(path)
+    }
+
+    /// Calls the control API: the status and the JSON answer.
+    async fn control(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.served.json(method, &format!("/_control/gmail{path}"), body).await
     }
 
     async fn refresh_with(&self, refresh_token: &str, client_id: &str) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(self.url("/token"))
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh_token),
-                ("client_id", client_id),
-                ("client_secret", "secret"),
-            ])
-            .send()
+        self.served
+            .post_form(
+                "/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token),
+                    ("client_id", client_id),
+                    ("client_secret", "secret"),
+                ],
+            )
             .await
-            .unwrap();
-        (response.status(), response.json().await.unwrap())
     }
 
     async fn token_for(&self, refresh_token: &str, client_id: &str) -> String {
@@ -84,23 +79,9 @@ impl Harness {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Option<String>, Value) {
-        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .map(|value| value.to_str().unwrap().to_owned());
-        let text = response.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap()
-        };
-        (status, retry_after, body)
+        let request = self.served.http.request(method, self.url(path)).bearer_auth(token);
+        let (status, headers, body) = send(request, body).await;
+        (status, header(&headers, "retry-after"), body)
     }
 
     async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
@@ -134,7 +115,8 @@ impl Harness {
             ));
         }
         body.push_str("--b0undary--\r\n");
-        self.http
+        self.served
+            .http
             .post(self.url("/batch/gmail/v1"))
             .bearer_auth(token)
             .header("content-type", "multipart/mixed; boundary=b0undary")
@@ -142,12 +124,6 @@ impl Harness {
             .send()
             .await
             .unwrap()
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 
@@ -434,6 +410,7 @@ async fn a_batch_of_more_parts_than_allowed_or_not_multipart_is_refused() {
     let response = gmail.batch(&token, &parts[..3]).await;
     assert_eq!(response.status(), StatusCode::OK);
     let response = gmail
+        .served
         .http
         .post(gmail.url("/batch/gmail/v1"))
         .bearer_auth(&token)
@@ -634,100 +611,61 @@ async fn the_addin_stand_in_keeps_the_mailbox_state() {
 #[tokio::test]
 async fn the_control_api_drives_the_simulator_over_http() {
     let gmail = Harness::default().await;
-    let control = |path: &str| gmail.url(&format!("/_control/gmail{path}"));
-    let http = &gmail.http;
 
-    let created: Value = http
-        .post(control("/mailboxes"))
-        .json(&json!({"email": "ctl@gmail.simulated"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, created) = gmail
+        .control(
+            Method::POST,
+            "/mailboxes",
+            Some(json!({"email": "ctl@gmail.simulated"})),
+        )
+        .await;
     let refresh_token = created["refresh_token"].as_str().unwrap().to_owned();
     let mailbox = "/mailboxes/ctl@gmail.simulated";
-    let response = http
-        .post(control(&format!("{mailbox}/messages")))
-        .json(&json!({
-            "from": "ann@example.test",
-            "to": ["ctl@gmail.simulated"],
-            "subject": "Over HTTP",
-            "sent_at": "2024-05-06T07:08:09Z",
-            "snippet": "hi",
-            "sent": true,
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let ids: Value = http
-        .get(control(&format!("{mailbox}/messages")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let message = json!({
+        "from": "ann@example.test",
+        "to": ["ctl@gmail.simulated"],
+        "subject": "Over HTTP",
+        "sent_at": "2024-05-06T07:08:09Z",
+        "snippet": "hi",
+        "sent": true,
+    });
+    let (status, created) = gmail
+        .control(Method::POST, &format!("{mailbox}/messages"), Some(message))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (_, ids) = gmail.control(Method::GET, &format!("{mailbox}/messages"), None).await;
     assert_eq!(ids, json!({"ids": [id.clone()]}));
-    let labels: Value = http
-        .get(control(&format!("{mailbox}/messages/{id}/labels")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, labels) = gmail
+        .control(Method::GET, &format!("{mailbox}/messages/{id}/labels"), None)
+        .await;
     assert_eq!(labels, json!({"label_ids": ["SENT"]}));
 
-    let response = http
-        .post(control(&format!("{mailbox}/faults")))
-        .json(&json!({"fault": "daily_limit", "endpoint": "profile", "times": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, _) = gmail
+        .control(
+            Method::POST,
+            &format!("{mailbox}/faults"),
+            Some(json!({"fault": "daily_limit", "endpoint": "profile", "times": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let token = gmail.token_for(&refresh_token, "client").await;
     let (status, body) = gmail.get(&token, "/gmail/v1/users/me/profile").await;
     assert_eq!((status, reason(&body)), (StatusCode::FORBIDDEN, "dailyLimitExceeded"));
 
-    let response = http
-        .put(control(&format!("{mailbox}/addin")))
-        .json(&json!({"addin_id": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let addin: Value = http
-        .get(control(&format!("{mailbox}/addin")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, _) = gmail
+        .control(Method::PUT, &format!("{mailbox}/addin"), Some(json!({"addin_id": "x"})))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, addin) = gmail.control(Method::GET, &format!("{mailbox}/addin"), None).await;
     assert_eq!(addin, json!({"installed": true, "addin_id": "x"}));
 
-    let history: Value = http
-        .get(control(&format!("{mailbox}/history")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, history) = gmail.control(Method::GET, &format!("{mailbox}/history"), None).await;
     let history_id = history["history_id"].as_str().unwrap().to_owned();
-    let response = http
-        .post(control(&format!("{mailbox}/expire-history")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, _) = gmail
+        .control(Method::POST, &format!("{mailbox}/expire-history"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = gmail
         .get(
             &token,
@@ -736,14 +674,7 @@ async fn the_control_api_drives_the_simulator_over_http() {
         .await;
     assert_eq!(status, StatusCode::OK, "the current id is never stale");
 
-    let counters: Value = http
-        .get(control(&format!("{mailbox}/counters")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, counters) = gmail.control(Method::GET, &format!("{mailbox}/counters"), None).await;
     assert_eq!(counters["calls"]["token"], 1);
     assert_eq!(counters["calls"]["profile"], 1);
     assert_eq!(counters["faults"], 1);
@@ -752,28 +683,28 @@ async fn the_control_api_drives_the_simulator_over_http() {
         "the history call; the refused profile cost nothing"
     );
 
-    let response = http
-        .put(control("/latency"))
-        .json(&json!({"milliseconds": 0, "jitter_milliseconds": 5}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let response = http
-        .post(control("/refresh-tokens/revoke"))
-        .json(&json!({"refresh_token": refresh_token}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, _) = gmail
+        .control(
+            Method::PUT,
+            "/latency",
+            Some(json!({"milliseconds": 0, "jitter_milliseconds": 5})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = gmail
+        .control(
+            Method::POST,
+            "/refresh-tokens/revoke",
+            Some(json!({"refresh_token": refresh_token})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
         gmail.refresh_with(&refresh_token, "client").await.0,
         StatusCode::BAD_REQUEST
     );
-    let response = http
-        .get(control("/mailboxes/nobody@gmail.simulated/counters"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let (status, _) = gmail
+        .control(Method::GET, "/mailboxes/nobody@gmail.simulated/counters", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -3,22 +3,21 @@
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use syncfleet_simulators::{
-    Server,
-    graph::{Endpoint, Fault, Folder, GraphConfig, GraphSimulator, LocalGraph, MessageSeed, Recipient},
+use syncfleet_simulators::graph::{
+    Endpoint, Fault, Folder, GraphConfig, GraphSimulator, LocalGraph, MessageSeed, Recipient,
 };
 use tokio_util::sync::CancellationToken;
+
+use crate::support::{Served, send};
 
 const TOKEN_PATH: &str = "/organizations/oauth2/v2.0/token";
 const IMMUTABLE: &str = "IdType=\"ImmutableId\"";
 
 struct Harness {
     simulator: GraphSimulator,
-    server: Option<Server>,
-    shutdown: CancellationToken,
-    http: Client,
+    served: Served,
     mailbox: String,
     refresh_token: String,
 }
@@ -34,19 +33,19 @@ impl Harness {
         } = GraphSimulator::start_local(config, shutdown.clone()).await.unwrap();
         Self {
             simulator,
-            server: Some(server),
-            shutdown,
-            http: {
-                syncfleet_common::telemetry::install_tls_provider();
-                Client::new()
-            },
+            served: Served::new(server, shutdown),
             mailbox,
             refresh_token,
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.server.as_ref().unwrap().base_url())
+        self.served.url(path)
+    }
+
+    /// Calls the control API: the status and the JSON answer.
+    async fn control(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.served.json(method, &format!("/_control/graph{path}"), body).await
     }
 
     fn users(&self, rest: &str) -> String {
@@ -54,20 +53,18 @@ impl Harness {
     }
 
     async fn refresh(&self, refresh_token: &str) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(self.url(TOKEN_PATH))
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("client_id", "client"),
-                ("client_secret", "secret"),
-                ("refresh_token", refresh_token),
-                ("scope", "https://graph.microsoft.com/.default offline_access"),
-            ])
-            .send()
+        self.served
+            .post_form(
+                TOKEN_PATH,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "client"),
+                    ("client_secret", "secret"),
+                    ("refresh_token", refresh_token),
+                    ("scope", "https://graph.microsoft.com/.default offline_access"),
+                ],
+            )
             .await
-            .unwrap();
-        (response.status(), response.json().await.unwrap())
     }
 
     /// A fresh access token, from a fresh refresh token (rotation leaves the
@@ -87,23 +84,11 @@ impl Harness {
         prefer: &[&str],
         body: Option<Value>,
     ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let mut request = self.http.request(method, url).bearer_auth(token);
+        let mut request = self.served.http.request(method, url).bearer_auth(token);
         for preference in prefer {
             request = request.header("Prefer", *preference);
         }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap()
-        };
-        (status, headers, body)
+        send(request, body).await
     }
 
     fn seed(&self, folder: Folder, subject: &str, day: u32) -> String {
@@ -123,9 +108,8 @@ impl Harness {
             .unwrap()
     }
 
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        self.server.take().unwrap().stopped().await.unwrap();
+    async fn stop(self) {
+        self.served.stop().await;
     }
 }
 
@@ -167,6 +151,7 @@ async fn a_refresh_rotates_the_refresh_token_and_the_old_one_is_then_refused_as_
     );
 
     let response = harness
+        .served
         .http
         .post(harness.url(TOKEN_PATH))
         .form(&[
@@ -699,16 +684,8 @@ async fn categories_folders_items_and_the_addin_behave_like_outlook() {
 #[tokio::test]
 async fn the_control_api_does_over_http_what_the_handle_does() {
     let harness = Harness::start(GraphConfig::default()).await;
-    let http = &harness.http;
-    let created: Value = http
-        .post(harness.url("/_control/graph/mailboxes"))
-        .json(&json!({"upn": "nestor@contoso.example"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let upn = json!({"upn": "nestor@contoso.example"});
+    let (_, created) = harness.control(Method::POST, "/mailboxes", Some(upn)).await;
     let refresh_token = created["refresh_token"].as_str().unwrap();
     assert_eq!(
         harness.simulator.mailbox_id("NESTOR@contoso.example").as_deref(),
@@ -723,22 +700,20 @@ async fn the_control_api_does_over_http_what_the_handle_does() {
         "sent_at": "2024-03-01T10:00:00Z",
         "body": "Please find the quote.",
     });
-    let response = http
-        .post(harness.url("/_control/graph/mailboxes/nestor@contoso.example/messages"))
-        .json(&message)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
+    let (status, _) = harness
+        .control(
+            Method::POST,
+            "/mailboxes/nestor@contoso.example/messages",
+            Some(message),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
 
     let fault = json!({"fault": {"kind": "throttled", "retry_after": 2}, "endpoint": "messages_delta", "times": 1});
-    let response = http
-        .post(harness.url("/_control/graph/mailboxes/nestor@contoso.example/faults"))
-        .json(&fault)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, _) = harness
+        .control(Method::POST, "/mailboxes/nestor@contoso.example/faults", Some(fault))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 
     let (status, body) = harness.refresh(refresh_token).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -752,30 +727,19 @@ async fn the_control_api_does_over_http_what_the_handle_does() {
     assert_eq!(page["value"][0]["subject"], "Quote");
     assert_eq!(page["value"][0]["toRecipients"][0]["emailAddress"]["name"], "Client");
 
-    let counters: Value = http
-        .get(harness.url("/_control/graph/mailboxes/nestor@contoso.example/counters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, counters) = harness
+        .control(Method::GET, "/mailboxes/nestor@contoso.example/counters", None)
+        .await;
     assert_eq!(counters["calls"]["messages_delta"], 2);
     assert_eq!(counters["calls"]["token"], 1);
     assert_eq!(counters["faults"], 1);
 
-    let response = http
-        .put(harness.url("/_control/graph/latency"))
-        .json(&json!({"base_ms": 0, "jitter_ms": 5}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let unknown = http
-        .get(harness.url("/_control/graph/mailboxes/nobody@contoso.example/counters"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let latency = json!({"base_ms": 0, "jitter_ms": 5});
+    let (status, _) = harness.control(Method::PUT, "/latency", Some(latency)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = harness
+        .control(Method::GET, "/mailboxes/nobody@contoso.example/counters", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     harness.stop().await;
 }

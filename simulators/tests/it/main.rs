@@ -7,3 +7,4 @@ mod gmail;
 mod graph;
 mod salesforce;
 mod smtp;
+mod support;

@@ -2,21 +2,20 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::{Client, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use syncfleet_simulators::{
-    Server,
-    salesforce::{Endpoint, Fault, LocalSalesforce, OrgId, SalesforceConfig, SalesforceSimulator},
+use syncfleet_simulators::salesforce::{
+    Endpoint, Fault, LocalSalesforce, OrgId, SalesforceConfig, SalesforceSimulator,
 };
 use tokio_util::sync::CancellationToken;
+
+use crate::support::{Served, header, send};
 
 const API: &str = "/services/data/v62.0";
 
 struct Harness {
     simulator: SalesforceSimulator,
-    server: Option<Server>,
-    shutdown: CancellationToken,
-    http: Client,
+    served: Served,
     org: OrgId,
     refresh_token: String,
 }
@@ -34,34 +33,34 @@ impl Harness {
             .unwrap();
         Self {
             simulator,
-            server: Some(server),
-            shutdown,
-            http: {
-                syncfleet_common::telemetry::install_tls_provider();
-                Client::new()
-            },
+            served: Served::new(server, shutdown),
             org,
             refresh_token,
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.server.as_ref().unwrap().base_url())
+        self.served.url(path)
+    }
+
+    /// Calls the control API: the status and the JSON answer.
+    async fn control(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.served
+            .json(method, &format!("/_control/salesforce{path}"), body)
+            .await
     }
 
     async fn refresh(&self, refresh_token: &str) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(self.url("/services/oauth2/token"))
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh_token),
-                ("client_id", "client"),
-            ])
-            .send()
+        self.served
+            .post_form(
+                "/services/oauth2/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token),
+                    ("client_id", "client"),
+                ],
+            )
             .await
-            .unwrap();
-        (response.status(), response.json().await.unwrap())
     }
 
     async fn access_token(&self) -> String {
@@ -87,21 +86,13 @@ impl Harness {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Option<String>, Value) {
-        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let limit_info = response
-            .headers()
-            .get("Sforce-Limit-Info")
-            .map(|value| value.to_str().unwrap().to_owned());
-        (response.status(), limit_info, response.json().await.unwrap())
+        let request = self.served.http.request(method, self.url(path)).bearer_auth(token);
+        let (status, headers, body) = send(request, body).await;
+        (status, header(&headers, "Sforce-Limit-Info"), body)
     }
 
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        self.server.take().unwrap().stopped().await.unwrap();
+    async fn stop(self) {
+        self.served.stop().await;
     }
 }
 
@@ -118,7 +109,7 @@ async fn a_refresh_answers_an_access_token_and_the_instance_url_and_a_revoked_to
     let harness = Harness::start(SalesforceConfig::default()).await;
     let (status, body) = harness.refresh(&harness.refresh_token).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["instance_url"], harness.server.as_ref().unwrap().base_url());
+    assert_eq!(body["instance_url"], harness.served.base_url());
     assert!(body.get("refresh_token").is_none(), "no rotation unless configured");
 
     harness.simulator.revoke_refresh_token(&harness.refresh_token);
@@ -343,41 +334,36 @@ async fn a_latency_setting_delays_every_answer() {
 #[tokio::test]
 async fn the_control_api_seeds_orgs_and_records_arms_faults_and_reads_counters() {
     let harness = Harness::start(SalesforceConfig::default()).await;
-    let control = |path: &str| harness.url(&format!("/_control/salesforce{path}"));
-    let http = &harness.http;
 
-    let created: Value = http
-        .post(control("/orgs"))
-        .json(&json!({"daily_api_max": 50}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, created) = harness
+        .control(Method::POST, "/orgs", Some(json!({"daily_api_max": 50})))
+        .await;
     let org = created["org_id"].as_str().unwrap();
     let refresh_token = created["refresh_token"].as_str().unwrap();
-    let response = http
-        .post(control(&format!("/orgs/{org}/records/Contact")))
-        .json(&json!({"Email": "someone@example.test", "LastName": "One"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let refused = http
-        .post(control(&format!("/orgs/{org}/records/Lead")))
-        .json(&json!({"Email": "someone@example.test"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
-    let response = http
-        .post(control(&format!("/orgs/{org}/faults")))
-        .json(&json!({"fault": "service_unavailable", "endpoint": "limits", "times": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, _) = harness
+        .control(
+            Method::POST,
+            &format!("/orgs/{org}/records/Contact"),
+            Some(json!({"Email": "someone@example.test", "LastName": "One"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (refused, _) = harness
+        .control(
+            Method::POST,
+            &format!("/orgs/{org}/records/Lead"),
+            Some(json!({"Email": "someone@example.test"})),
+        )
+        .await;
+    assert_eq!(refused, StatusCode::BAD_REQUEST);
+    let (status, _) = harness
+        .control(
+            Method::POST,
+            &format!("/orgs/{org}/faults"),
+            Some(json!({"fault": "service_unavailable", "endpoint": "limits", "times": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 
     let (_, token) = harness.refresh(refresh_token).await;
     let token = token["access_token"].as_str().unwrap();
@@ -386,28 +372,18 @@ async fn the_control_api_seeds_orgs_and_records_arms_faults_and_reads_counters()
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
-    let counters: Value = http
-        .get(control(&format!("/orgs/{org}/counters")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, counters) = harness
+        .control(Method::GET, &format!("/orgs/{org}/counters"), None)
+        .await;
     assert_eq!(counters["calls"], json!({"token": 1, "limits": 1}));
     assert_eq!(counters["faults"], 1);
     assert_eq!(counters["api_usage"], json!({"used": 1, "max": 50}));
-    let records: Value = http
-        .get(control(&format!("/orgs/{org}/records/Contact")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, records) = harness
+        .control(Method::GET, &format!("/orgs/{org}/records/Contact"), None)
+        .await;
     assert_eq!(records[0]["Email"], "someone@example.test");
-    let unknown = http.get(control("/orgs/00Dnope/counters")).send().await.unwrap();
-    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let (unknown, _) = harness.control(Method::GET, "/orgs/00Dnope/counters", None).await;
+    assert_eq!(unknown, StatusCode::NOT_FOUND);
     harness.stop().await;
 }
 
@@ -439,7 +415,7 @@ fn event(subject: &str, owner: &str, modified: &str) -> Value {
 #[tokio::test]
 async fn a_refresh_answers_the_identity_url_of_the_token_s_user() {
     let harness = Harness::start(SalesforceConfig::default()).await;
-    let base = harness.server.as_ref().unwrap().base_url();
+    let base = harness.served.base_url();
     let default_user = harness.simulator.default_user(&harness.org).unwrap();
     let (_, body) = harness.refresh(&harness.refresh_token).await;
     assert_eq!(body["id"], format!("{base}/id/{}/{default_user}", harness.org));
@@ -587,68 +563,53 @@ async fn the_changes_of_one_owner_are_queried_in_order_with_a_limit_across_pages
 #[tokio::test]
 async fn the_control_api_adds_users_and_updates_records() {
     let harness = Harness::start(SalesforceConfig::default()).await;
-    let control = |path: &str| harness.url(&format!("/_control/salesforce{path}"));
-    let http = &harness.http;
     let org = &harness.org;
 
-    let created: Value = http
-        .post(control(&format!("/orgs/{org}/users")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, created) = harness.control(Method::POST, &format!("/orgs/{org}/users"), None).await;
     let user = created["user_id"].as_str().unwrap();
     let (status, token) = harness.refresh(created["refresh_token"].as_str().unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert!(token["id"].as_str().unwrap().ends_with(&format!("/{user}")));
-    let users: Value = http
-        .get(control(&format!("/orgs/{org}/users")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, users) = harness.control(Method::GET, &format!("/orgs/{org}/users"), None).await;
     assert_eq!(users.as_array().unwrap().len(), 2);
-    let response = http
-        .post(control(&format!("/orgs/{org}/users/{user}/refresh-tokens")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
+    let (status, _) = harness
+        .control(Method::POST, &format!("/orgs/{org}/users/{user}/refresh-tokens"), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
 
     let id = harness
         .simulator
         .insert_record(org, "Event", event("Review", user, "2020-01-10T12:00:00Z"))
         .unwrap();
-    let response = http
-        .patch(control(&format!("/orgs/{org}/records/Event/{id}")))
-        .json(&json!({"Location": "Room 2"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, _) = harness
+        .control(
+            Method::PATCH,
+            &format!("/orgs/{org}/records/Event/{id}"),
+            Some(json!({"Location": "Room 2"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let stored = harness.simulator.records(org, "Event")[0].clone();
     assert_eq!(stored["Location"], "Room 2");
     assert_eq!(stored["CreatedDate"], "2020-01-10T12:00:00.000+0000");
     assert!(stored["LastModifiedDate"].as_str().unwrap() > "2021");
     assert_eq!(stored["SystemModstamp"], stored["LastModifiedDate"]);
 
-    let missing = http
-        .patch(control(&format!("/orgs/{org}/records/Event/00U999999999999")))
-        .json(&json!({"Location": "Room 3"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    let refused = http
-        .patch(control(&format!("/orgs/{org}/records/Event/{id}")))
-        .json(&json!({"Subject": ""}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let (missing, _) = harness
+        .control(
+            Method::PATCH,
+            &format!("/orgs/{org}/records/Event/00U999999999999"),
+            Some(json!({"Location": "Room 3"})),
+        )
+        .await;
+    assert_eq!(missing, StatusCode::NOT_FOUND);
+    let (refused, _) = harness
+        .control(
+            Method::PATCH,
+            &format!("/orgs/{org}/records/Event/{id}"),
+            Some(json!({"Subject": ""})),
+        )
+        .await;
+    assert_eq!(refused, StatusCode::BAD_REQUEST);
     harness.stop().await;
 }
