@@ -114,6 +114,22 @@ impl Gated {
         }
     }
 
+    /// [`Gated::admit`] for the account `name` of the same provider (a
+    /// client that learns its account's real name, as a Salesforce org id,
+    /// after its first call).
+    pub async fn admit_as(&self, name: &str, cost: u32) -> Result<CallPermit, ConnectorError> {
+        match &self.gate {
+            Some(gate) => {
+                let account = Account {
+                    provider: self.account.provider,
+                    name: name.to_owned(),
+                };
+                gate.admit(&account, cost).await
+            }
+            None => Ok(CallPermit::free()),
+        }
+    }
+
     /// Tells the gate what a throttled answer asked for.
     pub async fn throttled(&self, delay: Duration) {
         if let Some(gate) = &self.gate {

@@ -32,6 +32,10 @@ use crate::{
 
 const SALESFORCE: Provider = Provider::Salesforce;
 
+/// How long a job waits when the org's usage reached the customer's reserve:
+/// the rolling allocation frees calls as the day goes on.
+const RESERVE_RETRY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// The most records one sObject Collections call takes.
 pub const COLLECTION_LIMIT: usize = 200;
 
@@ -45,6 +49,9 @@ pub struct SalesforceOptions {
     /// About the most characters of literals in one SOQL `IN` list, which
     /// keeps the query URL well under the length Salesforce accepts.
     pub lookup_batch_chars: usize,
+    /// The share of the org's daily allocation (percent) the fleet never
+    /// uses: once `Sforce-Limit-Info` reports the rest used, calls stop.
+    pub reserve_percent: u8,
 }
 
 impl Default for SalesforceOptions {
@@ -53,6 +60,7 @@ impl Default for SalesforceOptions {
             api_version: "v62.0".to_owned(),
             lookup_batch_size: 100,
             lookup_batch_chars: 4000,
+            reserve_percent: 0,
         }
     }
 }
@@ -360,6 +368,28 @@ impl SalesforceClient {
         Ok(())
     }
 
+    /// Refuses a call once the org's usage, as Salesforce last reported it
+    /// (every integration of the org counted), reaches the share the fleet may
+    /// use: the rest is the customer's reserve.
+    fn check_reserve(&self) -> Result<(), ConnectorError> {
+        let Some(usage) = self.api_usage() else {
+            return Ok(());
+        };
+        let reserve = u64::from(self.options.reserve_percent.min(100));
+        let allowed = usage.max - usage.max * reserve / 100;
+        if usage.used < allowed {
+            return Ok(());
+        }
+        Err(ConnectorError::RateLimited {
+            provider: SALESFORCE,
+            retry_after: RESERVE_RETRY,
+            message: format!(
+                "the org used {} of its {} daily API requests; the last {}% are kept for the customer's other integrations",
+                usage.used, usage.max, self.options.reserve_percent
+            ),
+        })
+    }
+
     fn record_usage(&self, headers: &HeaderMap) {
         let usage = headers
             .get("sforce-limit-info")
@@ -399,7 +429,13 @@ impl SalesforceClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let permit = self.gate.admit(1).await?;
+            self.check_reserve()?;
+            // The org's id once a refresh named it (one host may serve
+            // several orgs), its login host before.
+            let permit = match self.org_id() {
+                Some(org) => self.gate.admit_as(&org.to_lowercase(), 1).await?,
+                None => self.gate.admit(1).await?,
+            };
             self.calls.fetch_add(1, Ordering::Relaxed);
             let response = request
                 .send()

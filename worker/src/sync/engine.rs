@@ -215,7 +215,10 @@ impl MailboxSync {
                 refresh_token,
                 session: None,
             },
-            SalesforceOptions::default(),
+            SalesforceOptions {
+                reserve_percent: self.providers.salesforce_reserve_percent,
+                ..SalesforceOptions::default()
+            },
         )
         .map_err(failure)?;
         let org = login_url.host_str().unwrap_or_default().to_owned();

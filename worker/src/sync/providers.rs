@@ -128,6 +128,9 @@ pub struct ProviderConfig {
     pub call_timeout: Duration,
     /// The keys credentials are sealed with.
     pub key_ring: KeyRing,
+    /// The share of each Salesforce org's daily allocation the fleet never
+    /// uses (percent).
+    pub salesforce_reserve_percent: u8,
 }
 
 fn url(source: &Source, setting: &Setting) -> Result<Url, ConfigError> {
@@ -174,6 +177,7 @@ impl ProviderConfig {
             },
             call_timeout: source.duration(&CALL_TIMEOUT)?,
             key_ring,
+            salesforce_reserve_percent: source.get(&super::gate::LIMIT_SALESFORCE_RESERVE_PERCENT)?,
         })
     }
 

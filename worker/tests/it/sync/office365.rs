@@ -306,3 +306,36 @@ async fn a_mailbox_larger_than_one_budget_is_synced_by_follow_up_jobs_without_du
     worker.stop().await;
     fixture.env.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_salesforce_reserve_is_never_touched_and_the_job_is_deferred_without_a_failure_counted() {
+    let fixture = Fixture::new(Access::Office365).await;
+    let salesforce = &fixture.providers.salesforce;
+    let org = &fixture.providers.org;
+    salesforce.insert_contact(org, BUYER).unwrap();
+    fixture.receive(BUYER, "Hello");
+    // Other integrations already used 80% of the allocation: the reserve
+    // (20%, the default) is all that is left.
+    let max = salesforce.api_usage(org).unwrap().max;
+    salesforce.set_api_usage(org, max * 80 / 100);
+    let worker = fixture.worker(&[("SYNCFLEET_RETRY_BASE_DELAY", "1s")]);
+
+    assert_eq!(fixture.sync_once().await, "failed");
+    let session = fixture.last_session().await;
+    assert_eq!(session.error_category.as_deref(), Some("throttled"), "{session:?}");
+    let message = session.error_message.unwrap_or_default();
+    assert!(
+        message.contains("kept for the customer's other integrations"),
+        "{message}"
+    );
+    let used = salesforce.api_usage(org).unwrap().used;
+    assert!(
+        used <= max * 80 / 100 + 1,
+        "the fleet used {used} of {max}: past the reserve line at {}",
+        max * 80 / 100
+    );
+    assert!(fixture.tasks().is_empty());
+    assert_eq!(fixture.failures().await, (0, None), "a deferral counts no failure");
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
