@@ -91,6 +91,7 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
     let pool = db::connect(&config.common).await.context("connecting to PostgreSQL")?;
     let mut registry = Registry::default();
     let metrics = WorkerMetrics::register(&mut registry);
+    work.register_metrics(&mut registry);
     let health = Health::new(true);
     let ops_stop = ops::start(config.ops_listen, pool.clone(), health.clone(), registry, &shutdown).await?;
     let topology = Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);

@@ -5,7 +5,7 @@
 pub mod config;
 mod consumer;
 mod dead_letters;
-mod metrics;
+pub mod metrics;
 mod session;
 pub mod sync;
 

@@ -19,7 +19,8 @@ fn main() -> anyhow::Result<()> {
             &worker.common.queue_prefix,
             lease,
         )?;
-        let sync = MailboxSync::new(providers, config::budget(&source)?, Arc::new(gate))?;
+        let metrics = gate.metrics().clone();
+        let sync = MailboxSync::new(providers, config::budget(&source)?, Arc::new(gate))?.with_gate_metrics(metrics);
         syncfleet_worker::run(worker, Arc::new(sync), shutdown::on_signal()).await
     })
 }

@@ -40,6 +40,54 @@ pub struct ReasonLabel {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabel {
+    pub provider: &'static str,
+}
+
+/// The gate's series: how outside calls wait for their accounts' limits.
+#[derive(Clone, Debug)]
+pub struct GateMetrics {
+    /// Time a call waited at the gate before it went, by provider.
+    pub wait_seconds: Histograms<ProviderLabel>,
+    /// Jobs deferred because an account's limits were spent, by provider.
+    pub deferrals: Family<ProviderLabel, Counter>,
+    /// Throttled answers with a delay (429 `Retry-After`, `BackOffMilliseconds`)
+    /// received, each putting the account on cooldown, by provider.
+    pub throttled: Family<ProviderLabel, Counter>,
+}
+
+impl Default for GateMetrics {
+    fn default() -> Self {
+        Self {
+            wait_seconds: Family::new_with_constructor(seconds_histogram),
+            deferrals: Family::default(),
+            throttled: Family::default(),
+        }
+    }
+}
+
+impl GateMetrics {
+    /// Adds the series to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "syncfleet_rate_limit_wait_seconds",
+            "Time an outside call waited for its account's fleet-wide limits, by provider",
+            self.wait_seconds.clone(),
+        );
+        registry.register(
+            "syncfleet_rate_limit_deferrals",
+            "Jobs deferred because an account's limits were spent for long, by provider",
+            self.deferrals.clone(),
+        );
+        registry.register(
+            "syncfleet_provider_throttled",
+            "Throttled answers with a delay received from providers (the account cools down fleet-wide), by provider",
+            self.throttled.clone(),
+        );
+    }
+}
+
 /// Every series the worker exports.
 pub struct WorkerMetrics {
     /// Deliveries handled, by queue and outcome.

@@ -69,6 +69,7 @@ pub struct MailboxSync {
     http: HttpClient,
     budget: Budget,
     gate: Arc<dyn CallGate>,
+    metrics: Option<crate::metrics::GateMetrics>,
 }
 
 impl MailboxSync {
@@ -80,7 +81,14 @@ impl MailboxSync {
             http,
             budget,
             gate,
+            metrics: None,
         })
+    }
+
+    /// Exports the gate's series with the worker's.
+    pub fn with_gate_metrics(mut self, metrics: crate::metrics::GateMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -140,6 +148,12 @@ fn bounded(text: &str, limit: usize) -> String {
 }
 
 impl SyncWork for MailboxSync {
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        if let Some(metrics) = &self.metrics {
+            metrics.register(registry);
+        }
+    }
+
     #[instrument(name = "sync_session", skip_all, fields(user_id = %session.user_id))]
     async fn run(&self, session: &mut SessionContext) -> Result<(), SyncFailure> {
         session.scope = Scope::Incremental;

@@ -3,8 +3,9 @@
 //! A call waits for its turn a short while; an account spent for longer
 //! defers the job instead of holding its worker slot.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
+use crate::metrics::{GateMetrics, ProviderLabel};
 use syncfleet_common::{
     config::{ConfigError, Setting, Source},
     ratelimit::{Admission, Limit, Limiter},
@@ -144,6 +145,7 @@ pub struct FleetGate {
     limiter: Limiter,
     limits: ProviderLimits,
     max_wait: Duration,
+    metrics: GateMetrics,
 }
 
 impl FleetGate {
@@ -153,7 +155,13 @@ impl FleetGate {
             limiter,
             limits,
             max_wait,
+            metrics: GateMetrics::default(),
         }
+    }
+
+    /// The gate's series.
+    pub fn metrics(&self) -> &GateMetrics {
+        &self.metrics
     }
 
     /// The gate the settings describe, on the fleet's Redis.
@@ -193,15 +201,23 @@ impl FleetGate {
         cost: u32,
     ) -> Result<CallPermit, ConnectorError> {
         let mut waited = Duration::ZERO;
+        let label = ProviderLabel {
+            provider: provider_name(account.provider),
+        };
         loop {
             match self.limiter.acquire(key, limit, cost).await {
                 Admission::Granted(permit) => {
+                    self.metrics
+                        .wait_seconds
+                        .get_or_create(&label)
+                        .observe(waited.as_secs_f64());
                     let limiter = self.limiter.clone();
                     return Ok(CallPermit::releasing(move || {
                         tokio::spawn(async move { limiter.release(permit).await });
                     }));
                 }
                 Admission::Wait(delay) if waited + delay > self.max_wait => {
+                    self.metrics.deferrals.get_or_create(&label).inc();
                     return Err(ConnectorError::RateLimited {
                         provider: account.provider,
                         retry_after: delay,
@@ -230,6 +246,12 @@ impl CallGate for FleetGate {
 
     fn throttled<'a>(&'a self, account: &'a Account, delay: Duration) -> GateFuture<'a, ()> {
         Box::pin(async move {
+            self.metrics
+                .throttled
+                .get_or_create(&ProviderLabel {
+                    provider: provider_name(account.provider),
+                })
+                .inc();
             if let Some((key, _)) = self.keys(account).into_iter().next() {
                 self.limiter.cool_down(&key, delay).await;
             }
@@ -237,5 +259,12 @@ impl CallGate for FleetGate {
     }
 }
 
-/// Shared handle, as the clients take it.
-pub type SharedGate = Arc<FleetGate>;
+/// The provider's name in metrics and in the sessions' `calls`.
+fn provider_name(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Graph => "graph",
+        Provider::Ews => "ews",
+        Provider::Gmail => "gmail",
+        Provider::Salesforce => "salesforce",
+    }
+}

@@ -33,6 +33,9 @@ pub trait SyncWork: Send + Sync + 'static {
     /// issues recorded in the context); `Err` ends it as failed, and the
     /// failure's class decides whether the job is retried.
     fn run(&self, session: &mut SessionContext) -> impl Future<Output = Result<(), SyncFailure>> + Send;
+
+    /// Adds the work's own series to the worker's registry.
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 }
 
 /// One problem found during a session; the session goes on.

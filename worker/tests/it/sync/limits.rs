@@ -19,7 +19,10 @@ use syncfleet_connectors::{
     ssrf::UrlPolicy,
 };
 use syncfleet_simulators::graph::{Endpoint, Fault, GraphConfig, GraphSimulator};
-use syncfleet_worker::sync::{FleetGate, gate::ProviderLimits};
+use syncfleet_worker::{
+    metrics::ProviderLabel,
+    sync::{FleetGate, gate::ProviderLimits},
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -161,8 +164,9 @@ async fn a_retry_after_seen_by_one_worker_stops_the_others_for_that_mailbox() {
         concurrency: Some(4),
     };
     let prefix = Uuid::new_v4().simple().to_string();
-    let first = client(&graph, &graph.simulator.create_mailbox(MAILBOX), gate(&prefix, limit));
-    let second = client(&graph, &graph.simulator.create_mailbox(MAILBOX), gate(&prefix, limit));
+    let (first_gate, second_gate) = (gate(&prefix, limit), gate(&prefix, limit));
+    let first = client(&graph, &graph.simulator.create_mailbox(MAILBOX), first_gate.clone());
+    let second = client(&graph, &graph.simulator.create_mailbox(MAILBOX), second_gate.clone());
     first.check().await.unwrap();
     second.check().await.unwrap();
     graph
@@ -191,4 +195,7 @@ async fn a_retry_after_seen_by_one_worker_stops_the_others_for_that_mailbox() {
         before + 1,
         "one call, made after the cooldown"
     );
+    let graph_label = ProviderLabel { provider: "graph" };
+    assert_eq!(first_gate.metrics().throttled.get_or_create(&graph_label).get(), 1);
+    assert_eq!(second_gate.metrics().throttled.get_or_create(&graph_label).get(), 0);
 }
