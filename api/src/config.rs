@@ -19,10 +19,16 @@ pub const API_DRAIN_DELAY: Setting = Setting {
     doc: "On SIGTERM, how long the api keeps serving with readiness false before it stops accepting requests.",
 };
 
+pub const ALLOW_LOCAL_URLS: Setting = Setting {
+    name: "SYNCFLEET_ALLOW_LOCAL_URLS",
+    default: "false",
+    doc: "Let outside calls use http and loopback addresses (local simulators only; never in production).",
+};
+
 /// Every setting the api reads, for the README check.
 pub fn settings() -> Vec<Setting> {
     let mut settings = COMMON_SETTINGS.to_vec();
-    settings.extend([API_LISTEN, API_DRAIN_DELAY, ENCRYPTION_KEYS]);
+    settings.extend([API_LISTEN, API_DRAIN_DELAY, ENCRYPTION_KEYS, ALLOW_LOCAL_URLS]);
     settings
 }
 
@@ -38,6 +44,8 @@ pub struct ApiConfig {
     /// The keys sealing stored credentials; without them the credential
     /// routes answer 503 and `secrets reencrypt` refuses to run.
     pub key_ring: Option<KeyRing>,
+    /// What admin-supplied URLs (Salesforce instance, EWS) may be.
+    pub url_policy: syncfleet_connectors::ssrf::UrlPolicy,
 }
 
 impl ApiConfig {
@@ -48,6 +56,11 @@ impl ApiConfig {
             listen: source.get(&API_LISTEN)?,
             drain_delay: source.duration(&API_DRAIN_DELAY)?,
             key_ring: secrets::configured_key_ring(source)?,
+            url_policy: if source.get::<bool>(&ALLOW_LOCAL_URLS)? {
+                syncfleet_connectors::ssrf::UrlPolicy::LOCAL_TESTS
+            } else {
+                syncfleet_connectors::ssrf::UrlPolicy::STRICT
+            },
         })
     }
 }

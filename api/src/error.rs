@@ -33,6 +33,12 @@ struct Detail<'a> {
 }
 
 impl ApiError {
+    /// The same error, naming the field it is about.
+    pub fn on_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
     /// The stable code, for per-item results of bulk actions.
     pub fn code(&self) -> &'static str {
         self.code

@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router, middleware,
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
@@ -32,6 +32,11 @@ pub struct AppState {
     pub pool: PgPool,
     /// Publishes jobs (reconnects on its own).
     pub publisher: Arc<Publisher>,
+    /// The keys credentials are sealed with; without them the credential
+    /// routes answer 503.
+    pub key_ring: Option<syncfleet_common::secrets::KeyRing>,
+    /// What admin-supplied URLs may be (R7).
+    pub url_policy: syncfleet_connectors::ssrf::UrlPolicy,
 }
 
 /// The whole router, with request metrics registered in `registry`.
@@ -43,6 +48,14 @@ pub fn router(state: AppState, health: Arc<Health>, mut registry: Registry) -> R
         .route("/v1/users/{id}/actions/{action}", post(routes::actions::user_action))
         .route("/v1/users/actions/{action}", post(routes::actions::bulk_action))
         .route("/v1/jobs/{id}", get(routes::jobs::get_job))
+        .route(
+            "/v1/users/{id}/email-configuration",
+            get(routes::configuration::get_configuration).put(routes::configuration::put_configuration),
+        )
+        .route(
+            "/v1/users/{id}/credentials/{kind}",
+            put(routes::configuration::put_credential).delete(routes::configuration::delete_credential),
+        )
         .with_state(state.clone());
     ops::router(state.pool, health, Arc::new(registry))
         .merge(v1)

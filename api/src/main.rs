@@ -42,6 +42,8 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
             let state = AppState {
                 pool,
                 publisher: Arc::new(publisher),
+                key_ring: config.key_ring.clone(),
+                url_policy: config.url_policy,
             };
             info!(address = %config.listen, "API listening.");
             syncfleet_api::serve(listener, state, shutdown::on_signal(), config.drain_delay).await?;

@@ -1,6 +1,7 @@
 //! The `/v1` routes.
 
 pub mod actions;
+pub mod configuration;
 pub mod jobs;
 pub mod users;
 

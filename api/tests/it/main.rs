@@ -4,6 +4,7 @@
 
 mod actions;
 mod cli;
+mod configuration;
 mod traces;
 mod users;
 
@@ -35,6 +36,8 @@ impl Api {
         let state = AppState {
             pool,
             publisher: Arc::new(publisher),
+            key_ring: Some(syncfleet_testkit::test_key_ring()),
+            url_policy: syncfleet_connectors::ssrf::UrlPolicy::STRICT,
         };
         let server = tokio::spawn(syncfleet_api::serve(listener, state, shutdown.clone(), drain_delay));
         Self {

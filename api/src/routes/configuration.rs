@@ -1,0 +1,375 @@
+//! A user's email configuration (M9) and credentials (R6): the SMTP address,
+//! the Exchange account name and password, the Salesforce instance URL, and
+//! the OAuth refresh tokens the add-in hands over after consent. Secrets go
+//! in, sealed, and never come out: the answers say only whether each is set.
+//!
+//! - Exchange Direct Logon takes an account name and a password, or an
+//!   Office 365 authorization instead; storing a password switches back from
+//!   the authorization (its refresh token is deleted).
+//! - Exchange Impersonation takes only the SMTP address per user; the rest is
+//!   the organization's.
+//! - Office 365 and Gmail take a mailbox refresh token.
+//! - A user may never change their own SMTP address.
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use reqwest::Url;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, Transaction};
+use syncfleet_common::{
+    domain::AccessType,
+    secrets::{self, CredentialKind, KeyRing, Owner},
+};
+use syncfleet_connectors::ssrf;
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    auth::{Principal, Role},
+    error::ApiError,
+    routes::parse_id,
+};
+
+/// The longest secret accepted.
+const MAX_SECRET: usize = 4096;
+
+/// What the API shows of a user's configuration.
+#[derive(Debug, Serialize)]
+pub struct ConfigurationView {
+    pub user_id: Uuid,
+    pub access_type: String,
+    pub email: String,
+    pub account_logon: Option<String>,
+    pub salesforce_instance_url: Option<String>,
+    /// An Exchange password is stored.
+    pub mailbox_password_set: bool,
+    /// A Microsoft or Google authorization (refresh token) is stored.
+    pub mailbox_authorized: bool,
+    /// A Salesforce authorization is stored.
+    pub crm_authorized: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    organization_id: Uuid,
+    access_type: String,
+    email: String,
+    account_logon: Option<String>,
+    salesforce_instance_url: Option<String>,
+    kinds: Vec<String>,
+}
+
+impl From<Row> for ConfigurationView {
+    fn from(row: Row) -> Self {
+        let has = |kind: CredentialKind| row.kinds.iter().any(|stored| stored == kind.as_str());
+        Self {
+            mailbox_password_set: has(CredentialKind::MailboxPassword),
+            mailbox_authorized: has(CredentialKind::MailboxRefreshToken),
+            crm_authorized: has(CredentialKind::CrmRefreshToken),
+            user_id: row.id,
+            access_type: row.access_type,
+            email: row.email,
+            account_logon: row.account_logon,
+            salesforce_instance_url: row.salesforce_instance_url,
+        }
+    }
+}
+
+async fn load(tx: &mut Transaction<'_, Postgres>, principal: &Principal, id: Uuid) -> Result<Row, ApiError> {
+    sqlx::query_as::<_, Row>(
+        "SELECT u.id, u.organization_id, o.access_type, u.email, u.account_logon, u.salesforce_instance_url, \
+                ARRAY(SELECT c.kind FROM credentials c WHERE c.user_id = u.id) AS kinds \
+         FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1 FOR UPDATE OF u",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .filter(|row| principal.may_act_on_user(row.id, row.organization_id))
+    .ok_or_else(|| ApiError::not_found("user"))
+}
+
+fn key_ring(state: &AppState) -> Result<&KeyRing, ApiError> {
+    state.key_ring.as_ref().ok_or_else(|| {
+        ApiError::unavailable("credentials cannot be stored: SYNCFLEET_ENCRYPTION_KEYS is not configured")
+    })
+}
+
+/// `GET /v1/users/{id}/email-configuration`.
+pub async fn get_configuration(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<ConfigurationView>, ApiError> {
+    let id = parse_id("id", &id)?;
+    let mut tx = state.pool.begin().await?;
+    let row = load(&mut tx, &principal, id).await?;
+    Ok(Json(row.into()))
+}
+
+/// The body of `PUT /v1/users/{id}/email-configuration`: every field is
+/// optional; `null` clears `account_logon` and `salesforce_instance_url`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigurationChange {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    account_logon: Option<Option<String>>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    salesforce_instance_url: Option<Option<String>>,
+}
+
+/// Tells `"field": null` (clear it) from a missing field (keep it).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
+/// Reads a JSON body that may hold a secret: a parse error names the
+/// position and what is wrong with the shape, never a value.
+fn parse_secret_body<T: serde::de::DeserializeOwned>(body: &Bytes, expected: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|error| {
+        let reason = match error.classify() {
+            serde_json::error::Category::Data => {
+                // Data errors quote field names, never values, for unknown
+                // fields; other data errors may quote a value.
+                let text = error.to_string();
+                if text.starts_with("unknown field") || text.starts_with("missing field") {
+                    text
+                } else {
+                    format!(
+                        "a field has the wrong type (line {}, column {})",
+                        error.line(),
+                        error.column()
+                    )
+                }
+            }
+            _ => format!("not JSON (line {}, column {})", error.line(), error.column()),
+        };
+        ApiError::invalid("body", format!("expected {expected}: {reason}"))
+    })
+}
+
+fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn secret(field: &str, value: String) -> Result<SecretString, ApiError> {
+    if value.is_empty() {
+        return Err(ApiError::invalid(field, format!("{field} must not be empty")));
+    }
+    if value.len() > MAX_SECRET {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} is longer than {MAX_SECRET} bytes"),
+        ));
+    }
+    Ok(SecretString::from(value))
+}
+
+/// `PUT /v1/users/{id}/email-configuration`: checks every field first, then
+/// writes them all in one transaction (nothing is half-applied).
+pub async fn put_configuration(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<ConfigurationView>, ApiError> {
+    let id = parse_id("id", &id)?;
+    let change: ConfigurationChange = parse_secret_body(
+        &body,
+        "an object with email, account_logon, password and salesforce_instance_url (each optional)",
+    )?;
+    let mut tx = state.pool.begin().await?;
+    let row = load(&mut tx, &principal, id).await?;
+    let access = row.access_type.parse::<AccessType>().ok();
+
+    if let Some(email) = &change.email {
+        if principal.role == Role::User {
+            return Err(ApiError::forbidden("a user may not change their own SMTP address").on_field("email"));
+        }
+        if !valid_email(email) {
+            return Err(ApiError::invalid("email", format!("{email:?} is not an email address")));
+        }
+    }
+    if let Some(logon) = change.account_logon.as_ref().and_then(Option::as_deref) {
+        if access != Some(AccessType::ExchangeDirect) {
+            return Err(ApiError::invalid(
+                "account_logon",
+                format!(
+                    "an account name is only used by Exchange Direct Logon, not {}",
+                    row.access_type
+                ),
+            ));
+        }
+        if logon.is_empty() || logon.len() > 256 {
+            return Err(ApiError::invalid(
+                "account_logon",
+                "account_logon must be 1 to 256 characters",
+            ));
+        }
+    }
+    let password = match change.password {
+        Some(password) => {
+            if access != Some(AccessType::ExchangeDirect) {
+                return Err(ApiError::invalid(
+                    "password",
+                    format!(
+                        "a password is only used by Exchange Direct Logon; {} users authorize instead",
+                        row.access_type
+                    ),
+                ));
+            }
+            Some(secret("password", password)?)
+        }
+        None => None,
+    };
+    if let Some(Some(url)) = &change.salesforce_instance_url {
+        let parsed: Url = url
+            .parse()
+            .map_err(|_| ApiError::invalid("salesforce_instance_url", format!("{url:?} is not a URL")))?;
+        ssrf::check_url(&parsed, state.url_policy)
+            .map_err(|refused| ApiError::invalid("salesforce_instance_url", refused.to_string()))?;
+    }
+    let ring = match &password {
+        Some(_) => Some(key_ring(&state)?),
+        None => None,
+    };
+
+    if let Some(email) = &change.email {
+        let taken: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1) AND id <> $2)")
+                .bind(email)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if taken {
+            return Err(
+                ApiError::conflict("email_taken", format!("another user already has the address {email}"))
+                    .on_field("email"),
+            );
+        }
+    }
+    sqlx::query(
+        "UPDATE users SET email = COALESCE($2, email), \
+             account_logon = CASE WHEN $3 THEN $4 ELSE account_logon END, \
+             salesforce_instance_url = CASE WHEN $5 THEN $6 ELSE salesforce_instance_url END, \
+             updated_at = now() \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&change.email)
+    .bind(change.account_logon.is_some())
+    .bind(change.account_logon.clone().flatten())
+    .bind(change.salesforce_instance_url.is_some())
+    .bind(change.salesforce_instance_url.clone().flatten())
+    .execute(&mut *tx)
+    .await?;
+    if let (Some(password), Some(ring)) = (&password, ring) {
+        let owner = Owner::User(id);
+        secrets::store(&mut *tx, ring, owner, CredentialKind::MailboxPassword, password).await?;
+        // Back from Office 365 OAuth to the password.
+        secrets::delete(&mut *tx, owner, CredentialKind::MailboxRefreshToken).await?;
+    }
+    let row = load(&mut tx, &principal, id).await?;
+    tx.commit().await?;
+    Ok(Json(row.into()))
+}
+
+/// A credential named in a path.
+fn credential_kind(raw: &str) -> Result<CredentialKind, ApiError> {
+    match raw {
+        "mailbox-password" => Ok(CredentialKind::MailboxPassword),
+        "mailbox-refresh-token" => Ok(CredentialKind::MailboxRefreshToken),
+        "crm-refresh-token" => Ok(CredentialKind::CrmRefreshToken),
+        other => Err(ApiError::not_found_code(
+            "unknown_credential",
+            format!("no credential {other:?}: use mailbox-password, mailbox-refresh-token or crm-refresh-token"),
+        )),
+    }
+}
+
+/// `{"token": "..."}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    token: String,
+}
+
+/// `PUT /v1/users/{id}/credentials/{kind}` with `{"token": "..."}`: stores a
+/// refresh token the add-in obtained (the Microsoft or Google one for the
+/// mailbox, the Salesforce one for the CRM), sealed. Passwords go through the
+/// email configuration.
+pub async fn put_credential(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((id, kind)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<ConfigurationView>, ApiError> {
+    let id = parse_id("id", &id)?;
+    let kind = credential_kind(&kind)?;
+    if kind == CredentialKind::MailboxPassword {
+        return Err(ApiError::invalid(
+            "kind",
+            "a password is set through PUT /v1/users/{id}/email-configuration",
+        ));
+    }
+    let body: TokenBody = parse_secret_body(&body, "{\"token\": \"...\"}")?;
+    let token = secret("token", body.token)?;
+    let ring = key_ring(&state)?;
+    let mut tx = state.pool.begin().await?;
+    let row = load(&mut tx, &principal, id).await?;
+    if kind == CredentialKind::MailboxRefreshToken
+        && matches!(
+            row.access_type.parse::<AccessType>(),
+            Ok(AccessType::ExchangeImpersonation)
+        )
+    {
+        return Err(ApiError::invalid(
+            "kind",
+            "an Exchange Impersonation mailbox is reached through the organization's service account, not a user's authorization",
+        ));
+    }
+    secrets::store(&mut *tx, ring, Owner::User(id), kind, &token).await?;
+    let row = load(&mut tx, &principal, id).await?;
+    tx.commit().await?;
+    Ok(Json(row.into()))
+}
+
+/// `DELETE /v1/users/{id}/credentials/{kind}`: forgets a stored credential
+/// (for example the Office 365 refresh token of a Direct Logon user).
+pub async fn delete_credential(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((id, kind)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id("id", &id)?;
+    let kind = credential_kind(&kind)?;
+    let mut tx = state.pool.begin().await?;
+    load(&mut tx, &principal, id).await?;
+    let deleted = secrets::delete(&mut *tx, Owner::User(id), kind).await?;
+    tx.commit().await?;
+    if deleted {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found_code(
+            "credential_not_stored",
+            format!("no {} is stored for this user", kind.as_str()),
+        ))
+    }
+}
