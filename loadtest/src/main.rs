@@ -4,13 +4,19 @@
 //! - `pipeline [--jobs N] [--workers W]`: the scheduler's publish rate, then
 //!   the end-to-end rate of N jobs of the trivial sync work through the whole
 //!   path (publish, consume, session commit, ack); prints a JSON report.
+//! - `sync [--users N] [--workers W] [--latency MS] [--concurrency C]`: real
+//!   sync sessions of N connected users through W workers (C cadence jobs in
+//!   flight each) against in-process Graph and Salesforce simulators that add
+//!   MS milliseconds to every call; prints a JSON report.
 
 mod demo;
 mod pipeline;
+mod sync_bench;
 
 use syncfleet_common::telemetry;
 
-const USAGE: &str = "usage: syncfleet-loadtest seed-demo | pipeline [--jobs N] [--workers W]";
+const USAGE: &str = "usage: syncfleet-loadtest seed-demo | pipeline [--jobs N] [--workers W] \
+                     | sync [--users N] [--workers W] [--latency MS] [--concurrency C]";
 
 fn main() -> anyhow::Result<()> {
     telemetry::main_with("syncfleet-loadtest", |source| async move {
@@ -18,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         match arguments.first().map(String::as_str) {
             Some("seed-demo") => demo::seed(&source).await,
             Some("pipeline") => pipeline::run(&source, &pipeline::Options::parse(&arguments[1..])?).await,
+            Some("sync") => sync_bench::run(&source, &sync_bench::Options::parse(&arguments[1..])?).await,
             _ => anyhow::bail!("{USAGE}"),
         }
     })

@@ -1,0 +1,581 @@
+//! The sync benchmark: real sync sessions ([`MailboxSync`]) through the whole
+//! fleet against the Graph and Salesforce simulators served in this process,
+//! with a chosen latency added to every provider call.
+//!
+//! On a fresh database and queue prefix it connects N Office 365 users of one
+//! organization (a Graph mailbox with a few messages, both refresh tokens
+//! sealed under a benchmark key ring), starts W in-process workers, then
+//! publishes one cadence job per user directly with the `Publisher`, each user
+//! marked queued first as the scheduler does. The scheduler is left out on
+//! purpose: its publish rate is the pipeline benchmark's subject, and this one
+//! measures how fast the workers turn a backlog into finished sessions. The
+//! scheduling lag reported is therefore the time a job waited in that backlog.
+//!
+//! Every user's mailbox is already initialized (the steady state: incremental
+//! sessions) and holds five messages within the baseline: three exchanged
+//! with Contacts of their Salesforce org (two received, one sent), one from an
+//! unknown company and one from a free-mail address. Each session refreshes
+//! both tokens, checks the mailbox and the CRM's limits, reads the delta of
+//! Inbox and Sent Items, matches participants (SOQL), upserts three Tasks and
+//! queries the CRM's changed Events and Contacts of the user (none: the
+//! Contacts belong to another Salesforce user). So exactly three Tasks per user
+//! must exist at the end, which the report verifies.
+//!
+//! The users share Salesforce orgs [`USERS_PER_SALESFORCE_ORG`] at a time
+//! rather than all one org: the simulator copies an org's records under its
+//! global lock on every sObject Collections call (for the all-or-none
+//! rollback), so one org holding every benchmark Task makes that copy, not the
+//! fleet, the bottleneck (measured at 2,000 users in one org: 21 sessions/s
+//! and database pool timeouts, the runtime's threads blocked on that lock).
+
+use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use chrono::Utc;
+use secrecy::SecretString;
+use sqlx::{Connection, PgConnection, PgPool};
+use syncfleet_common::{
+    config::Source,
+    db,
+    domain::Trigger,
+    queue::{self, JobEnvelope, Publisher, Route, Topology},
+    secrets::{self, CredentialKind, KeyRing, Owner},
+};
+use syncfleet_simulators::{
+    Server,
+    graph::{Folder, GraphConfig, GraphSimulator, MessageSeed, Recipient},
+    salesforce::{OrgId, SalesforceConfig, SalesforceSimulator},
+};
+use syncfleet_worker::{
+    WorkerConfig, config,
+    sync::{FleetGate, MailboxSync, ProviderConfig, TASK_EXTERNAL_ID_FIELD},
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The benchmark's own key ring (32 bytes of 0x22): its credentials live
+/// only in the benchmark's throwaway database.
+const BENCH_ENCRYPTION_KEYS: &str = "1:IiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiI=";
+
+/// The database the benchmark creates and drops (not the pipeline's).
+const DATABASE: &str = "syncfleet_sync_bench";
+
+/// Each Salesforce org's daily API allocation: high, so that the run measures
+/// the fleet rather than Salesforce's throttling.
+const DAILY_API_MAX: u64 = 10_000_000;
+
+/// Fleet users per Salesforce org (why not a single org: see the module's docs).
+const USERS_PER_SALESFORCE_ORG: usize = 10;
+
+/// Contacts in each Salesforce org, shared by its users' mail.
+const CONTACTS_PER_ORG: usize = 10;
+
+/// Messages of each user's mailbox that match a Contact: the Tasks expected.
+const MATCHED_PER_USER: usize = 3;
+
+/// How long the benchmark waits without any job finishing before it reports
+/// what it has.
+const STALL_LIMIT: Duration = Duration::from_secs(120);
+
+/// The benchmark's parameters.
+pub struct Options {
+    users: usize,
+    workers: usize,
+    latency: Duration,
+    concurrency: u16,
+}
+
+impl Options {
+    /// Reads `--users N`, `--workers W`, `--latency MS` and `--concurrency C`.
+    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
+        let mut options = Self {
+            users: 2000,
+            workers: 2,
+            latency: Duration::ZERO,
+            concurrency: 256,
+        };
+        let mut iter = arguments.iter();
+        while let Some(flag) = iter.next() {
+            let value = iter.next().with_context(|| format!("{flag} needs a value"))?;
+            let number: u64 = value
+                .parse()
+                .with_context(|| format!("{flag} takes a whole number, got {value:?}"))?;
+            match flag.as_str() {
+                "--users" if number > 0 => options.users = usize::try_from(number)?,
+                "--workers" if number > 0 => options.workers = usize::try_from(number)?,
+                "--latency" => options.latency = Duration::from_millis(number),
+                "--concurrency" if number > 0 => {
+                    options.concurrency =
+                        u16::try_from(number).with_context(|| format!("--concurrency is at most {}", u16::MAX))?;
+                }
+                _ => anyhow::bail!(
+                    "unknown option {flag} or zero value; use --users N, --workers W, --latency MS and --concurrency C"
+                ),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// The simulators of the run; they stop when the token is cancelled.
+struct Simulators {
+    graph: GraphSimulator,
+    salesforce: SalesforceSimulator,
+    graph_server: Server,
+    salesforce_server: Server,
+    shutdown: CancellationToken,
+}
+
+impl Simulators {
+    async fn start(latency: Duration) -> anyhow::Result<Self> {
+        let shutdown = CancellationToken::new();
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        // Graph keeps its real per-mailbox limits (4 concurrent requests,
+        // 10,000 per 10 minutes): one session stays far below them. The orgs'
+        // daily allocation is raised so that the run measures the fleet, not
+        // Salesforce's throttling.
+        let graph = GraphSimulator::new(GraphConfig::default());
+        let graph_server = graph.serve(loopback, shutdown.clone()).await?;
+        let salesforce = SalesforceSimulator::new(SalesforceConfig {
+            daily_api_max: DAILY_API_MAX,
+            ..SalesforceConfig::default()
+        });
+        let salesforce_server = salesforce.serve(loopback, shutdown.clone()).await?;
+        // Graph's latency varies by ±20% around the mean; Salesforce's is fixed.
+        graph.set_latency(latency * 4 / 5, latency * 2 / 5);
+        salesforce.set_latency(latency);
+        Ok(Self {
+            graph,
+            salesforce,
+            graph_server,
+            salesforce_server,
+            shutdown,
+        })
+    }
+
+    /// The settings pointing a worker at the simulators.
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        let graph = self.graph_server.base_url();
+        vec![
+            ("SYNCFLEET_GRAPH_URL", graph.clone()),
+            (
+                "SYNCFLEET_MICROSOFT_TOKEN_URL",
+                format!("{graph}/organizations/oauth2/v2.0/token"),
+            ),
+            ("SYNCFLEET_MICROSOFT_CLIENT_ID", "syncfleet-bench-app".to_owned()),
+            ("SYNCFLEET_MICROSOFT_CLIENT_SECRET", "syncfleet-bench-secret".to_owned()),
+            (
+                "SYNCFLEET_SALESFORCE_CLIENT_ID",
+                "syncfleet-bench-connected-app".to_owned(),
+            ),
+            ("SYNCFLEET_ALLOW_LOCAL_URLS", "true".to_owned()),
+        ]
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.graph_server.stopped().await?;
+        self.salesforce_server.stopped().await?;
+        Ok(())
+    }
+}
+
+/// A new Salesforce org and its Contacts' addresses, owned by a Salesforce
+/// user none of the fleet's users authorizes as.
+fn seed_org(simulators: &Simulators, number: usize) -> anyhow::Result<(OrgId, Vec<String>)> {
+    let org = simulators.salesforce.create_org();
+    let owner = simulators.salesforce.create_user(&org)?;
+    let contacts = (0..CONTACTS_PER_ORG)
+        .map(|index| {
+            let email = format!("contact{index}@customer{}-{number}.example", index % 5);
+            simulators.salesforce.insert_record(
+                &org,
+                "Contact",
+                serde_json::json!({
+                    "Email": email,
+                    "FirstName": format!("Buyer{index}"),
+                    "LastName": "Benchmark",
+                    "OwnerId": owner,
+                }),
+            )?;
+            Ok(email)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((org, contacts))
+}
+
+/// N enabled users of one Office 365 organization, each connected to both
+/// simulators with sealed refresh tokens and an initialized mailbox holding
+/// its five messages; answers the organization, the users and the Salesforce
+/// orgs.
+async fn seed_users(
+    pool: &PgPool,
+    simulators: &Simulators,
+    ring: &KeyRing,
+    count: usize,
+) -> anyhow::Result<(Uuid, Vec<Uuid>, Vec<OrgId>)> {
+    let orgs = (0..count.div_ceil(USERS_PER_SALESFORCE_ORG))
+        .map(|number| seed_org(simulators, number))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let organization = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO organizations (id, external_id, name, access_type, sync_enabled) \
+         VALUES ($1, $2, 'Sync benchmark', 'office365', true)",
+    )
+    .bind(organization)
+    .bind(format!("sync-bench-{}", organization.simple()))
+    .execute(pool)
+    .await?;
+    let users: Vec<Uuid> = (0..count).map(|_| Uuid::new_v4()).collect();
+    let emails: Vec<String> = (0..count)
+        .map(|index| format!("user{index}@fleet-bench.example"))
+        .collect();
+    sqlx::query(
+        "INSERT INTO users (id, organization_id, name, email, sync_status, mailbox_status, next_sync_at, \
+                            salesforce_instance_url) \
+         SELECT id, $3, 'Bench ' || email, email, 'enabled', 'initialized', now() + interval '1 day', $4 \
+         FROM UNNEST($1::uuid[], $2::text[]) AS u(id, email)",
+    )
+    .bind(&users)
+    .bind(&emails)
+    .bind(organization)
+    .bind(simulators.salesforce_server.base_url())
+    .execute(pool)
+    .await?;
+    let mut tx = pool.begin().await?;
+    let now = Utc::now();
+    for (index, (user, email)) in users.iter().zip(&emails).enumerate() {
+        let mailbox_token = simulators.graph.create_mailbox(email);
+        let (org, contacts) = &orgs[index / USERS_PER_SALESFORCE_ORG];
+        let crm_token = simulators.salesforce.issue_refresh_token(org);
+        for (kind, token) in [
+            (CredentialKind::MailboxRefreshToken, mailbox_token),
+            (CredentialKind::CrmRefreshToken, crm_token),
+        ] {
+            secrets::store(&mut *tx, ring, Owner::User(*user), kind, &SecretString::from(token)).await?;
+        }
+        let contact = |offset: usize| contacts[(index * MATCHED_PER_USER + offset) % contacts.len()].clone();
+        let sent_at = |minutes: i64| now - chrono::Duration::minutes(60 + minutes);
+        let received = |from: String, subject: &str, minutes: i64| {
+            (
+                Folder::Inbox,
+                MessageSeed {
+                    from: Recipient::new(from),
+                    to: vec![Recipient::new(email)],
+                    cc: Vec::new(),
+                    subject: subject.to_owned(),
+                    sent_at: sent_at(minutes),
+                    body: format!("About {subject}."),
+                },
+            )
+        };
+        let messages = [
+            received(contact(0), "Proposal", 50),
+            received(contact(1), "Pricing question", 40),
+            received("news@unknown-vendor.example".to_owned(), "Newsletter", 30),
+            received("someone@gmail.com".to_owned(), "Private note", 20),
+            (
+                Folder::SentItems,
+                MessageSeed {
+                    from: Recipient::new(email),
+                    to: vec![Recipient::new(contact(2))],
+                    cc: Vec::new(),
+                    subject: "Re: Proposal".to_owned(),
+                    sent_at: sent_at(10),
+                    body: "Here is the proposal.".to_owned(),
+                },
+            ),
+        ];
+        for (folder, seed) in messages {
+            simulators.graph.add_message(email, folder, seed)?;
+        }
+    }
+    tx.commit().await?;
+    Ok((organization, users, orgs.into_iter().map(|(org, _)| org).collect()))
+}
+
+type Handle = (CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>);
+
+fn spawn_workers(source: &Source, config: &WorkerConfig, count: usize) -> anyhow::Result<Vec<Handle>> {
+    (0..count)
+        .map(|index| {
+            let mut config = config.clone();
+            config.worker_id = format!("sync-bench-worker-{index}");
+            // Each worker has its own sync (HTTP client and gate), built as
+            // the worker's binary builds it, as separate processes would.
+            let providers = ProviderConfig::from_source(source)?;
+            let lease = providers.call_timeout + Duration::from_secs(5);
+            let gate = FleetGate::from_source(
+                source,
+                config.common.redis_url.clone(),
+                &config.common.queue_prefix,
+                lease,
+            )?;
+            let metrics = gate.metrics().clone();
+            let sync = MailboxSync::new(providers, config::budget(source)?, Arc::new(gate))?.with_gate_metrics(metrics);
+            let token = CancellationToken::new();
+            let handle = tokio::spawn(syncfleet_worker::run(config, Arc::new(sync), token.clone()));
+            Ok((token, handle))
+        })
+        .collect()
+}
+
+/// Marks every user queued with a fresh cadence job, then publishes the jobs;
+/// answers when the last publish was confirmed.
+async fn publish(pool: &PgPool, publisher: &Publisher, users: &[Uuid]) -> anyhow::Result<()> {
+    let scheduled_at = Utc::now();
+    let jobs: Vec<JobEnvelope> = users
+        .iter()
+        .map(|user| JobEnvelope::sync(*user, Trigger::Cadence, scheduled_at))
+        .collect();
+    let ids: Vec<Uuid> = jobs.iter().map(|job| job.job_id).collect();
+    sqlx::query(
+        "UPDATE users u SET queued_job_id = d.job, queued_at = now() \
+         FROM UNNEST($1::uuid[], $2::uuid[]) AS d(id, job) WHERE u.id = d.id",
+    )
+    .bind(users)
+    .bind(&ids)
+    .execute(pool)
+    .await?;
+    for chunk in jobs.chunks(500) {
+        publisher.publish(Route::Cadence, chunk).await?;
+    }
+    Ok(())
+}
+
+/// Waits until no user of the organization has a job pending (finished, or
+/// dead-lettered); answers false if nothing finished for [`STALL_LIMIT`].
+async fn wait_for_jobs(pool: &PgPool, organization: Uuid) -> anyhow::Result<bool> {
+    let mut last = (i64::MAX, Instant::now());
+    loop {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM users WHERE organization_id = $1 AND queued_job_id IS NOT NULL")
+                .bind(organization)
+                .fetch_one(pool)
+                .await?;
+        if pending == 0 {
+            return Ok(true);
+        }
+        if pending < last.0 {
+            last = (pending, Instant::now());
+        } else if last.1.elapsed() > STALL_LIMIT {
+            eprintln!("{pending} jobs still pending, none finished for {STALL_LIMIT:?}; reporting what there is");
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the database says about the sessions.
+#[derive(sqlx::FromRow)]
+struct SessionFigures {
+    succeeded: i64,
+    with_issues: i64,
+    failed: i64,
+    other: i64,
+    items_to_crm: i64,
+    graph_calls: f64,
+    salesforce_calls: f64,
+    duration_ms: Vec<f64>,
+    lag_ms: Vec<f64>,
+    busy_seconds: f64,
+}
+
+async fn session_figures(pool: &PgPool) -> anyhow::Result<SessionFigures> {
+    Ok(sqlx::query_as::<_, SessionFigures>(
+        "SELECT count(*) FILTER (WHERE status = 'succeeded') AS succeeded, \
+                count(*) FILTER (WHERE status = 'succeeded_with_issues') AS with_issues, \
+                count(*) FILTER (WHERE status = 'failed') AS failed, \
+                count(*) FILTER (WHERE status NOT IN ('succeeded', 'succeeded_with_issues', 'failed')) AS other, \
+                COALESCE(sum(items_to_crm), 0)::int8 AS items_to_crm, \
+                COALESCE(avg(COALESCE((calls->>'graph')::float8, 0)), 0) AS graph_calls, \
+                COALESCE(avg(COALESCE((calls->>'salesforce')::float8, 0)), 0) AS salesforce_calls, \
+                COALESCE(percentile_cont(ARRAY[0.5, 0.99]::float8[]) WITHIN GROUP \
+                    (ORDER BY EXTRACT(EPOCH FROM ended_at - started_at)::float8 * 1000), ARRAY[0, 0]::float8[]) \
+                    AS duration_ms, \
+                COALESCE(percentile_cont(ARRAY[0.5, 0.99]::float8[]) WITHIN GROUP \
+                    (ORDER BY EXTRACT(EPOCH FROM started_at - scheduled_at)::float8 * 1000), ARRAY[0, 0]::float8[]) \
+                    AS lag_ms, \
+                COALESCE(sum(EXTRACT(EPOCH FROM ended_at - started_at)::float8), 0) AS busy_seconds \
+         FROM sync_sessions WHERE ended_at IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The failed sessions' causes, the most frequent first.
+async fn failure_causes(pool: &PgPool) -> anyhow::Result<Vec<serde_json::Value>> {
+    let rows: Vec<(Option<String>, Option<String>, i64)> = sqlx::query_as(
+        "SELECT error_category, left(error_message, 200), count(*) FROM sync_sessions \
+         WHERE status = 'failed' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 5",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(category, message, count)| serde_json::json!({ "category": category, "message": message, "count": count }))
+        .collect())
+}
+
+fn rounded(value: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (value * scale).round() / scale
+}
+
+/// Runs the benchmark on a fresh database and queue prefix, prints its JSON
+/// report, then removes both.
+pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
+    let server = std::env::var("SYNCFLEET_BENCH_DATABASE_SERVER")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+    let mut admin = PgConnection::connect(&format!("{server}/postgres")).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {DATABASE}"))
+        .execute(&mut admin)
+        .await?;
+    let database_url = format!("{server}/{DATABASE}");
+    let prefix = format!("syncbench-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let concurrency = options.concurrency.to_string();
+    let daily_api_max = DAILY_API_MAX.to_string();
+    let simulators = Simulators::start(options.latency).await?;
+    let provider_settings = simulators.settings();
+    let mut settings = source.clone();
+    settings.extend([
+        ("SYNCFLEET_DATABASE_URL", database_url.as_str()),
+        ("SYNCFLEET_QUEUE_PREFIX", prefix.as_str()),
+        ("SYNCFLEET_ENCRYPTION_KEYS", BENCH_ENCRYPTION_KEYS),
+        ("SYNCFLEET_OPS_LISTEN", "127.0.0.1:0"),
+        ("SYNCFLEET_WORKER_CONCURRENCY", concurrency.as_str()),
+        // The fleet's own view of each org's allocation matches the simulator's.
+        ("SYNCFLEET_LIMIT_SALESFORCE_DAILY_REQUESTS", daily_api_max.as_str()),
+    ]);
+    settings.extend(provider_settings.iter().map(|(name, value)| (*name, value.as_str())));
+    let worker_config = WorkerConfig::from_source(&settings)?;
+    let ring = KeyRing::parse(&SecretString::from(BENCH_ENCRYPTION_KEYS.to_owned()))?;
+    let pool = db::connect(&worker_config.common).await?;
+    db::migrate(&pool).await?;
+
+    let seeding = Instant::now();
+    let (organization, users, orgs) = seed_users(&pool, &simulators, &ring, options.users).await?;
+    let seeding_seconds = seeding.elapsed().as_secs_f64();
+    eprintln!("seeded {} connected users in {seeding_seconds:.1}s", options.users);
+
+    let topology = Topology::new(prefix.clone(), worker_config.common.delivery_limit);
+    let publisher = Publisher::connect(worker_config.common.amqp_url.clone(), "sync benchmark", topology).await?;
+    let workers = spawn_workers(&settings, &worker_config, options.workers)?;
+    let started = Instant::now();
+    publish(&pool, &publisher, &users).await?;
+    let publish_seconds = started.elapsed().as_secs_f64();
+    let complete = wait_for_jobs(&pool, organization).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    for (token, handle) in workers {
+        token.cancel();
+        handle.await??;
+    }
+
+    let figures = session_figures(&pool).await?;
+    let failures = failure_causes(&pool).await?;
+    let tasks: Vec<_> = orgs
+        .iter()
+        .flat_map(|org| simulators.salesforce.records(org, "Task"))
+        .collect();
+    let distinct: BTreeSet<String> = tasks
+        .iter()
+        .filter_map(|task| {
+            task.get(TASK_EXTERNAL_ID_FIELD)
+                .and_then(|id| id.as_str())
+                .map(str::to_owned)
+        })
+        .collect();
+    let expected_tasks = options.users * MATCHED_PER_USER;
+    let (mut graph_calls, mut graph_throttled) = (0u64, 0u64);
+    for index in 0..options.users {
+        let counters = simulators.graph.counters(&format!("user{index}@fleet-bench.example"));
+        graph_calls += counters.total_calls();
+        graph_throttled += counters.throttled;
+    }
+    let (mut salesforce_calls, mut salesforce_throttled) = (0u64, 0u64);
+    for org in &orgs {
+        let counters = simulators.salesforce.counters(org);
+        salesforce_calls += counters.total_calls();
+        salesforce_throttled += counters.throttled;
+    }
+    let completed = figures.succeeded + figures.with_issues;
+    let ended = completed + figures.failed + figures.other;
+    let per_ended = |total: u64| rounded(total as f64 / ended.max(1) as f64, 2);
+    let report = serde_json::json!({
+        "users": options.users,
+        "salesforce_orgs": orgs.len(),
+        "workers": options.workers,
+        "concurrency": options.concurrency,
+        "max_sessions_in_flight": options.workers * usize::from(options.concurrency),
+        "latency_ms": options.latency.as_millis(),
+        "database_max_connections_per_worker": worker_config.common.database_max_connections,
+        "complete": complete,
+        "sessions": {
+            "succeeded": figures.succeeded,
+            "with_issues": figures.with_issues,
+            "failed": figures.failed,
+            "other": figures.other,
+            "failure_causes": failures,
+        },
+        "elapsed_s": rounded(elapsed, 2),
+        "publish_s": rounded(publish_seconds, 2),
+        "sessions_per_s": rounded(completed as f64 / elapsed, 1),
+        "mean_sessions_in_flight": rounded(figures.busy_seconds / elapsed, 1),
+        "calls_per_session": {
+            "graph": rounded(figures.graph_calls, 2),
+            "salesforce": rounded(figures.salesforce_calls, 2),
+            "total": rounded(figures.graph_calls + figures.salesforce_calls, 2),
+        },
+        "simulator_calls_per_session": {
+            "graph": per_ended(graph_calls),
+            "salesforce": per_ended(salesforce_calls),
+        },
+        "throttled": { "graph": graph_throttled, "salesforce": salesforce_throttled },
+        "session_duration_ms": {
+            "p50": rounded(figures.duration_ms.first().copied().unwrap_or_default(), 1),
+            "p99": rounded(figures.duration_ms.get(1).copied().unwrap_or_default(), 1),
+        },
+        "scheduling_lag_ms": {
+            "p50": rounded(figures.lag_ms.first().copied().unwrap_or_default(), 1),
+            "p99": rounded(figures.lag_ms.get(1).copied().unwrap_or_default(), 1),
+        },
+        "tasks": {
+            "expected": expected_tasks,
+            "created": tasks.len(),
+            "distinct_external_ids": distinct.len(),
+            "items_to_crm": figures.items_to_crm,
+            "ok": tasks.len() == expected_tasks && distinct.len() == expected_tasks,
+        },
+        "seeding_s": rounded(seeding_seconds, 1),
+        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Err(error) = cleanup(pool, &mut admin, &worker_config, simulators).await {
+        eprintln!("cleanup incomplete: {error:#}");
+    }
+    Ok(())
+}
+
+async fn cleanup(
+    pool: PgPool,
+    admin: &mut PgConnection,
+    config: &WorkerConfig,
+    simulators: Simulators,
+) -> anyhow::Result<()> {
+    pool.close().await;
+    simulators.stop().await?;
+    let topology = Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
+    let connection = queue::connect(&config.common.amqp_url, "sync benchmark cleanup").await?;
+    let channel = connection.create_channel().await?;
+    topology.delete(&channel).await?;
+    channel.close(200, "done".into()).await?;
+    connection.close(200, "done".into()).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+        .execute(admin)
+        .await?;
+    Ok(())
+}
