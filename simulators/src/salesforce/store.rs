@@ -527,7 +527,12 @@ fn run_collection(
     count: usize,
     mut write: impl FnMut(&mut State, usize) -> Result<Written, RecordError>,
 ) -> Vec<Result<Written, RecordError>> {
-    let snapshot = state.orgs.get(org).map(|org| org.objects.clone());
+    // Only an all-or-none call can be undone, so only it pays for a copy.
+    let snapshot = if all_or_none {
+        state.orgs.get(org).map(|org| org.objects.clone())
+    } else {
+        None
+    };
     let mut results: Vec<_> = (0..count).map(|index| write(state, index)).collect();
     if all_or_none
         && results.iter().any(Result::is_err)
