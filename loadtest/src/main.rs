@@ -8,15 +8,18 @@
 //!   sync sessions of N connected users through W workers (C cadence jobs in
 //!   flight each) against in-process Graph and Salesforce simulators that add
 //!   MS milliseconds to every call; prints a JSON report.
+//! - `limiter [--calls N]`: the fleet-wide limiter's cost per call, through
+//!   Redis and through the local share; prints a JSON report.
 
 mod demo;
+mod limiter_bench;
 mod pipeline;
 mod sync_bench;
 
 use syncfleet_common::telemetry;
 
 const USAGE: &str = "usage: syncfleet-loadtest seed-demo | pipeline [--jobs N] [--workers W] \
-                     | sync [--users N] [--workers W] [--latency MS] [--concurrency C]";
+                     | sync [--users N] [--workers W] [--latency MS] [--concurrency C] | limiter [--calls N]";
 
 fn main() -> anyhow::Result<()> {
     telemetry::main_with("syncfleet-loadtest", |source| async move {
@@ -24,6 +27,7 @@ fn main() -> anyhow::Result<()> {
         match arguments.first().map(String::as_str) {
             Some("seed-demo") => demo::seed(&source).await,
             Some("pipeline") => pipeline::run(&source, &pipeline::Options::parse(&arguments[1..])?).await,
+            Some("limiter") => limiter_bench::run(&source, &limiter_bench::Options::parse(&arguments[1..])?).await,
             Some("sync") => sync_bench::run(&source, &sync_bench::Options::parse(&arguments[1..])?).await,
             _ => anyhow::bail!("{USAGE}"),
         }
