@@ -41,6 +41,8 @@ export SYNCFLEET_SIMULATOR_SMTP_LISTEN=127.0.0.1:2525
 export SYNCFLEET_DEMO_SIMULATOR_URL=$sim
 export SYNCFLEET_ENCRYPTION_KEYS="1:c3luY2ZsZWV0LWRlbW8ta2V5LW5vdC1hLXNlY3JldCE="
 export SYNCFLEET_ALLOW_LOCAL_URLS=true
+# The fleet's limits match the simulated org's allocation (seed-demo creates it with 10 million a day).
+export SYNCFLEET_LIMIT_SALESFORCE_DAILY_REQUESTS=10000000
 export SYNCFLEET_GRAPH_URL=$sim
 export SYNCFLEET_MICROSOFT_TOKEN_URL="$sim/organizations/oauth2/v2.0/token"
 export SYNCFLEET_MICROSOFT_CLIENT_ID=syncfleet-demo-app

@@ -94,8 +94,9 @@ impl std::fmt::Debug for Limiter {
 }
 
 /// The atomic admission: cooldown, then concurrency (expired leases
-/// reclaimed), then the GCRA rate; writes nothing unless it grants. Time is
-/// Redis' own clock, so workers' clocks never disagree.
+/// reclaimed), then the GCRA rate; it writes nothing unless it grants (or cuts
+/// a backlog a raised limit makes impossible). Time is Redis' own clock, so
+/// workers' clocks never disagree.
 const ACQUIRE: &str = r#"
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
@@ -125,6 +126,12 @@ if interval > 0 then
   local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
   if tat < now then
     tat = now
+  end
+  -- A backlog the current limit could never have built (the limit was
+  -- raised) is cut to the most it allows.
+  if tat > now + interval * burst then
+    tat = now + interval * burst
+    redis.call('SET', KEYS[2], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
   end
   new_tat = tat + interval * cost
   local allowed_at = new_tat - interval * burst

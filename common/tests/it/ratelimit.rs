@@ -231,3 +231,37 @@ async fn without_redis_a_local_share_holds_and_redis_is_used_again_once_back() {
     redis.wait().unwrap();
     assert!(recovered, "the limiter went back to Redis on its own");
 }
+
+#[tokio::test]
+async fn raising_a_limit_takes_effect_at_once() {
+    let prefix = Uuid::new_v4().simple().to_string();
+    let worker = limiter(&redis_url(), &prefix);
+    let slow = Limit {
+        rate: Some((10, Duration::from_secs(3600))),
+        concurrency: None,
+    };
+    // Spend the slow limit's burst: the next call would wait for minutes.
+    while let Admission::Granted(permit) = worker.acquire("org", slow, 1).await {
+        worker.release(permit).await;
+    }
+    assert!(matches!(worker.acquire("org", slow, 1).await, Admission::Wait(delay) if delay > Duration::from_secs(60)));
+    let fast = Limit {
+        rate: Some((1000, Duration::from_secs(1))),
+        concurrency: None,
+    };
+    // At most the new limit's own spacing, then the calls go.
+    let mut granted = 0;
+    for _ in 0..20 {
+        match worker.acquire("org", fast, 1).await {
+            Admission::Granted(_) => granted += 1,
+            Admission::Wait(delay) => {
+                assert!(
+                    delay <= Duration::from_millis(5),
+                    "the old backlog still holds the account: {delay:?}"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+    assert!(granted >= 10, "only {granted} of 20 calls went under the raised limit");
+}
