@@ -55,8 +55,11 @@ pub struct Account {
     /// The provider.
     pub provider: Provider,
     /// The account at that provider: a mailbox, an EWS logon account (the
-    /// service account under impersonation), a Salesforce org's host.
+    /// service account under impersonation), a Salesforce org.
     pub name: String,
+    /// The allocation the provider reported for the account, when it did (a
+    /// Salesforce org's daily API requests, from `Sforce-Limit-Info`).
+    pub allocation: Option<u64>,
 }
 
 /// Decides when calls may go.
@@ -86,6 +89,7 @@ impl Gated {
             account: Account {
                 provider,
                 name: name.into(),
+                allocation: None,
             },
         }
     }
@@ -97,6 +101,7 @@ impl Gated {
             account: Account {
                 provider,
                 name: name.into(),
+                allocation: None,
             },
         }
     }
@@ -114,15 +119,16 @@ impl Gated {
         }
     }
 
-    /// [`Gated::admit`] for the account `name` of the same provider (a
-    /// client that learns its account's real name, as a Salesforce org id,
-    /// after its first call).
-    pub async fn admit_as(&self, name: &str, cost: u32) -> Result<CallPermit, ConnectorError> {
+    /// [`Gated::admit`] for the account `name` of the same provider with the
+    /// allocation it reported (a client that learns its account's real name
+    /// and allocation, as a Salesforce org's, from its answers).
+    pub async fn admit_as(&self, name: &str, allocation: Option<u64>, cost: u32) -> Result<CallPermit, ConnectorError> {
         match &self.gate {
             Some(gate) => {
                 let account = Account {
                     provider: self.account.provider,
                     name: name.to_owned(),
+                    allocation,
                 };
                 gate.admit(&account, cost).await
             }

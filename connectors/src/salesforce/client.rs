@@ -432,8 +432,9 @@ impl SalesforceClient {
             self.check_reserve()?;
             // The org's id once a refresh named it (one host may serve
             // several orgs), its login host before.
+            let allocation = self.api_usage().map(|usage| usage.max);
             let permit = match self.org_id() {
-                Some(org) => self.gate.admit_as(&org.to_lowercase(), 1).await?,
+                Some(org) => self.gate.admit_as(&org.to_lowercase(), allocation, 1).await?,
                 None => self.gate.admit(1).await?,
             };
             self.calls.fetch_add(1, Ordering::Relaxed);

@@ -48,7 +48,7 @@ pub const LIMIT_GMAIL_PROJECT_UNITS: Setting = Setting {
 pub const LIMIT_SALESFORCE_DAILY_REQUESTS: Setting = Setting {
     name: "SYNCFLEET_LIMIT_SALESFORCE_DAILY_REQUESTS",
     default: "15000",
-    doc: "Each Salesforce org's daily API allocation (rolling 24 hours).",
+    doc: "A Salesforce org's daily API allocation until the org reports its own (Sforce-Limit-Info), which then applies.",
 };
 pub const LIMIT_SALESFORCE_RESERVE_PERCENT: Setting = Setting {
     name: "SYNCFLEET_LIMIT_SALESFORCE_RESERVE_PERCENT",
@@ -94,6 +94,8 @@ pub struct ProviderLimits {
     pub gmail_user: Limit,
     pub gmail_project: Limit,
     pub salesforce: Limit,
+    /// The share of an org's reported allocation kept for the customer.
+    pub salesforce_reserve_percent: u64,
 }
 
 impl ProviderLimits {
@@ -135,6 +137,7 @@ impl ProviderLimits {
                 )),
                 concurrency: Some(source.positive(&LIMIT_SALESFORCE_CONCURRENCY)?),
             },
+            salesforce_reserve_percent: reserve,
         })
     }
 }
@@ -146,6 +149,9 @@ pub struct FleetGate {
     limits: ProviderLimits,
     max_wait: Duration,
     metrics: GateMetrics,
+    /// The daily allocation each Salesforce org reported, as last seen: the
+    /// org's rate follows it instead of the configured default.
+    allocations: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 impl FleetGate {
@@ -156,6 +162,7 @@ impl FleetGate {
             limits,
             max_wait,
             metrics: GateMetrics::default(),
+            allocations: Default::default(),
         }
     }
 
@@ -189,7 +196,29 @@ impl FleetGate {
                 (key("gmail"), self.limits.gmail_user),
                 ("gmail-project".to_owned(), self.limits.gmail_project),
             ],
-            Provider::Salesforce => vec![(key("salesforce"), self.limits.salesforce)],
+            Provider::Salesforce => vec![(key("salesforce"), self.salesforce_limit(account))],
+        }
+    }
+
+    /// An org's limit: its reported allocation (remembered from the last
+    /// answer that carried it) less the reserve, or the configured one.
+    fn salesforce_limit(&self, account: &Account) -> Limit {
+        let mut allocations = self
+            .allocations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(max) = account.allocation {
+            allocations.insert(account.name.clone(), max);
+        }
+        match allocations.get(&account.name) {
+            Some(max) => Limit {
+                rate: Some((
+                    (max * (100 - self.limits.salesforce_reserve_percent) / 100).max(1),
+                    Duration::from_secs(24 * 60 * 60),
+                )),
+                ..self.limits.salesforce
+            },
+            None => self.limits.salesforce,
         }
     }
 

@@ -64,6 +64,7 @@ fn gate(prefix: &str, graph: Limit) -> Arc<FleetGate> {
             gmail_user: unlimited,
             gmail_project: unlimited,
             salesforce: unlimited,
+            salesforce_reserve_percent: 20,
         },
         Duration::from_secs(30),
     ))

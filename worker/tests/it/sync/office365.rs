@@ -339,3 +339,37 @@ async fn the_salesforce_reserve_is_never_touched_and_the_job_is_deferred_without
     worker.stop().await;
     fixture.env.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_orgs_reported_allocation_replaces_the_configured_default() {
+    let fixture = Fixture::new(Access::Office365).await;
+    fixture
+        .providers
+        .salesforce
+        .insert_contact(&fixture.providers.org, BUYER)
+        .unwrap();
+    fixture
+        .providers
+        .salesforce
+        .set_daily_api_max(&fixture.providers.org, 10_000_000);
+    fixture.receive(BUYER, "First");
+    // Configured for a tiny org (80 calls a day after the reserve: one call,
+    // then one every 18 minutes); the org reports 10 million.
+    let worker = fixture.worker(&[("SYNCFLEET_LIMIT_SALESFORCE_DAILY_REQUESTS", "100")]);
+    assert_eq!(
+        fixture.sync_once().await,
+        "succeeded",
+        "{:?}",
+        fixture.last_session().await
+    );
+    fixture.receive(BUYER, "Second");
+    assert_eq!(
+        fixture.sync_once().await,
+        "succeeded",
+        "{:?}",
+        fixture.last_session().await
+    );
+    assert_eq!(fixture.tasks().len(), 2);
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
