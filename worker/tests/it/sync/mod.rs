@@ -172,6 +172,14 @@ impl Fixture {
         self.receive_at(from, subject, Utc::now())
     }
 
+    /// Makes [`BUYER`] a Contact of the Salesforce org; answers its id.
+    pub fn buyer_is_a_contact(&self) -> String {
+        self.providers
+            .salesforce
+            .insert_contact(&self.providers.org, BUYER)
+            .unwrap()
+    }
+
     pub fn tasks(&self) -> Vec<serde_json::Map<String, Value>> {
         self.providers.salesforce.records(&self.providers.org, "Task")
     }
@@ -273,11 +281,7 @@ pub struct Session {
 /// old mail is outside the baseline, and the next session is incremental.
 pub async fn mail_becomes_one_task_per_message(access: Access) {
     let fixture = Fixture::new(access).await;
-    let contact = fixture
-        .providers
-        .salesforce
-        .insert_contact(&fixture.providers.org, BUYER)
-        .unwrap();
+    let contact = fixture.buyer_is_a_contact();
     // A Lead with the same address loses to the Contact.
     fixture
         .providers
@@ -336,11 +340,7 @@ pub async fn mail_becomes_one_task_per_message(access: Access) {
 /// An expired cursor leads to a full resync that rewrites, never copies.
 pub async fn an_expired_cursor_resyncs_without_duplicates(access: Access, expire: impl Fn(&Fixture)) {
     let fixture = Fixture::new(access).await;
-    fixture
-        .providers
-        .salesforce
-        .insert_contact(&fixture.providers.org, BUYER)
-        .unwrap();
+    fixture.buyer_is_a_contact();
     fixture.receive(BUYER, "First");
     let worker = fixture.worker(&[]);
     assert_eq!(fixture.sync_once().await, "succeeded");

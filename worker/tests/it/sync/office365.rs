@@ -199,11 +199,7 @@ async fn crm_events_and_contacts_owned_by_the_user_appear_in_the_mailbox_once() 
 #[tokio::test]
 async fn the_session_records_its_steps_with_timings_and_its_calls_per_provider() {
     let fixture = Fixture::new(Access::Office365).await;
-    fixture
-        .providers
-        .salesforce
-        .insert_contact(&fixture.providers.org, BUYER)
-        .unwrap();
+    fixture.buyer_is_a_contact();
     fixture.receive(BUYER, "Hello");
     let worker = fixture.worker(&[]);
     assert_eq!(fixture.sync_once().await, "succeeded");
@@ -264,11 +260,7 @@ async fn a_mailbox_larger_than_one_budget_is_synced_by_follow_up_jobs_without_du
     })
     .await;
     let fixture = Fixture::with(Access::Office365, providers).await;
-    fixture
-        .providers
-        .salesforce
-        .insert_contact(&fixture.providers.org, BUYER)
-        .unwrap();
+    fixture.buyer_is_a_contact();
     for index in 0..12 {
         fixture.receive(BUYER, &format!("Message {index}"));
     }
@@ -343,11 +335,7 @@ async fn the_salesforce_reserve_is_never_touched_and_the_job_is_deferred_without
 #[tokio::test]
 async fn an_orgs_reported_allocation_replaces_the_configured_default() {
     let fixture = Fixture::new(Access::Office365).await;
-    fixture
-        .providers
-        .salesforce
-        .insert_contact(&fixture.providers.org, BUYER)
-        .unwrap();
+    fixture.buyer_is_a_contact();
     fixture
         .providers
         .salesforce
