@@ -126,10 +126,20 @@ pub fn trace_context(span: &Span) -> BTreeMap<String, String> {
     carrier
 }
 
-/// Makes `span` continue the trace carried by a job.
+/// Makes `span` continue the trace carried by a job, and records the trace's
+/// id in the span's `trace_id` field (when it has one), so every log line of
+/// the job carries the id its trace has.
 pub fn continue_trace(span: &Span, carrier: &BTreeMap<String, String>) {
     if carrier.is_empty() {
         return;
+    }
+    // `traceparent` is `version-traceid-parentid-flags`.
+    if let Some(trace_id) = carrier
+        .get("traceparent")
+        .and_then(|parent| parent.split('-').nth(1))
+        .filter(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        span.record("trace_id", trace_id);
     }
     let context = global::get_text_map_propagator(|propagator| propagator.extract(&MapExtractor(carrier)));
     // Fails only when the span is already closed or traces are off.
@@ -153,5 +163,64 @@ impl Extractor for MapExtractor<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(String::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Write,
+        sync::{Arc, Mutex},
+    };
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_jobs_log_lines_carry_the_trace_id_it_came_with() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("job", trace_id = tracing::field::Empty);
+            let carrier = BTreeMap::from([(
+                "traceparent".to_owned(),
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+            )]);
+            continue_trace(&span, &carrier);
+            span.in_scope(|| tracing::info!("inside the job"));
+        });
+        let logged = String::from_utf8(
+            buffer
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
+        .unwrap_or_default();
+        assert!(
+            logged.contains(r#""trace_id":"4bf92f3577b34da6a3ce929d0e0e4736""#),
+            "{logged}"
+        );
     }
 }

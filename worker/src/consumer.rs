@@ -278,7 +278,14 @@ impl<W: SyncWork> Fleet<W> {
         let outcome = match JobEnvelope::decode(&delivery.data) {
             Ok(job) => {
                 let user_id = job.user_id.map(|id| id.to_string()).unwrap_or_default();
-                let span = info_span!("job", job_id = %job.job_id, user_id = %user_id, trigger = %job.trigger, attempt = job.attempt);
+                let span = info_span!(
+                    "job",
+                    job_id = %job.job_id,
+                    user_id = %user_id,
+                    trigger = %job.trigger,
+                    attempt = job.attempt,
+                    trace_id = tracing::field::Empty
+                );
                 telemetry::continue_trace(&span, &self.topology.trace_context(&delivery, &job));
                 async {
                     let (verdict, outcome) = self.handle(&job, delivery.redelivered).await;
