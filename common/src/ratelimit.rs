@@ -224,6 +224,14 @@ impl Limiter {
         }
     }
 
+    /// Drops a connection that failed: calls go to the local share at once
+    /// until a new connection is tried, after [`RECONNECT_PAUSE`].
+    async fn forget_connection(&self) {
+        *self.inner.redis.lock().await = None;
+        *self.inner.retry_at.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(std::time::Instant::now() + RECONNECT_PAUSE);
+    }
+
     fn keys(&self, account: &str) -> [String; 3] {
         let base = format!("{}:rl:{{{account}}}", self.inner.prefix);
         [
@@ -264,6 +272,7 @@ impl Limiter {
             Ok((_, wait)) => Admission::Wait(Duration::from_millis(wait.max(1) as u64)),
             Err(error) => {
                 warn!(%error, "Redis did not answer the rate limiter; using the local share of the limits.");
+                self.forget_connection().await;
                 self.acquire_locally(account, limit, cost)
             }
         }

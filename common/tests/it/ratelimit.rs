@@ -265,3 +265,72 @@ async fn raising_a_limit_takes_effect_at_once() {
     }
     assert!(granted >= 10, "only {granted} of 20 calls went under the raised limit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_keeps_the_limit_and_is_used_again_after_its_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let start_redis = || {
+        std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut redis = start_redis();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let prefix = Uuid::new_v4().simple().to_string();
+    let worker = limiter(&url, &prefix);
+    let limit = Limit {
+        rate: Some((100, Duration::from_secs(1))),
+        concurrency: None,
+    };
+    // Calls granted in one second, waiting as told.
+    let second_of_calls = || async {
+        let started = Instant::now();
+        let mut granted = 0;
+        while started.elapsed() < Duration::from_secs(1) {
+            match worker.acquire("org", limit, 1).await {
+                Admission::Granted(permit) => {
+                    granted += 1;
+                    worker.release(permit).await;
+                }
+                Admission::Wait(delay) => tokio::time::sleep(delay.min(Duration::from_millis(50))).await,
+            }
+        }
+        granted
+    };
+    let with_redis = second_of_calls().await;
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let without = second_of_calls().await;
+    redis = start_redis();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = second_of_calls().await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    println!(
+        "100/s limit: {with_redis} calls with Redis, {without} in the second after it was killed (local share: 50/s)"
+    );
+    assert!(with_redis <= 101, "{with_redis}");
+    assert!(
+        without <= 52,
+        "the local share was exceeded while Redis was down: {without}"
+    );
+    assert!(
+        without >= 30,
+        "the local share was not used while Redis was down: {without}"
+    );
+    assert!(!keys.is_empty(), "the limiter is back on the restarted Redis");
+}
