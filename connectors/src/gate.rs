@@ -136,6 +136,19 @@ impl Gated {
         }
     }
 
+    /// Puts the account `name` of the same provider on cooldown for `delay`,
+    /// for every worker.
+    pub async fn throttled_as(&self, name: &str, delay: Duration) {
+        if let Some(gate) = &self.gate {
+            let account = Account {
+                provider: self.account.provider,
+                name: name.to_owned(),
+                allocation: None,
+            };
+            gate.throttled(&account, delay).await;
+        }
+    }
+
     /// Tells the gate what a throttled answer asked for.
     pub async fn throttled(&self, delay: Duration) {
         if let Some(gate) = &self.gate {

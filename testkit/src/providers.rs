@@ -152,7 +152,12 @@ impl Providers {
     /// Authorizes the Salesforce org for the user: a refresh token sealed
     /// into their credentials and the instance URL set.
     pub async fn connect_crm(&self, pool: &PgPool, user_id: Uuid) {
-        let token = self.salesforce.issue_refresh_token(&self.org);
+        self.connect_crm_to(pool, user_id, &self.org).await;
+    }
+
+    /// Like [`Providers::connect_crm`], to another simulated org.
+    pub async fn connect_crm_to(&self, pool: &PgPool, user_id: Uuid, org: &OrgId) {
+        let token = self.salesforce.issue_refresh_token(org);
         seal(pool, Owner::User(user_id), CredentialKind::CrmRefreshToken, &token).await;
         sqlx::query("UPDATE users SET salesforce_instance_url = $2 WHERE id = $1")
             .bind(user_id)

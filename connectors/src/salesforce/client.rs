@@ -429,7 +429,13 @@ impl SalesforceClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            self.check_reserve()?;
+            if let Err(error) = self.check_reserve() {
+                // Every worker stops calling this org, not only this session.
+                if let Some(org) = self.org_id() {
+                    self.gate.throttled_as(&org.to_lowercase(), RESERVE_RETRY).await;
+                }
+                return Err(error);
+            }
             // The org's id once a refresh named it (one host may serve
             // several orgs), its login host before.
             let allocation = self.api_usage().map(|usage| usage.max);

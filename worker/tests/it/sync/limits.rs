@@ -200,3 +200,96 @@ async fn a_retry_after_seen_by_one_worker_stops_the_others_for_that_mailbox() {
     assert_eq!(first_gate.metrics().throttled.get_or_create(&graph_label).get(), 1);
     assert_eq!(second_gate.metrics().throttled.get_or_create(&graph_label).get(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organization_whose_crm_is_spent_does_not_hold_the_others_back() {
+    use chrono::Utc;
+    use syncfleet_common::domain::{AccessType, SyncStatus};
+    use syncfleet_testkit::{Providers, TestEnv, organization, session_count, users, wait_until};
+
+    use super::sync_worker;
+    use crate::support::force_sync;
+
+    let env = TestEnv::new().await;
+    let providers = Providers::start().await;
+    // The big organization's Salesforce org is at its reserve line; the small
+    // one's is untouched.
+    let spent_org = providers.salesforce.create_org();
+    let max = providers.salesforce.api_usage(&spent_org).unwrap().max;
+    providers.salesforce.set_api_usage(&spent_org, max * 80 / 100);
+    let big = organization(&env.pool, AccessType::Office365, true).await;
+    let small = organization(&env.pool, AccessType::Office365, true).await;
+    let big_users = users(&env.pool, big, 100, SyncStatus::Enabled, Utc::now(), false).await;
+    let small_users = users(&env.pool, small, 2, SyncStatus::Enabled, Utc::now(), false).await;
+    for user in &big_users {
+        providers.connect_office365(&env.pool, *user).await;
+        providers.connect_crm_to(&env.pool, *user, &spent_org).await;
+    }
+    for user in &small_users {
+        providers.connect_office365(&env.pool, *user).await;
+    }
+    // A small worker: 4 slots, so waiting jobs holding slots would show.
+    let worker = sync_worker(
+        &env,
+        &providers,
+        &[
+            ("SYNCFLEET_WORKER_PRIORITY_CONCURRENCY", "4"),
+            ("SYNCFLEET_RETRY_BASE_DELAY", "1s"),
+        ],
+    );
+    for user in &big_users {
+        force_sync(&env, *user).await;
+    }
+    for user in &small_users {
+        force_sync(&env, *user).await;
+    }
+    let limit = Duration::from_secs(60);
+    wait_until(limit, "the small organization's sessions", || async {
+        let mut done = 0;
+        for user in &small_users {
+            done += session_count(&env.pool, *user, "succeeded").await;
+        }
+        done == 2
+    })
+    .await;
+    let deferred: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sync_sessions s JOIN users u ON u.id = s.user_id \
+         WHERE u.organization_id = $1 AND s.status = 'failed' AND s.error_category = 'throttled'",
+    )
+    .bind(big)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    let (lag_small,): (f64,) = sqlx::query_as(
+        "SELECT max(extract(epoch FROM s.started_at - s.scheduled_at))::float8 FROM sync_sessions s \
+         JOIN users u ON u.id = s.user_id WHERE u.organization_id = $1",
+    )
+    .bind(small)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    println!(
+        "100 users of a spent organization, 2 of another: {deferred} sessions deferred, the other's lag at most {lag_small:.2} s"
+    );
+    assert!(deferred > 0, "the spent organization's jobs were deferred");
+    let failures: Vec<(i32,)> = sqlx::query_as("SELECT consecutive_failures FROM users WHERE organization_id = $1")
+        .bind(big)
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    assert!(
+        failures.iter().all(|(count,)| *count == 0),
+        "deferrals count no failure"
+    );
+    // The first session to see the org at its line stops every other one
+    // before it calls: the reserve is touched by at most the one call that
+    // read the usage (and the calls already in flight with it).
+    let used = providers.salesforce.api_usage(&spent_org).unwrap().used;
+    println!("the spent org's usage went from {} to {used}", max * 80 / 100);
+    assert!(
+        used <= max * 80 / 100 + 4,
+        "the fleet ate into the reserve: {used} of {max}"
+    );
+    worker.stop().await;
+    env.cleanup().await;
+}

@@ -91,23 +91,7 @@ impl Fixture {
     }
 
     pub fn worker(&self, extra: &[(&str, &str)]) -> RunningWorker {
-        let provider_env = self.providers.env();
-        let mut settings: Vec<(&str, &str)> = provider_env
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-            .collect();
-        settings.extend_from_slice(extra);
-        let source = self.env.source(&settings);
-        let common = self.env.common();
-        let gate =
-            FleetGate::from_source(&source, common.redis_url, &self.env.prefix, Duration::from_secs(30)).unwrap();
-        let sync = MailboxSync::new(
-            ProviderConfig::from_source(&source).unwrap(),
-            config::budget(&source).unwrap(),
-            std::sync::Arc::new(gate),
-        )
-        .unwrap();
-        start(&self.env, sync, &settings)
+        sync_worker(&self.env, &self.providers, extra)
     }
 
     /// Puts a message from `from` to the user, sent at `sent_at`, in the
@@ -261,6 +245,25 @@ impl Fixture {
             .await
             .unwrap()
     }
+}
+
+/// An in-process worker running the real sync against `providers`.
+pub fn sync_worker(env: &TestEnv, providers: &Providers, extra: &[(&str, &str)]) -> RunningWorker {
+    let provider_env = providers.env();
+    let mut settings: Vec<(&str, &str)> = provider_env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    settings.extend_from_slice(extra);
+    let source = env.source(&settings);
+    let gate = FleetGate::from_source(&source, env.common().redis_url, &env.prefix, Duration::from_secs(30)).unwrap();
+    let sync = MailboxSync::new(
+        ProviderConfig::from_source(&source).unwrap(),
+        config::budget(&source).unwrap(),
+        std::sync::Arc::new(gate),
+    )
+    .unwrap();
+    start(env, sync, &settings)
 }
 
 /// A finished session as stored.
