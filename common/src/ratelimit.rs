@@ -13,6 +13,11 @@
 //! - **Cooldown**: a `Retry-After` or `BackOffMilliseconds` answer seen by one
 //!   worker stops every worker for that account until it passes.
 //!
+//! A rate-only limit (Gmail's quota units) is smoothed in process: each call
+//! that goes to Redis takes a few units ahead, which the next calls of this
+//! worker spend without a round trip within a quarter of a second; the shared
+//! limit holds back what may be in flight that way.
+//!
 //! When Redis cannot be reached the limiter fails closed to a conservative
 //! local share of each limit (the limit divided by the expected number of
 //! workers, smoothed by governor), and goes back to Redis on its own once it
@@ -56,6 +61,7 @@ pub enum Admission {
 pub struct Permit {
     key: String,
     lease: Option<String>,
+    account: String,
 }
 
 /// The limiter every worker of the fleet shares.
@@ -75,6 +81,27 @@ struct Inner {
     fallback_share: u32,
     script: Script,
     local: Mutex<HashMap<String, Local>>,
+    credits: Mutex<HashMap<String, Credit>>,
+    /// After Redis told this worker to wait for an account, its other calls
+    /// wait too, without asking again before then.
+    blocked_until: Mutex<HashMap<String, (Limit, std::time::Instant)>>,
+    round_trips: std::sync::atomic::AtomicU64,
+}
+
+/// Units of a rate limit taken from Redis ahead of the calls that spend them.
+struct Credit {
+    units: u32,
+    expires: std::time::Instant,
+}
+
+/// How long taken credits may be spent: short, so that calls stay close to
+/// when the shared limit counted them.
+const CREDIT_LIFETIME: Duration = Duration::from_millis(250);
+
+/// Units taken ahead with each call that goes to Redis for a rate-only limit
+/// of `max` per window: none for small limits (every call asks), up to 20.
+pub fn credit_batch(max: u64) -> u32 {
+    u32::try_from(max / 500).unwrap_or(u32::MAX).min(20)
 }
 
 /// The local share of one account's limits, used while Redis is unreachable.
@@ -188,6 +215,9 @@ impl Limiter {
                 fallback_share: fallback_share.max(1),
                 script: Script::new(ACQUIRE),
                 local: Mutex::new(HashMap::new()),
+                credits: Mutex::new(HashMap::new()),
+                blocked_until: Mutex::new(HashMap::new()),
+                round_trips: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -243,9 +273,102 @@ impl Limiter {
 
     /// Asks to make a call costing `cost` units with `account` under `limit`.
     pub async fn acquire(&self, account: &str, limit: Limit, cost: u32) -> Admission {
+        if let Some(wait) = self.blocked(account, limit) {
+            return Admission::Wait(wait);
+        }
+        let admission = self.admit(account, limit, cost).await;
+        if let Admission::Wait(wait) = &admission {
+            self.inner
+                .blocked_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(account.to_owned(), (limit, std::time::Instant::now() + *wait));
+        }
+        admission
+    }
+
+    /// How long this worker still waits for `account` under `limit`, if Redis
+    /// said so (a changed limit asks again).
+    fn blocked(&self, account: &str, limit: Limit) -> Option<Duration> {
+        let blocked = self.inner.blocked_until.lock().unwrap_or_else(PoisonError::into_inner);
+        let (under, until) = *blocked.get(account)?;
+        if under != limit {
+            return None;
+        }
+        until
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|wait| !wait.is_zero())
+    }
+
+    async fn admit(&self, account: &str, limit: Limit, cost: u32) -> Admission {
+        // A rate-only limit is served from credits taken from Redis a few
+        // units at a time, so most calls need no round trip.
+        if let (Some((max, window)), None) = (limit.rate, limit.concurrency) {
+            let extra = credit_batch(max);
+            if extra > 0 {
+                if self.spend_credit(account, cost) {
+                    return Admission::Granted(Permit {
+                        key: String::new(),
+                        lease: None,
+                        account: account.to_owned(),
+                    });
+                }
+                // Credits in flight are held back from the shared limit, so
+                // that spending them a little later never overfills a window.
+                let reduced = Limit {
+                    rate: Some((
+                        max.saturating_sub(u64::from(extra) * u64::from(self.inner.fallback_share))
+                            .max(1),
+                        window,
+                    )),
+                    concurrency: None,
+                };
+                let admission = self.acquire_shared(account, reduced, cost + extra).await;
+                if matches!(admission, Admission::Granted(_)) {
+                    self.add_credit(account, extra);
+                }
+                return admission;
+            }
+        }
+        self.acquire_shared(account, limit, cost).await
+    }
+
+    /// Spends `cost` units of the account's local credits, if they suffice
+    /// and have not expired.
+    fn spend_credit(&self, account: &str, cost: u32) -> bool {
+        let mut credits = self.inner.credits.lock().unwrap_or_else(PoisonError::into_inner);
+        match credits.get_mut(account) {
+            Some(credit) if credit.expires > std::time::Instant::now() && credit.units >= cost => {
+                credit.units -= cost;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn add_credit(&self, account: &str, units: u32) {
+        let mut credits = self.inner.credits.lock().unwrap_or_else(PoisonError::into_inner);
+        credits.insert(
+            account.to_owned(),
+            Credit {
+                units,
+                expires: std::time::Instant::now() + CREDIT_LIFETIME,
+            },
+        );
+    }
+
+    /// Admissions asked of Redis so far (each one round trip).
+    pub fn round_trips(&self) -> u64 {
+        self.inner.round_trips.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn acquire_shared(&self, account: &str, limit: Limit, cost: u32) -> Admission {
         let Some(mut connection) = self.connection().await else {
             return self.acquire_locally(account, limit, cost);
         };
+        self.inner
+            .round_trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let [cooldown, rate, leases] = self.keys(account);
         let (interval, burst) = limit.rate.map_or((0.0, 0.0), |(max, window)| gcra(max, window));
         let lease = Uuid::new_v4().simple().to_string();
@@ -268,6 +391,7 @@ impl Limiter {
             Ok((1, _)) => Admission::Granted(Permit {
                 key: leases,
                 lease: limit.concurrency.map(|_| lease),
+                account: account.to_owned(),
             }),
             Ok((_, wait)) => Admission::Wait(Duration::from_millis(wait.max(1) as u64)),
             Err(error) => {
@@ -280,6 +404,9 @@ impl Limiter {
 
     /// Ends a granted call: its concurrency lease is freed at once.
     pub async fn release(&self, permit: Permit) {
+        if permit.key.is_empty() {
+            return;
+        }
         if permit.key.starts_with("local:") {
             let account = &permit.key["local:".len()..];
             let mut local = self.inner.local.lock().unwrap_or_else(PoisonError::into_inner);
@@ -289,6 +416,12 @@ impl Limiter {
             return;
         }
         let Some(lease) = permit.lease else { return };
+        // A freed slot may let this worker's waiting calls in at once.
+        self.inner
+            .blocked_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&permit.account);
         if let Some(mut connection) = self.connection().await {
             let removed: redis::RedisResult<i64> = redis::cmd("ZREM")
                 .arg(&permit.key)
@@ -354,6 +487,7 @@ impl Limiter {
         Admission::Granted(Permit {
             key: format!("local:{account}"),
             lease: None,
+            account: account.to_owned(),
         })
     }
 }

@@ -166,18 +166,27 @@ impl TestEnv {
     /// Deletes the queues and the database. Tests call it at the end; what a
     /// failed test leaves behind is removed by `scripts/test.sh` next time.
     pub async fn cleanup(self) {
-        self.pool.close().await;
-        if let Ok(connection) = queue::connect(&self.common().amqp_url, "test cleanup").await {
-            if let Ok(channel) = connection.create_channel().await {
-                let _ = self.topology().delete(&channel).await;
+        // Each step is bounded: a broker or database that stopped answering
+        // leaves garbage (test.sh sweeps it), never a hung test.
+        let bounded = Duration::from_secs(10);
+        let _ = tokio::time::timeout(bounded, self.pool.close()).await;
+        let queues = async {
+            if let Ok(connection) = queue::connect(&self.common().amqp_url, "test cleanup").await {
+                if let Ok(channel) = connection.create_channel().await {
+                    let _ = self.topology().delete(&channel).await;
+                }
+                let _ = connection.close(200, "done".into()).await;
             }
-            let _ = connection.close(200, "done".into()).await;
-        }
-        if let Ok(mut admin) = PgConnection::connect(&format!("{}/postgres", server_url())).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database))
-                .execute(&mut admin)
-                .await;
-        }
+        };
+        let _ = tokio::time::timeout(bounded, queues).await;
+        let database = async {
+            if let Ok(mut admin) = PgConnection::connect(&format!("{}/postgres", server_url())).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database))
+                    .execute(&mut admin)
+                    .await;
+            }
+        };
+        let _ = tokio::time::timeout(bounded, database).await;
     }
 }
 

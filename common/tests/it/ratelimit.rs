@@ -334,3 +334,77 @@ async fn redis_killed_under_load_keeps_the_limit_and_is_used_again_after_its_res
     );
     assert!(!keys.is_empty(), "the limiter is back on the restarted Redis");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_rate_limit_is_served_mostly_without_redis_and_still_never_exceeded() {
+    let prefix = Uuid::new_v4().simple().to_string();
+    let workers = [limiter(&redis_url(), &prefix), limiter(&redis_url(), &prefix)];
+    let limit = Limit {
+        rate: Some((5000, Duration::from_secs(1))),
+        concurrency: None,
+    };
+    let stamps = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(2);
+    let mut tasks = Vec::new();
+    for index in 0..16 {
+        let limiter = workers[index % 2].clone();
+        let stamps = stamps.clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let permit = admitted(&limiter, "project", limit).await;
+                stamps.lock().unwrap().push(started.elapsed());
+                limiter.release(permit).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut stamps = stamps.lock().unwrap().clone();
+    stamps.sort();
+    let busiest = stamps
+        .iter()
+        .enumerate()
+        .map(|(first, start)| {
+            stamps[first..]
+                .iter()
+                .take_while(|stamp| **stamp < *start + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    let in_two_seconds = stamps.iter().filter(|stamp| **stamp < Duration::from_secs(2)).count();
+    println!(
+        "rate 5000/s, saturated: busiest 1 s window {busiest}, {in_two_seconds} calls in 2 s ({:.1}% of 10000)",
+        in_two_seconds as f64 / 100.0
+    );
+    assert!(busiest <= 5000, "a window held {busiest} calls");
+    assert!(in_two_seconds >= 8500, "only {in_two_seconds} calls in 2 s");
+
+    // Under the limit, most calls are served from credits, without Redis.
+    let worker = limiter(&redis_url(), &Uuid::new_v4().simple().to_string());
+    let calls = Arc::new(AtomicU32::new(0));
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (worker, calls) = (worker.clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let permit = admitted(&worker, "project", limit).await;
+                worker.release(permit).await;
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (calls, round_trips) = (calls.load(Ordering::SeqCst), worker.round_trips());
+    println!("rate 5000/s, unsaturated: {calls} calls, {round_trips} Redis round trips");
+    assert!(
+        u64::from(calls) >= 4 * round_trips,
+        "{round_trips} round trips for {calls} calls: the credits were not used"
+    );
+}
