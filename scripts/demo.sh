@@ -38,6 +38,8 @@ simulators_listen=127.0.0.1:9400
 sim="http://$simulators_listen"
 export SYNCFLEET_SIMULATOR_LISTEN=$simulators_listen
 export SYNCFLEET_SIMULATOR_SMTP_LISTEN=127.0.0.1:2525
+# The leader relays the email outbox (auto-suspend notices) to the SMTP simulator.
+export SYNCFLEET_SMTP_URL=smtp://127.0.0.1:2525
 export SYNCFLEET_DEMO_SIMULATOR_URL=$sim
 export SYNCFLEET_ENCRYPTION_KEYS="1:c3luY2ZsZWV0LWRlbW8ta2V5LW5vdC1hLXNlY3JldCE="
 export SYNCFLEET_ALLOW_LOCAL_URLS=true

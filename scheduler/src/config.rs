@@ -81,6 +81,7 @@ pub fn settings() -> Vec<Setting> {
         PARTITIONS_AHEAD_DAYS,
         OPS_LISTEN,
     ]);
+    settings.extend_from_slice(crate::outbox::SETTINGS);
     settings
 }
 
@@ -107,6 +108,8 @@ pub struct SchedulerConfig {
     pub retention: Retention,
     /// Where /healthz, /readyz and /metrics are served.
     pub ops_listen: SocketAddr,
+    /// How the leader relays the email outbox.
+    pub outbox: crate::outbox::OutboxConfig,
 }
 
 impl SchedulerConfig {
@@ -135,6 +138,7 @@ impl SchedulerConfig {
                 ahead_days: source.positive(&PARTITIONS_AHEAD_DAYS)?,
             },
             ops_listen: source.get(&OPS_LISTEN)?,
+            outbox: crate::outbox::OutboxConfig::from_source(source)?,
         })
     }
 }

@@ -1,10 +1,12 @@
 //! The cadence scheduler: one active leader, elected through PostgreSQL, puts
 //! a sync job for every due user on the cadence queue, recovers what crashed
-//! workers left behind, and keeps the time partitions in shape.
+//! workers left behind, keeps the time partitions in shape, and relays the
+//! email outbox over SMTP.
 
 pub mod config;
 mod leader;
 mod metrics;
+pub mod outbox;
 mod scheduler;
 mod tick;
 

@@ -97,6 +97,20 @@ impl Scheduler {
         let renewal = tokio::spawn(renew(self.leadership.clone(), term, config.leader_lease, lost.clone()));
         let mut next_sweep = Instant::now();
         let mut next_maintenance = Instant::now();
+        // The outbox relay runs beside the ticks, so a slow SMTP server never
+        // delays scheduling; it stops with the leadership.
+        let relay_stop = CancellationToken::new();
+        let relay = match crate::outbox::Relay::new(self.pool.clone(), config.outbox.clone()) {
+            Ok(Some(relay)) => {
+                let stop = relay_stop.clone();
+                Some(tokio::spawn(async move { relay.run(stop).await }))
+            }
+            Ok(None) => None,
+            Err(error) => {
+                warn!(%error, "The outbox relay cannot start; emails stay in the outbox.");
+                None
+            }
+        };
 
         loop {
             if Instant::now() >= next_maintenance {
@@ -161,6 +175,10 @@ impl Scheduler {
             }
         }
         renewal.abort();
+        relay_stop.cancel();
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
     }
 
     /// Recovery and the gauges only the leader keeps up to date.

@@ -6,5 +6,6 @@ mod broker_restart;
 mod cadence;
 mod failover;
 mod maintenance;
+mod outbox;
 mod support;
 mod traces;
