@@ -49,6 +49,16 @@ pub fn router(state: AppState, health: Arc<Health>, mut registry: Registry) -> R
         .route("/v1/users/actions/{action}", post(routes::actions::bulk_action))
         .route("/v1/jobs/{id}", get(routes::jobs::get_job))
         .route(
+            "/v1/organizations",
+            get(routes::organizations::list).post(routes::organizations::create),
+        )
+        .route(
+            "/v1/organizations/{id}",
+            get(routes::organizations::get)
+                .patch(routes::organizations::update)
+                .delete(routes::organizations::delete),
+        )
+        .route(
             "/v1/users/{id}/email-configuration",
             get(routes::configuration::get_configuration).put(routes::configuration::put_configuration),
         )

@@ -3,6 +3,7 @@
 pub mod actions;
 pub mod configuration;
 pub mod jobs;
+pub mod organizations;
 pub mod users;
 
 use uuid::Uuid;

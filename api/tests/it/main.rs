@@ -5,6 +5,7 @@
 mod actions;
 mod cli;
 mod configuration;
+mod organizations;
 mod traces;
 mod users;
 
