@@ -43,7 +43,14 @@ pub struct AppState {
 pub fn router(state: AppState, health: Arc<Health>, mut registry: Registry) -> Router {
     let metrics = HttpMetrics::register(&mut registry);
     let v1 = Router::new()
-        .route("/v1/users/{id}", get(routes::users::get_user))
+        .route(
+            "/v1/users",
+            get(routes::users::list_users).post(routes::users::create_user),
+        )
+        .route(
+            "/v1/users/{id}",
+            get(routes::users::get_user).delete(routes::users::delete_user),
+        )
         .route("/v1/users/{id}/actions/force-sync", post(routes::actions::force_sync))
         .route("/v1/users/{id}/actions/{action}", post(routes::actions::user_action))
         .route("/v1/users/actions/{action}", post(routes::actions::bulk_action))

@@ -249,3 +249,301 @@ impl Selection {
         Ok(ids)
     }
 }
+
+/// The user list's query: `organization_id`, `sync_status`, `mailbox_status`,
+/// `q` (name or email), `sort` (`name`, `email`, `created_at`, `updated_at`,
+/// `sync_status`, `mailbox_status`; `-` for descending), `limit` (1-500,
+/// default 50), `offset`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserListQuery {
+    #[serde(default)]
+    organization_id: Option<String>,
+    #[serde(default)]
+    sync_status: Option<String>,
+    #[serde(default)]
+    mailbox_status: Option<String>,
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    sort: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    offset: Option<i64>,
+}
+
+/// A page of users.
+#[derive(Debug, Serialize)]
+pub struct UserPage {
+    pub items: Vec<UserView>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+const SORTABLE: &[&str] = &[
+    "name",
+    "email",
+    "created_at",
+    "updated_at",
+    "sync_status",
+    "mailbox_status",
+];
+
+/// `GET /v1/users`: the users the caller may see, a page at a time.
+pub async fn list_users(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<axum::extract::Query<UserListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<UserPage>, ApiError> {
+    let axum::extract::Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
+    let sort = query.sort.as_deref().unwrap_or("name");
+    let (column, descending) = match sort.strip_prefix('-') {
+        Some(column) => (column, true),
+        None => (sort, false),
+    };
+    let Some(column) = SORTABLE.iter().find(|candidate| **candidate == column) else {
+        return Err(ApiError::invalid(
+            "sort",
+            format!(
+                "cannot sort by {sort:?}: use one of {}, with - for descending",
+                SORTABLE.join(", ")
+            ),
+        ));
+    };
+    let organization = query
+        .organization_id
+        .as_deref()
+        .map(|raw| parse_id("organization_id", raw))
+        .transpose()?;
+    if let Some(status) = &query.sync_status
+        && status.parse::<SyncStatus>().is_err()
+    {
+        return Err(ApiError::invalid(
+            "sync_status",
+            format!("{status:?} is not a sync status"),
+        ));
+    }
+    if let Some(status) = &query.mailbox_status
+        && !matches!(status.as_str(), "initialized" | "not_initialized")
+    {
+        return Err(ApiError::invalid(
+            "mailbox_status",
+            "mailbox_status is initialized or not_initialized",
+        ));
+    }
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit", "limit must be 1 to 500"));
+    }
+    let offset = query.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::invalid("offset", "offset must not be negative"));
+    }
+    let filter = |builder: &mut sqlx::QueryBuilder<'_, Postgres>| {
+        builder.push(" WHERE TRUE");
+        match principal.role {
+            Role::Admin => {}
+            Role::OrgAdmin => {
+                builder
+                    .push(" AND u.organization_id = ")
+                    .push_bind(principal.organization_id);
+            }
+            Role::User => {
+                builder.push(" AND u.id = ").push_bind(principal.user_id);
+            }
+        }
+        if let Some(organization) = organization {
+            builder.push(" AND u.organization_id = ").push_bind(organization);
+        }
+        if let Some(status) = &query.sync_status {
+            builder.push(" AND u.sync_status = ").push_bind(status.clone());
+        }
+        if let Some(status) = &query.mailbox_status {
+            builder.push(" AND u.mailbox_status = ").push_bind(status.clone());
+        }
+        if let Some(q) = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+            let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+            builder
+                .push(" AND (u.name ILIKE ")
+                .push_bind(pattern.clone())
+                .push(" OR u.email ILIKE ")
+                .push_bind(pattern)
+                .push(")");
+        }
+    };
+    let from = " FROM users u JOIN organizations o ON o.id = u.organization_id";
+    let mut counting = sqlx::QueryBuilder::new(format!("SELECT count(*){from}"));
+    filter(&mut counting);
+    let total: i64 = counting.build_query_scalar().fetch_one(&state.pool).await?;
+    let mut listing = sqlx::QueryBuilder::new(format!("SELECT {USER_COLUMNS}{from}"));
+    filter(&mut listing);
+    // `column` is one of SORTABLE, never the caller's text.
+    listing.push(format!(
+        " ORDER BY u.{column} {}, u.id LIMIT ",
+        if descending { "DESC" } else { "ASC" }
+    ));
+    listing.push_bind(limit).push(" OFFSET ").push_bind(offset);
+    let rows = listing.build_query_as::<UserRow>().fetch_all(&state.pool).await?;
+    Ok(Json(UserPage {
+        items: rows.into_iter().map(UserView::from).collect(),
+        total,
+        limit,
+        offset,
+    }))
+}
+
+/// `POST /v1/users`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    name: String,
+    email: String,
+    #[serde(default)]
+    organization_id: Option<String>,
+    #[serde(default)]
+    notification_email: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+fn valid_address(email: &str) -> bool {
+    email.rsplit_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+    }) && email.len() <= 254
+        && !email.chars().any(char::is_whitespace)
+}
+
+/// Creates a user (M7): synchronization starts disabled until configured;
+/// without an organization the user lands in the default one.
+pub async fn create_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: axum::body::Bytes,
+) -> Result<(axum::http::StatusCode, Json<UserView>), ApiError> {
+    let new: NewUser = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::invalid("body", format!("expected a user object: {error}")))?;
+    if principal.role == Role::User {
+        return Err(ApiError::forbidden(
+            "only an admin or an organization admin can add users",
+        ));
+    }
+    let name = new.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::invalid("name", "name must be 1 to 200 characters"));
+    }
+    let email = new.email.trim();
+    if !valid_address(email) {
+        return Err(ApiError::invalid("email", format!("{email:?} is not an email address")));
+    }
+    if let Some(notify) = &new.notification_email
+        && !valid_address(notify)
+    {
+        return Err(ApiError::invalid(
+            "notification_email",
+            format!("{notify:?} is not an email address"),
+        ));
+    }
+    let organization = match new.organization_id.as_deref() {
+        Some(raw) => parse_id("organization_id", raw)?,
+        None => match principal.role {
+            Role::OrgAdmin => principal.organization_id.unwrap_or_default(),
+            _ => Uuid::from_u128(1),
+        },
+    };
+    if principal.role == Role::OrgAdmin && principal.organization_id != Some(organization) {
+        return Err(ApiError::not_found("organization").on_field("organization_id"));
+    }
+    let mut tx = state.pool.begin().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
+        .bind(organization)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !exists {
+        return Err(ApiError::not_found("organization").on_field("organization_id"));
+    }
+    let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1))")
+        .bind(email)
+        .fetch_one(&mut *tx)
+        .await?;
+    if taken {
+        return Err(
+            ApiError::conflict("email_taken", format!("another user already has the address {email}"))
+                .on_field("email"),
+        );
+    }
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO users (id, organization_id, name, email, notification_email, description) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(organization)
+    .bind(name)
+    .bind(email)
+    .bind(&new.notification_email)
+    .bind(new.description.as_deref().unwrap_or(""))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO activities (id, organization_id, user_id, actor, kind, details) VALUES ($1, $2, $3, $4, 'user_added', $5)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(organization)
+    .bind(id)
+    .bind(&principal.label)
+    .bind(format!("user {email} added"))
+    .execute(&mut *tx)
+    .await?;
+    let user = load(&mut tx, &principal, id, false).await?;
+    tx.commit().await?;
+    Ok((axum::http::StatusCode::CREATED, Json(user.into())))
+}
+
+/// `DELETE /v1/users/{id}[?force=true]`: refused while the mailbox is
+/// initialized, unless forced (M8 "Delete" and "Force delete").
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+pub async fn delete_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    query: Result<axum::extract::Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let axum::extract::Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
+    let id = parse_id("id", &id)?;
+    if principal.role == Role::User {
+        return Err(ApiError::forbidden(
+            "only an admin or an organization admin can delete users",
+        ));
+    }
+    let mut tx = state.pool.begin().await?;
+    let user = load(&mut tx, &principal, id, true).await?;
+    if user.mailbox_status == "initialized" && !query.force {
+        return Err(ApiError::conflict(
+            "mailbox_initialized",
+            "the user's mailbox is initialized: reset it first, or delete with force=true",
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO activities (id, organization_id, user_id, actor, kind, details) VALUES ($1, $2, NULL, $3, 'user_removed', $4)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(user.organization_id)
+    .bind(&principal.label)
+    .bind(format!("user {} removed{}", user.email, if query.force { " (forced)" } else { "" }))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

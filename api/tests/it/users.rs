@@ -296,3 +296,97 @@ async fn bad_bulk_requests_are_refused_naming_the_field_and_change_nothing() {
     api.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn users_are_added_disabled_listed_and_deleted_unless_their_mailbox_is_initialized() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let other = organization(&env.pool, AccessType::Gmail, true).await;
+    users(&env.pool, other, 3, SyncStatus::Enabled, Utc::now(), false).await;
+    let lead = create_token(&env.pool, "org_admin", Some(org), None, "lead@acme.test")
+        .await
+        .unwrap();
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
+
+    let mut created = Vec::new();
+    for (name, email) in [("Ada Buyer", "ada@acme.example"), ("Bob Seller", "bob@acme.example")] {
+        let response = http_with_body(
+            api.address,
+            "POST",
+            "/v1/users",
+            Some(&lead),
+            &json!({"name": name, "email": email}).to_string(),
+        )
+        .await;
+        assert_eq!(response.status, 201, "{}", response.body);
+        let user = body(&response);
+        assert_eq!(user["sync_status"], "disabled", "new users start disabled");
+        assert_eq!(user["organization_id"], json!(org.to_string()));
+        created.push(user["id"].as_str().unwrap().to_owned());
+    }
+    let response = http_with_body(
+        api.address,
+        "POST",
+        "/v1/users",
+        Some(&lead),
+        &json!({"name": "Again", "email": "ADA@acme.example"}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (response.status, body(&response)["error"]["field"].clone()),
+        (409, json!("email"))
+    );
+    let response = http_with_body(
+        api.address,
+        "POST",
+        "/v1/users",
+        Some(&lead),
+        &json!({"name": "X", "email": "x@other.example", "organization_id": other.to_string()}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        response.status, 404,
+        "another organization is out of reach: {}",
+        response.body
+    );
+
+    // The organization admin lists only theirs, sorted and searched.
+    let response = http(api.address, "GET", "/v1/users?sort=-name", Some(&lead)).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let page = body(&response);
+    assert_eq!(page["total"], 2);
+    assert_eq!(page["items"][0]["name"], "Bob Seller");
+    let response = http(api.address, "GET", "/v1/users?q=ada", Some(&lead)).await;
+    assert_eq!(body(&response)["items"][0]["email"], "ada@acme.example");
+    let response = http(api.address, "GET", "/v1/users?sort=password", Some(&lead)).await;
+    assert_eq!(
+        (response.status, body(&response)["error"]["field"].clone()),
+        (400, json!("sort"))
+    );
+
+    // Delete: refused while the mailbox is initialized, unless forced.
+    sqlx::query("UPDATE users SET mailbox_status = 'initialized' WHERE id = $1::uuid")
+        .bind(&created[0])
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let path = format!("/v1/users/{}", created[0]);
+    let response = http(api.address, "DELETE", &path, Some(&lead)).await;
+    assert_eq!(
+        (response.status, body(&response)["error"]["code"].clone()),
+        (409, json!("mailbox_initialized"))
+    );
+    let response = http(api.address, "DELETE", &format!("{path}?force=true"), Some(&lead)).await;
+    assert_eq!(response.status, 204, "{}", response.body);
+    let kinds = activities(&env, created[0].parse().unwrap()).await;
+    assert!(kinds.iter().any(|(kind, _)| kind == "user_added"), "{kinds:?}");
+    let removed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM activities WHERE kind = 'user_removed' AND organization_id = $1")
+            .bind(org)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(removed, 1);
+    api.stop().await;
+    env.cleanup().await;
+}
