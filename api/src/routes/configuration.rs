@@ -157,18 +157,6 @@ fn parse_secret_body<T: serde::de::DeserializeOwned>(body: &Bytes, expected: &st
     })
 }
 
-fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.rsplit_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
 fn secret(field: &str, value: String) -> Result<SecretString, ApiError> {
     if value.is_empty() {
         return Err(ApiError::invalid(field, format!("{field} must not be empty")));
@@ -203,7 +191,7 @@ pub async fn put_configuration(
         if principal.role == Role::User {
             return Err(ApiError::forbidden("a user may not change their own SMTP address").on_field("email"));
         }
-        if !valid_email(email) {
+        if !crate::routes::valid_email(email) {
             return Err(ApiError::invalid("email", format!("{email:?} is not an email address")));
         }
     }

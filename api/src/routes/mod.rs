@@ -15,3 +15,39 @@ pub fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::invalid(field, format!("{field} must be a UUID, got {raw:?}")))
 }
+
+/// A list's `limit` (1-500, default 50) and `offset` (not negative), checked.
+pub fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit", "limit must be 1 to 500"));
+    }
+    let offset = offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::invalid("offset", "offset must not be negative"));
+    }
+    Ok((limit, offset))
+}
+
+/// An `ILIKE` pattern finding `q` anywhere, its wildcards escaped; `None`
+/// for a blank search.
+pub fn contains_pattern(q: Option<&str>) -> Option<String> {
+    let q = q.map(str::trim).filter(|q| !q.is_empty())?;
+    Some(format!(
+        "%{}%",
+        q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    ))
+}
+
+/// Whether `email` looks like an SMTP address (`local@domain.tld`).
+pub fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}

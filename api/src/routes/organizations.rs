@@ -331,14 +331,7 @@ pub async fn list(
             format!("{access:?} is not an access type"),
         ));
     }
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid("limit", "limit must be 1 to 500"));
-    }
-    let offset = query.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::invalid("offset", "offset must not be negative"));
-    }
+    let (limit, offset) = crate::routes::page(query.limit, query.offset)?;
     let filter = |builder: &mut QueryBuilder<'_, Postgres>| {
         builder.push(" WHERE TRUE");
         if principal.role != Role::Admin {
@@ -350,8 +343,7 @@ pub async fn list(
         if let Some(enabled) = query.sync_enabled {
             builder.push(" AND o.sync_enabled = ").push_bind(enabled);
         }
-        if let Some(q) = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-            let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        if let Some(pattern) = crate::routes::contains_pattern(query.q.as_deref()) {
             builder
                 .push(" AND (o.name ILIKE ")
                 .push_bind(pattern.clone())

@@ -333,14 +333,7 @@ pub async fn list_users(
             "mailbox_status is initialized or not_initialized",
         ));
     }
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid("limit", "limit must be 1 to 500"));
-    }
-    let offset = query.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::invalid("offset", "offset must not be negative"));
-    }
+    let (limit, offset) = crate::routes::page(query.limit, query.offset)?;
     let filter = |builder: &mut sqlx::QueryBuilder<'_, Postgres>| {
         builder.push(" WHERE TRUE");
         match principal.role {
@@ -363,8 +356,7 @@ pub async fn list_users(
         if let Some(status) = &query.mailbox_status {
             builder.push(" AND u.mailbox_status = ").push_bind(status.clone());
         }
-        if let Some(q) = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-            let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        if let Some(pattern) = crate::routes::contains_pattern(query.q.as_deref()) {
             builder
                 .push(" AND (u.name ILIKE ")
                 .push_bind(pattern.clone())
@@ -408,13 +400,6 @@ pub struct NewUser {
     description: Option<String>,
 }
 
-fn valid_address(email: &str) -> bool {
-    email.rsplit_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
-    }) && email.len() <= 254
-        && !email.chars().any(char::is_whitespace)
-}
-
 /// Creates a user (M7): synchronization starts disabled until configured;
 /// without an organization the user lands in the default one.
 pub async fn create_user(
@@ -434,11 +419,11 @@ pub async fn create_user(
         return Err(ApiError::invalid("name", "name must be 1 to 200 characters"));
     }
     let email = new.email.trim();
-    if !valid_address(email) {
+    if !crate::routes::valid_email(email) {
         return Err(ApiError::invalid("email", format!("{email:?} is not an email address")));
     }
     if let Some(notify) = &new.notification_email
-        && !valid_address(notify)
+        && !crate::routes::valid_email(notify)
     {
         return Err(ApiError::invalid(
             "notification_email",
