@@ -240,18 +240,7 @@ pub async fn put_configuration(
     };
 
     if let Some(email) = &change.email {
-        let taken: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1) AND id <> $2)")
-                .bind(email)
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if taken {
-            return Err(
-                ApiError::conflict("email_taken", format!("another user already has the address {email}"))
-                    .on_field("email"),
-            );
-        }
+        crate::routes::ensure_email_free(&mut tx, email, Some(id)).await?;
     }
     sqlx::query(
         "UPDATE users SET email = COALESCE($2, email), \

@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod organizations;
 pub mod users;
 
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -50,4 +51,27 @@ pub fn valid_email(email: &str) -> bool {
         && !domain.ends_with('.')
         && email.len() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Refuses `email` when another user than `except` has it (409, naming the
+/// field).
+pub async fn ensure_email_free(
+    tx: &mut Transaction<'_, Postgres>,
+    email: &str,
+    except: Option<Uuid>,
+) -> Result<(), ApiError> {
+    let taken: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1) AND id IS DISTINCT FROM $2)",
+    )
+    .bind(email)
+    .bind(except)
+    .fetch_one(&mut **tx)
+    .await?;
+    if taken {
+        return Err(
+            ApiError::conflict("email_taken", format!("another user already has the address {email}"))
+                .on_field("email"),
+        );
+    }
+    Ok(())
 }

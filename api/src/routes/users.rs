@@ -448,16 +448,7 @@ pub async fn create_user(
     if !exists {
         return Err(ApiError::not_found("organization").on_field("organization_id"));
     }
-    let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1))")
-        .bind(email)
-        .fetch_one(&mut *tx)
-        .await?;
-    if taken {
-        return Err(
-            ApiError::conflict("email_taken", format!("another user already has the address {email}"))
-                .on_field("email"),
-        );
-    }
+    crate::routes::ensure_email_free(&mut tx, email, None).await?;
     let id = Uuid::new_v4();
     sqlx::query(
         "INSERT INTO users (id, organization_id, name, email, notification_email, description) \
