@@ -59,9 +59,19 @@ pub enum Admission {
 /// without release frees its lease when the lease expires.
 #[derive(Debug)]
 pub struct Permit {
-    key: String,
-    lease: Option<String>,
     account: String,
+    held: Held,
+}
+
+/// What a permit holds until it is released.
+#[derive(Debug)]
+enum Held {
+    /// Nothing: a rate-only call (from Redis or from credits).
+    Nothing,
+    /// A concurrency lease in the sorted set `key` of Redis.
+    Lease { key: String, lease: String },
+    /// A slot of the local share.
+    Local,
 }
 
 /// The limiter every worker of the fleet shares.
@@ -308,9 +318,8 @@ impl Limiter {
             if extra > 0 {
                 if self.spend_credit(account, cost) {
                     return Admission::Granted(Permit {
-                        key: String::new(),
-                        lease: None,
                         account: account.to_owned(),
+                        held: Held::Nothing,
                     });
                 }
                 // Credits in flight are held back from the shared limit, so
@@ -389,9 +398,11 @@ impl Limiter {
             .await;
         match answer {
             Ok((1, _)) => Admission::Granted(Permit {
-                key: leases,
-                lease: limit.concurrency.map(|_| lease),
                 account: account.to_owned(),
+                held: match limit.concurrency {
+                    Some(_) => Held::Lease { key: leases, lease },
+                    None => Held::Nothing,
+                },
             }),
             Ok((_, wait)) => Admission::Wait(Duration::from_millis(wait.max(1) as u64)),
             Err(error) => {
@@ -404,18 +415,17 @@ impl Limiter {
 
     /// Ends a granted call: its concurrency lease is freed at once.
     pub async fn release(&self, permit: Permit) {
-        if permit.key.is_empty() {
-            return;
-        }
-        if permit.key.starts_with("local:") {
-            let account = &permit.key["local:".len()..];
-            let mut local = self.inner.local.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(entry) = local.get_mut(account) {
-                entry.in_flight = entry.in_flight.saturating_sub(1);
+        let (key, lease) = match permit.held {
+            Held::Nothing => return,
+            Held::Local => {
+                let mut local = self.inner.local.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(entry) = local.get_mut(&permit.account) {
+                    entry.in_flight = entry.in_flight.saturating_sub(1);
+                }
+                return;
             }
-            return;
-        }
-        let Some(lease) = permit.lease else { return };
+            Held::Lease { key, lease } => (key, lease),
+        };
         // A freed slot may let this worker's waiting calls in at once.
         self.inner
             .blocked_until
@@ -424,7 +434,7 @@ impl Limiter {
             .remove(&permit.account);
         if let Some(mut connection) = self.connection().await {
             let removed: redis::RedisResult<i64> = redis::cmd("ZREM")
-                .arg(&permit.key)
+                .arg(&key)
                 .arg(&lease)
                 .query_async(&mut connection)
                 .await;
@@ -485,9 +495,8 @@ impl Limiter {
         }
         entry.in_flight += 1;
         Admission::Granted(Permit {
-            key: format!("local:{account}"),
-            lease: None,
             account: account.to_owned(),
+            held: Held::Local,
         })
     }
 }

@@ -156,11 +156,10 @@ impl Gated {
         }
     }
 
-    /// Shares the delay of a `429` or `503` answer's `Retry-After`, if any.
-    pub async fn observe(&self, status: u16, headers: &HeaderMap) {
-        if matches!(status, 429 | 503)
-            && let Some(delay) = retry_after(headers)
-        {
+    /// Shares the `Retry-After` of a throttled answer, if it has one (the
+    /// caller knows which of its provider's answers throttle).
+    pub async fn share_retry_after(&self, headers: &HeaderMap) {
+        if let Some(delay) = retry_after(headers) {
             self.throttled(delay).await;
         }
     }

@@ -276,7 +276,7 @@ impl GmailClient {
                 .to_vec();
             drop(permit);
             if matches!(status.as_u16(), 403 | 429) {
-                self.gate.observe(429, &headers).await;
+                self.gate.share_retry_after(&headers).await;
             }
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 debug!("Gmail refused the access token; refreshing once.");

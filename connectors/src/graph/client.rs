@@ -188,7 +188,9 @@ impl GraphClient {
                 .map_err(|error| transport_error(GRAPH, error))?
                 .to_vec();
             drop(permit);
-            self.gate.observe(status.as_u16(), &headers).await;
+            if matches!(status.as_u16(), 429 | 503) {
+                self.gate.share_retry_after(&headers).await;
+            }
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 refreshed = true;
                 debug!("Graph refused the access token; refreshing once.");

@@ -44,25 +44,13 @@ async fn impersonation_denied_fails_the_session_with_an_authorization_issue() {
 
 #[tokio::test]
 async fn server_busy_back_off_milliseconds_is_honoured_before_the_retry() {
-    let fixture = Fixture::new(Access::ExchangeDirect).await;
-    let worker = fixture.worker(&[("SYNCFLEET_RETRY_BASE_DELAY", "1s")]);
-    assert_eq!(fixture.sync_once().await, "succeeded");
-    fixture
-        .providers
-        .ews
-        .inject_fault(&fixture.email, Fault::ServerBusy { backoff_ms: 4000 }, 1);
-    assert_eq!(fixture.sync_once().await, "failed");
-    assert_eq!(
-        fixture.last_session().await.error_category.as_deref(),
-        Some("throttled")
-    );
-    let waited = fixture.retry_waited().await;
-    assert!(
-        waited >= chrono::Duration::milliseconds(3900),
-        "the retry came {waited} after ErrorServerBusy asked for 4000 ms"
-    );
-    worker.stop().await;
-    fixture.env.cleanup().await;
+    super::a_provider_delay_is_honoured_before_the_retry(Access::ExchangeDirect, |fixture| {
+        fixture
+            .providers
+            .ews
+            .inject_fault(&fixture.email, Fault::ServerBusy { backoff_ms: 4000 }, 1);
+    })
+    .await;
 }
 
 #[tokio::test]

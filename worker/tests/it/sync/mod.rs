@@ -369,3 +369,24 @@ pub async fn an_expired_cursor_resyncs_without_duplicates(access: Access, expire
     worker.stop().await;
     fixture.env.cleanup().await;
 }
+
+/// A provider that throttles with a delay (4 s, armed by `throttle`) fails
+/// the session as throttled, and the retry waits at least that long.
+pub async fn a_provider_delay_is_honoured_before_the_retry(access: Access, throttle: impl Fn(&Fixture)) {
+    let fixture = Fixture::new(access).await;
+    let worker = fixture.worker(&[("SYNCFLEET_RETRY_BASE_DELAY", "1s")]);
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    throttle(&fixture);
+    assert_eq!(fixture.sync_once().await, "failed");
+    assert_eq!(
+        fixture.last_session().await.error_category.as_deref(),
+        Some("throttled")
+    );
+    let waited = fixture.retry_waited().await;
+    assert!(
+        waited >= chrono::Duration::milliseconds(3900),
+        "the retry came {waited} after the provider asked for 4 s"
+    );
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}

@@ -65,32 +65,20 @@ async fn a_revoked_refresh_token_fails_the_session_with_an_authorization_issue()
 
 #[tokio::test]
 async fn graph_429_with_retry_after_is_honoured_before_the_retry() {
-    let fixture = Fixture::new(Access::Office365).await;
-    let worker = fixture.worker(&[("SYNCFLEET_RETRY_BASE_DELAY", "1s")]);
-    assert_eq!(fixture.sync_once().await, "succeeded");
-    fixture
-        .providers
-        .graph
-        .inject_fault(
-            &fixture.email,
-            Fault::Throttled {
-                retry_after: Some(Duration::from_secs(4)),
-            },
-            1,
-        )
-        .unwrap();
-    assert_eq!(fixture.sync_once().await, "failed");
-    assert_eq!(
-        fixture.last_session().await.error_category.as_deref(),
-        Some("throttled")
-    );
-    let waited = fixture.retry_waited().await;
-    assert!(
-        waited >= chrono::Duration::milliseconds(3900),
-        "the retry came {waited} after the 429 asking for 4 s"
-    );
-    worker.stop().await;
-    fixture.env.cleanup().await;
+    super::a_provider_delay_is_honoured_before_the_retry(Access::Office365, |fixture| {
+        fixture
+            .providers
+            .graph
+            .inject_fault(
+                &fixture.email,
+                Fault::Throttled {
+                    retry_after: Some(Duration::from_secs(4)),
+                },
+                1,
+            )
+            .unwrap();
+    })
+    .await;
 }
 
 #[tokio::test]
