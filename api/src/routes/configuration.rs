@@ -132,31 +132,6 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<O
     Option::<String>::deserialize(deserializer).map(Some)
 }
 
-/// Reads a JSON body that may hold a secret: a parse error names the
-/// position and what is wrong with the shape, never a value.
-fn parse_secret_body<T: serde::de::DeserializeOwned>(body: &Bytes, expected: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|error| {
-        let reason = match error.classify() {
-            serde_json::error::Category::Data => {
-                // Data errors quote field names, never values, for unknown
-                // fields; other data errors may quote a value.
-                let text = error.to_string();
-                if text.starts_with("unknown field") || text.starts_with("missing field") {
-                    text
-                } else {
-                    format!(
-                        "a field has the wrong type (line {}, column {})",
-                        error.line(),
-                        error.column()
-                    )
-                }
-            }
-            _ => format!("not JSON (line {}, column {})", error.line(), error.column()),
-        };
-        ApiError::invalid("body", format!("expected {expected}: {reason}"))
-    })
-}
-
 fn secret(field: &str, value: String) -> Result<SecretString, ApiError> {
     if value.is_empty() {
         return Err(ApiError::invalid(field, format!("{field} must not be empty")));
@@ -179,7 +154,7 @@ pub async fn put_configuration(
     body: Bytes,
 ) -> Result<Json<ConfigurationView>, ApiError> {
     let id = parse_id("id", &id)?;
-    let change: ConfigurationChange = parse_secret_body(
+    let change: ConfigurationChange = crate::routes::secret_safe_json(
         &body,
         "an object with email, account_logon, password and salesforce_instance_url (each optional)",
     )?;
@@ -306,7 +281,7 @@ pub async fn put_credential(
             "a password is set through PUT /v1/users/{id}/email-configuration",
         ));
     }
-    let body: TokenBody = parse_secret_body(&body, "{\"token\": \"...\"}")?;
+    let body: TokenBody = crate::routes::secret_safe_json(&body, "{\"token\": \"...\"}")?;
     let token = secret("token", body.token)?;
     let ring = key_ring(&state)?;
     let mut tx = state.pool.begin().await?;

@@ -75,3 +75,28 @@ pub async fn ensure_email_free(
     }
     Ok(())
 }
+
+/// Reads a JSON body that may hold a secret: a parse error names the
+/// position and what is wrong with the shape, never a value.
+pub fn secret_safe_json<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|error| {
+        let reason = match error.classify() {
+            serde_json::error::Category::Data => {
+                // Data errors quote field names, never values, for unknown
+                // fields; other data errors may quote a value.
+                let text = error.to_string();
+                if text.starts_with("unknown field") || text.starts_with("missing field") {
+                    text
+                } else {
+                    format!(
+                        "a field has the wrong type (line {}, column {})",
+                        error.line(),
+                        error.column()
+                    )
+                }
+            }
+            _ => format!("not JSON (line {}, column {})", error.line(), error.column()),
+        };
+        ApiError::invalid("body", format!("expected {expected}: {reason}"))
+    })
+}

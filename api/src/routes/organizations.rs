@@ -82,19 +82,6 @@ async fn load(
         .ok_or_else(|| ApiError::not_found("organization"))
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|error| {
-        let text = error.to_string();
-        // Field names only: a value (a password) is never echoed.
-        let reason = if text.starts_with("unknown field") || text.starts_with("missing field") {
-            text
-        } else {
-            format!("malformed (line {}, column {})", error.line(), error.column())
-        };
-        ApiError::invalid("body", format!("expected an organization object: {reason}"))
-    })
-}
-
 fn text(field: &'static str, value: &str, max: usize) -> Result<String, ApiError> {
     let value = value.trim();
     if value.is_empty() || value.chars().count() > max {
@@ -155,7 +142,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<OrganizationView>), ApiError> {
     admin_only(&principal)?;
-    let new: NewOrganization = parse_body(&body)?;
+    let new: NewOrganization = crate::routes::secret_safe_json(&body, "an organization object")?;
     let name = text("name", &new.name, 200)?;
     let external_id = text("external_id", &new.external_id, 100)?;
     let access = new.access_type.parse::<AccessType>().map_err(|_| {
@@ -410,7 +397,7 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Json<OrganizationView>, ApiError> {
     let id = parse_id("id", &id)?;
-    let change: Change = parse_body(&body)?;
+    let change: Change = crate::routes::secret_safe_json(&body, "an organization object")?;
     if principal.role == Role::User {
         return Err(ApiError::forbidden(
             "only an admin or an organization admin can edit an organization",

@@ -32,6 +32,7 @@ use tracing::instrument;
 
 use super::{
     FailureClass, SessionContext, SyncFailure, SyncWork,
+    gate::provider_name,
     participants::{self, FilterSettings, ParticipantFilter},
     providers::ProviderConfig,
     settings::{self, Settings},
@@ -162,26 +163,27 @@ impl SyncWork for MailboxSync {
         let result = match settings.access_type.parse::<AccessType>() {
             Ok(AccessType::Office365) => {
                 let mailbox = self.graph(session, &settings).await?;
-                self.sync(session, &settings, "graph", &mailbox, &crm).await
+                self.sync(session, &settings, Provider::Graph, &mailbox, &crm).await
             }
             Ok(AccessType::ExchangeDirect) if settings.has(CredentialKind::MailboxRefreshToken.as_str()) => {
                 // Direct access through Office 365 OAuth instead of a password.
                 let mailbox = self.graph(session, &settings).await?;
-                self.sync(session, &settings, "graph", &mailbox, &crm).await
+                self.sync(session, &settings, Provider::Graph, &mailbox, &crm).await
             }
             Ok(AccessType::ExchangeDirect | AccessType::ExchangeImpersonation) => {
                 let mailbox = self.ews(session, &settings).await?;
-                self.sync(session, &settings, "ews", &mailbox, &crm).await
+                self.sync(session, &settings, Provider::Ews, &mailbox, &crm).await
             }
             Ok(AccessType::Gmail) => {
                 let mailbox = self.gmail(session, &settings).await?;
-                self.sync(session, &settings, "gmail", &mailbox, &crm).await
+                self.sync(session, &settings, Provider::Gmail, &mailbox, &crm).await
             }
             Err(_) => Err(settings_failure(IssueSource::Engine, "unknown mailbox access type")),
         };
-        session
-            .calls
-            .insert("salesforce".to_owned(), u32::try_from(crm.calls()).unwrap_or(u32::MAX));
+        session.calls.insert(
+            provider_name(Provider::Salesforce).to_owned(),
+            u32::try_from(crm.calls()).unwrap_or(u32::MAX),
+        );
         result
     }
 }
@@ -326,12 +328,14 @@ impl MailboxSync {
         &self,
         session: &mut SessionContext,
         settings: &Settings,
-        provider: &str,
+        provider: Provider,
         mailbox: &M,
         crm: &SalesforceClient,
     ) -> Result<(), SyncFailure> {
         let result = self.steps(session, settings, mailbox, crm).await;
-        session.calls.insert(provider.to_owned(), mailbox.calls());
+        session
+            .calls
+            .insert(provider_name(provider).to_owned(), mailbox.calls());
         result
     }
 

@@ -289,7 +289,7 @@ impl CallGate for FleetGate {
 }
 
 /// The provider's name in metrics and in the sessions' `calls`.
-fn provider_name(provider: Provider) -> &'static str {
+pub(crate) fn provider_name(provider: Provider) -> &'static str {
     match provider {
         Provider::Graph => "graph",
         Provider::Ews => "ews",
