@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod binary;
 mod ews;
 mod gmail;
 mod graph;
