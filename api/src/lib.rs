@@ -5,14 +5,12 @@ pub mod auth;
 pub mod config;
 mod error;
 mod metrics;
+mod openapi;
 mod routes;
 
 use std::{sync::Arc, time::Duration};
 
-use axum::{
-    Router, middleware,
-    routing::{get, post, put},
-};
+use axum::{Router, middleware, routing::get};
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 use syncfleet_common::{
@@ -21,6 +19,7 @@ use syncfleet_common::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use config::ApiConfig;
 use metrics::HttpMetrics;
@@ -42,36 +41,21 @@ pub struct AppState {
 /// The whole router, with request metrics registered in `registry`.
 pub fn router(state: AppState, health: Arc<Health>, mut registry: Registry) -> Router {
     let metrics = HttpMetrics::register(&mut registry);
-    let v1 = Router::new()
+    let (v1, document) = OpenApiRouter::with_openapi(openapi::base())
+        .merge(routes::users::router())
+        .merge(routes::actions::router())
+        .merge(routes::jobs::router())
+        .merge(routes::organizations::router())
+        .merge(routes::configuration::router())
+        .split_for_parts();
+    let document = Arc::new(openapi::finish(document));
+    let v1 = v1
         .route(
-            "/v1/users",
-            get(routes::users::list_users).post(routes::users::create_user),
-        )
-        .route(
-            "/v1/users/{id}",
-            get(routes::users::get_user).delete(routes::users::delete_user),
-        )
-        .route("/v1/users/{id}/actions/force-sync", post(routes::actions::force_sync))
-        .route("/v1/users/{id}/actions/{action}", post(routes::actions::user_action))
-        .route("/v1/users/actions/{action}", post(routes::actions::bulk_action))
-        .route("/v1/jobs/{id}", get(routes::jobs::get_job))
-        .route(
-            "/v1/organizations",
-            get(routes::organizations::list).post(routes::organizations::create),
-        )
-        .route(
-            "/v1/organizations/{id}",
-            get(routes::organizations::get)
-                .patch(routes::organizations::update)
-                .delete(routes::organizations::delete),
-        )
-        .route(
-            "/v1/users/{id}/email-configuration",
-            get(routes::configuration::get_configuration).put(routes::configuration::put_configuration),
-        )
-        .route(
-            "/v1/users/{id}/credentials/{kind}",
-            put(routes::configuration::put_credential).delete(routes::configuration::delete_credential),
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { axum::Json(document) }
+            }),
         )
         .with_state(state.clone());
     ops::router(state.pool, health, Arc::new(registry))

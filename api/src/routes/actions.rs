@@ -1,5 +1,9 @@
-//! User actions. Force sync: at most once a minute per user, as a job on the
-//! priority queue; `?wait=N` waits up to N seconds for its result.
+//! User actions (M8), on one user (`POST /v1/users/{id}/actions/{action}`)
+//! or a selection (`POST /v1/users/actions/{action}`, one result per user,
+//! each user in its own transaction). Actions that reach outside services
+//! run as jobs on the priority queue: the answer carries the job, and
+//! `?wait=N` waits up to N seconds for its result. Force sync: at most once
+//! a minute per user.
 
 use std::time::Duration;
 
@@ -9,24 +13,36 @@ use axum::{
     extract::{Path, RawQuery, State},
     http::StatusCode,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use syncfleet_common::{
     domain::Trigger,
     queue::{JobEnvelope, Route},
     telemetry,
 };
 use tracing::{Span, info, warn};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
 
 use crate::{
     AppState,
     auth::Principal,
     error::ApiError,
     routes::{
+        admin_jobs::{self, JobAction},
+        customization,
         jobs::{self, JobView},
-        parse_id, users,
+        parse_id,
+        users::{self, ActionResult, Switch, UserView},
     },
 };
 
+/// The action routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(user_action))
+        .routes(routes!(bulk_action))
+}
 /// The shortest time between two force syncs of one user.
 const FORCE_SYNC_SPACING_SECONDS: f64 = 60.0;
 /// The longest `?wait=`.
@@ -68,30 +84,6 @@ fn wait_seconds(query: Option<&str>) -> Result<u64, ApiError> {
         }
     }
     Ok(wait)
-}
-
-#[tracing::instrument(name = "force_sync", skip_all, fields(user_id = %raw_id))]
-pub async fn force_sync(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(raw_id): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let user_id = parse_id("id", &raw_id)?;
-    let wait = wait_seconds(query.as_deref())?;
-    let job_id = queue_force_sync(&state, &principal, user_id).await?;
-
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-    loop {
-        let view = jobs::load(&state, &principal, job_id).await?;
-        if view.is_finished() {
-            return Ok((StatusCode::OK, Json(view)));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok((StatusCode::ACCEPTED, Json(view)));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Queues a force sync for one user: refused inside the minute (429 with
@@ -175,94 +167,326 @@ pub async fn queue_force_sync(
     Ok(job.job_id)
 }
 
-/// Actions of the admin panel this build does not run yet.
-const NOT_YET: [&str; 12] = [
-    "reset-mailbox",
-    "reinitialize-mailbox",
-    "check-settings",
-    "check-crm",
-    "check-mailbox",
-    "install-sidebar",
-    "remove-sidebar",
-    "check-sidebar",
-    "reset-customization",
-    "change-organization",
-    "change-plan",
-    "delete",
-];
-
-fn unknown_action(action: &str) -> ApiError {
-    if NOT_YET.contains(&action) || action == "force-delete" {
-        return ApiError::not_implemented(format!("the {action} action is not available in this build"));
-    }
-    ApiError::not_found_code(
-        "unknown_action",
-        format!("no action {action:?}; actions: force-sync, enable-sync, disable-sync"),
-    )
+/// An action's name, as the path gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Switch(Switch),
+    ForceSync,
+    Job(JobAction),
+    ResetCustomization,
+    ChangeOrganization,
+    ChangePlan,
+    Delete,
+    ForceDelete,
 }
 
-/// `POST /v1/users/{id}/actions/{action}` for the actions without a route of
-/// their own.
+/// Every action name, for the error naming them.
+const ACTIONS: &str = "enable-sync, disable-sync, force-sync, reset-mailbox, reinitialize-mailbox, \
+     check-settings, check-crm, check-mailbox, install-sidebar, remove-sidebar, check-sidebar, \
+     reset-customization, change-organization, change-plan, delete, force-delete";
+
+impl Action {
+    fn parse(name: &str) -> Result<Self, ApiError> {
+        if let Some(switch) = Switch::from_action(name) {
+            return Ok(Self::Switch(switch));
+        }
+        if let Some(job) = JobAction::from_action(name) {
+            return Ok(Self::Job(job));
+        }
+        Ok(match name {
+            "force-sync" => Self::ForceSync,
+            "reset-customization" => Self::ResetCustomization,
+            "change-organization" => Self::ChangeOrganization,
+            "change-plan" => Self::ChangePlan,
+            "delete" => Self::Delete,
+            "force-delete" => Self::ForceDelete,
+            _ => {
+                return Err(ApiError::not_found_code(
+                    "unknown_action",
+                    format!("no action {name:?}; actions: {ACTIONS}"),
+                )
+                .on_field("action"));
+            }
+        })
+    }
+}
+
+/// What some actions take besides the user: `organization_id` for
+/// change-organization, `plan_id` (a plan, or `null` for none) for
+/// change-plan. A bulk action's body adds `user_ids`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionParameters {
+    /// The organization to move to (change-organization).
+    #[serde(default)]
+    pub organization_id: Option<String>,
+    /// The plan to assign, `null` for none (change-plan).
+    #[serde(default, deserialize_with = "crate::routes::present")]
+    #[schema(value_type = Option<String>)]
+    pub plan_id: Option<Option<String>>,
+}
+
+/// `{"user_ids": [...]}` plus the action's parameters.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    /// The users, at most 1000, no repeats.
+    pub user_ids: Vec<String>,
+    /// As for one user.
+    #[serde(default)]
+    pub organization_id: Option<String>,
+    #[serde(default, deserialize_with = "crate::routes::present")]
+    #[schema(value_type = Option<String>)]
+    pub plan_id: Option<Option<String>>,
+}
+
+/// The parameters an action needs, checked before any user is touched.
+#[derive(Debug, Clone, Copy)]
+enum Checked {
+    None,
+    Organization(Uuid),
+    Plan(Option<Uuid>),
+}
+
+impl ActionParameters {
+    fn check(&self, action: Action) -> Result<Checked, ApiError> {
+        let unexpected = |field: &'static str| {
+            ApiError::invalid(field, format!("{field} is only taken by the action that needs it"))
+        };
+        match action {
+            Action::ChangeOrganization => {
+                if self.plan_id.is_some() {
+                    return Err(unexpected("plan_id"));
+                }
+                let raw = self
+                    .organization_id
+                    .as_deref()
+                    .ok_or_else(|| ApiError::invalid("organization_id", "change-organization needs organization_id"))?;
+                Ok(Checked::Organization(parse_id("organization_id", raw)?))
+            }
+            Action::ChangePlan => {
+                if self.organization_id.is_some() {
+                    return Err(unexpected("organization_id"));
+                }
+                let raw = self
+                    .plan_id
+                    .as_ref()
+                    .ok_or_else(|| ApiError::invalid("plan_id", "change-plan needs plan_id (null for no plan)"))?;
+                Ok(Checked::Plan(
+                    raw.as_deref().map(|raw| parse_id("plan_id", raw)).transpose()?,
+                ))
+            }
+            _ if self.organization_id.is_some() => Err(unexpected("organization_id")),
+            _ if self.plan_id.is_some() => Err(unexpected("plan_id")),
+            _ => Ok(Checked::None),
+        }
+    }
+}
+
+/// One user's outcome, before it is answered.
+enum Outcome {
+    /// Done at once; `user` is absent once the user is deleted.
+    Done { changed: bool, user: Option<Box<UserView>> },
+    /// Queued as a job.
+    Queued(Uuid),
+}
+
+impl From<ActionResult> for Outcome {
+    fn from(result: ActionResult) -> Self {
+        Self::Done {
+            changed: result.changed,
+            user: Some(Box::new(result.user)),
+        }
+    }
+}
+
+/// Runs one action on one user.
+async fn run(
+    state: &AppState,
+    principal: &Principal,
+    user_id: Uuid,
+    action: Action,
+    parameters: Checked,
+) -> Result<Outcome, ApiError> {
+    Ok(match (action, parameters) {
+        (Action::Switch(switch), _) => users::switch_sync(state, principal, user_id, switch).await?.into(),
+        (Action::ForceSync, _) => Outcome::Queued(queue_force_sync(state, principal, user_id).await?),
+        (Action::Job(job), _) => Outcome::Queued(admin_jobs::queue(state, principal, user_id, job).await?),
+        (Action::ResetCustomization, _) => customization::reset(state, principal, user_id).await?.into(),
+        (Action::ChangeOrganization, Checked::Organization(organization)) => {
+            users::change_organization(state, principal, user_id, organization)
+                .await?
+                .into()
+        }
+        (Action::ChangePlan, Checked::Plan(plan)) => users::change_plan(state, principal, user_id, plan).await?.into(),
+        (Action::Delete | Action::ForceDelete, _) => {
+            users::remove(state, principal, user_id, action == Action::ForceDelete).await?;
+            Outcome::Done {
+                changed: true,
+                user: None,
+            }
+        }
+        // `Checked` always matches its action: `ActionParameters::check`.
+        (Action::ChangeOrganization | Action::ChangePlan, _) => {
+            return Err(ApiError::invalid("body", "the action's parameters are missing"));
+        }
+    })
+}
+
+/// The answer for one user.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionAnswer {
+    pub user_id: Uuid,
+    /// The action's name.
+    pub action: String,
+    /// Whether anything changed (enabling an enabled user changes nothing;
+    /// a queued job counts as a change).
+    pub changed: bool,
+    /// The user after the action (absent for a job, and once deleted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserView>,
+    /// The job, for the actions that run as one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobView>,
+}
+
+/// `?wait=N`: whole seconds, 0 to 60.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct WaitQuery {
+    /// For a job: wait up to this many seconds (0-60) for its result.
+    wait: Option<u64>,
+}
+
+/// Reads an optional JSON body.
+fn parameters<T: serde::de::DeserializeOwned + Default>(body: &[u8], expected: &str) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|error| ApiError::invalid("body", format!("expected {expected}: {error}")))
+}
+
+/// One action on one user. A job answers 202 while it runs, 200 with its
+/// result once finished (within `?wait=`).
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/actions/{action}",
+    tag = "actions",
+    params(
+        ("id" = Uuid, Path, description = "The user."),
+        ("action" = String, Path, description = "enable-sync, disable-sync, force-sync, reset-mailbox, \
+            reinitialize-mailbox, check-settings, check-crm, check-mailbox, install-sidebar, remove-sidebar, \
+            check-sidebar, reset-customization, change-organization, change-plan, delete or force-delete."),
+        WaitQuery
+    ),
+    request_body(content = Option<ActionParameters>, description = "Only change-organization and change-plan take one."),
+    responses(
+        (status = 200, body = ActionAnswer, description = "Done (or the job finished)."),
+        (status = 202, body = ActionAnswer, description = "The job is queued or running."),
+    )
+)]
+#[tracing::instrument(name = "user_action", skip_all, fields(user_id = %raw_id, action = %name))]
 pub async fn user_action(
     State(state): State<AppState>,
     principal: Principal,
-    Path((raw_id, action)): Path<(String, String)>,
-) -> Result<Json<users::ActionResult>, ApiError> {
+    Path((raw_id, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ActionAnswer>), ApiError> {
     let user_id = parse_id("id", &raw_id)?;
-    let switch = users::Switch::from_action(&action).ok_or_else(|| unknown_action(&action))?;
-    Ok(Json(users::switch_sync(&state, &principal, user_id, switch).await?))
+    let action = Action::parse(&name)?;
+    let wait = wait_seconds(query.as_deref())?;
+    let parameters: ActionParameters = parameters(&body, "an object with the action's parameters, or nothing")?;
+    let checked = parameters.check(action)?;
+    let answer = |changed, user, job| ActionAnswer {
+        user_id,
+        action: name.clone(),
+        changed,
+        user,
+        job,
+    };
+    match run(&state, &principal, user_id, action, checked).await? {
+        Outcome::Done { changed, user } => Ok((StatusCode::OK, Json(answer(changed, user.map(|user| *user), None)))),
+        Outcome::Queued(job_id) => {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+            loop {
+                let view = jobs::load(&state, &principal, job_id).await?;
+                if view.is_finished() {
+                    return Ok((StatusCode::OK, Json(answer(true, None, Some(view)))));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok((StatusCode::ACCEPTED, Json(answer(true, None, Some(view)))));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// One user's outcome in a bulk action.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BulkItem {
-    pub user_id: uuid::Uuid,
+    pub user_id: Uuid,
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<uuid::Uuid>,
+    pub job_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<BulkError>,
 }
 
-#[derive(Debug, Serialize)]
+/// Why an action failed for one user.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BulkError {
-    pub code: &'static str,
+    pub code: String,
     pub message: String,
 }
 
-/// `POST /v1/users/actions/{action}` with `{"user_ids": [...]}`: each user is
-/// handled on its own (its own transaction) and gets its own result.
+/// One action on a selection: each user is handled on its own (its own
+/// transaction) and gets its own result, in the order given.
+#[utoipa::path(
+    post,
+    path = "/v1/users/actions/{action}",
+    tag = "actions",
+    params(("action" = String, Path, description = "As for one user.")),
+    request_body = BulkRequest,
+    responses((status = 200, body = Vec<BulkItem>, description = "One result per user."))
+)]
 pub async fn bulk_action(
     State(state): State<AppState>,
     principal: Principal,
-    Path(action): Path<String>,
+    Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Vec<BulkItem>>, ApiError> {
-    let selection: users::Selection = serde_json::from_slice(&body)
+    let action = Action::parse(&name)?;
+    let request: BulkRequest = serde_json::from_slice(&body)
         .map_err(|error| ApiError::invalid("body", format!("expected {{\"user_ids\": [...]}}: {error}")))?;
-    let ids = selection.ids()?;
-    let switch = users::Switch::from_action(&action);
-    if switch.is_none() && action != "force-sync" {
-        return Err(unknown_action(&action));
+    let ids = users::Selection {
+        user_ids: request.user_ids,
     }
+    .ids()?;
+    let checked = ActionParameters {
+        organization_id: request.organization_id,
+        plan_id: request.plan_id,
+    }
+    .check(action)?;
     let mut results = Vec::with_capacity(ids.len());
     for user_id in ids {
-        let outcome = match switch {
-            Some(switch) => users::switch_sync(&state, &principal, user_id, switch)
-                .await
-                .map(|result| (Some(result.changed), None)),
-            None => queue_force_sync(&state, &principal, user_id)
-                .await
-                .map(|job| (None, Some(job))),
-        };
-        results.push(match outcome {
-            Ok((changed, job_id)) => BulkItem {
+        results.push(match run(&state, &principal, user_id, action, checked).await {
+            Ok(Outcome::Done { changed, .. }) => BulkItem {
                 user_id,
                 ok: true,
-                changed,
-                job_id,
+                changed: Some(changed),
+                job_id: None,
+                error: None,
+            },
+            Ok(Outcome::Queued(job_id)) => BulkItem {
+                user_id,
+                ok: true,
+                changed: Some(true),
+                job_id: Some(job_id),
                 error: None,
             },
             Err(error) => BulkItem {
@@ -271,7 +495,7 @@ pub async fn bulk_action(
                 changed: None,
                 job_id: None,
                 error: Some(BulkError {
-                    code: error.code(),
+                    code: error.code().to_owned(),
                     message: error.message().to_owned(),
                 }),
             },

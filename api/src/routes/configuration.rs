@@ -26,6 +26,8 @@ use syncfleet_common::{
     secrets::{self, CredentialKind, KeyRing, Owner},
 };
 use syncfleet_connectors::ssrf;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -38,8 +40,15 @@ use crate::{
 /// The longest secret accepted.
 const MAX_SECRET: usize = 4096;
 
+/// The configuration routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_configuration, put_configuration))
+        .routes(routes!(put_credential, delete_credential))
+}
+
 /// What the API shows of a user's configuration.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ConfigurationView {
     pub user_id: Uuid,
     pub access_type: String,
@@ -101,6 +110,7 @@ fn key_ring(state: &AppState) -> Result<&KeyRing, ApiError> {
 }
 
 /// `GET /v1/users/{id}/email-configuration`.
+#[utoipa::path(get, path = "/v1/users/{id}/email-configuration", tag = "users", params(("id" = Uuid, Path, description = "The user.")), responses((status = 200, body = ConfigurationView)))]
 pub async fn get_configuration(
     State(state): State<AppState>,
     principal: Principal,
@@ -114,22 +124,20 @@ pub async fn get_configuration(
 
 /// The body of `PUT /v1/users/{id}/email-configuration`: every field is
 /// optional; `null` clears `account_logon` and `salesforce_instance_url`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ConfigurationChange {
     #[serde(default)]
     email: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::routes::present")]
+    #[schema(value_type = Option<String>)]
     account_logon: Option<Option<String>>,
     #[serde(default)]
+    #[schema(write_only)]
     password: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::routes::present")]
+    #[schema(value_type = Option<String>)]
     salesforce_instance_url: Option<Option<String>>,
-}
-
-/// Tells `"field": null` (clear it) from a missing field (keep it).
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(deserializer).map(Some)
 }
 
 fn secret(field: &str, value: String) -> Result<SecretString, ApiError> {
@@ -147,6 +155,7 @@ fn secret(field: &str, value: String) -> Result<SecretString, ApiError> {
 
 /// `PUT /v1/users/{id}/email-configuration`: checks every field first, then
 /// writes them all in one transaction (nothing is half-applied).
+#[utoipa::path(put, path = "/v1/users/{id}/email-configuration", tag = "users", params(("id" = Uuid, Path, description = "The user.")), request_body = ConfigurationChange, responses((status = 200, body = ConfigurationView)))]
 pub async fn put_configuration(
     State(state): State<AppState>,
     principal: Principal,
@@ -257,9 +266,10 @@ fn credential_kind(raw: &str) -> Result<CredentialKind, ApiError> {
 }
 
 /// `{"token": "..."}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenBody {
+    #[schema(write_only)]
     token: String,
 }
 
@@ -267,6 +277,7 @@ struct TokenBody {
 /// refresh token the add-in obtained (the Microsoft or Google one for the
 /// mailbox, the Salesforce one for the CRM), sealed. Passwords go through the
 /// email configuration.
+#[utoipa::path(put, path = "/v1/users/{id}/credentials/{kind}", tag = "users", params(("id" = Uuid, Path, description = "The user."), ("kind" = String, Path, description = "mailbox_refresh_token or crm_refresh_token.")), request_body = TokenBody, responses((status = 200, body = ConfigurationView)))]
 pub async fn put_credential(
     State(state): State<AppState>,
     principal: Principal,
@@ -305,6 +316,7 @@ pub async fn put_credential(
 
 /// `DELETE /v1/users/{id}/credentials/{kind}`: forgets a stored credential
 /// (for example the Office 365 refresh token of a Direct Logon user).
+#[utoipa::path(delete, path = "/v1/users/{id}/credentials/{kind}", tag = "users", params(("id" = Uuid, Path, description = "The user."), ("kind" = String, Path, description = "mailbox_password, mailbox_refresh_token or crm_refresh_token.")), responses((status = 204, description = "Forgotten.")))]
 pub async fn delete_credential(
     State(state): State<AppState>,
     principal: Principal,

@@ -6,12 +6,19 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{AppState, auth::Principal, error::ApiError, routes::parse_id};
 
+/// The job route.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_job))
+}
+
 /// An admin job as the API shows it.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct JobView {
     pub id: Uuid,
     pub action: String,
@@ -24,6 +31,7 @@ pub struct JobView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
 }
@@ -55,6 +63,8 @@ pub async fn load(state: &AppState, principal: &Principal, id: Uuid) -> Result<J
     Ok(job)
 }
 
+/// An admin job's state and result.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path, description = "The job.")), responses((status = 200, body = JobView)))]
 pub async fn get_job(
     State(state): State<AppState>,
     principal: Principal,

@@ -1,7 +1,9 @@
 //! The `/v1` routes.
 
 pub mod actions;
+pub mod admin_jobs;
 pub mod configuration;
+pub mod customization;
 pub mod jobs;
 pub mod organizations;
 pub mod users;
@@ -99,4 +101,11 @@ pub fn secret_safe_json<T: serde::de::DeserializeOwned>(body: &[u8], expected: &
         };
         ApiError::invalid("body", format!("expected {expected}: {reason}"))
     })
+}
+
+/// Tells `"field": null` (clear it) from a missing field (keep it).
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
 }

@@ -20,6 +20,8 @@ use syncfleet_common::{
     secrets::{self, CredentialKind, Owner},
 };
 use syncfleet_connectors::ssrf;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -29,8 +31,15 @@ use crate::{
     routes::parse_id,
 };
 
+/// The organization routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update, delete))
+}
+
 /// An organization as the API shows it.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct OrganizationView {
     pub id: Uuid,
     pub external_id: String,
@@ -102,7 +111,7 @@ fn ews_url(state: &AppState, raw: &str) -> Result<String, ApiError> {
 }
 
 /// `POST /v1/organizations`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewOrganization {
     name: String,
@@ -115,6 +124,7 @@ struct NewOrganization {
     #[serde(default)]
     impersonation_account: Option<String>,
     #[serde(default)]
+    #[schema(write_only)]
     impersonation_password: Option<String>,
 }
 
@@ -136,6 +146,8 @@ async fn activity(
     Ok(())
 }
 
+/// Creates an organization (admins only).
+#[utoipa::path(post, path = "/v1/organizations", tag = "organizations", request_body = NewOrganization, responses((status = 201, body = OrganizationView)))]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -259,7 +271,8 @@ pub async fn create(
 /// The list's query: `sort` (`name`, `-name`, `access_type`, `sync_enabled`,
 /// `created_at`; `-` for descending), `access_type`, `sync_enabled`, `q` (in
 /// the name or external id), `limit` (1-500, default 50), `offset`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
@@ -277,7 +290,7 @@ pub struct ListQuery {
 }
 
 /// A page of the list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrganizationPage {
     pub items: Vec<OrganizationView>,
     pub total: i64,
@@ -285,6 +298,8 @@ pub struct OrganizationPage {
     pub offset: i64,
 }
 
+/// The organizations the caller may see.
+#[utoipa::path(get, path = "/v1/organizations", tag = "organizations", params(ListQuery), responses((status = 200, body = OrganizationPage)))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -362,6 +377,8 @@ pub async fn list(
     }))
 }
 
+/// One organization.
+#[utoipa::path(get, path = "/v1/organizations/{id}", tag = "organizations", params(("id" = Uuid, Path, description = "The organization.")), responses((status = 200, body = OrganizationView)))]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
@@ -373,7 +390,7 @@ pub async fn get(
 }
 
 /// `PATCH /v1/organizations/{id}`: every field optional.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Change {
     #[serde(default)]
@@ -387,9 +404,12 @@ struct Change {
     #[serde(default)]
     impersonation_account: Option<String>,
     #[serde(default)]
+    #[schema(write_only)]
     impersonation_password: Option<String>,
 }
 
+/// Edits an organization; the external id cannot change.
+#[utoipa::path(patch, path = "/v1/organizations/{id}", tag = "organizations", params(("id" = Uuid, Path, description = "The organization.")), request_body = Change, responses((status = 200, body = OrganizationView)))]
 pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
@@ -510,6 +530,9 @@ pub async fn update(
     Ok(Json(view))
 }
 
+/// Deletes an organization and its users; refused while a user's mailbox is
+/// initialized, and for the default organization.
+#[utoipa::path(delete, path = "/v1/organizations/{id}", tag = "organizations", params(("id" = Uuid, Path, description = "The organization.")), responses((status = 204, description = "Deleted.")))]
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,

@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 use syncfleet_common::domain::{EffectiveSyncStatus, SyncStatus};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -21,8 +23,15 @@ use crate::{
 /// The most users one bulk action takes.
 const MAX_BULK: usize = 1000;
 
+/// The user routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, delete_user))
+}
+
 /// A user as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
     pub id: Uuid,
     pub name: String,
@@ -32,6 +41,9 @@ pub struct UserView {
     pub plan_id: Option<Uuid>,
     pub description: String,
     pub sync_status: String,
+    /// What the fleet does: `enabled`, `organization_disabled`, `user_disabled`,
+    /// `disabled_auth_error`, `disabled_throttling_error`, `disabled_other_error` or `paused`.
+    #[schema(value_type = String)]
     pub effective_sync_status: EffectiveSyncStatus,
     pub disabled_reason: Option<String>,
     pub mailbox_status: String,
@@ -42,7 +54,7 @@ pub struct UserView {
 }
 
 /// The user's most recent session.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LastSession {
     pub id: Uuid,
     pub at: DateTime<Utc>,
@@ -120,6 +132,8 @@ async fn load(
         .ok_or_else(|| ApiError::not_found("user"))
 }
 
+/// One user.
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path, description = "The user (Sync ID).")), responses((status = 200, body = UserView)))]
 pub async fn get_user(
     State(state): State<AppState>,
     principal: Principal,
@@ -132,7 +146,7 @@ pub async fn get_user(
 }
 
 /// The sync switch.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Switch {
     Enable,
     Disable,
@@ -150,7 +164,7 @@ impl Switch {
 }
 
 /// The answer for one user of an action.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ActionResult {
     pub user_id: Uuid,
     /// Whether anything changed (enabling an enabled user changes nothing).
@@ -214,10 +228,10 @@ pub async fn switch_sync(
 }
 
 /// `{"user_ids": [...]}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Selection {
-    user_ids: Vec<String>,
+    pub user_ids: Vec<String>,
 }
 
 impl Selection {
@@ -254,7 +268,8 @@ impl Selection {
 /// `q` (name or email), `sort` (`name`, `email`, `created_at`, `updated_at`,
 /// `sync_status`, `mailbox_status`; `-` for descending), `limit` (1-500,
 /// default 50), `offset`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UserListQuery {
     #[serde(default)]
@@ -274,7 +289,7 @@ pub struct UserListQuery {
 }
 
 /// A page of users.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserPage {
     pub items: Vec<UserView>,
     pub total: i64,
@@ -292,6 +307,7 @@ const SORTABLE: &[&str] = &[
 ];
 
 /// `GET /v1/users`: the users the caller may see, a page at a time.
+#[utoipa::path(get, path = "/v1/users", tag = "users", params(UserListQuery), responses((status = 200, body = UserPage)))]
 pub async fn list_users(
     State(state): State<AppState>,
     principal: Principal,
@@ -387,7 +403,7 @@ pub async fn list_users(
 }
 
 /// `POST /v1/users`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     name: String,
@@ -402,6 +418,7 @@ pub struct NewUser {
 
 /// Creates a user (M7): synchronization starts disabled until configured;
 /// without an organization the user lands in the default one.
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser, responses((status = 201, body = UserView)))]
 pub async fn create_user(
     State(state): State<AppState>,
     principal: Principal,
@@ -479,13 +496,16 @@ pub async fn create_user(
 
 /// `DELETE /v1/users/{id}[?force=true]`: refused while the mailbox is
 /// initialized, unless forced (M8 "Delete" and "Force delete").
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
+    /// Delete even when the mailbox is initialized.
     #[serde(default)]
     force: bool,
 }
 
+#[utoipa::path(delete, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path, description = "The user."), DeleteQuery), responses((status = 204, description = "Deleted.")))]
 pub async fn delete_user(
     State(state): State<AppState>,
     principal: Principal,
@@ -494,14 +514,21 @@ pub async fn delete_user(
 ) -> Result<axum::http::StatusCode, ApiError> {
     let axum::extract::Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
     let id = parse_id("id", &id)?;
+    remove(&state, &principal, id, query.force).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Deletes a user with its activity (M8 "Delete", "Force delete"): refused
+/// while the mailbox is initialized unless `force`.
+pub async fn remove(state: &AppState, principal: &Principal, id: Uuid, force: bool) -> Result<(), ApiError> {
     if principal.role == Role::User {
         return Err(ApiError::forbidden(
             "only an admin or an organization admin can delete users",
         ));
     }
     let mut tx = state.pool.begin().await?;
-    let user = load(&mut tx, &principal, id, true).await?;
-    if user.mailbox_status == "initialized" && !query.force {
+    let user = load(&mut tx, principal, id, true).await?;
+    if user.mailbox_status == "initialized" && !force {
         return Err(ApiError::conflict(
             "mailbox_initialized",
             "the user's mailbox is initialized: reset it first, or delete with force=true",
@@ -513,7 +540,7 @@ pub async fn delete_user(
     .bind(Uuid::now_v7())
     .bind(user.organization_id)
     .bind(&principal.label)
-    .bind(format!("user {} removed{}", user.email, if query.force { " (forced)" } else { "" }))
+    .bind(format!("user {} removed{}", user.email, if force { " (forced)" } else { "" }))
     .execute(&mut *tx)
     .await?;
     sqlx::query("DELETE FROM users WHERE id = $1")
@@ -521,5 +548,27 @@ pub async fn delete_user(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(axum::http::StatusCode::NO_CONTENT)
+    Ok(())
+}
+
+/// Moves a user to another organization (M8 "Change organization").
+pub async fn change_organization(
+    _state: &AppState,
+    _principal: &Principal,
+    _id: Uuid,
+    _organization_id: Uuid,
+) -> Result<ActionResult, ApiError> {
+    Err(ApiError::not_implemented(
+        "change-organization is not available in this build",
+    ))
+}
+
+/// Assigns a plan, or none (M8 "Change plan").
+pub async fn change_plan(
+    _state: &AppState,
+    _principal: &Principal,
+    _id: Uuid,
+    _plan_id: Option<Uuid>,
+) -> Result<ActionResult, ApiError> {
+    Err(ApiError::not_implemented("change-plan is not available in this build"))
 }

@@ -69,7 +69,12 @@ async fn a_force_sync_runs_on_a_worker_and_wait_returns_its_result() {
 
     let response = http(api.address, "POST", &force_sync_path(user, "?wait=30"), Some(&token)).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let job = json(&response.body);
+    let answer = json(&response.body);
+    assert_eq!(
+        (answer["action"].as_str(), answer["changed"].as_bool()),
+        (Some("force-sync"), Some(true))
+    );
+    let job = &answer["job"];
     assert_eq!(job["status"], "succeeded");
     assert_eq!(job["action"], "force-sync");
     assert_eq!(job["requested_by"], "admin@example.test");
@@ -108,7 +113,7 @@ async fn force_sync_twice_within_a_minute_is_refused_with_the_time_left_and_queu
 
     let first = http(api.address, "POST", &force_sync_path(user, ""), Some(&token)).await;
     assert_eq!(first.status, 202, "{}", first.body);
-    assert_eq!(json(&first.body)["status"], "queued");
+    assert_eq!(json(&first.body)["job"]["status"], "queued");
     let second = http(api.address, "POST", &force_sync_path(user, ""), Some(&token)).await;
     assert_eq!(second.status, 429, "{}", second.body);
     let retry_after: u64 = second.header("retry-after").unwrap().parse().unwrap();
@@ -160,7 +165,7 @@ async fn an_organization_admin_cannot_reach_another_organizations_users_or_jobs(
     let own = http(api.address, "POST", &force_sync_path(own_user, ""), Some(&org_admin)).await;
     assert_eq!(own.status, 202, "{}", own.body);
     let theirs = http(api.address, "POST", &force_sync_path(other_user, ""), Some(&admin)).await;
-    let their_job = json(&theirs.body)["id"].as_str().unwrap().to_owned();
+    let their_job = json(&theirs.body)["job"]["id"].as_str().unwrap().to_owned();
     let hidden = http(api.address, "GET", &format!("/v1/jobs/{their_job}"), Some(&org_admin)).await;
     assert_eq!(hidden.status, 404, "a job of another organization is not visible");
 

@@ -42,8 +42,8 @@ async fn a_force_sync_is_one_trace_from_the_api_through_the_queue_into_the_worke
     let seen = receiver.spans();
     let request = seen
         .iter()
-        .find(|span| span.service == "syncfleet-api" && span.name == "force_sync")
-        .unwrap_or_else(|| panic!("no force_sync span in {seen:?}"));
+        .find(|span| span.service == "syncfleet-api" && span.name == "user_action")
+        .unwrap_or_else(|| panic!("no user_action span in {seen:?}"));
     let job = seen
         .iter()
         .find(|span| span.service == "syncfleet-worker" && span.name == "job")

@@ -275,18 +275,6 @@ async fn bad_bulk_requests_are_refused_naming_the_field_and_change_nothing() {
         (unknown.status, body(&unknown)["error"]["code"].as_str()),
         (404, Some("unknown_action"))
     );
-    let later = http_with_body(
-        api.address,
-        "POST",
-        "/v1/users/actions/reset-mailbox",
-        Some(&token),
-        &selection,
-    )
-    .await;
-    assert_eq!(
-        (later.status, body(&later)["error"]["code"].as_str()),
-        (501, Some("not_implemented"))
-    );
     let status: String = sqlx::query_scalar("SELECT sync_status FROM users WHERE id = $1")
         .bind(user)
         .fetch_one(&env.pool)
