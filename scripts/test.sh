@@ -23,8 +23,14 @@ rabbitmqctl -q list_exchanges name 2>/dev/null | { grep -E '^t[0-9a-f]{12}\.' ||
 # Tests start the services' binaries as processes, as a deployment would.
 cargo build --workspace --bins --locked
 
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast "$@"
+  cargo nextest run --workspace --locked --no-fail-fast "$@" || status=$?
 else
-  cargo test --workspace --locked --no-fail-fast "$@"
+  cargo test --workspace --locked --no-fail-fast "$@" || status=$?
 fi
+
+# The api against its own OpenAPI document (schemathesis), after the suite
+# whatever its result, so one run reports both.
+scripts/api-contract.sh || status=$?
+exit $status

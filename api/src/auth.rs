@@ -77,6 +77,34 @@ pub async fn create_token(
     Ok(token)
 }
 
+/// The label of the token stored from `SYNCFLEET_BOOTSTRAP_ADMIN_TOKEN`.
+const BOOTSTRAP_LABEL: &str = "bootstrap admin";
+
+/// Stores the bootstrap admin token (hashed) and revokes any earlier one, in
+/// one transaction; running it again with the same token changes nothing.
+pub async fn store_bootstrap_token(pool: &PgPool, token: &str) -> Result<(), sqlx::Error> {
+    let hash = token_hash(token);
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE api_tokens SET revoked_at = now() \
+         WHERE label = $1 AND role = 'admin' AND revoked_at IS NULL AND token_sha256 <> $2",
+    )
+    .bind(BOOTSTRAP_LABEL)
+    .bind(&hash)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO api_tokens (id, token_sha256, role, label) VALUES ($1, $2, 'admin', $3) \
+         ON CONFLICT (token_sha256) DO UPDATE SET revoked_at = NULL, role = 'admin', label = EXCLUDED.label",
+    )
+    .bind(Uuid::now_v7())
+    .bind(&hash)
+    .bind(BOOTSTRAP_LABEL)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
 #[derive(sqlx::FromRow)]
 struct TokenRow {
     id: Uuid,

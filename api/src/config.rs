@@ -2,6 +2,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use secrecy::{ExposeSecret, SecretString};
+
 use syncfleet_common::{
     config::{COMMON_SETTINGS, CommonConfig, ConfigError, Setting, Source},
     secrets::{self, ENCRYPTION_KEYS, KeyRing},
@@ -25,10 +27,25 @@ pub const ALLOW_LOCAL_URLS: Setting = Setting {
     doc: "Let outside calls use http and loopback addresses (local simulators only; never in production).",
 };
 
+pub const BOOTSTRAP_ADMIN_TOKEN: Setting = Setting {
+    name: "SYNCFLEET_BOOTSTRAP_ADMIN_TOKEN",
+    default: "",
+    doc: "An admin bearer token (at least 32 characters) the api stores, hashed, when it starts; changing it revokes the previous one. Empty: none (mint tokens with `syncfleet-api token create`).",
+};
+
+/// The shortest bootstrap token accepted.
+const MIN_BOOTSTRAP_TOKEN: usize = 32;
+
 /// Every setting the api reads, for the README check.
 pub fn settings() -> Vec<Setting> {
     let mut settings = COMMON_SETTINGS.to_vec();
-    settings.extend([API_LISTEN, API_DRAIN_DELAY, ENCRYPTION_KEYS, ALLOW_LOCAL_URLS]);
+    settings.extend([
+        API_LISTEN,
+        API_DRAIN_DELAY,
+        ENCRYPTION_KEYS,
+        ALLOW_LOCAL_URLS,
+        BOOTSTRAP_ADMIN_TOKEN,
+    ]);
     settings
 }
 
@@ -46,6 +63,8 @@ pub struct ApiConfig {
     pub key_ring: Option<KeyRing>,
     /// What admin-supplied URLs (Salesforce instance, EWS) may be.
     pub url_policy: syncfleet_connectors::ssrf::UrlPolicy,
+    /// The admin token to store at start, if any.
+    pub bootstrap_admin_token: Option<SecretString>,
 }
 
 impl ApiConfig {
@@ -61,13 +80,46 @@ impl ApiConfig {
             } else {
                 syncfleet_connectors::ssrf::UrlPolicy::STRICT
             },
+            bootstrap_admin_token: bootstrap_token(source)?,
         })
     }
+}
+
+fn bootstrap_token(source: &Source) -> Result<Option<SecretString>, ConfigError> {
+    let token = source.secret(&BOOTSTRAP_ADMIN_TOKEN);
+    let length = token.expose_secret().trim().len();
+    if length == 0 {
+        return Ok(None);
+    }
+    if length < MIN_BOOTSTRAP_TOKEN || token.expose_secret().chars().any(char::is_whitespace) {
+        return Err(ConfigError::Invalid {
+            name: BOOTSTRAP_ADMIN_TOKEN.name,
+            reason: format!(
+                "must be at least {MIN_BOOTSTRAP_TOKEN} characters without spaces (the value is not shown)"
+            ),
+        });
+    }
+    Ok(Some(token))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_bootstrap_token_is_refused_without_showing_it() {
+        let source = Source::from_pairs([(BOOTSTRAP_ADMIN_TOKEN.name, "short-secret-value")]);
+        let error = bootstrap_token(&source).unwrap_err().to_string();
+        assert!(error.contains("SYNCFLEET_BOOTSTRAP_ADMIN_TOKEN"), "{error}");
+        assert!(!error.contains("short-secret-value"), "{error}");
+        assert!(bootstrap_token(&Source::default()).unwrap().is_none());
+        let long = "a".repeat(40);
+        assert!(
+            bootstrap_token(&Source::from_pairs([(BOOTSTRAP_ADMIN_TOKEN.name, long.as_str())]))
+                .unwrap()
+                .is_some()
+        );
+    }
 
     #[test]
     fn every_setting_is_documented_in_the_readme_with_its_default() {

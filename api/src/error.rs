@@ -106,6 +106,14 @@ impl ApiError {
         }
     }
 
+    /// The request body is too large.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self {
+            field: Some("body".to_owned()),
+            ..Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+        }
+    }
+
     /// A dependency failed; the details are logged.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)

@@ -10,7 +10,14 @@ mod routes;
 
 use std::{sync::Arc, time::Duration};
 
-use axum::{Router, middleware, routing::get};
+use axum::{
+    Router,
+    body::Body,
+    extract::Request,
+    middleware::{self, Next},
+    response::Response,
+    routing::get,
+};
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 use syncfleet_common::{
@@ -57,10 +64,34 @@ pub fn router(state: AppState, health: Arc<Health>, mut registry: Registry) -> R
                 async move { axum::Json(document) }
             }),
         )
+        .layer(middleware::from_fn(refuse_nul))
         .with_state(state.clone());
     ops::router(state.pool, health, Arc::new(registry))
         .merge(v1)
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
+}
+
+/// The largest request body any route reads.
+const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// Refuses text holding the NUL character, which no field of this API takes
+/// and PostgreSQL cannot store: in the query string (`%00`) or the body (a
+/// raw 0 byte, or the JSON escape `\u0000`). One check for every route, so
+/// no handler can forget it.
+async fn refuse_nul(request: Request, next: Next) -> Result<Response, error::ApiError> {
+    if let Some(query) = request.uri().query()
+        && query.to_ascii_lowercase().contains("%00")
+    {
+        return Err(error::ApiError::invalid("query", "the query string holds a NUL character"));
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| error::ApiError::too_large(format!("the body is larger than {MAX_BODY} bytes")))?;
+    if bytes.contains(&0) || bytes.windows(6).any(|window| window.eq_ignore_ascii_case(b"\\u0000")) {
+        return Err(error::ApiError::invalid("body", "the body holds a NUL character"));
+    }
+    Ok(next.run(Request::from_parts(parts, Body::from(bytes))).await)
 }
 
 /// Serves on `listener` until `shutdown` is cancelled. From that moment

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use syncfleet_api::{ApiConfig, AppState};
 use syncfleet_common::{
     db,
@@ -34,6 +35,12 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
             reencrypt(&pool, config.key_ring.as_ref(), &arguments[2..]).await
         }
         "serve" => {
+            if let Some(token) = &config.bootstrap_admin_token {
+                syncfleet_api::auth::store_bootstrap_token(&pool, token.expose_secret())
+                    .await
+                    .context("storing the bootstrap admin token")?;
+                info!("Bootstrap admin token stored.");
+            }
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
