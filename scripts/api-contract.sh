@@ -77,6 +77,8 @@ done
 curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$work/api.log" >&2; exit 1; }
 
 status=0
+# From the scratch folder: schemathesis keeps its state in the working directory.
+cd "$work"
 "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
   --header "Authorization: Bearer $token" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection \

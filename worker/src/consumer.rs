@@ -2,10 +2,11 @@
 //! never wait behind a cadence backlog), bounded prefetch, reconnection with
 //! backoff, and the drain on shutdown.
 //!
-//! Every delivery ends in exactly one of: acknowledged after its session
-//! committed; republished (retry, deferral, hand-back, dead letter) with a
-//! confirm and then acknowledged; or negatively acknowledged so the broker
-//! delivers it again. Nothing is acknowledged before its effect is durable.
+//! Every delivery ends in exactly one of: acknowledged after its session (or
+//! admin job, see [`crate::admin`]) committed; republished (retry, deferral,
+//! hand-back, dead letter) with a confirm and then acknowledged; or
+//! negatively acknowledged so the broker delivers it again. Nothing is
+//! acknowledged before its effect is durable.
 
 use std::{sync::Arc, time::Duration};
 
@@ -32,6 +33,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::{
+    admin,
     config::WorkerConfig,
     dead_letters,
     metrics::{JobLabels, QueueLabel, ReasonLabel, StatusLabel, StepLabel, TriggerLabel, WorkerMetrics},
@@ -46,7 +48,7 @@ const HAND_BACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What becomes of a delivery.
 #[derive(Debug)]
-enum Verdict {
+pub(crate) enum Verdict {
     /// Done: acknowledge.
     Ack,
     /// Let the broker deliver it again (counts toward the delivery limit).
@@ -316,6 +318,9 @@ impl<W: SyncWork> Fleet<W> {
     async fn handle(&self, job: &JobEnvelope, redelivered: bool) -> (Verdict, &'static str) {
         let user_id = match (job.kind, job.user_id) {
             (JobKind::Sync, Some(user_id)) => user_id,
+            (JobKind::Admin, Some(user_id)) => {
+                return admin::handle(&self.pool, &self.work, &self.config, &self.hard_stop, job, user_id).await;
+            }
             (kind, _) => {
                 let reason = format!("{kind:?} jobs are not handled by this worker build");
                 return (Verdict::DeadLetter(reason), "dead_lettered");
@@ -637,9 +642,10 @@ fn ending_of(
     }
 }
 
-/// Renews the lease every third of its length until the session finishes;
-/// cancels `lost` when the lease is gone or could not be renewed in time.
-async fn heartbeat(
+/// Renews the lease every third of its length until the session (or admin
+/// job) finishes; cancels `lost` when the lease is gone or could not be
+/// renewed in time.
+pub(crate) async fn heartbeat(
     pool: PgPool,
     claimed: Claimed,
     lease: Duration,

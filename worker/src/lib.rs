@@ -1,7 +1,9 @@
 //! The sync worker: consumes the priority and cadence queues, holds a per-user
 //! lease while a session runs, writes the session with its issues and log in
-//! one transaction, and only then acknowledges the message.
+//! one transaction, and only then acknowledges the message. Admin jobs run
+//! the admin actions that touch the mailbox or the CRM.
 
+pub mod admin;
 pub mod config;
 mod consumer;
 mod dead_letters;

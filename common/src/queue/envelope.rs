@@ -84,6 +84,21 @@ impl JobEnvelope {
         }
     }
 
+    /// A first-attempt admin job for a user: `action` is the admin action's
+    /// name (`reset-mailbox`, `check-crm`...), carried in `params.action`.
+    pub fn admin(user_id: Uuid, action: &str, requested_at: DateTime<Utc>) -> Self {
+        Self {
+            kind: JobKind::Admin,
+            params: serde_json::json!({ "action": action }),
+            ..Self::sync(user_id, Trigger::Admin, requested_at)
+        }
+    }
+
+    /// The action an admin job names in `params.action`.
+    pub fn admin_action(&self) -> Option<&str> {
+        self.params.get("action").and_then(serde_json::Value::as_str)
+    }
+
     /// The same job, one attempt further.
     pub fn next_attempt(&self) -> Self {
         Self {
@@ -151,6 +166,15 @@ mod tests {
             JobEnvelope::decode(&job.encode()),
             Err(EnvelopeError::MissingUser(JobKind::Sync))
         ));
+    }
+
+    #[test]
+    fn an_admin_job_names_its_action() {
+        let job = JobEnvelope::admin(Uuid::new_v4(), "reset-mailbox", Utc::now());
+        let read = JobEnvelope::decode(&job.encode()).expect("decodes");
+        assert_eq!(read, job);
+        assert_eq!((read.kind, read.trigger), (JobKind::Admin, Trigger::Admin));
+        assert_eq!(read.admin_action(), Some("reset-mailbox"));
     }
 
     #[test]

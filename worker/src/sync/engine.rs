@@ -35,9 +35,10 @@ use super::{
     gate::provider_name,
     participants::{self, FilterSettings, ParticipantFilter},
     providers::ProviderConfig,
-    settings::{self, Settings},
+    settings::{self, Settings, SettingsCheck},
     state::{self, Direction, Mapping},
 };
+use crate::admin::{self, AdminAction, AdminOutcome};
 
 /// The Task field the fleet's external ids live in (a unique external id field
 /// the org installs with the product).
@@ -160,25 +161,10 @@ impl SyncWork for MailboxSync {
         session.scope = Scope::Incremental;
         let settings = settings::check(session).await?;
         let crm = self.salesforce(session, &settings).await?;
-        let result = match settings.access_type.parse::<AccessType>() {
-            Ok(AccessType::Office365) => {
-                let mailbox = self.graph(session, &settings).await?;
-                self.sync(session, &settings, Provider::Graph, &mailbox, &crm).await
-            }
-            Ok(AccessType::ExchangeDirect) if settings.has(CredentialKind::MailboxRefreshToken.as_str()) => {
-                // Direct access through Office 365 OAuth instead of a password.
-                let mailbox = self.graph(session, &settings).await?;
-                self.sync(session, &settings, Provider::Graph, &mailbox, &crm).await
-            }
-            Ok(AccessType::ExchangeDirect | AccessType::ExchangeImpersonation) => {
-                let mailbox = self.ews(session, &settings).await?;
-                self.sync(session, &settings, Provider::Ews, &mailbox, &crm).await
-            }
-            Ok(AccessType::Gmail) => {
-                let mailbox = self.gmail(session, &settings).await?;
-                self.sync(session, &settings, Provider::Gmail, &mailbox, &crm).await
-            }
-            Err(_) => Err(settings_failure(IssueSource::Engine, "unknown mailbox access type")),
+        let result = match self.mailbox(session, &settings).await? {
+            OpenMailbox::Graph(mailbox) => self.sync(session, &settings, Provider::Graph, &mailbox, &crm).await,
+            OpenMailbox::Ews(mailbox) => self.sync(session, &settings, Provider::Ews, &mailbox, &crm).await,
+            OpenMailbox::Gmail(mailbox) => self.sync(session, &settings, Provider::Gmail, &mailbox, &crm).await,
         };
         session.calls.insert(
             provider_name(Provider::Salesforce).to_owned(),
@@ -186,9 +172,62 @@ impl SyncWork for MailboxSync {
         );
         result
     }
+
+    #[instrument(name = "admin_action", skip_all, fields(user_id = %context.user_id, action = %action))]
+    async fn admin(&self, context: &mut SessionContext, action: AdminAction) -> Result<AdminOutcome, SyncFailure> {
+        match action {
+            AdminAction::CheckSettings => Ok(admin::settings_found(&settings::check(context).await?)),
+            // Nothing to do outside: the next sync initializes the mailbox
+            // and takes the mail afresh.
+            AdminAction::ReinitializeMailbox => Ok(AdminOutcome::default()),
+            AdminAction::CheckCrm => {
+                let settings = SettingsCheck::load(context).await?;
+                let crm = self.salesforce(context, &settings).await?;
+                admin::on_crm(&crm).await.map_err(failure)
+            }
+            AdminAction::CheckMailbox
+            | AdminAction::ResetMailbox
+            | AdminAction::InstallSidebar
+            | AdminAction::RemoveSidebar
+            | AdminAction::CheckSidebar => {
+                let settings = SettingsCheck::load(context).await?;
+                let address = settings.email.as_str();
+                match self.mailbox(context, &settings).await? {
+                    OpenMailbox::Graph(mailbox) => admin::on_mailbox(&mailbox, Provider::Graph, address, action).await,
+                    OpenMailbox::Ews(mailbox) => admin::on_mailbox(&mailbox, Provider::Ews, address, action).await,
+                    OpenMailbox::Gmail(mailbox) => admin::on_mailbox(&mailbox, Provider::Gmail, address, action).await,
+                }
+                .map_err(failure)
+            }
+        }
+    }
+}
+
+/// The user's mailbox client, by access type.
+enum OpenMailbox {
+    Graph(GraphClient),
+    Ews(EwsClient),
+    Gmail(GmailClient),
 }
 
 impl MailboxSync {
+    /// The client of the user's mailbox: their credentials opened, no call
+    /// made yet.
+    async fn mailbox(&self, session: &SessionContext, settings: &Settings) -> Result<OpenMailbox, SyncFailure> {
+        match settings.access_type.parse::<AccessType>() {
+            Ok(AccessType::Office365) => Ok(OpenMailbox::Graph(self.graph(session, settings).await?)),
+            Ok(AccessType::ExchangeDirect) if settings.has(CredentialKind::MailboxRefreshToken.as_str()) => {
+                // Direct access through Office 365 OAuth instead of a password.
+                Ok(OpenMailbox::Graph(self.graph(session, settings).await?))
+            }
+            Ok(AccessType::ExchangeDirect | AccessType::ExchangeImpersonation) => {
+                Ok(OpenMailbox::Ews(self.ews(session, settings).await?))
+            }
+            Ok(AccessType::Gmail) => Ok(OpenMailbox::Gmail(self.gmail(session, settings).await?)),
+            Err(_) => Err(settings_failure(IssueSource::Engine, "unknown mailbox access type")),
+        }
+    }
+
     async fn credential(
         &self,
         session: &SessionContext,

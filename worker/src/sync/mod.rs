@@ -27,12 +27,32 @@ pub use participants::{FREE_MAIL_DOMAINS, FilterSettings};
 pub use providers::{ProviderConfig, SETTINGS as PROVIDER_SETTINGS};
 pub use settings::SettingsCheck;
 
-/// The work of one sync session.
+use crate::admin::{AdminAction, AdminOutcome};
+
+/// The work of one sync session, and of the admin actions.
 pub trait SyncWork: Send + Sync + 'static {
     /// Runs one session. `Ok` means the session completed (possibly with
     /// issues recorded in the context); `Err` ends it as failed, and the
     /// failure's class decides whether the job is retried.
     fn run(&self, session: &mut SessionContext) -> impl Future<Output = Result<(), SyncFailure>> + Send;
+
+    /// Runs the outside part of an admin action (the mailbox, the CRM) for
+    /// the context's user; the worker records the job, its lease and its
+    /// effect on the user around it (see [`crate::admin`]). The default
+    /// refuses: a work that only syncs (the tests' fakes) runs no admin action.
+    fn admin(
+        &self,
+        _context: &mut SessionContext,
+        action: AdminAction,
+    ) -> impl Future<Output = Result<AdminOutcome, SyncFailure>> + Send {
+        async move {
+            Err(SyncFailure::new(
+                FailureClass::Permanent,
+                IssueSource::Engine,
+                format!("this worker cannot run admin actions ({action})"),
+            ))
+        }
+    }
 
     /// Adds the work's own series to the worker's registry.
     fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}

@@ -46,7 +46,8 @@ impl Settings {
 type Missing = (IssueSource, &'static str);
 
 impl SettingsCheck {
-    async fn load(session: &SessionContext) -> Result<Settings, SyncFailure> {
+    /// The user's settings as stored, unchecked.
+    pub(crate) async fn load(session: &SessionContext) -> Result<Settings, SyncFailure> {
         sqlx::query_as::<_, Settings>(
             "SELECT o.sync_enabled, o.access_type, o.ews_url, o.impersonation_account, \
                     EXISTS (SELECT 1 FROM credentials c \

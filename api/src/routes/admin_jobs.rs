@@ -1,0 +1,159 @@
+//! The admin actions that touch outside services (the mailbox, the CRM):
+//! each is recorded as an admin job and runs on a worker from the priority
+//! queue; the worker writes its result into the job's row.
+
+use chrono::Utc;
+use syncfleet_common::{
+    queue::{JobEnvelope, Route},
+    telemetry,
+};
+use tracing::{Span, info, warn};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    auth::{Principal, Role},
+    error::ApiError,
+};
+
+/// An action run as an admin job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobAction {
+    /// Remove the product's customization from the mailbox and disable sync.
+    ResetMailbox,
+    /// Drop the user's sync state and mappings; the next sync starts afresh.
+    ReinitializeMailbox,
+    /// Are the mailbox and the CRM configured?
+    CheckSettings,
+    /// Does Salesforce answer with the stored authorization?
+    CheckCrm,
+    /// Does the mailbox answer with the stored credentials?
+    CheckMailbox,
+    /// Install the sidebar add-in in the mailbox.
+    InstallSidebar,
+    /// Remove the sidebar add-in from the mailbox.
+    RemoveSidebar,
+    /// Is the sidebar add-in installed?
+    CheckSidebar,
+}
+
+impl JobAction {
+    /// Every action run as a job.
+    pub const ALL: [Self; 8] = [
+        Self::ResetMailbox,
+        Self::ReinitializeMailbox,
+        Self::CheckSettings,
+        Self::CheckCrm,
+        Self::CheckMailbox,
+        Self::InstallSidebar,
+        Self::RemoveSidebar,
+        Self::CheckSidebar,
+    ];
+
+    /// The action's name: in the path, the job's row and its envelope.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ResetMailbox => "reset-mailbox",
+            Self::ReinitializeMailbox => "reinitialize-mailbox",
+            Self::CheckSettings => "check-settings",
+            Self::CheckCrm => "check-crm",
+            Self::CheckMailbox => "check-mailbox",
+            Self::InstallSidebar => "install-sidebar",
+            Self::RemoveSidebar => "remove-sidebar",
+            Self::CheckSidebar => "check-sidebar",
+        }
+    }
+
+    /// The action of that name, when it runs as a job.
+    pub fn from_action(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|action| action.as_str() == name)
+    }
+
+    /// Whether a user may request it on themself: the checks only read.
+    fn open_to_users(self) -> bool {
+        matches!(
+            self,
+            Self::CheckSettings | Self::CheckCrm | Self::CheckMailbox | Self::CheckSidebar
+        )
+    }
+}
+
+/// Queues `action` for one user: records the admin job (`queued`) and
+/// publishes its job on the priority queue, in one transaction; answers the
+/// job's id. A user the caller may not act on answers 404; a user asking for
+/// more than a check on themself, 403; a publish that fails, 503 with nothing
+/// recorded.
+pub async fn queue(
+    state: &AppState,
+    principal: &Principal,
+    user_id: Uuid,
+    action: JobAction,
+) -> Result<Uuid, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    // The row lock makes the worker, which locks the same row before it reads
+    // the job, wait for this transaction to commit.
+    let organization_id: Uuid = sqlx::query_scalar("SELECT organization_id FROM users WHERE id = $1 FOR UPDATE")
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .filter(|organization_id| principal.may_act_on_user(user_id, *organization_id))
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    if principal.role == Role::User && !action.open_to_users() {
+        return Err(ApiError::forbidden(format!(
+            "only an admin or an organization admin can {}; a user may run the checks on themself",
+            action.as_str().replace('-', " ")
+        )));
+    }
+
+    let mut job = JobEnvelope::admin(user_id, action.as_str(), Utc::now());
+    job.trace = telemetry::trace_context(&Span::current());
+    sqlx::query(
+        "INSERT INTO admin_jobs (id, action, organization_id, user_id, requested_by, status, request) \
+         VALUES ($1, $2, $3, $4, $5, 'queued', $6)",
+    )
+    .bind(job.job_id)
+    .bind(action.as_str())
+    .bind(organization_id)
+    .bind(user_id)
+    .bind(&principal.label)
+    .bind(&job.params)
+    .execute(&mut *tx)
+    .await?;
+    // Published before the commit, so a failed publish leaves nothing behind.
+    if let Err(error) = state
+        .publisher
+        .publish(Route::Priority, std::slice::from_ref(&job))
+        .await
+    {
+        warn!(%error, action = action.as_str(), "Could not queue an admin job.");
+        return Err(ApiError::unavailable(
+            "the job could not be queued; nothing was changed, try again",
+        ));
+    }
+    tx.commit().await?;
+    info!(job_id = %job.job_id, action = action.as_str(), requested_by = %principal.label, "Admin job queued.");
+    Ok(job.job_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_reads_back_from_its_name() {
+        for action in JobAction::ALL {
+            assert_eq!(JobAction::from_action(action.as_str()), Some(action));
+        }
+        assert_eq!(JobAction::from_action("force-sync"), None);
+    }
+
+    #[test]
+    fn users_may_only_run_the_checks() {
+        let open: Vec<&str> = JobAction::ALL
+            .into_iter()
+            .filter(|action| action.open_to_users())
+            .map(JobAction::as_str)
+            .collect();
+        assert_eq!(open, ["check-settings", "check-crm", "check-mailbox", "check-sidebar"]);
+    }
+}
