@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 mod error;
+mod live;
 mod metrics;
 mod openapi;
 mod routes;
@@ -54,6 +55,14 @@ pub fn router(state: AppState, health: Arc<Health>, mut registry: Registry) -> R
         .merge(routes::jobs::router())
         .merge(routes::organizations::router())
         .merge(routes::configuration::router())
+        .merge(routes::customization::router())
+        .merge(routes::plans::router())
+        .merge(routes::presets::router())
+        .merge(routes::sessions::router())
+        .merge(routes::activities::router())
+        .merge(routes::statistics::router())
+        .merge(routes::pushes::router())
+        .merge(routes::notifications::router())
         .split_for_parts();
     let document = Arc::new(openapi::finish(document));
     let v1 = v1
@@ -64,7 +73,8 @@ pub fn router(state: AppState, health: Arc<Health>, mut registry: Registry) -> R
                 async move { axum::Json(document) }
             }),
         )
-        .layer(middleware::from_fn(refuse_nul))
+        .layer(axum::Extension(live::Hub::new(state.pool.clone(), health.clone())))
+        .layer(middleware::from_fn(check_input))
         .with_state(state.clone());
     ops::router(state.pool, health, Arc::new(registry))
         .merge(v1)
@@ -74,15 +84,18 @@ pub fn router(state: AppState, health: Arc<Health>, mut registry: Registry) -> R
 /// The largest request body any route reads.
 const MAX_BODY: usize = 2 * 1024 * 1024;
 
-/// Refuses text holding the NUL character, which no field of this API takes
-/// and PostgreSQL cannot store: in the query string (`%00`) or the body (a
-/// raw 0 byte, or the JSON escape `\u0000`). One check for every route, so
-/// no handler can forget it.
-async fn refuse_nul(request: Request, next: Next) -> Result<Response, error::ApiError> {
+/// Checks what every route takes, so no handler can forget it: a body, when
+/// there is one, is a JSON object; no text holds the NUL character, which no
+/// field takes and PostgreSQL cannot store (in the query string as `%00`, in
+/// the body as a raw 0 byte or the JSON escape `\u0000`).
+async fn check_input(request: Request, next: Next) -> Result<Response, error::ApiError> {
     if let Some(query) = request.uri().query()
         && query.to_ascii_lowercase().contains("%00")
     {
-        return Err(error::ApiError::invalid("query", "the query string holds a NUL character"));
+        return Err(error::ApiError::invalid(
+            "query",
+            "the query string holds a NUL character",
+        ));
     }
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_BODY)
@@ -90,6 +103,13 @@ async fn refuse_nul(request: Request, next: Next) -> Result<Response, error::Api
         .map_err(|_| error::ApiError::too_large(format!("the body is larger than {MAX_BODY} bytes")))?;
     if bytes.contains(&0) || bytes.windows(6).any(|window| window.eq_ignore_ascii_case(b"\\u0000")) {
         return Err(error::ApiError::invalid("body", "the body holds a NUL character"));
+    }
+    // Every body this API takes is a JSON object: serde would otherwise read
+    // a struct from an array of its fields in order.
+    if let Some(first) = bytes.iter().find(|byte| !byte.is_ascii_whitespace())
+        && *first != b'{'
+    {
+        return Err(error::ApiError::invalid("body", "the body must be a JSON object"));
     }
     Ok(next.run(Request::from_parts(parts, Body::from(bytes))).await)
 }

@@ -8,9 +8,14 @@
 //!   sync sessions of N connected users through W workers (C cadence jobs in
 //!   flight each) against in-process Graph and Salesforce simulators that add
 //!   MS milliseconds to every call; prints a JSON report.
+//! - `api [--users N] [--requests R] [--concurrency C] [--force-syncs F]
+//!   [--workers W]`: p50/p99 latency of the api's list endpoints over N
+//!   users, and of force sync from request to session start under a cadence
+//!   backlog; prints a JSON report.
 //! - `limiter [--calls N]`: the fleet-wide limiter's cost per call, through
 //!   Redis and through the local share; prints a JSON report.
 
+mod api_bench;
 mod demo;
 mod limiter_bench;
 mod pipeline;
@@ -19,7 +24,8 @@ mod sync_bench;
 use syncfleet_common::telemetry;
 
 const USAGE: &str = "usage: syncfleet-loadtest seed-demo | pipeline [--jobs N] [--workers W] \
-                     | sync [--users N] [--workers W] [--latency MS] [--concurrency C] | limiter [--calls N]";
+                     | sync [--users N] [--workers W] [--latency MS] [--concurrency C] | limiter [--calls N] \
+                     | api [--users N] [--requests R] [--concurrency C] [--force-syncs F] [--workers W]";
 
 fn main() -> anyhow::Result<()> {
     telemetry::main_with("syncfleet-loadtest", |source| async move {
@@ -28,6 +34,7 @@ fn main() -> anyhow::Result<()> {
             Some("seed-demo") => demo::seed(&source).await,
             Some("pipeline") => pipeline::run(&source, &pipeline::Options::parse(&arguments[1..])?).await,
             Some("limiter") => limiter_bench::run(&source, &limiter_bench::Options::parse(&arguments[1..])?).await,
+            Some("api") => api_bench::run(&source, &api_bench::Options::parse(&arguments[1..])?).await,
             Some("sync") => sync_bench::run(&source, &sync_bench::Options::parse(&arguments[1..])?).await,
             _ => anyhow::bail!("{USAGE}"),
         }

@@ -45,6 +45,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_configuration, put_configuration))
         .routes(routes!(put_credential, delete_credential))
+        .routes(routes!(put_mailbox))
+        .routes(routes!(put_crm))
 }
 
 /// What the API shows of a user's configuration.
@@ -153,6 +155,205 @@ fn secret(field: &str, value: String) -> Result<SecretString, ApiError> {
     Ok(SecretString::from(value))
 }
 
+/// One field of a [`Change`] with the name the caller's body gives it, so
+/// that an error names the field the caller sent.
+pub(crate) struct Named<T> {
+    pub name: &'static str,
+    pub value: T,
+}
+
+impl<T> Named<T> {
+    pub(crate) fn new(name: &'static str, value: T) -> Self {
+        Self { name, value }
+    }
+}
+
+/// A change to a user's mailbox and CRM configuration; a field left `None`
+/// keeps its value, `Some(None)` clears it. Every route that configures a
+/// user (`PATCH /v1/users/{id}`, `PUT .../email-configuration`, `.../mailbox`,
+/// `.../crm`, `.../credentials/{kind}`) goes through [`apply`].
+#[derive(Default)]
+pub(crate) struct Change {
+    pub email: Option<Named<String>>,
+    pub account_logon: Option<Named<Option<String>>>,
+    pub password: Option<Named<String>>,
+    pub mailbox_refresh_token: Option<Named<String>>,
+    pub salesforce_instance_url: Option<Named<Option<String>>>,
+    pub crm_refresh_token: Option<Named<String>>,
+}
+
+/// Checks every field of `change` against the user's access type (M9) and
+/// the caller's role, then writes them in the caller's transaction, which
+/// commits them with its activity. Returns what changed, for that activity:
+/// secrets are named, never shown.
+///
+/// A user may never change their own SMTP address (under Exchange
+/// Impersonation the organization's service account opens whatever mailbox
+/// the address names); admins and organization admins can.
+pub(crate) async fn apply(
+    state: &AppState,
+    tx: &mut Transaction<'_, Postgres>,
+    principal: &Principal,
+    id: Uuid,
+    change: Change,
+) -> Result<Vec<&'static str>, ApiError> {
+    let row = load(tx, principal, id).await?;
+    let access = row.access_type.parse::<AccessType>().ok();
+    let direct_only = |name: &'static str, what: &str| {
+        ApiError::invalid(
+            name,
+            format!("{what} is only used by Exchange Direct Logon, not {}", row.access_type),
+        )
+    };
+
+    if let Some(Named { name, value: email }) = &change.email {
+        if principal.role == Role::User && *email != row.email {
+            return Err(ApiError::forbidden("a user may not change their own SMTP address").on_field(*name));
+        }
+        if !crate::routes::valid_email(email) {
+            return Err(ApiError::invalid(*name, format!("{email:?} is not an email address")));
+        }
+    }
+    if let Some(Named {
+        name,
+        value: Some(logon),
+    }) = &change.account_logon
+    {
+        if access != Some(AccessType::ExchangeDirect) {
+            return Err(direct_only(name, "an account name"));
+        }
+        if logon.is_empty() || logon.len() > 256 {
+            return Err(ApiError::invalid(*name, format!("{name} must be 1 to 256 characters")));
+        }
+    }
+    let password = match change.password {
+        Some(Named { name, value }) => {
+            if access != Some(AccessType::ExchangeDirect) {
+                return Err(ApiError::invalid(
+                    name,
+                    format!(
+                        "a password is only used by Exchange Direct Logon; {} users authorize instead",
+                        row.access_type
+                    ),
+                ));
+            }
+            Some(secret(name, value)?)
+        }
+        None => None,
+    };
+    let mailbox_token = match change.mailbox_refresh_token {
+        Some(Named { name, value }) => {
+            if access == Some(AccessType::ExchangeImpersonation) {
+                return Err(ApiError::invalid(
+                    name,
+                    "an Exchange Impersonation mailbox is reached through the organization's service account, not a user's authorization",
+                ));
+            }
+            if password.is_some() {
+                return Err(ApiError::invalid(
+                    name,
+                    "send a password or a refresh token, not both: a password switches back from the authorization",
+                ));
+            }
+            Some(secret(name, value)?)
+        }
+        None => None,
+    };
+    if let Some(Named { name, value: Some(url) }) = &change.salesforce_instance_url {
+        let parsed: Url = url
+            .parse()
+            .map_err(|_| ApiError::invalid(*name, format!("{url:?} is not a URL")))?;
+        ssrf::check_url(&parsed, state.url_policy).map_err(|refused| ApiError::invalid(*name, refused.to_string()))?;
+    }
+    let crm_token = match change.crm_refresh_token {
+        Some(Named { name, value }) => Some(secret(name, value)?),
+        None => None,
+    };
+    let ring = if password.is_some() || mailbox_token.is_some() || crm_token.is_some() {
+        Some(key_ring(state)?)
+    } else {
+        None
+    };
+
+    let mut changed = Vec::new();
+    let email = change.email.map(|named| named.value);
+    if let Some(email) = &email
+        && *email != row.email
+    {
+        crate::routes::ensure_email_free(tx, email, Some(id)).await?;
+        changed.push("email");
+    }
+    let logon = change.account_logon.map(|named| named.value);
+    if logon.as_ref().is_some_and(|logon| *logon != row.account_logon) {
+        changed.push("account_logon");
+    }
+    let url = change.salesforce_instance_url.map(|named| named.value);
+    if url.as_ref().is_some_and(|url| *url != row.salesforce_instance_url) {
+        changed.push("salesforce_instance_url");
+    }
+    if !changed.is_empty() {
+        sqlx::query(
+            "UPDATE users SET email = COALESCE($2, email), \
+                 account_logon = CASE WHEN $3 THEN $4 ELSE account_logon END, \
+                 salesforce_instance_url = CASE WHEN $5 THEN $6 ELSE salesforce_instance_url END, \
+                 updated_at = now() \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&email)
+        .bind(logon.is_some())
+        .bind(logon.flatten())
+        .bind(url.is_some())
+        .bind(url.flatten())
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some(ring) = ring {
+        let owner = Owner::User(id);
+        if let Some(password) = &password {
+            secrets::store(&mut **tx, ring, owner, CredentialKind::MailboxPassword, password).await?;
+            // Back from Office 365 OAuth to the password.
+            secrets::delete(&mut **tx, owner, CredentialKind::MailboxRefreshToken).await?;
+            changed.push("mailbox password");
+        }
+        if let Some(token) = &mailbox_token {
+            secrets::store(&mut **tx, ring, owner, CredentialKind::MailboxRefreshToken, token).await?;
+            changed.push("mailbox refresh token");
+        }
+        if let Some(token) = &crm_token {
+            secrets::store(&mut **tx, ring, owner, CredentialKind::CrmRefreshToken, token).await?;
+            changed.push("CRM refresh token");
+        }
+    }
+    Ok(changed)
+}
+
+/// Applies `change` in its own transaction with its activity, and answers
+/// the configuration after it.
+async fn configure(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    change: Change,
+) -> Result<ConfigurationView, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let changed = apply(state, &mut tx, principal, id, change).await?;
+    let row = load(&mut tx, principal, id).await?;
+    if !changed.is_empty() {
+        crate::routes::record_activity(
+            &mut tx,
+            row.organization_id,
+            Some(id),
+            &principal.label,
+            "user_updated",
+            format!("configuration changed: {}", changed.join(", ")),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(row.into())
+}
+
 /// `PUT /v1/users/{id}/email-configuration`: checks every field first, then
 /// writes them all in one transaction (nothing is half-applied).
 #[utoipa::path(put, path = "/v1/users/{id}/email-configuration", tag = "users", params(("id" = Uuid, Path, description = "The user.")), request_body = ConfigurationChange, responses((status = 200, body = ConfigurationView)))]
@@ -167,89 +368,100 @@ pub async fn put_configuration(
         &body,
         "an object with email, account_logon, password and salesforce_instance_url (each optional)",
     )?;
-    let mut tx = state.pool.begin().await?;
-    let row = load(&mut tx, &principal, id).await?;
-    let access = row.access_type.parse::<AccessType>().ok();
-
-    if let Some(email) = &change.email {
-        if principal.role == Role::User {
-            return Err(ApiError::forbidden("a user may not change their own SMTP address").on_field("email"));
-        }
-        if !crate::routes::valid_email(email) {
-            return Err(ApiError::invalid("email", format!("{email:?} is not an email address")));
-        }
-    }
-    if let Some(logon) = change.account_logon.as_ref().and_then(Option::as_deref) {
-        if access != Some(AccessType::ExchangeDirect) {
-            return Err(ApiError::invalid(
-                "account_logon",
-                format!(
-                    "an account name is only used by Exchange Direct Logon, not {}",
-                    row.access_type
-                ),
-            ));
-        }
-        if logon.is_empty() || logon.len() > 256 {
-            return Err(ApiError::invalid(
-                "account_logon",
-                "account_logon must be 1 to 256 characters",
-            ));
-        }
-    }
-    let password = match change.password {
-        Some(password) => {
-            if access != Some(AccessType::ExchangeDirect) {
-                return Err(ApiError::invalid(
-                    "password",
-                    format!(
-                        "a password is only used by Exchange Direct Logon; {} users authorize instead",
-                        row.access_type
-                    ),
-                ));
-            }
-            Some(secret("password", password)?)
-        }
-        None => None,
+    let change = Change {
+        email: change.email.map(|value| Named::new("email", value)),
+        account_logon: change.account_logon.map(|value| Named::new("account_logon", value)),
+        password: change.password.map(|value| Named::new("password", value)),
+        salesforce_instance_url: change
+            .salesforce_instance_url
+            .map(|value| Named::new("salesforce_instance_url", value)),
+        ..Change::default()
     };
-    if let Some(Some(url)) = &change.salesforce_instance_url {
-        let parsed: Url = url
-            .parse()
-            .map_err(|_| ApiError::invalid("salesforce_instance_url", format!("{url:?} is not a URL")))?;
-        ssrf::check_url(&parsed, state.url_policy)
-            .map_err(|refused| ApiError::invalid("salesforce_instance_url", refused.to_string()))?;
-    }
-    let ring = match &password {
-        Some(_) => Some(key_ring(&state)?),
-        None => None,
-    };
+    Ok(Json(configure(&state, &principal, id, change).await?))
+}
 
-    if let Some(email) = &change.email {
-        crate::routes::ensure_email_free(&mut tx, email, Some(id)).await?;
-    }
-    sqlx::query(
-        "UPDATE users SET email = COALESCE($2, email), \
-             account_logon = CASE WHEN $3 THEN $4 ELSE account_logon END, \
-             salesforce_instance_url = CASE WHEN $5 THEN $6 ELSE salesforce_instance_url END, \
-             updated_at = now() \
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(&change.email)
-    .bind(change.account_logon.is_some())
-    .bind(change.account_logon.clone().flatten())
-    .bind(change.salesforce_instance_url.is_some())
-    .bind(change.salesforce_instance_url.clone().flatten())
-    .execute(&mut *tx)
-    .await?;
-    if let (Some(password), Some(ring)) = (&password, ring) {
-        let owner = Owner::User(id);
-        secrets::store(&mut *tx, ring, owner, CredentialKind::MailboxPassword, password).await?;
-        // Back from Office 365 OAuth to the password.
-        secrets::delete(&mut *tx, owner, CredentialKind::MailboxRefreshToken).await?;
-    }
-    let row = load(&mut tx, &principal, id).await?;
-    tx.commit().await?;
-    Ok(Json(row.into()))
+/// The body of `PUT /v1/users/{id}/mailbox`: the mailbox's side of the
+/// configuration by access type (M9). Every field is optional; `null` clears
+/// `account_logon`. Secrets are write-only.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct MailboxChange {
+    /// The mailbox's SMTP address (a user may not change their own).
+    #[serde(default)]
+    email: Option<String>,
+    /// Exchange Direct Logon: the account name, when it differs from the address.
+    #[serde(default, deserialize_with = "crate::routes::present")]
+    #[schema(value_type = Option<String>)]
+    account_logon: Option<Option<String>>,
+    /// Exchange Direct Logon: the password (switches back from an Office 365 authorization).
+    #[serde(default)]
+    #[schema(write_only)]
+    password: Option<String>,
+    /// Office 365, Gmail, or Exchange Direct Logon through Office 365: the
+    /// refresh token the add-in obtained.
+    #[serde(default)]
+    #[schema(write_only)]
+    refresh_token: Option<String>,
+}
+
+/// `PUT /v1/users/{id}/mailbox`: the mailbox's address, account and
+/// credentials, checked against the organization's access type, all or
+/// nothing; the secrets are sealed and never answered.
+#[utoipa::path(put, path = "/v1/users/{id}/mailbox", tag = "users", params(("id" = Uuid, Path, description = "The user.")), request_body = MailboxChange, responses((status = 200, body = ConfigurationView)))]
+pub async fn put_mailbox(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<ConfigurationView>, ApiError> {
+    let id = parse_id("id", &id)?;
+    let change: MailboxChange = crate::routes::secret_safe_json(
+        &body,
+        "an object with email, account_logon, password and refresh_token (each optional)",
+    )?;
+    let change = Change {
+        email: change.email.map(|value| Named::new("email", value)),
+        account_logon: change.account_logon.map(|value| Named::new("account_logon", value)),
+        password: change.password.map(|value| Named::new("password", value)),
+        mailbox_refresh_token: change.refresh_token.map(|value| Named::new("refresh_token", value)),
+        ..Change::default()
+    };
+    Ok(Json(configure(&state, &principal, id, change).await?))
+}
+
+/// The body of `PUT /v1/users/{id}/crm`: the Salesforce side. `null` clears
+/// `instance_url`; the refresh token is write-only.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CrmChange {
+    /// The Salesforce instance URL (https, public addresses only).
+    #[serde(default, deserialize_with = "crate::routes::present")]
+    #[schema(value_type = Option<String>)]
+    instance_url: Option<Option<String>>,
+    /// The Salesforce refresh token the add-in obtained.
+    #[serde(default)]
+    #[schema(write_only)]
+    refresh_token: Option<String>,
+}
+
+/// `PUT /v1/users/{id}/crm`: the Salesforce instance URL (SSRF-checked) and
+/// refresh token (sealed, never answered), all or nothing.
+#[utoipa::path(put, path = "/v1/users/{id}/crm", tag = "users", params(("id" = Uuid, Path, description = "The user.")), request_body = CrmChange, responses((status = 200, body = ConfigurationView)))]
+pub async fn put_crm(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<ConfigurationView>, ApiError> {
+    let id = parse_id("id", &id)?;
+    let change: CrmChange =
+        crate::routes::secret_safe_json(&body, "an object with instance_url and refresh_token (each optional)")?;
+    let change = Change {
+        salesforce_instance_url: change.instance_url.map(|value| Named::new("instance_url", value)),
+        crm_refresh_token: change.refresh_token.map(|value| Named::new("refresh_token", value)),
+        ..Change::default()
+    };
+    Ok(Json(configure(&state, &principal, id, change).await?))
 }
 
 /// A credential named in a path.
@@ -293,25 +505,18 @@ pub async fn put_credential(
         ));
     }
     let body: TokenBody = crate::routes::secret_safe_json(&body, "{\"token\": \"...\"}")?;
-    let token = secret("token", body.token)?;
-    let ring = key_ring(&state)?;
-    let mut tx = state.pool.begin().await?;
-    let row = load(&mut tx, &principal, id).await?;
-    if kind == CredentialKind::MailboxRefreshToken
-        && matches!(
-            row.access_type.parse::<AccessType>(),
-            Ok(AccessType::ExchangeImpersonation)
-        )
-    {
-        return Err(ApiError::invalid(
-            "kind",
-            "an Exchange Impersonation mailbox is reached through the organization's service account, not a user's authorization",
-        ));
-    }
-    secrets::store(&mut *tx, ring, Owner::User(id), kind, &token).await?;
-    let row = load(&mut tx, &principal, id).await?;
-    tx.commit().await?;
-    Ok(Json(row.into()))
+    let token = Some(Named::new("token", body.token));
+    let change = match kind {
+        CredentialKind::CrmRefreshToken => Change {
+            crm_refresh_token: token,
+            ..Change::default()
+        },
+        _ => Change {
+            mailbox_refresh_token: token,
+            ..Change::default()
+        },
+    };
+    Ok(Json(configure(&state, &principal, id, change).await?))
 }
 
 /// `DELETE /v1/users/{id}/credentials/{kind}`: forgets a stored credential
@@ -325,8 +530,19 @@ pub async fn delete_credential(
     let id = parse_id("id", &id)?;
     let kind = credential_kind(&kind)?;
     let mut tx = state.pool.begin().await?;
-    load(&mut tx, &principal, id).await?;
+    let row = load(&mut tx, &principal, id).await?;
     let deleted = secrets::delete(&mut *tx, Owner::User(id), kind).await?;
+    if deleted {
+        crate::routes::record_activity(
+            &mut tx,
+            row.organization_id,
+            Some(id),
+            &principal.label,
+            "user_updated",
+            format!("{} deleted", kind.as_str().replace('_', " ")),
+        )
+        .await?;
+    }
     tx.commit().await?;
     if deleted {
         Ok(StatusCode::NO_CONTENT)

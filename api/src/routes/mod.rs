@@ -1,11 +1,20 @@
 //! The `/v1` routes.
 
 pub mod actions;
+pub mod activities;
 pub mod admin_jobs;
 pub mod configuration;
 pub mod customization;
 pub mod jobs;
+pub mod list;
+pub mod notifications;
 pub mod organizations;
+pub mod plans;
+pub mod presets;
+pub mod pushes;
+pub mod scope;
+pub mod sessions;
+pub mod statistics;
 pub mod users;
 
 use sqlx::{Postgres, Transaction};
@@ -17,19 +26,6 @@ use crate::error::ApiError;
 pub fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::invalid(field, format!("{field} must be a UUID, got {raw:?}")))
-}
-
-/// A list's `limit` (1-500, default 50) and `offset` (not negative), checked.
-pub fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
-    let limit = limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid("limit", "limit must be 1 to 500"));
-    }
-    let offset = offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::invalid("offset", "offset must not be negative"));
-    }
-    Ok((limit, offset))
 }
 
 /// An `ILIKE` pattern finding `q` anywhere, its wildcards escaped; `None`
@@ -75,6 +71,30 @@ pub async fn ensure_email_free(
                 .on_field("email"),
         );
     }
+    Ok(())
+}
+
+/// Records an activity (M11) in the caller's transaction, so it commits or
+/// rolls back with the change it describes.
+pub async fn record_activity(
+    tx: &mut Transaction<'_, Postgres>,
+    organization_id: Uuid,
+    user_id: Option<Uuid>,
+    actor: &str,
+    kind: &str,
+    details: String,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO activities (id, organization_id, user_id, actor, kind, details) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(organization_id)
+    .bind(user_id)
+    .bind(actor)
+    .bind(kind)
+    .bind(details)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

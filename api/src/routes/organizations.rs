@@ -28,7 +28,7 @@ use crate::{
     AppState,
     auth::{Principal, Role},
     error::ApiError,
-    routes::parse_id,
+    routes::{list, parse_id},
 };
 
 /// The organization routes.
@@ -36,6 +36,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(get, update, delete))
+        .routes(routes!(enable_sync))
+        .routes(routes!(disable_sync))
 }
 
 /// An organization as the API shows it.
@@ -268,112 +270,147 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// The list's query: `sort` (`name`, `-name`, `access_type`, `sync_enabled`,
-/// `created_at`; `-` for descending), `access_type`, `sync_enabled`, `q` (in
-/// the name or external id), `limit` (1-500, default 50), `offset`.
+/// The list's query (M2): filters `access_type`, `sync_enabled`, `q` (in the
+/// name or external id), then keyset paging (see `routes::list`).
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// The column (names and emails sort ignoring case): `name` (default), `external_id`, `access_type`,
+    /// `sync_enabled`, `created_at`, `updated_at`; `-column` means `order=desc`.
     #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^-?(name|external_id|access_type|sync_enabled|created_at|updated_at)$")]
     sort: Option<String>,
+    /// `asc` (default) or `desc`.
     #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
+    order: Option<String>,
+    /// `exchange_direct`, `exchange_impersonation`, `office365` or `gmail`.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(exchange_direct|exchange_impersonation|office365|gmail)$")]
     access_type: Option<String>,
+    /// The organization's synchronization switch.
     #[serde(default)]
-    sync_enabled: Option<bool>,
+    #[param(value_type = Option<bool>)]
+    sync_enabled: Option<String>,
+    /// Found anywhere in the name or the external id, ignoring case.
     #[serde(default)]
     q: Option<String>,
+    /// 1 to 500, default 50.
     #[serde(default)]
-    limit: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
+    page_size: Option<String>,
+    /// The previous page's `next_cursor`.
     #[serde(default)]
-    offset: Option<i64>,
+    cursor: Option<String>,
 }
 
-/// A page of the list.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OrganizationPage {
-    pub items: Vec<OrganizationView>,
-    pub total: i64,
-    pub limit: i64,
-    pub offset: i64,
-}
+static ORGANIZATION_LIST: list::Spec = list::Spec {
+    list: "organizations",
+    columns: &[
+        list::Column {
+            name: "name",
+            sql: "lower(o.name)",
+            kind: list::Kind::Text,
+            nullable: false,
+        },
+        list::Column {
+            name: "external_id",
+            sql: "o.external_id",
+            kind: list::Kind::Text,
+            nullable: false,
+        },
+        list::Column {
+            name: "access_type",
+            sql: "o.access_type",
+            kind: list::Kind::Text,
+            nullable: false,
+        },
+        list::Column {
+            name: "sync_enabled",
+            sql: "o.sync_enabled",
+            kind: list::Kind::Bool,
+            nullable: false,
+        },
+        list::Column {
+            name: "created_at",
+            sql: "o.created_at",
+            kind: list::Kind::Time,
+            nullable: false,
+        },
+        list::Column {
+            name: "updated_at",
+            sql: "o.updated_at",
+            kind: list::Kind::Time,
+            nullable: false,
+        },
+    ],
+    id_sql: "o.id",
+    default_sort: "name",
+    default_order: list::Order::Asc,
+};
 
-/// The organizations the caller may see.
-#[utoipa::path(get, path = "/v1/organizations", tag = "organizations", params(ListQuery), responses((status = 200, body = OrganizationPage)))]
+/// The organizations the caller may see, a page at a time.
+#[utoipa::path(get, path = "/v1/organizations", tag = "organizations", params(ListQuery), responses((status = 200, body = list::Listed<OrganizationView>)))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<OrganizationPage>, ApiError> {
+) -> Result<Json<list::Listed<OrganizationView>>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
-    let (column, descending) = match query.sort.as_deref().unwrap_or("name") {
-        sort @ ("name" | "access_type" | "sync_enabled" | "created_at" | "external_id") => (sort.to_owned(), false),
-        sort if sort.starts_with('-')
-            && matches!(
-                &sort[1..],
-                "name" | "access_type" | "sync_enabled" | "created_at" | "external_id"
-            ) =>
-        {
-            (sort[1..].to_owned(), true)
-        }
-        other => {
-            return Err(ApiError::invalid(
-                "sort",
-                format!(
-                    "cannot sort by {other:?}: use name, external_id, access_type, sync_enabled or created_at, with - for descending"
-                ),
-            ));
-        }
-    };
-    if let Some(access) = &query.access_type
-        && access.parse::<AccessType>().is_err()
-    {
-        return Err(ApiError::invalid(
-            "access_type",
-            format!("{access:?} is not an access type"),
-        ));
-    }
-    let (limit, offset) = crate::routes::page(query.limit, query.offset)?;
+    let access = query
+        .access_type
+        .as_deref()
+        .map(|raw| list::one_of("access_type", raw, AccessType::ALL))
+        .transpose()?;
+    let enabled = query
+        .sync_enabled
+        .as_deref()
+        .map(|raw| list::boolean("sync_enabled", raw))
+        .transpose()?;
+    let pattern = crate::routes::contains_pattern(query.q.as_deref());
+    let page = ORGANIZATION_LIST.page(
+        list::Params {
+            sort: query.sort.as_deref(),
+            order: query.order.as_deref(),
+            page_size: query.page_size.as_deref(),
+            cursor: query.cursor.as_deref(),
+        },
+        &format!("{access:?}|{enabled:?}|{pattern:?}"),
+    )?;
     let filter = |builder: &mut QueryBuilder<'_, Postgres>| {
         builder.push(" WHERE TRUE");
         if principal.role != Role::Admin {
             builder.push(" AND o.id = ").push_bind(principal.organization_id);
         }
-        if let Some(access) = &query.access_type {
-            builder.push(" AND o.access_type = ").push_bind(access.clone());
+        if let Some(access) = access {
+            builder.push(" AND o.access_type = ").push_bind(access.as_str());
         }
-        if let Some(enabled) = query.sync_enabled {
+        if let Some(enabled) = enabled {
             builder.push(" AND o.sync_enabled = ").push_bind(enabled);
         }
-        if let Some(pattern) = crate::routes::contains_pattern(query.q.as_deref()) {
+        if let Some(pattern) = &pattern {
             builder
                 .push(" AND (o.name ILIKE ")
                 .push_bind(pattern.clone())
                 .push(" OR o.external_id ILIKE ")
-                .push_bind(pattern)
+                .push_bind(pattern.clone())
                 .push(")");
         }
     };
     let mut counting = QueryBuilder::new("SELECT count(*) FROM organizations o");
     filter(&mut counting);
     let total: i64 = counting.build_query_scalar().fetch_one(&state.pool).await?;
-    let mut listing = QueryBuilder::new(format!("SELECT {COLUMNS} FROM organizations o"));
+    let mut listing = QueryBuilder::new(format!("SELECT {COLUMNS}{} FROM organizations o", page.keys()));
     filter(&mut listing);
-    // `column` is one of the names matched above, never the caller's text.
-    listing.push(format!(
-        " ORDER BY o.{column} {}, o.id LIMIT ",
-        if descending { "DESC" } else { "ASC" }
-    ));
-    listing.push_bind(limit).push(" OFFSET ").push_bind(offset);
-    let items = listing
-        .build_query_as::<OrganizationView>()
-        .fetch_all(&state.pool)
-        .await?;
-    Ok(Json(OrganizationPage {
+    page.push_seek(&mut listing);
+    page.push_order(&mut listing);
+    let rows = listing.build().fetch_all(&state.pool).await?;
+    let (items, next_cursor) = page.finish::<OrganizationView>(rows)?;
+    Ok(Json(list::Listed {
         items,
+        next_cursor,
         total,
-        limit,
-        offset,
     }))
 }
 
@@ -418,13 +455,14 @@ pub async fn update(
 ) -> Result<Json<OrganizationView>, ApiError> {
     let id = parse_id("id", &id)?;
     let change: Change = crate::routes::secret_safe_json(&body, "an organization object")?;
+    let mut tx = state.pool.begin().await?;
+    // Not found before forbidden: a foreign organization is not there.
+    let current = load(&mut tx, &principal, id).await?;
     if principal.role == Role::User {
         return Err(ApiError::forbidden(
             "only an admin or an organization admin can edit an organization",
         ));
     }
-    let mut tx = state.pool.begin().await?;
-    let current = load(&mut tx, &principal, id).await?;
     if let Some(external_id) = &change.external_id
         && external_id != &current.external_id
     {
@@ -498,21 +536,7 @@ pub async fn update(
         .await?;
     }
     match change.sync_enabled {
-        Some(enabled) if enabled != current.sync_enabled => {
-            let (kind, what) = if enabled {
-                ("organization_sync_enabled", "enabled")
-            } else {
-                ("organization_sync_disabled", "disabled")
-            };
-            activity(
-                &mut tx,
-                id,
-                &principal,
-                kind,
-                format!("synchronization {what} for the organization"),
-            )
-            .await?;
-        }
+        Some(enabled) if enabled != current.sync_enabled => sync_switched(&mut tx, id, &principal, enabled).await?,
         _ => {}
     }
     if name.is_some() || ews.is_some() || account.is_some() || password.is_some() {
@@ -539,9 +563,10 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id("id", &id)?;
-    admin_only(&principal)?;
     let mut tx = state.pool.begin().await?;
+    // Not found before forbidden: a foreign organization is not there.
     let current = load(&mut tx, &principal, id).await?;
+    admin_only(&principal)?;
     if current.is_default {
         return Err(ApiError::conflict(
             "default_organization",
@@ -565,4 +590,95 @@ pub async fn delete(
         .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Records that an organization's synchronization was switched (M3).
+async fn sync_switched(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    principal: &Principal,
+    enabled: bool,
+) -> Result<(), ApiError> {
+    let (kind, what) = if enabled {
+        ("organization_sync_enabled", "enabled")
+    } else {
+        ("organization_sync_disabled", "disabled")
+    };
+    activity(
+        tx,
+        id,
+        principal,
+        kind,
+        format!("synchronization {what} for the organization"),
+    )
+    .await
+}
+
+/// The answer of `POST /v1/organizations/{id}/sync/enable` and `/disable`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncSwitchResult {
+    pub organization_id: Uuid,
+    /// Whether anything changed (enabling an enabled organization does not).
+    pub changed: bool,
+    pub organization: OrganizationView,
+}
+
+/// Switches an organization's synchronization (admins, or its organization
+/// admin), with its activity when it changes.
+async fn switch_sync(
+    state: &AppState,
+    principal: &Principal,
+    raw_id: &str,
+    enabled: bool,
+) -> Result<Json<SyncSwitchResult>, ApiError> {
+    let id = parse_id("id", raw_id)?;
+    let mut tx = state.pool.begin().await?;
+    load(&mut tx, principal, id).await?;
+    if principal.role == Role::User {
+        return Err(ApiError::forbidden(
+            "only an admin or an organization admin can switch an organization's synchronization",
+        ));
+    }
+    let changed = sqlx::query(
+        "UPDATE organizations SET sync_enabled = $2, updated_at = now() WHERE id = $1 AND sync_enabled <> $2",
+    )
+    .bind(id)
+    .bind(enabled)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    if changed {
+        sync_switched(&mut tx, id, principal, enabled).await?;
+    }
+    let organization = load(&mut tx, principal, id).await?;
+    tx.commit().await?;
+    Ok(Json(SyncSwitchResult {
+        organization_id: id,
+        changed,
+        organization,
+    }))
+}
+
+/// Enables synchronization for the organization (M3): its users sync again
+/// by their own status.
+#[utoipa::path(post, path = "/v1/organizations/{id}/sync/enable", tag = "organizations", params(("id" = Uuid, Path, description = "The organization.")), responses((status = 200, body = SyncSwitchResult)))]
+pub async fn enable_sync(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<SyncSwitchResult>, ApiError> {
+    switch_sync(&state, &principal, &id, true).await
+}
+
+/// Disables synchronization for the whole organization (M3): none of its
+/// users syncs, whatever their own status (a job already queued ends as a
+/// skipped session; force sync is refused).
+#[utoipa::path(post, path = "/v1/organizations/{id}/sync/disable", tag = "organizations", params(("id" = Uuid, Path, description = "The organization.")), responses((status = 200, body = SyncSwitchResult)))]
+pub async fn disable_sync(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<SyncSwitchResult>, ApiError> {
+    switch_sync(&state, &principal, &id, false).await
 }

@@ -8,7 +8,10 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
-use syncfleet_common::domain::{EffectiveSyncStatus, SyncStatus};
+use syncfleet_common::{
+    domain::{AccessType, EffectiveSyncStatus, SyncStatus},
+    secrets::CredentialKind,
+};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -17,7 +20,7 @@ use crate::{
     AppState,
     auth::{Principal, Role},
     error::ApiError,
-    routes::parse_id,
+    routes::{list, parse_id},
 };
 
 /// The most users one bulk action takes.
@@ -27,7 +30,8 @@ const MAX_BULK: usize = 1000;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_users, create_user))
-        .routes(routes!(get_user, delete_user))
+        .routes(routes!(get_user, update_user, delete_user))
+        .routes(routes!(list_organization_users))
 }
 
 /// A user as the API shows it.
@@ -132,6 +136,17 @@ async fn load(
         .ok_or_else(|| ApiError::not_found("user"))
 }
 
+/// The view of a user the caller may act on, optionally locking the row,
+/// for the other modules' actions (404 when the caller may not see them).
+pub(crate) async fn view(
+    tx: &mut Transaction<'_, Postgres>,
+    principal: &Principal,
+    id: Uuid,
+    lock: bool,
+) -> Result<UserView, ApiError> {
+    Ok(load(tx, principal, id, lock).await?.into())
+}
+
 /// One user.
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path, description = "The user (Sync ID).")), responses((status = 200, body = UserView)))]
 pub async fn get_user(
@@ -142,6 +157,184 @@ pub async fn get_user(
     let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     let user = load(&mut tx, &principal, id, false).await?;
+    Ok(Json(user.into()))
+}
+
+/// `PATCH /v1/users/{id}`: every field optional; `null` clears
+/// `notification_email`, `description`, `account_logon` and `plan_id`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserChange {
+    /// 1 to 200 characters.
+    #[serde(default, deserialize_with = "crate::routes::present")]
+    #[schema(value_type = String)]
+    name: Option<Option<String>>,
+    /// The mailbox's SMTP address, unique; a user may not change their own.
+    #[serde(default, deserialize_with = "crate::routes::present")]
+    #[schema(value_type = String)]
+    email: Option<Option<String>>,
+    /// Where the user's notifications go (`null`: to `email`).
+    #[serde(default, deserialize_with = "crate::routes::present")]
+    #[schema(value_type = Option<String>)]
+    notification_email: Option<Option<String>>,
+    /// Free text, at most 2000 characters.
+    #[serde(default, deserialize_with = "crate::routes::present")]
+    #[schema(value_type = Option<String>)]
+    description: Option<Option<String>>,
+    /// Exchange Direct Logon's account name, when it differs from the address.
+    #[serde(default, deserialize_with = "crate::routes::present")]
+    #[schema(value_type = Option<String>)]
+    account_logon: Option<Option<String>>,
+    /// Moves the user, as the change-organization action does.
+    #[serde(default, deserialize_with = "crate::routes::present")]
+    #[schema(value_type = Uuid)]
+    organization_id: Option<Option<String>>,
+    /// Assigns a plan (`null`: none), as the change-plan action does.
+    #[serde(default, deserialize_with = "crate::routes::present")]
+    #[schema(value_type = Option<Uuid>)]
+    plan_id: Option<Option<String>>,
+}
+
+/// A field that may be left out but not cleared.
+fn required<T>(field: &'static str, value: Option<Option<T>>) -> Result<Option<T>, ApiError> {
+    match value {
+        Some(None) => Err(ApiError::invalid(field, format!("{field} cannot be null"))),
+        Some(Some(value)) => Ok(Some(value)),
+        None => Ok(None),
+    }
+}
+
+/// Edits a user (M6) in one transaction: their own fields, the mailbox
+/// address and account (through the email configuration's checks), the
+/// organization and the plan (as the actions do), each change an activity.
+/// A user may edit their own name, notification address, description and
+/// account name; not their address, organization or plan.
+#[utoipa::path(patch, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path, description = "The user.")), request_body = UserChange, responses((status = 200, body = UserView)))]
+pub async fn update_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<UserView>, ApiError> {
+    let id = parse_id("id", &id)?;
+    let change: UserChange = crate::routes::secret_safe_json(&body, "a user object")?;
+    let name = required("name", change.name)?
+        .map(|name| {
+            let name = name.trim().to_owned();
+            if name.is_empty() || name.chars().count() > 200 {
+                return Err(ApiError::invalid("name", "name must be 1 to 200 characters"));
+            }
+            Ok(name)
+        })
+        .transpose()?;
+    let email = required("email", change.email)?.map(|email| email.trim().to_owned());
+    if let Some(Some(notify)) = &change.notification_email
+        && !crate::routes::valid_email(notify)
+    {
+        return Err(ApiError::invalid(
+            "notification_email",
+            format!("{notify:?} is not an email address"),
+        ));
+    }
+    let description = change.description.map(Option::unwrap_or_default);
+    if description
+        .as_ref()
+        .is_some_and(|description| description.chars().count() > 2000)
+    {
+        return Err(ApiError::invalid(
+            "description",
+            "description must be at most 2000 characters",
+        ));
+    }
+    let organization = required("organization_id", change.organization_id)?
+        .map(|raw| parse_id("organization_id", &raw))
+        .transpose()?;
+    let plan = change
+        .plan_id
+        .map(|raw| raw.map(|raw| parse_id("plan_id", &raw)).transpose())
+        .transpose()?;
+
+    let mut tx = state.pool.begin().await?;
+    let user = load(&mut tx, &principal, id, true).await?;
+    if principal.role == Role::User {
+        if organization.is_some_and(|organization| organization != user.organization_id) {
+            return Err(
+                ApiError::forbidden("a user may not move themself to another organization").on_field("organization_id"),
+            );
+        }
+        if plan.is_some_and(|plan| plan != user.plan_id) {
+            return Err(ApiError::forbidden("a user may not assign themself a plan").on_field("plan_id"));
+        }
+    }
+    // The organization first: the account name is checked against the
+    // access type the user ends up with.
+    if let Some(organization) = organization.filter(|organization| *organization != user.organization_id) {
+        move_user(&mut tx, &principal, &user, organization).await?;
+    }
+    if let Some(plan) = plan.filter(|plan| *plan != user.plan_id) {
+        assign_plan(&mut tx, &principal, &user, plan).await?;
+    }
+    let mut changed = crate::routes::configuration::apply(
+        &state,
+        &mut tx,
+        &principal,
+        id,
+        crate::routes::configuration::Change {
+            email: email.map(|value| crate::routes::configuration::Named::new("email", value)),
+            account_logon: change
+                .account_logon
+                .map(|value| crate::routes::configuration::Named::new("account_logon", value)),
+            ..Default::default()
+        },
+    )
+    .await?;
+    if name.as_ref().is_some_and(|name| *name != user.name) {
+        changed.push("name");
+    }
+    if change
+        .notification_email
+        .as_ref()
+        .is_some_and(|notify| *notify != user.notification_email)
+    {
+        changed.push("notification_email");
+    }
+    if description
+        .as_ref()
+        .is_some_and(|description| *description != user.description)
+    {
+        changed.push("description");
+    }
+    if changed
+        .iter()
+        .any(|field| ["name", "notification_email", "description"].contains(field))
+    {
+        sqlx::query(
+            "UPDATE users SET name = COALESCE($2, name), \
+                 notification_email = CASE WHEN $3 THEN $4 ELSE notification_email END, \
+                 description = COALESCE($5, description), updated_at = now() \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&name)
+        .bind(change.notification_email.is_some())
+        .bind(change.notification_email.flatten())
+        .bind(&description)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let user = load(&mut tx, &principal, id, false).await?;
+    if !changed.is_empty() {
+        crate::routes::record_activity(
+            &mut tx,
+            user.organization_id,
+            Some(id),
+            &principal.label,
+            "user_updated",
+            format!("changed: {}", changed.join(", ")),
+        )
+        .await?;
+    }
+    tx.commit().await?;
     Ok(Json(user.into()))
 }
 
@@ -264,83 +457,250 @@ impl Selection {
     }
 }
 
-/// The user list's query: `organization_id`, `sync_status`, `mailbox_status`,
-/// `q` (name or email), `sort` (`name`, `email`, `created_at`, `updated_at`,
-/// `sync_status`, `mailbox_status`; `-` for descending), `limit` (1-500,
-/// default 50), `offset`.
+/// The user list's query (M6): filters `organization_id`, `sync_status`,
+/// `effective_sync_status`, `mailbox_status`, `plan_id`, `q` (in the name or
+/// email), then keyset paging (see `routes::list`). A `user` token lists only
+/// themself: their colleagues' settings and statuses are not theirs to read.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UserListQuery {
+    /// Only the users of this organization.
     #[serde(default)]
+    #[param(value_type = Option<Uuid>)]
     organization_id: Option<String>,
+    /// The user's own synchronization status.
     #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(enabled|disabled|paused|disabled_auth_error|disabled_throttling_error|disabled_other_error)$")]
     sync_status: Option<String>,
+    /// What the fleet does (the organization's switch included).
     #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(enabled|organization_disabled|disabled|paused|disabled_auth_error|disabled_throttling_error|disabled_other_error)$")]
+    effective_sync_status: Option<String>,
+    /// `initialized` or `not_initialized`.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(initialized|not_initialized)$")]
     mailbox_status: Option<String>,
+    /// Only the users with this plan.
+    #[serde(default)]
+    #[param(value_type = Option<Uuid>)]
+    plan_id: Option<String>,
+    /// Found anywhere in the name or the email, ignoring case.
     #[serde(default)]
     q: Option<String>,
+    /// The column (names and emails sort ignoring case): `name` (default), `email`, `notification_email`,
+    /// `organization` (its name), `sync_status`, `effective_sync_status`,
+    /// `mailbox_status`, `last_session_at`, `next_sync_at`, `created_at`,
+    /// `updated_at`; `-column` means `order=desc`.
     #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^-?(name|email|notification_email|organization|sync_status|effective_sync_status|mailbox_status|last_session_at|next_sync_at|created_at|updated_at)$")]
     sort: Option<String>,
+    /// `asc` (default) or `desc`.
     #[serde(default)]
-    limit: Option<i64>,
+    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
+    order: Option<String>,
+    /// 1 to 500, default 50.
     #[serde(default)]
-    offset: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
+    page_size: Option<String>,
+    /// The previous page's `next_cursor`.
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
-/// A page of users.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserPage {
-    pub items: Vec<UserView>,
-    pub total: i64,
-    pub limit: i64,
-    pub offset: i64,
+/// The query of an organization's user list: the user list's, without
+/// `organization_id` (the path names it).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationUserListQuery {
+    /// The user's own synchronization status.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(enabled|disabled|paused|disabled_auth_error|disabled_throttling_error|disabled_other_error)$")]
+    sync_status: Option<String>,
+    /// What the fleet does (the organization's switch included).
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(enabled|organization_disabled|disabled|paused|disabled_auth_error|disabled_throttling_error|disabled_other_error)$")]
+    effective_sync_status: Option<String>,
+    /// `initialized` or `not_initialized`.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(initialized|not_initialized)$")]
+    mailbox_status: Option<String>,
+    /// Only the users with this plan.
+    #[serde(default)]
+    #[param(value_type = Option<Uuid>)]
+    plan_id: Option<String>,
+    /// Found anywhere in the name or the email, ignoring case.
+    #[serde(default)]
+    q: Option<String>,
+    /// As for `GET /v1/users`.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^-?(name|email|notification_email|organization|sync_status|effective_sync_status|mailbox_status|last_session_at|next_sync_at|created_at|updated_at)$")]
+    sort: Option<String>,
+    /// `asc` (default) or `desc`.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
+    order: Option<String>,
+    /// 1 to 500, default 50.
+    #[serde(default)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
+    page_size: Option<String>,
+    /// The previous page's `next_cursor`.
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
-const SORTABLE: &[&str] = &[
-    "name",
-    "email",
-    "created_at",
-    "updated_at",
-    "sync_status",
-    "mailbox_status",
-];
+impl From<OrganizationUserListQuery> for UserListQuery {
+    fn from(query: OrganizationUserListQuery) -> Self {
+        Self {
+            organization_id: None,
+            sync_status: query.sync_status,
+            effective_sync_status: query.effective_sync_status,
+            mailbox_status: query.mailbox_status,
+            plan_id: query.plan_id,
+            q: query.q,
+            sort: query.sort,
+            order: query.order,
+            page_size: query.page_size,
+            cursor: query.cursor,
+        }
+    }
+}
+
+static USER_LIST: list::Spec = list::Spec {
+    list: "users",
+    columns: &[
+        list::Column {
+            name: "name",
+            sql: "lower(u.name)",
+            kind: list::Kind::Text,
+            nullable: false,
+        },
+        list::Column {
+            name: "email",
+            sql: "lower(u.email)",
+            kind: list::Kind::Text,
+            nullable: false,
+        },
+        list::Column {
+            name: "notification_email",
+            sql: "u.notification_email",
+            kind: list::Kind::Text,
+            nullable: true,
+        },
+        list::Column {
+            name: "organization",
+            sql: "o.name",
+            kind: list::Kind::Text,
+            nullable: false,
+        },
+        list::Column {
+            name: "sync_status",
+            sql: "u.sync_status",
+            kind: list::Kind::Text,
+            nullable: false,
+        },
+        list::Column {
+            name: "effective_sync_status",
+            sql: "(CASE WHEN o.sync_enabled THEN u.sync_status ELSE 'organization_disabled' END)",
+            kind: list::Kind::Text,
+            nullable: false,
+        },
+        list::Column {
+            name: "mailbox_status",
+            sql: "u.mailbox_status",
+            kind: list::Kind::Text,
+            nullable: false,
+        },
+        list::Column {
+            name: "last_session_at",
+            sql: "u.last_session_at",
+            kind: list::Kind::Time,
+            nullable: true,
+        },
+        list::Column {
+            name: "next_sync_at",
+            sql: "u.next_sync_at",
+            kind: list::Kind::Time,
+            nullable: false,
+        },
+        list::Column {
+            name: "created_at",
+            sql: "u.created_at",
+            kind: list::Kind::Time,
+            nullable: false,
+        },
+        list::Column {
+            name: "updated_at",
+            sql: "u.updated_at",
+            kind: list::Kind::Time,
+            nullable: false,
+        },
+    ],
+    id_sql: "u.id",
+    default_sort: "name",
+    default_order: list::Order::Asc,
+};
 
 /// `GET /v1/users`: the users the caller may see, a page at a time.
-#[utoipa::path(get, path = "/v1/users", tag = "users", params(UserListQuery), responses((status = 200, body = UserPage)))]
+#[utoipa::path(get, path = "/v1/users", tag = "users", params(UserListQuery), responses((status = 200, body = list::Listed<UserView>)))]
 pub async fn list_users(
     State(state): State<AppState>,
     principal: Principal,
     query: Result<axum::extract::Query<UserListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<UserPage>, ApiError> {
+) -> Result<Json<list::Listed<UserView>>, ApiError> {
     let axum::extract::Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
-    let sort = query.sort.as_deref().unwrap_or("name");
-    let (column, descending) = match sort.strip_prefix('-') {
-        Some(column) => (column, true),
-        None => (sort, false),
+    Ok(Json(user_page(&state, &principal, query, None).await?))
+}
+
+/// `GET /v1/organizations/{id}/users` (M5): the user list, within one
+/// organization.
+#[utoipa::path(get, path = "/v1/organizations/{id}/users", tag = "organizations", params(("id" = Uuid, Path, description = "The organization."), OrganizationUserListQuery), responses((status = 200, body = list::Listed<UserView>)))]
+pub async fn list_organization_users(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    query: Result<axum::extract::Query<OrganizationUserListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<list::Listed<UserView>>, ApiError> {
+    let id = parse_id("id", &id)?;
+    let axum::extract::Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
+    let visible = match principal.role {
+        Role::Admin => true,
+        Role::OrgAdmin | Role::User => principal.organization_id == Some(id),
     };
-    let Some(column) = SORTABLE.iter().find(|candidate| **candidate == column) else {
-        return Err(ApiError::invalid(
-            "sort",
-            format!(
-                "cannot sort by {sort:?}: use one of {}, with - for descending",
-                SORTABLE.join(", ")
-            ),
-        ));
-    };
-    let organization = query
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
+        .bind(id)
+        .fetch_one(&state.pool)
+        .await?;
+    if !(visible && exists) {
+        return Err(ApiError::not_found("organization"));
+    }
+    Ok(Json(user_page(&state, &principal, query.into(), Some(id)).await?))
+}
+
+/// One page of the users the caller may see, matching the query, within
+/// `organization` when given.
+async fn user_page(
+    state: &AppState,
+    principal: &Principal,
+    query: UserListQuery,
+    organization: Option<Uuid>,
+) -> Result<list::Listed<UserView>, ApiError> {
+    let filtered_organization = query
         .organization_id
         .as_deref()
         .map(|raw| parse_id("organization_id", raw))
         .transpose()?;
-    if let Some(status) = &query.sync_status
-        && status.parse::<SyncStatus>().is_err()
-    {
-        return Err(ApiError::invalid(
-            "sync_status",
-            format!("{status:?} is not a sync status"),
-        ));
-    }
+    let sync_status = query
+        .sync_status
+        .as_deref()
+        .map(|raw| list::one_of("sync_status", raw, SyncStatus::ALL))
+        .transpose()?;
+    let effective = query
+        .effective_sync_status
+        .as_deref()
+        .map(|raw| list::one_of("effective_sync_status", raw, EffectiveSyncStatus::ALL))
+        .transpose()?;
     if let Some(status) = &query.mailbox_status
         && !matches!(status.as_str(), "initialized" | "not_initialized")
     {
@@ -349,7 +709,25 @@ pub async fn list_users(
             "mailbox_status is initialized or not_initialized",
         ));
     }
-    let (limit, offset) = crate::routes::page(query.limit, query.offset)?;
+    let plan = query
+        .plan_id
+        .as_deref()
+        .map(|raw| parse_id("plan_id", raw))
+        .transpose()?;
+    let pattern = crate::routes::contains_pattern(query.q.as_deref());
+    let filters = format!(
+        "{organization:?}|{filtered_organization:?}|{sync_status:?}|{effective:?}|{:?}|{plan:?}|{pattern:?}",
+        query.mailbox_status
+    );
+    let page = USER_LIST.page(
+        list::Params {
+            sort: query.sort.as_deref(),
+            order: query.order.as_deref(),
+            page_size: query.page_size.as_deref(),
+            cursor: query.cursor.as_deref(),
+        },
+        &filters,
+    )?;
     let filter = |builder: &mut sqlx::QueryBuilder<'_, Postgres>| {
         builder.push(" WHERE TRUE");
         match principal.role {
@@ -363,21 +741,37 @@ pub async fn list_users(
                 builder.push(" AND u.id = ").push_bind(principal.user_id);
             }
         }
-        if let Some(organization) = organization {
+        for organization in [organization, filtered_organization].into_iter().flatten() {
             builder.push(" AND u.organization_id = ").push_bind(organization);
         }
-        if let Some(status) = &query.sync_status {
-            builder.push(" AND u.sync_status = ").push_bind(status.clone());
+        if let Some(status) = sync_status {
+            builder.push(" AND u.sync_status = ").push_bind(status.as_str());
+        }
+        match effective {
+            None => {}
+            Some(EffectiveSyncStatus::OrganizationDisabled) => {
+                builder.push(" AND NOT o.sync_enabled");
+            }
+            // The other effective statuses are the user's own, in an enabled
+            // organization.
+            Some(status) => {
+                builder
+                    .push(" AND o.sync_enabled AND u.sync_status = ")
+                    .push_bind(status.as_str());
+            }
         }
         if let Some(status) = &query.mailbox_status {
             builder.push(" AND u.mailbox_status = ").push_bind(status.clone());
         }
-        if let Some(pattern) = crate::routes::contains_pattern(query.q.as_deref()) {
+        if let Some(plan) = plan {
+            builder.push(" AND u.plan_id = ").push_bind(plan);
+        }
+        if let Some(pattern) = &pattern {
             builder
                 .push(" AND (u.name ILIKE ")
                 .push_bind(pattern.clone())
                 .push(" OR u.email ILIKE ")
-                .push_bind(pattern)
+                .push_bind(pattern.clone())
                 .push(")");
         }
     };
@@ -385,21 +779,17 @@ pub async fn list_users(
     let mut counting = sqlx::QueryBuilder::new(format!("SELECT count(*){from}"));
     filter(&mut counting);
     let total: i64 = counting.build_query_scalar().fetch_one(&state.pool).await?;
-    let mut listing = sqlx::QueryBuilder::new(format!("SELECT {USER_COLUMNS}{from}"));
+    let mut listing = sqlx::QueryBuilder::new(format!("SELECT {USER_COLUMNS}{}{from}", page.keys()));
     filter(&mut listing);
-    // `column` is one of SORTABLE, never the caller's text.
-    listing.push(format!(
-        " ORDER BY u.{column} {}, u.id LIMIT ",
-        if descending { "DESC" } else { "ASC" }
-    ));
-    listing.push_bind(limit).push(" OFFSET ").push_bind(offset);
-    let rows = listing.build_query_as::<UserRow>().fetch_all(&state.pool).await?;
-    Ok(Json(UserPage {
+    page.push_seek(&mut listing);
+    page.push_order(&mut listing);
+    let rows = listing.build().fetch_all(&state.pool).await?;
+    let (rows, next_cursor) = page.finish::<UserRow>(rows)?;
+    Ok(list::Listed {
         items: rows.into_iter().map(UserView::from).collect(),
+        next_cursor,
         total,
-        limit,
-        offset,
-    }))
+    })
 }
 
 /// `POST /v1/users`.
@@ -521,13 +911,14 @@ pub async fn delete_user(
 /// Deletes a user with its activity (M8 "Delete", "Force delete"): refused
 /// while the mailbox is initialized unless `force`.
 pub async fn remove(state: &AppState, principal: &Principal, id: Uuid, force: bool) -> Result<(), ApiError> {
+    let mut tx = state.pool.begin().await?;
+    // Not found before forbidden: a foreign user is not there.
+    let user = load(&mut tx, principal, id, true).await?;
     if principal.role == Role::User {
         return Err(ApiError::forbidden(
             "only an admin or an organization admin can delete users",
         ));
     }
-    let mut tx = state.pool.begin().await?;
-    let user = load(&mut tx, principal, id, true).await?;
     if user.mailbox_status == "initialized" && !force {
         return Err(ApiError::conflict(
             "mailbox_initialized",
@@ -553,22 +944,260 @@ pub async fn remove(state: &AppState, principal: &Principal, id: Uuid, force: bo
 
 /// Moves a user to another organization (M8 "Change organization").
 pub async fn change_organization(
-    _state: &AppState,
-    _principal: &Principal,
-    _id: Uuid,
-    _organization_id: Uuid,
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    organization_id: Uuid,
 ) -> Result<ActionResult, ApiError> {
-    Err(ApiError::not_implemented(
-        "change-organization is not available in this build",
-    ))
+    let mut tx = state.pool.begin().await?;
+    let user = load(&mut tx, principal, id, true).await?;
+    let changed = move_user(&mut tx, principal, &user, organization_id).await?;
+    let user = load(&mut tx, principal, id, false).await?;
+    tx.commit().await?;
+    Ok(ActionResult {
+        user_id: id,
+        changed,
+        user: user.into(),
+    })
 }
 
 /// Assigns a plan, or none (M8 "Change plan").
 pub async fn change_plan(
-    _state: &AppState,
-    _principal: &Principal,
-    _id: Uuid,
-    _plan_id: Option<Uuid>,
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    plan_id: Option<Uuid>,
 ) -> Result<ActionResult, ApiError> {
-    Err(ApiError::not_implemented("change-plan is not available in this build"))
+    let mut tx = state.pool.begin().await?;
+    let user = load(&mut tx, principal, id, true).await?;
+    let changed = assign_plan(&mut tx, principal, &user, plan_id).await?;
+    let user = load(&mut tx, principal, id, false).await?;
+    tx.commit().await?;
+    Ok(ActionResult {
+        user_id: id,
+        changed,
+        user: user.into(),
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct OrganizationRow {
+    name: String,
+    access_type: String,
+}
+
+/// Moves `user` (locked by the caller's transaction) to `organization_id`,
+/// with an `organization_changed` activity in both organizations; false when
+/// the user is already there.
+///
+/// An organization the caller may not see answers 404 on `organization_id`.
+/// Across access types the move is refused (409 `access_type_mismatch`) when
+/// a stored mailbox credential would not open the mailbox under the new type,
+/// or when an initialized mailbox would be read through another API (its
+/// cursors and item ids mean nothing there): delete the credential or reset
+/// the mailbox first. The user leaves their settings group (the old
+/// organization's); their own preset, customization and CRM credentials
+/// move with them; their user tokens follow, and an organization-admin
+/// token of theirs is revoked (they administer the old organization no more).
+async fn move_user(
+    tx: &mut Transaction<'_, Postgres>,
+    principal: &Principal,
+    user: &UserRow,
+    organization_id: Uuid,
+) -> Result<bool, ApiError> {
+    if principal.role == Role::User {
+        return Err(ApiError::forbidden(
+            "only an admin or an organization admin can move a user to another organization",
+        ));
+    }
+    let organization = |id: Uuid| {
+        sqlx::query_as::<_, OrganizationRow>("SELECT name, access_type FROM organizations WHERE id = $1 FOR SHARE")
+            .bind(id)
+    };
+    let target = organization(organization_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .filter(|_| principal.role == Role::Admin || principal.organization_id == Some(organization_id))
+        .ok_or_else(|| ApiError::not_found("organization").on_field("organization_id"))?;
+    if organization_id == user.organization_id {
+        return Ok(false);
+    }
+    let source = organization(user.organization_id).fetch_one(&mut **tx).await?;
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM credentials WHERE user_id = $1")
+        .bind(user.id)
+        .fetch_all(&mut **tx)
+        .await?;
+    if let (Ok(from), Ok(to)) = (
+        source.access_type.parse::<AccessType>(),
+        target.access_type.parse::<AccessType>(),
+    ) && let Err(reason) = mailbox_fits(from, to, &kinds, user.mailbox_status == "initialized")
+    {
+        return Err(ApiError::conflict("access_type_mismatch", reason).on_field("organization_id"));
+    }
+    sqlx::query("UPDATE users SET organization_id = $2, role = 'user', updated_at = now() WHERE id = $1")
+        .bind(user.id)
+        .bind(organization_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM sync_settings_group_members WHERE user_id = $1")
+        .bind(user.id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE sync_settings_presets SET organization_id = $2 WHERE user_id = $1 AND scope = 'user'")
+        .bind(user.id)
+        .bind(organization_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "UPDATE api_tokens SET organization_id = CASE WHEN role = 'user' THEN $2 ELSE organization_id END, \
+             revoked_at = CASE WHEN role = 'org_admin' THEN COALESCE(revoked_at, now()) ELSE revoked_at END \
+         WHERE user_id = $1",
+    )
+    .bind(user.id)
+    .bind(organization_id)
+    .execute(&mut **tx)
+    .await?;
+    let details = format!("user {} moved from {:?} to {:?}", user.email, source.name, target.name);
+    for organization in [user.organization_id, organization_id] {
+        crate::routes::record_activity(
+            tx,
+            organization,
+            Some(user.id),
+            &principal.label,
+            "organization_changed",
+            details.clone(),
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
+/// Which mailbox API opens a mailbox of this access type with these
+/// credentials (the worker's choice: a Direct Logon user with a Microsoft
+/// authorization goes through Graph).
+fn mailbox_api(access: AccessType, has_refresh_token: bool) -> &'static str {
+    match access {
+        AccessType::Office365 => "Graph",
+        AccessType::ExchangeDirect if has_refresh_token => "Graph",
+        AccessType::ExchangeDirect | AccessType::ExchangeImpersonation => "EWS",
+        AccessType::Gmail => "Gmail",
+    }
+}
+
+/// Whether a user with these stored credential kinds (and an initialized
+/// mailbox or not) can move from one access type to another; why not.
+fn mailbox_fits(from: AccessType, to: AccessType, kinds: &[String], initialized: bool) -> Result<(), String> {
+    if from == to {
+        return Ok(());
+    }
+    let has = |kind: CredentialKind| kinds.iter().any(|stored| stored == kind.as_str());
+    let password = has(CredentialKind::MailboxPassword);
+    let token = has(CredentialKind::MailboxRefreshToken);
+    if password && to != AccessType::ExchangeDirect {
+        return Err(format!(
+            "the user's stored mailbox password is only used by Exchange Direct Logon, not {}: delete it first",
+            to.as_str()
+        ));
+    }
+    if token {
+        let fits = if from == AccessType::Gmail {
+            to == AccessType::Gmail
+        } else {
+            matches!(to, AccessType::Office365 | AccessType::ExchangeDirect)
+        };
+        if !fits {
+            return Err(format!(
+                "the user's stored {} authorization cannot open a {} mailbox: delete it first",
+                if from == AccessType::Gmail {
+                    "Google"
+                } else {
+                    "Microsoft"
+                },
+                to.as_str()
+            ));
+        }
+    }
+    let (before, after) = (mailbox_api(from, token), mailbox_api(to, token));
+    if initialized && before != after {
+        return Err(format!(
+            "the user's mailbox was initialized through {before}, and {} reads it through {after}: reset the mailbox first",
+            to.as_str()
+        ));
+    }
+    Ok(())
+}
+
+/// Assigns `plan` (or none) to `user` (locked by the caller's transaction),
+/// with a `plan_assigned` activity; false when it is already theirs. An
+/// unknown plan answers 404 on `plan_id`.
+async fn assign_plan(
+    tx: &mut Transaction<'_, Postgres>,
+    principal: &Principal,
+    user: &UserRow,
+    plan: Option<Uuid>,
+) -> Result<bool, ApiError> {
+    if principal.role == Role::User {
+        return Err(ApiError::forbidden(
+            "only an admin or an organization admin can assign plans",
+        ));
+    }
+    let name = |id: Option<Uuid>| sqlx::query_scalar::<_, String>("SELECT name FROM plans WHERE id = $1").bind(id);
+    let new_name = match plan {
+        Some(_) => Some(
+            name(plan)
+                .fetch_optional(&mut **tx)
+                .await?
+                .ok_or_else(|| ApiError::not_found("plan").on_field("plan_id"))?,
+        ),
+        None => None,
+    };
+    if plan == user.plan_id {
+        return Ok(false);
+    }
+    let old_name = name(user.plan_id).fetch_optional(&mut **tx).await?;
+    sqlx::query("UPDATE users SET plan_id = $2, updated_at = now() WHERE id = $1")
+        .bind(user.id)
+        .bind(plan)
+        .execute(&mut **tx)
+        .await?;
+    let quoted = |name: Option<String>| name.map_or_else(|| "none".to_owned(), |name| format!("{name:?}"));
+    crate::routes::record_activity(
+        tx,
+        user.organization_id,
+        Some(user.id),
+        &principal.label,
+        "plan_assigned",
+        format!("plan {} (was {})", quoted(new_name), quoted(old_name)),
+    )
+    .await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_decide_whether_a_user_moves_across_access_types() {
+        use AccessType::*;
+        let kinds = |list: &[&str]| list.iter().map(|kind| (*kind).to_owned()).collect::<Vec<_>>();
+        let none = kinds(&[]);
+        let token = kinds(&["mailbox_refresh_token", "crm_refresh_token"]);
+        let password = kinds(&["mailbox_password"]);
+        assert!(mailbox_fits(Gmail, Office365, &kinds(&["crm_refresh_token"]), false).is_ok());
+        assert!(
+            mailbox_fits(Office365, ExchangeDirect, &token, true).is_ok(),
+            "Graph either way"
+        );
+        assert!(mailbox_fits(Office365, Gmail, &token, false).is_err());
+        assert!(mailbox_fits(Gmail, Office365, &token, false).is_err());
+        assert!(mailbox_fits(ExchangeDirect, ExchangeImpersonation, &password, false).is_err());
+        assert!(
+            mailbox_fits(ExchangeDirect, ExchangeImpersonation, &none, true).is_ok(),
+            "EWS either way"
+        );
+        assert!(mailbox_fits(Office365, ExchangeImpersonation, &none, true).is_err());
+        assert!(mailbox_fits(Office365, ExchangeImpersonation, &none, false).is_ok());
+        assert!(mailbox_fits(Gmail, Gmail, &token, true).is_ok());
+    }
 }

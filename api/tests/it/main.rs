@@ -2,11 +2,21 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod access;
 mod actions;
+mod activities;
 mod cli;
 mod configuration;
+mod customization;
+mod lists;
+mod organization_sync;
 mod organizations;
+mod plans;
+mod presets;
+mod sessions;
+mod statistics;
 mod traces;
+mod user_edits;
 mod users;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

@@ -129,7 +129,13 @@ async fn organizations_are_created_listed_and_read_with_their_rules() {
     }
 
     // The list: the default organization, Acme and Globex.
-    let response = http(api.address, "GET", "/v1/organizations?sort=-name&limit=2", Some(&admin)).await;
+    let response = http(
+        api.address,
+        "GET",
+        "/v1/organizations?sort=name&order=desc&page_size=2",
+        Some(&admin),
+    )
+    .await;
     assert_eq!(response.status, 200, "{}", response.body);
     let page = body(&response);
     assert_eq!(page["total"], 3);
@@ -141,6 +147,23 @@ async fn organizations_are_created_listed_and_read_with_their_rules() {
         .collect();
     assert_eq!(names.len(), 2);
     assert!(names[0] > names[1], "descending: {names:?}");
+    let next = page["next_cursor"].as_str().unwrap();
+    let response = http(
+        api.address,
+        "GET",
+        &format!("/v1/organizations?sort=name&order=desc&page_size=2&cursor={next}"),
+        Some(&admin),
+    )
+    .await;
+    let last = body(&response);
+    assert_eq!(
+        (last["items"].as_array().unwrap().len(), last["next_cursor"].clone()),
+        (1, Value::Null)
+    );
+    assert!(
+        last["items"][0]["name"].as_str().unwrap() < names[1],
+        "the walk goes on descending"
+    );
     let response = http(api.address, "GET", "/v1/organizations?q=glob", Some(&admin)).await;
     assert_eq!(body(&response)["items"][0]["external_id"], "globex");
     let response = http(

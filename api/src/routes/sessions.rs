@@ -1,0 +1,555 @@
+//! A user's sync sessions and issues (M10): the sessions list, one session
+//! with its issues, its log as a zip, and the issues of the last session.
+//!
+//! Sessions, issues and logs are partitioned by day: every query names the
+//! user (their indexes lead with it) or the exact partition key.
+
+mod zip;
+
+use std::io::Read;
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::header,
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{FromRow, Postgres, QueryBuilder, Row};
+use syncfleet_common::domain::{IssueCategory, IssueSource, Scope, SessionStatus, Trigger};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    auth::Principal,
+    error::ApiError,
+    routes::{list, parse_id, scope},
+};
+
+/// The session and issue routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_sessions))
+        .routes(routes!(get_session))
+        .routes(routes!(session_log))
+        .routes(routes!(list_issues))
+}
+
+/// The most a stored log may hold once decompressed.
+const MAX_LOG_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A sync session (M10).
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct SessionView {
+    pub id: Uuid,
+    /// The job that ran it.
+    pub job_id: Uuid,
+    pub user_id: Uuid,
+    /// The user's organization when the session ran.
+    pub organization_id: Uuid,
+    /// The job's delivery attempt.
+    pub attempt: i32,
+    /// `cadence`, `force` or `admin`.
+    pub trigger: String,
+    /// `check`, `initial`, `incremental` or `full_resync`.
+    pub scope: String,
+    /// `running`, `succeeded`, `succeeded_with_issues`, `failed`, `skipped` or `abandoned`.
+    pub status: String,
+    /// The slot the job was scheduled for, or when it was requested.
+    pub scheduled_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    /// Null while it runs.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Changes written to the CRM.
+    pub items_to_crm: i32,
+    /// Changes written to the mailbox.
+    pub items_to_mailbox: i32,
+    pub issue_count: i32,
+    /// Calls made per provider, e.g. `{"graph": 12, "salesforce": 4}`.
+    #[schema(value_type = std::collections::HashMap<String, i64>)]
+    pub calls: serde_json::Value,
+    /// Why it failed: `auth`, `throttled`, `quota`, `transient`...
+    pub error_category: Option<String>,
+    /// `mailbox`, `crm` or `engine`.
+    pub error_source: Option<String>,
+    pub error_message: Option<String>,
+    pub exception: Option<String>,
+}
+
+const SESSION_COLUMNS: &str = "s.id, s.job_id, s.user_id, s.organization_id, s.attempt, s.trigger, s.scope, \
+     s.status, s.scheduled_at, s.started_at, s.ended_at, s.items_to_crm, s.items_to_mailbox, s.issue_count, \
+     s.calls, s.error_category, s.error_source, s.error_message, s.exception";
+
+/// A sync issue: one item (or the whole session) that went wrong.
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct IssueView {
+    pub id: Uuid,
+    /// Null for an issue recorded outside a session (a dead-lettered job).
+    pub session_id: Option<Uuid>,
+    pub user_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// `mailbox`, `crm` or `engine`.
+    pub source: String,
+    /// `settings`, `auth`, `permission`, `throttled`, `quota`,
+    /// `sync_state_reset`, `validation`, `lock_contention`, `duplicate`,
+    /// `transient` or `internal`.
+    pub category: String,
+    /// The item concerned, when there is one.
+    pub item_ref: Option<String>,
+    pub message: String,
+}
+
+const ISSUE_COLUMNS: &str = "i.id, i.session_id, i.user_id, i.created_at, i.source, i.category, i.item_ref, i.message";
+
+/// `GET /v1/users/{id}/sessions`: filters `status`, `trigger`, `scope`,
+/// `since` and `until` (on the start), then keyset paging (see
+/// `routes::list`), newest first by default.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SessionListQuery {
+    /// Only the sessions that ended so (or are `running`).
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(running|succeeded|succeeded_with_issues|failed|skipped|abandoned)$")]
+    status: Option<String>,
+    /// `cadence`, `force` or `admin`.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(cadence|force|admin)$")]
+    trigger: Option<String>,
+    /// `check`, `initial`, `incremental` or `full_resync`.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(check|initial|incremental|full_resync)$")]
+    scope: Option<String>,
+    /// Only sessions started at or after this time (RFC 3339).
+    #[serde(default)]
+    #[param(value_type = Option<DateTime<Utc>>)]
+    since: Option<String>,
+    /// Only sessions started before this time (RFC 3339).
+    #[serde(default)]
+    #[param(value_type = Option<DateTime<Utc>>)]
+    until: Option<String>,
+    /// The column: `started_at` (default), `ended_at`, `status`, `scope`,
+    /// `trigger`, `issue_count`, `items_to_crm`, `items_to_mailbox`;
+    /// `-column` means `order=desc`.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^-?(started_at|ended_at|status|scope|trigger|issue_count|items_to_crm|items_to_mailbox)$")]
+    sort: Option<String>,
+    /// `desc` (default) or `asc`.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
+    order: Option<String>,
+    /// 1 to 500, default 50.
+    #[serde(default)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
+    page_size: Option<String>,
+    /// The previous page's `next_cursor`.
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+const fn column(name: &'static str, sql: &'static str, kind: list::Kind, nullable: bool) -> list::Column {
+    list::Column {
+        name,
+        sql,
+        kind,
+        nullable,
+    }
+}
+
+static SESSION_LIST: list::Spec = list::Spec {
+    list: "sessions",
+    columns: &[
+        column("started_at", "s.started_at", list::Kind::Time, false),
+        column("ended_at", "s.ended_at", list::Kind::Time, true),
+        column("status", "s.status", list::Kind::Text, false),
+        column("scope", "s.scope", list::Kind::Text, false),
+        column("trigger", "s.trigger", list::Kind::Text, false),
+        column("issue_count", "s.issue_count", list::Kind::Int, false),
+        column("items_to_crm", "s.items_to_crm", list::Kind::Int, false),
+        column("items_to_mailbox", "s.items_to_mailbox", list::Kind::Int, false),
+    ],
+    id_sql: "s.id",
+    default_sort: "started_at",
+    default_order: list::Order::Desc,
+};
+
+fn rejected(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::invalid("query", rejection.body_text())
+}
+
+/// A user's sessions (M10), newest first by default.
+#[utoipa::path(get, path = "/v1/users/{id}/sessions", tag = "statistics", params(("id" = Uuid, Path, description = "The user."), SessionListQuery), responses((status = 200, body = list::Listed<SessionView>)))]
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    query: Result<Query<SessionListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<list::Listed<SessionView>>, ApiError> {
+    let id = parse_id("id", &id)?;
+    let Query(query) = query.map_err(rejected)?;
+    let status = query
+        .status
+        .as_deref()
+        .map(|raw| list::one_of("status", raw, SessionStatus::ALL))
+        .transpose()?;
+    let trigger = query
+        .trigger
+        .as_deref()
+        .map(|raw| list::one_of("trigger", raw, Trigger::ALL))
+        .transpose()?;
+    let session_scope = query
+        .scope
+        .as_deref()
+        .map(|raw| list::one_of("scope", raw, Scope::ALL))
+        .transpose()?;
+    let list::Period { since, until } = list::period(query.since.as_deref(), query.until.as_deref())?;
+    let page = SESSION_LIST.page(
+        list::Params {
+            sort: query.sort.as_deref(),
+            order: query.order.as_deref(),
+            page_size: query.page_size.as_deref(),
+            cursor: query.cursor.as_deref(),
+        },
+        &format!("{id}|{status:?}|{trigger:?}|{session_scope:?}|{since:?}|{until:?}"),
+    )?;
+    let user = scope::user(&state.pool, &principal, id).await?;
+    let filter = |builder: &mut QueryBuilder<'_, Postgres>| {
+        builder.push(" WHERE s.user_id = ").push_bind(user.id);
+        if let Some(status) = status {
+            builder.push(" AND s.status = ").push_bind(status.as_str());
+        }
+        if let Some(trigger) = trigger {
+            builder.push(" AND s.trigger = ").push_bind(trigger.as_str());
+        }
+        if let Some(session_scope) = session_scope {
+            builder.push(" AND s.scope = ").push_bind(session_scope.as_str());
+        }
+        if let Some(since) = since {
+            builder.push(" AND s.started_at >= ").push_bind(since);
+        }
+        if let Some(until) = until {
+            builder.push(" AND s.started_at < ").push_bind(until);
+        }
+    };
+    let mut counting = QueryBuilder::new("SELECT count(*) FROM sync_sessions s");
+    filter(&mut counting);
+    let total: i64 = counting.build_query_scalar().fetch_one(&state.pool).await?;
+    let mut listing = QueryBuilder::new(format!("SELECT {SESSION_COLUMNS}{} FROM sync_sessions s", page.keys()));
+    filter(&mut listing);
+    page.push_seek(&mut listing);
+    page.push_order(&mut listing);
+    let rows = listing.build().fetch_all(&state.pool).await?;
+    let (items, next_cursor) = page.finish::<SessionView>(rows)?;
+    Ok(Json(list::Listed {
+        items,
+        next_cursor,
+        total,
+    }))
+}
+
+/// Reads a session whose user the caller may see.
+async fn visible_session(state: &AppState, principal: &Principal, id: Uuid) -> Result<SessionView, ApiError> {
+    // The id alone has no partition key: one probe of each partition's
+    // primary key. Visibility follows the user's organization now, as for
+    // every user route.
+    let query = format!(
+        "SELECT {SESSION_COLUMNS}, u.organization_id AS current_organization_id \
+         FROM sync_sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1"
+    );
+    let row = sqlx::query(&query).bind(id).fetch_optional(&state.pool).await?;
+    let Some(row) = row else {
+        return Err(ApiError::not_found("session"));
+    };
+    let session = SessionView::from_row(&row)?;
+    let organization: Uuid = row.try_get("current_organization_id")?;
+    if !principal.may_act_on_user(session.user_id, organization) {
+        return Err(ApiError::not_found("session"));
+    }
+    Ok(session)
+}
+
+/// One session with its issues.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionDetail {
+    pub session: SessionView,
+    /// Its issues, oldest first: at most 500 (`GET
+    /// /v1/users/{id}/issues?session_id=` pages through all of them).
+    pub issues: Vec<IssueView>,
+    /// Whether the session has more issues than `issues` holds.
+    pub more_issues: bool,
+}
+
+/// One session (M10) with its issues.
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "statistics", params(("id" = Uuid, Path, description = "The session.")), responses((status = 200, body = SessionDetail)))]
+pub async fn get_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<SessionDetail>, ApiError> {
+    let id = parse_id("id", &id)?;
+    let session = visible_session(&state, &principal, id).await?;
+    let limit = list::MAX_PAGE_SIZE;
+    // A session's issues are written when it ends, so never before it started.
+    let mut issues = sqlx::query_as::<_, IssueView>(&format!(
+        "SELECT {ISSUE_COLUMNS} FROM sync_issues i \
+         WHERE i.user_id = $1 AND i.session_id = $2 AND i.created_at >= $3 \
+         ORDER BY i.created_at, i.id LIMIT $4"
+    ))
+    .bind(session.user_id)
+    .bind(session.id)
+    .bind(session.started_at)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let more_issues = issues.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    issues.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(Json(SessionDetail {
+        session,
+        issues,
+        more_issues,
+    }))
+}
+
+/// A zip archive, as the OpenAPI document describes it.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct ZipArchive(Vec<u8>);
+
+/// A session's log (M10) as a zip holding `session-<id>.jsonl`: one JSON
+/// object per line, every step with its timing.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/log.zip",
+    tag = "statistics",
+    params(("id" = Uuid, Path, description = "The session.")),
+    responses((
+        status = 200,
+        description = "The log, zipped.",
+        content_type = "application/zip",
+        body = ZipArchive,
+        headers(("content-disposition" = String, description = "attachment; filename=\"session-<id>.zip\""))
+    ))
+)]
+pub async fn session_log(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id("id", &id)?;
+    let session = visible_session(&state, &principal, id).await?;
+    let stored: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT log_gzip FROM sync_session_logs WHERE session_id = $1 AND started_at = $2 AND user_id = $3",
+    )
+    .bind(session.id)
+    .bind(session.started_at)
+    .bind(session.user_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    // A running session has no log yet.
+    let stored = stored.ok_or_else(|| ApiError::not_found("session log"))?;
+    let unreadable = |error: std::io::Error| {
+        tracing::error!(session_id = %id, %error, "A stored session log cannot be read.");
+        ApiError::unavailable("the session log cannot be read")
+    };
+    let mut lines = Vec::new();
+    flate2::read::MultiGzDecoder::new(stored.as_slice())
+        .take(MAX_LOG_BYTES)
+        .read_to_end(&mut lines)
+        .map_err(unreadable)?;
+    let archive = zip::single_file(&format!("session-{id}.jsonl"), session.started_at, &lines).map_err(unreadable)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"session-{id}.zip\""),
+            ),
+        ],
+        archive,
+    )
+        .into_response())
+}
+
+/// `GET /v1/users/{id}/issues`: the issues of the user's last session by
+/// default; `session_id` names another session, or `all` for every issue of
+/// the user (those recorded outside a session included). Filters `source`
+/// and `category`, then keyset paging, newest first by default.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct IssueListQuery {
+    /// A session of the user (a UUID), or `all`; the last session when absent.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(all|[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12})$")]
+    session_id: Option<String>,
+    /// `mailbox`, `crm` or `engine`.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(mailbox|crm|engine)$")]
+    source: Option<String>,
+    /// An issue category (`auth`, `throttled`, `validation`...).
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(settings|auth|permission|throttled|quota|sync_state_reset|validation|lock_contention|duplicate|transient|internal)$")]
+    category: Option<String>,
+    /// The column: `created_at` (default), `source`, `category`; `-column`
+    /// means `order=desc`.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^-?(created_at|source|category)$")]
+    sort: Option<String>,
+    /// `desc` (default) or `asc`.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
+    order: Option<String>,
+    /// 1 to 500, default 50.
+    #[serde(default)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
+    page_size: Option<String>,
+    /// The previous page's `next_cursor`.
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+/// A page of issues.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuePage {
+    pub items: Vec<IssueView>,
+    /// The cursor of the next page; null on the last one.
+    pub next_cursor: Option<String>,
+    /// How many issues match the filters, on every page.
+    pub total: i64,
+    /// The session listed; null for `session_id=all`, or when the user has
+    /// no session yet.
+    pub session_id: Option<Uuid>,
+}
+
+static ISSUE_LIST: list::Spec = list::Spec {
+    list: "issues",
+    columns: &[
+        column("created_at", "i.created_at", list::Kind::Time, false),
+        column("source", "i.source", list::Kind::Text, false),
+        column("category", "i.category", list::Kind::Text, false),
+    ],
+    id_sql: "i.id",
+    default_sort: "created_at",
+    default_order: list::Order::Desc,
+};
+
+/// Which issues a list covers.
+#[derive(Debug)]
+enum Issues {
+    All,
+    Session(Uuid),
+    LastSession,
+}
+
+/// A user's sync issues (M10): those of the last session by default.
+#[utoipa::path(get, path = "/v1/users/{id}/issues", tag = "statistics", params(("id" = Uuid, Path, description = "The user."), IssueListQuery), responses((status = 200, body = IssuePage)))]
+pub async fn list_issues(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    query: Result<Query<IssueListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<IssuePage>, ApiError> {
+    let id = parse_id("id", &id)?;
+    let Query(query) = query.map_err(rejected)?;
+    let which = match query.session_id.as_deref() {
+        None => Issues::LastSession,
+        Some("all") => Issues::All,
+        Some(raw) => Issues::Session(parse_id("session_id", raw)?),
+    };
+    let source = query
+        .source
+        .as_deref()
+        .map(|raw| list::one_of("source", raw, IssueSource::ALL))
+        .transpose()?;
+    let category = query
+        .category
+        .as_deref()
+        .map(|raw| list::one_of("category", raw, IssueCategory::ALL))
+        .transpose()?;
+    let page = ISSUE_LIST.page(
+        list::Params {
+            sort: query.sort.as_deref(),
+            order: query.order.as_deref(),
+            page_size: query.page_size.as_deref(),
+            cursor: query.cursor.as_deref(),
+        },
+        &format!("{id}|{which:?}|{source:?}|{category:?}"),
+    )?;
+    let user = scope::user(&state.pool, &principal, id).await?;
+    let session = match which {
+        Issues::All => None,
+        Issues::Session(session) => Some(session),
+        Issues::LastSession => user.last_session_id,
+    };
+    // The session's start bounds its issues' partitions.
+    let started_at: Option<DateTime<Utc>> = match session {
+        Some(session) => {
+            let found: Option<DateTime<Utc>> =
+                sqlx::query_scalar("SELECT started_at FROM sync_sessions WHERE user_id = $1 AND id = $2")
+                    .bind(user.id)
+                    .bind(session)
+                    .fetch_optional(&state.pool)
+                    .await?;
+            match (found, &which) {
+                (Some(started_at), _) => Some(started_at),
+                (None, Issues::Session(_)) => {
+                    return Err(ApiError::not_found("session").on_field("session_id"));
+                }
+                // The last session's partition is gone: it has no issues left.
+                (None, _) => {
+                    return Ok(Json(IssuePage {
+                        items: Vec::new(),
+                        next_cursor: None,
+                        total: 0,
+                        session_id: Some(session),
+                    }));
+                }
+            }
+        }
+        None => None,
+    };
+    if session.is_none() && !matches!(which, Issues::All) {
+        // No session yet: no issues of the last session.
+        return Ok(Json(IssuePage {
+            items: Vec::new(),
+            next_cursor: None,
+            total: 0,
+            session_id: None,
+        }));
+    }
+    let filter = |builder: &mut QueryBuilder<'_, Postgres>| {
+        builder.push(" WHERE i.user_id = ").push_bind(user.id);
+        if let (Some(session), Some(started_at)) = (session, started_at) {
+            builder
+                .push(" AND i.session_id = ")
+                .push_bind(session)
+                .push(" AND i.created_at >= ")
+                .push_bind(started_at);
+        }
+        if let Some(source) = source {
+            builder.push(" AND i.source = ").push_bind(source.as_str());
+        }
+        if let Some(category) = category {
+            builder.push(" AND i.category = ").push_bind(category.as_str());
+        }
+    };
+    let mut counting = QueryBuilder::new("SELECT count(*) FROM sync_issues i");
+    filter(&mut counting);
+    let total: i64 = counting.build_query_scalar().fetch_one(&state.pool).await?;
+    let mut listing = QueryBuilder::new(format!("SELECT {ISSUE_COLUMNS}{} FROM sync_issues i", page.keys()));
+    filter(&mut listing);
+    page.push_seek(&mut listing);
+    page.push_order(&mut listing);
+    let rows = listing.build().fetch_all(&state.pool).await?;
+    let (items, next_cursor) = page.finish::<IssueView>(rows)?;
+    Ok(Json(IssuePage {
+        items,
+        next_cursor,
+        total,
+        session_id: session,
+    }))
+}

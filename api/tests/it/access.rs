@@ -1,0 +1,377 @@
+//! The authorization matrix: every route of the OpenAPI document (so a new
+//! route is covered the day it is added), every role, against the caller's
+//! own organization and a foreign one.
+//!
+//! - Without a token every route answers 401.
+//! - An organization admin or a user naming anything of another organization
+//!   gets 404 (a bulk action: a per-user `not_found`), and the database is
+//!   exactly as before the whole sweep.
+//! - No answer to an organization admin or a user ever holds a foreign id.
+//! - Reading their own things: admins and organization admins get 200; a user
+//!   gets 200 or 403.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use chrono::Utc;
+use serde_json::Value;
+use sqlx::PgPool;
+use syncfleet_api::auth::create_token;
+use syncfleet_common::domain::{AccessType, SyncStatus};
+use syncfleet_testkit::{HttpResponse, TestEnv, http, http_with_body, organization, users};
+use uuid::Uuid;
+
+use crate::Api;
+
+/// The ids one side of the matrix names.
+#[derive(Clone, Copy, Debug)]
+struct Side {
+    organization: Uuid,
+    user: Uuid,
+    session: Uuid,
+    job: Uuid,
+}
+
+impl Side {
+    /// `template` with its parameters filled in from this side.
+    fn path(&self, template: &str, action: &str) -> String {
+        let id = if template.starts_with("/v1/organizations/{id}") {
+            self.organization
+        } else if template.starts_with("/v1/sessions/{id}") {
+            self.session
+        } else if template.starts_with("/v1/jobs/{id}") {
+            self.job
+        } else {
+            self.user
+        };
+        template
+            .replace("{id}", &id.to_string())
+            .replace("{action}", action)
+            .replace("{kind}", "crm_refresh_token")
+            .replace("{name}", "sales")
+    }
+
+    fn fill(&self, text: &str) -> String {
+        text.replace("{user}", &self.user.to_string())
+            .replace("{organization}", &self.organization.to_string())
+    }
+}
+
+/// Every action name of `POST .../actions/{action}`.
+const ACTIONS: [&str; 16] = [
+    "enable-sync",
+    "disable-sync",
+    "force-sync",
+    "reset-mailbox",
+    "reinitialize-mailbox",
+    "check-settings",
+    "check-crm",
+    "check-mailbox",
+    "install-sidebar",
+    "remove-sidebar",
+    "check-sidebar",
+    "reset-customization",
+    "change-organization",
+    "change-plan",
+    "delete",
+    "force-delete",
+];
+
+/// A valid body for each mutation, so that a refusal is about who asks, not
+/// about what they sent. `{user}` and `{organization}` are the side's ids.
+fn sample_body(method: &str, template: &str, action: &str) -> Option<&'static str> {
+    Some(match (method, template) {
+        ("POST", "/v1/users") => {
+            r#"{"name": "New Person", "email": "new.person@matrix.test", "organization_id": "{organization}"}"#
+        }
+        ("POST", "/v1/organizations") => {
+            r#"{"name": "Matrix Org", "external_id": "matrix-new", "access_type": "office365"}"#
+        }
+        ("POST", "/v1/plans") => r#"{"code": "matrix", "name": "Matrix plan"}"#,
+        ("PATCH", "/v1/users/{id}") => r#"{"description": "edited"}"#,
+        ("PATCH", "/v1/organizations/{id}") => r#"{"name": "Renamed"}"#,
+        ("PUT", "/v1/users/{id}/email-configuration") => r#"{"account_logon": "someone"}"#,
+        ("PUT", "/v1/users/{id}/credentials/{kind}") => r#"{"token": "a-refresh-token"}"#,
+        ("PUT", "/v1/users/{id}/mailbox") => r#"{"refresh_token": "a-refresh-token"}"#,
+        ("PUT", "/v1/users/{id}/crm") => r#"{"refresh_token": "a-refresh-token"}"#,
+        ("PUT", "/v1/users/{id}/customization") => r#"{"document": {"theme": "dark"}}"#,
+        ("PUT", "/v1/organizations/{id}/default-customization") => r#"{"document": {"theme": "light"}}"#,
+        ("PUT", "/v1/organizations/{id}/sync-settings")
+        | ("PUT", "/v1/organizations/{id}/sync-settings/groups/{name}")
+        | ("PUT", "/v1/users/{id}/sync-settings") => r#"{"settings": {}, "locked": []}"#,
+        ("POST", "/v1/users/{id}/actions/{action}") => match action {
+            "change-organization" => r#"{"organization_id": "{organization}"}"#,
+            "change-plan" => r#"{"plan_id": null}"#,
+            _ => "",
+        },
+        ("POST", "/v1/users/actions/{action}") => match action {
+            "change-organization" => r#"{"user_ids": ["{user}"], "organization_id": "{organization}"}"#,
+            "change-plan" => r#"{"user_ids": ["{user}"], "plan_id": null}"#,
+            _ => r#"{"user_ids": ["{user}"]}"#,
+        },
+        (_, _)
+            if method == "GET"
+                || method == "DELETE"
+                || template.ends_with("/enable")
+                || template.ends_with("/disable") =>
+        {
+            ""
+        }
+        _ => return None,
+    })
+}
+
+/// A digest of every table an api request can change.
+async fn fingerprint(pool: &PgPool) -> BTreeMap<String, String> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
+           AND c.relname NOT IN ('_sqlx_migrations', 'leader_leases') ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut digest = BTreeMap::new();
+    for table in tables {
+        let query = format!("SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM \"{table}\" t");
+        let value: String = sqlx::query_scalar(&query).fetch_one(pool).await.unwrap();
+        digest.insert(table, value);
+    }
+    digest
+}
+
+async fn side(pool: &PgPool, access_type: AccessType) -> Side {
+    let organization = organization(pool, access_type, true).await;
+    let user = users(pool, organization, 2, SyncStatus::Enabled, Utc::now(), true).await[0];
+    let session = Uuid::now_v7();
+    let job = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO sync_sessions (id, user_id, organization_id, job_id, trigger, status, scheduled_at, started_at, \
+                                    ended_at, worker_id) \
+         VALUES ($1, $2, $3, $4, 'cadence', 'succeeded', now(), now(), now(), 'matrix')",
+    )
+    .bind(session)
+    .bind(user)
+    .bind(organization)
+    .bind(job)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sync_issues (id, session_id, user_id, source, category, message) \
+         VALUES ($1, $2, $3, 'crm', 'validation', 'refused')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(session)
+    .bind(user)
+    .execute(pool)
+    .await
+    .unwrap();
+    // The gzip of an empty log.
+    let empty_gzip: &[u8] = &[
+        0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00,
+    ];
+    sqlx::query(
+        "INSERT INTO sync_session_logs (session_id, user_id, started_at, log_gzip) \
+         SELECT id, user_id, started_at, $2 FROM sync_sessions WHERE id = $1",
+    )
+    .bind(session)
+    .bind(empty_gzip)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO admin_jobs (id, action, organization_id, user_id, requested_by, status) \
+         VALUES ($1, 'check-crm', $2, $3, 'matrix', 'succeeded')",
+    )
+    .bind(job)
+    .bind(organization)
+    .bind(user)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO activities (id, organization_id, user_id, actor, kind, details) \
+         VALUES ($1, $2, $3, 'matrix', 'user_added', 'seeded')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(organization)
+    .bind(user)
+    .execute(pool)
+    .await
+    .unwrap();
+    Side {
+        organization,
+        user,
+        session,
+        job,
+    }
+}
+
+/// Every operation of the document: (method, path template).
+async fn operations(api: &Api, token: &str) -> Vec<(String, String)> {
+    let response = http(api.address, "GET", "/openapi.json", Some(token)).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let document: Value = serde_json::from_str(&response.body).unwrap();
+    let mut operations = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in ["get", "put", "post", "patch", "delete"] {
+            if item.get(method).is_some() {
+                operations.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    assert!(operations.len() >= 15, "the document lists the routes: {operations:?}");
+    operations
+}
+
+/// Each concrete request of an operation: one per action for action routes.
+fn requests(method: &str, template: &str, side: &Side) -> Vec<(String, String)> {
+    let actions: Vec<&str> = if template.contains("{action}") {
+        ACTIONS.to_vec()
+    } else {
+        vec![""]
+    };
+    actions
+        .into_iter()
+        .map(|action| {
+            let body = sample_body(method, template, action)
+                .unwrap_or_else(|| panic!("add a sample body for {method} {template} to the matrix"));
+            (side.path(template, action), side.fill(body))
+        })
+        .collect()
+}
+
+async fn call(api: &Api, method: &str, path: &str, token: Option<&str>, body: &str) -> HttpResponse {
+    http_with_body(api.address, method, path, token, body).await
+}
+
+#[tokio::test]
+async fn every_route_every_role_own_and_foreign_organization() {
+    let env = TestEnv::new().await;
+    let own = side(&env.pool, AccessType::Office365).await;
+    let foreign = side(&env.pool, AccessType::Office365).await;
+    let admin = create_token(&env.pool, "admin", None, None, "admin@matrix.test")
+        .await
+        .unwrap();
+    let org_admin = create_token(&env.pool, "org_admin", Some(own.organization), None, "lead@matrix.test")
+        .await
+        .unwrap();
+    let user = create_token(&env.pool, "user", None, Some(own.user), "user@matrix.test")
+        .await
+        .unwrap();
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
+    let operations = operations(&api, &admin).await;
+    let foreign_ids = [foreign.organization, foreign.user, foreign.session, foreign.job].map(|id| id.to_string());
+
+    // 1. No token: 401 everywhere, before anything else is looked at.
+    for (method, template) in &operations {
+        for (path, body) in requests(method, template, &foreign) {
+            let response = call(&api, method, &path, None, &body).await;
+            assert_eq!(
+                response.status, 401,
+                "{method} {path} without a token: {}",
+                response.body
+            );
+        }
+    }
+
+    // 2. Foreign ids: 404 for an organization admin and a user, nothing changed.
+    let before = fingerprint(&env.pool).await;
+    let mut refused = 0;
+    for (role, token) in [("org_admin", &org_admin), ("user", &user)] {
+        for (method, template) in &operations {
+            let names_an_id = template.contains('{');
+            for (path, body) in requests(method, template, &foreign) {
+                let response = call(&api, method, &path, Some(token), &body).await;
+                let what = format!("{role} {method} {path} {body}: {} {}", response.status, response.body);
+                assert!(response.status < 500, "{what}");
+                // A bulk answer names the users the caller named.
+                if template != "/v1/users/actions/{action}" {
+                    for id in &foreign_ids {
+                        assert!(!response.body.contains(id.as_str()), "a foreign id leaked: {what}");
+                    }
+                }
+                if template == "/v1/users/actions/{action}" {
+                    let results: Value = serde_json::from_str(&response.body).unwrap();
+                    let code = results[0]["error"]["code"].as_str();
+                    let allowed: &[&str] = if role == "user" {
+                        &["not_found", "forbidden"]
+                    } else {
+                        &["not_found"]
+                    };
+                    assert!(
+                        response.status == 200 && code.is_some_and(|code| allowed.contains(&code)),
+                        "{what}"
+                    );
+                } else if names_an_id {
+                    assert_eq!(response.status, 404, "{what}");
+                } else if method != "GET" {
+                    // Creating in a foreign organization, or a role that may
+                    // not create at all.
+                    assert!(matches!(response.status, 403 | 404), "{what}");
+                }
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 50, "the sweep covered {refused} requests");
+    assert_eq!(
+        fingerprint(&env.pool).await,
+        before,
+        "a refused request changed something"
+    );
+
+    // 3. Their own things, read: visible to admins and organization admins.
+    for (role, token) in [("admin", &admin), ("org_admin", &org_admin), ("user", &user)] {
+        for (method, template) in operations.iter().filter(|(method, _)| method == "GET") {
+            for (path, body) in requests(method, template, &own) {
+                let response = call(&api, method, &path, Some(token), &body).await;
+                let what = format!("{role} {method} {path}: {} {}", response.status, response.body);
+                // A sub-resource (a group preset) may not exist.
+                let optional = template.contains("{name}") || template.contains("{kind}");
+                match role {
+                    "user" => assert!(matches!(response.status, 200 | 403) || optional, "{what}"),
+                    _ => assert!(response.status == 200 || (optional && response.status == 404), "{what}"),
+                }
+                if role != "admin" {
+                    for id in &foreign_ids {
+                        assert!(!response.body.contains(id.as_str()), "a foreign id leaked: {what}");
+                    }
+                }
+            }
+        }
+    }
+
+    api.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_nul_character_is_refused_naming_where_it_is() {
+    let env = TestEnv::new().await;
+    let admin = create_token(&env.pool, "admin", None, None, "").await.unwrap();
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
+
+    let query = call(&api, "GET", "/v1/organizations?q=a%00b", Some(&admin), "").await;
+    assert_eq!(query.status, 400, "{}", query.body);
+    assert!(query.body.contains(r#""field":"query""#), "{}", query.body);
+    let body = call(
+        &api,
+        "POST",
+        "/v1/organizations",
+        Some(&admin),
+        r#"{"name": "a\u0000b", "external_id": "x", "access_type": "office365"}"#,
+    )
+    .await;
+    assert_eq!(body.status, 400, "{}", body.body);
+    assert!(body.body.contains(r#""field":"body""#), "{}", body.body);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM organizations")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1, "only the default organization");
+
+    api.stop().await;
+    env.cleanup().await;
+}

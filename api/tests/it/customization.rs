@@ -1,0 +1,264 @@
+//! Customizations: a user's document (saved, read, versioned), the
+//! organization's default, and resetting users to it.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use syncfleet_api::auth::create_token;
+use syncfleet_common::domain::{AccessType, SyncStatus};
+use syncfleet_testkit::{HttpResponse, TestEnv, http, http_with_body, organization, users};
+use uuid::Uuid;
+
+use crate::Api;
+
+fn body(response: &HttpResponse) -> Value {
+    serde_json::from_str(&response.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", response.body))
+}
+
+async fn send(api: &Api, method: &str, path: &str, token: &str, payload: &Value) -> HttpResponse {
+    http_with_body(api.address, method, path, Some(token), &payload.to_string()).await
+}
+
+async fn kinds(pool: &PgPool, organization: Uuid) -> Vec<String> {
+    sqlx::query_scalar("SELECT kind FROM activities WHERE organization_id = $1 ORDER BY occurred_at, id")
+        .bind(organization)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_user_saves_their_customization_the_version_grows_and_colleagues_may_read_it() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let [me, colleague] = users(&env.pool, org, 2, SyncStatus::Enabled, Utc::now(), false).await[..] else {
+        unreachable!()
+    };
+    let own = create_token(&env.pool, "user", None, Some(me), "me@acme.example")
+        .await
+        .unwrap();
+    let theirs = create_token(&env.pool, "user", None, Some(colleague), "them@acme.example")
+        .await
+        .unwrap();
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
+    let path = format!("/v1/users/{me}/customization");
+
+    let before = http(api.address, "GET", &path, Some(&own)).await;
+    assert_eq!(before.status, 200, "{}", before.body);
+    let view = body(&before);
+    assert_eq!(
+        (
+            view["version"].clone(),
+            view["document"].clone(),
+            view["saved_at"].clone()
+        ),
+        (json!(0), json!({}), Value::Null)
+    );
+
+    let first = send(
+        &api,
+        "PUT",
+        &path,
+        &own,
+        &json!({"document": {"theme": "dark", "fields": ["Phone"]}}),
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(
+        (body(&first)["version"].clone(), body(&first)["source"].clone()),
+        (json!(1), json!("saved"))
+    );
+    let second = send(
+        &api,
+        "PUT",
+        &path,
+        &own,
+        &json!({"document": {"theme": "light"}, "source": "imported"}),
+    )
+    .await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    let view = body(&second);
+    assert_eq!(
+        (view["version"].clone(), view["source"].clone()),
+        (json!(2), json!("imported"))
+    );
+
+    // A colleague retrieves it (M15), but cannot overwrite it.
+    let read = http(api.address, "GET", &path, Some(&theirs)).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(body(&read)["document"], json!({"theme": "light"}));
+    let refused = send(&api, "PUT", &path, &theirs, &json!({"document": {}})).await;
+    assert_eq!(refused.status, 404, "{}", refused.body);
+
+    assert_eq!(
+        kinds(&env.pool, org).await,
+        ["customization_saved", "customization_saved"]
+    );
+    api.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_bad_document_is_refused_naming_the_field_and_nothing_is_saved() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), false).await[0];
+    let lead = create_token(&env.pool, "org_admin", Some(org), None, "lead@acme.example")
+        .await
+        .unwrap();
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
+
+    let mut deep = json!({});
+    for _ in 0..20 {
+        deep = json!({ "level": deep });
+    }
+    let cases = [
+        (json!({"document": [1, 2]}), "document"),
+        (json!({"document": "text"}), "document"),
+        (json!({"document": deep}), "document"),
+        (json!({"document": {"blob": "x".repeat(256 * 1024)}}), "document"),
+        (json!({"document": {}, "source": "pushed"}), "source"),
+        (json!({"document": {}, "owner": "me"}), "body"),
+        (json!({}), "body"),
+    ];
+    for path in [
+        format!("/v1/users/{user}/customization"),
+        format!("/v1/organizations/{org}/default-customization"),
+    ] {
+        for (payload, field) in &cases {
+            if path.contains("default") && *field == "source" {
+                continue;
+            }
+            let response = send(&api, "PUT", &path, &lead, payload).await;
+            assert_eq!(
+                response.status,
+                400,
+                "{path} {}: {}",
+                &payload.to_string()[..60.min(payload.to_string().len())],
+                response.body
+            );
+            assert_eq!(body(&response)["error"]["field"], *field, "{path}: {}", response.body);
+        }
+    }
+    let saved: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM customizations) + (SELECT count(*) FROM organization_default_customizations)",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(saved, 0);
+    assert!(kinds(&env.pool, org).await.is_empty());
+    api.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_organization_default_is_set_by_its_admins_and_reset_copies_it() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let foreign_org = organization(&env.pool, AccessType::Office365, true).await;
+    let [first, second] = users(&env.pool, org, 2, SyncStatus::Enabled, Utc::now(), false).await[..] else {
+        unreachable!()
+    };
+    let lead = create_token(&env.pool, "org_admin", Some(org), None, "lead@acme.example")
+        .await
+        .unwrap();
+    let stranger = create_token(&env.pool, "org_admin", Some(foreign_org), None, "x@other.example")
+        .await
+        .unwrap();
+    let own = create_token(&env.pool, "user", None, Some(first), "first@acme.example")
+        .await
+        .unwrap();
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
+    let default_path = format!("/v1/organizations/{org}/default-customization");
+    let reset = |user: Uuid| format!("/v1/users/{user}/actions/reset-customization");
+
+    // No default yet: a reset is refused with a clear code, nothing changes.
+    let response = http(api.address, "POST", &reset(first), Some(&lead)).await;
+    assert_eq!(response.status, 409, "{}", response.body);
+    assert_eq!(body(&response)["error"]["code"], "no_default_customization");
+    let response = http(api.address, "GET", &default_path, Some(&lead)).await;
+    assert_eq!((response.status, body(&response)["version"].clone()), (200, json!(0)));
+
+    // Only the organization's admins set it; a foreign one does not see it.
+    let document = json!({"theme": "corporate", "fields": ["Account", "Phone"]});
+    let response = send(&api, "PUT", &default_path, &own, &json!({"document": document})).await;
+    assert_eq!(response.status, 403, "{}", response.body);
+    for method in ["GET", "PUT"] {
+        let response = send(&api, method, &default_path, &stranger, &json!({"document": document})).await;
+        assert_eq!(response.status, 404, "{method}: {}", response.body);
+    }
+    let response = send(&api, "PUT", &default_path, &lead, &json!({"document": document})).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let view = body(&response);
+    assert_eq!(
+        (view["version"].clone(), view["updated_by"].clone()),
+        (json!(1), json!("lead@acme.example"))
+    );
+    let read = http(api.address, "GET", &default_path, Some(&own)).await;
+    assert_eq!(body(&read)["document"], document, "the organization's users read it");
+
+    // A user never saved: their customization reads as the default.
+    let response = http(
+        api.address,
+        "GET",
+        &format!("/v1/users/{second}/customization"),
+        Some(&lead),
+    )
+    .await;
+    assert_eq!(
+        (body(&response)["version"].clone(), body(&response)["document"].clone()),
+        (json!(0), document.clone())
+    );
+
+    // The user resets their own; a second reset changes nothing.
+    send(
+        &api,
+        "PUT",
+        &format!("/v1/users/{first}/customization"),
+        &own,
+        &json!({"document": {"theme": "mine"}}),
+    )
+    .await;
+    let response = http(api.address, "POST", &reset(first), Some(&own)).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(body(&response)["changed"], true);
+    let (version, source, stored): (i64, String, Value) =
+        sqlx::query_as("SELECT version, source, document FROM customizations WHERE user_id = $1")
+            .bind(first)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!((version, source.as_str(), stored), (2, "default", document.clone()));
+    let again = http(api.address, "POST", &reset(first), Some(&own)).await;
+    assert_eq!(body(&again)["changed"], false);
+
+    // An admin resets a group of users at once (M16).
+    let response = send(
+        &api,
+        "POST",
+        "/v1/users/actions/reset-customization",
+        &lead,
+        &json!({"user_ids": [first, second]}),
+    )
+    .await;
+    let results = body(&response);
+    assert_eq!(
+        (results[0]["changed"].clone(), results[1]["changed"].clone()),
+        (json!(false), json!(true)),
+        "{results}"
+    );
+    assert_eq!(
+        kinds(&env.pool, org).await,
+        [
+            "default_customization_updated",
+            "customization_saved",
+            "customization_reset",
+            "customization_reset",
+        ]
+    );
+    api.stop().await;
+    env.cleanup().await;
+}
