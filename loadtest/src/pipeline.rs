@@ -155,6 +155,8 @@ fn spawn_workers(config: &WorkerConfig, count: usize) -> Vec<Handle> {
         .map(|index| {
             let mut config = config.clone();
             config.worker_id = format!("bench-worker-{index}");
+            // Several workers in one process: each its own free port.
+            config.ops_listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
             let token = CancellationToken::new();
             let handle = tokio::spawn(syncfleet_worker::run(config, Arc::new(SettingsCheck), token.clone()));
             (token, handle)
