@@ -106,14 +106,17 @@ someone=$(query -Atqc \
 echo "Force sync through the api (admin token minted for the demo):"
 forced=$(curl -s -X POST -H "Authorization: Bearer $token" "http://127.0.0.1:8080/v1/users/$someone/actions/force-sync?wait=10")
 echo "$forced"
-session=$(jq -r '.result.session_id // empty' <<<"$forced" 2>/dev/null || true)
+session=$(jq -r '.job.result.session_id // empty' <<<"$forced" 2>/dev/null || true)
 if [[ -n $session ]]; then
   query -Atc "SELECT 'That session (' || status || ', scope ' || scope || '): ' || items_to_crm
                      || ' email(s) logged to Salesforce as Tasks, ' || items_to_mailbox
                      || ' Salesforce item(s) written into the mailbox; calls ' || calls::text
               FROM sync_sessions WHERE id = '$session'"
 fi
-echo "The same request again, within the minute:"
+echo "A mailbox check, run by a worker as an admin job:"
+curl -s -X POST -H "Authorization: Bearer $token" "http://127.0.0.1:8080/v1/users/$someone/actions/check-mailbox?wait=10" |
+  jq -c '{action, status: .job.status, result: .job.result, error: .job.error}' 2>/dev/null || true
+echo "The same force sync again, within the minute:"
 curl -s -i -X POST -H "Authorization: Bearer $token" "http://127.0.0.1:8080/v1/users/$someone/actions/force-sync" |
   grep -iE '^(HTTP|retry-after)|error'
 echo
