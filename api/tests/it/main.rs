@@ -5,6 +5,7 @@
 mod access;
 mod actions;
 mod activities;
+mod admin_jobs;
 mod cli;
 mod configuration;
 mod customization;
