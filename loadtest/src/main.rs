@@ -12,6 +12,10 @@
 //!   [--workers W]`: p50/p99 latency of the api's list endpoints over N
 //!   users, and of force sync from request to session start under a cadence
 //!   backlog; prints a JSON report.
+//! - `push [--users N] [--workers W] [--streams S] [--probes P] [--batch B]`:
+//!   a customization push to N users through the api and W workers, the
+//!   notification latency over S live streams during it, then P
+//!   `pg_notify` probes (commit to event); prints a JSON report.
 //! - `limiter [--calls N]`: the fleet-wide limiter's cost per call, through
 //!   Redis and through the local share; prints a JSON report.
 
@@ -19,13 +23,15 @@ mod api_bench;
 mod demo;
 mod limiter_bench;
 mod pipeline;
+mod push_bench;
 mod sync_bench;
 
 use syncfleet_common::telemetry;
 
 const USAGE: &str = "usage: syncfleet-loadtest seed-demo | pipeline [--jobs N] [--workers W] \
                      | sync [--users N] [--workers W] [--latency MS] [--concurrency C] | limiter [--calls N] \
-                     | api [--users N] [--requests R] [--concurrency C] [--force-syncs F] [--workers W]";
+                     | api [--users N] [--requests R] [--concurrency C] [--force-syncs F] [--workers W] \
+                     | push [--users N] [--workers W] [--streams S] [--probes P] [--batch B]";
 
 fn main() -> anyhow::Result<()> {
     telemetry::main_with("syncfleet-loadtest", |source| async move {
@@ -35,6 +41,7 @@ fn main() -> anyhow::Result<()> {
             Some("pipeline") => pipeline::run(&source, &pipeline::Options::parse(&arguments[1..])?).await,
             Some("limiter") => limiter_bench::run(&source, &limiter_bench::Options::parse(&arguments[1..])?).await,
             Some("api") => api_bench::run(&source, &api_bench::Options::parse(&arguments[1..])?).await,
+            Some("push") => push_bench::run(&source, &push_bench::Options::parse(&arguments[1..])?).await,
             Some("sync") => sync_bench::run(&source, &sync_bench::Options::parse(&arguments[1..])?).await,
             _ => anyhow::bail!("{USAGE}"),
         }

@@ -76,6 +76,11 @@ pub const SUSPEND_AFTER_OTHER_FAILURES: Setting = Setting {
     default: "10",
     doc: "Consecutive sessions failed on any other error after which the user's sync is disabled due to another error.",
 };
+pub const PUSH_BATCH_SIZE: Setting = Setting {
+    name: "SYNCFLEET_PUSH_BATCH_SIZE",
+    default: "1000",
+    doc: "Recipients of a customization push applied per transaction.",
+};
 
 /// Every setting the worker reads, for the README check.
 pub fn settings() -> Vec<Setting> {
@@ -95,6 +100,7 @@ pub fn settings() -> Vec<Setting> {
         SUSPEND_AFTER_AUTH_FAILURES,
         SUSPEND_AFTER_THROTTLING_FAILURES,
         SUSPEND_AFTER_OTHER_FAILURES,
+        PUSH_BATCH_SIZE,
     ]);
     settings.extend_from_slice(crate::sync::PROVIDER_SETTINGS);
     settings.extend_from_slice(crate::sync::gate::SETTINGS);
@@ -147,6 +153,8 @@ pub struct WorkerConfig {
     pub ops_listen: SocketAddr,
     /// When consecutive failures disable a user's sync.
     pub suspend: SuspendPolicy,
+    /// Recipients of a push applied per transaction.
+    pub push_batch_size: i64,
 }
 
 /// Auto-suspend (M18): how many consecutive failed sessions of one class
@@ -204,6 +212,7 @@ impl WorkerConfig {
                 throttling: source.positive(&SUSPEND_AFTER_THROTTLING_FAILURES)?,
                 other: source.positive(&SUSPEND_AFTER_OTHER_FAILURES)?,
             },
+            push_batch_size: i64::from(source.positive::<u32>(&PUSH_BATCH_SIZE)?),
         })
     }
 }

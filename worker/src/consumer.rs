@@ -37,12 +37,16 @@ use crate::{
     config::WorkerConfig,
     dead_letters,
     metrics::{JobLabels, QueueLabel, ReasonLabel, StatusLabel, StepLabel, TriggerLabel, WorkerMetrics},
+    push,
     session::{self, Claim, Claimed, Ending},
     sync::{SessionContext, SyncFailure, SyncWork},
 };
 
 /// Dead letters read concurrently per worker.
 const DEAD_LETTER_PREFETCH: u16 = 8;
+/// Customization pushes run concurrently per worker (each applies batches
+/// of recipients, one transaction at a time).
+const PUSH_PREFETCH: u16 = 2;
 /// How long hand-backs may take once the grace period is over.
 const HAND_BACK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -198,7 +202,7 @@ impl<W: SyncWork> Fleet<W> {
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
         connected: &mut bool,
-    ) -> anyhow::Result<(Connection, [Channel; 3])> {
+    ) -> anyhow::Result<(Connection, [Channel; 4])> {
         let name = format!("syncfleet-worker {}", self.config.worker_id);
         let connection = queue::connect(&self.config.common.amqp_url, &name).await?;
         let setup = connection.create_channel().await?;
@@ -221,6 +225,11 @@ impl<W: SyncWork> Fleet<W> {
             .topology
             .consume_dead(&dead_channel, DEAD_LETTER_PREFETCH, tag)
             .await?;
+        let push_channel = connection.create_channel().await?;
+        let mut push = self
+            .topology
+            .consume(&push_channel, Route::Push, PUSH_PREFETCH, tag)
+            .await?;
         *connected = true;
         self.health.set_broker_connected(true);
         info!(worker_id = %self.config.worker_id, "Consuming the priority and cadence queues.");
@@ -230,13 +239,14 @@ impl<W: SyncWork> Fleet<W> {
                 biased;
                 _ = shutdown.cancelled() => {
                     info!("Shutdown requested: no new jobs will be taken.");
-                    for (channel, consumer) in [(&priority_channel, &priority), (&cadence_channel, &cadence), (&dead_channel, &dead)] {
+                    for (channel, consumer) in [(&priority_channel, &priority), (&cadence_channel, &cadence), (&dead_channel, &dead), (&push_channel, &push)] {
                         let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
                     }
-                    return Ok((connection, [priority_channel, cadence_channel, dead_channel]));
+                    return Ok((connection, [priority_channel, cadence_channel, dead_channel, push_channel]));
                 }
                 delivery = priority.next() => self.dispatch(tracker, Route::Priority, next_delivery(delivery, &priority)?),
                 delivery = cadence.next() => self.dispatch(tracker, Route::Cadence, next_delivery(delivery, &cadence)?),
+                delivery = push.next() => self.dispatch(tracker, Route::Push, next_delivery(delivery, &push)?),
                 delivery = dead.next() => {
                     let delivery = next_delivery(delivery, &dead)?;
                     let fleet = self.clone();
@@ -321,6 +331,7 @@ impl<W: SyncWork> Fleet<W> {
             (JobKind::Admin, Some(user_id)) => {
                 return admin::handle(&self.pool, &self.work, &self.config, &self.hard_stop, job, user_id).await;
             }
+            (JobKind::Push, _) => return push::handle(&self.pool, &self.config, &self.hard_stop, job).await,
             (kind, _) => {
                 let reason = format!("{kind:?} jobs are not handled by this worker build");
                 return (Verdict::DeadLetter(reason), "dead_lettered");

@@ -8,6 +8,7 @@ pub mod config;
 mod consumer;
 mod dead_letters;
 pub mod metrics;
+mod push;
 mod session;
 pub mod sync;
 

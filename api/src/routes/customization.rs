@@ -332,7 +332,8 @@ fn read_file(body: &[u8]) -> Result<serde_json::Value, ApiError> {
             format!("format_version must be {FILE_FORMAT_VERSION}, the only version this build reads"),
         ));
     }
-    let checks: [(&str, fn(&Value) -> bool, &str); 3] = [
+    type Check = (&'static str, fn(&Value) -> bool, &'static str);
+    let checks: [Check; 3] = [
         (
             "exported_at",
             |value| value.as_str().is_some_and(|text| text.parse::<DateTime<Utc>>().is_ok()),
@@ -624,14 +625,14 @@ pub async fn retrieve_customization(
     let id = parse_id("id", &id)?;
     let request: RetrieveBody = crate::routes::secret_safe_json(&body, "{\"from_user_id\": \"...\"}")?;
     let from = parse_id("from_user_id", &request.from_user_id)?;
+    let mut tx = state.pool.begin().await?;
+    let user = users::view(&mut tx, &principal, id, true).await?;
     if from == id {
         return Err(ApiError::invalid(
             "from_user_id",
             "from_user_id names the user themself; retrieve a colleague's customization",
         ));
     }
-    let mut tx = state.pool.begin().await?;
-    let user = users::view(&mut tx, &principal, id, true).await?;
     let colleague: Option<(String, Option<i64>, Option<serde_json::Value>)> = sqlx::query_as(
         "SELECT u.email, c.version, c.document FROM users u LEFT JOIN customizations c ON c.user_id = u.id \
          WHERE u.id = $1 AND u.organization_id = $2",
@@ -789,5 +790,37 @@ mod tests {
         assert!(check_document(&json!({ "a": deep })).is_err());
         let big = json!({ "blob": "x".repeat(MAX_DOCUMENT_BYTES) });
         assert!(check_document(&big).is_err());
+    }
+
+    #[test]
+    fn known_settings_have_their_types_and_others_are_kept() {
+        let field = |document: serde_json::Value| {
+            check_settings(document.as_object().unwrap())
+                .err()
+                .map(|(path, _)| path)
+        };
+        assert_eq!(
+            field(
+                json!({"objects": {"Contact": {"visible": true, "fields": ["Name"], "order": 0, "extra": [1]}},
+                         "behavior": {"open": false, "limit": 5, "label": "x"}, "theme": {"any": ["thing"]}})
+            ),
+            None
+        );
+        assert_eq!(
+            field(json!({"objects": {"Region__c": {"order": -1}}})),
+            Some("document.objects.Region__c.order".to_owned())
+        );
+        assert_eq!(
+            field(json!({"objects": {"9lives": {}}})),
+            Some("document.objects.9lives".to_owned())
+        );
+        assert_eq!(
+            field(json!({"behavior": {"label": "x".repeat(1001)}})),
+            Some("document.behavior.label".to_owned())
+        );
+        assert_eq!(
+            field(json!({"schema_version": "1"})),
+            Some("document.schema_version".to_owned())
+        );
     }
 }

@@ -262,3 +262,186 @@ async fn the_organization_default_is_set_by_its_admins_and_reset_copies_it() {
     api.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_exported_file_imports_back_and_a_colleagues_customization_is_retrieved_once() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let foreign_org = organization(&env.pool, AccessType::Office365, true).await;
+    let [me, colleague] = users(&env.pool, org, 2, SyncStatus::Enabled, Utc::now(), false).await[..] else {
+        unreachable!()
+    };
+    let stranger = users(&env.pool, foreign_org, 1, SyncStatus::Enabled, Utc::now(), false).await[0];
+    let own = create_token(&env.pool, "user", None, Some(me), "me@acme.example")
+        .await
+        .unwrap();
+    let theirs = create_token(&env.pool, "user", None, Some(colleague), "them@acme.example")
+        .await
+        .unwrap();
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
+    let document = json!({
+        "schema_version": 1,
+        "objects": {"Contact": {"visible": true, "fields": ["Name", "Phone"]}, "Region__c": {"order": 2}},
+        "behavior": {"auto_open": false, "max_results": 25},
+        "theme": "dark"
+    });
+    send(
+        &api,
+        "PUT",
+        &format!("/v1/users/{colleague}/customization"),
+        &theirs,
+        &json!({"document": document}),
+    )
+    .await;
+
+    // Export: a file to download, named after the user and the version.
+    let export = http(
+        api.address,
+        "GET",
+        &format!("/v1/users/{colleague}/customization.json"),
+        Some(&own),
+    )
+    .await;
+    assert_eq!(export.status, 200, "{}", export.body);
+    assert_eq!(
+        export.header("content-disposition"),
+        Some(format!("attachment; filename=\"customization-{colleague}-v1.json\"").as_str())
+    );
+    let file = body(&export);
+    assert_eq!(
+        (
+            &file["format"],
+            &file["format_version"],
+            &file["version"],
+            &file["document"]
+        ),
+        (&json!("syncfleet.customization"), &json!(1), &json!(1), &document)
+    );
+
+    // Import it as my own.
+    let import = format!("/v1/users/{me}/customization/import");
+    let response = http_with_body(api.address, "POST", &import, Some(&own), &export.body).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        (
+            body(&response)["version"].clone(),
+            body(&response)["source"].clone(),
+            body(&response)["document"].clone()
+        ),
+        (json!(1), json!("imported"), document.clone())
+    );
+
+    // Retrieve: a one-off copy; the colleague's later saves do not follow.
+    let retrieve = format!("/v1/users/{me}/customization/retrieve");
+    let response = send(&api, "POST", &retrieve, &own, &json!({"from_user_id": colleague})).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        (body(&response)["version"].clone(), body(&response)["source"].clone()),
+        (json!(2), json!("retrieved"))
+    );
+    send(
+        &api,
+        "PUT",
+        &format!("/v1/users/{colleague}/customization"),
+        &theirs,
+        &json!({"document": {"theme": "light"}}),
+    )
+    .await;
+    let mine = body(&http(api.address, "GET", &format!("/v1/users/{me}/customization"), Some(&own)).await);
+    assert_eq!(mine["document"], document);
+
+    // Another organization's user is not there; nor is one who never saved.
+    let response = send(&api, "POST", &retrieve, &own, &json!({"from_user_id": stranger})).await;
+    assert_eq!(
+        (response.status, body(&response)["error"]["field"].clone()),
+        (404, json!("from_user_id"))
+    );
+    let response = send(&api, "POST", &retrieve, &own, &json!({"from_user_id": me})).await;
+    assert_eq!(response.status, 400, "{}", response.body);
+    let stranger_token = create_token(&env.pool, "user", None, Some(stranger), "x@other.example")
+        .await
+        .unwrap();
+    let response = http(
+        api.address,
+        "GET",
+        &format!("/v1/users/{me}/customization.json"),
+        Some(&stranger_token),
+    )
+    .await;
+    assert_eq!(response.status, 404, "{}", response.body);
+
+    assert_eq!(
+        kinds(&env.pool, org).await,
+        [
+            "customization_saved",
+            "customization_saved",
+            "customization_retrieved",
+            "customization_saved"
+        ]
+    );
+    api.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_bad_import_answers_what_is_wrong_and_changes_nothing() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), false).await[0];
+    let own = create_token(&env.pool, "user", None, Some(user), "me@acme.example")
+        .await
+        .unwrap();
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
+    send(
+        &api,
+        "PUT",
+        &format!("/v1/users/{user}/customization"),
+        &own,
+        &json!({"document": {"theme": "kept"}}),
+    )
+    .await;
+    let file = |document: Value| {
+        json!({"format": "syncfleet.customization", "format_version": 1, "document": document}).to_string()
+    };
+    let huge = file(json!({"notes": "x".repeat(300 * 1024)}));
+    let cases: Vec<(String, u16, &str, &str)> = vec![
+        ("{\"format\": \"syncfleet.customization\",".to_owned(), 400, "body", "not JSON"),
+        ("not json at all".to_owned(), 400, "body", "JSON object"),
+        (json!({"theme": "dark"}).to_string(), 400, "theme", "unknown field"),
+        (json!({"format": "other", "format_version": 1, "document": {}}).to_string(), 400, "format", "not a customization file"),
+        (json!({"format": "syncfleet.customization", "format_version": 2, "document": {}}).to_string(), 400, "format_version", "format_version must be 1"),
+        (json!({"format": "syncfleet.customization", "format_version": 1}).to_string(), 400, "document", "no document"),
+        (json!({"format": "syncfleet.customization", "format_version": 1, "exported_at": "yesterday", "document": {}}).to_string(), 400, "exported_at", "RFC 3339"),
+        (file(json!(["a"])), 400, "document", "JSON object"),
+        (file(json!({"objects": ["Contact"]})), 400, "document.objects", "must be an object"),
+        (file(json!({"objects": {"Contact": {"visible": "yes"}}})), 400, "document.objects.Contact.visible", "true or false"),
+        (file(json!({"objects": {"Contact": {"fields": ["Name", 7]}}})), 400, "document.objects.Contact.fields[1]", "field API name"),
+        (file(json!({"objects": {"not an object name": {}}})), 400, "document.objects.not an object name", "API name"),
+        (file(json!({"behavior": {"colors": ["red"]}})), 400, "document.behavior.colors", "a number or a text"),
+        (file(json!({"schema_version": 3})), 400, "document.schema_version", "must be 1"),
+        (huge, 413, "body", "at most"),
+    ];
+    let path = format!("/v1/users/{user}/customization/import");
+    for (raw, status, field, message) in &cases {
+        let response = http_with_body(api.address, "POST", &path, Some(&own), raw).await;
+        let shown = &raw[..raw.len().min(80)];
+        assert_eq!(response.status, *status, "{shown}: {}", response.body);
+        let error = &body(&response)["error"];
+        assert_eq!(error["field"], *field, "{shown}: {}", response.body);
+        assert!(
+            error["message"].as_str().unwrap().contains(message),
+            "{shown}: {}",
+            response.body
+        );
+    }
+    let (version, stored): (i64, Value) =
+        sqlx::query_as("SELECT version, document FROM customizations WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!((version, stored), (1, json!({"theme": "kept"})), "nothing changed");
+    assert_eq!(kinds(&env.pool, org).await, ["customization_saved"]);
+    api.stop().await;
+    env.cleanup().await;
+}

@@ -99,6 +99,26 @@ impl JobEnvelope {
         self.params.get("action").and_then(serde_json::Value::as_str)
     }
 
+    /// A first-attempt push job: the push's id is the job's id and is carried
+    /// in `params.push_id`; a push names no user.
+    pub fn push(push_id: Uuid, requested_at: DateTime<Utc>) -> Self {
+        Self {
+            job_id: push_id,
+            kind: JobKind::Push,
+            user_id: None,
+            params: serde_json::json!({ "push_id": push_id }),
+            ..Self::sync(push_id, Trigger::Admin, requested_at)
+        }
+    }
+
+    /// The push a push job names in `params.push_id`.
+    pub fn push_id(&self) -> Option<Uuid> {
+        self.params
+            .get("push_id")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|id| id.parse().ok())
+    }
+
     /// The same job, one attempt further.
     pub fn next_attempt(&self) -> Self {
         Self {
@@ -175,6 +195,16 @@ mod tests {
         assert_eq!(read, job);
         assert_eq!((read.kind, read.trigger), (JobKind::Admin, Trigger::Admin));
         assert_eq!(read.admin_action(), Some("reset-mailbox"));
+    }
+
+    #[test]
+    fn a_push_job_names_its_push_and_no_user() {
+        let push_id = Uuid::now_v7();
+        let job = JobEnvelope::push(push_id, Utc::now());
+        let read = JobEnvelope::decode(&job.encode()).expect("decodes");
+        assert_eq!(read, job);
+        assert_eq!((read.kind, read.user_id, read.job_id), (JobKind::Push, None, push_id));
+        assert_eq!(read.push_id(), Some(push_id));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 mod admin;
 mod lifecycle;
+mod outbox;
 mod priority;
+mod push;
 mod sessions;
 mod support;
 mod sync;
