@@ -34,6 +34,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use sqlx::{PgPool, Postgres, Transaction};
+pub use syncfleet_common::queue::AdminAction;
 use syncfleet_common::{
     domain::{IssueSource, Scope},
     queue::JobEnvelope,
@@ -57,80 +58,6 @@ use crate::{
 /// Attempts of a mutating action that meets passing faults (fewer when the
 /// worker's own limit is lower).
 pub const MUTATION_ATTEMPTS: u32 = 3;
-
-/// An admin action, named in the job's `params.action` and in its row's
-/// `action` by its kebab-case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminAction {
-    /// Removes the product's category and folders from the mailbox and
-    /// disables sync; the next enabled sync initializes the mailbox again.
-    ResetMailbox,
-    /// Drops the user's sync state and the mail's item mappings; the next
-    /// sync (due at once) starts afresh. The Task upserts by external id keep
-    /// the CRM free of duplicates, and the kept mappings of the CRM's events
-    /// and contacts keep the mailbox free of them.
-    ReinitializeMailbox,
-    /// Checks that the mailbox and the CRM are configured.
-    CheckSettings,
-    /// Checks that Salesforce answers with the stored authorization.
-    CheckCrm,
-    /// Checks that the mailbox answers with the stored credentials.
-    CheckMailbox,
-    /// Installs the sidebar add-in in the mailbox.
-    InstallSidebar,
-    /// Removes the sidebar add-in from the mailbox.
-    RemoveSidebar,
-    /// Reads whether the sidebar add-in is installed.
-    CheckSidebar,
-}
-
-impl AdminAction {
-    /// Every action.
-    pub const ALL: [Self; 8] = [
-        Self::ResetMailbox,
-        Self::ReinitializeMailbox,
-        Self::CheckSettings,
-        Self::CheckCrm,
-        Self::CheckMailbox,
-        Self::InstallSidebar,
-        Self::RemoveSidebar,
-        Self::CheckSidebar,
-    ];
-
-    /// Its name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ResetMailbox => "reset-mailbox",
-            Self::ReinitializeMailbox => "reinitialize-mailbox",
-            Self::CheckSettings => "check-settings",
-            Self::CheckCrm => "check-crm",
-            Self::CheckMailbox => "check-mailbox",
-            Self::InstallSidebar => "install-sidebar",
-            Self::RemoveSidebar => "remove-sidebar",
-            Self::CheckSidebar => "check-sidebar",
-        }
-    }
-
-    /// The action of that name.
-    pub fn from_action(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|action| action.as_str() == name)
-    }
-
-    /// Whether it changes the mailbox or the user's sync state: it then holds
-    /// the user's lease while it runs and is retried on passing faults.
-    pub fn mutates(self) -> bool {
-        matches!(
-            self,
-            Self::ResetMailbox | Self::ReinitializeMailbox | Self::InstallSidebar | Self::RemoveSidebar
-        )
-    }
-}
-
-impl std::fmt::Display for AdminAction {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
 
 /// What an action found or did outside.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -660,30 +587,4 @@ async fn apply(
         .await?;
     }
     Ok(result)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_action_reads_back_from_its_name() {
-        for action in AdminAction::ALL {
-            assert_eq!(AdminAction::from_action(action.as_str()), Some(action));
-        }
-        assert_eq!(AdminAction::from_action("force-sync"), None);
-    }
-
-    #[test]
-    fn only_the_checks_leave_the_mailbox_as_it_is() {
-        let readers: Vec<&str> = AdminAction::ALL
-            .into_iter()
-            .filter(|action| !action.mutates())
-            .map(AdminAction::as_str)
-            .collect();
-        assert_eq!(
-            readers,
-            ["check-settings", "check-crm", "check-mailbox", "check-sidebar"]
-        );
-    }
 }

@@ -16,7 +16,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use syncfleet_common::{
     domain::Trigger,
-    queue::{JobEnvelope, Route},
+    queue::{AdminAction, JobEnvelope, Route},
     telemetry,
 };
 use tracing::{Span, info, warn};
@@ -29,8 +29,7 @@ use crate::{
     auth::Principal,
     error::ApiError,
     routes::{
-        admin_jobs::{self, JobAction},
-        customization,
+        admin_jobs, customization,
         jobs::{self, JobView},
         parse_id,
         users::{self, ActionResult, Switch, UserView},
@@ -172,7 +171,7 @@ pub async fn queue_force_sync(
 pub enum Action {
     Switch(Switch),
     ForceSync,
-    Job(JobAction),
+    Job(AdminAction),
     ResetCustomization,
     ChangeOrganization,
     ChangePlan,
@@ -190,7 +189,7 @@ impl Action {
         if let Some(switch) = Switch::from_action(name) {
             return Ok(Self::Switch(switch));
         }
-        if let Some(job) = JobAction::from_action(name) {
+        if let Some(job) = AdminAction::from_action(name) {
             return Ok(Self::Job(job));
         }
         Ok(match name {

@@ -4,7 +4,7 @@
 
 use chrono::Utc;
 use syncfleet_common::{
-    queue::{JobEnvelope, Route},
+    queue::{AdminAction, JobEnvelope, Route},
     telemetry,
 };
 use tracing::{Span, info, warn};
@@ -16,68 +16,6 @@ use crate::{
     error::ApiError,
 };
 
-/// An action run as an admin job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobAction {
-    /// Remove the product's customization from the mailbox and disable sync.
-    ResetMailbox,
-    /// Drop the user's sync state and mappings; the next sync starts afresh.
-    ReinitializeMailbox,
-    /// Are the mailbox and the CRM configured?
-    CheckSettings,
-    /// Does Salesforce answer with the stored authorization?
-    CheckCrm,
-    /// Does the mailbox answer with the stored credentials?
-    CheckMailbox,
-    /// Install the sidebar add-in in the mailbox.
-    InstallSidebar,
-    /// Remove the sidebar add-in from the mailbox.
-    RemoveSidebar,
-    /// Is the sidebar add-in installed?
-    CheckSidebar,
-}
-
-impl JobAction {
-    /// Every action run as a job.
-    pub const ALL: [Self; 8] = [
-        Self::ResetMailbox,
-        Self::ReinitializeMailbox,
-        Self::CheckSettings,
-        Self::CheckCrm,
-        Self::CheckMailbox,
-        Self::InstallSidebar,
-        Self::RemoveSidebar,
-        Self::CheckSidebar,
-    ];
-
-    /// The action's name: in the path, the job's row and its envelope.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ResetMailbox => "reset-mailbox",
-            Self::ReinitializeMailbox => "reinitialize-mailbox",
-            Self::CheckSettings => "check-settings",
-            Self::CheckCrm => "check-crm",
-            Self::CheckMailbox => "check-mailbox",
-            Self::InstallSidebar => "install-sidebar",
-            Self::RemoveSidebar => "remove-sidebar",
-            Self::CheckSidebar => "check-sidebar",
-        }
-    }
-
-    /// The action of that name, when it runs as a job.
-    pub fn from_action(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|action| action.as_str() == name)
-    }
-
-    /// Whether a user may request it on themself: the checks only read.
-    fn open_to_users(self) -> bool {
-        matches!(
-            self,
-            Self::CheckSettings | Self::CheckCrm | Self::CheckMailbox | Self::CheckSidebar
-        )
-    }
-}
-
 /// Queues `action` for one user: records the admin job (`queued`) and
 /// publishes its job on the priority queue, in one transaction; answers the
 /// job's id. A user the caller may not act on answers 404; a user asking for
@@ -87,7 +25,7 @@ pub async fn queue(
     state: &AppState,
     principal: &Principal,
     user_id: Uuid,
-    action: JobAction,
+    action: AdminAction,
 ) -> Result<Uuid, ApiError> {
     let mut tx = state.pool.begin().await?;
     // The row lock makes the worker, which locks the same row before it reads
@@ -98,7 +36,8 @@ pub async fn queue(
         .await?
         .filter(|organization_id| principal.may_act_on_user(user_id, *organization_id))
         .ok_or_else(|| ApiError::not_found("user"))?;
-    if principal.role == Role::User && !action.open_to_users() {
+    // A user may run on themself only what leaves the mailbox as it is: the checks.
+    if principal.role == Role::User && action.mutates() {
         return Err(ApiError::forbidden(format!(
             "only an admin or an organization admin can {}; a user may run the checks on themself",
             action.as_str().replace('-', " ")
@@ -133,27 +72,4 @@ pub async fn queue(
     tx.commit().await?;
     info!(job_id = %job.job_id, action = action.as_str(), requested_by = %principal.label, "Admin job queued.");
     Ok(job.job_id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_action_reads_back_from_its_name() {
-        for action in JobAction::ALL {
-            assert_eq!(JobAction::from_action(action.as_str()), Some(action));
-        }
-        assert_eq!(JobAction::from_action("force-sync"), None);
-    }
-
-    #[test]
-    fn users_may_only_run_the_checks() {
-        let open: Vec<&str> = JobAction::ALL
-            .into_iter()
-            .filter(|action| action.open_to_users())
-            .map(JobAction::as_str)
-            .collect();
-        assert_eq!(open, ["check-settings", "check-crm", "check-mailbox", "check-sidebar"]);
-    }
 }

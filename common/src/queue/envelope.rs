@@ -23,6 +23,80 @@ pub enum JobKind {
     Push,
 }
 
+/// An admin action, named in the job's `params.action` and in its row's
+/// `action` by its kebab-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAction {
+    /// Removes the product's category and folders from the mailbox and
+    /// disables sync; the next enabled sync initializes the mailbox again.
+    ResetMailbox,
+    /// Drops the user's sync state and the mail's item mappings; the next
+    /// sync (due at once) starts afresh. The Task upserts by external id keep
+    /// the CRM free of duplicates, and the kept mappings of the CRM's events
+    /// and contacts keep the mailbox free of them.
+    ReinitializeMailbox,
+    /// Checks that the mailbox and the CRM are configured.
+    CheckSettings,
+    /// Checks that Salesforce answers with the stored authorization.
+    CheckCrm,
+    /// Checks that the mailbox answers with the stored credentials.
+    CheckMailbox,
+    /// Installs the sidebar add-in in the mailbox.
+    InstallSidebar,
+    /// Removes the sidebar add-in from the mailbox.
+    RemoveSidebar,
+    /// Reads whether the sidebar add-in is installed.
+    CheckSidebar,
+}
+
+impl AdminAction {
+    /// Every action.
+    pub const ALL: [Self; 8] = [
+        Self::ResetMailbox,
+        Self::ReinitializeMailbox,
+        Self::CheckSettings,
+        Self::CheckCrm,
+        Self::CheckMailbox,
+        Self::InstallSidebar,
+        Self::RemoveSidebar,
+        Self::CheckSidebar,
+    ];
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ResetMailbox => "reset-mailbox",
+            Self::ReinitializeMailbox => "reinitialize-mailbox",
+            Self::CheckSettings => "check-settings",
+            Self::CheckCrm => "check-crm",
+            Self::CheckMailbox => "check-mailbox",
+            Self::InstallSidebar => "install-sidebar",
+            Self::RemoveSidebar => "remove-sidebar",
+            Self::CheckSidebar => "check-sidebar",
+        }
+    }
+
+    /// The action of that name.
+    pub fn from_action(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|action| action.as_str() == name)
+    }
+
+    /// Whether it changes the mailbox or the user's sync state: it then holds
+    /// the user's lease while it runs and is retried on passing faults.
+    pub fn mutates(self) -> bool {
+        matches!(
+            self,
+            Self::ResetMailbox | Self::ReinitializeMailbox | Self::InstallSidebar | Self::RemoveSidebar
+        )
+    }
+}
+
+impl std::fmt::Display for AdminAction {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
 /// One job on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -195,6 +269,27 @@ mod tests {
         assert_eq!(read, job);
         assert_eq!((read.kind, read.trigger), (JobKind::Admin, Trigger::Admin));
         assert_eq!(read.admin_action(), Some("reset-mailbox"));
+    }
+
+    #[test]
+    fn every_admin_action_reads_back_from_its_name() {
+        for action in AdminAction::ALL {
+            assert_eq!(AdminAction::from_action(action.as_str()), Some(action));
+        }
+        assert_eq!(AdminAction::from_action("force-sync"), None);
+    }
+
+    #[test]
+    fn only_the_checks_leave_the_mailbox_as_it_is() {
+        let readers: Vec<&str> = AdminAction::ALL
+            .into_iter()
+            .filter(|action| !action.mutates())
+            .map(AdminAction::as_str)
+            .collect();
+        assert_eq!(
+            readers,
+            ["check-settings", "check-crm", "check-mailbox", "check-sidebar"]
+        );
     }
 
     #[test]

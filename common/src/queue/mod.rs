@@ -6,6 +6,6 @@ mod envelope;
 mod publisher;
 mod topology;
 
-pub use envelope::{ENVELOPE_VERSION, EnvelopeError, JobEnvelope, JobKind};
+pub use envelope::{AdminAction, ENVELOPE_VERSION, EnvelopeError, JobEnvelope, JobKind};
 pub use publisher::{PublishError, Publisher, connect};
 pub use topology::{DeadLetter, RETRY_TIERS, Route, Topology};
