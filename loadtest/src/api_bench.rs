@@ -14,13 +14,15 @@ use std::{
 };
 
 use anyhow::Context;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use syncfleet_api::AppState;
 use syncfleet_common::{config::Source, db, queue::Publisher};
 use syncfleet_scheduler::SchedulerConfig;
 use syncfleet_worker::{WorkerConfig, sync::SettingsCheck};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::scratch::{Scratch, latency_summary};
 
 /// The benchmark's parameters.
 pub struct Options {
@@ -42,25 +44,16 @@ impl Options {
             force_syncs: 40,
             workers: 2,
         };
-        let mut iter = arguments.iter();
-        while let Some(flag) = iter.next() {
-            let value = iter.next().with_context(|| format!("{flag} needs a value"))?;
-            let number: usize = value
-                .parse()
-                .with_context(|| format!("{flag} takes a whole number, got {value:?}"))?;
-            let slot = match flag.as_str() {
-                "--users" => &mut options.users,
-                "--requests" => &mut options.requests,
-                "--concurrency" => &mut options.concurrency,
-                "--force-syncs" => &mut options.force_syncs,
-                "--workers" => &mut options.workers,
-                _ => anyhow::bail!(
-                    "unknown option {flag}; use --users, --requests, --concurrency, --force-syncs, --workers"
-                ),
-            };
-            anyhow::ensure!(number > 0, "{flag} must be at least 1");
-            *slot = number;
-        }
+        crate::scratch::whole_numbers(
+            arguments,
+            &mut [
+                ("--users", &mut options.users),
+                ("--requests", &mut options.requests),
+                ("--concurrency", &mut options.concurrency),
+                ("--force-syncs", &mut options.force_syncs),
+                ("--workers", &mut options.workers),
+            ],
+        )?;
         Ok(options)
     }
 }
@@ -69,22 +62,11 @@ impl Options {
 const ORGANIZATIONS: usize = 20;
 
 pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
-    let server = std::env::var("SYNCFLEET_BENCH_DATABASE_SERVER")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
-    let database = "syncfleet_api_bench";
-    let mut admin = PgConnection::connect(&format!("{server}/postgres")).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {database}"))
-        .execute(&mut admin)
-        .await?;
-    let database_url = format!("{server}/{database}");
-    let prefix = format!("bench-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let scratch = Scratch::create("syncfleet_api_bench", "bench").await?;
     let mut settings = source.clone();
     settings.extend([
-        ("SYNCFLEET_DATABASE_URL", database_url.as_str()),
-        ("SYNCFLEET_QUEUE_PREFIX", prefix.as_str()),
+        ("SYNCFLEET_DATABASE_URL", scratch.database_url.as_str()),
+        ("SYNCFLEET_QUEUE_PREFIX", scratch.prefix.as_str()),
         ("SYNCFLEET_SYNC_INTERVAL", "24h"),
         ("SYNCFLEET_SCHEDULER_TICK", "100ms"),
         ("SYNCFLEET_DATABASE_MAX_CONNECTIONS", "20"),
@@ -174,12 +156,12 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
     let mut lists = serde_json::Map::new();
     for (name, path, token) in &endpoints {
         let latencies = measure(&client, &base, path, token, options.requests, options.concurrency).await?;
-        eprintln!("{name}: {}", summary(&latencies));
-        lists.insert((*name).to_owned(), summary(&latencies));
+        eprintln!("{name}: {}", latency_summary(&latencies));
+        lists.insert((*name).to_owned(), latency_summary(&latencies));
     }
     let deep = deep_pages(&client, &base, &admin_token, 100).await?;
-    eprintln!("users, following cursors 100 pages deep: {}", summary(&deep));
-    lists.insert("users, pages 1-100 by cursor".to_owned(), summary(&deep));
+    eprintln!("users, following cursors 100 pages deep: {}", latency_summary(&deep));
+    lists.insert("users, pages 1-100 by cursor".to_owned(), latency_summary(&deep));
 
     // 2. Force sync under a cadence backlog.
     let worker_config = WorkerConfig::from_source(&settings)?;
@@ -267,7 +249,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
         ));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("force sync to session start: {}", summary(&force));
+    eprintln!("force sync to session start: {}", latency_summary(&force));
     scheduler_stop.cancel();
     scheduler.await??;
     for (token, handle) in workers {
@@ -283,7 +265,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
         "requests_per_endpoint": options.requests,
         "concurrency": options.concurrency,
         "list_latency": lists,
-        "force_sync_to_session_start": summary(&force),
+        "force_sync_to_session_start": latency_summary(&force),
         "cadence_backlog_when_requested": {
             "min": backlog_at_request.iter().min(),
             "max": backlog_at_request.iter().max(),
@@ -293,15 +275,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     pool.close().await;
-    let connection = syncfleet_common::queue::connect(&scheduler_config.common.amqp_url, "loadtest cleanup").await?;
-    let channel = connection.create_channel().await?;
-    syncfleet_common::queue::Topology::new(prefix, scheduler_config.common.delivery_limit)
-        .delete(&channel)
-        .await?;
-    connection.close(200, "done".into()).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
+    scratch.remove(&scheduler_config.common).await?;
     Ok(())
 }
 
@@ -408,18 +382,4 @@ async fn deep_pages(client: &reqwest::Client, base: &str, token: &str, pages: us
         }
     }
     Ok(latencies)
-}
-
-/// p50, p99 and max in milliseconds.
-fn summary(latencies: &[Duration]) -> serde_json::Value {
-    let mut sorted: Vec<f64> = latencies.iter().map(|latency| latency.as_secs_f64() * 1000.0).collect();
-    sorted.sort_by(f64::total_cmp);
-    let at = |quantile: f64| {
-        if sorted.is_empty() {
-            return 0.0;
-        }
-        let index = ((sorted.len() as f64 * quantile).ceil() as usize).clamp(1, sorted.len()) - 1;
-        (sorted[index] * 10.0).round() / 10.0
-    };
-    serde_json::json!({ "count": sorted.len(), "p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": at(1.0) })
 }

@@ -24,6 +24,7 @@ mod demo;
 mod limiter_bench;
 mod pipeline;
 mod push_bench;
+mod scratch;
 mod sync_bench;
 
 use syncfleet_common::telemetry;

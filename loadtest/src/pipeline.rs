@@ -7,8 +7,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use anyhow::Context;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use syncfleet_common::{config::Source, db};
 use syncfleet_scheduler::SchedulerConfig;
 use syncfleet_worker::{WorkerConfig, sync::SettingsCheck};
@@ -27,39 +26,20 @@ impl Options {
             jobs: 100_000,
             workers: 2,
         };
-        let mut iter = arguments.iter();
-        while let Some(flag) = iter.next() {
-            let value = iter.next().with_context(|| format!("{flag} needs a value"))?;
-            let number: usize = value
-                .parse()
-                .with_context(|| format!("{flag} takes a whole number, got {value:?}"))?;
-            match flag.as_str() {
-                "--jobs" if number > 0 => options.jobs = number,
-                "--workers" if number > 0 => options.workers = number,
-                _ => anyhow::bail!("unknown option {flag} or zero value; use --jobs N and --workers W"),
-            }
-        }
+        crate::scratch::whole_numbers(
+            arguments,
+            &mut [("--jobs", &mut options.jobs), ("--workers", &mut options.workers)],
+        )?;
         Ok(options)
     }
 }
 
 pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
-    let server = std::env::var("SYNCFLEET_BENCH_DATABASE_SERVER")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
-    let database = "syncfleet_bench";
-    let mut admin = PgConnection::connect(&format!("{server}/postgres")).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {database}"))
-        .execute(&mut admin)
-        .await?;
-    let database_url = format!("{server}/{database}");
-    let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let scratch = crate::scratch::Scratch::create("syncfleet_bench", "bench").await?;
     let settings = |extra: &[(&str, &str)]| {
         let mut pairs: Vec<(&str, &str)> = vec![
-            ("SYNCFLEET_DATABASE_URL", database_url.as_str()),
-            ("SYNCFLEET_QUEUE_PREFIX", prefix.as_str()),
+            ("SYNCFLEET_DATABASE_URL", scratch.database_url.as_str()),
+            ("SYNCFLEET_QUEUE_PREFIX", scratch.prefix.as_str()),
             ("SYNCFLEET_SYNC_INTERVAL", "24h"),
             ("SYNCFLEET_SCHEDULER_TICK", "100ms"),
         ];
@@ -136,7 +116,8 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
         "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
-    if let Err(error) = cleanup(&pool, &mut admin, database, &scheduler_config).await {
+    pool.close().await;
+    if let Err(error) = scratch.remove(&scheduler_config.common).await {
         eprintln!("cleanup incomplete: {error:#}");
     }
     Ok(())
@@ -172,24 +153,4 @@ async fn wait_for(pool: &PgPool, query: &str, target: usize) -> anyhow::Result<(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-}
-
-async fn cleanup(
-    pool: &PgPool,
-    admin: &mut PgConnection,
-    database: &str,
-    config: &SchedulerConfig,
-) -> anyhow::Result<()> {
-    pool.close().await;
-    let topology =
-        syncfleet_common::queue::Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
-    let connection = syncfleet_common::queue::connect(&config.common.amqp_url, "loadtest cleanup").await?;
-    let channel = connection.create_channel().await?;
-    topology.delete(&channel).await?;
-    channel.close(200, "done".into()).await?;
-    connection.close(200, "done".into()).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        .execute(admin)
-        .await?;
-    Ok(())
 }

@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use syncfleet_api::AppState;
 use syncfleet_common::{config::Source, db, queue::Publisher};
 use syncfleet_worker::{WorkerConfig, sync::SettingsCheck};
@@ -30,6 +30,8 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::scratch::{Scratch, latency_summary};
 
 /// The benchmark's parameters.
 pub struct Options {
@@ -51,23 +53,16 @@ impl Options {
             probes: 200,
             batch: 1000,
         };
-        let mut iter = arguments.iter();
-        while let Some(flag) = iter.next() {
-            let value = iter.next().with_context(|| format!("{flag} needs a value"))?;
-            let number: usize = value
-                .parse()
-                .with_context(|| format!("{flag} takes a whole number, got {value:?}"))?;
-            let slot = match flag.as_str() {
-                "--users" => &mut options.users,
-                "--workers" => &mut options.workers,
-                "--streams" => &mut options.streams,
-                "--probes" => &mut options.probes,
-                "--batch" => &mut options.batch,
-                _ => anyhow::bail!("unknown option {flag}; use --users, --workers, --streams, --probes, --batch"),
-            };
-            anyhow::ensure!(number > 0, "{flag} must be at least 1");
-            *slot = number;
-        }
+        crate::scratch::whole_numbers(
+            arguments,
+            &mut [
+                ("--users", &mut options.users),
+                ("--workers", &mut options.workers),
+                ("--streams", &mut options.streams),
+                ("--probes", &mut options.probes),
+                ("--batch", &mut options.batch),
+            ],
+        )?;
         anyhow::ensure!(options.streams <= options.users, "--streams is at most --users");
         Ok(options)
     }
@@ -82,23 +77,12 @@ struct Received {
 }
 
 pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
-    let server = std::env::var("SYNCFLEET_BENCH_DATABASE_SERVER")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
-    let database = "syncfleet_push_bench";
-    let mut admin = PgConnection::connect(&format!("{server}/postgres")).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {database}"))
-        .execute(&mut admin)
-        .await?;
-    let database_url = format!("{server}/{database}");
-    let prefix = format!("bench-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let scratch = Scratch::create("syncfleet_push_bench", "bench").await?;
     let batch = options.batch.to_string();
     let mut settings = source.clone();
     settings.extend([
-        ("SYNCFLEET_DATABASE_URL", database_url.as_str()),
-        ("SYNCFLEET_QUEUE_PREFIX", prefix.as_str()),
+        ("SYNCFLEET_DATABASE_URL", scratch.database_url.as_str()),
+        ("SYNCFLEET_QUEUE_PREFIX", scratch.prefix.as_str()),
         ("SYNCFLEET_DATABASE_MAX_CONNECTIONS", "20"),
         ("SYNCFLEET_PUSH_BATCH_SIZE", batch.as_str()),
     ]);
@@ -210,7 +194,10 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
         during_push.len(),
         streamed.len()
     );
-    eprintln!("push notification, created to received: {}", summary(&during_push));
+    eprintln!(
+        "push notification, created to received: {}",
+        latency_summary(&during_push)
+    );
 
     // 3. Probes: commit to event.
     let mut probes = Vec::with_capacity(options.probes);
@@ -246,7 +233,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
         };
         probes.push(arrived.saturating_duration_since(committing));
     }
-    eprintln!("probe, commit to received: {}", summary(&probes));
+    eprintln!("probe, commit to received: {}", latency_summary(&probes));
 
     let server_seconds: (f64,) =
         sqlx::query_as("SELECT EXTRACT(EPOCH FROM finished_at - created_at)::float8 FROM pushes WHERE id = $1")
@@ -273,17 +260,14 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
             "recorded_to_finished_s": (server_seconds.0 * 10.0).round() / 10.0,
             "recipients_per_second": (options.users as f64 / push_seconds).round(),
         },
-        "push_notification_created_to_received": summary(&during_push),
-        "notify_commit_to_received": summary(&probes),
+        "push_notification_created_to_received": latency_summary(&during_push),
+        "notify_commit_to_received": latency_summary(&probes),
         "streams": options.streams,
         "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     pool.close().await;
-    let connection = syncfleet_common::queue::connect(&worker_config.common.amqp_url, "loadtest cleanup").await?;
-    let channel = connection.create_channel().await?;
-    topology.delete(&channel).await?;
-    connection.close(200, "done".into()).await?;
+    scratch.remove(&worker_config.common).await?;
     Ok(())
 }
 
@@ -399,17 +383,4 @@ async fn read_events(mut stream: TcpStream, events: mpsc::UnboundedSender<Receiv
             }
         }
     }
-}
-
-fn summary(latencies: &[Duration]) -> serde_json::Value {
-    let mut sorted: Vec<f64> = latencies.iter().map(|latency| latency.as_secs_f64() * 1000.0).collect();
-    sorted.sort_by(f64::total_cmp);
-    let at = |quantile: f64| {
-        if sorted.is_empty() {
-            return 0.0;
-        }
-        let index = ((sorted.len() as f64 * quantile).ceil() as usize).clamp(1, sorted.len()) - 1;
-        (sorted[index] * 10.0).round() / 10.0
-    };
-    serde_json::json!({ "count": sorted.len(), "p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": at(1.0) })
 }

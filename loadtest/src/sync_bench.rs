@@ -33,12 +33,12 @@ use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use chrono::Utc;
 use secrecy::SecretString;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use syncfleet_common::{
     config::Source,
     db,
     domain::Trigger,
-    queue::{self, JobEnvelope, Publisher, Route, Topology},
+    queue::{JobEnvelope, Publisher, Route, Topology},
     secrets::{self, CredentialKind, KeyRing, Owner},
 };
 use syncfleet_simulators::{
@@ -426,25 +426,15 @@ fn rounded(value: f64, digits: i32) -> f64 {
 /// Runs the benchmark on a fresh database and queue prefix, prints its JSON
 /// report, then removes both.
 pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
-    let server = std::env::var("SYNCFLEET_BENCH_DATABASE_SERVER")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
-    let mut admin = PgConnection::connect(&format!("{server}/postgres")).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {DATABASE}"))
-        .execute(&mut admin)
-        .await?;
-    let database_url = format!("{server}/{DATABASE}");
-    let prefix = format!("syncbench-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let scratch = crate::scratch::Scratch::create(DATABASE, "syncbench").await?;
     let concurrency = options.concurrency.to_string();
     let daily_api_max = DAILY_API_MAX.to_string();
     let simulators = Simulators::start(options.latency).await?;
     let provider_settings = simulators.settings();
     let mut settings = source.clone();
     settings.extend([
-        ("SYNCFLEET_DATABASE_URL", database_url.as_str()),
-        ("SYNCFLEET_QUEUE_PREFIX", prefix.as_str()),
+        ("SYNCFLEET_DATABASE_URL", scratch.database_url.as_str()),
+        ("SYNCFLEET_QUEUE_PREFIX", scratch.prefix.as_str()),
         ("SYNCFLEET_ENCRYPTION_KEYS", BENCH_ENCRYPTION_KEYS),
         ("SYNCFLEET_OPS_LISTEN", "127.0.0.1:0"),
         ("SYNCFLEET_WORKER_CONCURRENCY", concurrency.as_str()),
@@ -462,7 +452,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
     let seeding_seconds = seeding.elapsed().as_secs_f64();
     eprintln!("seeded {} connected users in {seeding_seconds:.1}s", options.users);
 
-    let topology = Topology::new(prefix.clone(), worker_config.common.delivery_limit);
+    let topology = Topology::new(scratch.prefix.clone(), worker_config.common.delivery_limit);
     let publisher = Publisher::connect(worker_config.common.amqp_url.clone(), "sync benchmark", topology).await?;
     let workers = spawn_workers(&settings, &worker_config, options.workers)?;
     let started = Instant::now();
@@ -554,7 +544,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
         "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
-    if let Err(error) = cleanup(pool, &mut admin, &worker_config, simulators).await {
+    if let Err(error) = cleanup(pool, scratch, &worker_config, simulators).await {
         eprintln!("cleanup incomplete: {error:#}");
     }
     Ok(())
@@ -562,20 +552,11 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
 
 async fn cleanup(
     pool: PgPool,
-    admin: &mut PgConnection,
+    scratch: crate::scratch::Scratch,
     config: &WorkerConfig,
     simulators: Simulators,
 ) -> anyhow::Result<()> {
     pool.close().await;
     simulators.stop().await?;
-    let topology = Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
-    let connection = queue::connect(&config.common.amqp_url, "sync benchmark cleanup").await?;
-    let channel = connection.create_channel().await?;
-    topology.delete(&channel).await?;
-    channel.close(200, "done".into()).await?;
-    connection.close(200, "done".into()).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        .execute(admin)
-        .await?;
-    Ok(())
+    scratch.remove(&config.common).await
 }

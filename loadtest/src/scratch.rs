@@ -1,0 +1,126 @@
+//! What every benchmark shares: a fresh database and queue prefix, removed
+//! afterwards; its whole-number flags; latency summaries.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::{Connection, PgConnection};
+use syncfleet_common::{
+    config::CommonConfig,
+    queue::{self, Topology},
+};
+use uuid::Uuid;
+
+/// A benchmark's own database and queue prefix.
+pub struct Scratch {
+    admin: PgConnection,
+    database: &'static str,
+    /// Where the benchmark's database is.
+    pub database_url: String,
+    /// The benchmark's queue prefix.
+    pub prefix: String,
+}
+
+impl Scratch {
+    /// Creates `database` afresh (dropping what an earlier run left) on
+    /// `SYNCFLEET_BENCH_DATABASE_SERVER` (default the local PostgreSQL), and
+    /// picks a new queue prefix starting with `prefix`.
+    pub async fn create(database: &'static str, prefix: &str) -> anyhow::Result<Self> {
+        let server = std::env::var("SYNCFLEET_BENCH_DATABASE_SERVER")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+        let mut admin = PgConnection::connect(&format!("{server}/postgres")).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await?;
+        sqlx::query(&format!("CREATE DATABASE {database}"))
+            .execute(&mut admin)
+            .await?;
+        Ok(Self {
+            admin,
+            database,
+            database_url: format!("{server}/{database}"),
+            prefix: format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..8]),
+        })
+    }
+
+    /// Deletes the prefix's queues and exchanges, then the database (close
+    /// the benchmark's pools first).
+    pub async fn remove(mut self, common: &CommonConfig) -> anyhow::Result<()> {
+        let topology = Topology::new(self.prefix.clone(), common.delivery_limit);
+        let connection = queue::connect(&common.amqp_url, "loadtest cleanup").await?;
+        let channel = connection.create_channel().await?;
+        topology.delete(&channel).await?;
+        channel.close(200, "done".into()).await?;
+        connection.close(200, "done".into()).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database))
+            .execute(&mut self.admin)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Reads `--flag N` pairs into `slots` (each flag with its slot), every
+/// number whole and at least 1; an unknown flag is refused naming the known.
+pub fn whole_numbers(arguments: &[String], slots: &mut [(&'static str, &mut usize)]) -> anyhow::Result<()> {
+    let mut iter = arguments.iter();
+    while let Some(flag) = iter.next() {
+        let value = iter.next().with_context(|| format!("{flag} needs a value"))?;
+        let number: usize = value
+            .parse()
+            .with_context(|| format!("{flag} takes a whole number, got {value:?}"))?;
+        anyhow::ensure!(number > 0, "{flag} must be at least 1");
+        let Some((_, slot)) = slots.iter_mut().find(|(name, _)| name == flag) else {
+            let known: Vec<&str> = slots.iter().map(|(name, _)| *name).collect();
+            anyhow::bail!("unknown option {flag}; use {}", known.join(", "));
+        };
+        **slot = number;
+    }
+    Ok(())
+}
+
+/// Count, p50, p99 and max in milliseconds.
+pub fn latency_summary(latencies: &[Duration]) -> serde_json::Value {
+    let mut sorted: Vec<f64> = latencies.iter().map(|latency| latency.as_secs_f64() * 1000.0).collect();
+    sorted.sort_by(f64::total_cmp);
+    let at = |quantile: f64| {
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        let index = ((sorted.len() as f64 * quantile).ceil() as usize).clamp(1, sorted.len()) - 1;
+        (sorted[index] * 10.0).round() / 10.0
+    };
+    serde_json::json!({ "count": sorted.len(), "p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": at(1.0) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arguments(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn flags_fill_their_slots_and_refuse_what_is_not_a_count() {
+        let (mut users, mut workers) = (10, 2);
+        whole_numbers(
+            &arguments("--users 500 --workers 3"),
+            &mut [("--users", &mut users), ("--workers", &mut workers)],
+        )
+        .unwrap();
+        assert_eq!((users, workers), (500, 3));
+        for bad in ["--users 0", "--users many", "--users", "--speed 3"] {
+            let error = whole_numbers(&arguments(bad), &mut [("--users", &mut users)]).unwrap_err();
+            assert!(error.to_string().contains("--"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_summary_reads_its_quantiles_from_the_sorted_latencies() {
+        let latencies: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(
+            latency_summary(&latencies),
+            serde_json::json!({ "count": 100, "p50_ms": 50.0, "p99_ms": 99.0, "max_ms": 100.0 })
+        );
+    }
+}
