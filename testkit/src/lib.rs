@@ -250,6 +250,11 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
+    /// The body as JSON; panics, showing the body, when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
+    }
+
     /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

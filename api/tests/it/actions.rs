@@ -3,7 +3,6 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
-use serde_json::Value;
 use syncfleet_api::auth::create_token;
 use syncfleet_common::{
     domain::{AccessType, SyncStatus},
@@ -15,10 +14,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::Api;
-
-fn json(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|error| panic!("not JSON ({error}): {body}"))
-}
 
 async fn admin_jobs(env: &TestEnv) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM admin_jobs")
@@ -45,7 +40,7 @@ async fn every_route_requires_a_valid_bearer_token() {
         ] {
             let response = http(api.address, method, &path, token).await;
             assert_eq!(response.status, 401, "{method} {path}");
-            assert_eq!(json(&response.body)["error"]["code"], "unauthorized");
+            assert_eq!(response.json()["error"]["code"], "unauthorized");
             assert_eq!(response.header("www-authenticate"), Some("Bearer"));
         }
     }
@@ -69,7 +64,7 @@ async fn a_force_sync_runs_on_a_worker_and_wait_returns_its_result() {
 
     let response = http(api.address, "POST", &force_sync_path(user, "?wait=30"), Some(&token)).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let answer = json(&response.body);
+    let answer = response.json();
     assert_eq!(
         (answer["action"].as_str(), answer["changed"].as_bool()),
         (Some("force-sync"), Some(true))
@@ -95,7 +90,7 @@ async fn a_force_sync_runs_on_a_worker_and_wait_returns_its_result() {
     )
     .await;
     assert_eq!(again.status, 200);
-    assert_eq!(json(&again.body)["result"]["session_id"], job["result"]["session_id"]);
+    assert_eq!(again.json()["result"]["session_id"], job["result"]["session_id"]);
 
     shutdown.cancel();
     worker.await.unwrap().unwrap();
@@ -113,12 +108,12 @@ async fn force_sync_twice_within_a_minute_is_refused_with_the_time_left_and_queu
 
     let first = http(api.address, "POST", &force_sync_path(user, ""), Some(&token)).await;
     assert_eq!(first.status, 202, "{}", first.body);
-    assert_eq!(json(&first.body)["job"]["status"], "queued");
+    assert_eq!(first.json()["job"]["status"], "queued");
     let second = http(api.address, "POST", &force_sync_path(user, ""), Some(&token)).await;
     assert_eq!(second.status, 429, "{}", second.body);
     let retry_after: u64 = second.header("retry-after").unwrap().parse().unwrap();
     assert!((55..=60).contains(&retry_after), "Retry-After: {retry_after}");
-    let error = json(&second.body);
+    let error = second.json();
     assert_eq!(error["error"]["code"], "too_many_requests");
     assert!(
         error["error"]["message"]
@@ -153,7 +148,7 @@ async fn an_organization_admin_cannot_reach_another_organizations_users_or_jobs(
 
     let refused = http(api.address, "POST", &force_sync_path(other_user, ""), Some(&org_admin)).await;
     assert_eq!(refused.status, 404, "{}", refused.body);
-    assert_eq!(json(&refused.body)["error"]["code"], "not_found");
+    assert_eq!(refused.json()["error"]["code"], "not_found");
     let stamped: Option<chrono::DateTime<Utc>> =
         sqlx::query_scalar("SELECT force_sync_requested_at FROM users WHERE id = $1")
             .bind(other_user)
@@ -165,7 +160,7 @@ async fn an_organization_admin_cannot_reach_another_organizations_users_or_jobs(
     let own = http(api.address, "POST", &force_sync_path(own_user, ""), Some(&org_admin)).await;
     assert_eq!(own.status, 202, "{}", own.body);
     let theirs = http(api.address, "POST", &force_sync_path(other_user, ""), Some(&admin)).await;
-    let their_job = json(&theirs.body)["job"]["id"].as_str().unwrap().to_owned();
+    let their_job = theirs.json()["job"]["id"].as_str().unwrap().to_owned();
     let hidden = http(api.address, "GET", &format!("/v1/jobs/{their_job}"), Some(&org_admin)).await;
     assert_eq!(hidden.status, 404, "a job of another organization is not visible");
 
@@ -215,7 +210,7 @@ async fn force_sync_is_refused_while_synchronization_is_disabled() {
     ] {
         let response = http(api.address, "POST", &force_sync_path(user, ""), Some(&token)).await;
         assert_eq!(response.status, 409, "{}", response.body);
-        let error = json(&response.body);
+        let error = response.json();
         assert_eq!(error["error"]["code"], "sync_disabled");
         assert!(
             error["error"]["message"].as_str().unwrap().contains(expected),
@@ -245,7 +240,7 @@ async fn bad_inputs_are_refused_naming_the_field() {
     for (method, path, field) in cases {
         let response = http(api.address, method, &path, Some(&token)).await;
         assert_eq!(response.status, 400, "{method} {path}: {}", response.body);
-        let error = json(&response.body);
+        let error = response.json();
         assert_eq!(
             (error["error"]["code"].as_str(), error["error"]["field"].as_str()),
             (Some("invalid"), Some(field))

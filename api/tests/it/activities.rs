@@ -9,7 +9,7 @@ use syncfleet_common::domain::{AccessType, SyncStatus};
 use syncfleet_testkit::{TestEnv, http, organization, users};
 use uuid::Uuid;
 
-use crate::{Api, lists::body, sessions::download};
+use crate::{Api, sessions::download};
 
 /// Records an activity `seconds_ago` seconds ago (whole milliseconds, as the
 /// CSV shows them).
@@ -82,7 +82,7 @@ async fn activities_come_newest_first_and_rows_bounds_them() {
         async move {
             let response = http(address, "GET", &url, Some(&admin)).await;
             assert_eq!(response.status, 200, "{url}: {}", response.body);
-            body(&response)
+            response.json()
         }
     };
 
@@ -124,7 +124,7 @@ async fn activities_come_newest_first_and_rows_bounds_them() {
             let url = format!("{path}{suffix}?{query}");
             let response = http(api.address, "GET", &url, Some(&admin)).await;
             assert_eq!(response.status, 400, "{url}: {}", response.body);
-            assert_eq!(body(&response)["error"]["field"], field, "{url}");
+            assert_eq!(response.json()["error"]["field"], field, "{url}");
         }
     }
     api.stop().await;
@@ -161,7 +161,7 @@ async fn an_organizations_activity_includes_its_users_and_no_other_organizations
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let kinds: Vec<(String, Value)> = body(&response)["items"]
+    let kinds: Vec<(String, Value)> = response.json()["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -181,7 +181,7 @@ async fn an_organizations_activity_includes_its_users_and_no_other_organizations
         Some(&admin),
     )
     .await;
-    assert_eq!(body(&response)["items"].as_array().unwrap().len(), 1);
+    assert_eq!(response.json()["items"].as_array().unwrap().len(), 1);
     api.stop().await;
     env.cleanup().await;
 }

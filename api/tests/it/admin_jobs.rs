@@ -12,10 +12,6 @@ use uuid::Uuid;
 
 use crate::Api;
 
-fn json(response: &syncfleet_testkit::HttpResponse) -> Value {
-    serde_json::from_str(&response.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", response.body))
-}
-
 async fn act(api: &Api, token: &str, user: Uuid, action: &str, query: &str) -> Value {
     let response = http(
         api.address,
@@ -25,7 +21,7 @@ async fn act(api: &Api, token: &str, user: Uuid, action: &str, query: &str) -> V
     )
     .await;
     assert_eq!(response.status, 200, "{action}: {}", response.body);
-    json(&response)
+    response.json()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +67,9 @@ async fn reset_mailbox_then_enable_re_applies_the_customization_and_every_step_i
     let reset = act(&api, &token, user, "reset-mailbox", "?wait=30").await;
     assert_eq!(reset["job"]["status"], "succeeded", "{reset}");
     assert!(!customized(), "reset removes the category");
-    let user_view = json(&http(api.address, "GET", &format!("/v1/users/{user}"), Some(&token)).await);
+    let user_view = http(api.address, "GET", &format!("/v1/users/{user}"), Some(&token))
+        .await
+        .json();
     assert_eq!(
         (user_view["sync_status"].as_str(), user_view["mailbox_status"].as_str()),
         (Some("disabled"), Some("not_initialized")),
@@ -96,15 +94,14 @@ async fn reset_mailbox_then_enable_re_applies_the_customization_and_every_step_i
     assert_eq!(scope, "initial", "the mailbox is initialized afresh");
     assert!(customized(), "enabling re-applies the customization");
 
-    let activities = json(
-        &http(
-            api.address,
-            "GET",
-            &format!("/v1/users/{user}/activities?rows=0"),
-            Some(&token),
-        )
-        .await,
-    );
+    let activities = http(
+        api.address,
+        "GET",
+        &format!("/v1/users/{user}/activities?rows=0"),
+        Some(&token),
+    )
+    .await
+    .json();
     let kinds: Vec<&str> = activities["items"]
         .as_array()
         .unwrap()

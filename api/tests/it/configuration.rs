@@ -16,10 +16,6 @@ use uuid::Uuid;
 
 use crate::Api;
 
-fn body(response: &syncfleet_testkit::HttpResponse) -> Value {
-    serde_json::from_str(&response.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", response.body))
-}
-
 async fn setup(access: AccessType) -> (TestEnv, Api, Uuid, String) {
     let env = TestEnv::new().await;
     let org = organization(&env.pool, access, true).await;
@@ -60,7 +56,7 @@ async fn a_direct_logon_password_is_stored_sealed_and_never_answered() {
     let response = http_with_body(api.address, "PUT", &path, Some(&token), &change.to_string()).await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert!(!response.body.contains("correct horse"), "{}", response.body);
-    let view = body(&response);
+    let view = response.json();
     assert_eq!(view["account_logon"], "CONTOSO\\ada");
     assert_eq!(view["mailbox_password_set"], true);
     assert_eq!(
@@ -75,7 +71,7 @@ async fn a_direct_logon_password_is_stored_sealed_and_never_answered() {
     let read = http(api.address, "GET", &path, Some(&token)).await;
     assert_eq!(read.status, 200);
     assert!(!read.body.contains("correct horse"));
-    assert_eq!(body(&read)["mailbox_password_set"], true);
+    assert_eq!(read.json()["mailbox_password_set"], true);
 
     // `null` clears, a missing field keeps.
     let response = http_with_body(
@@ -86,7 +82,7 @@ async fn a_direct_logon_password_is_stored_sealed_and_never_answered() {
         &json!({"salesforce_instance_url": null}).to_string(),
     )
     .await;
-    let view = body(&response);
+    let view = response.json();
     assert_eq!(view["salesforce_instance_url"], Value::Null);
     assert_eq!(view["account_logon"], "CONTOSO\\ada");
     api.stop().await;
@@ -127,7 +123,7 @@ async fn bad_inputs_name_their_field_and_change_nothing() {
     for (change, status, field) in cases {
         let response = http_with_body(api.address, "PUT", &path, Some(&token), &change.to_string()).await;
         assert_eq!(response.status, status, "{change}: {}", response.body);
-        assert_eq!(body(&response)["error"]["field"], field, "{change}: {}", response.body);
+        assert_eq!(response.json()["error"]["field"], field, "{change}: {}", response.body);
         assert!(!response.body.contains("secret-value"), "{}", response.body);
     }
     let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
@@ -174,7 +170,7 @@ async fn refresh_tokens_are_stored_and_deleted_and_a_user_keeps_their_own_addres
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(body(&response)["mailbox_authorized"], true);
+    assert_eq!(response.json()["mailbox_authorized"], true);
     assert!(!response.body.contains("0.AXEA"));
     assert_eq!(
         stored(&env, user, CredentialKind::MailboxRefreshToken).await.as_deref(),
@@ -190,7 +186,7 @@ async fn refresh_tokens_are_stored_and_deleted_and_a_user_keeps_their_own_addres
     )
     .await;
     assert_eq!(response.status, 403, "{}", response.body);
-    assert_eq!(body(&response)["error"]["field"], "email");
+    assert_eq!(response.json()["error"]["field"], "email");
 
     let response = http(
         api.address,
@@ -211,7 +207,7 @@ async fn refresh_tokens_are_stored_and_deleted_and_a_user_keeps_their_own_addres
     assert_eq!(response.status, 404);
     let response = http(api.address, "DELETE", &credential("api-key"), Some(&admin)).await;
     assert_eq!(
-        (response.status, body(&response)["error"]["code"].clone()),
+        (response.status, response.json()["error"]["code"].clone()),
         (404, json!("unknown_credential"))
     );
 

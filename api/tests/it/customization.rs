@@ -8,18 +8,10 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use syncfleet_api::auth::create_token;
 use syncfleet_common::domain::{AccessType, SyncStatus};
-use syncfleet_testkit::{HttpResponse, TestEnv, http, http_with_body, organization, users};
+use syncfleet_testkit::{TestEnv, http, http_with_body, organization, users};
 use uuid::Uuid;
 
-use crate::Api;
-
-fn body(response: &HttpResponse) -> Value {
-    serde_json::from_str(&response.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", response.body))
-}
-
-async fn send(api: &Api, method: &str, path: &str, token: &str, payload: &Value) -> HttpResponse {
-    http_with_body(api.address, method, path, Some(token), &payload.to_string()).await
-}
+use crate::{Api, send};
 
 async fn kinds(pool: &PgPool, organization: Uuid) -> Vec<String> {
     sqlx::query_scalar("SELECT kind FROM activities WHERE organization_id = $1 ORDER BY occurred_at, id")
@@ -47,7 +39,7 @@ async fn a_user_saves_their_customization_the_version_grows_and_colleagues_may_r
 
     let before = http(api.address, "GET", &path, Some(&own)).await;
     assert_eq!(before.status, 200, "{}", before.body);
-    let view = body(&before);
+    let view = before.json();
     assert_eq!(
         (
             view["version"].clone(),
@@ -67,7 +59,7 @@ async fn a_user_saves_their_customization_the_version_grows_and_colleagues_may_r
     .await;
     assert_eq!(first.status, 200, "{}", first.body);
     assert_eq!(
-        (body(&first)["version"].clone(), body(&first)["source"].clone()),
+        (first.json()["version"].clone(), first.json()["source"].clone()),
         (json!(1), json!("saved"))
     );
     let second = send(
@@ -79,7 +71,7 @@ async fn a_user_saves_their_customization_the_version_grows_and_colleagues_may_r
     )
     .await;
     assert_eq!(second.status, 200, "{}", second.body);
-    let view = body(&second);
+    let view = second.json();
     assert_eq!(
         (view["version"].clone(), view["source"].clone()),
         (json!(2), json!("imported"))
@@ -88,7 +80,7 @@ async fn a_user_saves_their_customization_the_version_grows_and_colleagues_may_r
     // A colleague retrieves it (M15), but cannot overwrite it.
     let read = http(api.address, "GET", &path, Some(&theirs)).await;
     assert_eq!(read.status, 200, "{}", read.body);
-    assert_eq!(body(&read)["document"], json!({"theme": "light"}));
+    assert_eq!(read.json()["document"], json!({"theme": "light"}));
     let refused = send(&api, "PUT", &path, &theirs, &json!({"document": {}})).await;
     assert_eq!(refused.status, 404, "{}", refused.body);
 
@@ -139,7 +131,7 @@ async fn a_bad_document_is_refused_naming_the_field_and_nothing_is_saved() {
                 &payload.to_string()[..60.min(payload.to_string().len())],
                 response.body
             );
-            assert_eq!(body(&response)["error"]["field"], *field, "{path}: {}", response.body);
+            assert_eq!(response.json()["error"]["field"], *field, "{path}: {}", response.body);
         }
     }
     let saved: i64 = sqlx::query_scalar(
@@ -178,9 +170,9 @@ async fn the_organization_default_is_set_by_its_admins_and_reset_copies_it() {
     // No default yet: a reset is refused with a clear code, nothing changes.
     let response = http(api.address, "POST", &reset(first), Some(&lead)).await;
     assert_eq!(response.status, 409, "{}", response.body);
-    assert_eq!(body(&response)["error"]["code"], "no_default_customization");
+    assert_eq!(response.json()["error"]["code"], "no_default_customization");
     let response = http(api.address, "GET", &default_path, Some(&lead)).await;
-    assert_eq!((response.status, body(&response)["version"].clone()), (200, json!(0)));
+    assert_eq!((response.status, response.json()["version"].clone()), (200, json!(0)));
 
     // Only the organization's admins set it; a foreign one does not see it.
     let document = json!({"theme": "corporate", "fields": ["Account", "Phone"]});
@@ -192,13 +184,13 @@ async fn the_organization_default_is_set_by_its_admins_and_reset_copies_it() {
     }
     let response = send(&api, "PUT", &default_path, &lead, &json!({"document": document})).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let view = body(&response);
+    let view = response.json();
     assert_eq!(
         (view["version"].clone(), view["updated_by"].clone()),
         (json!(1), json!("lead@acme.example"))
     );
     let read = http(api.address, "GET", &default_path, Some(&own)).await;
-    assert_eq!(body(&read)["document"], document, "the organization's users read it");
+    assert_eq!(read.json()["document"], document, "the organization's users read it");
 
     // A user never saved: their customization reads as the default.
     let response = http(
@@ -209,7 +201,7 @@ async fn the_organization_default_is_set_by_its_admins_and_reset_copies_it() {
     )
     .await;
     assert_eq!(
-        (body(&response)["version"].clone(), body(&response)["document"].clone()),
+        (response.json()["version"].clone(), response.json()["document"].clone()),
         (json!(0), document.clone())
     );
 
@@ -224,7 +216,7 @@ async fn the_organization_default_is_set_by_its_admins_and_reset_copies_it() {
     .await;
     let response = http(api.address, "POST", &reset(first), Some(&own)).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(body(&response)["changed"], true);
+    assert_eq!(response.json()["changed"], true);
     let (version, source, stored): (i64, String, Value) =
         sqlx::query_as("SELECT version, source, document FROM customizations WHERE user_id = $1")
             .bind(first)
@@ -233,7 +225,7 @@ async fn the_organization_default_is_set_by_its_admins_and_reset_copies_it() {
             .unwrap();
     assert_eq!((version, source.as_str(), stored), (2, "default", document.clone()));
     let again = http(api.address, "POST", &reset(first), Some(&own)).await;
-    assert_eq!(body(&again)["changed"], false);
+    assert_eq!(again.json()["changed"], false);
 
     // An admin resets a group of users at once (M16).
     let response = send(
@@ -244,7 +236,7 @@ async fn the_organization_default_is_set_by_its_admins_and_reset_copies_it() {
         &json!({"user_ids": [first, second]}),
     )
     .await;
-    let results = body(&response);
+    let results = response.json();
     assert_eq!(
         (results[0]["changed"].clone(), results[1]["changed"].clone()),
         (json!(false), json!(true)),
@@ -307,7 +299,7 @@ async fn an_exported_file_imports_back_and_a_colleagues_customization_is_retriev
         export.header("content-disposition"),
         Some(format!("attachment; filename=\"customization-{colleague}-v1.json\"").as_str())
     );
-    let file = body(&export);
+    let file = export.json();
     assert_eq!(
         (
             &file["format"],
@@ -324,9 +316,9 @@ async fn an_exported_file_imports_back_and_a_colleagues_customization_is_retriev
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(
         (
-            body(&response)["version"].clone(),
-            body(&response)["source"].clone(),
-            body(&response)["document"].clone()
+            response.json()["version"].clone(),
+            response.json()["source"].clone(),
+            response.json()["document"].clone()
         ),
         (json!(1), json!("imported"), document.clone())
     );
@@ -336,7 +328,7 @@ async fn an_exported_file_imports_back_and_a_colleagues_customization_is_retriev
     let response = send(&api, "POST", &retrieve, &own, &json!({"from_user_id": colleague})).await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(
-        (body(&response)["version"].clone(), body(&response)["source"].clone()),
+        (response.json()["version"].clone(), response.json()["source"].clone()),
         (json!(2), json!("retrieved"))
     );
     send(
@@ -347,13 +339,15 @@ async fn an_exported_file_imports_back_and_a_colleagues_customization_is_retriev
         &json!({"document": {"theme": "light"}}),
     )
     .await;
-    let mine = body(&http(api.address, "GET", &format!("/v1/users/{me}/customization"), Some(&own)).await);
+    let mine = http(api.address, "GET", &format!("/v1/users/{me}/customization"), Some(&own))
+        .await
+        .json();
     assert_eq!(mine["document"], document);
 
     // Another organization's user is not there; nor is one who never saved.
     let response = send(&api, "POST", &retrieve, &own, &json!({"from_user_id": stranger})).await;
     assert_eq!(
-        (response.status, body(&response)["error"]["field"].clone()),
+        (response.status, response.json()["error"]["field"].clone()),
         (404, json!("from_user_id"))
     );
     let response = send(&api, "POST", &retrieve, &own, &json!({"from_user_id": me})).await;
@@ -426,7 +420,7 @@ async fn a_bad_import_answers_what_is_wrong_and_changes_nothing() {
         let response = http_with_body(api.address, "POST", &path, Some(&own), raw).await;
         let shown = &raw[..raw.len().min(80)];
         assert_eq!(response.status, *status, "{shown}: {}", response.body);
-        let error = &body(&response)["error"];
+        let error = &response.json()["error"];
         assert_eq!(error["field"], *field, "{shown}: {}", response.body);
         assert!(
             error["message"].as_str().unwrap().contains(message),

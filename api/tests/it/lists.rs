@@ -13,10 +13,6 @@ use uuid::Uuid;
 
 use crate::Api;
 
-pub fn body(response: &syncfleet_testkit::HttpResponse) -> Value {
-    serde_json::from_str(&response.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", response.body))
-}
-
 /// Walks a list page by page; returns every item and the total every page
 /// reported (they must agree).
 pub async fn walk(api: &Api, token: &str, path: &str, page_size: usize) -> (Vec<Value>, i64) {
@@ -31,7 +27,7 @@ pub async fn walk(api: &Api, token: &str, path: &str, page_size: usize) -> (Vec<
         }
         let response = http(api.address, "GET", &url, Some(token)).await;
         assert_eq!(response.status, 200, "{url}: {}", response.body);
-        let page = body(&response);
+        let page = response.json();
         let page_items = page["items"].as_array().unwrap();
         assert!(page_items.len() <= page_size, "{url}: too many items");
         let page_total = page["total"].as_i64().unwrap();
@@ -237,7 +233,7 @@ async fn bad_paging_sorting_and_filters_are_refused_naming_the_field() {
 
     let cursor_of = |response: syncfleet_testkit::HttpResponse| {
         assert_eq!(response.status, 200, "{}", response.body);
-        body(&response)["next_cursor"].as_str().unwrap().to_owned()
+        response.json()["next_cursor"].as_str().unwrap().to_owned()
     };
     let users_cursor = cursor_of(http(api.address, "GET", "/v1/users?page_size=1", Some(&admin)).await);
     let organizations_cursor = cursor_of(http(api.address, "GET", "/v1/organizations?page_size=1", Some(&admin)).await);
@@ -286,7 +282,7 @@ async fn bad_paging_sorting_and_filters_are_refused_naming_the_field() {
     for (path, field) in cases {
         let response = http(api.address, "GET", &path, Some(&admin)).await;
         assert_eq!(response.status, 400, "{path}: {}", response.body);
-        let error = body(&response);
+        let error = response.json();
         assert_eq!(
             (error["error"]["code"].as_str(), error["error"]["field"].as_str()),
             (Some("invalid"), Some(field)),
@@ -347,7 +343,7 @@ async fn an_organizations_user_list_holds_its_users_only_and_other_organizations
     ] {
         let response = http(api.address, "GET", &path, Some(&lead)).await;
         assert_eq!(
-            (response.status, body(&response)["error"]["code"].as_str()),
+            (response.status, response.json()["error"]["code"].as_str()),
             (404, Some("not_found")),
             "{path}"
         );

@@ -34,6 +34,17 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// A request with a JSON payload and a bearer token.
+pub async fn send(
+    api: &Api,
+    method: &str,
+    path: &str,
+    token: &str,
+    payload: &serde_json::Value,
+) -> syncfleet_testkit::HttpResponse {
+    syncfleet_testkit::http_with_body(api.address, method, path, Some(token), &payload.to_string()).await
+}
+
 /// The api serving on a free port until `stop`.
 pub struct Api {
     pub address: SocketAddr,

@@ -17,7 +17,8 @@ use uuid::Uuid;
 
 use crate::{
     Api,
-    pushes::{Worker, body, completed, pusher, send},
+    pushes::{Worker, completed, pusher},
+    send,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -135,7 +136,7 @@ async fn a_recipient_receives_the_push_notification_over_the_live_stream() {
     )
     .await;
     assert_eq!(response.status, 202, "{}", response.body);
-    let push = body(&response)["id"].as_str().unwrap().to_owned();
+    let push = response.json()["id"].as_str().unwrap().to_owned();
     let (id, notification) = events.next().await;
     assert_eq!(notification["id"], json!(id));
     assert_eq!(notification["kind"], "customization_pushed");
@@ -148,7 +149,9 @@ async fn a_recipient_receives_the_push_notification_over_the_live_stream() {
     completed(&api, &pusher_token, &push).await;
 
     // The list has it, unread; marking it read is recorded once.
-    let list = body(&http(api.address, "GET", "/v1/me/notifications?unread=true", Some(&token)).await);
+    let list = http(api.address, "GET", "/v1/me/notifications?unread=true", Some(&token))
+        .await
+        .json();
     assert_eq!(
         (list["items"][0]["id"].clone(), list["unread"].clone()),
         (json!(id), json!(1))
@@ -157,9 +160,11 @@ async fn a_recipient_receives_the_push_notification_over_the_live_stream() {
     for _ in 0..2 {
         let read = http(api.address, "POST", &path, Some(&token)).await;
         assert_eq!(read.status, 200, "{}", read.body);
-        assert!(body(&read)["read_at"].is_string());
+        assert!(read.json()["read_at"].is_string());
     }
-    let list = body(&http(api.address, "GET", "/v1/me/notifications?unread=true", Some(&token)).await);
+    let list = http(api.address, "GET", "/v1/me/notifications?unread=true", Some(&token))
+        .await
+        .json();
     assert_eq!((list["items"].clone(), list["unread"].clone()), (json!([]), json!(0)));
     let read: i64 =
         sqlx::query_scalar("SELECT count(*) FROM activities WHERE user_id = $1 AND kind = 'notifications_read'")
@@ -259,7 +264,9 @@ async fn notifications_page_newest_first_and_only_add_in_users_have_them() {
     ids.reverse();
     let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
 
-    let first = body(&http(api.address, "GET", "/v1/me/notifications?page_size=2", Some(&token)).await);
+    let first = http(api.address, "GET", "/v1/me/notifications?page_size=2", Some(&token))
+        .await
+        .json();
     let page_ids = |page: &Value| -> Vec<Uuid> {
         page["items"]
             .as_array()
@@ -270,20 +277,19 @@ async fn notifications_page_newest_first_and_only_add_in_users_have_them() {
     };
     assert_eq!(page_ids(&first), ids[..2]);
     let cursor = first["next_cursor"].as_str().unwrap();
-    let second = body(
-        &http(
-            api.address,
-            "GET",
-            &format!("/v1/me/notifications?page_size=2&cursor={cursor}"),
-            Some(&token),
-        )
-        .await,
-    );
+    let second = http(
+        api.address,
+        "GET",
+        &format!("/v1/me/notifications?page_size=2&cursor={cursor}"),
+        Some(&token),
+    )
+    .await
+    .json();
     assert_eq!(page_ids(&second), ids[2..4]);
     let marked = http(api.address, "POST", "/v1/me/notifications/read-all", Some(&token)).await;
-    assert_eq!(body(&marked)["marked"], 5);
+    assert_eq!(marked.json()["marked"], 5);
     let again = http(api.address, "POST", "/v1/me/notifications/read-all", Some(&token)).await;
-    assert_eq!(body(&again)["marked"], 0);
+    assert_eq!(again.json()["marked"], 0);
 
     for (path, field) in [
         ("/v1/me/notifications?page_size=0", "page_size"),
@@ -293,7 +299,7 @@ async fn notifications_page_newest_first_and_only_add_in_users_have_them() {
     ] {
         let response = http(api.address, "GET", path, Some(&token)).await;
         assert_eq!(response.status, 400, "{path}: {}", response.body);
-        assert_eq!(body(&response)["error"]["field"], field, "{path}");
+        assert_eq!(response.json()["error"]["field"], field, "{path}");
     }
     for (method, path) in [
         ("GET", "/v1/me/notifications"),

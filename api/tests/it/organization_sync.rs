@@ -4,18 +4,14 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::json;
 use syncfleet_api::auth::create_token;
 use syncfleet_common::domain::{AccessType, SyncStatus};
-use syncfleet_testkit::{HttpResponse, TestEnv, http, organization, session_count, users, wait_until};
+use syncfleet_testkit::{TestEnv, http, organization, session_count, users, wait_until};
 use syncfleet_worker::{WorkerConfig, sync::SettingsCheck};
 use tokio_util::sync::CancellationToken;
 
 use crate::Api;
-
-fn body(response: &HttpResponse) -> Value {
-    serde_json::from_str(&response.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", response.body))
-}
 
 #[tokio::test]
 async fn an_organization_admin_switches_their_organization_and_the_switch_is_idempotent() {
@@ -47,7 +43,7 @@ async fn an_organization_admin_switches_their_organization_and_the_switch_is_ide
     );
     let response = http(api.address, "POST", &switch("disable"), Some(&lead)).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let answer = body(&response);
+    let answer = response.json();
     assert_eq!(
         (
             answer["changed"].clone(),
@@ -56,10 +52,10 @@ async fn an_organization_admin_switches_their_organization_and_the_switch_is_ide
         (json!(true), json!(false))
     );
     let again = http(api.address, "POST", &switch("disable"), Some(&lead)).await;
-    assert_eq!(body(&again)["changed"], false);
+    assert_eq!(again.json()["changed"], false);
 
     let view = http(api.address, "GET", &format!("/v1/users/{user}"), Some(&lead)).await;
-    assert_eq!(body(&view)["effective_sync_status"], "organization_disabled");
+    assert_eq!(view.json()["effective_sync_status"], "organization_disabled");
     let force = http(
         api.address,
         "POST",
@@ -68,12 +64,12 @@ async fn an_organization_admin_switches_their_organization_and_the_switch_is_ide
     )
     .await;
     assert_eq!(
-        (force.status, body(&force)["error"]["code"].clone()),
+        (force.status, force.json()["error"]["code"].clone()),
         (409, json!("sync_disabled"))
     );
 
     let response = http(api.address, "POST", &switch("enable"), Some(&lead)).await;
-    assert_eq!(body(&response)["changed"], true);
+    assert_eq!(response.json()["changed"], true);
     let kinds: Vec<(String, String)> =
         sqlx::query_as("SELECT kind, actor FROM activities WHERE organization_id = $1 ORDER BY occurred_at, id")
             .bind(org)

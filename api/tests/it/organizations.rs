@@ -15,10 +15,6 @@ use uuid::Uuid;
 
 use crate::Api;
 
-fn body(response: &syncfleet_testkit::HttpResponse) -> Value {
-    serde_json::from_str(&response.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", response.body))
-}
-
 async fn post(api: &Api, token: &str, organization: Value) -> syncfleet_testkit::HttpResponse {
     http_with_body(
         api.address,
@@ -45,7 +41,7 @@ async fn organizations_are_created_listed_and_read_with_their_rules() {
     )
     .await;
     assert_eq!(response.status, 201, "{}", response.body);
-    let acme = body(&response);
+    let acme = response.json();
     assert_eq!(
         (acme["name"].clone(), acme["sync_enabled"].clone()),
         (json!("Acme"), json!(true))
@@ -62,7 +58,7 @@ async fn organizations_are_created_listed_and_read_with_their_rules() {
     let response = post(&api, &admin, impersonation).await;
     assert_eq!(response.status, 201, "{}", response.body);
     assert!(!response.body.contains("service-secret-1"));
-    let globex = body(&response);
+    let globex = response.json();
     assert_eq!(globex["impersonation_password_set"], true);
     let id: Uuid = globex["id"].as_str().unwrap().parse().unwrap();
     let sealed = secrets::load(
@@ -121,7 +117,7 @@ async fn organizations_are_created_listed_and_read_with_their_rules() {
         let response = post(&api, &admin, organization.clone()).await;
         assert_eq!(response.status, status, "{organization}: {}", response.body);
         assert_eq!(
-            body(&response)["error"]["field"],
+            response.json()["error"]["field"],
             field,
             "{organization}: {}",
             response.body
@@ -137,7 +133,7 @@ async fn organizations_are_created_listed_and_read_with_their_rules() {
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let page = body(&response);
+    let page = response.json();
     assert_eq!(page["total"], 3);
     let names: Vec<&str> = page["items"]
         .as_array()
@@ -155,7 +151,7 @@ async fn organizations_are_created_listed_and_read_with_their_rules() {
         Some(&admin),
     )
     .await;
-    let last = body(&response);
+    let last = response.json();
     assert_eq!(
         (last["items"].as_array().unwrap().len(), last["next_cursor"].clone()),
         (1, Value::Null)
@@ -165,7 +161,7 @@ async fn organizations_are_created_listed_and_read_with_their_rules() {
         "the walk goes on descending"
     );
     let response = http(api.address, "GET", "/v1/organizations?q=glob", Some(&admin)).await;
-    assert_eq!(body(&response)["items"][0]["external_id"], "globex");
+    assert_eq!(response.json()["items"][0]["external_id"], "globex");
     let response = http(
         api.address,
         "GET",
@@ -173,10 +169,10 @@ async fn organizations_are_created_listed_and_read_with_their_rules() {
         Some(&admin),
     )
     .await;
-    assert_eq!(body(&response)["total"], 1);
+    assert_eq!(response.json()["total"], 1);
     let response = http(api.address, "GET", "/v1/organizations?sort=password", Some(&admin)).await;
     assert_eq!(
-        (response.status, body(&response)["error"]["field"].clone()),
+        (response.status, response.json()["error"]["field"].clone()),
         (400, json!("sort"))
     );
 
@@ -186,7 +182,7 @@ async fn organizations_are_created_listed_and_read_with_their_rules() {
         .await
         .unwrap();
     let response = http(api.address, "GET", "/v1/organizations", Some(&lead)).await;
-    assert_eq!(body(&response)["total"], 1);
+    assert_eq!(response.json()["total"], 1);
     let response = http(api.address, "GET", &format!("/v1/organizations/{id}"), Some(&lead)).await;
     assert_eq!(response.status, 404);
     let response = post(
@@ -219,7 +215,7 @@ async fn editing_keeps_the_external_id_and_records_the_switch_and_deleting_respe
     )
     .await;
     assert_eq!(
-        (response.status, body(&response)["error"]["field"].clone()),
+        (response.status, response.json()["error"]["field"].clone()),
         (400, json!("external_id"))
     );
     let response = http_with_body(
@@ -232,7 +228,7 @@ async fn editing_keeps_the_external_id_and_records_the_switch_and_deleting_respe
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(
-        (body(&response)["sync_enabled"].clone(), body(&response)["name"].clone()),
+        (response.json()["sync_enabled"].clone(), response.json()["name"].clone()),
         (json!(false), json!("Renamed"))
     );
     let kinds: Vec<String> =
@@ -252,7 +248,7 @@ async fn editing_keeps_the_external_id_and_records_the_switch_and_deleting_respe
         .unwrap();
     let response = http(api.address, "DELETE", &path, Some(&admin)).await;
     assert_eq!(
-        (response.status, body(&response)["error"]["code"].clone()),
+        (response.status, response.json()["error"]["code"].clone()),
         (409, json!("mailboxes_initialized"))
     );
     sqlx::query("UPDATE users SET mailbox_status = 'not_initialized' WHERE id = $1")
@@ -278,7 +274,7 @@ async fn editing_keeps_the_external_id_and_records_the_switch_and_deleting_respe
     )
     .await;
     assert_eq!(
-        (response.status, body(&response)["error"]["code"].clone()),
+        (response.status, response.json()["error"]["code"].clone()),
         (409, json!("default_organization"))
     );
     api.stop().await;

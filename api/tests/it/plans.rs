@@ -7,13 +7,9 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use syncfleet_api::auth::create_token;
 use syncfleet_common::domain::{AccessType, SyncStatus};
-use syncfleet_testkit::{HttpResponse, TestEnv, http, http_with_body, organization, users};
+use syncfleet_testkit::{TestEnv, http, http_with_body, organization, users};
 
 use crate::Api;
-
-fn body(response: &HttpResponse) -> Value {
-    serde_json::from_str(&response.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", response.body))
-}
 
 #[tokio::test]
 async fn plans_are_added_by_admins_and_listed_for_organization_admins() {
@@ -38,7 +34,7 @@ async fn plans_are_added_by_admins_and_listed_for_organization_admins() {
 
     let response = post(&admin, json!({"code": "pro", "name": "Professional"})).await;
     assert_eq!(response.status, 201, "{}", response.body);
-    let plan = body(&response);
+    let plan = response.json();
     assert_eq!(
         (plan["code"].clone(), plan["name"].clone()),
         (json!("pro"), json!("Professional"))
@@ -54,7 +50,7 @@ async fn plans_are_added_by_admins_and_listed_for_organization_admins() {
     ] {
         let response = post(&admin, payload.clone()).await;
         assert_eq!(response.status, status, "{payload}: {}", response.body);
-        assert_eq!(body(&response)["error"]["field"], field, "{payload}");
+        assert_eq!(response.json()["error"]["field"], field, "{payload}");
     }
     for token in [&lead, &own] {
         let response = post(token, json!({"code": "basic", "name": "Basic"})).await;
@@ -62,7 +58,7 @@ async fn plans_are_added_by_admins_and_listed_for_organization_admins() {
     }
     let response = http(api.address, "GET", "/v1/plans", Some(&lead)).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(body(&response), json!([plan]));
+    assert_eq!(response.json(), json!([plan]));
     assert_eq!(http(api.address, "GET", "/v1/plans", Some(&own)).await.status, 403);
 
     api.stop().await;
@@ -92,7 +88,7 @@ async fn change_plan_assigns_and_clears_a_plan_with_an_activity() {
         &json!({"code": "enterprise", "name": "Enterprise"}).to_string(),
     )
     .await;
-    let plan = body(&created)["id"].as_str().unwrap().to_owned();
+    let plan = created.json()["id"].as_str().unwrap().to_owned();
     let action = format!("/v1/users/{user}/actions/change-plan");
     let send = |token: &str, path: &str, method: &str, payload: Value| {
         let (token, path, method) = (token.to_owned(), path.to_owned(), method.to_owned());
@@ -104,22 +100,22 @@ async fn change_plan_assigns_and_clears_a_plan_with_an_activity() {
     assert_eq!(response.status, 403, "{}", response.body);
     let response = send(&lead, &action, "POST", json!({"plan_id": uuid::Uuid::now_v7()})).await;
     assert_eq!(
-        (response.status, body(&response)["error"]["field"].clone()),
+        (response.status, response.json()["error"]["field"].clone()),
         (404, json!("plan_id"))
     );
 
     let response = send(&lead, &action, "POST", json!({"plan_id": plan})).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let answer = body(&response);
+    let answer = response.json();
     assert_eq!(
         (answer["changed"].clone(), answer["user"]["plan_id"].clone()),
         (json!(true), json!(plan))
     );
     let again = send(&lead, &action, "POST", json!({"plan_id": plan})).await;
-    assert_eq!(body(&again)["changed"], false);
+    assert_eq!(again.json()["changed"], false);
     let cleared = send(&lead, &format!("/v1/users/{user}"), "PATCH", json!({"plan_id": null})).await;
     assert_eq!(cleared.status, 200, "{}", cleared.body);
-    assert_eq!(body(&cleared)["plan_id"], Value::Null);
+    assert_eq!(cleared.json()["plan_id"], Value::Null);
 
     let recorded: Vec<(String, String)> =
         sqlx::query_as("SELECT kind, details FROM activities WHERE user_id = $1 ORDER BY occurred_at, id")

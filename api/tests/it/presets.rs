@@ -9,19 +9,11 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use syncfleet_api::auth::create_token;
 use syncfleet_common::domain::{AccessType, SyncStatus};
-use syncfleet_testkit::{HttpResponse, TestEnv, http, http_with_body, organization, users};
+use syncfleet_testkit::{TestEnv, http, organization, users};
 use syncfleet_worker::sync::{DEFAULT_BASELINE_DAYS, FilterSettings};
 use uuid::Uuid;
 
-use crate::Api;
-
-fn body(response: &HttpResponse) -> Value {
-    serde_json::from_str(&response.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", response.body))
-}
-
-async fn send(api: &Api, method: &str, path: &str, token: &str, payload: &Value) -> HttpResponse {
-    http_with_body(api.address, method, path, Some(token), &payload.to_string()).await
-}
+use crate::{Api, send};
 
 async fn presets(pool: &PgPool) -> String {
     sqlx::query_scalar(
@@ -53,7 +45,7 @@ async fn the_organization_preset_is_what_the_worker_reads_and_records_an_activit
     // What the organization already holds shows as its preset.
     let response = http(api.address, "GET", &path, Some(&lead)).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(body(&response)["settings"], json!({"baseline_days": 3}));
+    assert_eq!(response.json()["settings"], json!({"baseline_days": 3}));
 
     let preset = json!({
         "settings": {"baseline_days": 30, "skip_free_mail": false, "blocked_domains": [" @Rival.COM", "rival.com"]},
@@ -61,7 +53,7 @@ async fn the_organization_preset_is_what_the_worker_reads_and_records_an_activit
     });
     let response = send(&api, "PUT", &path, &lead, &preset).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let view = body(&response);
+    let view = response.json();
     assert_eq!(view["scope"], "organization");
     assert_eq!(
         view["settings"],
@@ -139,7 +131,7 @@ async fn unknown_settings_and_bad_values_are_refused_naming_the_setting() {
         for (payload, field) in &cases {
             let response = send(&api, "PUT", &path, &admin, payload).await;
             assert_eq!(response.status, 400, "{path} {payload}: {}", response.body);
-            assert_eq!(body(&response)["error"]["field"], *field, "{path} {payload}");
+            assert_eq!(response.json()["error"]["field"], *field, "{path} {payload}");
         }
     }
     for name in ["%20sales", &"g".repeat(101)] {
@@ -152,7 +144,7 @@ async fn unknown_settings_and_bad_values_are_refused_naming_the_setting() {
         )
         .await;
         assert_eq!(
-            (response.status, body(&response)["error"]["field"].clone()),
+            (response.status, response.json()["error"]["field"].clone()),
             (400, json!("name"))
         );
     }
@@ -183,7 +175,7 @@ async fn effective_settings_merge_organization_group_and_user_and_a_lock_wins() 
     // Without any preset: the worker's defaults.
     let response = http(api.address, "GET", &effective(loner), Some(&loner_token)).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let settings = &body(&response)["settings"];
+    let settings = &response.json()["settings"];
     assert_eq!(settings["baseline_days"]["value"], json!(DEFAULT_BASELINE_DAYS));
     assert_eq!(
         (
@@ -212,7 +204,7 @@ async fn effective_settings_merge_organization_group_and_user_and_a_lock_wins() 
     )
     .await;
     assert_eq!(response.status, 409, "the organization locks it: {}", response.body);
-    assert_eq!(body(&response)["error"]["field"], "settings.skip_free_mail");
+    assert_eq!(response.json()["error"]["field"], "settings.skip_free_mail");
     let response = send(
         &api,
         "PUT",
@@ -222,7 +214,7 @@ async fn effective_settings_merge_organization_group_and_user_and_a_lock_wins() 
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(body(&response)["user_ids"], json!([member]));
+    assert_eq!(response.json()["user_ids"], json!([member]));
 
     // The member adjusts what is adjustable, never what is locked.
     let mine = format!("/v1/users/{member}/sync-settings");
@@ -237,7 +229,7 @@ async fn effective_settings_merge_organization_group_and_user_and_a_lock_wins() 
     ] {
         let response = send(&api, "PUT", &mine, &own, &payload).await;
         assert_eq!(response.status, status, "{payload}: {}", response.body);
-        assert_eq!(body(&response)["error"]["field"], field);
+        assert_eq!(response.json()["error"]["field"], field);
     }
     let response = send(
         &api,
@@ -251,7 +243,7 @@ async fn effective_settings_merge_organization_group_and_user_and_a_lock_wins() 
 
     let response = http(api.address, "GET", &effective(member), Some(&own)).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let answer = body(&response);
+    let answer = response.json();
     assert_eq!(answer["group_name"], "sales");
     let settings = &answer["settings"];
     assert_eq!(
@@ -285,7 +277,7 @@ async fn effective_settings_merge_organization_group_and_user_and_a_lock_wins() 
     )
     .await;
     assert_eq!(
-        (response.status, body(&response)["error"]["code"].clone()),
+        (response.status, response.json()["error"]["code"].clone()),
         (409, json!("setting_locked"))
     );
     let response = send(
@@ -298,7 +290,7 @@ async fn effective_settings_merge_organization_group_and_user_and_a_lock_wins() 
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(
-        body(&response)["settings"],
+        response.json()["settings"],
         json!({"baseline_days": 60, "blocked_domains": ["x.io"]})
     );
     let response = http(api.address, "DELETE", &loners, Some(&loner_token)).await;
@@ -346,7 +338,7 @@ async fn group_members_are_users_of_the_organization_in_no_other_group() {
         for token in [&lead, &admin] {
             let response = send(&api, "PUT", &group("support"), token, &payload).await;
             assert_eq!(response.status, status, "{payload}: {}", response.body);
-            let error = &body(&response)["error"];
+            let error = &response.json()["error"];
             assert_eq!(
                 (error["code"].as_str(), error["field"].as_str()),
                 (Some(code), Some(field)),
@@ -371,7 +363,7 @@ async fn group_members_are_users_of_the_organization_in_no_other_group() {
         Some(&lead),
     )
     .await;
-    assert_eq!(body(&listed).as_array().map(Vec::len), Some(1), "{}", listed.body);
+    assert_eq!(listed.json().as_array().map(Vec::len), Some(1), "{}", listed.body);
     let response = http(api.address, "DELETE", &group("sales"), Some(&lead)).await;
     assert_eq!(response.status, 204, "{}", response.body);
     let response = http(api.address, "DELETE", &group("sales"), Some(&lead)).await;
@@ -383,7 +375,7 @@ async fn group_members_are_users_of_the_organization_in_no_other_group() {
         Some(&lead),
     )
     .await;
-    assert_eq!(body(&response)["group_name"], Value::Null);
+    assert_eq!(response.json()["group_name"], Value::Null);
 
     api.stop().await;
     env.cleanup().await;
@@ -433,7 +425,7 @@ async fn moving_a_user_to_another_organization_takes_them_out_of_their_group() {
         Some(&admin),
     )
     .await;
-    let answer = body(&response);
+    let answer = response.json();
     assert_eq!(answer["group_name"], Value::Null);
     assert_eq!(answer["organization_id"], to.to_string());
     assert_eq!(answer["settings"]["baseline_days"]["source"], "default");

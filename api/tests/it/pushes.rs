@@ -9,23 +9,15 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use syncfleet_api::auth::create_token;
 use syncfleet_common::domain::{AccessType, SyncStatus};
-use syncfleet_testkit::{HttpResponse, TestEnv, http, http_with_body, organization, users, wait_until};
+use syncfleet_testkit::{TestEnv, http, organization, users, wait_until};
 use syncfleet_worker::{WorkerConfig, sync::SettingsCheck};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::Api;
+use crate::{Api, send};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-pub fn body(response: &HttpResponse) -> Value {
-    serde_json::from_str(&response.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", response.body))
-}
-
-pub async fn send(api: &Api, method: &str, path: &str, token: &str, payload: &Value) -> HttpResponse {
-    http_with_body(api.address, method, path, Some(token), &payload.to_string()).await
-}
 
 /// A worker in this process until `stop`.
 pub struct Worker {
@@ -84,10 +76,10 @@ pub async fn pusher(env: &TestEnv, api: &Api, org: Uuid) -> (Uuid, String) {
 pub async fn completed(api: &Api, token: &str, push: &str) -> Value {
     let path = format!("/v1/pushes/{push}");
     wait_until(LIMIT, "the push to complete", || async {
-        body(&http(api.address, "GET", &path, Some(token)).await)["status"] == "completed"
+        http(api.address, "GET", &path, Some(token)).await.json()["status"] == "completed"
     })
     .await;
-    body(&http(api.address, "GET", &path, Some(token)).await)
+    http(api.address, "GET", &path, Some(token)).await.json()
 }
 
 async fn customization(env: &TestEnv, user: Uuid) -> Option<(i64, String, Value)> {
@@ -137,7 +129,7 @@ async fn a_push_to_selected_colleagues_replaces_their_customization_notifies_the
     )
     .await;
     assert_eq!(response.status, 202, "{}", response.body);
-    let queued = body(&response);
+    let queued = response.json();
     assert_eq!(
         (
             &queued["total"],
@@ -246,7 +238,7 @@ async fn a_push_to_all_reaches_only_the_matching_users_of_the_pushers_organizati
             )
             .await;
             assert_eq!(response.status, 202, "{}", response.body);
-            let id = body(&response)["id"].as_str().unwrap().to_owned();
+            let id = response.json()["id"].as_str().unwrap().to_owned();
             let view = completed(api, admin, &id).await;
             let reached: Vec<Uuid> = sqlx::query_scalar(
                 "SELECT user_id FROM push_recipients WHERE push_id = $1 AND status = 'applied' ORDER BY user_id",
@@ -366,7 +358,7 @@ async fn pushes_stay_inside_the_organization_and_are_refused_whole_with_nothing_
     for (token, request, status, expected) in cases {
         let response = send(&api, "POST", "/v1/pushes", token, &request).await;
         assert_eq!(response.status, status, "{request}: {}", response.body);
-        let error = &body(&response)["error"];
+        let error = &response.json()["error"];
         assert!(
             error["field"] == expected || error["code"] == expected,
             "{request}: {}",
@@ -396,7 +388,7 @@ async fn pushes_stay_inside_the_organization_and_are_refused_whole_with_nothing_
     )
     .await;
     assert_eq!(response.status, 202, "{}", response.body);
-    let path = format!("/v1/pushes/{}", body(&response)["id"].as_str().unwrap());
+    let path = format!("/v1/pushes/{}", response.json()["id"].as_str().unwrap());
     assert_eq!(http(api.address, "GET", &path, Some(&pusher_token)).await.status, 200);
     assert_eq!(http(api.address, "GET", &path, Some(&foreign_admin)).await.status, 404);
     assert_eq!(http(api.address, "GET", &path, Some(&plain_user)).await.status, 404);

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     Api,
-    lists::{SortKey, assert_ordered, body, walk},
+    lists::{SortKey, assert_ordered, walk},
 };
 
 /// An HTTP answer with its body as bytes (a zip, a CSV sent in chunks).
@@ -224,7 +224,7 @@ async fn a_users_sessions_are_paged_newest_first_with_ties_and_filtered() {
     ] {
         let response = http(api.address, "GET", &format!("{path}?{query}"), Some(&admin)).await;
         assert_eq!(response.status, 400, "{query}: {}", response.body);
-        assert_eq!(body(&response)["error"]["field"], field, "{query}");
+        assert_eq!(response.json()["error"]["field"], field, "{query}");
     }
     api.stop().await;
     env.cleanup().await;
@@ -244,7 +244,7 @@ async fn a_session_reads_with_its_issues_and_the_last_sessions_issues_are_listed
     let response = http(api.address, "GET", &format!("/v1/users/{user}/issues"), Some(&admin)).await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(
-        (body(&response)["total"].clone(), body(&response)["session_id"].clone()),
+        (response.json()["total"].clone(), response.json()["session_id"].clone()),
         (0.into(), Value::Null)
     );
 
@@ -264,7 +264,7 @@ async fn a_session_reads_with_its_issues_and_the_last_sessions_issues_are_listed
 
     let response = http(api.address, "GET", &format!("/v1/sessions/{last}"), Some(&admin)).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let detail = body(&response);
+    let detail = response.json();
     assert_eq!(detail["session"]["id"], last.to_string());
     assert_eq!(detail["session"]["status"], "failed");
     assert_eq!(detail["session"]["error_source"], "mailbox");
@@ -301,12 +301,12 @@ async fn a_session_reads_with_its_issues_and_the_last_sessions_issues_are_listed
     ] {
         let response = http(api.address, "GET", &format!("{issues}?{query}"), Some(&admin)).await;
         assert_eq!(response.status, status, "{query}: {}", response.body);
-        assert_eq!(body(&response)["error"]["field"], field, "{query}");
+        assert_eq!(response.json()["error"]["field"], field, "{query}");
     }
     for path in ["/v1/sessions/not-a-session", "/v1/sessions/42/log.zip"] {
         let response = http(api.address, "GET", path, Some(&admin)).await;
         assert_eq!(
-            (response.status, body(&response)["error"]["field"].clone()),
+            (response.status, response.json()["error"]["field"].clone()),
             (400, "id".into())
         );
     }
@@ -352,7 +352,7 @@ async fn sessions_are_out_of_reach_of_other_organizations_and_of_other_users() {
     for path in paths(stranger, strangers) {
         let response = http(api.address, "GET", &path, Some(&lead)).await;
         assert_eq!(response.status, 404, "org admin, {path}: {}", response.body);
-        assert_eq!(body(&response)["error"]["code"], "not_found");
+        assert_eq!(response.json()["error"]["code"], "not_found");
     }
     for path in paths(colleague, colleagues) {
         // These sessions were inserted without a log.
@@ -397,7 +397,7 @@ async fn the_session_log_downloads_as_a_zip_holding_the_workers_log() {
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let session_id: Uuid = body(&response)["job"]["result"]["session_id"]
+    let session_id: Uuid = response.json()["job"]["result"]["session_id"]
         .as_str()
         .unwrap()
         .parse()

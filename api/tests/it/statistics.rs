@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     Api,
-    lists::{SortKey, assert_ordered, body, walk},
+    lists::{SortKey, assert_ordered, walk},
     sessions::{make_last, session},
 };
 
@@ -114,7 +114,7 @@ async fn statistics_show_each_users_last_session_paged_by_name() {
     ] {
         let response = http(api.address, "GET", &format!("{path}?{query}"), Some(&admin)).await;
         assert_eq!(response.status, 400, "{query}: {}", response.body);
-        assert_eq!(body(&response)["error"]["field"], field, "{query}");
+        assert_eq!(response.json()["error"]["field"], field, "{query}");
     }
     api.stop().await;
     env.cleanup().await;
@@ -139,7 +139,7 @@ async fn statistics_of_another_organization_are_out_of_reach() {
     for organization in [other, Uuid::new_v4()] {
         let response = http(api.address, "GET", &statistics(organization), Some(&lead)).await;
         assert_eq!(
-            (response.status, body(&response)["error"]["code"].clone()),
+            (response.status, response.json()["error"]["code"].clone()),
             (404, Value::from("not_found"))
         );
     }
@@ -157,7 +157,7 @@ async fn statistics_of_another_organization_are_out_of_reach() {
     );
     let response = http(api.address, "GET", "/v1/organizations/acme/statistics", Some(&lead)).await;
     assert_eq!(
-        (response.status, body(&response)["error"]["field"].clone()),
+        (response.status, response.json()["error"]["field"].clone()),
         (400, Value::from("id"))
     );
     api.stop().await;

@@ -8,18 +8,10 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use syncfleet_api::auth::create_token;
 use syncfleet_common::domain::{AccessType, SyncStatus};
-use syncfleet_testkit::{HttpResponse, TestEnv, http, http_with_body, organization, users};
+use syncfleet_testkit::{TestEnv, http, http_with_body, organization, users};
 use uuid::Uuid;
 
-use crate::Api;
-
-fn body(response: &HttpResponse) -> Value {
-    serde_json::from_str(&response.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", response.body))
-}
-
-async fn send(api: &Api, method: &str, path: &str, token: &str, payload: &Value) -> HttpResponse {
-    http_with_body(api.address, method, path, Some(token), &payload.to_string()).await
-}
+use crate::{Api, send};
 
 /// The user's activities: (kind, actor, details).
 async fn activities(pool: &PgPool, user: Uuid) -> Vec<(String, String, String)> {
@@ -83,7 +75,7 @@ async fn editing_a_user_changes_each_field_and_records_what_changed() {
     });
     let response = send(&api, "PATCH", &path, &admin, &change).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let view = body(&response);
+    let view = response.json();
     assert_eq!(view["name"], "Ada Lovelace");
     assert_eq!(view["email"], "ada@acme.example");
     assert_eq!(view["notification_email"], "ada.alerts@acme.example");
@@ -115,7 +107,7 @@ async fn editing_a_user_changes_each_field_and_records_what_changed() {
     )
     .await;
     assert_eq!(cleared.status, 200, "{}", cleared.body);
-    let view = body(&cleared);
+    let view = cleared.json();
     assert_eq!(
         (view["notification_email"].clone(), view["description"].clone()),
         (Value::Null, json!(""))
@@ -173,16 +165,16 @@ async fn bad_edits_name_their_field_and_change_nothing() {
     for (change, status, field) in cases {
         let response = send(&api, "PATCH", &path, &admin, &change).await;
         assert_eq!(response.status, status, "{change}: {}", response.body);
-        assert_eq!(body(&response)["error"]["field"], field, "{change}: {}", response.body);
+        assert_eq!(response.json()["error"]["field"], field, "{change}: {}", response.body);
     }
     let response = http_with_body(api.address, "PATCH", &path, Some(&admin), "{not json").await;
     assert_eq!(
-        (response.status, body(&response)["error"]["field"].clone()),
+        (response.status, response.json()["error"]["field"].clone()),
         (400, json!("body"))
     );
     let response = send(&api, "PATCH", "/v1/users/not-a-uuid", &admin, &json!({})).await;
     assert_eq!(
-        (response.status, body(&response)["error"]["field"].clone()),
+        (response.status, response.json()["error"]["field"].clone()),
         (400, json!("id"))
     );
 
@@ -210,7 +202,7 @@ async fn under_impersonation_a_user_may_not_change_their_own_smtp_address_but_an
     for (method, route) in [("PATCH", path.clone()), ("PUT", format!("{path}/mailbox"))] {
         let response = send(&api, method, &route, &own, &json!({"email": "ceo@acme.example"})).await;
         assert_eq!(response.status, 403, "{method} {route}: {}", response.body);
-        assert_eq!(body(&response)["error"]["field"], "email");
+        assert_eq!(response.json()["error"]["field"], "email");
     }
     for (field, value) in [("organization_id", json!(Uuid::now_v7())), ("plan_id", json!(null))] {
         let change = json!({ field: value });
@@ -220,7 +212,7 @@ async fn under_impersonation_a_user_may_not_change_their_own_smtp_address_but_an
             assert_eq!(response.status, 200, "{}", response.body);
         } else {
             assert_eq!(
-                (response.status, body(&response)["error"]["field"].clone()),
+                (response.status, response.json()["error"]["field"].clone()),
                 (403, json!(field))
             );
         }
@@ -235,12 +227,12 @@ async fn under_impersonation_a_user_may_not_change_their_own_smtp_address_but_an
         .unwrap();
     let response = send(&api, "PATCH", &path, &own, &json!({"name": "Ada L.", "email": current})).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(body(&response)["name"], "Ada L.");
+    assert_eq!(response.json()["name"], "Ada L.");
 
     // Their organization's admin can change the address.
     let response = send(&api, "PATCH", &path, &lead, &json!({"email": "ada.l@acme.example"})).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(body(&response)["email"], "ada.l@acme.example");
+    assert_eq!(response.json()["email"], "ada.l@acme.example");
     let kinds: Vec<String> = activities(&env.pool, user)
         .await
         .into_iter()
@@ -283,7 +275,7 @@ async fn an_organization_admin_gets_404_for_a_foreign_user_or_organization_and_n
     )
     .await;
     assert_eq!(
-        (response.status, body(&response)["error"]["field"].clone()),
+        (response.status, response.json()["error"]["field"].clone()),
         (404, json!("organization_id")),
         "{}",
         response.body
@@ -346,11 +338,11 @@ async fn change_organization_moves_the_user_with_an_activity_in_both_organizatio
     // Office 365 to Exchange Direct: the Microsoft authorization still fits.
     let response = send(&api, "POST", &path, &admin, &json!({"organization_id": to})).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let answer = body(&response);
+    let answer = response.json();
     assert_eq!(answer["changed"], true);
     assert_eq!(answer["user"]["organization_id"], to.to_string());
     let again = send(&api, "POST", &path, &admin, &json!({"organization_id": to})).await;
-    assert_eq!(body(&again)["changed"], false);
+    assert_eq!(again.json()["changed"], false);
 
     let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
         "SELECT organization_id, kind, details FROM activities WHERE user_id = $1 ORDER BY organization_id",
@@ -404,7 +396,7 @@ async fn a_move_across_access_types_is_refused_while_the_stored_authorization_wo
     )
     .await;
     assert_eq!(response.status, 409, "{}", response.body);
-    let error = &body(&response)["error"];
+    let error = &response.json()["error"];
     assert_eq!(
         (error["code"].as_str(), error["field"].as_str()),
         (Some("access_type_mismatch"), Some("organization_id"))
@@ -429,7 +421,7 @@ async fn a_move_across_access_types_is_refused_while_the_stored_authorization_wo
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(body(&response)["organization_id"], gmail.to_string());
+    assert_eq!(response.json()["organization_id"], gmail.to_string());
 
     api.stop().await;
     env.cleanup().await;
@@ -463,7 +455,7 @@ async fn a_bulk_change_of_organization_answers_one_result_per_user() {
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let results = body(&response);
+    let results = response.json();
     let outcome = |index: usize| {
         (
             results[index]["ok"].as_bool().unwrap(),
@@ -495,7 +487,7 @@ async fn a_bulk_change_of_organization_answers_one_result_per_user() {
         &json!({"user_ids": [first, authorized], "organization_id": to}),
     )
     .await;
-    let results = body(&response);
+    let results = response.json();
     assert_eq!(
         (results[0]["ok"].clone(), results[0]["changed"].clone()),
         (json!(true), json!(false))
@@ -509,7 +501,7 @@ async fn a_bulk_change_of_organization_answers_one_result_per_user() {
         &json!({"user_ids": [first], "organization_id": from}),
     )
     .await;
-    assert_eq!(body(&response)[0]["error"]["code"], "not_found");
+    assert_eq!(response.json()[0]["error"]["code"], "not_found");
     let organization: Uuid = sqlx::query_scalar("SELECT organization_id FROM users WHERE id = $1")
         .bind(first)
         .fetch_one(&env.pool)
@@ -546,7 +538,7 @@ async fn the_mailbox_and_crm_routes_store_sealed_secrets_by_access_type_with_an_
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert!(!response.body.contains("secret-value"), "{}", response.body);
-    let view = body(&response);
+    let view = response.json();
     assert_eq!(
         (view["account_logon"].clone(), view["mailbox_password_set"].clone()),
         (json!("ACME\\ada"), json!(true))
@@ -562,7 +554,7 @@ async fn the_mailbox_and_crm_routes_store_sealed_secrets_by_access_type_with_an_
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert!(!response.body.contains("secret-value"), "{}", response.body);
-    let view = body(&response);
+    let view = response.json();
     assert_eq!(view["salesforce_instance_url"], "https://acme.my.salesforce.com");
     assert_eq!(view["crm_authorized"], true);
 
@@ -583,7 +575,7 @@ async fn the_mailbox_and_crm_routes_store_sealed_secrets_by_access_type_with_an_
     ] {
         let response = send(&api, "PUT", &format!("/v1/users/{user}/{route}"), &own, &change).await;
         assert_eq!(response.status, 400, "{route} {change}: {}", response.body);
-        assert_eq!(body(&response)["error"]["field"], field, "{route} {change}");
+        assert_eq!(response.json()["error"]["field"], field, "{route} {change}");
         assert!(!response.body.contains("secret-value"), "{}", response.body);
     }
     let details: Vec<String> = activities(&env.pool, user)

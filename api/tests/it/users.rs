@@ -11,10 +11,6 @@ use uuid::Uuid;
 
 use crate::Api;
 
-fn body(response: &syncfleet_testkit::HttpResponse) -> Value {
-    serde_json::from_str(&response.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", response.body))
-}
-
 async fn activities(env: &TestEnv, user: Uuid) -> Vec<(String, String)> {
     sqlx::query_as("SELECT kind, actor FROM activities WHERE user_id = $1 ORDER BY occurred_at")
         .bind(user)
@@ -42,7 +38,7 @@ async fn enabling_a_suspended_user_clears_the_suspension_records_an_activity_and
     let path = format!("/v1/users/{user}/actions/enable-sync");
     let first = http(api.address, "POST", &path, Some(&token)).await;
     assert_eq!(first.status, 200, "{}", first.body);
-    let result = body(&first);
+    let result = first.json();
     assert_eq!(result["changed"], true);
     assert_eq!(result["user"]["sync_status"], "enabled");
     assert_eq!(result["user"]["effective_sync_status"], "enabled");
@@ -56,7 +52,7 @@ async fn enabling_a_suspended_user_clears_the_suspension_records_an_activity_and
 
     let again = http(api.address, "POST", &path, Some(&token)).await;
     assert_eq!(
-        body(&again)["changed"],
+        again.json()["changed"],
         false,
         "enabling an enabled user changes nothing"
     );
@@ -88,7 +84,7 @@ async fn disabling_records_who_did_it_and_the_effective_status_follows_the_organ
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let view = &body(&response)["user"];
+    let view = &response.json()["user"];
     assert_eq!(view["sync_status"], "disabled");
     assert_eq!(view["disabled_reason"], "disabled by root@example.test");
     assert_eq!(
@@ -104,7 +100,7 @@ async fn disabling_records_who_did_it_and_the_effective_status_follows_the_organ
     )
     .await;
     assert_eq!(other.status, 200);
-    let other = body(&other);
+    let other = other.json();
     assert_eq!(
         (other["sync_status"].as_str(), other["effective_sync_status"].as_str()),
         (Some("enabled"), Some("organization_disabled"))
@@ -131,7 +127,7 @@ async fn a_user_token_may_not_switch_synchronization() {
     )
     .await;
     assert_eq!(
-        (own.status, body(&own)["error"]["code"].as_str()),
+        (own.status, own.json()["error"]["code"].as_str()),
         (403, Some("forbidden"))
     );
     let theirs = http(
@@ -175,7 +171,7 @@ async fn a_bulk_action_answers_one_result_per_user_in_order() {
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let results = body(&response);
+    let results = response.json();
     let summary: Vec<(String, bool, Value)> = results
         .as_array()
         .unwrap()
@@ -260,7 +256,7 @@ async fn bad_bulk_requests_are_refused_naming_the_field_and_change_nothing() {
         )
         .await;
         assert_eq!(response.status, status, "{request}: {}", response.body);
-        assert_eq!(body(&response)["error"]["field"], field, "{request}");
+        assert_eq!(response.json()["error"]["field"], field, "{request}");
     }
     let selection = json!({ "user_ids": [user] }).to_string();
     let unknown = http_with_body(
@@ -272,7 +268,7 @@ async fn bad_bulk_requests_are_refused_naming_the_field_and_change_nothing() {
     )
     .await;
     assert_eq!(
-        (unknown.status, body(&unknown)["error"]["code"].as_str()),
+        (unknown.status, unknown.json()["error"]["code"].as_str()),
         (404, Some("unknown_action"))
     );
     let status: String = sqlx::query_scalar("SELECT sync_status FROM users WHERE id = $1")
@@ -307,7 +303,7 @@ async fn users_are_added_disabled_listed_and_deleted_unless_their_mailbox_is_ini
         )
         .await;
         assert_eq!(response.status, 201, "{}", response.body);
-        let user = body(&response);
+        let user = response.json();
         assert_eq!(user["sync_status"], "disabled", "new users start disabled");
         assert_eq!(user["organization_id"], json!(org.to_string()));
         created.push(user["id"].as_str().unwrap().to_owned());
@@ -321,7 +317,7 @@ async fn users_are_added_disabled_listed_and_deleted_unless_their_mailbox_is_ini
     )
     .await;
     assert_eq!(
-        (response.status, body(&response)["error"]["field"].clone()),
+        (response.status, response.json()["error"]["field"].clone()),
         (409, json!("email"))
     );
     let response = http_with_body(
@@ -341,14 +337,14 @@ async fn users_are_added_disabled_listed_and_deleted_unless_their_mailbox_is_ini
     // The organization admin lists only theirs, sorted and searched.
     let response = http(api.address, "GET", "/v1/users?sort=-name", Some(&lead)).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let page = body(&response);
+    let page = response.json();
     assert_eq!(page["total"], 2);
     assert_eq!(page["items"][0]["name"], "Bob Seller");
     let response = http(api.address, "GET", "/v1/users?q=ada", Some(&lead)).await;
-    assert_eq!(body(&response)["items"][0]["email"], "ada@acme.example");
+    assert_eq!(response.json()["items"][0]["email"], "ada@acme.example");
     let response = http(api.address, "GET", "/v1/users?sort=password", Some(&lead)).await;
     assert_eq!(
-        (response.status, body(&response)["error"]["field"].clone()),
+        (response.status, response.json()["error"]["field"].clone()),
         (400, json!("sort"))
     );
 
@@ -361,7 +357,7 @@ async fn users_are_added_disabled_listed_and_deleted_unless_their_mailbox_is_ini
     let path = format!("/v1/users/{}", created[0]);
     let response = http(api.address, "DELETE", &path, Some(&lead)).await;
     assert_eq!(
-        (response.status, body(&response)["error"]["code"].clone()),
+        (response.status, response.json()["error"]["code"].clone()),
         (409, json!("mailbox_initialized"))
     );
     let response = http(api.address, "DELETE", &format!("{path}?force=true"), Some(&lead)).await;
