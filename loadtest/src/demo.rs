@@ -206,25 +206,28 @@ fn messages(index: usize, now: DateTime<Utc>) -> Vec<DemoMessage> {
 }
 
 /// The simulators' control APIs.
-struct ControlApi {
+/// The simulators' control APIs over HTTP (the demo's seeding and the fleet
+/// load test's bulk seeding).
+pub(crate) struct ControlApi {
     http: reqwest::Client,
     base: Url,
 }
 
 impl ControlApi {
-    fn new(base: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(base: &str) -> anyhow::Result<Self> {
         let base: Url = base
             .parse()
             .with_context(|| format!("{} is not a URL", SIMULATOR_URL.name))?;
         let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
+            // Bulk seeding sends thousands of mailboxes in one call.
+            .timeout(std::time::Duration::from_secs(120))
             .build()?;
         Ok(Self { http, base })
     }
 
     /// The simulators' base URL without a trailing slash: the providers' URLs
     /// hang off it.
-    fn base_url(&self) -> String {
+    pub(crate) fn base_url(&self) -> String {
         self.base.as_str().trim_end_matches('/').to_owned()
     }
 
@@ -238,7 +241,7 @@ impl ControlApi {
     }
 
     /// POSTs `body` and answers the JSON answer (`Null` for an empty one).
-    async fn post(&self, segments: &[&str], body: Value) -> anyhow::Result<Value> {
+    pub(crate) async fn post(&self, segments: &[&str], body: Value) -> anyhow::Result<Value> {
         let url = self.url(segments)?;
         let response = self
             .http

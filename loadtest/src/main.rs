@@ -16,11 +16,18 @@
 //!   a customization push to N users through the api and W workers, the
 //!   notification latency over S live streams during it, then P
 //!   `pg_notify` probes (commit to event); prints a JSON report.
+//! - `fleet [--users N] [--workers W] [--concurrency C] [--latency-ms L]
+//!   [--jitter-ms J] [--compression K] [--step-start S] [--step-cycles Y]
+//!   [--force-syncs F] [--organizations O] [--ceiling-messages M]
+//!   [--ceiling-rows R] [--out DIR]`: the whole fleet as processes against
+//!   the simulators, P1-P5 measured against this machine's ceilings; writes
+//!   `DIR/report.json` and `DIR/report.html` (see `fleet`).
 //! - `limiter [--calls N]`: the fleet-wide limiter's cost per call, through
 //!   Redis and through the local share; prints a JSON report.
 
 mod api_bench;
 mod demo;
+mod fleet;
 mod limiter_bench;
 mod pipeline;
 mod push_bench;
@@ -32,7 +39,10 @@ use syncfleet_common::telemetry;
 const USAGE: &str = "usage: syncfleet-loadtest seed-demo | pipeline [--jobs N] [--workers W] \
                      | sync [--users N] [--workers W] [--latency MS] [--concurrency C] | limiter [--calls N] \
                      | api [--users N] [--requests R] [--concurrency C] [--force-syncs F] [--workers W] \
-                     | push [--users N] [--workers W] [--streams S] [--probes P] [--batch B]";
+                     | push [--users N] [--workers W] [--streams S] [--probes P] [--batch B] \
+                     | fleet [--users N] [--workers W] [--concurrency C] [--latency-ms L] [--jitter-ms J] \
+                     [--compression K] [--step-start S] [--step-cycles Y] [--force-syncs F] [--organizations O] \
+                     [--ceiling-messages M] [--ceiling-rows R] [--out DIR]";
 
 fn main() -> anyhow::Result<()> {
     telemetry::main_with("syncfleet-loadtest", |source| async move {
@@ -43,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             Some("limiter") => limiter_bench::run(&source, &limiter_bench::Options::parse(&arguments[1..])?).await,
             Some("api") => api_bench::run(&source, &api_bench::Options::parse(&arguments[1..])?).await,
             Some("push") => push_bench::run(&source, &push_bench::Options::parse(&arguments[1..])?).await,
+            Some("fleet") => fleet::run(&source, &fleet::Options::parse(&arguments[1..])?).await,
             Some("sync") => sync_bench::run(&source, &sync_bench::Options::parse(&arguments[1..])?).await,
             _ => anyhow::bail!("{USAGE}"),
         }

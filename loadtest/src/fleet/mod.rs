@@ -1,0 +1,941 @@
+//! The fleet load test: the whole fleet as a deployment runs it, on this
+//! machine, measured against the machine's own ceilings (P1-P5 of the brief).
+//!
+//! On a fresh database and queue prefix:
+//! 1. the simulators start as a process, with a per-call latency drawn
+//!    uniformly from `--latency-ms` to `--latency-ms + --jitter-ms` and the
+//!    providers' limits; N users are seeded in bulk (see [`seed`]);
+//! 2. the ceilings (P5) are measured on the same PostgreSQL and RabbitMQ
+//!    while nothing else runs (see [`ceilings`]);
+//! 3. the api, a scheduler and W workers start as processes;
+//! 4. P1: every user is made due at once; sessions per second from that
+//!    moment to the last session's end, every session checked;
+//! 5. P2: the cadence is compressed by `--compression` (30 min / K) and the
+//!    number of users on it is doubled from `--step-start` until the
+//!    scheduling lag's p99 passes 5 s or a cycle leaves users unsynced; the
+//!    largest N that held, and N x K: the users a 30-minute cadence holds at
+//!    that rate;
+//! 6. P3: every user is made due at once again (the cadence backlog) and
+//!    force syncs are requested through the api while it waits; request to
+//!    session start, p50 and p99, with the backlog at each request;
+//! 7. P4, all along: each worker's resident memory at its most deliveries in
+//!    flight (`--concurrency` per worker).
+//!
+//! The report (every figure, the configuration, the versions, the machine)
+//! goes to `<out>/report.json` and stdout, the chart to `<out>/report.html`.
+//! The run fails on errors (a process exiting, a failed session, a missing
+//! Task), never on speed.
+
+pub mod ceilings;
+pub mod chart;
+mod processes;
+mod sampler;
+mod seed;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use sqlx::PgPool;
+use syncfleet_common::{
+    config::{CommonConfig, Source},
+    db,
+    queue::{Publisher, Route, Topology},
+    secrets::KeyRing,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{demo::ControlApi, scratch::Scratch};
+use processes::{Process, free_port};
+
+/// The run's own key ring (32 bytes of 0x33): its credentials live only in
+/// its throwaway database.
+const ENCRYPTION_KEYS: &str = "1:MzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzM=";
+/// Each simulated Salesforce org's daily allocation, and the fleet's view of it.
+const DAILY_API_MAX: &str = "100000000";
+/// The brief's cadence, which `--compression` divides.
+const CADENCE: Duration = Duration::from_secs(30 * 60);
+/// P2's limit on the scheduling lag's p99.
+const LAG_LIMIT_MS: f64 = 5_000.0;
+/// How long a phase may go without progress before the run fails.
+const STALL_LIMIT: Duration = Duration::from_secs(120);
+
+/// The run's parameters.
+pub struct Options {
+    users: usize,
+    organizations: usize,
+    workers: usize,
+    concurrency: usize,
+    latency_ms: usize,
+    jitter_ms: usize,
+    compression: usize,
+    step_start: usize,
+    step_cycles: usize,
+    force_syncs: usize,
+    ceiling_messages: usize,
+    ceiling_rows: usize,
+    out: PathBuf,
+}
+
+impl Options {
+    /// Reads the flags; see the usage.
+    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
+        let mut options = Self {
+            users: 100_000,
+            organizations: 20,
+            workers: 2,
+            concurrency: 1_000,
+            latency_ms: 50,
+            jitter_ms: 250,
+            compression: 60,
+            step_start: 2_000,
+            step_cycles: 3,
+            force_syncs: 40,
+            ceiling_messages: 50_000,
+            ceiling_rows: 50_000,
+            out: PathBuf::from("loadtest-report"),
+        };
+        let mut numbers = Vec::new();
+        let mut iter = arguments.iter();
+        while let Some(flag) = iter.next() {
+            if flag == "--out" {
+                options.out = PathBuf::from(iter.next().context("--out needs a folder")?);
+            } else {
+                numbers.push(flag.clone());
+                numbers.extend(iter.next().cloned());
+            }
+        }
+        crate::scratch::whole_numbers(
+            &numbers,
+            &mut [
+                ("--users", &mut options.users),
+                ("--organizations", &mut options.organizations),
+                ("--workers", &mut options.workers),
+                ("--concurrency", &mut options.concurrency),
+                ("--latency-ms", &mut options.latency_ms),
+                ("--jitter-ms", &mut options.jitter_ms),
+                ("--compression", &mut options.compression),
+                ("--step-start", &mut options.step_start),
+                ("--step-cycles", &mut options.step_cycles),
+                ("--force-syncs", &mut options.force_syncs),
+                ("--ceiling-messages", &mut options.ceiling_messages),
+                ("--ceiling-rows", &mut options.ceiling_rows),
+            ],
+        )?;
+        anyhow::ensure!(
+            options.step_cycles >= 2,
+            "--step-cycles must be at least 2 (one to settle, then the measured ones)"
+        );
+        anyhow::ensure!(
+            options.force_syncs < options.users,
+            "--force-syncs must be fewer than --users (the others make the backlog)"
+        );
+        anyhow::ensure!(
+            u16::try_from(options.concurrency).is_ok(),
+            "--concurrency is at most {}",
+            u16::MAX
+        );
+        Ok(options)
+    }
+
+    fn interval(&self) -> Duration {
+        CADENCE / u32::try_from(self.compression).unwrap_or(u32::MAX)
+    }
+}
+
+/// The fleet's processes and what they share.
+struct Fleet {
+    settings: Vec<(String, String)>,
+    logs: PathBuf,
+    http: reqwest::Client,
+    simulators: Process,
+    api: Option<Process>,
+    scheduler: Option<Process>,
+    workers: Vec<Process>,
+    api_base: String,
+    admin_token: String,
+}
+
+impl Fleet {
+    /// Starts the simulators (the other processes come after seeding).
+    async fn start_simulators(scratch: &Scratch, options: &Options, logs: PathBuf) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let simulators_listen = free_port()?;
+        let simulators_url = format!("http://{simulators_listen}");
+        let admin_token = format!("loadtest-admin-{}", Uuid::new_v4().simple());
+        let settings: Vec<(String, String)> = [
+            ("SYNCFLEET_DATABASE_URL", scratch.database_url.clone()),
+            ("SYNCFLEET_QUEUE_PREFIX", scratch.prefix.clone()),
+            ("SYNCFLEET_ENCRYPTION_KEYS", ENCRYPTION_KEYS.to_owned()),
+            ("SYNCFLEET_ALLOW_LOCAL_URLS", "true".to_owned()),
+            ("SYNCFLEET_LOG_FORMAT", "json".to_owned()),
+            ("SYNCFLEET_LEADER_LEASE", "3s".to_owned()),
+            ("SYNCFLEET_SIMULATOR_LISTEN", simulators_listen.to_string()),
+            ("SYNCFLEET_SIMULATOR_SMTP_LISTEN", free_port()?.to_string()),
+            ("SYNCFLEET_SIMULATOR_LATENCY", format!("{}ms", options.latency_ms)),
+            ("SYNCFLEET_SIMULATOR_LATENCY_JITTER", format!("{}ms", options.jitter_ms)),
+            ("SYNCFLEET_SIMULATOR_SALESFORCE_DAILY_API_MAX", DAILY_API_MAX.to_owned()),
+            ("SYNCFLEET_LIMIT_SALESFORCE_DAILY_REQUESTS", DAILY_API_MAX.to_owned()),
+            ("SYNCFLEET_GRAPH_URL", simulators_url.clone()),
+            (
+                "SYNCFLEET_MICROSOFT_TOKEN_URL",
+                format!("{simulators_url}/organizations/oauth2/v2.0/token"),
+            ),
+            ("SYNCFLEET_MICROSOFT_CLIENT_ID", "syncfleet-loadtest-app".to_owned()),
+            (
+                "SYNCFLEET_MICROSOFT_CLIENT_SECRET",
+                "syncfleet-loadtest-secret".to_owned(),
+            ),
+            (
+                "SYNCFLEET_SALESFORCE_CLIENT_ID",
+                "syncfleet-loadtest-connected-app".to_owned(),
+            ),
+            ("SYNCFLEET_WORKER_CONCURRENCY", options.concurrency.to_string()),
+            ("SYNCFLEET_BOOTSTRAP_ADMIN_TOKEN", admin_token.clone()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+        let mut simulators = Process::start(
+            "syncfleet-simulators",
+            "simulators",
+            simulators_listen,
+            &settings,
+            &logs,
+        )?;
+        // The simulators answer any path once they listen (404 for `/`).
+        wait_listening(&mut simulators, &http).await?;
+        Ok(Self {
+            settings,
+            logs,
+            http,
+            simulators,
+            api: None,
+            scheduler: None,
+            workers: Vec::new(),
+            api_base: String::new(),
+            admin_token,
+        })
+    }
+
+    fn simulators_url(&self) -> String {
+        format!("http://{}", self.simulators.ops)
+    }
+
+    fn with(&self, extra: &[(&str, String)]) -> Vec<(String, String)> {
+        let mut settings = self.settings.clone();
+        settings.extend(extra.iter().map(|(name, value)| ((*name).to_owned(), value.clone())));
+        settings
+    }
+
+    async fn start_api(&mut self) -> anyhow::Result<()> {
+        let listen = free_port()?;
+        let settings = self.with(&[("SYNCFLEET_API_LISTEN", listen.to_string())]);
+        let mut api = Process::start("syncfleet-api", "api", listen, &settings, &self.logs)?;
+        api.ready(&self.http, "/readyz", Duration::from_secs(60)).await?;
+        self.api_base = format!("http://{listen}");
+        self.api = Some(api);
+        Ok(())
+    }
+
+    async fn start_workers(&mut self, count: usize) -> anyhow::Result<()> {
+        for index in 0..count {
+            let ops = free_port()?;
+            let name = format!("worker-{}", index + 1);
+            let settings = self.with(&[
+                ("SYNCFLEET_OPS_LISTEN", ops.to_string()),
+                ("SYNCFLEET_WORKER_ID", format!("loadtest-{name}")),
+            ]);
+            let mut worker = Process::start("syncfleet-worker", &name, ops, &settings, &self.logs)?;
+            worker.ready(&self.http, "/readyz", Duration::from_secs(60)).await?;
+            self.workers.push(worker);
+        }
+        Ok(())
+    }
+
+    /// (Re)starts the scheduler with cadence `interval`; a deployment's
+    /// setting change is a restart too.
+    async fn restart_scheduler(&mut self, interval: Duration, generation: usize) -> anyhow::Result<()> {
+        if let Some(scheduler) = self.scheduler.take() {
+            scheduler.stop(Duration::from_secs(30)).await?;
+        }
+        let ops = free_port()?;
+        let settings = self.with(&[
+            ("SYNCFLEET_OPS_LISTEN", ops.to_string()),
+            ("SYNCFLEET_SYNC_INTERVAL", format!("{}ms", interval.as_millis())),
+        ]);
+        let mut scheduler = Process::start(
+            "syncfleet-scheduler",
+            &format!("scheduler-{generation}"),
+            ops,
+            &settings,
+            &self.logs,
+        )?;
+        scheduler.ready(&self.http, "/readyz", Duration::from_secs(60)).await?;
+        self.scheduler = Some(scheduler);
+        Ok(())
+    }
+
+    /// Fails if any process has exited.
+    fn check(&mut self) -> anyhow::Result<()> {
+        self.simulators.check_running()?;
+        for process in self
+            .api
+            .iter_mut()
+            .chain(self.scheduler.iter_mut())
+            .chain(&mut self.workers)
+        {
+            process.check_running()?;
+        }
+        Ok(())
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let patience = Duration::from_secs(30);
+        if let Some(scheduler) = self.scheduler {
+            scheduler.stop(patience).await?;
+        }
+        for worker in self.workers {
+            worker.stop(patience).await?;
+        }
+        if let Some(api) = self.api {
+            api.stop(patience).await?;
+        }
+        self.simulators.stop(patience).await
+    }
+}
+
+async fn wait_listening(process: &mut Process, http: &reqwest::Client) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        process.check_running()?;
+        if http.get(format!("http://{}/", process.ops)).send().await.is_ok() {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the simulators did not listen within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the whole load test; see the module's docs.
+pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
+    let scratch = Scratch::create("syncfleet_fleet_bench", "fleet").await?;
+    let logs = options.out.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let mut settings = source.clone();
+    settings.extend([
+        ("SYNCFLEET_DATABASE_URL", scratch.database_url.as_str()),
+        ("SYNCFLEET_QUEUE_PREFIX", scratch.prefix.as_str()),
+    ]);
+    let common = CommonConfig::from_source(&settings)?;
+    let pool = db::connect(&common).await?;
+    db::migrate(&pool).await?;
+    let mut fleet = Fleet::start_simulators(&scratch, options, logs).await?;
+    let outcome = measure(&mut fleet, &pool, &common, &scratch, options).await;
+    let stopped = fleet.stop().await;
+    pool.close().await;
+    if let Err(error) = scratch.remove(&common).await {
+        eprintln!("cleanup incomplete: {error:#}");
+    }
+    let report = outcome?;
+    stopped?;
+    let errors = report["errors"].as_array().map_or(0, Vec::len);
+    anyhow::ensure!(errors == 0, "the run had {errors} error(s): {}", report["errors"]);
+    Ok(())
+}
+
+/// Seeds, measures every figure, writes the report; answers it.
+async fn measure(
+    fleet: &mut Fleet,
+    pool: &PgPool,
+    common: &CommonConfig,
+    scratch: &Scratch,
+    options: &Options,
+) -> anyhow::Result<serde_json::Value> {
+    let ring = KeyRing::parse(&SecretString::from(ENCRYPTION_KEYS.to_owned()))?;
+    let control = ControlApi::new(&fleet.simulators_url())?;
+    let seeding = Instant::now();
+    let seeded = seed::seed(pool, &control, &ring, options.users, options.organizations).await?;
+    let seeding_s = seeding.elapsed().as_secs_f64();
+    eprintln!("seeded {} users in {seeding_s:.1}s", options.users);
+
+    let pairs: Vec<(Uuid, Uuid)> = sqlx::query_as("SELECT id, organization_id FROM users")
+        .fetch_all(pool)
+        .await?;
+    let prefetch = u16::try_from(options.concurrency)?;
+    let ceilings = ceilings::measure(
+        common,
+        pool,
+        &scratch.prefix,
+        &pairs,
+        options.ceiling_messages,
+        options.ceiling_rows,
+        prefetch,
+    )
+    .await?;
+    eprintln!("ceilings: {ceilings:?}");
+
+    fleet.start_api().await?;
+    fleet.start_workers(options.workers).await?;
+    let long = Duration::from_secs(24 * 3600);
+    fleet.restart_scheduler(long, 1).await?;
+    let topology = Topology::new(scratch.prefix.clone(), common.delivery_limit);
+    let publisher = Arc::new(Publisher::connect(common.amqp_url.clone(), "loadtest observer", topology).await?);
+
+    let origin = Instant::now();
+    let stop_sampling = CancellationToken::new();
+    let watched: Vec<sampler::Watched> = fleet
+        .workers
+        .iter()
+        .map(|worker| sampler::Watched {
+            name: worker.name.clone(),
+            ops: worker.ops,
+            pid: worker.pid().unwrap_or_default(),
+        })
+        .collect();
+    let sampling = tokio::spawn(sampler::run(watched, publisher.clone(), origin, stop_sampling.clone()));
+    let mut phases = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+
+    // P1: everyone due at once.
+    let p1 = phase_p1(fleet, pool, &seeded, origin, &mut phases, &mut errors).await?;
+    eprintln!("P1: {p1}");
+    // P2: stepping N on the compressed cadence.
+    fleet.restart_scheduler(options.interval(), 2).await?;
+    let p2 = phase_p2(fleet, pool, &seeded, options, origin, &mut phases, &mut errors).await?;
+    eprintln!("P2: {}", p2["largest_on_cadence"]);
+    // P3: force syncs under the cadence backlog.
+    fleet.restart_scheduler(long, 3).await?;
+    let p3 = phase_p3(fleet, pool, &publisher, &seeded, options, origin, &mut phases).await?;
+    eprintln!("P3: {}", p3["force_sync_to_session_start"]);
+
+    stop_sampling.cancel();
+    let sampled = sampling.await?;
+    fleet.check()?;
+    let p4 = p4(&sampled.workers, options.concurrency);
+
+    let sessions_per_s = p1["sessions_per_s"].as_f64().unwrap_or(0.0);
+    let sustained = p2["largest_on_cadence"]["sessions_per_s"].as_f64().unwrap_or(0.0);
+    let ratio = |figure: f64, ceiling: f64| rounded(figure / ceiling.max(f64::MIN_POSITIVE), 3);
+    let report = serde_json::json!({
+        "configuration": {
+            "users": options.users,
+            "organizations": seeded.organizations,
+            "salesforce_orgs": seeded.salesforce_orgs,
+            "workers": options.workers,
+            "concurrency_per_worker": options.concurrency,
+            "provider_latency_ms": { "min": options.latency_ms, "max": options.latency_ms + options.jitter_ms,
+                                     "distribution": "uniform" },
+            "compression": options.compression,
+            "compressed_cadence_s": options.interval().as_secs_f64(),
+            "step_start": options.step_start,
+            "step_cycles": options.step_cycles,
+            "force_syncs": options.force_syncs,
+            "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        },
+        "seeding_s": rounded(seeding_s, 1),
+        "p1_end_to_end": p1,
+        "p2_on_cadence": p2,
+        "p3_force_sync": p3,
+        "p4_worker_memory": p4,
+        "p5_ceilings": ceilings.json(options.ceiling_messages, options.ceiling_rows),
+        "ratios": {
+            "p1_to_rabbitmq": ratio(sessions_per_s, ceilings.rabbitmq_per_s),
+            "p1_to_postgres_single": ratio(sessions_per_s, ceilings.postgres_single_per_s),
+            "p1_to_postgres_batched": ratio(sessions_per_s, ceilings.postgres_batched_per_s),
+            "p2_to_rabbitmq": ratio(sustained, ceilings.rabbitmq_per_s),
+            "p2_to_postgres_single": ratio(sustained, ceilings.postgres_single_per_s),
+        },
+        "targets": targets(&p1, &p2, &p3, &p4, &ceilings, options),
+        "environment": environment(pool).await,
+        "errors": errors,
+    });
+    write_report(&options.out, &report, &sampled.samples, &phases, &p3)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(report)
+}
+
+fn rounded(value: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (value * scale).round() / scale
+}
+
+fn since(origin: Instant) -> f64 {
+    origin.elapsed().as_secs_f64()
+}
+
+/// Waits until `query` (a count) reaches zero; fails if it stops going down
+/// for [`STALL_LIMIT`] or a process exits.
+async fn wait_until_zero(fleet: &mut Fleet, pool: &PgPool, query: &str, what: &str) -> anyhow::Result<()> {
+    let mut best = (i64::MAX, Instant::now());
+    loop {
+        let left: i64 = sqlx::query_scalar(query).fetch_one(pool).await?;
+        if left == 0 {
+            return Ok(());
+        }
+        if left < best.0 {
+            best = (left, Instant::now());
+        }
+        anyhow::ensure!(
+            best.1.elapsed() < STALL_LIMIT,
+            "{what}: {left} left, none done for {STALL_LIMIT:?}"
+        );
+        fleet.check()?;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Sessions of a time window, from the database.
+#[derive(sqlx::FromRow)]
+struct Window {
+    sessions: i64,
+    failed: i64,
+    items_to_crm: i64,
+    lag_ms: Vec<f64>,
+    duration_ms: Vec<f64>,
+    last_ended: Option<DateTime<Utc>>,
+}
+
+async fn window(pool: &PgPool, trigger: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<Window> {
+    Ok(sqlx::query_as(
+        "SELECT count(*) AS sessions, count(*) FILTER (WHERE status NOT IN ('succeeded', 'succeeded_with_issues')) \
+                    AS failed, \
+                COALESCE(sum(items_to_crm), 0)::int8 AS items_to_crm, \
+                COALESCE(percentile_cont(ARRAY[0.5, 0.99]::float8[]) WITHIN GROUP \
+                    (ORDER BY EXTRACT(EPOCH FROM started_at - scheduled_at)::float8 * 1000), ARRAY[0, 0]::float8[]) \
+                    AS lag_ms, \
+                COALESCE(percentile_cont(ARRAY[0.5, 0.99]::float8[]) WITHIN GROUP \
+                    (ORDER BY EXTRACT(EPOCH FROM ended_at - started_at)::float8 * 1000), ARRAY[0, 0]::float8[]) \
+                    AS duration_ms, \
+                max(ended_at) AS last_ended \
+         FROM sync_sessions WHERE trigger = $1 AND scheduled_at >= $2 AND scheduled_at < $3",
+    )
+    .bind(trigger)
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await?)
+}
+
+fn quantiles(values: &[f64]) -> serde_json::Value {
+    serde_json::json!({
+        "p50": rounded(values.first().copied().unwrap_or_default(), 1),
+        "p99": rounded(values.get(1).copied().unwrap_or_default(), 1),
+    })
+}
+
+/// The failed sessions' causes, the most frequent first.
+async fn failure_causes(pool: &PgPool) -> anyhow::Result<Vec<String>> {
+    let rows: Vec<(String, Option<String>, Option<String>, i64)> = sqlx::query_as(
+        "SELECT status, error_category, left(error_message, 200), count(*) FROM sync_sessions \
+         WHERE status NOT IN ('succeeded', 'succeeded_with_issues', 'running') GROUP BY 1, 2, 3 ORDER BY 4 DESC LIMIT 5",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(status, category, message, count)| {
+            format!(
+                "{count} session(s) {status}: {} {}",
+                category.unwrap_or_default(),
+                message.unwrap_or_default()
+            )
+        })
+        .collect())
+}
+
+async fn phase_p1(
+    fleet: &mut Fleet,
+    pool: &PgPool,
+    seeded: &seed::Seeded,
+    origin: Instant,
+    phases: &mut Vec<chart::Phase>,
+    errors: &mut Vec<String>,
+) -> anyhow::Result<serde_json::Value> {
+    let start = since(origin);
+    let made_due: DateTime<Utc> = sqlx::query_scalar("UPDATE users SET next_sync_at = now() RETURNING now()")
+        .fetch_optional(pool)
+        .await?
+        .context("no users to make due")?;
+    wait_until_zero(
+        fleet,
+        pool,
+        "SELECT count(*) FROM users WHERE queued_job_id IS NOT NULL OR next_sync_at <= now()",
+        "P1 (every user due at once)",
+    )
+    .await?;
+    // Nobody is due until a phase says so.
+    sqlx::query("UPDATE users SET next_sync_at = now() + interval '10 years'")
+        .execute(pool)
+        .await?;
+    phases.push(chart::Phase {
+        name: "P1 all due".to_owned(),
+        start,
+        end: since(origin),
+    });
+    let figures = window(pool, "cadence", made_due - chrono::Duration::seconds(1), Utc::now()).await?;
+    let users = seeded.users.len() as i64;
+    let elapsed = figures
+        .last_ended
+        .map_or(0.0, |ended| (ended - made_due).num_milliseconds() as f64 / 1000.0);
+    let expected_tasks = users * seed::TASKS_PER_USER as i64;
+    if figures.sessions != users {
+        errors.push(format!("P1: {} sessions for {users} users", figures.sessions));
+    }
+    if figures.failed > 0 {
+        errors.push(format!("P1: {} sessions did not succeed", figures.failed));
+        errors.extend(failure_causes(pool).await?);
+    }
+    if figures.items_to_crm != expected_tasks {
+        errors.push(format!(
+            "P1: {} emails logged to the CRM, {expected_tasks} expected",
+            figures.items_to_crm
+        ));
+    }
+    Ok(serde_json::json!({
+        "users": users,
+        "sessions": figures.sessions,
+        "failed": figures.failed,
+        "tasks_logged": figures.items_to_crm,
+        "tasks_expected": expected_tasks,
+        "elapsed_s": rounded(elapsed, 2),
+        "sessions_per_s": rounded(figures.sessions as f64 / elapsed.max(0.001), 1),
+        "scheduling_lag_ms": quantiles(&figures.lag_ms),
+        "session_duration_ms": quantiles(&figures.duration_ms),
+    }))
+}
+
+async fn phase_p2(
+    fleet: &mut Fleet,
+    pool: &PgPool,
+    seeded: &seed::Seeded,
+    options: &Options,
+    origin: Instant,
+    phases: &mut Vec<chart::Phase>,
+    errors: &mut Vec<String>,
+) -> anyhow::Result<serde_json::Value> {
+    let interval = options.interval();
+    let interval_ms = interval.as_millis() as f64;
+    let mut steps = Vec::new();
+    let mut largest: Option<serde_json::Value> = None;
+    let mut active = 0;
+    let mut n = options.step_start.min(seeded.users.len());
+    loop {
+        let start = since(origin);
+        // The step's new users join at random points of one cycle, as
+        // users arriving over time would; then they keep their slots.
+        sqlx::query(
+            "UPDATE users SET next_sync_at = now() + random() * $2 * interval '1 millisecond' WHERE id = ANY($1)",
+        )
+        .bind(&seeded.users[active..n])
+        .bind(interval_ms)
+        .execute(pool)
+        .await?;
+        active = n;
+        let settle_until = Utc::now() + chrono::Duration::milliseconds(interval_ms as i64);
+        let window_end =
+            settle_until + chrono::Duration::milliseconds((interval_ms as i64) * (options.step_cycles as i64 - 1));
+        sleep_checking(fleet, window_end - Utc::now()).await?;
+        // Let the window's last slots be taken before reading it.
+        sleep_checking(fleet, chrono::Duration::seconds(6)).await?;
+        let figures = window(pool, "cadence", settle_until, window_end).await?;
+        let due = slots_due(n, settle_until, window_end, interval);
+        let lag_p99 = figures.lag_ms.get(1).copied().unwrap_or_default();
+        // A slot whose session has not started by now waited over 5 s too.
+        let complete = figures.sessions * 100 >= due * 99;
+        let held = complete && lag_p99 < LAG_LIMIT_MS && figures.failed == 0;
+        let window_s = (window_end - settle_until).num_milliseconds() as f64 / 1000.0;
+        let step = serde_json::json!({
+            "users": n,
+            "equivalent_users_at_30_min": n * options.compression,
+            "sessions": figures.sessions,
+            "slots_due": due,
+            "failed": figures.failed,
+            "sessions_per_s": rounded(figures.sessions as f64 / window_s.max(0.001), 1),
+            "scheduling_lag_ms": quantiles(&figures.lag_ms),
+            "session_duration_ms": quantiles(&figures.duration_ms),
+            "held": held,
+        });
+        eprintln!("P2 step: {step}");
+        phases.push(chart::Phase {
+            name: format!("P2 N={n}"),
+            start,
+            end: since(origin),
+        });
+        if figures.failed > 0 {
+            errors.push(format!("P2 N={n}: {} sessions did not succeed", figures.failed));
+            errors.extend(failure_causes(pool).await?);
+        }
+        steps.push(step.clone());
+        if !held {
+            break;
+        }
+        largest = Some(step);
+        if n == seeded.users.len() {
+            break;
+        }
+        n = (n * 2).min(seeded.users.len());
+    }
+    // Off the cadence again; the jobs still queued finish before P3.
+    sqlx::query("UPDATE users SET next_sync_at = now() + interval '10 years'")
+        .execute(pool)
+        .await?;
+    wait_until_zero(
+        fleet,
+        pool,
+        "SELECT count(*) FROM users WHERE queued_job_id IS NOT NULL",
+        "P2's last jobs",
+    )
+    .await?;
+    Ok(serde_json::json!({
+        "limit_lag_p99_ms": LAG_LIMIT_MS,
+        "compressed_cadence_s": interval.as_secs_f64(),
+        "largest_on_cadence": largest,
+        "reached_every_seeded_user": largest.as_ref().is_some_and(|step| step["users"] == seeded.users.len()),
+        "steps": steps,
+    }))
+}
+
+/// The slots `users` users have in `[from, to)`: one per interval each, once
+/// they are on their slots (the window starts after a settling cycle).
+fn slots_due(users: usize, from: DateTime<Utc>, to: DateTime<Utc>, interval: Duration) -> i64 {
+    let cycles = ((to - from).num_milliseconds() as f64 / interval.as_millis() as f64).round() as i64;
+    users as i64 * cycles
+}
+
+async fn sleep_checking(fleet: &mut Fleet, duration: chrono::Duration) -> anyhow::Result<()> {
+    let until = Instant::now() + duration.to_std().unwrap_or_default();
+    while Instant::now() < until {
+        fleet.check()?;
+        tokio::time::sleep(Duration::from_millis(500).min(until - Instant::now())).await;
+    }
+    Ok(())
+}
+
+async fn phase_p3(
+    fleet: &mut Fleet,
+    pool: &PgPool,
+    publisher: &Publisher,
+    seeded: &seed::Seeded,
+    options: &Options,
+    origin: Instant,
+    phases: &mut Vec<chart::Phase>,
+) -> anyhow::Result<serde_json::Value> {
+    let start = since(origin);
+    let (targets, backlog_users) = seeded.users.split_at(options.force_syncs);
+    sqlx::query("UPDATE users SET next_sync_at = now() WHERE id = ANY($1)")
+        .bind(backlog_users)
+        .execute(pool)
+        .await?;
+    // The backlog is whole once the scheduler has published every due user.
+    wait_until_zero(
+        fleet,
+        pool,
+        "SELECT count(*) FROM users WHERE queued_job_id IS NULL AND next_sync_at <= now()",
+        "P3 (publishing the backlog)",
+    )
+    .await?;
+    let mut latencies = Vec::with_capacity(targets.len());
+    let mut backlog = Vec::with_capacity(targets.len());
+    for user in targets {
+        backlog.push(publisher.ready_count(Route::Cadence).await?);
+        let requested = Utc::now();
+        let response = fleet
+            .http
+            .post(format!("{}/v1/users/{user}/actions/force-sync", fleet.api_base))
+            .bearer_auth(&fleet.admin_token)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await?;
+        anyhow::ensure!(status.is_success(), "force sync answered {status}: {body}");
+        let job: Uuid = body["job"]["id"]
+            .as_str()
+            .context("the force sync's answer names its job")?
+            .parse()?;
+        let deadline = Instant::now() + STALL_LIMIT;
+        let started = loop {
+            let started: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT started_at FROM admin_jobs WHERE id = $1")
+                .bind(job)
+                .fetch_optional(pool)
+                .await?
+                .flatten();
+            if let Some(started) = started {
+                break started;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "force sync {job} did not start within {STALL_LIMIT:?}"
+            );
+            fleet.check()?;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        latencies.push((started - requested).to_std().unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    phases.push(chart::Phase {
+        name: "P3 force syncs".to_owned(),
+        start,
+        end: since(origin),
+    });
+    Ok(serde_json::json!({
+        "force_sync_to_session_start": crate::scratch::latency_summary(&latencies),
+        "latencies_ms": latencies.iter().map(|latency| rounded(latency.as_secs_f64() * 1000.0, 1)).collect::<Vec<_>>(),
+        "cadence_backlog_at_request": {
+            "min": backlog.iter().min(),
+            "max": backlog.iter().max(),
+        },
+    }))
+}
+
+fn p4(workers: &[sampler::WorkerPeak], concurrency: usize) -> serde_json::Value {
+    let mb = |bytes: u64| rounded(bytes as f64 / (1024.0 * 1024.0), 1);
+    serde_json::json!({
+        "concurrency_per_worker": concurrency,
+        "workers": workers.iter().map(|worker| serde_json::json!({
+            "name": worker.name,
+            "max_in_flight": worker.max_in_flight,
+            "rss_mb_at_max_in_flight": mb(worker.rss_at_max_in_flight),
+            "max_rss_mb": mb(worker.max_rss),
+            "peak_rss_mb": mb(worker.peak_rss),
+        })).collect::<Vec<_>>(),
+        "max_in_flight": workers.iter().map(|worker| worker.max_in_flight).fold(0.0, f64::max),
+        "max_rss_mb": mb(workers.iter().map(|worker| worker.peak_rss.max(worker.max_rss)).max().unwrap_or(0)),
+    })
+}
+
+fn targets(
+    p1: &serde_json::Value,
+    p2: &serde_json::Value,
+    p3: &serde_json::Value,
+    p4: &serde_json::Value,
+    ceilings: &ceilings::Ceilings,
+    options: &Options,
+) -> serde_json::Value {
+    let p1_rate = p1["sessions_per_s"].as_f64().unwrap_or(0.0);
+    let equivalent = p2["largest_on_cadence"]["equivalent_users_at_30_min"]
+        .as_u64()
+        .unwrap_or(0);
+    let force_p99 = p3["force_sync_to_session_start"]["p99_ms"].as_f64().unwrap_or(f64::MAX);
+    let backlog = p3["cadence_backlog_at_request"]["min"].as_u64().unwrap_or(0);
+    let in_flight = p4["max_in_flight"].as_f64().unwrap_or(0.0);
+    let rss = p4["max_rss_mb"].as_f64().unwrap_or(f64::MAX);
+    serde_json::json!({
+        "end_to_end_at_least_half_rabbitmq": {
+            "met": p1_rate >= ceilings.rabbitmq_per_s / 2.0,
+            "figure": p1_rate, "needed": rounded(ceilings.rabbitmq_per_s / 2.0, 1),
+        },
+        "one_million_users_on_30_min_cadence": {
+            "met": equivalent >= 1_000_000 && options.latency_ms >= 50,
+            "figure": equivalent, "needed": 1_000_000,
+            "latency_ms": [options.latency_ms, options.latency_ms + options.jitter_ms],
+        },
+        "force_sync_p99_under_1s_with_100k_backlog": {
+            "met": force_p99 < 1_000.0 && backlog >= 100_000,
+            "figure_ms": force_p99, "smallest_backlog": backlog,
+        },
+        "worker_rss_under_256mb_at_1000_in_flight": {
+            "met": rss < 256.0 && in_flight >= 1_000.0,
+            "figure_mb": rss, "max_in_flight_per_worker": in_flight,
+        },
+    })
+}
+
+/// Versions of the services and what the machine is.
+async fn environment(pool: &PgPool) -> serde_json::Value {
+    let postgres: Option<String> = sqlx::query_scalar("SHOW server_version").fetch_one(pool).await.ok();
+    let command = |program: &str, arguments: &[&str]| {
+        std::process::Command::new(program)
+            .args(arguments)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    };
+    let proc_line = |file: &str, key: &str| {
+        std::fs::read_to_string(file).ok().and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(key))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        })
+    };
+    serde_json::json!({
+        "syncfleet": env!("CARGO_PKG_VERSION"),
+        "postgresql": postgres,
+        "rabbitmq": command("rabbitmqctl", &["-q", "version"]),
+        "redis": command("redis-server", &["--version"]),
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|text| text.trim().to_owned()),
+        "cpu": proc_line("/proc/cpuinfo", "model name"),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory": proc_line("/proc/meminfo", "MemTotal"),
+    })
+}
+
+fn write_report(
+    out: &std::path::Path,
+    report: &serde_json::Value,
+    samples: &[chart::Sample],
+    phases: &[chart::Phase],
+    p3: &serde_json::Value,
+) -> anyhow::Result<()> {
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(report)?)?;
+    let figure = |path: &[&str]| path.iter().fold(report, |value, key| &value[*key]).to_string();
+    let headline: Vec<(String, String)> = [
+        ("P1 sessions/s end to end", figure(&["p1_end_to_end", "sessions_per_s"])),
+        (
+            "P2 users on the compressed cadence (lag p99 < 5 s)",
+            figure(&["p2_on_cadence", "largest_on_cadence", "users"]),
+        ),
+        (
+            "P2 equivalent users on a 30-minute cadence",
+            figure(&["p2_on_cadence", "largest_on_cadence", "equivalent_users_at_30_min"]),
+        ),
+        (
+            "P3 force sync p50 ms",
+            figure(&["p3_force_sync", "force_sync_to_session_start", "p50_ms"]),
+        ),
+        (
+            "P3 force sync p99 ms",
+            figure(&["p3_force_sync", "force_sync_to_session_start", "p99_ms"]),
+        ),
+        ("P4 worker RSS MB (max)", figure(&["p4_worker_memory", "max_rss_mb"])),
+        (
+            "P4 in flight per worker (max)",
+            figure(&["p4_worker_memory", "max_in_flight"]),
+        ),
+        (
+            "P5 RabbitMQ publish+consume /s",
+            figure(&["p5_ceilings", "rabbitmq_publish_consume_per_s"]),
+        ),
+        (
+            "P5 PostgreSQL session inserts /s (single)",
+            figure(&["p5_ceilings", "postgres_session_inserts_single_per_s"]),
+        ),
+        (
+            "P5 PostgreSQL session inserts /s (batched)",
+            figure(&["p5_ceilings", "postgres_session_inserts_batched_per_s"]),
+        ),
+        ("P1 / RabbitMQ ceiling", figure(&["ratios", "p1_to_rabbitmq"])),
+    ]
+    .into_iter()
+    .map(|(label, value)| (label.to_owned(), value))
+    .collect();
+    let distributions = vec![chart::Distribution {
+        name: "P3 force sync, request to session start".to_owned(),
+        values_ms: p3["latencies_ms"]
+            .as_array()
+            .map(|values| values.iter().filter_map(serde_json::Value::as_f64).collect())
+            .unwrap_or_default(),
+    }];
+    let page = chart::html("Syncfleet fleet load test", &headline, samples, phases, &distributions);
+    std::fs::write(out.join("report.html"), page)?;
+    eprintln!(
+        "report: {} and {}",
+        out.join("report.json").display(),
+        out.join("report.html").display()
+    );
+    Ok(())
+}
