@@ -144,7 +144,7 @@ impl Simulators {
         let salesforce_server = salesforce.serve(loopback, shutdown.clone()).await?;
         // Graph's latency varies by ±20% around the mean; Salesforce's is fixed.
         graph.set_latency(latency * 4 / 5, latency * 2 / 5);
-        salesforce.set_latency(latency);
+        salesforce.set_latency(latency, Duration::ZERO);
         Ok(Self {
             graph,
             salesforce,

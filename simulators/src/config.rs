@@ -32,6 +32,13 @@ pub const SIMULATOR_LATENCY: Setting = Setting {
     doc: "latency added to every call of every simulator (the control APIs change it at run time)",
 };
 
+/// The most a call waits on top of [`SIMULATOR_LATENCY`].
+pub const SIMULATOR_LATENCY_JITTER: Setting = Setting {
+    name: "SYNCFLEET_SIMULATOR_LATENCY_JITTER",
+    default: "0ms",
+    doc: "the most a call of any simulator waits on top of SYNCFLEET_SIMULATOR_LATENCY: each call waits the latency plus a uniformly random part of this (50ms and 250ms give calls of 50 to 300 ms; the control APIs change it at run time)",
+};
+
 /// Every setting the binary reads.
 pub fn settings() -> Vec<Setting> {
     vec![
@@ -39,6 +46,7 @@ pub fn settings() -> Vec<Setting> {
         SIMULATOR_SMTP_LISTEN,
         SIMULATOR_SALESFORCE_DAILY_API_MAX,
         SIMULATOR_LATENCY,
+        SIMULATOR_LATENCY_JITTER,
     ]
 }
 
@@ -53,6 +61,8 @@ pub struct SimulatorConfig {
     pub salesforce_daily_api_max: u64,
     /// Latency added to every call.
     pub latency: Duration,
+    /// The most a call waits on top of `latency`, drawn uniformly per call.
+    pub latency_jitter: Duration,
 }
 
 impl SimulatorConfig {
@@ -62,20 +72,23 @@ impl SimulatorConfig {
             listen: source.get(&SIMULATOR_LISTEN)?,
             smtp_listen: source.get(&SIMULATOR_SMTP_LISTEN)?,
             salesforce_daily_api_max: source.positive(&SIMULATOR_SALESFORCE_DAILY_API_MAX)?,
-            latency: latency(&source.string(&SIMULATOR_LATENCY))?,
+            latency: latency(source, &SIMULATOR_LATENCY)?,
+            latency_jitter: latency(source, &SIMULATOR_LATENCY_JITTER)?,
         })
     }
 }
 
-/// A latency: any duration `parse_duration` reads, or zero (which it refuses,
-/// every other duration of the fleet being a period or a timeout).
-fn latency(raw: &str) -> Result<Duration, ConfigError> {
-    if raw.trim_start_matches('0').trim_end_matches(['m', 's', 'h']).is_empty() {
+/// A latency `setting`: any duration `parse_duration` reads, or zero (which
+/// it refuses, every other duration of the fleet being a period or a timeout).
+fn latency(source: &Source, setting: &Setting) -> Result<Duration, ConfigError> {
+    let raw = source.string(setting);
+    let (number, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+    if !number.is_empty() && number.bytes().all(|digit| digit == b'0') && ["", "ms", "s", "m", "h"].contains(&unit) {
         return Ok(Duration::ZERO);
     }
-    parse_duration(raw).map_err(|reason| ConfigError::Invalid {
-        name: SIMULATOR_LATENCY.name,
-        reason,
+    parse_duration(&raw).map_err(|reason| ConfigError::Invalid {
+        name: setting.name,
+        reason: format!("{reason} (got {raw:?})"),
     })
 }
 
@@ -90,11 +103,38 @@ mod tests {
         assert_eq!(config.smtp_listen, "127.0.0.1:2525".parse().unwrap());
         assert_eq!(config.salesforce_daily_api_max, 15_000);
         assert_eq!(config.latency, Duration::ZERO);
-        assert_eq!(latency("0").unwrap(), Duration::ZERO);
-        assert_eq!(latency("50ms").unwrap(), Duration::from_millis(50));
-        assert!(latency("fast").is_err());
+        assert_eq!(config.latency_jitter, Duration::ZERO);
         let zero = Source::from_pairs([("SYNCFLEET_SIMULATOR_SALESFORCE_DAILY_API_MAX", "0")]);
         assert!(SimulatorConfig::from_source(&zero).is_err());
+    }
+
+    #[test]
+    fn the_latency_and_its_jitter_read_durations_or_zero() {
+        let config = SimulatorConfig::from_source(&Source::from_pairs([
+            ("SYNCFLEET_SIMULATOR_LATENCY", "50ms"),
+            ("SYNCFLEET_SIMULATOR_LATENCY_JITTER", "250ms"),
+        ]))
+        .unwrap();
+        assert_eq!(config.latency, Duration::from_millis(50));
+        assert_eq!(config.latency_jitter, Duration::from_millis(250));
+        for zero in ["0", "0ms", "0s"] {
+            let config =
+                SimulatorConfig::from_source(&Source::from_pairs([("SYNCFLEET_SIMULATOR_LATENCY_JITTER", zero)]))
+                    .unwrap();
+            assert_eq!(config.latency_jitter, Duration::ZERO, "{zero}");
+        }
+    }
+
+    #[test]
+    fn a_latency_or_jitter_that_is_no_duration_is_refused_by_its_name() {
+        for name in ["SYNCFLEET_SIMULATOR_LATENCY", "SYNCFLEET_SIMULATOR_LATENCY_JITTER"] {
+            for garbage in ["fast", "-5ms", "5 parsecs", "1.5s", "ms", "0 parsecs"] {
+                let error = SimulatorConfig::from_source(&Source::from_pairs([(name, garbage)])).unwrap_err();
+                let message = error.to_string();
+                assert!(message.contains(name), "{message}");
+                assert!(message.contains(garbage), "{message}");
+            }
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub mod salesforce;
 mod shared;
 pub mod smtp;
 
+pub use shared::bulk::BulkError;
+
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, SocketAddr},

@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use syncfleet_common::{shutdown, telemetry};
 use syncfleet_simulators::{
     Server,
@@ -22,11 +20,12 @@ fn main() -> anyhow::Result<()> {
         let ews = EwsSimulator::new(EwsConfig::default());
         let gmail = GmailSimulator::new(GmailConfig::default());
         let smtp = SmtpSimulator::new(SmtpConfig::default());
-        salesforce.set_latency(config.latency);
-        graph.set_latency(config.latency, Duration::ZERO);
-        ews.set_latency(config.latency, Duration::ZERO);
-        gmail.set_latency(config.latency, Duration::ZERO);
-        smtp.set_latency(config.latency, Duration::ZERO);
+        let (latency, jitter) = (config.latency, config.latency_jitter);
+        salesforce.set_latency(latency, jitter);
+        graph.set_latency(latency, jitter);
+        ews.set_latency(latency, jitter);
+        gmail.set_latency(latency, jitter);
+        smtp.set_latency(latency, jitter);
 
         // One HTTP listener for every HTTP simulator: their paths are the
         // providers' own and never overlap; each control API has its prefix.

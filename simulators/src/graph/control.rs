@@ -9,15 +9,22 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{delete, get, post, put},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Endpoint, Fault, Folder, GraphSimulator, MessageSeed, SeedError};
-use crate::shared::control::{FaultSpec, LatencyMs, RateSpec, calls_json, probability_problem, problem, set_latency};
+use super::{BulkMailbox, CreatedMailbox, Endpoint, Fault, FolderMessage, GraphSimulator, SeedError};
+use crate::{
+    BulkError,
+    shared::{
+        bulk,
+        control::{FaultSpec, LatencyMs, RateSpec, calls_json, probability_problem, problem, set_latency},
+    },
+};
 
 pub(crate) fn router(simulator: GraphSimulator) -> Router {
     Router::new()
         .route("/_control/graph/mailboxes", post(create_mailbox))
+        .route("/_control/graph/mailboxes/bulk", bulk::route(create_mailboxes))
         .route(
             "/_control/graph/mailboxes/{mailbox}/refresh-tokens",
             post(issue_refresh_token),
@@ -97,6 +104,23 @@ async fn create_mailbox(State(simulator): State<GraphSimulator>, Json(spec): Jso
         .into_response()
 }
 
+/// `{"mailboxes": [{"upn", "messages": [...]}]}`.
+#[derive(Debug, Deserialize)]
+struct MailboxBatch {
+    mailboxes: Vec<BulkMailbox>,
+}
+
+/// `{"mailboxes": [{"upn", "id", "refresh_token"}]}`, in the batch's order.
+#[derive(Debug, Serialize)]
+struct MailboxesCreated {
+    mailboxes: Vec<CreatedMailbox>,
+}
+
+fn create_mailboxes(simulator: &GraphSimulator, batch: MailboxBatch) -> Result<MailboxesCreated, BulkError> {
+    let mailboxes = simulator.create_mailboxes(&batch.mailboxes)?;
+    Ok(MailboxesCreated { mailboxes })
+}
+
 async fn issue_refresh_token(State(simulator): State<GraphSimulator>, Path(mailbox): Path<String>) -> Response {
     match simulator.issue_refresh_token(&mailbox) {
         Ok(token) => (StatusCode::CREATED, Json(json!({"refresh_token": token}))).into_response(),
@@ -117,17 +141,10 @@ async fn expire_delta_tokens(State(simulator): State<GraphSimulator>, Path(mailb
     done(simulator.expire_delta_tokens(&mailbox))
 }
 
-#[derive(Debug, Deserialize)]
-struct NewMessage {
-    folder: Folder,
-    #[serde(flatten)]
-    seed: MessageSeed,
-}
-
 async fn add_message(
     State(simulator): State<GraphSimulator>,
     Path(mailbox): Path<String>,
-    Json(message): Json<NewMessage>,
+    Json(message): Json<FolderMessage>,
 ) -> Response {
     match simulator.add_message(&mailbox, message.folder, message.seed) {
         Ok(id) => (StatusCode::CREATED, Json(json!({"id": id}))).into_response(),

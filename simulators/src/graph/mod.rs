@@ -27,17 +27,22 @@ mod limits;
 mod routes;
 mod store;
 
-use std::{collections::BTreeMap, io, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    io,
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::Fault;
 
-use crate::{Server, shared::Latency};
-use store::{Message, Store};
+use crate::{BulkError, Server, shared::Latency};
+use store::Store;
 
 /// How the simulated Graph behaves. The limits are configurable because
 /// Microsoft's documents changed over time.
@@ -226,6 +231,75 @@ pub struct MessageSeed {
     pub body: String,
 }
 
+/// A message and the folder it goes in: what the control API's add-message
+/// route takes, and each message of a mailbox created in bulk.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "FolderMessageFields")]
+pub struct FolderMessage {
+    /// The folder it goes in.
+    pub folder: Folder,
+    /// The message.
+    pub seed: MessageSeed,
+}
+
+/// [`FolderMessage`] as JSON: the folder beside the message's fields. Not
+/// `#[serde(flatten)]`, which would hide the field at fault in an error
+/// (`mailboxes[3].messages[1].sent_at: ...`) behind the message.
+#[derive(Deserialize)]
+struct FolderMessageFields {
+    folder: Folder,
+    from: Recipient,
+    #[serde(default)]
+    to: Vec<Recipient>,
+    #[serde(default)]
+    cc: Vec<Recipient>,
+    #[serde(default)]
+    subject: String,
+    sent_at: DateTime<Utc>,
+    #[serde(default)]
+    body: String,
+}
+
+impl From<FolderMessageFields> for FolderMessage {
+    fn from(fields: FolderMessageFields) -> Self {
+        Self {
+            folder: fields.folder,
+            seed: MessageSeed {
+                from: fields.from,
+                to: fields.to,
+                cc: fields.cc,
+                subject: fields.subject,
+                sent_at: fields.sent_at,
+                body: fields.body,
+            },
+        }
+    }
+}
+
+/// The most mailboxes one [`GraphSimulator::create_mailboxes`] creates.
+pub const MAX_BULK_MAILBOXES: usize = 10_000;
+
+/// A mailbox to create in bulk, with its messages.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BulkMailbox {
+    /// Its UPN, which no mailbox may have yet.
+    pub upn: String,
+    /// Its messages, put in as [`GraphSimulator::add_message`] would, in order.
+    #[serde(default)]
+    pub messages: Vec<FolderMessage>,
+}
+
+/// A mailbox created in bulk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreatedMailbox {
+    /// Its UPN, as given.
+    pub upn: String,
+    /// Its id.
+    pub id: String,
+    /// A refresh token of it.
+    pub refresh_token: String,
+}
+
 /// An Outlook master category of a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Category {
@@ -306,6 +380,53 @@ impl GraphSimulator {
         })
     }
 
+    /// Creates every mailbox of `mailboxes` with its messages and a refresh
+    /// token, and answers them in order; or, if one UPN is empty, taken or
+    /// given twice, or there are more than [`MAX_BULK_MAILBOXES`], creates
+    /// none and says which (`mailboxes[3].upn: already exists`). The store's
+    /// lock is taken once, the mailboxes being built before.
+    pub fn create_mailboxes(&self, mailboxes: &[BulkMailbox]) -> Result<Vec<CreatedMailbox>, BulkError> {
+        BulkError::check_count("mailboxes", mailboxes.len(), MAX_BULK_MAILBOXES)?;
+        let mut first_at = HashMap::with_capacity(mailboxes.len());
+        for (index, mailbox) in mailboxes.iter().enumerate() {
+            let at = || format!("mailboxes[{index}].upn");
+            if mailbox.upn.trim().is_empty() {
+                return Err(BulkError::invalid(at(), "must not be empty"));
+            }
+            if let Some(first) = first_at.insert(mailbox.upn.to_lowercase(), index) {
+                return Err(BulkError::invalid(at(), format!("also given at mailboxes[{first}]")));
+            }
+        }
+        let built: Vec<store::Mailbox> = mailboxes
+            .iter()
+            .map(|spec| {
+                let mut mailbox = store::Mailbox::new();
+                for message in &spec.messages {
+                    mailbox.add_message(message.folder, message.seed.clone());
+                }
+                mailbox
+            })
+            .collect();
+        self.store.with(|state| {
+            if let Some(index) = mailboxes.iter().position(|spec| state.resolve(&spec.upn).is_some()) {
+                return Err(BulkError::invalid(format!("mailboxes[{index}].upn"), "already exists"));
+            }
+            Ok(mailboxes
+                .iter()
+                .zip(built)
+                .map(|(spec, mailbox)| {
+                    let id = state.insert_mailbox(&spec.upn, mailbox);
+                    let refresh_token = state.issue_refresh_token(&id);
+                    CreatedMailbox {
+                        upn: spec.upn.clone(),
+                        id,
+                        refresh_token,
+                    }
+                })
+                .collect())
+        })
+    }
+
     /// The mailbox's id (the other way than its UPN to name it in a path).
     pub fn mailbox_id(&self, mailbox: &str) -> Option<String> {
         self.store.with(|state| state.resolve(mailbox))
@@ -344,14 +465,7 @@ impl GraphSimulator {
     /// Puts a message in `folder` as if received (or sent) now, and returns
     /// its immutable id.
     pub fn add_message(&self, mailbox: &str, folder: Folder, seed: MessageSeed) -> Result<String, SeedError> {
-        self.with_mailbox(mailbox, |mailbox| {
-            let id = format!("AAkALg{}", uuid::Uuid::new_v4().simple());
-            let seq = mailbox.next_seq();
-            mailbox
-                .messages
-                .insert(id.clone(), Message::new(id.clone(), folder, seed, seq));
-            id
-        })
+        self.with_mailbox(mailbox, |mailbox| mailbox.add_message(folder, seed))
     }
 
     /// Changes a message's subject, which makes it a change for delta.

@@ -90,7 +90,7 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             id: uuid::Uuid::new_v4().to_string(),
             inbox_id: format!("AQMkAD{}", uuid::Uuid::new_v4().simple()),
@@ -108,6 +108,16 @@ impl Mailbox {
             faults: Faults::default(),
             limits: MailboxLimits::default(),
         }
+    }
+
+    /// Puts a message in `folder` as if received (or sent) now, and returns
+    /// its immutable id.
+    pub(crate) fn add_message(&mut self, folder: Folder, seed: MessageSeed) -> String {
+        let id = format!("AAkALg{}", uuid::Uuid::new_v4().simple());
+        let seq = self.next_seq();
+        self.messages
+            .insert(id.clone(), Message::new(id.clone(), folder, seed, seq));
+        id
     }
 
     pub(crate) fn next_seq(&mut self) -> u64 {
@@ -204,7 +214,11 @@ impl State {
         if let Some(id) = self.resolve(upn) {
             return id;
         }
-        let mailbox = Mailbox::new();
+        self.insert_mailbox(upn, Mailbox::new())
+    }
+
+    /// Adds `mailbox` under `upn`, which no mailbox has yet, and returns its id.
+    pub(crate) fn insert_mailbox(&mut self, upn: &str, mailbox: Mailbox) -> String {
         let id = mailbox.id.clone();
         self.upns.insert(upn.to_lowercase(), id.clone());
         self.mailboxes.insert(id.clone(), mailbox);

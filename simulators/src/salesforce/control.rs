@@ -9,15 +9,22 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{delete, get, patch, post, put},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Endpoint, Fault, OrgId, SalesforceSimulator, SeedError};
-use crate::shared::control::{FaultSpec, LatencyMilliseconds, calls_json, problem, set_latency};
+use super::{BulkOrg, CreatedOrg, Endpoint, Fault, OrgId, SalesforceSimulator, SeedError};
+use crate::{
+    BulkError,
+    shared::{
+        bulk,
+        control::{FaultSpec, LatencyMilliseconds, calls_json, problem, set_latency},
+    },
+};
 
 pub(crate) fn router(simulator: SalesforceSimulator) -> Router {
     Router::new()
         .route("/_control/salesforce/orgs", post(create_org))
+        .route("/_control/salesforce/orgs/bulk", bulk::route(create_orgs))
         .route(
             "/_control/salesforce/orgs/{org}/refresh-tokens",
             post(issue_refresh_token),
@@ -48,9 +55,7 @@ pub(crate) fn router(simulator: SalesforceSimulator) -> Router {
         )
         .route(
             "/_control/salesforce/latency",
-            set_latency::<_, LatencyMilliseconds>(|simulator: &SalesforceSimulator, base, _| {
-                simulator.set_latency(base)
-            }),
+            set_latency::<_, LatencyMilliseconds>(SalesforceSimulator::set_latency),
         )
         .with_state(simulator)
 }
@@ -83,6 +88,23 @@ async fn create_org(State(simulator): State<SalesforceSimulator>, body: Option<J
         Json(json!({"org_id": org.0, "user_id": user, "refresh_token": refresh_token})),
     )
         .into_response()
+}
+
+/// `{"orgs": [{"records": {SObject: [fields, ...]}, "refresh_tokens"}]}`.
+#[derive(Debug, Deserialize)]
+struct OrgBatch {
+    orgs: Vec<BulkOrg>,
+}
+
+/// `{"orgs": [{"org_id", "owner_id", "refresh_tokens"}]}`, in the batch's order.
+#[derive(Debug, Serialize)]
+struct OrgsCreated {
+    orgs: Vec<CreatedOrg>,
+}
+
+fn create_orgs(simulator: &SalesforceSimulator, batch: OrgBatch) -> Result<OrgsCreated, BulkError> {
+    let orgs = simulator.create_orgs(&batch.orgs)?;
+    Ok(OrgsCreated { orgs })
 }
 
 /// A seed's error as an answer: 404 for what does not exist, else 400.

@@ -21,6 +21,7 @@ mod store;
 
 use std::{collections::BTreeMap, fmt, io, sync::Arc, time::Duration, time::Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -28,8 +29,8 @@ pub use faults::Fault;
 pub use limits::ApiUsage;
 pub use store::ValidationRule;
 
-use crate::Server;
-use store::{Org, Principal, Store, schema_of};
+use crate::{BulkError, Server, shared::Latency};
+use store::{Principal, Store, schema_of};
 
 /// How the simulated Salesforce behaves.
 #[derive(Debug, Clone)]
@@ -60,8 +61,46 @@ impl Default for SalesforceConfig {
 pub const MAX_COLLECTION_RECORDS: usize = 200;
 
 /// A simulated org's id (`00D...`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
 pub struct OrgId(pub String);
+
+/// The most orgs one [`SalesforceSimulator::create_orgs`] creates.
+pub const MAX_BULK_ORGS: usize = 10_000;
+
+/// The most refresh tokens [`SalesforceSimulator::create_orgs`] issues for
+/// one org.
+pub const MAX_BULK_REFRESH_TOKENS: usize = 1_000;
+
+/// An org to create in bulk, with its records and refresh tokens.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct BulkOrg {
+    /// Records by sObject type, each a JSON object of fields as
+    /// [`SalesforceSimulator::insert_record`] takes them; those without an
+    /// `OwnerId` belong to the org's owner.
+    #[serde(default)]
+    pub records: BTreeMap<String, Vec<Value>>,
+    /// How many refresh tokens of the owner to issue (1 unless given).
+    #[serde(default = "one_token")]
+    pub refresh_tokens: usize,
+}
+
+fn one_token() -> usize {
+    1
+}
+
+/// An org created in bulk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreatedOrg {
+    /// Its id.
+    #[serde(rename = "org_id")]
+    pub org: OrgId,
+    /// Its one user (its default user), who owns its records.
+    #[serde(rename = "owner_id")]
+    pub owner: String,
+    /// Refresh tokens of the owner.
+    pub refresh_tokens: Vec<String>,
+}
 
 impl fmt::Display for OrgId {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -164,19 +203,24 @@ pub struct LocalSalesforce {
     pub refresh_token: String,
 }
 
-fn new_refresh_token() -> String {
+pub(crate) fn new_refresh_token() -> String {
     format!("5Aep861{}", uuid::Uuid::new_v4().simple())
 }
 
 /// A seed's fields for `object`, checked as Salesforce would check them, with
 /// the audit fields allowed.
-fn seed_fields(object: &str, fields: Value) -> Result<store::IncomingRecord, SeedError> {
+fn seed_fields(object: &str, fields: &Value) -> Result<store::IncomingRecord, SeedError> {
     let schema = schema_of(object).ok_or_else(|| SeedError::UnknownType(object.to_owned()))?;
     let Value::Object(fields) = fields else {
         return Err(SeedError::Refused("fields must be a JSON object".to_owned()));
     };
-    store::incoming(schema, &fields, true)
+    store::incoming(schema, fields, true)
         .map_err(|refusal| SeedError::Refused(format!("{}: {}", refusal.code, refusal.message)))
+}
+
+/// A record Salesforce refused, as a seed's error.
+fn refused(error: &store::RecordError) -> SeedError {
+    SeedError::Refused(format!("{}: {}", error.status_code, error.message))
 }
 
 impl SalesforceSimulator {
@@ -205,22 +249,87 @@ impl SalesforceSimulator {
     /// Creates an org whose daily allocation is `daily_api_max` calls, with
     /// one user, its default user.
     pub fn create_org_with_allocation(&self, daily_api_max: u64) -> OrgId {
+        self.store.with(|state| state.create_org(daily_api_max).0)
+    }
+
+    /// Creates every org of `orgs`, each with one user (its owner), its
+    /// records (checked and written as [`Self::insert_record`] does) and its
+    /// refresh tokens, and answers them in order; or, if a record would be
+    /// refused, a type is unknown, an org asks for more than
+    /// [`MAX_BULK_REFRESH_TOKENS`] tokens or there are more than
+    /// [`MAX_BULK_ORGS`] orgs, creates none and says which
+    /// (`orgs[2].records.Contact[5]: ...`). The store's lock is taken once.
+    pub fn create_orgs(&self, orgs: &[BulkOrg]) -> Result<Vec<CreatedOrg>, BulkError> {
+        BulkError::check_count("orgs", orgs.len(), MAX_BULK_ORGS)?;
+        let mut prepared = Vec::with_capacity(orgs.len());
+        for (index, org) in orgs.iter().enumerate() {
+            if org.refresh_tokens > MAX_BULK_REFRESH_TOKENS {
+                return Err(BulkError::invalid(
+                    format!("orgs[{index}].refresh_tokens"),
+                    format!("at most {MAX_BULK_REFRESH_TOKENS} per org, got {}", org.refresh_tokens),
+                ));
+            }
+            let mut objects = Vec::with_capacity(org.records.len());
+            for (object, records) in &org.records {
+                let at = format!("orgs[{index}].records.{object}");
+                if schema_of(object).is_none() {
+                    return Err(BulkError::invalid(at, SeedError::UnknownType(object.clone())));
+                }
+                let records = records
+                    .iter()
+                    .enumerate()
+                    .map(|(position, fields)| {
+                        seed_fields(object, fields)
+                            .map_err(|error| BulkError::invalid(format!("{at}[{position}]"), error))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                objects.push((at, records));
+            }
+            prepared.push(objects);
+        }
+        let daily_api_max = self.store.config.daily_api_max;
         self.store.with(|state| {
-            let id = OrgId(state.next_id("00D"));
-            let user = state.next_id("005");
-            state.orgs.insert(
-                id.clone(),
-                Org {
-                    users: vec![user],
-                    rules: Vec::new(),
-                    allocation: limits::DailyAllocation::new(daily_api_max, Instant::now()),
-                    objects: Default::default(),
-                    counters: Counters::default(),
-                    faults: Default::default(),
-                },
-            );
-            id
+            let mut created = Vec::with_capacity(orgs.len());
+            for objects in &prepared {
+                let (org, owner) = state.create_org(daily_api_max);
+                created.push((org.clone(), owner.clone()));
+                for (at, records) in objects {
+                    let results = store::create_records(state, &org, &owner, records, false, None);
+                    if let Some((position, error)) = results
+                        .iter()
+                        .enumerate()
+                        .find_map(|(position, result)| result.as_ref().err().map(|error| (position, error)))
+                    {
+                        // Nothing of the batch may stay: its orgs hold all it wrote.
+                        for (org, _) in &created {
+                            state.orgs.remove(org);
+                        }
+                        return Err(BulkError::invalid(format!("{at}[{position}]"), refused(error)));
+                    }
+                }
+            }
+            Ok(created
+                .into_iter()
+                .zip(orgs)
+                .map(|((org, owner), spec)| CreatedOrg {
+                    refresh_tokens: (0..spec.refresh_tokens)
+                        .map(|_| {
+                            state.issue_refresh_token(Principal {
+                                org: org.clone(),
+                                user: owner.clone(),
+                            })
+                        })
+                        .collect(),
+                    org,
+                    owner,
+                })
+                .collect())
         })
+    }
+
+    /// Every org of the simulator, in id order.
+    pub fn orgs(&self) -> Vec<OrgId> {
+        self.store.with(|state| state.orgs.keys().cloned().collect())
     }
 
     /// Adds a user to `org` and returns its id (`005...`).
@@ -253,15 +362,12 @@ impl SalesforceSimulator {
     /// Issues a refresh token of `org`'s default user, as that user's
     /// authorization would. A token of an unknown org is refused on refresh.
     pub fn issue_refresh_token(&self, org: &OrgId) -> String {
-        let token = new_refresh_token();
-        if let Some(user) = self.default_user(org) {
-            self.store.with(|state| {
-                state
-                    .refresh_tokens
-                    .insert(token.clone(), Principal { org: org.clone(), user })
-            });
+        match self.default_user(org) {
+            Some(user) => self
+                .store
+                .with(|state| state.issue_refresh_token(Principal { org: org.clone(), user })),
+            None => new_refresh_token(),
         }
-        token
     }
 
     /// Issues a refresh token of `user` of `org`: its refreshes answer that
@@ -272,15 +378,10 @@ impl SalesforceSimulator {
             if !org_state.users.iter().any(|known| known == user) {
                 return Err(SeedError::UnknownUser(user.to_owned()));
             }
-            let token = new_refresh_token();
-            state.refresh_tokens.insert(
-                token.clone(),
-                Principal {
-                    org: org.clone(),
-                    user: user.to_owned(),
-                },
-            );
-            Ok(token)
+            Ok(state.issue_refresh_token(Principal {
+                org: org.clone(),
+                user: user.to_owned(),
+            }))
         })
     }
 
@@ -301,7 +402,7 @@ impl SalesforceSimulator {
     /// user, and `CreatedDate` and `LastModifiedDate` may be given (any RFC
     /// 3339 time) to date the record in the past; else they are now.
     pub fn insert_record(&self, org: &OrgId, object: &str, fields: Value) -> Result<String, SeedError> {
-        let record = seed_fields(object, fields)?;
+        let record = seed_fields(object, &fields)?;
         self.store.with(|state| {
             let user = state
                 .orgs
@@ -311,7 +412,7 @@ impl SalesforceSimulator {
             let results = store::create_records(state, org, &user, &[record], true, None);
             match results.into_iter().next() {
                 Some(Ok(written)) => Ok(written.id),
-                Some(Err(error)) => Err(SeedError::Refused(format!("{}: {}", error.status_code, error.message))),
+                Some(Err(error)) => Err(refused(&error)),
                 None => Err(SeedError::Refused("no record".to_owned())),
             }
         })
@@ -322,7 +423,7 @@ impl SalesforceSimulator {
     /// `LastModifiedDate` and `SystemModstamp` become now (or the
     /// `LastModifiedDate` given).
     pub fn update_record(&self, org: &OrgId, object: &str, id: &str, fields: Value) -> Result<(), SeedError> {
-        let record = seed_fields(object, fields)?;
+        let record = seed_fields(object, &fields)?;
         if record.fields.contains_key("CreatedDate") {
             return Err(SeedError::Refused(
                 "INVALID_FIELD_FOR_INSERT_UPDATE: Unable to create/update fields: CreatedDate".to_owned(),
@@ -338,8 +439,7 @@ impl SalesforceSimulator {
             if !exists {
                 return Err(SeedError::UnknownRecord(id.to_owned()));
             }
-            store::validate_update(org_state, &record, id)
-                .map_err(|error| SeedError::Refused(format!("{}: {}", error.status_code, error.message)))?;
+            store::validate_update(org_state, &record, id).map_err(|error| refused(&error))?;
             store::update(state, org, &user, record.schema, id, &record.fields);
             Ok(())
         })
@@ -439,9 +539,10 @@ impl SalesforceSimulator {
         });
     }
 
-    /// Every call waits `latency` before it is answered.
-    pub fn set_latency(&self, latency: Duration) {
-        self.store.with(|state| state.latency = latency);
+    /// Every call (the token endpoint's too) waits `base` plus a uniformly
+    /// random part of `jitter` before it is answered.
+    pub fn set_latency(&self, base: Duration, jitter: Duration) {
+        self.store.with(|state| state.latency = Latency { base, jitter });
     }
 
     /// What `org` saw so far.

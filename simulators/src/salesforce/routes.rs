@@ -141,7 +141,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// The gate of every API call: latency, version, session, daily allocation,
 /// then an armed fault.
 async fn admit(store: &Store, headers: &HeaderMap, version: &str, endpoint: Endpoint) -> Result<Call, Refused> {
-    latency::wait(store.with(|state| state.latency)).await;
+    latency::wait(store.with(|state| state.latency.draw(&mut state.random))).await;
     if !valid_version(version) {
         store.with(|state| state.count(None, endpoint));
         return Err(Refused::not_found());
@@ -224,7 +224,7 @@ fn oauth_error(error: &str, description: &str) -> Response {
 
 /// `POST /services/oauth2/token` with `grant_type=refresh_token`.
 async fn token(State(store): State<Arc<Store>>, headers: HeaderMap, Form(form): Form<TokenForm>) -> Response {
-    latency::wait(store.with(|state| state.latency)).await;
+    latency::wait(store.with(|state| state.latency.draw(&mut state.random))).await;
     let host = headers
         .get(header::HOST)
         .and_then(|host| host.to_str().ok())

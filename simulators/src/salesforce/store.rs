@@ -19,6 +19,7 @@ use super::{
     limits::DailyAllocation,
     soql::{Filter, Select},
 };
+use crate::shared::{Latency, Random};
 
 /// A record: its fields by name, `Id` included.
 pub(crate) type Record = Map<String, Value>;
@@ -256,7 +257,8 @@ pub(crate) struct State {
     pub access_tokens: HashMap<String, AccessToken>,
     pub cursors: HashMap<String, Cursor>,
     pub unattributed: Counters,
-    pub latency: Duration,
+    pub latency: Latency,
+    pub random: Random,
     sequence: u64,
 }
 
@@ -265,6 +267,32 @@ impl State {
     pub(crate) fn next_id(&mut self, prefix: &str) -> String {
         self.sequence += 1;
         format!("{prefix}{:012}", self.sequence)
+    }
+
+    /// Creates an org whose daily allocation is `daily_api_max` calls, with
+    /// one user, its default user: their ids.
+    pub(crate) fn create_org(&mut self, daily_api_max: u64) -> (OrgId, String) {
+        let id = OrgId(self.next_id("00D"));
+        let user = self.next_id("005");
+        self.orgs.insert(
+            id.clone(),
+            Org {
+                users: vec![user.clone()],
+                rules: Vec::new(),
+                allocation: DailyAllocation::new(daily_api_max, Instant::now()),
+                objects: HashMap::new(),
+                counters: Counters::default(),
+                faults: Faults::default(),
+            },
+        );
+        (id, user)
+    }
+
+    /// Issues a refresh token of `principal`.
+    pub(crate) fn issue_refresh_token(&mut self, principal: Principal) -> String {
+        let token = super::new_refresh_token();
+        self.refresh_tokens.insert(token.clone(), principal);
+        token
     }
 
     /// The org and user behind a live access token.

@@ -3,6 +3,7 @@
 //! the plumbing of the control APIs. The simulators differ in what they
 //! answer, not in how they keep state, arm a fault or wait.
 
+pub(crate) mod bulk;
 pub(crate) mod control;
 pub(crate) mod faults;
 pub(crate) mod latency;

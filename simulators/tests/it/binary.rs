@@ -3,7 +3,7 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -14,13 +14,15 @@ fn free_address() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
-#[tokio::test]
-async fn the_binary_serves_every_simulator_on_its_addresses() {
+/// The binary, started with `latency` and `jitter` on free addresses, once it
+/// listens: the process, its HTTP address and its SMTP address.
+async fn start(latency: &str, jitter: &str) -> (Child, SocketAddr, SocketAddr) {
     let (http, smtp) = (free_address(), free_address());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_syncfleet-simulators"))
+    let child = Command::new(env!("CARGO_BIN_EXE_syncfleet-simulators"))
         .env("SYNCFLEET_SIMULATOR_LISTEN", http.to_string())
         .env("SYNCFLEET_SIMULATOR_SMTP_LISTEN", smtp.to_string())
-        .env("SYNCFLEET_SIMULATOR_LATENCY", "0ms")
+        .env("SYNCFLEET_SIMULATOR_LATENCY", latency)
+        .env("SYNCFLEET_SIMULATOR_LATENCY_JITTER", jitter)
         .env("SYNCFLEET_LOG_FORMAT", "text")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -34,8 +36,14 @@ async fn the_binary_serves_every_simulator_on_its_addresses() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let base = format!("http://{http}");
     syncfleet_common::telemetry::install_tls_provider();
+    (child, http, smtp)
+}
+
+#[tokio::test]
+async fn the_binary_serves_every_simulator_on_its_addresses() {
+    let (mut child, http, smtp) = start("0ms", "0ms").await;
+    let base = format!("http://{http}");
     let client = reqwest::Client::new();
     let post = |path: &str, body: Value| client.post(format!("{base}{path}")).json(&body).send();
 
@@ -83,12 +91,43 @@ async fn the_binary_serves_every_simulator_on_its_addresses() {
 
 #[test]
 fn a_bad_setting_stops_the_binary_with_its_name() {
-    let output = Command::new(env!("CARGO_BIN_EXE_syncfleet-simulators"))
-        .env("SYNCFLEET_SIMULATOR_LATENCY", "fast")
-        .env("SYNCFLEET_LOG_FORMAT", "text")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("SYNCFLEET_SIMULATOR_LATENCY"), "{stderr}");
+    for name in ["SYNCFLEET_SIMULATOR_LATENCY", "SYNCFLEET_SIMULATOR_LATENCY_JITTER"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_syncfleet-simulators"))
+            .env(name, "fast")
+            .env("SYNCFLEET_LOG_FORMAT", "text")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&format!("{name} is invalid")), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn the_binary_s_calls_wait_the_latency_plus_a_part_of_the_jitter() {
+    let (mut child, http, _) = start("40ms", "80ms").await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{http}");
+    // Salesforce's and Graph's token endpoints, each refusing an unknown token
+    // after the wait.
+    let mut waits = Vec::new();
+    for path in ["/services/oauth2/token", "/organizations/oauth2/v2.0/token"] {
+        for _ in 0..8 {
+            let started = Instant::now();
+            let refused = client
+                .post(format!("{base}{path}"))
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", "unknown")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(refused.status(), 400);
+            waits.push(started.elapsed());
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (shortest, longest) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+    assert!(*shortest >= Duration::from_millis(40), "{waits:?}");
+    // Sixteen uniform draws over 80 ms all within 5 ms of each other: never.
+    assert!(*longest - *shortest > Duration::from_millis(5), "{waits:?}");
 }

@@ -5,8 +5,12 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use syncfleet_simulators::graph::{
-    Endpoint, Fault, Folder, GraphConfig, GraphSimulator, LocalGraph, MessageSeed, Recipient,
+use syncfleet_simulators::{
+    BulkError,
+    graph::{
+        BulkMailbox, Endpoint, Fault, Folder, GraphConfig, GraphSimulator, LocalGraph, MAX_BULK_MAILBOXES, MessageSeed,
+        Recipient,
+    },
 };
 use tokio_util::sync::CancellationToken;
 
@@ -741,5 +745,157 @@ async fn the_control_api_does_over_http_what_the_handle_does() {
         .control(Method::GET, "/mailboxes/nobody@contoso.example/counters", None)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    harness.stop().await;
+}
+
+/// A message as the control API's add-message route takes it.
+fn bulk_message(folder: &str, subject: &str, body: &str) -> Value {
+    json!({
+        "folder": folder,
+        "from": {"address": "megan@contoso.example", "name": "Megan Bowen"},
+        "to": [{"address": "client@example.test"}],
+        "subject": subject,
+        "sent_at": "2024-03-01T10:00:00Z",
+        "body": body,
+    })
+}
+
+fn subjects(page: &Value) -> Vec<&str> {
+    page["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| message["subject"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn mailboxes_created_in_bulk_answer_in_order_and_refresh_and_list_their_messages() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let mailboxes: Vec<Value> = (0..3)
+        .map(|index| {
+            json!({"upn": format!("bulk{index}@contoso.example"), "messages": [
+                bulk_message("inbox", &format!("In {index}"), "a"),
+                bulk_message("sent_items", &format!("Out {index}"), "b"),
+                bulk_message("inbox", &format!("In again {index}"), "c"),
+            ]})
+        })
+        .collect();
+    let (status, body) = harness
+        .control(Method::POST, "/mailboxes/bulk", Some(json!({"mailboxes": mailboxes})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let created = body["mailboxes"].as_array().unwrap();
+    assert_eq!(created.len(), 3);
+    for (index, mailbox) in created.iter().enumerate() {
+        let upn = format!("bulk{index}@contoso.example");
+        assert_eq!(mailbox["upn"], upn);
+        assert_eq!(harness.simulator.mailbox_id(&upn).as_deref(), mailbox["id"].as_str());
+    }
+
+    let (status, token) = harness.refresh(created[1]["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{token}");
+    let token = token["access_token"].as_str().unwrap();
+    let inbox = harness.url("/v1.0/users/bulk1@contoso.example/mailFolders/inbox/messages/delta");
+    let (status, _, page) = harness.call(token, Method::GET, &inbox, &[], None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(subjects(&page), ["In 1", "In again 1"]);
+    let sent = harness.url("/v1.0/users/bulk1@contoso.example/mailFolders/sentitems/messages/delta");
+    let (_, _, page) = harness.call(token, Method::GET, &sent, &[], None).await;
+    assert_eq!(subjects(&page), ["Out 1"]);
+    assert_eq!(page["value"][0]["from"]["emailAddress"]["name"], "Megan Bowen");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_bulk_batch_with_a_bad_entry_names_it_and_creates_nothing() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let valid = json!({"upn": "first@contoso.example", "messages": [bulk_message("inbox", "Hi", "")]});
+    let cases = [
+        (
+            json!({"upn": harness.mailbox.to_uppercase()}),
+            "mailboxes[1].upn: already exists",
+        ),
+        (
+            json!({"upn": "FIRST@contoso.example"}),
+            "mailboxes[1].upn: also given at mailboxes[0]",
+        ),
+        (json!({"upn": "  "}), "mailboxes[1].upn: must not be empty"),
+        (
+            json!({"upn": "second@contoso.example", "messages": [bulk_message("inbox", "Hi", ""), bulk_message("drafts", "Hi", "")]}),
+            "mailboxes[1].messages[1].folder: unknown variant `drafts`",
+        ),
+        (
+            json!({"upn": "second@contoso.example", "messages": [{"folder": "inbox", "sent_at": "2024-03-01T10:00:00Z"}]}),
+            "mailboxes[1].messages[0]: missing field `from`",
+        ),
+        (
+            json!({"upn": "second@contoso.example", "messages": [{"folder": "inbox", "from": {"address": "a@b.test"}, "sent_at": "yesterday"}]}),
+            "mailboxes[1].messages[0].sent_at: ",
+        ),
+        (json!({"messages": []}), "mailboxes[1]: missing field `upn`"),
+    ];
+    for (bad, expected) in cases {
+        let (status, body) = harness
+            .control(
+                Method::POST,
+                "/mailboxes/bulk",
+                Some(json!({"mailboxes": [valid.clone(), bad]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(expected), "{error} lacks {expected}");
+        assert_eq!(
+            harness.simulator.mailbox_id("first@contoso.example"),
+            None,
+            "{expected}"
+        );
+        assert_eq!(
+            harness.simulator.mailbox_id("second@contoso.example"),
+            None,
+            "{expected}"
+        );
+    }
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_bulk_batch_over_the_cap_is_refused_and_one_over_axum_s_default_body_limit_is_taken() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let over: Vec<BulkMailbox> = (0..=MAX_BULK_MAILBOXES)
+        .map(|index| BulkMailbox {
+            upn: format!("u{index}@contoso.example"),
+            messages: Vec::new(),
+        })
+        .collect();
+    assert_eq!(
+        harness.simulator.create_mailboxes(&over),
+        Err(BulkError::TooMany {
+            what: "mailboxes",
+            max: MAX_BULK_MAILBOXES,
+            given: MAX_BULK_MAILBOXES + 1
+        })
+    );
+    let over = json!({"mailboxes": over.iter().map(|mailbox| json!({"upn": mailbox.upn})).collect::<Vec<_>>()});
+    let (status, body) = harness.control(Method::POST, "/mailboxes/bulk", Some(over)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"], "mailboxes: at most 10000 per call, got 10001");
+    assert_eq!(harness.simulator.mailbox_id("u0@contoso.example"), None);
+
+    // Five messages each, a few MB: more than axum's 2 MB default.
+    let text = "x".repeat(200);
+    let mailboxes: Vec<Value> = (0..2_000)
+        .map(|index| {
+            let messages: Vec<Value> = (0..5).map(|_| bulk_message("inbox", "Hello", &text)).collect();
+            json!({"upn": format!("many{index}@contoso.example"), "messages": messages})
+        })
+        .collect();
+    let batch = json!({"mailboxes": mailboxes});
+    assert!(batch.to_string().len() > 3 * 1024 * 1024);
+    let (status, body) = harness.control(Method::POST, "/mailboxes/bulk", Some(batch)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["mailboxes"].as_array().unwrap().len(), 2_000);
+    assert_eq!(body["mailboxes"][1_999]["upn"], "many1999@contoso.example");
     harness.stop().await;
 }

@@ -4,8 +4,11 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use syncfleet_simulators::salesforce::{
-    Endpoint, Fault, LocalSalesforce, OrgId, SalesforceConfig, SalesforceSimulator,
+use syncfleet_simulators::{
+    BulkError,
+    salesforce::{
+        BulkOrg, Endpoint, Fault, LocalSalesforce, MAX_BULK_ORGS, OrgId, SalesforceConfig, SalesforceSimulator,
+    },
 };
 use tokio_util::sync::CancellationToken;
 
@@ -321,7 +324,7 @@ async fn armed_faults_answer_the_next_calls_then_disarm() {
 async fn a_latency_setting_delays_every_answer() {
     let harness = Harness::start(SalesforceConfig::default()).await;
     let token = harness.access_token().await;
-    harness.simulator.set_latency(Duration::from_millis(50));
+    harness.simulator.set_latency(Duration::from_millis(50), Duration::ZERO);
     let started = Instant::now();
     let (status, _, _) = harness
         .call_with(&token, reqwest::Method::GET, &format!("{API}/limits"), None)
@@ -611,5 +614,167 @@ async fn the_control_api_adds_users_and_updates_records() {
         )
         .await;
     assert_eq!(refused, StatusCode::BAD_REQUEST);
+    harness.stop().await;
+}
+
+fn contacts(org: usize, count: usize) -> Vec<Value> {
+    (0..count)
+        .map(|index| json!({"Email": format!("c{index}@org{org}.test"), "LastName": format!("Contact {index}")}))
+        .collect()
+}
+
+#[tokio::test]
+async fn orgs_created_in_bulk_answer_in_order_and_refresh_and_find_their_contacts() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let orgs: Vec<Value> = (0..2)
+        .map(|org| json!({"records": {"Contact": contacts(org, 3)}, "refresh_tokens": 2}))
+        .collect();
+    let (status, body) = harness
+        .control(Method::POST, "/orgs/bulk", Some(json!({"orgs": orgs})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let created = body["orgs"].as_array().unwrap();
+    assert_eq!(created.len(), 2);
+    let base = harness.served.base_url();
+    for (index, org) in created.iter().enumerate() {
+        let (org_id, owner) = (org["org_id"].as_str().unwrap(), org["owner_id"].as_str().unwrap());
+        assert_eq!(harness.simulator.users(&OrgId(org_id.to_owned())), [owner]);
+        let tokens = org["refresh_tokens"].as_array().unwrap();
+        assert_eq!(tokens.len(), 2);
+        let (status, refreshed) = harness.refresh(tokens[1].as_str().unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{refreshed}");
+        assert_eq!(refreshed["id"], format!("{base}/id/{org_id}/{owner}"));
+
+        let token = refreshed["access_token"].as_str().unwrap();
+        let soql = format!(
+            "SELECT Id, Email, OwnerId FROM Contact WHERE Email IN ('c0@org{index}.test','C2@ORG{index}.TEST','c0@org9.test')"
+        );
+        let (status, _, page) = harness
+            .call_with(token, Method::GET, &query_path(&harness, &soql), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(page["totalSize"], 2);
+        assert_eq!(page["records"][1]["Email"], format!("c2@org{index}.test"));
+        assert_eq!(page["records"][0]["OwnerId"], owner);
+    }
+    // Without refresh_tokens, one.
+    let (status, body) = harness
+        .control(Method::POST, "/orgs/bulk", Some(json!({"orgs": [{}]})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["orgs"][0]["refresh_tokens"].as_array().unwrap().len(), 1);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_bulk_org_batch_with_a_bad_entry_names_it_and_creates_nothing() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let before = harness.simulator.orgs();
+    let valid = json!({"records": {"Contact": contacts(0, 2)}, "refresh_tokens": 1});
+    let with_contact = |contact: Value| json!({"records": {"Contact": [contacts(1, 1)[0].clone(), contact]}});
+    let cases = [
+        (
+            with_contact(json!({"Email": "no-name@example.test"})),
+            "orgs[1].records.Contact[1]: the record is refused: REQUIRED_FIELD_MISSING",
+        ),
+        (with_contact(json!({"LastName": "Dup", "Key__c": "k"})), ""),
+        (
+            with_contact(json!({"LastName": "X", "Bogus": 1})),
+            "orgs[1].records.Contact[1]: the record is refused: INVALID_FIELD: No such column 'Bogus'",
+        ),
+        (
+            with_contact(json!({"LastName": "X", "OwnerId": "005999999999999"})),
+            "orgs[1].records.Contact[1]: the record is refused: INVALID_CROSS_REFERENCE_KEY",
+        ),
+        (
+            with_contact(json!("not an object")),
+            "orgs[1].records.Contact[1]: the record is refused: fields must be a JSON object",
+        ),
+        (
+            json!({"records": {"Widget": [{"Name": "w"}]}}),
+            "orgs[1].records.Widget: unknown sObject type Widget",
+        ),
+        (
+            json!({"refresh_tokens": 1001}),
+            "orgs[1].refresh_tokens: at most 1000 per org, got 1001",
+        ),
+        (json!({"refresh_tokens": -1}), "orgs[1].refresh_tokens"),
+    ];
+    for (bad, expected) in cases {
+        // A custom field is unique in the org: the second record with the
+        // same value fails only once the first is written.
+        let (bad, expected) = if expected.is_empty() {
+            let record = json!({"LastName": "Dup", "Key__c": "K"});
+            (
+                json!({"records": {"Contact": [record.clone(), bad["records"]["Contact"][1].clone()]}}),
+                "orgs[1].records.Contact[1]: the record is refused: DUPLICATE_VALUE",
+            )
+        } else {
+            (bad, expected)
+        };
+        let (status, body) = harness
+            .control(Method::POST, "/orgs/bulk", Some(json!({"orgs": [valid.clone(), bad]})))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(expected), "{error} lacks {expected}");
+        assert_eq!(harness.simulator.orgs(), before, "{expected}");
+    }
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_bulk_org_batch_over_the_cap_is_refused() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let before = harness.simulator.orgs();
+    let over = vec![
+        BulkOrg {
+            records: Default::default(),
+            refresh_tokens: 1
+        };
+        MAX_BULK_ORGS + 1
+    ];
+    let error = harness.simulator.create_orgs(&over).unwrap_err();
+    assert_eq!(
+        error,
+        BulkError::TooMany {
+            what: "orgs",
+            max: MAX_BULK_ORGS,
+            given: MAX_BULK_ORGS + 1
+        }
+    );
+    let over = json!({"orgs": vec![json!({}); MAX_BULK_ORGS + 1]});
+    let (status, body) = harness.control(Method::POST, "/orgs/bulk", Some(over)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"], "orgs: at most 10000 per call, got 10001");
+    assert_eq!(harness.simulator.orgs(), before);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn the_latency_control_route_sets_a_base_and_a_jitter() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let token = harness.access_token().await;
+    let (status, _) = harness
+        .control(
+            Method::PUT,
+            "/latency",
+            Some(json!({"milliseconds": 30, "jitter_milliseconds": 60})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let mut waits = Vec::new();
+    for _ in 0..12 {
+        let started = Instant::now();
+        let (status, _, _) = harness
+            .call_with(&token, reqwest::Method::GET, &format!("{API}/limits"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        waits.push(started.elapsed());
+    }
+    let (shortest, longest) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+    assert!(*shortest >= Duration::from_millis(30), "{waits:?}");
+    // Twelve uniform draws over 60 ms all within 5 ms of each other: never.
+    assert!(*longest - *shortest > Duration::from_millis(5), "{waits:?}");
     harness.stop().await;
 }
