@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/syncfleet-target}"
 
 scripts/services.sh
+# Chromium and ChromeDriver for the admin panel's browser tests.
+scripts/browser.sh
 
 # Databases left behind by tests that failed in an earlier run.
 psql -h 127.0.0.1 -U postgres -d postgres -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'sf\_test\_%'" |

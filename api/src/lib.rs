@@ -7,6 +7,7 @@ mod error;
 mod live;
 mod metrics;
 mod openapi;
+mod panel;
 mod routes;
 
 use std::{sync::Arc, time::Duration};
@@ -76,8 +77,12 @@ pub fn router(state: AppState, health: Arc<Health>, mut registry: Registry) -> R
         .layer(axum::Extension(live::Hub::new(state.pool.clone(), health.clone())))
         .layer(middleware::from_fn(check_input))
         .with_state(state.clone());
+    // The admin panel calls `v1` in process; its form posts are not JSON,
+    // so it sits beside `check_input`, not under it.
+    let panel = panel::router(v1.clone(), state.clone());
     ops::router(state.pool, health, Arc::new(registry))
         .merge(v1)
+        .merge(panel)
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
 }
 

@@ -13,6 +13,7 @@ mod lists;
 mod notifications;
 mod organization_sync;
 mod organizations;
+mod panel;
 mod plans;
 mod presets;
 mod pushes;
