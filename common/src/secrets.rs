@@ -263,6 +263,16 @@ fn owner_columns(owner: Owner) -> (Option<Uuid>, Option<Uuid>) {
     }
 }
 
+/// The owner's column and id: `column = $1` finds the row through that
+/// column's unique index (`IS NOT DISTINCT FROM` on both columns cannot use
+/// an index, and read the whole table on every load).
+fn owner_column(owner: Owner) -> (&'static str, Uuid) {
+    match owner {
+        Owner::User(id) => ("user_id", id),
+        Owner::Organization(id) => ("organization_id", id),
+    }
+}
+
 /// Seals and stores (inserts or replaces) `owner`'s `kind`.
 pub async fn store<'e>(
     executor: impl PgExecutor<'e>,
@@ -304,13 +314,11 @@ pub async fn load<'e>(
     owner: Owner,
     kind: CredentialKind,
 ) -> Result<Option<SecretString>, CredentialError> {
-    let (user_id, organization_id) = owner_columns(owner);
-    let row = sqlx::query(
-        "SELECT key_version, nonce, ciphertext FROM credentials
-         WHERE kind = $3 AND user_id IS NOT DISTINCT FROM $1 AND organization_id IS NOT DISTINCT FROM $2",
-    )
-    .bind(user_id)
-    .bind(organization_id)
+    let (column, id) = owner_column(owner);
+    let row = sqlx::query(&format!(
+        "SELECT key_version, nonce, ciphertext FROM credentials WHERE {column} = $1 AND kind = $2"
+    ))
+    .bind(id)
     .bind(kind.as_str())
     .fetch_optional(executor)
     .await?;
@@ -331,16 +339,12 @@ pub async fn delete<'e>(
     owner: Owner,
     kind: CredentialKind,
 ) -> Result<bool, sqlx::Error> {
-    let (user_id, organization_id) = owner_columns(owner);
-    let result = sqlx::query(
-        "DELETE FROM credentials
-         WHERE kind = $3 AND user_id IS NOT DISTINCT FROM $1 AND organization_id IS NOT DISTINCT FROM $2",
-    )
-    .bind(user_id)
-    .bind(organization_id)
-    .bind(kind.as_str())
-    .execute(executor)
-    .await?;
+    let (column, id) = owner_column(owner);
+    let result = sqlx::query(&format!("DELETE FROM credentials WHERE {column} = $1 AND kind = $2"))
+        .bind(id)
+        .bind(kind.as_str())
+        .execute(executor)
+        .await?;
     Ok(result.rows_affected() > 0)
 }
 
