@@ -16,7 +16,7 @@
 //!   a customization push to N users through the api and W workers, the
 //!   notification latency over S live streams during it, then P
 //!   `pg_notify` probes (commit to event); prints a JSON report.
-//! - `fleet [--users N] [--workers W] [--concurrency C] [--latency-ms L]
+//! - `fleet [--users N] [--p1-users P] [--workers W] [--concurrency C] [--latency-ms L]
 //!   [--jitter-ms J] [--compression K] [--step-start S] [--step-cycles Y]
 //!   [--force-syncs F] [--organizations O] [--ceiling-messages M]
 //!   [--ceiling-rows R] [--out DIR]`: the whole fleet as processes against
@@ -40,7 +40,7 @@ const USAGE: &str = "usage: syncfleet-loadtest seed-demo | pipeline [--jobs N] [
                      | sync [--users N] [--workers W] [--latency MS] [--concurrency C] | limiter [--calls N] \
                      | api [--users N] [--requests R] [--concurrency C] [--force-syncs F] [--workers W] \
                      | push [--users N] [--workers W] [--streams S] [--probes P] [--batch B] \
-                     | fleet [--users N] [--workers W] [--concurrency C] [--latency-ms L] [--jitter-ms J] \
+                     | fleet [--users N] [--p1-users P] [--workers W] [--concurrency C] [--latency-ms L] [--jitter-ms J] \
                      [--compression K] [--step-start S] [--step-cycles Y] [--force-syncs F] [--organizations O] \
                      [--ceiling-messages M] [--ceiling-rows R] [--out DIR]";
 

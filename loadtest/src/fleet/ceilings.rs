@@ -106,8 +106,11 @@ async fn rabbitmq(common: &CommonConfig, prefix: &str, messages: usize, prefetch
     }
     consume.await??;
     let rate = messages as f64 / started.elapsed().as_secs_f64();
-    topology.delete(&channel).await?;
+    // The consumer's channel goes first: a queue is deleted from a channel
+    // that does not consume it.
     channel.close(200, "done".into()).await?;
+    let cleanup = connection.create_channel().await?;
+    topology.delete(&cleanup).await?;
     connection.close(200, "done".into()).await?;
     Ok(rate)
 }

@@ -8,8 +8,9 @@
 //! 2. the ceilings (P5) are measured on the same PostgreSQL and RabbitMQ
 //!    while nothing else runs (see [`ceilings`]);
 //! 3. the api, a scheduler and W workers start as processes;
-//! 4. P1: every user is made due at once; sessions per second from that
-//!    moment to the last session's end, every session checked;
+//! 4. P1: `--p1-users` users (the first seeded) are made due at once;
+//!    sessions per second from that moment to the last session's end, every
+//!    session checked, and the CPU each process spent per session;
 //! 5. P2: the cadence is compressed by `--compression` (30 min / K) and the
 //!    number of users on it is doubled from `--step-start` until the
 //!    scheduling lag's p99 passes 5 s or a cycle leaves users unsynced; the
@@ -66,6 +67,7 @@ const STALL_LIMIT: Duration = Duration::from_secs(120);
 /// The run's parameters.
 pub struct Options {
     users: usize,
+    p1_users: usize,
     organizations: usize,
     workers: usize,
     concurrency: usize,
@@ -85,6 +87,7 @@ impl Options {
     pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
         let mut options = Self {
             users: 100_000,
+            p1_users: 20_000,
             organizations: 20,
             workers: 2,
             concurrency: 1_000,
@@ -112,6 +115,7 @@ impl Options {
             &numbers,
             &mut [
                 ("--users", &mut options.users),
+                ("--p1-users", &mut options.p1_users),
                 ("--organizations", &mut options.organizations),
                 ("--workers", &mut options.workers),
                 ("--concurrency", &mut options.concurrency),
@@ -125,6 +129,7 @@ impl Options {
                 ("--ceiling-rows", &mut options.ceiling_rows),
             ],
         )?;
+        options.p1_users = options.p1_users.min(options.users);
         anyhow::ensure!(
             options.step_cycles >= 2,
             "--step-cycles must be at least 2 (one to settle, then the measured ones)"
@@ -279,6 +284,20 @@ impl Fleet {
         Ok(())
     }
 
+    /// CPU seconds used so far by the workers, the simulators, the api and
+    /// scheduler, and the machine (busy, total).
+    fn cpu(&self) -> Cpu {
+        let of = |process: &Process| process.pid().and_then(processes::cpu_seconds).unwrap_or(0.0);
+        let (machine_busy, machine_total) = processes::machine_cpu_seconds().unwrap_or((0.0, 0.0));
+        Cpu {
+            workers: self.workers.iter().map(of).sum(),
+            simulators: of(&self.simulators),
+            api_and_scheduler: self.api.iter().chain(self.scheduler.iter()).map(of).sum(),
+            machine_busy,
+            machine_total,
+        }
+    }
+
     /// Fails if any process has exited.
     fn check(&mut self) -> anyhow::Result<()> {
         self.simulators.check_running()?;
@@ -305,6 +324,35 @@ impl Fleet {
             api.stop(patience).await?;
         }
         self.simulators.stop(patience).await
+    }
+}
+
+/// Cumulative CPU seconds; see [`Fleet::cpu`].
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    workers: f64,
+    simulators: f64,
+    api_and_scheduler: f64,
+    machine_busy: f64,
+    machine_total: f64,
+}
+
+impl Cpu {
+    /// Where the CPU went between `self` and `later`, per session.
+    fn per_session(self, later: Cpu, sessions: i64) -> serde_json::Value {
+        let per = |before: f64, after: f64| rounded((after - before) * 1000.0 / sessions.max(1) as f64, 2);
+        let ours = (later.workers - self.workers)
+            + (later.simulators - self.simulators)
+            + (later.api_and_scheduler - self.api_and_scheduler);
+        let busy = later.machine_busy - self.machine_busy;
+        serde_json::json!({
+            "workers_ms": per(self.workers, later.workers),
+            "simulators_ms": per(self.simulators, later.simulators),
+            "api_and_scheduler_ms": per(self.api_and_scheduler, later.api_and_scheduler),
+            "rest_of_machine_ms": rounded((busy - ours).max(0.0) * 1000.0 / sessions.max(1) as f64, 2),
+            "machine_busy_percent": rounded(100.0 * busy / (later.machine_total - self.machine_total).max(0.001), 1),
+            "note": "rest_of_machine is PostgreSQL, RabbitMQ, Redis, the load test itself and anything else running",
+        })
     }
 }
 
@@ -401,7 +449,7 @@ async fn measure(
     let mut errors: Vec<String> = Vec::new();
 
     // P1: everyone due at once.
-    let p1 = phase_p1(fleet, pool, &seeded, origin, &mut phases, &mut errors).await?;
+    let p1 = phase_p1(fleet, pool, &seeded, options.p1_users, origin, &mut phases, &mut errors).await?;
     eprintln!("P1: {p1}");
     // P2: stepping N on the compressed cadence.
     fleet.restart_scheduler(options.interval(), 2).await?;
@@ -423,6 +471,7 @@ async fn measure(
     let report = serde_json::json!({
         "configuration": {
             "users": options.users,
+            "p1_users": options.p1_users,
             "organizations": seeded.organizations,
             "salesforce_orgs": seeded.salesforce_orgs,
             "workers": options.workers,
@@ -552,15 +601,20 @@ async fn phase_p1(
     fleet: &mut Fleet,
     pool: &PgPool,
     seeded: &seed::Seeded,
+    p1_users: usize,
     origin: Instant,
     phases: &mut Vec<chart::Phase>,
     errors: &mut Vec<String>,
 ) -> anyhow::Result<serde_json::Value> {
     let start = since(origin);
-    let made_due: DateTime<Utc> = sqlx::query_scalar("UPDATE users SET next_sync_at = now() RETURNING now()")
-        .fetch_optional(pool)
-        .await?
-        .context("no users to make due")?;
+    let cpu = fleet.cpu();
+    let chosen = &seeded.users[..p1_users];
+    let made_due: DateTime<Utc> =
+        sqlx::query_scalar("UPDATE users SET next_sync_at = now() WHERE id = ANY($1) RETURNING now()")
+            .bind(chosen)
+            .fetch_optional(pool)
+            .await?
+            .context("no users to make due")?;
     wait_until_zero(
         fleet,
         pool,
@@ -568,6 +622,7 @@ async fn phase_p1(
         "P1 (every user due at once)",
     )
     .await?;
+    let cpu = cpu.per_session(fleet.cpu(), chosen.len() as i64);
     // Nobody is due until a phase says so.
     sqlx::query("UPDATE users SET next_sync_at = now() + interval '10 years'")
         .execute(pool)
@@ -578,7 +633,7 @@ async fn phase_p1(
         end: since(origin),
     });
     let figures = window(pool, "cadence", made_due - chrono::Duration::seconds(1), Utc::now()).await?;
-    let users = seeded.users.len() as i64;
+    let users = chosen.len() as i64;
     let elapsed = figures
         .last_ended
         .map_or(0.0, |ended| (ended - made_due).num_milliseconds() as f64 / 1000.0);
@@ -609,6 +664,7 @@ async fn phase_p1(
         "sessions_per_s": rounded(figures.sessions as f64 / elapsed.max(0.001), 1),
         "scheduling_lag_ms": quantiles(&figures.lag_ms),
         "session_duration_ms": quantiles(&figures.duration_ms),
+        "cpu_per_session": cpu,
     }))
 }
 

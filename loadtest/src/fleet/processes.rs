@@ -125,6 +125,44 @@ impl Process {
     }
 }
 
+/// Clock ticks per second of `/proc`'s CPU times (`USER_HZ`, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds (user and system) a process has used, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    process_cpu_seconds(&stat)
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line (fields 14 and 15; the command
+/// name in parentheses may hold spaces, so count from its closing one).
+fn process_cpu_seconds(stat: &str) -> Option<f64> {
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index)?.parse::<f64>().ok();
+    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    Some((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
+}
+
+/// The machine's busy and total CPU seconds over all cores, from `/proc/stat`.
+pub fn machine_cpu_seconds() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    machine_cpu(&stat)
+}
+
+fn machine_cpu(stat: &str) -> Option<(f64, f64)> {
+    let values: Vec<f64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .filter_map(|value| value.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is in user).
+    let total: f64 = values.iter().take(8).sum();
+    let idle = values.get(3)? + values.get(4)?;
+    Some(((total - idle) / TICKS_PER_SECOND, total / TICKS_PER_SECOND))
+}
+
 /// A process's memory.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Memory {
@@ -179,6 +217,17 @@ mod tests {
         assert_eq!(metric_sum(exposition, "syncfleet_sessions_total"), 15.0);
         assert_eq!(metric_sum(exposition, "syncfleet_worker_in_flight"), 7.0);
         assert_eq!(metric_sum(exposition, "syncfleet_absent"), 0.0);
+    }
+
+    #[test]
+    fn cpu_times_are_read_from_proc() {
+        let stat = "4242 (syncfleet worker) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
+        assert_eq!(process_cpu_seconds(stat), Some(3.0));
+        assert_eq!(process_cpu_seconds("garbage"), None);
+        let machine = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\n";
+        assert_eq!(machine_cpu(machine), Some((1.5, 10.0)));
+        assert!(cpu_seconds(std::process::id()).is_some());
+        assert!(machine_cpu_seconds().is_some_and(|(busy, total)| busy <= total));
     }
 
     #[test]
