@@ -270,18 +270,18 @@ async fn create(
 
 /// The tabs of an organization.
 fn tabs(id: &str, current: &str) -> Markup {
-    let tab = |path: &str, label: &str| {
-        html! { a href={ "/panel/organizations/" (id) (path) } aria-current=[(current == label).then_some("page")] { (label) } }
-    };
-    html! {
-        nav.tabs aria-label="Organization" {
-            (tab("", "Details"))
-            (tab("/users", "Users"))
-            (tab("/statistics", "Statistics"))
-            (tab("/activity", "Activity"))
-            (tab("/email-configuration", "Email configuration"))
-        }
-    }
+    page::tabs(
+        "Organization",
+        &format!("/panel/organizations/{id}"),
+        &[
+            ("", "Details"),
+            ("/users", "Users"),
+            ("/statistics", "Statistics"),
+            ("/activity", "Activity"),
+            ("/email-configuration", "Email configuration"),
+        ],
+        current,
+    )
 }
 
 async fn organization(panel: &Panel, session: &Session, id: Uuid) -> Result<Value, PanelError> {

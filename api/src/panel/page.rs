@@ -115,6 +115,17 @@ pub fn sign_in(status: StatusCode, error: Option<&str>) -> Response {
     (status, Html(markup.into_string())).into_response()
 }
 
+/// The sub-tabs of an organization or a user: `(path under base, label)`.
+pub fn tabs(name: &str, base: &str, entries: &[(&str, &str)], current: &str) -> Markup {
+    html! {
+        nav.tabs aria-label=(name) {
+            @for (path, label) in entries {
+                a href={ (base) (path) } aria-current=[(current == *label).then_some("page")] { (label) }
+            }
+        }
+    }
+}
+
 /// The hidden CSRF field every form carries.
 pub fn csrf_field(session: &Session) -> Markup {
     html! { input type="hidden" name=(CSRF_FIELD) value=(session.csrf()); }

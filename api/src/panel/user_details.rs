@@ -46,19 +46,19 @@ pub fn routes() -> Router<Panel> {
 }
 
 fn tabs(id: Uuid, current: &str) -> Markup {
-    let tab = |path: &str, label: &str| {
-        html! { a href={ "/panel/users/" (id) (path) } aria-current=[(current == label).then_some("page")] { (label) } }
-    };
-    html! {
-        nav.tabs aria-label="User" {
-            (tab("", "Details"))
-            (tab("/connectivity", "Connectivity"))
-            (tab("/statistics", "Statistics"))
-            (tab("/issues", "Sync Issues"))
-            (tab("/activity", "Activity"))
-            (tab("/customization", "Customization"))
-        }
-    }
+    page::tabs(
+        "User",
+        &format!("/panel/users/{id}"),
+        &[
+            ("", "Details"),
+            ("/connectivity", "Connectivity"),
+            ("/statistics", "Statistics"),
+            ("/issues", "Sync Issues"),
+            ("/activity", "Activity"),
+            ("/customization", "Customization"),
+        ],
+        current,
+    )
 }
 
 async fn user(panel: &Panel, session: &Session, id: Uuid) -> Result<Value, PanelError> {

@@ -52,19 +52,19 @@ pub const ACTIONS: [(&str, &str, bool); 16] = [
 ];
 
 const COLUMNS: [Column; 13] = [
+    plain("actions", "Actions"),
     sortable("name", "Name", "name"),
     sortable("email", "Email", "email"),
     sortable("notification_email", "E-Mail for Notifications", "notification_email"),
     sortable("organization", "Organization", "organization"),
     plain("plan", "Plan"),
     sortable("sync", "Synchronization Status", "sync_status"),
-    sortable("effective", "Effective Status", "effective_sync_status"),
+    hidden(sortable("effective", "Effective Status", "effective_sync_status")),
     sortable("mailbox", "Mailbox Status", "mailbox_status"),
     sortable("last_session", "Last Session", "last_session_at"),
     sortable("created", "Created On", "created_at"),
     hidden(plain("error", "Disabled Due To An Error")),
     hidden(sortable("updated", "Updated On", "updated_at")),
-    plain("actions", "Actions"),
 ];
 
 const SYNC_STATUSES: [(&str, &str); 6] = [
@@ -134,14 +134,16 @@ pub fn actions_menu(
     organizations: &[(String, String)],
     plans: &[(String, String)],
 ) -> Markup {
-    let summary = if user.is_some() {
-        "⋮ Actions"
-    } else {
-        "⋮ Actions for the selected users"
+    let (summary, label) = match user {
+        Some((_, name)) => ("⋮", format!("Actions for {name}")),
+        None => (
+            "⋮ Actions for the selected users",
+            "Actions for the selected users".to_owned(),
+        ),
     };
     html! {
         details.actions data-user=[user.map(|(id, _)| id)] data-name=[user.map(|(_, name)| name)] {
-            summary { (summary) }
+            summary aria-label=(label) { (summary) }
             div.menu role="group" {
                 @for (action, label, confirm) in ACTIONS {
                     @match action {
@@ -241,6 +243,7 @@ pub async fn list(
                         @let effective = text(&user["effective_sync_status"]);
                         tr class=[(effective != "enabled").then_some("off")] data-user=(id) {
                             td.select { input type="checkbox" data-select=(id) data-name=(name) aria-label={ "Select " (name) }; }
+                            td data-col="actions" { (actions_menu(Some((id, name)), &organizations, &plans)) }
                             td data-col="name" { a href={ "/panel/users/" (id) } { (name) } }
                             td data-col="email" { (text(&user["email"])) }
                             td data-col="notification_email" { (text(&user["notification_email"])) }
@@ -253,7 +256,6 @@ pub async fn list(
                             td data-col="created" { (when(&user["created_at"])) }
                             td data-col="error" { (text(&user["disabled_reason"])) }
                             td data-col="updated" { (when(&user["updated_at"])) }
-                            td data-col="actions" { (actions_menu(Some((id, name)), &organizations, &plans)) }
                         }
                     }
                 }

@@ -177,6 +177,12 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         .click_on("details.colchooser input[data-toggle-col=email]")
         .await;
     assert_eq!(browser.script(email_hidden, json!([])).await, false);
+    // The keyboard opens a column's menu and Escape closes it.
+    let menu_open = "return document.querySelector('th[data-col=created] details').open;";
+    browser.keys("th[data-col=created] summary", "\u{E007}").await;
+    assert_eq!(browser.script(menu_open, json!([])).await, true, "Enter opens the menu");
+    browser.keys("th[data-col=created] summary", "\u{E00C}").await;
+    assert_eq!(browser.script(menu_open, json!([])).await, false, "Escape closes it");
     // Search.
     browser.fill("form.filters input[name=q]", "amy").await;
     browser.click_on("form.filters button[type=submit]").await;
