@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{Value, json};
 use syncfleet_api::auth::create_token;
-use syncfleet_common::domain::SyncStatus;
-use syncfleet_testkit::users;
+use syncfleet_common::domain::{AccessType, SyncStatus};
+use syncfleet_testkit::{organization, users};
 use uuid::Uuid;
 
 use super::{Fleet, sign_in, webdriver::Browser};
@@ -74,11 +74,23 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         .await
         .unwrap();
 
+    // A disabled organization, shown in red.
+    let disabled = organization(&pool, AccessType::Gmail, false).await;
+
     let browser = Browser::start(1280, 900).await;
     browser.go(&fleet.url("/panel/login")).await;
     browser.screenshot("01-sign-in").await;
     sign_in(&browser, &fleet, &admin).await;
     browser.wait_for_text("Organizations", false, LIMIT).await;
+    let class = browser
+        .script(
+            &format!(
+                "return document.querySelector('a[href=\"/panel/organizations/{disabled}\"]').closest('tr').className;"
+            ),
+            json!([]),
+        )
+        .await;
+    assert_eq!(class, "off", "a disabled organization's row is red");
     browser.screenshot("02-organizations").await;
 
     // A new organization: Impersonation without its EWS URL is refused with
@@ -320,6 +332,30 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
             .unwrap();
         assert_eq!(saved, document, "the push reached {recipient}");
     }
+
+    // The organization's default customization, set on the same page; a
+    // document that is not JSON is refused, naming the field.
+    browser
+        .go(&fleet.url(&format!("/panel/customization?organization_id={acme}")))
+        .await;
+    browser
+        .fill("form[action$='/default-customization'] textarea", "{not json")
+        .await;
+    browser
+        .click_on("form[action$='/default-customization'] button.primary")
+        .await;
+    browser
+        .wait_for_text("Default not saved: document: not JSON", false, LIMIT)
+        .await;
+    let default = json!({"schema_version": 1, "behavior": {"auto_open": false}});
+    browser
+        .fill("form[action$='/default-customization'] textarea", &default.to_string())
+        .await;
+    browser
+        .click_on("form[action$='/default-customization'] button.primary")
+        .await;
+    let page = browser.wait_for_text("Saved.", false, LIMIT).await;
+    assert!(page.contains("Version 1, set by admin@fleet.example"), "{page}");
 
     // The organization's activity: the rows box refuses what the API
     // refuses, naming it; 0 shows all; the CSV export downloads.
