@@ -4,9 +4,8 @@
 
 use axum::{
     Json, Router,
-    body::Bytes,
-    extract::{Path, RawQuery, State},
-    http::{HeaderMap, Method, StatusCode},
+    extract::{RawQuery, State},
+    http::{Method, StatusCode},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
@@ -14,7 +13,7 @@ use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
 use super::{
-    Fields, Panel,
+    Form, Id, Panel,
     error::PanelError,
     organizations::{notice, parse_id},
     page::{self, Query, Section, text, when},
@@ -158,13 +157,7 @@ async fn body(
     })
 }
 
-async fn push(
-    session: Session,
-    State(panel): State<Panel>,
-    headers: HeaderMap,
-    body_bytes: Bytes,
-) -> Result<Response, PanelError> {
-    let fields = Fields::checked(&session, &headers, &body_bytes)?;
+async fn push(State(panel): State<Panel>, Form { session, fields }: Form) -> Result<Response, PanelError> {
     let mut request = Map::new();
     if fields.get("mode") == Some("all") {
         request.insert("all".into(), json!(true));
@@ -243,12 +236,7 @@ fn progress_view(push: &Value) -> Markup {
     }
 }
 
-async fn progress_page(
-    session: Session,
-    State(panel): State<Panel>,
-    Path(id): Path<String>,
-) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
+async fn progress_page(session: Session, State(panel): State<Panel>, Id(id): Id) -> Result<Response, PanelError> {
     let push = panel.v1.get(&session, &format!("/v1/pushes/{id}")).await?;
     let content = html! {
         div data-poll={ "/panel/pushes/" (id) "/progress" } {
@@ -267,12 +255,7 @@ async fn progress_page(
 }
 
 /// The push's progress as JSON, for the page to poll.
-async fn progress(
-    session: Session,
-    State(panel): State<Panel>,
-    Path(id): Path<String>,
-) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
+async fn progress(session: Session, State(panel): State<Panel>, Id(id): Id) -> Result<Response, PanelError> {
     let push = panel.v1.get(&session, &format!("/v1/pushes/{id}")).await?;
     Ok(Json(json!({
         "status": push["status"],
@@ -286,14 +269,10 @@ async fn progress(
 }
 
 async fn save_default(
-    session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body_bytes: Bytes,
+    Id(id): Id,
+    Form { session, fields }: Form,
 ) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
-    let fields = Fields::checked(&session, &headers, &body_bytes)?;
     let given = fields.get("document").unwrap_or_default();
     let result = match serde_json::from_str::<Value>(given) {
         Ok(document) => panel

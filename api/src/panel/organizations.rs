@@ -3,9 +3,8 @@
 
 use axum::{
     Router,
-    body::Bytes,
-    extract::{Path, RawQuery, State},
-    http::{HeaderMap, Method, StatusCode},
+    extract::{RawQuery, State},
+    http::{Method, StatusCode},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
@@ -14,7 +13,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{
-    Fields, Panel, download,
+    Fields, Form, Id, Panel, download,
     error::PanelError,
     page::{self, ACCESS_TYPES, Column, Query, Section, hidden, plain, sortable, text, when},
     session::Session,
@@ -36,11 +35,16 @@ pub fn routes() -> Router<Panel> {
 
 /// A path's id, or the not-found page (never a malformed call to the API).
 pub fn parse_id(raw: &str) -> Result<Uuid, PanelError> {
-    Uuid::parse_str(raw).map_err(|_| PanelError::Api {
+    Uuid::parse_str(raw).map_err(|_| not_found(&format!("{raw:?} is not an id")))
+}
+
+/// The not-found page, saying why.
+pub fn not_found(what: &str) -> PanelError {
+    PanelError::Api {
         status: StatusCode::NOT_FOUND,
-        message: format!("{raw:?} is not an id"),
+        message: what.to_owned(),
         field: None,
-    })
+    }
 }
 
 /// The notice a redirect asks for (a fixed text, never the query's).
@@ -238,13 +242,7 @@ fn new_body(fields: &Fields) -> Value {
     Value::Object(body)
 }
 
-async fn create(
-    session: Session,
-    State(panel): State<Panel>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, PanelError> {
-    let fields = Fields::checked(&session, &headers, &body)?;
+async fn create(State(panel): State<Panel>, Form { session, fields }: Form) -> Result<Response, PanelError> {
     match panel
         .v1
         .send(&session, Method::POST, "/v1/organizations", &new_body(&fields))
@@ -295,10 +293,9 @@ fn title(organization: &Value) -> String {
 async fn edit_form(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
     let organization = organization(&panel, &session, id).await?;
     let query = Query::parse(raw.as_deref());
     let content = html! {
@@ -320,15 +317,7 @@ async fn edit_form(
     ))
 }
 
-async fn save(
-    session: Session,
-    State(panel): State<Panel>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
-    let fields = Fields::checked(&session, &headers, &body)?;
+async fn save(State(panel): State<Panel>, Id(id): Id, Form { session, fields }: Form) -> Result<Response, PanelError> {
     let current = organization(&panel, &session, id).await?;
     // Only what changed: the API then writes exactly the activities of the
     // changes (a sync switch) and nothing else.
@@ -384,15 +373,7 @@ async fn save(
     }
 }
 
-async fn delete(
-    session: Session,
-    State(panel): State<Panel>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
-    Fields::checked(&session, &headers, &body)?;
+async fn delete(State(panel): State<Panel>, Id(id): Id, Form { session, .. }: Form) -> Result<Response, PanelError> {
     let answer = panel
         .v1
         .call(&session, Method::DELETE, &format!("/v1/organizations/{id}"), None)
@@ -419,10 +400,9 @@ async fn delete(
 async fn users_tab(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
     let current = organization(&panel, &session, id).await?;
     let query = Query::parse(raw.as_deref());
     let list = users::list(&panel, &session, &query, Some(id)).await?;
@@ -453,10 +433,9 @@ const STATISTICS: [Column; 11] = [
 async fn statistics_tab(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
     let current = organization(&panel, &session, id).await?;
     let query = Query::parse(raw.as_deref());
     let api_query = query.only(&["status", "q", "sort", "order", "cursor", "page_size"]);
@@ -531,10 +510,9 @@ pub const SESSION_STATUSES: [(&str, &str); 6] = [
 async fn activity_tab(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
     let current = organization(&panel, &session, id).await?;
     let query = Query::parse(raw.as_deref());
     let activity = users::activity(
@@ -558,10 +536,9 @@ async fn activity_tab(
 async fn activity_csv(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
     let query = Query::parse(raw.as_deref()).only(&["rows", "kind", "since", "until"]);
     download(
         &panel,
@@ -571,12 +548,7 @@ async fn activity_csv(
     .await
 }
 
-async fn email_tab(
-    session: Session,
-    State(panel): State<Panel>,
-    Path(id): Path<String>,
-) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
+async fn email_tab(session: Session, State(panel): State<Panel>, Id(id): Id) -> Result<Response, PanelError> {
     let current = organization(&panel, &session, id).await?;
     let access_type = text(&current["access_type"]);
     let content = html! {

@@ -5,9 +5,8 @@
 
 use axum::{
     Router,
-    body::Bytes,
     extract::{Path, RawQuery, State},
-    http::{HeaderMap, Method, StatusCode},
+    http::{Method, StatusCode},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
@@ -16,7 +15,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{
-    Fields, Panel, download,
+    Fields, Form, Id, Panel, download,
     error::PanelError,
     organizations::{SESSION_STATUSES, notice},
     page::{self, Column, Query, Section, hidden, plain, sortable, text, when},
@@ -112,6 +111,7 @@ fn details_form(
                 label.field { span { "Name" } input name="name" required value=(value("name")); }
                 label.field { span { "Email (SMTP address)" } input name="email" type="email" required value=(value("email")); }
                 label.field { span { "E-Mail for Notifications" } input name="notification_email" type="email" value=(value("notification_email")); }
+                label.field { span { "Account Logon (Exchange account name)" } input name="account_logon" value=(value("account_logon")); }
                 (page::select("organization_id", "Organization", organizations, Some(&value("organization_id")), None))
                 (page::select("plan_id", "Plan", plans, Some(&value("plan_id")), Some("No plan")))
                 label.field { span { "Description" } textarea name="description" { (value("description")) } }
@@ -142,10 +142,9 @@ fn details_form(
 async fn details(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
     let user = user(&panel, &session, id).await?;
     let organizations = users::organizations(&panel, &session).await?;
     let plans = users::plans(&panel, &session).await?;
@@ -163,14 +162,10 @@ async fn details(
 }
 
 async fn save_details(
-    session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    Id(id): Id,
+    Form { session, fields }: Form,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
-    let fields = Fields::checked(&session, &headers, &body)?;
     let current = user(&panel, &session, id).await?;
     // Only what changed, so the API writes the activities of real changes.
     let mut change = Map::new();
@@ -178,13 +173,14 @@ async fn save_details(
         "name",
         "email",
         "notification_email",
+        "account_logon",
         "description",
         "organization_id",
         "plan_id",
     ] {
         let given = fields.get(name).map(str::trim).unwrap_or_default();
         if given != text(&current[name]) {
-            let nullable = matches!(name, "notification_email" | "plan_id");
+            let nullable = matches!(name, "notification_email" | "account_logon" | "plan_id");
             let value = if given.is_empty() && nullable {
                 Value::Null
             } else {
@@ -287,10 +283,9 @@ fn connectivity_form(
 async fn connectivity(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
     let user = user(&panel, &session, id).await?;
     let configuration = panel
         .v1
@@ -310,14 +305,10 @@ async fn connectivity(
 }
 
 async fn save_connectivity(
-    session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    Id(id): Id,
+    Form { session, fields }: Form,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
-    let fields = Fields::checked(&session, &headers, &body)?;
     let user = user(&panel, &session, id).await?;
     let path = format!("/v1/users/{id}/email-configuration");
     let configuration = panel.v1.get(&session, &path).await?;
@@ -367,14 +358,11 @@ async fn save_connectivity(
 }
 
 async fn forget_credential(
-    session: Session,
     State(panel): State<Panel>,
     Path((id, kind)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    Form { session, .. }: Form,
 ) -> Result<Response, PanelError> {
     let id = user_id(&id)?;
-    Fields::checked(&session, &headers, &body)?;
     if !matches!(
         kind.as_str(),
         "mailbox-password" | "mailbox-refresh-token" | "crm-refresh-token"
@@ -415,10 +403,9 @@ const SESSIONS: [Column; 13] = [
 async fn statistics(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
     let user = user(&panel, &session, id).await?;
     let query = Query::parse(raw.as_deref());
     let api_query = query.only(&[
@@ -504,10 +491,9 @@ fn issue_rows(items: &Value) -> Markup {
 async fn issues(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
     let user = user(&panel, &session, id).await?;
     let query = Query::parse(raw.as_deref());
     let api_query = query.only(&[
@@ -535,10 +521,9 @@ async fn issues(
 async fn activity(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
     let user = user(&panel, &session, id).await?;
     let query = Query::parse(raw.as_deref());
     let content = users::activity(
@@ -555,10 +540,9 @@ async fn activity(
 async fn activity_csv(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
     let query = Query::parse(raw.as_deref()).only(&["rows", "kind", "since", "until"]);
     download(
         &panel,
@@ -590,10 +574,9 @@ fn customization_form(session: &Session, id: Uuid, saved: &Value, document: &str
 async fn customization(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
     let user = user(&panel, &session, id).await?;
     let saved = panel.v1.get(&session, &format!("/v1/users/{id}/customization")).await?;
     let document = serde_json::to_string_pretty(&saved["document"]).unwrap_or_default();
@@ -611,14 +594,10 @@ async fn customization(
 }
 
 async fn save_customization(
-    session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    Id(id): Id,
+    Form { session, fields }: Form,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
-    let fields = Fields::checked(&session, &headers, &body)?;
     let user = user(&panel, &session, id).await?;
     let text_given = fields.get("document").unwrap_or_default().to_owned();
     let result = if fields.get("do") == Some("reset") {
@@ -669,18 +648,12 @@ async fn save_customization(
 async fn export_customization(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
     download(&panel, &session, &format!("/v1/users/{id}/customization.json")).await
 }
 
-async fn session_page(
-    session: Session,
-    State(panel): State<Panel>,
-    Path(id): Path<String>,
-) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
+async fn session_page(session: Session, State(panel): State<Panel>, Id(id): Id) -> Result<Response, PanelError> {
     let detail = panel.v1.get(&session, &format!("/v1/sessions/{id}")).await?;
     let run = &detail["session"];
     let content = html! {
@@ -713,11 +686,6 @@ async fn session_page(
     ))
 }
 
-async fn session_log(
-    session: Session,
-    State(panel): State<Panel>,
-    Path(id): Path<String>,
-) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
+async fn session_log(session: Session, State(panel): State<Panel>, Id(id): Id) -> Result<Response, PanelError> {
     download(&panel, &session, &format!("/v1/sessions/{id}/log.zip")).await
 }

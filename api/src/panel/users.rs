@@ -16,11 +16,11 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{
-    Fields, Panel,
+    Fields, Form, Panel,
     error::PanelError,
     organizations::{notice, parse_id},
     page::{self, Column, Query, Section, hidden, plain, sortable, text, when},
-    session::Session,
+    session::{self, Session},
 };
 
 pub fn routes() -> Router<Panel> {
@@ -51,13 +51,14 @@ pub const ACTIONS: [(&str, &str, bool); 16] = [
     ("force-delete", "Force delete", true),
 ];
 
-const COLUMNS: [Column; 13] = [
+const COLUMNS: [Column; 14] = [
     plain("actions", "Actions"),
     sortable("name", "Name", "name"),
     sortable("email", "Email", "email"),
     sortable("notification_email", "E-Mail for Notifications", "notification_email"),
     sortable("organization", "Organization", "organization"),
     plain("plan", "Plan"),
+    plain("account_logon", "Account Logon"),
     sortable("sync", "Synchronization Status", "sync_status"),
     hidden(sortable("effective", "Effective Status", "effective_sync_status")),
     sortable("mailbox", "Mailbox Status", "mailbox_status"),
@@ -249,6 +250,7 @@ pub async fn list(
                             td data-col="notification_email" { (text(&user["notification_email"])) }
                             td data-col="organization" { (name_of(&organizations, text(&user["organization_id"]))) }
                             td data-col="plan" { (name_of(&plans, text(&user["plan_id"]))) }
+                            td data-col="account_logon" { (text(&user["account_logon"])) }
                             td data-col="sync" { (status_label(text(&user["sync_status"]))) }
                             td data-col="effective" { (status_label(effective)) }
                             td data-col="mailbox" { (if text(&user["mailbox_status"]) == "initialized" { "Initialized" } else { "Not initialized" }) }
@@ -310,13 +312,7 @@ async fn new_form(
     Ok(page::shell(&session, Section::Users, "New user", None, form))
 }
 
-async fn create(
-    session: Session,
-    State(panel): State<Panel>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, PanelError> {
-    let fields = Fields::checked(&session, &headers, &body)?;
+async fn create(State(panel): State<Panel>, Form { session, fields }: Form) -> Result<Response, PanelError> {
     let mut new = Map::new();
     new.insert("name".into(), json!(fields.get("name").unwrap_or_default()));
     new.insert("email".into(), json!(fields.get("email").unwrap_or_default().trim()));
@@ -351,8 +347,11 @@ async fn act(
     session: Session,
     State(panel): State<Panel>,
     Path(action): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, PanelError> {
+    // Whatever the body's type claims, an action carries the CSRF header.
+    session::check_csrf(&session, &headers, None)?;
     let Some((action, label, _)) = ACTIONS.iter().find(|(name, _, _)| *name == action) else {
         return Ok((
             StatusCode::NOT_FOUND,

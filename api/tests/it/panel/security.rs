@@ -119,6 +119,15 @@ async fn a_change_without_the_csrf_token_or_from_another_origin_is_refused_and_c
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // The same as a form another site could post.
+    let response = client()
+        .post(fleet.url("/panel/actions/disable-sync"))
+        .header("cookie", &cookie)
+        .form(&[("user_ids", user.to_string())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let status: String = sqlx::query_scalar("SELECT sync_status FROM users WHERE id = $1")
         .bind(user)
         .fetch_one(&fleet.env.pool)

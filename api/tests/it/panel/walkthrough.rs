@@ -251,6 +251,28 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         .await;
     assert_eq!(log, json!({"status": 200, "type": "application/zip", "magic": true}));
 
+    // The user's other tabs: what is stored (never the secret), the last
+    // session's issues, the activity of the force sync.
+    browser
+        .go(&fleet.url(&format!("/panel/users/{connected}/connectivity")))
+        .await;
+    let page = browser.wait_for_text("Stored credentials", false, LIMIT).await;
+    assert!(
+        page.contains("Mailbox authorization (OAuth)\tstored")
+            || page.contains("Mailbox authorization (OAuth)\nstored"),
+        "{page}"
+    );
+    browser
+        .go(&fleet.url(&format!("/panel/users/{connected}/issues")))
+        .await;
+    browser
+        .wait_for_text("The issues of the last synchronization session.", false, LIMIT)
+        .await;
+    browser
+        .go(&fleet.url(&format!("/panel/users/{connected}/activity")))
+        .await;
+    browser.wait_for_text("Rows to show", false, LIMIT).await;
+
     // A mass action with a mixed result: delete refuses the user whose
     // mailbox the sync initialized, and deletes the other.
     browser.go(&fleet.url("/panel/users")).await;
