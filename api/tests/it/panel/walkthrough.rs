@@ -437,6 +437,37 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         .await;
     browser.wait_for_text("Office 365", false, LIMIT).await;
 
+    // Deleting an organization asks first, and is refused while a mailbox
+    // of it is initialized, with the reason; the disabled one goes.
+    let connected_org: Uuid = sqlx::query_scalar("SELECT organization_id FROM users WHERE id = $1")
+        .bind(connected)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    for (organization, outcome) in [
+        (
+            connected_org,
+            "Not deleted: 1 user(s) of the organization have an initialized mailbox: reset them first",
+        ),
+        (disabled, "Deleted."),
+    ] {
+        browser.go(&fleet.url("/panel/organizations")).await;
+        browser
+            .click_on(&format!(
+                "form[action='/panel/organizations/{organization}/delete'] button"
+            ))
+            .await;
+        let question = browser.accept_dialog().await;
+        assert!(question.starts_with("Delete the organization "), "{question}");
+        browser.wait_for_text(outcome, false, LIMIT).await;
+    }
+    let left: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM organizations WHERE id = ANY($1)")
+        .bind(vec![connected_org, disabled])
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, [connected_org]);
+
     // A narrow screen: the page does not scroll sideways (tables scroll in
     // their own box).
     browser.resize(420, 900).await;
