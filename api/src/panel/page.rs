@@ -283,6 +283,7 @@ pub fn pager(base: &str, query: &Query, listed: &Value) -> Markup {
             span { (shown) " shown of " (total) }
             @if query.get("cursor").is_some() {
                 a href={ (base) (query.with("cursor", None).to_suffix()) } { "First page" }
+                button type="button" data-back { "Previous page" }
             }
             @if let Some(next) = listed["next_cursor"].as_str() {
                 a rel="next" href={ (base) (query.with("cursor", Some(next)).to_suffix()) } { "Next page" }

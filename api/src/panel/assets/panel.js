@@ -129,6 +129,12 @@
     });
   });
 
+  // Keyset pages go forward; the previous page is the one the browser came
+  // from.
+  document.querySelectorAll('button[data-back]').forEach(function (button) {
+    button.addEventListener('click', function () { window.history.back(); });
+  });
+
   // Copy buttons.
   document.querySelectorAll('button[data-copy]').forEach(function (button) {
     button.addEventListener('click', function () {

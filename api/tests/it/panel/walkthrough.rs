@@ -145,6 +145,24 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     let zed = add_user(&browser, &fleet, acme, "Zed Zulu", "zed@acme.example").await;
     let amy = add_user(&browser, &fleet, acme, "Amy Alpha", "amy@acme.example").await;
     browser.screenshot("04-user-details").await;
+    // Amy's details: an address another user has is refused, naming the
+    // field, and nothing changes.
+    browser.fill("input[name=email]", "zed@acme.example").await;
+    browser.click_on("form.card button.primary").await;
+    let page = browser
+        .wait_for_text(
+            "email: another user already has the address zed@acme.example",
+            false,
+            LIMIT,
+        )
+        .await;
+    assert!(!page.contains("Saved."), "{page}");
+    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+        .bind(amy)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(email, "amy@acme.example");
     let recipients = users(&pool, acme, 2, SyncStatus::Enabled, Utc::now(), false).await;
 
     // The list of the organization's users, sorted by name both ways.
@@ -189,6 +207,24 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         .click_on("details.colchooser input[data-toggle-col=email]")
         .await;
     assert_eq!(browser.script(email_hidden, json!([])).await, false);
+    // Pages of two: the next page holds the other two, the previous page
+    // the first two again.
+    browser
+        .go(&fleet.url(&format!("/panel/users?organization_id={acme}&page_size=2")))
+        .await;
+    browser.wait_for_text("2 shown of 4", false, LIMIT).await;
+    let first_page = names_in_list(&browser).await;
+    assert_eq!(first_page, ascending[..2]);
+    browser.click_on("a[rel=next]").await;
+    browser.wait_for_text("Previous page", false, LIMIT).await;
+    assert_eq!(names_in_list(&browser).await, ascending[2..]);
+    browser.click_on("button[data-back]").await;
+    browser.wait_for_text("Next page", false, LIMIT).await;
+    assert_eq!(names_in_list(&browser).await, first_page);
+    browser
+        .go(&fleet.url(&format!("/panel/users?organization_id={acme}")))
+        .await;
+
     // The keyboard opens a column's menu and Escape closes it.
     let menu_open = "return document.querySelector('th[data-col=created] details').open;";
     browser.keys("th[data-col=created] summary", "\u{E007}").await;
@@ -240,6 +276,14 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     }
     assert_eq!(browser.text("tr[data-session] td[data-col=trigger]").await, "force");
     browser.screenshot("06-user-statistics").await;
+    browser
+        .click_on("tr[data-session] td[data-col=actions] a:not([download])")
+        .await;
+    let page = browser.wait_for_text("Synchronization session", false, LIMIT).await;
+    assert!(page.contains("Download log") && page.contains("initial"), "{page}");
+    browser
+        .go(&fleet.url(&format!("/panel/users/{connected}/statistics")))
+        .await;
     // Its log downloads as a zip.
     let log: Value = browser
         .script_async(
