@@ -115,6 +115,16 @@ async fn sign_in(State(panel): State<Panel>, headers: HeaderMap, body: Bytes) ->
     let Some(token) = form.get("token").map(str::trim).filter(|token| !token.is_empty()) else {
         return page::sign_in(StatusCode::BAD_REQUEST, Some("token: enter your token"));
     };
+    // The token goes into a cookie: nothing that would end or extend it.
+    if !token
+        .bytes()
+        .all(|byte| byte.is_ascii_graphic() && !matches!(byte, b';' | b',' | b'"' | b'\\'))
+    {
+        return page::sign_in(
+            StatusCode::BAD_REQUEST,
+            Some("token: a token holds only letters, digits and punctuation other than ; , \" \\"),
+        );
+    }
     match Session::resolve(&panel, token).await {
         Ok(_) => {
             let mut response = Redirect::to("/panel/organizations").into_response();
