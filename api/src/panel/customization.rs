@@ -4,7 +4,7 @@
 
 use axum::{
     Json, Router,
-    extract::{RawQuery, State},
+    extract::State,
     http::{Method, StatusCode},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -33,12 +33,7 @@ pub fn routes() -> Router<Panel> {
 /// The filters the push page passes on.
 const FILTERS: [&str; 5] = ["product_users_only", "name", "email", "role", "group"];
 
-async fn push_page(
-    session: Session,
-    State(panel): State<Panel>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, PanelError> {
-    let query = Query::parse(raw.as_deref());
+async fn push_page(session: Session, State(panel): State<Panel>, query: Query) -> Result<Response, PanelError> {
     let organizations = users::organizations(&panel, &session).await?;
     let organization = query
         .get("organization_id")

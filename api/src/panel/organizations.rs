@@ -3,7 +3,7 @@
 
 use axum::{
     Router,
-    extract::{RawQuery, State},
+    extract::State,
     http::{Method, StatusCode},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -66,8 +66,7 @@ const COLUMNS: [Column; 5] = [
     plain("actions", "Actions"),
 ];
 
-async fn list(session: Session, State(panel): State<Panel>, RawQuery(raw): RawQuery) -> Result<Response, PanelError> {
-    let query = Query::parse(raw.as_deref());
+async fn list(session: Session, State(panel): State<Panel>, query: Query) -> Result<Response, PanelError> {
     let api_query = query.only(&[
         "sort",
         "order",
@@ -294,10 +293,9 @@ async fn edit_form(
     session: Session,
     State(panel): State<Panel>,
     Id(id): Id,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, PanelError> {
     let organization = organization(&panel, &session, id).await?;
-    let query = Query::parse(raw.as_deref());
     let content = html! {
         (tabs(&id.to_string(), "Details"))
         (form(&session, &organization, None, None))
@@ -401,10 +399,9 @@ async fn users_tab(
     session: Session,
     State(panel): State<Panel>,
     Id(id): Id,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, PanelError> {
     let current = organization(&panel, &session, id).await?;
-    let query = Query::parse(raw.as_deref());
     let list = users::list(&panel, &session, &query, Some(id)).await?;
     let content = html! { (tabs(&id.to_string(), "Users")) (list) };
     Ok(page::shell(
@@ -434,10 +431,9 @@ async fn statistics_tab(
     session: Session,
     State(panel): State<Panel>,
     Id(id): Id,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, PanelError> {
     let current = organization(&panel, &session, id).await?;
-    let query = Query::parse(raw.as_deref());
     let api_query = query.only(&["status", "q", "sort", "order", "cursor", "page_size"]);
     let listed = panel
         .v1
@@ -511,10 +507,9 @@ async fn activity_tab(
     session: Session,
     State(panel): State<Panel>,
     Id(id): Id,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, PanelError> {
     let current = organization(&panel, &session, id).await?;
-    let query = Query::parse(raw.as_deref());
     let activity = users::activity(
         &panel,
         &session,
@@ -537,9 +532,9 @@ async fn activity_csv(
     session: Session,
     State(panel): State<Panel>,
     Id(id): Id,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, PanelError> {
-    let query = Query::parse(raw.as_deref()).only(&["rows", "kind", "since", "until"]);
+    let query = query.only(&["rows", "kind", "since", "until"]);
     download(
         &panel,
         &session,

@@ -140,6 +140,14 @@ pub fn error_banner(error: Option<&str>) -> Markup {
 #[derive(Clone, Default)]
 pub struct Query(pub Vec<(String, String)>);
 
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Query {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::parse(parts.uri.query()))
+    }
+}
+
 impl Query {
     /// Parses a raw query string.
     pub fn parse(raw: Option<&str>) -> Self {

@@ -5,7 +5,7 @@
 
 use axum::{
     Router,
-    extract::{Path, RawQuery, State},
+    extract::{Path, State},
     http::{Method, StatusCode},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -143,12 +143,11 @@ async fn details(
     session: Session,
     State(panel): State<Panel>,
     Id(id): Id,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, PanelError> {
     let user = user(&panel, &session, id).await?;
     let organizations = users::organizations(&panel, &session).await?;
     let plans = users::plans(&panel, &session).await?;
-    let query = Query::parse(raw.as_deref());
     let content = details_form(&session, &user, &organizations, &plans, None, None);
     Ok(shell(
         &session,
@@ -284,14 +283,13 @@ async fn connectivity(
     session: Session,
     State(panel): State<Panel>,
     Id(id): Id,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, PanelError> {
     let user = user(&panel, &session, id).await?;
     let configuration = panel
         .v1
         .get(&session, &format!("/v1/users/{id}/email-configuration"))
         .await?;
-    let query = Query::parse(raw.as_deref());
     let content = connectivity_form(&session, id, &configuration, None, None);
     Ok(shell(
         &session,
@@ -404,10 +402,9 @@ async fn statistics(
     session: Session,
     State(panel): State<Panel>,
     Id(id): Id,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, PanelError> {
     let user = user(&panel, &session, id).await?;
-    let query = Query::parse(raw.as_deref());
     let api_query = query.only(&[
         "status",
         "trigger",
@@ -492,10 +489,9 @@ async fn issues(
     session: Session,
     State(panel): State<Panel>,
     Id(id): Id,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, PanelError> {
     let user = user(&panel, &session, id).await?;
-    let query = Query::parse(raw.as_deref());
     let api_query = query.only(&[
         "session_id",
         "source",
@@ -522,10 +518,9 @@ async fn activity(
     session: Session,
     State(panel): State<Panel>,
     Id(id): Id,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, PanelError> {
     let user = user(&panel, &session, id).await?;
-    let query = Query::parse(raw.as_deref());
     let content = users::activity(
         &panel,
         &session,
@@ -541,9 +536,9 @@ async fn activity_csv(
     session: Session,
     State(panel): State<Panel>,
     Id(id): Id,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, PanelError> {
-    let query = Query::parse(raw.as_deref()).only(&["rows", "kind", "since", "until"]);
+    let query = query.only(&["rows", "kind", "since", "until"]);
     download(
         &panel,
         &session,
@@ -575,12 +570,11 @@ async fn customization(
     session: Session,
     State(panel): State<Panel>,
     Id(id): Id,
-    RawQuery(raw): RawQuery,
+    query: Query,
 ) -> Result<Response, PanelError> {
     let user = user(&panel, &session, id).await?;
     let saved = panel.v1.get(&session, &format!("/v1/users/{id}/customization")).await?;
     let document = serde_json::to_string_pretty(&saved["document"]).unwrap_or_default();
-    let query = Query::parse(raw.as_deref());
     let content = customization_form(&session, id, &saved, &document, None);
     Ok(shell(
         &session,

@@ -6,7 +6,7 @@
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, RawQuery, State},
+    extract::{Path, State},
     http::{HeaderMap, Method, StatusCode},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -267,12 +267,7 @@ pub async fn list(
     })
 }
 
-async fn list_page(
-    session: Session,
-    State(panel): State<Panel>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, PanelError> {
-    let query = Query::parse(raw.as_deref());
+async fn list_page(session: Session, State(panel): State<Panel>, query: Query) -> Result<Response, PanelError> {
     let content = list(&panel, &session, &query, None).await?;
     Ok(page::shell(&session, Section::Users, "Users", notice(&query), content))
 }
@@ -301,12 +296,7 @@ fn user_form(
     }
 }
 
-async fn new_form(
-    session: Session,
-    State(panel): State<Panel>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, PanelError> {
-    let query = Query::parse(raw.as_deref());
+async fn new_form(session: Session, State(panel): State<Panel>, query: Query) -> Result<Response, PanelError> {
     let organizations = organizations(&panel, &session).await?;
     let form = user_form(&session, &organizations, None, query.get("organization_id"), None);
     Ok(page::shell(&session, Section::Users, "New user", None, form))
