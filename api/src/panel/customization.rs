@@ -5,7 +5,7 @@
 use axum::{
     Json, Router,
     extract::State,
-    http::{Method, StatusCode},
+    http::Method,
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
@@ -182,7 +182,7 @@ async fn push(State(panel): State<Panel>, Form { session, fields }: Form) -> Res
         .await
     {
         Ok(created) => Ok(Redirect::to(&format!("/panel/pushes/{}", text(&created["id"]))).into_response()),
-        Err(error @ PanelError::Api { .. }) if error.status() != StatusCode::NOT_FOUND => {
+        Err(error) if error.is_shown() => {
             // Back on the page the admin came from, with the API's reason.
             let organization = parse_id(fields.get("organization_id").unwrap_or_default())?.to_string();
             let mut query = Query::default().with("organization_id", Some(&organization));
@@ -284,7 +284,7 @@ async fn save_default(
     };
     match result {
         Ok(()) => Ok(Redirect::to(&format!("/panel/customization?organization_id={id}&done=saved")).into_response()),
-        Err(error @ (PanelError::Api { .. } | PanelError::BadForm(_))) if error.status() != StatusCode::NOT_FOUND => {
+        Err(error) if error.is_shown() => {
             let organizations = users::organizations(&panel, &session).await?;
             let query = Query::default().with("organization_id", Some(&id.to_string()));
             let content = body(

@@ -82,7 +82,7 @@ async fn list(session: Session, State(panel): State<Panel>, query: Query) -> Res
         .await;
     let (listed, error) = match listed {
         Ok(listed) => (listed, None),
-        Err(error @ PanelError::Api { .. }) => (json!({"items": [], "total": 0}), Some(error.message())),
+        Err(error) if error.is_shown() => (json!({"items": [], "total": 0}), Some(error.message())),
         Err(error) => return Err(error),
     };
     let base = "/panel/organizations";
@@ -250,7 +250,7 @@ async fn create(State(panel): State<Panel>, Form { session, fields }: Form) -> R
         Ok(created) => {
             Ok(Redirect::to(&format!("/panel/organizations/{}?done=created", text(&created["id"]))).into_response())
         }
-        Err(error @ PanelError::Api { .. }) => {
+        Err(error) if error.is_shown() => {
             let mut response = page::shell(
                 &session,
                 Section::Organizations,
@@ -344,21 +344,13 @@ async fn save(State(panel): State<Panel>, Id(id): Id, Form { session, fields }: 
             change.insert("impersonation_password".into(), json!(password));
         }
     }
-    if change.is_empty() {
-        return Ok(Redirect::to(&format!("/panel/organizations/{id}?done=saved")).into_response());
-    }
     match panel
         .v1
-        .send(
-            &session,
-            Method::PATCH,
-            &format!("/v1/organizations/{id}"),
-            &Value::Object(change),
-        )
+        .apply(&session, Method::PATCH, &format!("/v1/organizations/{id}"), change)
         .await
     {
-        Ok(_) => Ok(Redirect::to(&format!("/panel/organizations/{id}?done=saved")).into_response()),
-        Err(error @ PanelError::Api { .. }) if error.status() != StatusCode::NOT_FOUND => {
+        Ok(()) => Ok(Redirect::to(&format!("/panel/organizations/{id}?done=saved")).into_response()),
+        Err(error) if error.is_shown() => {
             let content = html! {
                 (tabs(&id.to_string(), "Details"))
                 (form(&session, &current, Some(&fields), Some(&error.message())))

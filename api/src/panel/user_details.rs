@@ -188,21 +188,13 @@ async fn save_details(
             change.insert(name.into(), value);
         }
     }
-    if change.is_empty() {
-        return Ok(Redirect::to(&format!("/panel/users/{id}?done=saved")).into_response());
-    }
     match panel
         .v1
-        .send(
-            &session,
-            Method::PATCH,
-            &format!("/v1/users/{id}"),
-            &Value::Object(change),
-        )
+        .apply(&session, Method::PATCH, &format!("/v1/users/{id}"), change)
         .await
     {
-        Ok(_) => Ok(Redirect::to(&format!("/panel/users/{id}?done=saved")).into_response()),
-        Err(error @ PanelError::Api { .. }) if error.status() != StatusCode::NOT_FOUND => {
+        Ok(()) => Ok(Redirect::to(&format!("/panel/users/{id}?done=saved")).into_response()),
+        Err(error) if error.is_shown() => {
             let organizations = users::organizations(&panel, &session).await?;
             let plans = users::plans(&panel, &session).await?;
             let content = details_form(
@@ -329,16 +321,9 @@ async fn save_connectivity(
     if let Some(password) = fields.get("password").filter(|password| !password.is_empty()) {
         change.insert("password".into(), json!(password));
     }
-    if change.is_empty() {
-        return Ok(Redirect::to(&format!("/panel/users/{id}/connectivity?done=saved")).into_response());
-    }
-    match panel
-        .v1
-        .send(&session, Method::PUT, &path, &Value::Object(change))
-        .await
-    {
-        Ok(_) => Ok(Redirect::to(&format!("/panel/users/{id}/connectivity?done=saved")).into_response()),
-        Err(error @ PanelError::Api { .. }) if error.status() != StatusCode::NOT_FOUND => {
+    match panel.v1.apply(&session, Method::PUT, &path, change).await {
+        Ok(()) => Ok(Redirect::to(&format!("/panel/users/{id}/connectivity?done=saved")).into_response()),
+        Err(error) if error.is_shown() => {
             // The password typed is not put back into the page.
             let content = connectivity_form(&session, id, &configuration, Some(&fields), Some(&error.message()));
             Ok(shell(
@@ -622,7 +607,7 @@ async fn save_customization(
     };
     match result {
         Ok(_) => Ok(Redirect::to(&format!("/panel/users/{id}/customization?done=saved")).into_response()),
-        Err(error @ (PanelError::Api { .. } | PanelError::BadForm(_))) if error.status() != StatusCode::NOT_FOUND => {
+        Err(error) if error.is_shown() => {
             let saved = panel.v1.get(&session, &format!("/v1/users/{id}/customization")).await?;
             let content = customization_form(&session, id, &saved, &text_given, Some(&error.message()));
             Ok(shell(

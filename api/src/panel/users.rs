@@ -208,9 +208,7 @@ pub async fn list(
         .await;
     let (listed, error) = match listed {
         Ok(listed) => (listed, None),
-        Err(error @ PanelError::Api { .. }) if error.status() != StatusCode::NOT_FOUND => {
-            (json!({"items": [], "total": 0}), Some(error.message()))
-        }
+        Err(error) if error.is_shown() => (json!({"items": [], "total": 0}), Some(error.message())),
         Err(error) => return Err(error),
     };
     let organizations = organizations(panel, session).await?;
@@ -320,7 +318,7 @@ async fn create(State(panel): State<Panel>, Form { session, fields }: Form) -> R
         .await
     {
         Ok(created) => Ok(Redirect::to(&format!("/panel/users/{}?done=created", text(&created["id"]))).into_response()),
-        Err(error @ PanelError::Api { .. }) => {
+        Err(error) if error.is_shown() => {
             let organizations = organizations(&panel, &session).await?;
             let form = user_form(&session, &organizations, Some(&fields), None, Some(&error.message()));
             let mut response = page::shell(&session, Section::Users, "New user", None, form);
@@ -399,9 +397,7 @@ pub async fn activity(
         .await;
     let (listed, error) = match listed {
         Ok(listed) => (listed, None),
-        Err(error @ PanelError::Api { .. }) if error.status() != StatusCode::NOT_FOUND => {
-            (json!({"items": []}), Some(error.message()))
-        }
+        Err(error) if error.is_shown() => (json!({"items": []}), Some(error.message())),
         Err(error) => return Err(error),
     };
     let columns = [
