@@ -133,7 +133,7 @@ fn details_form(
                     dt { "Created On" } dd { (when(&user["created_at"])) }
                     dt { "Updated On" } dd { (when(&user["updated_at"])) }
                 }
-                (users::actions_menu(Some((id, text(&user["name"]))), organizations, plans))
+                (users::actions_menu(Some((id, text(&user["name"]))), Some((organizations, plans))))
             }
         }
     }

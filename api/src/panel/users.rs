@@ -129,12 +129,15 @@ fn name_of<'a>(pairs: &'a [(String, String)], id: &str) -> &'a str {
         .map_or("", |(_, name)| name.as_str())
 }
 
-/// The actions menu: one user's (`user` given) or the selection's.
-pub fn actions_menu(
-    user: Option<(&str, &str)>,
-    organizations: &[(String, String)],
-    plans: &[(String, String)],
-) -> Markup {
+/// The choices of Change organization and Change plan: the organizations
+/// and the plans.
+pub type Choices<'a> = (&'a [(String, String)], &'a [(String, String)]);
+
+/// The actions menu: one user's (`user` given) or the selection's. Without
+/// `choices` (a row of a list: fifty rows of every organization would weigh
+/// the page down), Change organization and Change plan open the user's
+/// details, where both are fields.
+pub fn actions_menu(user: Option<(&str, &str)>, choices: Option<Choices<'_>>) -> Markup {
     let (summary, label) = match user {
         Some((_, name)) => ("⋮", format!("Actions for {name}")),
         None => (
@@ -147,20 +150,23 @@ pub fn actions_menu(
             summary aria-label=(label) { (summary) }
             div.menu role="group" {
                 @for (action, label, confirm) in ACTIONS {
-                    @match action {
-                        "change-organization" => {
+                    @match (action, choices, user) {
+                        ("change-organization" | "change-plan", None, Some((id, _))) => {
+                            a href={ "/panel/users/" (id) } { (label) "…" }
+                        }
+                        ("change-organization", Some((organizations, _)), _) => {
                             div.param {
                                 label { span.sr { (label) } select data-param="organization_id" aria-label="New organization" {
-                                    @for (id, name) in organizations { option value=(id) { (name) } }
+                                    @for (id, name) in organizations.iter() { option value=(id) { (name) } }
                                 } }
                                 button type="button" data-action=(action) data-confirm=[confirm.then_some(label)] { (label) }
                             }
                         }
-                        "change-plan" => {
+                        ("change-plan", Some((_, plans)), _) => {
                             div.param {
                                 label { span.sr { (label) } select data-param="plan_id" aria-label="New plan" {
                                     option value="" { "No plan" }
-                                    @for (id, name) in plans { option value=(id) { (name) } }
+                                    @for (id, name) in plans.iter() { option value=(id) { (name) } }
                                 } }
                                 button type="button" data-action=(action) data-confirm=[confirm.then_some(label)] { (label) }
                             }
@@ -228,7 +234,7 @@ pub async fn list(
                 button type="submit" { "Filter" }
             }
             (page::column_menu("users", &base, &COLUMNS))
-            (actions_menu(None, &organizations, &plans))
+            (actions_menu(None, Some((&organizations, &plans))))
             a.button.primary href={ "/panel/users/new" @if let Some(id) = organization { "?organization_id=" (id) } } { "New user" }
         }
         (page::error_banner(error.as_deref()))
@@ -242,7 +248,7 @@ pub async fn list(
                         @let effective = text(&user["effective_sync_status"]);
                         tr class=[(effective != "enabled").then_some("off")] data-user=(id) {
                             td.select { input type="checkbox" data-select=(id) data-name=(name) aria-label={ "Select " (name) }; }
-                            td data-col="actions" { (actions_menu(Some((id, name)), &organizations, &plans)) }
+                            td data-col="actions" { (actions_menu(Some((id, name)), None)) }
                             td data-col="name" { a href={ "/panel/users/" (id) } { (name) } }
                             td data-col="email" { (text(&user["email"])) }
                             td data-col="notification_email" { (text(&user["notification_email"])) }
