@@ -208,6 +208,8 @@
           headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
           body: JSON.stringify(body)
         }).then(function (response) {
+          // A session that ended sends to the sign-in page.
+          if (response.redirected) { window.location.assign(response.url); return new Promise(function () {}); }
           return response.json().catch(function () { return { action: label, error: 'the panel answered ' + response.status }; });
         }).then(function (answer) {
           var shown = describe(answer, names);
