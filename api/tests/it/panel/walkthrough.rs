@@ -47,6 +47,20 @@ async fn impersonation_hidden(browser: &Browser) -> Value {
         .await
 }
 
+/// Waits until the push page says the push completed (its script polls).
+async fn push_completes(browser: &Browser) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let status = "return document.querySelector('#push-progress').dataset.status;";
+    while browser.script(status, json!([])).await != "completed" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the push did not complete: {}",
+            browser.body_text().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn add_user(browser: &Browser, fleet: &Fleet, organization: Uuid, name: &str, email: &str) -> Uuid {
     browser
         .go(&fleet.url(&format!("/panel/users/new?organization_id={organization}")))
@@ -370,22 +384,7 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     browser.screenshot("08-customization-push").await;
     browser.click_on("button[data-selected-count]").await;
     browser.wait_for_text("Customization push", false, LIMIT).await;
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while browser
-        .script(
-            "return document.querySelector('#push-progress').dataset.status;",
-            json!([]),
-        )
-        .await
-        != "completed"
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the push did not complete: {}",
-            browser.body_text().await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    push_completes(&browser).await;
     assert_eq!(browser.text("[data-field=applied]").await, "2");
     assert_eq!(browser.text("[data-field=failed]").await, "0");
     assert_eq!(browser.text("[data-field=pending]").await, "0");
@@ -398,6 +397,20 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
             .unwrap();
         assert_eq!(saved, document, "the push reached {recipient}");
     }
+    // "All users" with a name filter: the filter reaches the push, which
+    // goes to the two "User ..." colleagues and not to Zed.
+    browser
+        .go(&fleet.url(&format!(
+            "/panel/customization?organization_id={acme}&from_user_id={zed}&name=User"
+        )))
+        .await;
+    browser.click_on("button[value=all]").await;
+    let question = browser.accept_dialog().await;
+    assert!(question.starts_with("Push to every user"), "{question}");
+    browser.wait_for_text("Customization push", false, LIMIT).await;
+    push_completes(&browser).await;
+    assert_eq!(browser.text("[data-field=total]").await, "2", "the name filter applied");
+    assert_eq!(browser.text("[data-field=applied]").await, "2");
 
     // The organization's default customization, set on the same page; a
     // document that is not JSON is refused, naming the field.
