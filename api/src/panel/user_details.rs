@@ -17,10 +17,10 @@ use uuid::Uuid;
 use super::{
     Fields, Form, Id, Panel, download,
     error::PanelError,
-    organizations::{SESSION_STATUSES, notice},
+    organizations::{SESSION_STATUSES, notice, parse_id},
     page::{self, Column, Query, Section, hidden, plain, sortable, text, when},
     session::Session,
-    users::{self, status_label, user_id},
+    users::{self, status_label},
 };
 
 pub fn routes() -> Router<Panel> {
@@ -345,7 +345,7 @@ async fn forget_credential(
     Path((id, kind)): Path<(String, String)>,
     Form { session, .. }: Form,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
+    let id = parse_id(&id)?;
     if !matches!(
         kind.as_str(),
         "mailbox-password" | "mailbox-refresh-token" | "crm-refresh-token"

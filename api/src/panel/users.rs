@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::{
     Fields, Form, Panel,
     error::PanelError,
-    organizations::{notice, parse_id},
+    organizations::notice,
     page::{self, Column, Query, Section, hidden, plain, sortable, text, when},
     session::{self, Session},
 };
@@ -451,9 +451,4 @@ pub async fn activity(
         }
         @if listed["more"].as_bool().unwrap_or(false) { p.hint { "More rows exist: raise the number of rows to show (0 shows all)." } }
     })
-}
-
-/// A user id from a path, for the user pages.
-pub fn user_id(raw: &str) -> Result<Uuid, PanelError> {
-    parse_id(raw)
 }
