@@ -109,6 +109,22 @@ impl V1 {
         self.call(session, Method::GET, path, None).await?.json()
     }
 
+    /// Sends the changed fields of an object, when any changed.
+    pub async fn apply(
+        &self,
+        session: &Session,
+        method: Method,
+        path: &str,
+        change: serde_json::Map<String, Value>,
+    ) -> Result<(), PanelError> {
+        if change.is_empty() {
+            return Ok(());
+        }
+        self.send(session, method, path, &Value::Object(change))
+            .await
+            .map(|_| ())
+    }
+
     /// A change answered as JSON (the API's error otherwise).
     pub async fn send(&self, session: &Session, method: Method, path: &str, body: &Value) -> Result<Value, PanelError> {
         self.call(session, method, path, Some(body)).await?.json()

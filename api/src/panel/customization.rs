@@ -4,9 +4,8 @@
 
 use axum::{
     Json, Router,
-    body::Bytes,
-    extract::{Path, RawQuery, State},
-    http::{HeaderMap, Method, StatusCode},
+    extract::State,
+    http::Method,
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
@@ -14,7 +13,7 @@ use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
 use super::{
-    Fields, Panel,
+    Form, Id, Panel,
     error::PanelError,
     organizations::{notice, parse_id},
     page::{self, Query, Section, text, when},
@@ -34,12 +33,7 @@ pub fn routes() -> Router<Panel> {
 /// The filters the push page passes on.
 const FILTERS: [&str; 5] = ["product_users_only", "name", "email", "role", "group"];
 
-async fn push_page(
-    session: Session,
-    State(panel): State<Panel>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, PanelError> {
-    let query = Query::parse(raw.as_deref());
+async fn push_page(session: Session, State(panel): State<Panel>, query: Query) -> Result<Response, PanelError> {
     let organizations = users::organizations(&panel, &session).await?;
     let organization = query
         .get("organization_id")
@@ -158,13 +152,7 @@ async fn body(
     })
 }
 
-async fn push(
-    session: Session,
-    State(panel): State<Panel>,
-    headers: HeaderMap,
-    body_bytes: Bytes,
-) -> Result<Response, PanelError> {
-    let fields = Fields::checked(&session, &headers, &body_bytes)?;
+async fn push(State(panel): State<Panel>, Form { session, fields }: Form) -> Result<Response, PanelError> {
     let mut request = Map::new();
     if fields.get("mode") == Some("all") {
         request.insert("all".into(), json!(true));
@@ -194,7 +182,7 @@ async fn push(
         .await
     {
         Ok(created) => Ok(Redirect::to(&format!("/panel/pushes/{}", text(&created["id"]))).into_response()),
-        Err(error @ PanelError::Api { .. }) if error.status() != StatusCode::NOT_FOUND => {
+        Err(error) if error.is_shown() => {
             // Back on the page the admin came from, with the API's reason.
             let organization = parse_id(fields.get("organization_id").unwrap_or_default())?.to_string();
             let mut query = Query::default().with("organization_id", Some(&organization));
@@ -243,12 +231,7 @@ fn progress_view(push: &Value) -> Markup {
     }
 }
 
-async fn progress_page(
-    session: Session,
-    State(panel): State<Panel>,
-    Path(id): Path<String>,
-) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
+async fn progress_page(session: Session, State(panel): State<Panel>, Id(id): Id) -> Result<Response, PanelError> {
     let push = panel.v1.get(&session, &format!("/v1/pushes/{id}")).await?;
     let content = html! {
         div data-poll={ "/panel/pushes/" (id) "/progress" } {
@@ -267,12 +250,7 @@ async fn progress_page(
 }
 
 /// The push's progress as JSON, for the page to poll.
-async fn progress(
-    session: Session,
-    State(panel): State<Panel>,
-    Path(id): Path<String>,
-) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
+async fn progress(session: Session, State(panel): State<Panel>, Id(id): Id) -> Result<Response, PanelError> {
     let push = panel.v1.get(&session, &format!("/v1/pushes/{id}")).await?;
     Ok(Json(json!({
         "status": push["status"],
@@ -286,14 +264,10 @@ async fn progress(
 }
 
 async fn save_default(
-    session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body_bytes: Bytes,
+    Id(id): Id,
+    Form { session, fields }: Form,
 ) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
-    let fields = Fields::checked(&session, &headers, &body_bytes)?;
     let given = fields.get("document").unwrap_or_default();
     let result = match serde_json::from_str::<Value>(given) {
         Ok(document) => panel
@@ -310,7 +284,7 @@ async fn save_default(
     };
     match result {
         Ok(()) => Ok(Redirect::to(&format!("/panel/customization?organization_id={id}&done=saved")).into_response()),
-        Err(error @ (PanelError::Api { .. } | PanelError::BadForm(_))) if error.status() != StatusCode::NOT_FOUND => {
+        Err(error) if error.is_shown() => {
             let organizations = users::organizations(&panel, &session).await?;
             let query = Query::default().with("organization_id", Some(&id.to_string()));
             let content = body(

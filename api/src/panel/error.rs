@@ -44,6 +44,17 @@ impl PanelError {
         }
     }
 
+    /// Whether the page shows this error to the admin (the API's refusal or
+    /// a form the panel could not read) rather than ending the request (a
+    /// missing object, a failure).
+    pub fn is_shown(&self) -> bool {
+        match self {
+            Self::Api { status, .. } => *status != StatusCode::NOT_FOUND,
+            Self::BadForm(_) => true,
+            _ => false,
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -16,7 +16,8 @@ mod users;
 use axum::{
     Router,
     body::Bytes,
-    extract::State,
+    extract::{FromRequest, FromRequestParts, Path, State},
+    http::request::Parts,
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -114,6 +115,16 @@ async fn sign_in(State(panel): State<Panel>, headers: HeaderMap, body: Bytes) ->
     let Some(token) = form.get("token").map(str::trim).filter(|token| !token.is_empty()) else {
         return page::sign_in(StatusCode::BAD_REQUEST, Some("token: enter your token"));
     };
+    // The token goes into a cookie: nothing that would end or extend it.
+    if !token
+        .bytes()
+        .all(|byte| byte.is_ascii_graphic() && !matches!(byte, b';' | b',' | b'"' | b'\\'))
+    {
+        return page::sign_in(
+            StatusCode::BAD_REQUEST,
+            Some("token: a token holds only letters, digits and punctuation other than ; , \" \\"),
+        );
+    }
     match Session::resolve(&panel, token).await {
         Ok(_) => {
             let mut response = Redirect::to("/panel/organizations").into_response();
@@ -149,6 +160,44 @@ async fn sign_out(State(panel): State<Panel>, headers: HeaderMap, body: Bytes) -
         HeaderValue::from_str(&session::sign_out_cookie()).unwrap_or(HeaderValue::from_static("")),
     );
     response
+}
+
+/// An id in the path; anything else is the not-found page (never a
+/// malformed call to the API).
+pub struct Id(pub uuid::Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = PanelError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| organizations::not_found("the address"))?;
+        organizations::parse_id(&raw).map(Self)
+    }
+}
+
+/// A submitted form of a signed-in admin, its CSRF token and origin checked.
+pub struct Form {
+    pub session: Session,
+    pub fields: Fields,
+}
+
+/// The largest form the panel reads (a customization document and more).
+const MAX_FORM: usize = 1024 * 1024;
+
+impl FromRequest<Panel> for Form {
+    type Rejection = PanelError;
+
+    async fn from_request(request: axum::extract::Request, panel: &Panel) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let session = Session::from_request_parts(&mut parts, panel).await?;
+        let body = axum::body::to_bytes(body, MAX_FORM)
+            .await
+            .map_err(|_| PanelError::BadForm(format!("the form is larger than {MAX_FORM} bytes")))?;
+        let fields = Fields::checked(&session, &parts.headers, &body)?;
+        Ok(Self { session, fields })
+    }
 }
 
 /// A submitted form's fields (repeated names kept in order).

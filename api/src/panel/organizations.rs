@@ -3,9 +3,8 @@
 
 use axum::{
     Router,
-    body::Bytes,
-    extract::{Path, RawQuery, State},
-    http::{HeaderMap, Method, StatusCode},
+    extract::State,
+    http::{Method, StatusCode},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
@@ -14,7 +13,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{
-    Fields, Panel, download,
+    Fields, Form, Id, Panel, download,
     error::PanelError,
     page::{self, ACCESS_TYPES, Column, Query, Section, hidden, plain, sortable, text, when},
     session::Session,
@@ -36,11 +35,16 @@ pub fn routes() -> Router<Panel> {
 
 /// A path's id, or the not-found page (never a malformed call to the API).
 pub fn parse_id(raw: &str) -> Result<Uuid, PanelError> {
-    Uuid::parse_str(raw).map_err(|_| PanelError::Api {
+    Uuid::parse_str(raw).map_err(|_| not_found(&format!("{raw:?} is not an id")))
+}
+
+/// The not-found page, saying why.
+pub fn not_found(what: &str) -> PanelError {
+    PanelError::Api {
         status: StatusCode::NOT_FOUND,
-        message: format!("{raw:?} is not an id"),
+        message: what.to_owned(),
         field: None,
-    })
+    }
 }
 
 /// The notice a redirect asks for (a fixed text, never the query's).
@@ -62,8 +66,7 @@ const COLUMNS: [Column; 5] = [
     plain("actions", "Actions"),
 ];
 
-async fn list(session: Session, State(panel): State<Panel>, RawQuery(raw): RawQuery) -> Result<Response, PanelError> {
-    let query = Query::parse(raw.as_deref());
+async fn list(session: Session, State(panel): State<Panel>, query: Query) -> Result<Response, PanelError> {
     let api_query = query.only(&[
         "sort",
         "order",
@@ -79,7 +82,7 @@ async fn list(session: Session, State(panel): State<Panel>, RawQuery(raw): RawQu
         .await;
     let (listed, error) = match listed {
         Ok(listed) => (listed, None),
-        Err(error @ PanelError::Api { .. }) => (json!({"items": [], "total": 0}), Some(error.message())),
+        Err(error) if error.is_shown() => (json!({"items": [], "total": 0}), Some(error.message())),
         Err(error) => return Err(error),
     };
     let base = "/panel/organizations";
@@ -238,13 +241,7 @@ fn new_body(fields: &Fields) -> Value {
     Value::Object(body)
 }
 
-async fn create(
-    session: Session,
-    State(panel): State<Panel>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, PanelError> {
-    let fields = Fields::checked(&session, &headers, &body)?;
+async fn create(State(panel): State<Panel>, Form { session, fields }: Form) -> Result<Response, PanelError> {
     match panel
         .v1
         .send(&session, Method::POST, "/v1/organizations", &new_body(&fields))
@@ -253,7 +250,7 @@ async fn create(
         Ok(created) => {
             Ok(Redirect::to(&format!("/panel/organizations/{}?done=created", text(&created["id"]))).into_response())
         }
-        Err(error @ PanelError::Api { .. }) => {
+        Err(error) if error.is_shown() => {
             let mut response = page::shell(
                 &session,
                 Section::Organizations,
@@ -270,18 +267,18 @@ async fn create(
 
 /// The tabs of an organization.
 fn tabs(id: &str, current: &str) -> Markup {
-    let tab = |path: &str, label: &str| {
-        html! { a href={ "/panel/organizations/" (id) (path) } aria-current=[(current == label).then_some("page")] { (label) } }
-    };
-    html! {
-        nav.tabs aria-label="Organization" {
-            (tab("", "Details"))
-            (tab("/users", "Users"))
-            (tab("/statistics", "Statistics"))
-            (tab("/activity", "Activity"))
-            (tab("/email-configuration", "Email configuration"))
-        }
-    }
+    page::tabs(
+        "Organization",
+        &format!("/panel/organizations/{id}"),
+        &[
+            ("", "Details"),
+            ("/users", "Users"),
+            ("/statistics", "Statistics"),
+            ("/activity", "Activity"),
+            ("/email-configuration", "Email configuration"),
+        ],
+        current,
+    )
 }
 
 async fn organization(panel: &Panel, session: &Session, id: Uuid) -> Result<Value, PanelError> {
@@ -295,12 +292,10 @@ fn title(organization: &Value) -> String {
 async fn edit_form(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Id(id): Id,
+    query: Query,
 ) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
     let organization = organization(&panel, &session, id).await?;
-    let query = Query::parse(raw.as_deref());
     let content = html! {
         (tabs(&id.to_string(), "Details"))
         (form(&session, &organization, None, None))
@@ -320,15 +315,7 @@ async fn edit_form(
     ))
 }
 
-async fn save(
-    session: Session,
-    State(panel): State<Panel>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
-    let fields = Fields::checked(&session, &headers, &body)?;
+async fn save(State(panel): State<Panel>, Id(id): Id, Form { session, fields }: Form) -> Result<Response, PanelError> {
     let current = organization(&panel, &session, id).await?;
     // Only what changed: the API then writes exactly the activities of the
     // changes (a sync switch) and nothing else.
@@ -357,21 +344,13 @@ async fn save(
             change.insert("impersonation_password".into(), json!(password));
         }
     }
-    if change.is_empty() {
-        return Ok(Redirect::to(&format!("/panel/organizations/{id}?done=saved")).into_response());
-    }
     match panel
         .v1
-        .send(
-            &session,
-            Method::PATCH,
-            &format!("/v1/organizations/{id}"),
-            &Value::Object(change),
-        )
+        .apply(&session, Method::PATCH, &format!("/v1/organizations/{id}"), change)
         .await
     {
-        Ok(_) => Ok(Redirect::to(&format!("/panel/organizations/{id}?done=saved")).into_response()),
-        Err(error @ PanelError::Api { .. }) if error.status() != StatusCode::NOT_FOUND => {
+        Ok(()) => Ok(Redirect::to(&format!("/panel/organizations/{id}?done=saved")).into_response()),
+        Err(error) if error.is_shown() => {
             let content = html! {
                 (tabs(&id.to_string(), "Details"))
                 (form(&session, &current, Some(&fields), Some(&error.message())))
@@ -384,15 +363,7 @@ async fn save(
     }
 }
 
-async fn delete(
-    session: Session,
-    State(panel): State<Panel>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
-    Fields::checked(&session, &headers, &body)?;
+async fn delete(State(panel): State<Panel>, Id(id): Id, Form { session, .. }: Form) -> Result<Response, PanelError> {
     let answer = panel
         .v1
         .call(&session, Method::DELETE, &format!("/v1/organizations/{id}"), None)
@@ -419,12 +390,10 @@ async fn delete(
 async fn users_tab(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Id(id): Id,
+    query: Query,
 ) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
     let current = organization(&panel, &session, id).await?;
-    let query = Query::parse(raw.as_deref());
     let list = users::list(&panel, &session, &query, Some(id)).await?;
     let content = html! { (tabs(&id.to_string(), "Users")) (list) };
     Ok(page::shell(
@@ -453,12 +422,10 @@ const STATISTICS: [Column; 11] = [
 async fn statistics_tab(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Id(id): Id,
+    query: Query,
 ) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
     let current = organization(&panel, &session, id).await?;
-    let query = Query::parse(raw.as_deref());
     let api_query = query.only(&["status", "q", "sort", "order", "cursor", "page_size"]);
     let listed = panel
         .v1
@@ -531,12 +498,10 @@ pub const SESSION_STATUSES: [(&str, &str); 6] = [
 async fn activity_tab(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Id(id): Id,
+    query: Query,
 ) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
     let current = organization(&panel, &session, id).await?;
-    let query = Query::parse(raw.as_deref());
     let activity = users::activity(
         &panel,
         &session,
@@ -558,11 +523,10 @@ async fn activity_tab(
 async fn activity_csv(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Id(id): Id,
+    query: Query,
 ) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
-    let query = Query::parse(raw.as_deref()).only(&["rows", "kind", "since", "until"]);
+    let query = query.only(&["rows", "kind", "since", "until"]);
     download(
         &panel,
         &session,
@@ -571,12 +535,7 @@ async fn activity_csv(
     .await
 }
 
-async fn email_tab(
-    session: Session,
-    State(panel): State<Panel>,
-    Path(id): Path<String>,
-) -> Result<Response, PanelError> {
-    let id = parse_id(&id)?;
+async fn email_tab(session: Session, State(panel): State<Panel>, Id(id): Id) -> Result<Response, PanelError> {
     let current = organization(&panel, &session, id).await?;
     let access_type = text(&current["access_type"]);
     let content = html! {

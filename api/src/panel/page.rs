@@ -115,6 +115,17 @@ pub fn sign_in(status: StatusCode, error: Option<&str>) -> Response {
     (status, Html(markup.into_string())).into_response()
 }
 
+/// The sub-tabs of an organization or a user: `(path under base, label)`.
+pub fn tabs(name: &str, base: &str, entries: &[(&str, &str)], current: &str) -> Markup {
+    html! {
+        nav.tabs aria-label=(name) {
+            @for (path, label) in entries {
+                a href={ (base) (path) } aria-current=[(current == *label).then_some("page")] { (label) }
+            }
+        }
+    }
+}
+
 /// The hidden CSRF field every form carries.
 pub fn csrf_field(session: &Session) -> Markup {
     html! { input type="hidden" name=(CSRF_FIELD) value=(session.csrf()); }
@@ -128,6 +139,14 @@ pub fn error_banner(error: Option<&str>) -> Markup {
 /// A query string as pairs, to build links that change one parameter.
 #[derive(Clone, Default)]
 pub struct Query(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Query {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::parse(parts.uri.query()))
+    }
+}
 
 impl Query {
     /// Parses a raw query string.
@@ -272,6 +291,7 @@ pub fn pager(base: &str, query: &Query, listed: &Value) -> Markup {
             span { (shown) " shown of " (total) }
             @if query.get("cursor").is_some() {
                 a href={ (base) (query.with("cursor", None).to_suffix()) } { "First page" }
+                button type="button" data-back { "Previous page" }
             }
             @if let Some(next) = listed["next_cursor"].as_str() {
                 a rel="next" href={ (base) (query.with("cursor", Some(next)).to_suffix()) } { "Next page" }

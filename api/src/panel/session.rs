@@ -110,9 +110,11 @@ pub fn check_origin(headers: &HeaderMap) -> Result<(), PanelError> {
         return Err(PanelError::Forbidden("the request came from another site"));
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|value| value.to_str().ok())
+        // The host the browser addressed (a proxy in front names it in
+        // X-Forwarded-Host; a cross-site form cannot set that header).
+        let host = ["x-forwarded-host", "host"]
+            .iter()
+            .find_map(|name| headers.get(*name).and_then(|value| value.to_str().ok()))
             .unwrap_or_default();
         let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin);
         if origin == "null" || origin_host != host {
@@ -165,5 +167,79 @@ impl FromRequestParts<Panel> for Session {
             check_csrf(&session, &parts.headers, None)?;
         }
         Ok(session)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn the_csrf_token_is_stable_per_token_and_differs_between_tokens() {
+        assert_eq!(csrf_for("sf_a"), csrf_for("sf_a"));
+        assert_ne!(csrf_for("sf_a"), csrf_for("sf_b"));
+        assert_eq!(csrf_for("sf_a").len(), 40);
+        assert!(!csrf_for("sf_a").contains("sf_a"));
+    }
+
+    #[test]
+    fn the_token_is_read_from_its_cookie_among_others() {
+        let map = headers(&[("cookie", "other=1; sf_panel=sf_tok; more=2")]);
+        assert_eq!(cookie_token(&map).as_deref(), Some("sf_tok"));
+        assert_eq!(cookie_token(&headers(&[("cookie", "sf_panel=")])), None);
+        assert_eq!(cookie_token(&headers(&[("cookie", "sf_panel_x=1")])), None);
+        assert_eq!(cookie_token(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn requests_from_another_site_or_origin_are_refused() {
+        assert!(
+            check_origin(&headers(&[
+                ("host", "panel.example"),
+                ("origin", "https://panel.example")
+            ]))
+            .is_ok()
+        );
+        assert!(check_origin(&headers(&[("sec-fetch-site", "same-origin")])).is_ok());
+        assert!(
+            check_origin(&headers(&[])).is_ok(),
+            "a client that is no browser sends neither"
+        );
+        for refused in [
+            headers(&[("sec-fetch-site", "cross-site")]),
+            headers(&[("sec-fetch-site", "same-site")]),
+            headers(&[("host", "panel.example"), ("origin", "https://evil.example")]),
+            headers(&[("host", "panel.example"), ("origin", "null")]),
+        ] {
+            assert!(
+                matches!(check_origin(&refused), Err(PanelError::Forbidden(_))),
+                "{refused:?}"
+            );
+        }
+        let proxied = headers(&[
+            ("host", "api.internal:8080"),
+            ("x-forwarded-host", "panel.example"),
+            ("origin", "https://panel.example"),
+        ]);
+        assert!(check_origin(&proxied).is_ok());
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_secure_strict_and_scoped_to_the_panel() {
+        let cookie = sign_in_cookie("sf_tok");
+        for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/panel"] {
+            assert!(cookie.contains(flag), "{cookie}");
+        }
+        assert!(sign_out_cookie().contains("Max-Age=0"));
     }
 }

@@ -5,9 +5,8 @@
 
 use axum::{
     Router,
-    body::Bytes,
-    extract::{Path, RawQuery, State},
-    http::{HeaderMap, Method, StatusCode},
+    extract::{Path, State},
+    http::{Method, StatusCode},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
@@ -16,12 +15,12 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{
-    Fields, Panel, download,
+    Fields, Form, Id, Panel, download,
     error::PanelError,
-    organizations::{SESSION_STATUSES, notice},
+    organizations::{SESSION_STATUSES, notice, parse_id},
     page::{self, Column, Query, Section, hidden, plain, sortable, text, when},
     session::Session,
-    users::{self, status_label, user_id},
+    users::{self, status_label},
 };
 
 pub fn routes() -> Router<Panel> {
@@ -46,19 +45,19 @@ pub fn routes() -> Router<Panel> {
 }
 
 fn tabs(id: Uuid, current: &str) -> Markup {
-    let tab = |path: &str, label: &str| {
-        html! { a href={ "/panel/users/" (id) (path) } aria-current=[(current == label).then_some("page")] { (label) } }
-    };
-    html! {
-        nav.tabs aria-label="User" {
-            (tab("", "Details"))
-            (tab("/connectivity", "Connectivity"))
-            (tab("/statistics", "Statistics"))
-            (tab("/issues", "Sync Issues"))
-            (tab("/activity", "Activity"))
-            (tab("/customization", "Customization"))
-        }
-    }
+    page::tabs(
+        "User",
+        &format!("/panel/users/{id}"),
+        &[
+            ("", "Details"),
+            ("/connectivity", "Connectivity"),
+            ("/statistics", "Statistics"),
+            ("/issues", "Sync Issues"),
+            ("/activity", "Activity"),
+            ("/customization", "Customization"),
+        ],
+        current,
+    )
 }
 
 async fn user(panel: &Panel, session: &Session, id: Uuid) -> Result<Value, PanelError> {
@@ -112,6 +111,7 @@ fn details_form(
                 label.field { span { "Name" } input name="name" required value=(value("name")); }
                 label.field { span { "Email (SMTP address)" } input name="email" type="email" required value=(value("email")); }
                 label.field { span { "E-Mail for Notifications" } input name="notification_email" type="email" value=(value("notification_email")); }
+                label.field { span { "Account Logon (Exchange account name)" } input name="account_logon" value=(value("account_logon")); }
                 (page::select("organization_id", "Organization", organizations, Some(&value("organization_id")), None))
                 (page::select("plan_id", "Plan", plans, Some(&value("plan_id")), Some("No plan")))
                 label.field { span { "Description" } textarea name="description" { (value("description")) } }
@@ -133,7 +133,7 @@ fn details_form(
                     dt { "Created On" } dd { (when(&user["created_at"])) }
                     dt { "Updated On" } dd { (when(&user["updated_at"])) }
                 }
-                (users::actions_menu(Some((id, text(&user["name"]))), organizations, plans))
+                (users::actions_menu(Some((id, text(&user["name"]))), Some((organizations, plans))))
             }
         }
     }
@@ -142,14 +142,12 @@ fn details_form(
 async fn details(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Id(id): Id,
+    query: Query,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
     let user = user(&panel, &session, id).await?;
     let organizations = users::organizations(&panel, &session).await?;
     let plans = users::plans(&panel, &session).await?;
-    let query = Query::parse(raw.as_deref());
     let content = details_form(&session, &user, &organizations, &plans, None, None);
     Ok(shell(
         &session,
@@ -163,14 +161,10 @@ async fn details(
 }
 
 async fn save_details(
-    session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    Id(id): Id,
+    Form { session, fields }: Form,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
-    let fields = Fields::checked(&session, &headers, &body)?;
     let current = user(&panel, &session, id).await?;
     // Only what changed, so the API writes the activities of real changes.
     let mut change = Map::new();
@@ -178,13 +172,14 @@ async fn save_details(
         "name",
         "email",
         "notification_email",
+        "account_logon",
         "description",
         "organization_id",
         "plan_id",
     ] {
         let given = fields.get(name).map(str::trim).unwrap_or_default();
         if given != text(&current[name]) {
-            let nullable = matches!(name, "notification_email" | "plan_id");
+            let nullable = matches!(name, "notification_email" | "account_logon" | "plan_id");
             let value = if given.is_empty() && nullable {
                 Value::Null
             } else {
@@ -193,21 +188,13 @@ async fn save_details(
             change.insert(name.into(), value);
         }
     }
-    if change.is_empty() {
-        return Ok(Redirect::to(&format!("/panel/users/{id}?done=saved")).into_response());
-    }
     match panel
         .v1
-        .send(
-            &session,
-            Method::PATCH,
-            &format!("/v1/users/{id}"),
-            &Value::Object(change),
-        )
+        .apply(&session, Method::PATCH, &format!("/v1/users/{id}"), change)
         .await
     {
-        Ok(_) => Ok(Redirect::to(&format!("/panel/users/{id}?done=saved")).into_response()),
-        Err(error @ PanelError::Api { .. }) if error.status() != StatusCode::NOT_FOUND => {
+        Ok(()) => Ok(Redirect::to(&format!("/panel/users/{id}?done=saved")).into_response()),
+        Err(error) if error.is_shown() => {
             let organizations = users::organizations(&panel, &session).await?;
             let plans = users::plans(&panel, &session).await?;
             let content = details_form(
@@ -287,16 +274,14 @@ fn connectivity_form(
 async fn connectivity(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Id(id): Id,
+    query: Query,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
     let user = user(&panel, &session, id).await?;
     let configuration = panel
         .v1
         .get(&session, &format!("/v1/users/{id}/email-configuration"))
         .await?;
-    let query = Query::parse(raw.as_deref());
     let content = connectivity_form(&session, id, &configuration, None, None);
     Ok(shell(
         &session,
@@ -310,14 +295,10 @@ async fn connectivity(
 }
 
 async fn save_connectivity(
-    session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    Id(id): Id,
+    Form { session, fields }: Form,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
-    let fields = Fields::checked(&session, &headers, &body)?;
     let user = user(&panel, &session, id).await?;
     let path = format!("/v1/users/{id}/email-configuration");
     let configuration = panel.v1.get(&session, &path).await?;
@@ -340,16 +321,9 @@ async fn save_connectivity(
     if let Some(password) = fields.get("password").filter(|password| !password.is_empty()) {
         change.insert("password".into(), json!(password));
     }
-    if change.is_empty() {
-        return Ok(Redirect::to(&format!("/panel/users/{id}/connectivity?done=saved")).into_response());
-    }
-    match panel
-        .v1
-        .send(&session, Method::PUT, &path, &Value::Object(change))
-        .await
-    {
-        Ok(_) => Ok(Redirect::to(&format!("/panel/users/{id}/connectivity?done=saved")).into_response()),
-        Err(error @ PanelError::Api { .. }) if error.status() != StatusCode::NOT_FOUND => {
+    match panel.v1.apply(&session, Method::PUT, &path, change).await {
+        Ok(()) => Ok(Redirect::to(&format!("/panel/users/{id}/connectivity?done=saved")).into_response()),
+        Err(error) if error.is_shown() => {
             // The password typed is not put back into the page.
             let content = connectivity_form(&session, id, &configuration, Some(&fields), Some(&error.message()));
             Ok(shell(
@@ -367,14 +341,11 @@ async fn save_connectivity(
 }
 
 async fn forget_credential(
-    session: Session,
     State(panel): State<Panel>,
     Path((id, kind)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    Form { session, .. }: Form,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
-    Fields::checked(&session, &headers, &body)?;
+    let id = parse_id(&id)?;
     if !matches!(
         kind.as_str(),
         "mailbox-password" | "mailbox-refresh-token" | "crm-refresh-token"
@@ -415,12 +386,10 @@ const SESSIONS: [Column; 13] = [
 async fn statistics(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Id(id): Id,
+    query: Query,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
     let user = user(&panel, &session, id).await?;
-    let query = Query::parse(raw.as_deref());
     let api_query = query.only(&[
         "status",
         "trigger",
@@ -504,12 +473,10 @@ fn issue_rows(items: &Value) -> Markup {
 async fn issues(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Id(id): Id,
+    query: Query,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
     let user = user(&panel, &session, id).await?;
-    let query = Query::parse(raw.as_deref());
     let api_query = query.only(&[
         "session_id",
         "source",
@@ -535,12 +502,10 @@ async fn issues(
 async fn activity(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Id(id): Id,
+    query: Query,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
     let user = user(&panel, &session, id).await?;
-    let query = Query::parse(raw.as_deref());
     let content = users::activity(
         &panel,
         &session,
@@ -555,11 +520,10 @@ async fn activity(
 async fn activity_csv(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Id(id): Id,
+    query: Query,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
-    let query = Query::parse(raw.as_deref()).only(&["rows", "kind", "since", "until"]);
+    let query = query.only(&["rows", "kind", "since", "until"]);
     download(
         &panel,
         &session,
@@ -590,14 +554,12 @@ fn customization_form(session: &Session, id: Uuid, saved: &Value, document: &str
 async fn customization(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Id(id): Id,
+    query: Query,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
     let user = user(&panel, &session, id).await?;
     let saved = panel.v1.get(&session, &format!("/v1/users/{id}/customization")).await?;
     let document = serde_json::to_string_pretty(&saved["document"]).unwrap_or_default();
-    let query = Query::parse(raw.as_deref());
     let content = customization_form(&session, id, &saved, &document, None);
     Ok(shell(
         &session,
@@ -611,14 +573,10 @@ async fn customization(
 }
 
 async fn save_customization(
-    session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    Id(id): Id,
+    Form { session, fields }: Form,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
-    let fields = Fields::checked(&session, &headers, &body)?;
     let user = user(&panel, &session, id).await?;
     let text_given = fields.get("document").unwrap_or_default().to_owned();
     let result = if fields.get("do") == Some("reset") {
@@ -649,7 +607,7 @@ async fn save_customization(
     };
     match result {
         Ok(_) => Ok(Redirect::to(&format!("/panel/users/{id}/customization?done=saved")).into_response()),
-        Err(error @ (PanelError::Api { .. } | PanelError::BadForm(_))) if error.status() != StatusCode::NOT_FOUND => {
+        Err(error) if error.is_shown() => {
             let saved = panel.v1.get(&session, &format!("/v1/users/{id}/customization")).await?;
             let content = customization_form(&session, id, &saved, &text_given, Some(&error.message()));
             Ok(shell(
@@ -669,18 +627,12 @@ async fn save_customization(
 async fn export_customization(
     session: Session,
     State(panel): State<Panel>,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
     download(&panel, &session, &format!("/v1/users/{id}/customization.json")).await
 }
 
-async fn session_page(
-    session: Session,
-    State(panel): State<Panel>,
-    Path(id): Path<String>,
-) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
+async fn session_page(session: Session, State(panel): State<Panel>, Id(id): Id) -> Result<Response, PanelError> {
     let detail = panel.v1.get(&session, &format!("/v1/sessions/{id}")).await?;
     let run = &detail["session"];
     let content = html! {
@@ -713,11 +665,6 @@ async fn session_page(
     ))
 }
 
-async fn session_log(
-    session: Session,
-    State(panel): State<Panel>,
-    Path(id): Path<String>,
-) -> Result<Response, PanelError> {
-    let id = user_id(&id)?;
+async fn session_log(session: Session, State(panel): State<Panel>, Id(id): Id) -> Result<Response, PanelError> {
     download(&panel, &session, &format!("/v1/sessions/{id}/log.zip")).await
 }

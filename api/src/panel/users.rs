@@ -6,7 +6,7 @@
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, RawQuery, State},
+    extract::{Path, State},
     http::{HeaderMap, Method, StatusCode},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -16,11 +16,11 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{
-    Fields, Panel,
+    Fields, Form, Panel,
     error::PanelError,
-    organizations::{notice, parse_id},
+    organizations::notice,
     page::{self, Column, Query, Section, hidden, plain, sortable, text, when},
-    session::Session,
+    session::{self, Session},
 };
 
 pub fn routes() -> Router<Panel> {
@@ -51,20 +51,21 @@ pub const ACTIONS: [(&str, &str, bool); 16] = [
     ("force-delete", "Force delete", true),
 ];
 
-const COLUMNS: [Column; 13] = [
+const COLUMNS: [Column; 14] = [
+    plain("actions", "Actions"),
     sortable("name", "Name", "name"),
     sortable("email", "Email", "email"),
     sortable("notification_email", "E-Mail for Notifications", "notification_email"),
     sortable("organization", "Organization", "organization"),
     plain("plan", "Plan"),
+    plain("account_logon", "Account Logon"),
     sortable("sync", "Synchronization Status", "sync_status"),
-    sortable("effective", "Effective Status", "effective_sync_status"),
+    hidden(sortable("effective", "Effective Status", "effective_sync_status")),
     sortable("mailbox", "Mailbox Status", "mailbox_status"),
     sortable("last_session", "Last Session", "last_session_at"),
     sortable("created", "Created On", "created_at"),
     hidden(plain("error", "Disabled Due To An Error")),
     hidden(sortable("updated", "Updated On", "updated_at")),
-    plain("actions", "Actions"),
 ];
 
 const SYNC_STATUSES: [(&str, &str); 6] = [
@@ -128,36 +129,44 @@ fn name_of<'a>(pairs: &'a [(String, String)], id: &str) -> &'a str {
         .map_or("", |(_, name)| name.as_str())
 }
 
-/// The actions menu: one user's (`user` given) or the selection's.
-pub fn actions_menu(
-    user: Option<(&str, &str)>,
-    organizations: &[(String, String)],
-    plans: &[(String, String)],
-) -> Markup {
-    let summary = if user.is_some() {
-        "⋮ Actions"
-    } else {
-        "⋮ Actions for the selected users"
+/// The choices of Change organization and Change plan: the organizations
+/// and the plans.
+pub type Choices<'a> = (&'a [(String, String)], &'a [(String, String)]);
+
+/// The actions menu: one user's (`user` given) or the selection's. Without
+/// `choices` (a row of a list: fifty rows of every organization would weigh
+/// the page down), Change organization and Change plan open the user's
+/// details, where both are fields.
+pub fn actions_menu(user: Option<(&str, &str)>, choices: Option<Choices<'_>>) -> Markup {
+    let (summary, label) = match user {
+        Some((_, name)) => ("⋮", format!("Actions for {name}")),
+        None => (
+            "⋮ Actions for the selected users",
+            "Actions for the selected users".to_owned(),
+        ),
     };
     html! {
         details.actions data-user=[user.map(|(id, _)| id)] data-name=[user.map(|(_, name)| name)] {
-            summary { (summary) }
+            summary aria-label=(label) { (summary) }
             div.menu role="group" {
                 @for (action, label, confirm) in ACTIONS {
-                    @match action {
-                        "change-organization" => {
+                    @match (action, choices, user) {
+                        ("change-organization" | "change-plan", None, Some((id, _))) => {
+                            a href={ "/panel/users/" (id) } { (label) "…" }
+                        }
+                        ("change-organization", Some((organizations, _)), _) => {
                             div.param {
                                 label { span.sr { (label) } select data-param="organization_id" aria-label="New organization" {
-                                    @for (id, name) in organizations { option value=(id) { (name) } }
+                                    @for (id, name) in organizations.iter() { option value=(id) { (name) } }
                                 } }
                                 button type="button" data-action=(action) data-confirm=[confirm.then_some(label)] { (label) }
                             }
                         }
-                        "change-plan" => {
+                        ("change-plan", Some((_, plans)), _) => {
                             div.param {
                                 label { span.sr { (label) } select data-param="plan_id" aria-label="New plan" {
                                     option value="" { "No plan" }
-                                    @for (id, name) in plans { option value=(id) { (name) } }
+                                    @for (id, name) in plans.iter() { option value=(id) { (name) } }
                                 } }
                                 button type="button" data-action=(action) data-confirm=[confirm.then_some(label)] { (label) }
                             }
@@ -205,9 +214,7 @@ pub async fn list(
         .await;
     let (listed, error) = match listed {
         Ok(listed) => (listed, None),
-        Err(error @ PanelError::Api { .. }) if error.status() != StatusCode::NOT_FOUND => {
-            (json!({"items": [], "total": 0}), Some(error.message()))
-        }
+        Err(error) if error.is_shown() => (json!({"items": [], "total": 0}), Some(error.message())),
         Err(error) => return Err(error),
     };
     let organizations = organizations(panel, session).await?;
@@ -227,7 +234,7 @@ pub async fn list(
                 button type="submit" { "Filter" }
             }
             (page::column_menu("users", &base, &COLUMNS))
-            (actions_menu(None, &organizations, &plans))
+            (actions_menu(None, Some((&organizations, &plans))))
             a.button.primary href={ "/panel/users/new" @if let Some(id) = organization { "?organization_id=" (id) } } { "New user" }
         }
         (page::error_banner(error.as_deref()))
@@ -241,11 +248,13 @@ pub async fn list(
                         @let effective = text(&user["effective_sync_status"]);
                         tr class=[(effective != "enabled").then_some("off")] data-user=(id) {
                             td.select { input type="checkbox" data-select=(id) data-name=(name) aria-label={ "Select " (name) }; }
+                            td data-col="actions" { (actions_menu(Some((id, name)), None)) }
                             td data-col="name" { a href={ "/panel/users/" (id) } { (name) } }
                             td data-col="email" { (text(&user["email"])) }
                             td data-col="notification_email" { (text(&user["notification_email"])) }
                             td data-col="organization" { (name_of(&organizations, text(&user["organization_id"]))) }
                             td data-col="plan" { (name_of(&plans, text(&user["plan_id"]))) }
+                            td data-col="account_logon" { (text(&user["account_logon"])) }
                             td data-col="sync" { (status_label(text(&user["sync_status"]))) }
                             td data-col="effective" { (status_label(effective)) }
                             td data-col="mailbox" { (if text(&user["mailbox_status"]) == "initialized" { "Initialized" } else { "Not initialized" }) }
@@ -253,7 +262,6 @@ pub async fn list(
                             td data-col="created" { (when(&user["created_at"])) }
                             td data-col="error" { (text(&user["disabled_reason"])) }
                             td data-col="updated" { (when(&user["updated_at"])) }
-                            td data-col="actions" { (actions_menu(Some((id, name)), &organizations, &plans)) }
                         }
                     }
                 }
@@ -263,12 +271,7 @@ pub async fn list(
     })
 }
 
-async fn list_page(
-    session: Session,
-    State(panel): State<Panel>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, PanelError> {
-    let query = Query::parse(raw.as_deref());
+async fn list_page(session: Session, State(panel): State<Panel>, query: Query) -> Result<Response, PanelError> {
     let content = list(&panel, &session, &query, None).await?;
     Ok(page::shell(&session, Section::Users, "Users", notice(&query), content))
 }
@@ -297,24 +300,13 @@ fn user_form(
     }
 }
 
-async fn new_form(
-    session: Session,
-    State(panel): State<Panel>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, PanelError> {
-    let query = Query::parse(raw.as_deref());
+async fn new_form(session: Session, State(panel): State<Panel>, query: Query) -> Result<Response, PanelError> {
     let organizations = organizations(&panel, &session).await?;
     let form = user_form(&session, &organizations, None, query.get("organization_id"), None);
     Ok(page::shell(&session, Section::Users, "New user", None, form))
 }
 
-async fn create(
-    session: Session,
-    State(panel): State<Panel>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, PanelError> {
-    let fields = Fields::checked(&session, &headers, &body)?;
+async fn create(State(panel): State<Panel>, Form { session, fields }: Form) -> Result<Response, PanelError> {
     let mut new = Map::new();
     new.insert("name".into(), json!(fields.get("name").unwrap_or_default()));
     new.insert("email".into(), json!(fields.get("email").unwrap_or_default().trim()));
@@ -332,7 +324,7 @@ async fn create(
         .await
     {
         Ok(created) => Ok(Redirect::to(&format!("/panel/users/{}?done=created", text(&created["id"]))).into_response()),
-        Err(error @ PanelError::Api { .. }) => {
+        Err(error) if error.is_shown() => {
             let organizations = organizations(&panel, &session).await?;
             let form = user_form(&session, &organizations, Some(&fields), None, Some(&error.message()));
             let mut response = page::shell(&session, Section::Users, "New user", None, form);
@@ -349,8 +341,11 @@ async fn act(
     session: Session,
     State(panel): State<Panel>,
     Path(action): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, PanelError> {
+    // Whatever the body's type claims, an action carries the CSRF header.
+    session::check_csrf(&session, &headers, None)?;
     let Some((action, label, _)) = ACTIONS.iter().find(|(name, _, _)| *name == action) else {
         return Ok((
             StatusCode::NOT_FOUND,
@@ -408,9 +403,7 @@ pub async fn activity(
         .await;
     let (listed, error) = match listed {
         Ok(listed) => (listed, None),
-        Err(error @ PanelError::Api { .. }) if error.status() != StatusCode::NOT_FOUND => {
-            (json!({"items": []}), Some(error.message()))
-        }
+        Err(error) if error.is_shown() => (json!({"items": []}), Some(error.message())),
         Err(error) => return Err(error),
     };
     let columns = [
@@ -458,9 +451,4 @@ pub async fn activity(
         }
         @if listed["more"].as_bool().unwrap_or(false) { p.hint { "More rows exist: raise the number of rows to show (0 shows all)." } }
     })
-}
-
-/// A user id from a path, for the user pages.
-pub fn user_id(raw: &str) -> Result<Uuid, PanelError> {
-    parse_id(raw)
 }

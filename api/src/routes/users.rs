@@ -44,6 +44,8 @@ pub struct UserView {
     pub organization_id: Uuid,
     pub plan_id: Option<Uuid>,
     pub description: String,
+    /// The Exchange account name, when it differs from the email.
+    pub account_logon: Option<String>,
     pub sync_status: String,
     /// What the fleet does: `enabled`, `organization_disabled`, `user_disabled`,
     /// `disabled_auth_error`, `disabled_throttling_error`, `disabled_other_error` or `paused`.
@@ -74,6 +76,7 @@ struct UserRow {
     organization_id: Uuid,
     plan_id: Option<Uuid>,
     description: String,
+    account_logon: Option<String>,
     sync_status: String,
     disabled_reason: Option<String>,
     mailbox_status: String,
@@ -102,6 +105,7 @@ impl From<UserRow> for UserView {
             organization_id: row.organization_id,
             plan_id: row.plan_id,
             description: row.description,
+            account_logon: row.account_logon,
             sync_status: row.sync_status,
             disabled_reason: row.disabled_reason,
             mailbox_status: row.mailbox_status,
@@ -114,7 +118,7 @@ impl From<UserRow> for UserView {
 }
 
 const USER_COLUMNS: &str = "u.id, u.name, u.email, u.notification_email, u.organization_id, u.plan_id, \
-     u.description, u.sync_status, u.disabled_reason, u.mailbox_status, u.next_sync_at, u.last_session_id, \
+     u.description, u.account_logon, u.sync_status, u.disabled_reason, u.mailbox_status, u.next_sync_at, u.last_session_id, \
      u.last_session_at, u.last_session_status, u.created_at, u.updated_at, o.sync_enabled AS organization_enabled";
 
 /// Reads a user the caller may see, optionally locking the row.

@@ -98,6 +98,27 @@
     });
   });
 
+  // A menu inside a scrolling table would be clipped by it: an open menu is
+  // placed against the window instead, under its summary; opening one
+  // closes the others.
+  document.querySelectorAll('details').forEach(function (details) {
+    details.addEventListener('toggle', function () {
+      var menu = details.querySelector('.menu');
+      if (!details.open || !menu) { return; }
+      document.querySelectorAll('details[open]').forEach(function (other) {
+        if (other !== details && !other.contains(details)) { other.removeAttribute('open'); }
+      });
+      if (!details.closest('.scroll') || window.matchMedia('(max-width: 720px)').matches) { return; }
+      var rect = details.querySelector('summary').getBoundingClientRect();
+      menu.classList.add('placed');
+      var width = menu.offsetWidth;
+      var height = menu.offsetHeight;
+      menu.style.left = Math.max(8, Math.min(rect.left, window.innerWidth - width - 8)) + 'px';
+      var below = rect.bottom + 2;
+      menu.style.top = (below + height > window.innerHeight ? Math.max(8, rect.top - height - 2) : below) + 'px';
+    });
+  });
+
   // Escape closes an open menu and gives focus back to its summary.
   document.addEventListener('keydown', function (event) {
     if (event.key !== 'Escape') { return; }
@@ -106,6 +127,12 @@
       var summary = open.querySelector('summary');
       if (summary && open.contains(document.activeElement)) { summary.focus(); }
     });
+  });
+
+  // Keyset pages go forward; the previous page is the one the browser came
+  // from.
+  document.querySelectorAll('button[data-back]').forEach(function (button) {
+    button.addEventListener('click', function () { window.history.back(); });
   });
 
   // Copy buttons.
@@ -181,6 +208,8 @@
           headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
           body: JSON.stringify(body)
         }).then(function (response) {
+          // A session that ended sends to the sign-in page.
+          if (response.redirected) { window.location.assign(response.url); return new Promise(function () {}); }
           return response.json().catch(function () { return { action: label, error: 'the panel answered ' + response.status }; });
         }).then(function (answer) {
           var shown = describe(answer, names);

@@ -1,7 +1,8 @@
 //! What the panel refuses: a change without the CSRF token or from another
 //! origin (403, nothing changed), a plain user's token at sign-in, and an
 //! organization admin's look at another organization, in the page or by
-//! editing a URL (the not-found page).
+//! editing a URL (the not-found page); and a secret typed into a page is
+//! never shown again.
 
 use std::time::Duration;
 
@@ -119,6 +120,15 @@ async fn a_change_without_the_csrf_token_or_from_another_origin_is_refused_and_c
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // The same as a form another site could post.
+    let response = client()
+        .post(fleet.url("/panel/actions/disable-sync"))
+        .header("cookie", &cookie)
+        .form(&[("user_ids", user.to_string())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let status: String = sqlx::query_scalar("SELECT sync_status FROM users WHERE id = $1")
         .bind(user)
         .fetch_one(&fleet.env.pool)
@@ -226,6 +236,105 @@ async fn an_organization_admin_never_sees_another_organization_in_the_page_or_by
         .await
         .unwrap();
     assert_eq!(still, Some(theirs));
+
+    browser.stop().await;
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_set_on_the_connectivity_tab_is_stored_sealed_and_never_shown_again() {
+    let fleet = Fleet::start().await;
+    let pool = &fleet.env.pool;
+    let org = organization(pool, AccessType::ExchangeDirect, true).await;
+    let user = users(pool, org, 1, SyncStatus::Disabled, Utc::now(), false).await[0];
+    let admin = create_token(pool, "admin", None, None, "admin@fleet.example")
+        .await
+        .unwrap();
+    let canary = "Canary-Pa55word-7f3e";
+    let source = "return document.documentElement.outerHTML;";
+
+    let browser = Browser::start(1280, 900).await;
+    sign_in(&browser, &fleet, &admin).await;
+    browser
+        .go(&fleet.url(&format!("/panel/users/{user}/connectivity")))
+        .await;
+    browser
+        .wait_for_text("Exchange account name", false, Duration::from_secs(10))
+        .await;
+    // A refused change keeps nothing, and the typed password is not put
+    // back into the page.
+    browser.fill("input[name=account_logon]", "DOMAIN\\someone").await;
+    browser.fill("input[name=password]", canary).await;
+    browser
+        .fill("input[name=salesforce_instance_url]", "ftp://example.com/x")
+        .await;
+    browser.click_on("form.card button.primary").await;
+    let page = browser
+        .wait_for_text("salesforce_instance_url:", false, Duration::from_secs(10))
+        .await;
+    assert!(
+        !browser
+            .script(source, serde_json::json!([]))
+            .await
+            .as_str()
+            .unwrap()
+            .contains(canary),
+        "{page}"
+    );
+    let stored = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM credentials WHERE user_id = $1 AND kind = 'mailbox_password'",
+        )
+        .bind(user)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(stored().await, 0, "nothing half-applied");
+
+    browser.fill("input[name=password]", canary).await;
+    browser.fill("input[name=salesforce_instance_url]", "").await;
+    browser.click_on("form.card button.primary").await;
+    let page = browser.wait_for_text("Saved.", false, Duration::from_secs(10)).await;
+    assert!(
+        page.contains("Mailbox password\tstored") || page.contains("Mailbox password\nstored"),
+        "{page}"
+    );
+    assert!(
+        !browser
+            .script(source, serde_json::json!([]))
+            .await
+            .as_str()
+            .unwrap()
+            .contains(canary)
+    );
+    assert_eq!(stored().await, 1, "the password is stored (sealed)");
+    let ciphertext: Vec<u8> =
+        sqlx::query_scalar("SELECT ciphertext FROM credentials WHERE user_id = $1 AND kind = 'mailbox_password'")
+            .bind(user)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(
+        !ciphertext
+            .windows(canary.len())
+            .any(|window| window == canary.as_bytes()),
+        "sealed, not plain"
+    );
+    let logon: Option<String> = sqlx::query_scalar("SELECT account_logon FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(logon.as_deref(), Some("DOMAIN\\someone"));
+
+    // Forgetting it asks first.
+    browser
+        .click_on("form[action$='/credentials/mailbox-password/delete'] button")
+        .await;
+    browser.accept_dialog().await;
+    browser.wait_for_text("Saved.", false, Duration::from_secs(10)).await;
+    assert_eq!(stored().await, 0);
 
     browser.stop().await;
     fleet.stop().await;

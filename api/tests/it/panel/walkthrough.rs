@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{Value, json};
 use syncfleet_api::auth::create_token;
-use syncfleet_common::domain::SyncStatus;
-use syncfleet_testkit::users;
+use syncfleet_common::domain::{AccessType, SyncStatus};
+use syncfleet_testkit::{organization, users};
 use uuid::Uuid;
 
 use super::{Fleet, sign_in, webdriver::Browser};
@@ -47,6 +47,20 @@ async fn impersonation_hidden(browser: &Browser) -> Value {
         .await
 }
 
+/// Waits until the push page says the push completed (its script polls).
+async fn push_completes(browser: &Browser) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let status = "return document.querySelector('#push-progress').dataset.status;";
+    while browser.script(status, json!([])).await != "completed" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the push did not complete: {}",
+            browser.body_text().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn add_user(browser: &Browser, fleet: &Fleet, organization: Uuid, name: &str, email: &str) -> Uuid {
     browser
         .go(&fleet.url(&format!("/panel/users/new?organization_id={organization}")))
@@ -74,11 +88,23 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         .await
         .unwrap();
 
+    // A disabled organization, shown in red.
+    let disabled = organization(&pool, AccessType::Gmail, false).await;
+
     let browser = Browser::start(1280, 900).await;
     browser.go(&fleet.url("/panel/login")).await;
     browser.screenshot("01-sign-in").await;
     sign_in(&browser, &fleet, &admin).await;
     browser.wait_for_text("Organizations", false, LIMIT).await;
+    let class = browser
+        .script(
+            &format!(
+                "return document.querySelector('a[href=\"/panel/organizations/{disabled}\"]').closest('tr').className;"
+            ),
+            json!([]),
+        )
+        .await;
+    assert_eq!(class, "off", "a disabled organization's row is red");
     browser.screenshot("02-organizations").await;
 
     // A new organization: Impersonation without its EWS URL is refused with
@@ -133,6 +159,24 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     let zed = add_user(&browser, &fleet, acme, "Zed Zulu", "zed@acme.example").await;
     let amy = add_user(&browser, &fleet, acme, "Amy Alpha", "amy@acme.example").await;
     browser.screenshot("04-user-details").await;
+    // Amy's details: an address another user has is refused, naming the
+    // field, and nothing changes.
+    browser.fill("input[name=email]", "zed@acme.example").await;
+    browser.click_on("form.card button.primary").await;
+    let page = browser
+        .wait_for_text(
+            "email: another user already has the address zed@acme.example",
+            false,
+            LIMIT,
+        )
+        .await;
+    assert!(!page.contains("Saved."), "{page}");
+    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+        .bind(amy)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(email, "amy@acme.example");
     let recipients = users(&pool, acme, 2, SyncStatus::Enabled, Utc::now(), false).await;
 
     // The list of the organization's users, sorted by name both ways.
@@ -177,6 +221,30 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         .click_on("details.colchooser input[data-toggle-col=email]")
         .await;
     assert_eq!(browser.script(email_hidden, json!([])).await, false);
+    // Pages of two: the next page holds the other two, the previous page
+    // the first two again.
+    browser
+        .go(&fleet.url(&format!("/panel/users?organization_id={acme}&page_size=2")))
+        .await;
+    browser.wait_for_text("2 shown of 4", false, LIMIT).await;
+    let first_page = names_in_list(&browser).await;
+    assert_eq!(first_page, ascending[..2]);
+    browser.click_on("a[rel=next]").await;
+    browser.wait_for_text("Previous page", false, LIMIT).await;
+    assert_eq!(names_in_list(&browser).await, ascending[2..]);
+    browser.click_on("button[data-back]").await;
+    browser.wait_for_text("Next page", false, LIMIT).await;
+    assert_eq!(names_in_list(&browser).await, first_page);
+    browser
+        .go(&fleet.url(&format!("/panel/users?organization_id={acme}")))
+        .await;
+
+    // The keyboard opens a column's menu and Escape closes it.
+    let menu_open = "return document.querySelector('th[data-col=created] details').open;";
+    browser.keys("th[data-col=created] summary", "\u{E007}").await;
+    assert_eq!(browser.script(menu_open, json!([])).await, true, "Enter opens the menu");
+    browser.keys("th[data-col=created] summary", "\u{E00C}").await;
+    assert_eq!(browser.script(menu_open, json!([])).await, false, "Escape closes it");
     // Search.
     browser.fill("form.filters input[name=q]", "amy").await;
     browser.click_on("form.filters button[type=submit]").await;
@@ -222,6 +290,14 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     }
     assert_eq!(browser.text("tr[data-session] td[data-col=trigger]").await, "force");
     browser.screenshot("06-user-statistics").await;
+    browser
+        .click_on("tr[data-session] td[data-col=actions] a:not([download])")
+        .await;
+    let page = browser.wait_for_text("Synchronization session", false, LIMIT).await;
+    assert!(page.contains("Download log") && page.contains("initial"), "{page}");
+    browser
+        .go(&fleet.url(&format!("/panel/users/{connected}/statistics")))
+        .await;
     // Its log downloads as a zip.
     let log: Value = browser
         .script_async(
@@ -232,6 +308,28 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         )
         .await;
     assert_eq!(log, json!({"status": 200, "type": "application/zip", "magic": true}));
+
+    // The user's other tabs: what is stored (never the secret), the last
+    // session's issues, the activity of the force sync.
+    browser
+        .go(&fleet.url(&format!("/panel/users/{connected}/connectivity")))
+        .await;
+    let page = browser.wait_for_text("Stored credentials", false, LIMIT).await;
+    assert!(
+        page.contains("Mailbox authorization (OAuth)\tstored")
+            || page.contains("Mailbox authorization (OAuth)\nstored"),
+        "{page}"
+    );
+    browser
+        .go(&fleet.url(&format!("/panel/users/{connected}/issues")))
+        .await;
+    browser
+        .wait_for_text("The issues of the last synchronization session.", false, LIMIT)
+        .await;
+    browser
+        .go(&fleet.url(&format!("/panel/users/{connected}/activity")))
+        .await;
+    browser.wait_for_text("Rows to show", false, LIMIT).await;
 
     // A mass action with a mixed result: delete refuses the user whose
     // mailbox the sync initialized, and deletes the other.
@@ -286,22 +384,7 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     browser.screenshot("08-customization-push").await;
     browser.click_on("button[data-selected-count]").await;
     browser.wait_for_text("Customization push", false, LIMIT).await;
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while browser
-        .script(
-            "return document.querySelector('#push-progress').dataset.status;",
-            json!([]),
-        )
-        .await
-        != "completed"
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the push did not complete: {}",
-            browser.body_text().await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    push_completes(&browser).await;
     assert_eq!(browser.text("[data-field=applied]").await, "2");
     assert_eq!(browser.text("[data-field=failed]").await, "0");
     assert_eq!(browser.text("[data-field=pending]").await, "0");
@@ -314,6 +397,44 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
             .unwrap();
         assert_eq!(saved, document, "the push reached {recipient}");
     }
+    // "All users" with a name filter: the filter reaches the push, which
+    // goes to the two "User ..." colleagues and not to Zed.
+    browser
+        .go(&fleet.url(&format!(
+            "/panel/customization?organization_id={acme}&from_user_id={zed}&name=User"
+        )))
+        .await;
+    browser.click_on("button[value=all]").await;
+    let question = browser.accept_dialog().await;
+    assert!(question.starts_with("Push to every user"), "{question}");
+    browser.wait_for_text("Customization push", false, LIMIT).await;
+    push_completes(&browser).await;
+    assert_eq!(browser.text("[data-field=total]").await, "2", "the name filter applied");
+    assert_eq!(browser.text("[data-field=applied]").await, "2");
+
+    // The organization's default customization, set on the same page; a
+    // document that is not JSON is refused, naming the field.
+    browser
+        .go(&fleet.url(&format!("/panel/customization?organization_id={acme}")))
+        .await;
+    browser
+        .fill("form[action$='/default-customization'] textarea", "{not json")
+        .await;
+    browser
+        .click_on("form[action$='/default-customization'] button.primary")
+        .await;
+    browser
+        .wait_for_text("Default not saved: document: not JSON", false, LIMIT)
+        .await;
+    let default = json!({"schema_version": 1, "behavior": {"auto_open": false}});
+    browser
+        .fill("form[action$='/default-customization'] textarea", &default.to_string())
+        .await;
+    browser
+        .click_on("form[action$='/default-customization'] button.primary")
+        .await;
+    let page = browser.wait_for_text("Saved.", false, LIMIT).await;
+    assert!(page.contains("Version 1, set by admin@fleet.example"), "{page}");
 
     // The organization's activity: the rows box refuses what the API
     // refuses, naming it; 0 shows all; the CSV export downloads.
@@ -372,6 +493,37 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         .go(&fleet.url(&format!("/panel/organizations/{acme}/email-configuration")))
         .await;
     browser.wait_for_text("Office 365", false, LIMIT).await;
+
+    // Deleting an organization asks first, and is refused while a mailbox
+    // of it is initialized, with the reason; the disabled one goes.
+    let connected_org: Uuid = sqlx::query_scalar("SELECT organization_id FROM users WHERE id = $1")
+        .bind(connected)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    for (organization, outcome) in [
+        (
+            connected_org,
+            "Not deleted: 1 user(s) of the organization have an initialized mailbox: reset them first",
+        ),
+        (disabled, "Deleted."),
+    ] {
+        browser.go(&fleet.url("/panel/organizations")).await;
+        browser
+            .click_on(&format!(
+                "form[action='/panel/organizations/{organization}/delete'] button"
+            ))
+            .await;
+        let question = browser.accept_dialog().await;
+        assert!(question.starts_with("Delete the organization "), "{question}");
+        browser.wait_for_text(outcome, false, LIMIT).await;
+    }
+    let left: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM organizations WHERE id = ANY($1)")
+        .bind(vec![connected_org, disabled])
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, [connected_org]);
 
     // A narrow screen: the page does not scroll sideways (tables scroll in
     // their own box).

@@ -217,6 +217,18 @@ impl Browser {
         .await;
     }
 
+    /// Types keys (WebDriver's key codes: Enter is `\u{E007}`, Escape
+    /// `\u{E00C}`) into the first element matching `css`.
+    pub async fn keys(&self, css: &str, keys: &str) {
+        let element = self.find(css).await;
+        self.raw(
+            "POST",
+            &self.at(&format!("/element/{}/value", element.0)),
+            Some(json!({ "text": keys })),
+        )
+        .await;
+    }
+
     /// Chooses an option of a select by its value.
     pub async fn choose(&self, select_css: &str, value: &str) {
         self.click_on(&format!("{select_css} option[value=\"{value}\"]")).await;
