@@ -9,6 +9,11 @@ use syncfleet_simulators::{
     smtp::{SmtpConfig, SmtpSimulator},
 };
 
+/// mimalloc, as the worker: the simulators share the load test's machine
+/// with the fleet, and glibc's malloc made them spend more of it than they need.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     telemetry::main_with("syncfleet-simulators", |source| async move {
         let config = SimulatorConfig::from_source(&source)?;

@@ -12,7 +12,7 @@
 //!    sessions per second from that moment to the last session's end, every
 //!    session checked, and the CPU each process spent per session;
 //! 5. P2: the cadence is compressed by `--compression` (30 min / K) and the
-//!    number of users on it is doubled from `--step-start` until the
+//!    number of users on it grows by half from `--step-start` until the
 //!    scheduling lag's p99 passes 5 s or a cycle leaves users unsynced; the
 //!    largest N that held, and N x K: the users a 30-minute cadence holds at
 //!    that rate;
@@ -744,7 +744,8 @@ async fn phase_p2(
         if n == seeded.users.len() {
             break;
         }
-        n = (n * 2).min(seeded.users.len());
+        // Steps of half again: doubling overshoots by too much to say where the limit is.
+        n = (n * 3 / 2).max(n + 1).min(seeded.users.len());
     }
     // Off the cadence again; the jobs still queued finish before P3.
     sqlx::query("UPDATE users SET next_sync_at = now() + interval '10 years'")

@@ -435,13 +435,26 @@ impl MailboxSync {
         }
 
         // S5: mail to CRM, one stream at a time.
+        let cursors = state::cursors(&session.pool, session.user_id)
+            .await
+            .map_err(SyncFailure::database)?;
         let filter = ParticipantFilter::new(&settings.email, &organization_filter, &user_filter);
         let deadline = Instant::now() + self.budget.time;
         let mut handled = 0usize;
         for folder in mailbox.folders() {
             let started = Instant::now();
             let outcome = self
-                .mail_to_crm(session, mailbox, crm, &filter, *folder, since, deadline, &mut handled)
+                .mail_to_crm(
+                    session,
+                    mailbox,
+                    crm,
+                    &filter,
+                    &cursors,
+                    *folder,
+                    since,
+                    deadline,
+                    &mut handled,
+                )
                 .await?;
             session
                 .log
@@ -460,7 +473,7 @@ impl MailboxSync {
             );
         } else if mailbox.writes_crm_items() {
             let started = Instant::now();
-            let outcome = self.crm_to_mailbox(session, mailbox, crm, since).await?;
+            let outcome = self.crm_to_mailbox(session, mailbox, crm, &cursors, since).await?;
             session.log.finish_step("crm_to_mailbox", started, outcome);
         } else {
             session.log.push(
@@ -479,15 +492,14 @@ impl MailboxSync {
         mailbox: &M,
         crm: &SalesforceClient,
         filter: &ParticipantFilter,
+        cursors: &HashMap<String, String>,
         folder: MailFolder,
         since: DateTime<Utc>,
         deadline: Instant,
         handled: &mut usize,
     ) -> Result<String, SyncFailure> {
         let stream = format!("mail:{}", folder.as_str());
-        let mut cursor = state::cursor(&session.pool, session.user_id, &stream)
-            .await
-            .map_err(SyncFailure::database)?;
+        let mut cursor = cursors.get(&stream).cloned();
         let (mut pages, mut logged, mut skipped, mut removed) = (0u32, 0u32, 0u32, 0u32);
         loop {
             if Instant::now() >= deadline || *handled >= self.budget.items {
@@ -624,16 +636,16 @@ impl MailboxSync {
         session: &mut SessionContext,
         mailbox: &M,
         crm: &SalesforceClient,
+        cursors: &HashMap<String, String>,
         since: DateTime<Utc>,
     ) -> Result<String, SyncFailure> {
         let owner = crm.resolve_user_id().await.map_err(failure)?;
         let mut summary = Vec::new();
         for object in [SObject::Event, SObject::Contact] {
             let stream = format!("crm:{}", object.name().to_lowercase());
-            let watermark = state::cursor(&session.pool, session.user_id, &stream)
-                .await
-                .map_err(SyncFailure::database)?
-                .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
+            let watermark = cursors
+                .get(&stream)
+                .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
                 .map_or(since, |time| time.with_timezone(&Utc));
             let fields: &[&str] = match object {
                 SObject::Event => &[

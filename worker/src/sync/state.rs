@@ -7,13 +7,15 @@ use std::collections::HashMap;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// The stored cursor of `stream`, if any.
-pub async fn cursor(pool: &PgPool, user_id: Uuid, stream: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT token FROM sync_state WHERE user_id = $1 AND stream = $2")
+/// Every stored cursor of the user, by stream: one round trip for the
+/// session's streams rather than one each (the session holds the user's
+/// lease, so nothing else moves them meanwhile).
+pub async fn cursors(pool: &PgPool, user_id: Uuid) -> Result<HashMap<String, String>, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT stream, token FROM sync_state WHERE user_id = $1")
         .bind(user_id)
-        .bind(stream)
-        .fetch_optional(pool)
-        .await
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Stores the cursor of `stream`.
