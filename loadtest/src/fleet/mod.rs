@@ -501,9 +501,24 @@ async fn measure(
         "targets": targets(&p1, &p2, &p3, &p4, &ceilings, options),
         "environment": environment(pool).await,
         "errors": errors,
+        "phases": phases.iter().map(|phase| serde_json::json!({
+            "name": phase.name, "start_s": rounded(phase.start, 1), "end_s": rounded(phase.end, 1),
+        })).collect::<Vec<_>>(),
+        // The chart's timeline, one row a second: t, sessions/s, cadence lag
+        // p99 (ms, from the workers' histogram buckets), in flight, queue
+        // depth, largest worker RSS (MB).
+        "timeline": sampled.samples.iter().map(|sample| [
+            rounded(sample.t, 1), sample.sessions_per_s, rounded(sample.lag_p99_ms, 1), sample.in_flight,
+            sample.queue_depth, rounded(sample.worker_rss_mb, 1),
+        ]).collect::<Vec<_>>(),
     });
     write_report(&options.out, &report, &sampled.samples, &phases, &p3)?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    // Stdout gets the figures; the timeline stays in the file.
+    let mut figures = report.clone();
+    if let Some(fields) = figures.as_object_mut() {
+        fields.remove("timeline");
+    }
+    println!("{}", serde_json::to_string_pretty(&figures)?);
     Ok(report)
 }
 
