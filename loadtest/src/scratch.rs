@@ -78,6 +78,32 @@ pub fn whole_numbers(arguments: &[String], slots: &mut [(&'static str, &mut usiz
     Ok(())
 }
 
+/// `value` rounded to `digits` decimals, for reports.
+pub fn rounded(value: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (value * scale).round() / scale
+}
+
+/// The settings pointing a worker at simulators whose Graph (and its token
+/// endpoint) answers at `graph`; `label` names the benchmark's own OAuth
+/// clients. Salesforce is reached at each user's instance URL.
+pub fn simulator_settings(graph: &str, label: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("SYNCFLEET_GRAPH_URL", graph.to_owned()),
+        (
+            "SYNCFLEET_MICROSOFT_TOKEN_URL",
+            format!("{graph}/organizations/oauth2/v2.0/token"),
+        ),
+        ("SYNCFLEET_MICROSOFT_CLIENT_ID", format!("syncfleet-{label}-app")),
+        ("SYNCFLEET_MICROSOFT_CLIENT_SECRET", format!("syncfleet-{label}-secret")),
+        (
+            "SYNCFLEET_SALESFORCE_CLIENT_ID",
+            format!("syncfleet-{label}-connected-app"),
+        ),
+        ("SYNCFLEET_ALLOW_LOCAL_URLS", "true".to_owned()),
+    ]
+}
+
 /// Count, p50, p99 and max in milliseconds.
 pub fn latency_summary(latencies: &[Duration]) -> serde_json::Value {
     let mut sorted: Vec<f64> = latencies.iter().map(|latency| latency.as_secs_f64() * 1000.0).collect();

@@ -43,7 +43,7 @@ use syncfleet_common::{
 };
 use syncfleet_simulators::{
     Server,
-    graph::{Folder, GraphConfig, GraphSimulator, MessageSeed, Recipient},
+    graph::{FolderMessage, GraphConfig, GraphSimulator},
     salesforce::{OrgId, SalesforceConfig, SalesforceSimulator},
 };
 use syncfleet_worker::{
@@ -51,6 +51,11 @@ use syncfleet_worker::{
     sync::{FleetGate, MailboxSync, ProviderConfig, TASK_EXTERNAL_ID_FIELD},
 };
 use tokio::time::Instant;
+
+use crate::{
+    fleet::seed::{self, CONTACTS_PER_ORG, TASKS_PER_USER, USERS_PER_SALESFORCE_ORG},
+    scratch::rounded,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -64,15 +69,6 @@ const DATABASE: &str = "syncfleet_sync_bench";
 /// Each Salesforce org's daily API allocation: high, so that the run measures
 /// the fleet rather than Salesforce's throttling.
 const DAILY_API_MAX: u64 = 10_000_000;
-
-/// Fleet users per Salesforce org (why not a single org: see the module's docs).
-const USERS_PER_SALESFORCE_ORG: usize = 10;
-
-/// Contacts in each Salesforce org, shared by its users' mail.
-const CONTACTS_PER_ORG: usize = 10;
-
-/// Messages of each user's mailbox that match a Contact: the Tasks expected.
-const MATCHED_PER_USER: usize = 3;
 
 /// How long the benchmark waits without any job finishing before it reports
 /// what it has.
@@ -156,21 +152,7 @@ impl Simulators {
 
     /// The settings pointing a worker at the simulators.
     fn settings(&self) -> Vec<(&'static str, String)> {
-        let graph = self.graph_server.base_url();
-        vec![
-            ("SYNCFLEET_GRAPH_URL", graph.clone()),
-            (
-                "SYNCFLEET_MICROSOFT_TOKEN_URL",
-                format!("{graph}/organizations/oauth2/v2.0/token"),
-            ),
-            ("SYNCFLEET_MICROSOFT_CLIENT_ID", "syncfleet-bench-app".to_owned()),
-            ("SYNCFLEET_MICROSOFT_CLIENT_SECRET", "syncfleet-bench-secret".to_owned()),
-            (
-                "SYNCFLEET_SALESFORCE_CLIENT_ID",
-                "syncfleet-bench-connected-app".to_owned(),
-            ),
-            ("SYNCFLEET_ALLOW_LOCAL_URLS", "true".to_owned()),
-        ]
+        crate::scratch::simulator_settings(&self.graph_server.base_url(), "bench")
     }
 
     async fn stop(self) -> anyhow::Result<()> {
@@ -255,40 +237,12 @@ async fn seed_users(
         ] {
             secrets::store(&mut *tx, ring, Owner::User(*user), kind, &SecretString::from(token)).await?;
         }
-        let contact = |offset: usize| contacts[(index * MATCHED_PER_USER + offset) % contacts.len()].clone();
-        let sent_at = |minutes: i64| now - chrono::Duration::minutes(60 + minutes);
-        let received = |from: String, subject: &str, minutes: i64| {
-            (
-                Folder::Inbox,
-                MessageSeed {
-                    from: Recipient::new(from),
-                    to: vec![Recipient::new(email)],
-                    cc: Vec::new(),
-                    subject: subject.to_owned(),
-                    sent_at: sent_at(minutes),
-                    body: format!("About {subject}."),
-                },
-            )
-        };
-        let messages = [
-            received(contact(0), "Proposal", 50),
-            received(contact(1), "Pricing question", 40),
-            received("news@unknown-vendor.example".to_owned(), "Newsletter", 30),
-            received("someone@gmail.com".to_owned(), "Private note", 20),
-            (
-                Folder::SentItems,
-                MessageSeed {
-                    from: Recipient::new(email),
-                    to: vec![Recipient::new(contact(2))],
-                    cc: Vec::new(),
-                    subject: "Re: Proposal".to_owned(),
-                    sent_at: sent_at(10),
-                    body: "Here is the proposal.".to_owned(),
-                },
-            ),
-        ];
-        for (folder, seed) in messages {
-            simulators.graph.add_message(email, folder, seed)?;
+        let contact = |offset: usize| contacts[(index * TASKS_PER_USER + offset) % contacts.len()].clone();
+        // The fleet load test's five messages, through the simulator's own
+        // reading of the control API's JSON.
+        for message in seed::messages(email, [contact(0), contact(1), contact(2)], now) {
+            let message: FolderMessage = serde_json::from_value(message)?;
+            simulators.graph.add_message(email, message.folder, message.seed)?;
         }
     }
     tx.commit().await?;
@@ -418,11 +372,6 @@ async fn failure_causes(pool: &PgPool) -> anyhow::Result<Vec<serde_json::Value>>
         .collect())
 }
 
-fn rounded(value: f64, digits: i32) -> f64 {
-    let scale = 10f64.powi(digits);
-    (value * scale).round() / scale
-}
-
 /// Runs the benchmark on a fresh database and queue prefix, prints its JSON
 /// report, then removes both.
 pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
@@ -479,7 +428,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
                 .map(str::to_owned)
         })
         .collect();
-    let expected_tasks = options.users * MATCHED_PER_USER;
+    let expected_tasks = options.users * TASKS_PER_USER;
     let (mut graph_calls, mut graph_throttled) = (0u64, 0u64);
     for index in 0..options.users {
         let counters = simulators.graph.counters(&format!("user{index}@fleet-bench.example"));

@@ -31,7 +31,7 @@ pub mod ceilings;
 pub mod chart;
 mod processes;
 mod sampler;
-mod seed;
+pub mod seed;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -49,7 +49,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{demo::ControlApi, scratch::Scratch};
+use crate::{
+    demo::ControlApi,
+    scratch::{Scratch, rounded, simulator_settings},
+};
 use processes::{Process, free_port};
 
 /// The run's own key ring (32 bytes of 0x33): its credentials live only in
@@ -175,7 +178,6 @@ impl Fleet {
             ("SYNCFLEET_DATABASE_URL", scratch.database_url.clone()),
             ("SYNCFLEET_QUEUE_PREFIX", scratch.prefix.clone()),
             ("SYNCFLEET_ENCRYPTION_KEYS", ENCRYPTION_KEYS.to_owned()),
-            ("SYNCFLEET_ALLOW_LOCAL_URLS", "true".to_owned()),
             ("SYNCFLEET_LOG_FORMAT", "json".to_owned()),
             ("SYNCFLEET_LEADER_LEASE", "3s".to_owned()),
             ("SYNCFLEET_SIMULATOR_LISTEN", simulators_listen.to_string()),
@@ -184,24 +186,11 @@ impl Fleet {
             ("SYNCFLEET_SIMULATOR_LATENCY_JITTER", format!("{}ms", options.jitter_ms)),
             ("SYNCFLEET_SIMULATOR_SALESFORCE_DAILY_API_MAX", DAILY_API_MAX.to_owned()),
             ("SYNCFLEET_LIMIT_SALESFORCE_DAILY_REQUESTS", DAILY_API_MAX.to_owned()),
-            ("SYNCFLEET_GRAPH_URL", simulators_url.clone()),
-            (
-                "SYNCFLEET_MICROSOFT_TOKEN_URL",
-                format!("{simulators_url}/organizations/oauth2/v2.0/token"),
-            ),
-            ("SYNCFLEET_MICROSOFT_CLIENT_ID", "syncfleet-loadtest-app".to_owned()),
-            (
-                "SYNCFLEET_MICROSOFT_CLIENT_SECRET",
-                "syncfleet-loadtest-secret".to_owned(),
-            ),
-            (
-                "SYNCFLEET_SALESFORCE_CLIENT_ID",
-                "syncfleet-loadtest-connected-app".to_owned(),
-            ),
             ("SYNCFLEET_WORKER_CONCURRENCY", options.concurrency.to_string()),
             ("SYNCFLEET_BOOTSTRAP_ADMIN_TOKEN", admin_token.clone()),
         ]
         .into_iter()
+        .chain(simulator_settings(&simulators_url, "loadtest"))
         .map(|(name, value)| (name.to_owned(), value))
         .collect();
         let mut simulators = Process::start(
@@ -520,11 +509,6 @@ async fn measure(
     }
     println!("{}", serde_json::to_string_pretty(&figures)?);
     Ok(report)
-}
-
-fn rounded(value: f64, digits: i32) -> f64 {
-    let scale = 10f64.powi(digits);
-    (value * scale).round() / scale
 }
 
 fn since(origin: Instant) -> f64 {

@@ -25,7 +25,7 @@ const BATCH: usize = 5_000;
 /// Fleet users per Salesforce org.
 pub const USERS_PER_SALESFORCE_ORG: usize = 10;
 /// Contacts of each Salesforce org.
-const CONTACTS_PER_ORG: usize = 10;
+pub const CONTACTS_PER_ORG: usize = 10;
 /// Tasks each user's first session logs.
 pub const TASKS_PER_USER: usize = 3;
 
@@ -214,7 +214,7 @@ async fn insert_credentials(
 
 /// A user's five messages: two received from Contacts and one sent to a
 /// Contact (the three Tasks), one from an unknown company, one from free mail.
-fn messages(email: &str, contacts: [String; 3], now: DateTime<Utc>) -> Vec<Value> {
+pub fn messages(email: &str, contacts: [String; 3], now: DateTime<Utc>) -> Vec<Value> {
     let at = |minutes: i64| (now - chrono::Duration::minutes(60 + minutes)).to_rfc3339();
     let received = |from: &str, subject: &str, minutes: i64| {
         json!({
