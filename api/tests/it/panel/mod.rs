@@ -66,7 +66,9 @@ impl Fleet {
     }
 }
 
-/// Signs in on the sign-in page with `token`.
+/// Signs in on the sign-in page with `token`, and waits for the answer's
+/// page (signed in, or the refusal): a navigation started before the form's
+/// answer arrived would be overtaken by it.
 pub async fn sign_in(browser: &webdriver::Browser, fleet: &Fleet, token: &str) {
     browser.go(&fleet.url("/panel/organizations")).await;
     assert!(
@@ -74,5 +76,14 @@ pub async fn sign_in(browser: &webdriver::Browser, fleet: &Fleet, token: &str) {
         "signed out, the panel sends to sign-in"
     );
     browser.fill("#token", token).await;
+    // A mark on the sign-in page's document: gone once the answer's page loaded.
+    browser
+        .script("window.signInPending = true; return null;", serde_json::json!([]))
+        .await;
     browser.click_on("form.card button[type=submit]").await;
+    let answered = "return window.signInPending === undefined && document.readyState === 'complete';";
+    wait_until(Duration::from_secs(10), "the sign-in answer's page", || async {
+        browser.script(answered, serde_json::json!([])).await == serde_json::Value::Bool(true)
+    })
+    .await;
 }
