@@ -21,6 +21,7 @@ use aes_gcm::{
     aead::{Aead, AeadCore, KeyInit, OsRng, Payload},
 };
 use base64::Engine as _;
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{PgExecutor, PgPool, Row};
 use uuid::Uuid;
@@ -103,6 +104,11 @@ pub enum CredentialKind {
     CrmRefreshToken,
     /// The organization's impersonation account password.
     ImpersonationPassword,
+    /// A Microsoft or Google access token kept between sessions.
+    MailboxAccessToken,
+    /// A Salesforce session kept between sessions: its access token, instance
+    /// URL and identity, as one sealed document.
+    CrmAccessToken,
 }
 
 impl CredentialKind {
@@ -113,6 +119,36 @@ impl CredentialKind {
             CredentialKind::MailboxRefreshToken => "mailbox_refresh_token",
             CredentialKind::CrmRefreshToken => "crm_refresh_token",
             CredentialKind::ImpersonationPassword => "impersonation_password",
+            CredentialKind::MailboxAccessToken => "mailbox_access_token",
+            CredentialKind::CrmAccessToken => "crm_access_token",
+        }
+    }
+
+    /// Every kind.
+    pub const ALL: [CredentialKind; 6] = [
+        CredentialKind::MailboxPassword,
+        CredentialKind::MailboxRefreshToken,
+        CredentialKind::CrmRefreshToken,
+        CredentialKind::ImpersonationPassword,
+        CredentialKind::MailboxAccessToken,
+        CredentialKind::CrmAccessToken,
+    ];
+
+    /// The kind stored as `text`.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    /// The access token obtained with this refresh token (or mailbox
+    /// password's replacement): it belongs to that authorization, so it goes
+    /// when the authorization is replaced or removed.
+    pub fn kept_access(self) -> Option<CredentialKind> {
+        match self {
+            CredentialKind::MailboxRefreshToken | CredentialKind::MailboxPassword => {
+                Some(CredentialKind::MailboxAccessToken)
+            }
+            CredentialKind::CrmRefreshToken => Some(CredentialKind::CrmAccessToken),
+            _ => None,
         }
     }
 }
@@ -273,7 +309,20 @@ fn owner_column(owner: Owner) -> (&'static str, Uuid) {
     }
 }
 
-/// Seals and stores (inserts or replaces) `owner`'s `kind`.
+/// One credential to seal and store, with the moment it stops being used
+/// (kept access tokens; `None` for secrets that do not expire).
+#[derive(Debug, Clone, Copy)]
+pub struct ToStore<'a> {
+    /// Which credential.
+    pub kind: CredentialKind,
+    /// Its value.
+    pub secret: &'a SecretString,
+    /// When it stops being used.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Seals and stores (inserts or replaces) `owner`'s `kind`. A new
+/// authorization drops the access token kept for the one it replaces.
 pub async fn store<'e>(
     executor: impl PgExecutor<'e>,
     ring: &KeyRing,
@@ -281,8 +330,52 @@ pub async fn store<'e>(
     kind: CredentialKind,
     secret: &SecretString,
 ) -> Result<(), sqlx::Error> {
-    let sealed = ring.seal(owner, kind, secret);
+    store_many(
+        executor,
+        ring,
+        owner,
+        &[ToStore {
+            kind,
+            secret,
+            expires_at: None,
+        }],
+    )
+    .await
+}
+
+/// Seals and stores several credentials of `owner` in one statement (a
+/// rotated refresh token and the access token that came with it are durable
+/// together or not at all). A refresh token stored without its access token
+/// drops the kept access token of the authorization it replaces.
+pub async fn store_many<'e>(
+    executor: impl PgExecutor<'e>,
+    ring: &KeyRing,
+    owner: Owner,
+    credentials: &[ToStore<'_>],
+) -> Result<(), sqlx::Error> {
     let (user_id, organization_id) = owner_columns(owner);
+    let written: Vec<CredentialKind> = credentials.iter().map(|credential| credential.kind).collect();
+    let dropped: Vec<&str> = written
+        .iter()
+        .filter_map(|kind| kind.kept_access())
+        .filter(|access| !written.contains(access))
+        .map(CredentialKind::as_str)
+        .collect();
+    let mut kinds = Vec::with_capacity(credentials.len());
+    let mut ids = Vec::with_capacity(credentials.len());
+    let mut versions = Vec::with_capacity(credentials.len());
+    let mut nonces = Vec::with_capacity(credentials.len());
+    let mut ciphertexts = Vec::with_capacity(credentials.len());
+    let mut expiries = Vec::with_capacity(credentials.len());
+    for credential in credentials {
+        let sealed = ring.seal(owner, credential.kind, credential.secret);
+        kinds.push(credential.kind.as_str());
+        ids.push(Uuid::now_v7());
+        versions.push(sealed.key_version);
+        nonces.push(sealed.nonce);
+        ciphertexts.push(sealed.ciphertext);
+        expiries.push(credential.expires_at);
+    }
     // Each owner column has its own partial unique index, named by the
     // conflict target's predicate.
     let conflict = match owner {
@@ -290,21 +383,110 @@ pub async fn store<'e>(
         Owner::Organization(_) => "(organization_id, kind) WHERE organization_id IS NOT NULL",
     };
     sqlx::query(&format!(
-        "INSERT INTO credentials (user_id, organization_id, kind, id, key_version, nonce, ciphertext)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT {conflict} DO UPDATE SET key_version = excluded.key_version, nonce = excluded.nonce,
-             ciphertext = excluded.ciphertext, updated_at = now()"
+        "WITH dropped AS (DELETE FROM credentials WHERE user_id = $1 AND kind = ANY($9::text[])) \
+         INSERT INTO credentials (user_id, organization_id, kind, id, key_version, nonce, ciphertext, expires_at) \
+         SELECT $1, $2, kind, id, key_version, nonce, ciphertext, expires_at \
+         FROM UNNEST($3::text[], $4::uuid[], $5::int[], $6::bytea[], $7::bytea[], $8::timestamptz[]) \
+             AS new (kind, id, key_version, nonce, ciphertext, expires_at) \
+         ON CONFLICT {conflict} DO UPDATE SET key_version = excluded.key_version, nonce = excluded.nonce, \
+             ciphertext = excluded.ciphertext, expires_at = excluded.expires_at, updated_at = now()"
     ))
     .bind(user_id)
     .bind(organization_id)
-    .bind(kind.as_str())
-    .bind(Uuid::now_v7())
-    .bind(sealed.key_version)
-    .bind(&sealed.nonce)
-    .bind(&sealed.ciphertext)
+    .bind(&kinds)
+    .bind(&ids)
+    .bind(&versions)
+    .bind(&nonces)
+    .bind(&ciphertexts)
+    .bind(&expiries)
+    .bind(&dropped)
     .execute(executor)
     .await?;
     Ok(())
+}
+
+/// A credential as stored, not yet opened.
+#[derive(Debug, Clone)]
+pub struct StoredCredential {
+    /// Whose it is.
+    pub owner: Owner,
+    /// Which one.
+    pub kind: CredentialKind,
+    /// The sealed value.
+    pub sealed: Sealed,
+    /// When it stops being used, for kept access tokens.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl StoredCredential {
+    /// Opens it.
+    pub fn open(&self, ring: &KeyRing) -> Result<SecretString, OpenError> {
+        ring.open(self.owner, self.kind, &self.sealed)
+    }
+}
+
+/// The sealed credentials of a user and of their organization, as one query
+/// reads them (the session's settings query selects them in the same
+/// statement: see [`CREDENTIALS_SELECT`]).
+#[derive(Debug, Clone, Default)]
+pub struct StoredCredentials(Vec<StoredCredential>);
+
+/// The column `credentials` that selects every credential of user `u` and
+/// organization `o` in one scan of their index entries, for
+/// [`StoredCredentials::from_column`].
+pub const CREDENTIALS_SELECT: &str = "\
+    (SELECT coalesce(json_agg(json_build_array(c.organization_id IS NOT NULL, c.kind, c.key_version, \
+                encode(c.nonce, 'base64'), encode(c.ciphertext, 'base64'), c.expires_at)), '[]') \
+     FROM credentials c WHERE c.user_id = u.id OR c.organization_id = o.id) AS credentials";
+
+/// One element of [`CREDENTIALS_SELECT`]: the organization's?, kind, key
+/// version, nonce and ciphertext (base64), expiry.
+pub type CredentialColumn = sqlx::types::Json<Vec<(bool, String, i32, String, String, Option<DateTime<Utc>>)>>;
+
+fn base64_column(text: &str) -> Option<Vec<u8>> {
+    // PostgreSQL's base64 breaks lines every 76 characters.
+    let joined: String = text.split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD.decode(joined).ok()
+}
+
+impl StoredCredentials {
+    /// The credentials of `user` in `organization` from the selected column;
+    /// an unknown kind (a newer release's) or an unreadable entry is skipped.
+    pub fn from_column(user: Uuid, organization: Uuid, column: CredentialColumn) -> Self {
+        let stored = column
+            .0
+            .into_iter()
+            .filter_map(|(of_organization, kind, key_version, nonce, ciphertext, expires_at)| {
+                Some(StoredCredential {
+                    owner: if of_organization {
+                        Owner::Organization(organization)
+                    } else {
+                        Owner::User(user)
+                    },
+                    kind: CredentialKind::parse(&kind)?,
+                    sealed: Sealed {
+                        key_version,
+                        nonce: base64_column(&nonce)?,
+                        ciphertext: base64_column(&ciphertext)?,
+                    },
+                    expires_at,
+                })
+            })
+            .collect();
+        Self(stored)
+    }
+
+    /// `owner`'s `kind`, if stored.
+    pub fn get(&self, owner: Owner, kind: CredentialKind) -> Option<&StoredCredential> {
+        self.0
+            .iter()
+            .find(|credential| credential.owner == owner && credential.kind == kind)
+    }
+
+    /// Whether `owner` has a `kind`.
+    pub fn has(&self, owner: Owner, kind: CredentialKind) -> bool {
+        self.get(owner, kind).is_some()
+    }
 }
 
 /// Reads and opens `owner`'s `kind`, if stored.
@@ -333,19 +515,24 @@ pub async fn load<'e>(
     Ok(Some(ring.open(owner, kind, &sealed)?))
 }
 
-/// Deletes `owner`'s `kind`; answers whether one was stored.
+/// Deletes `owner`'s `kind` (with the access token kept for it); answers
+/// whether one was stored.
 pub async fn delete<'e>(
     executor: impl PgExecutor<'e>,
     owner: Owner,
     kind: CredentialKind,
 ) -> Result<bool, sqlx::Error> {
     let (column, id) = owner_column(owner);
-    let result = sqlx::query(&format!("DELETE FROM credentials WHERE {column} = $1 AND kind = $2"))
-        .bind(id)
-        .bind(kind.as_str())
-        .execute(executor)
-        .await?;
-    Ok(result.rows_affected() > 0)
+    let access = kind.kept_access().map(CredentialKind::as_str);
+    let deleted: Vec<String> = sqlx::query_scalar(&format!(
+        "DELETE FROM credentials WHERE {column} = $1 AND (kind = $2 OR kind = $3) RETURNING kind"
+    ))
+    .bind(id)
+    .bind(kind.as_str())
+    .bind(access)
+    .fetch_all(executor)
+    .await?;
+    Ok(deleted.iter().any(|deleted| deleted == kind.as_str()))
 }
 
 /// What a re-encryption pass did.
@@ -355,17 +542,6 @@ pub struct Reencrypted {
     pub resealed: u64,
     /// Rows already under it.
     pub current: u64,
-}
-
-fn parse_kind(kind: &str) -> Option<CredentialKind> {
-    [
-        CredentialKind::MailboxPassword,
-        CredentialKind::MailboxRefreshToken,
-        CredentialKind::CrmRefreshToken,
-        CredentialKind::ImpersonationPassword,
-    ]
-    .into_iter()
-    .find(|candidate| candidate.as_str() == kind)
 }
 
 /// Reseals every credential not under the ring's current key, in batches of
@@ -391,7 +567,7 @@ pub async fn reencrypt_all(pool: &PgPool, ring: &KeyRing, batch: i64) -> Result<
         for row in &rows {
             let id: Uuid = row.try_get("id")?;
             let kind: String = row.try_get("kind")?;
-            let kind = parse_kind(&kind).ok_or(OpenError::Corrupt)?;
+            let kind = CredentialKind::parse(&kind).ok_or(OpenError::Corrupt)?;
             let owner = match (
                 row.try_get::<Option<Uuid>, _>("user_id")?,
                 row.try_get::<Option<Uuid>, _>("organization_id")?,

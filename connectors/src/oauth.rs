@@ -1,9 +1,11 @@
 //! The OAuth2 refresh grant the mailbox providers share (Microsoft identity
 //! platform for Graph, Google for Gmail): `POST {token endpoint}` with
-//! `grant_type=refresh_token`. A rotated refresh token is handed to a
-//! [`RefreshTokenSink`] before the access token is used, so it is persisted at
-//! once: Microsoft answers a new one on every refresh and the old one may stop
-//! working.
+//! `grant_type=refresh_token`. Every grant is handed to a [`GrantSink`]
+//! before its access token is used, so a rotated refresh token is persisted
+//! at once (Microsoft answers a new one on every refresh, and a strict
+//! provider revokes the old one) and the access token can be kept for the
+//! next session: an [`OAuthSession`] started with a kept access token makes
+//! no refresh until it expires or the provider refuses it.
 //!
 //! `invalid_grant` (Microsoft's AADSTS70008, 700082, 50173, 50076, 50158;
 //! Google's "Token has been expired or revoked.") is an authorization failure,
@@ -16,6 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chrono::{DateTime, Utc};
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -41,15 +44,16 @@ pub struct OAuthApp {
     pub scopes: Vec<String>,
 }
 
-/// Receives a rotated refresh token before the new access token is used. An
-/// error fails the call that needed the refresh (the old token may be dead
-/// already, so going on without persisting the new one would lose the
-/// user's authorization).
-pub trait RefreshTokenSink: Send + Sync {
-    /// Persists `refresh_token`.
+/// Receives every grant before its access token is used. An error fails the
+/// call that needed the refresh (the old refresh token may be dead already,
+/// so going on without persisting the rotated one would lose the user's
+/// authorization).
+pub trait GrantSink: Send + Sync {
+    /// Persists `grant`: its rotated refresh token, if any, durably; its
+    /// access token, if the sink keeps them.
     fn store<'a>(
         &'a self,
-        refresh_token: &'a SecretString,
+        grant: &'a OAuthGrant,
     ) -> Pin<Box<dyn Future<Output = Result<(), ConnectorError>> + Send + 'a>>;
 }
 
@@ -60,6 +64,9 @@ pub struct OAuthGrant {
     pub access_token: SecretString,
     /// When it stops working (a margin is taken off the provider's figure).
     pub expires_at: Instant,
+    /// The same moment on the wall clock, to keep the token past this
+    /// process.
+    pub valid_until: DateTime<Utc>,
     /// The new refresh token, when the provider rotated it.
     pub refresh_token: Option<SecretString>,
 }
@@ -80,8 +87,9 @@ struct ErrorAnswer {
     error_description: Option<String>,
 }
 
-/// Taken off a token's lifetime so it is not used in its last moments.
-const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+/// Taken off a token's lifetime so it is not used in its last moments (a
+/// kept token must outlast the session that picks it up).
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// Exchanges `refresh_token` for an access token.
 pub async fn refresh(
@@ -121,10 +129,11 @@ pub async fn refresh(
     // never passed on.
     let answer: TokenAnswer = serde_json::from_slice(&body)
         .map_err(|_| ConnectorError::permanent(provider, "the token answer is not an OAuth2 token answer"))?;
-    let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600));
+    let usable = Duration::from_secs(answer.expires_in.unwrap_or(3600)).saturating_sub(EXPIRY_MARGIN);
     Ok(OAuthGrant {
         access_token: SecretString::from(answer.access_token),
-        expires_at: Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN),
+        expires_at: Instant::now() + usable,
+        valid_until: Utc::now() + chrono::Duration::from_std(usable).unwrap_or_default(),
         refresh_token: answer.refresh_token.map(SecretString::from),
     })
 }
@@ -167,7 +176,7 @@ fn token_error(provider: Provider, status: StatusCode, body: &[u8]) -> Connector
 pub struct OAuthSession {
     http: HttpClient,
     app: Arc<OAuthApp>,
-    sink: Option<Arc<dyn RefreshTokenSink>>,
+    sink: Option<Arc<dyn GrantSink>>,
     state: Arc<tokio::sync::Mutex<SessionState>>,
     refreshes: Arc<Mutex<u32>>,
 }
@@ -202,9 +211,22 @@ impl OAuthSession {
         }
     }
 
-    /// Hands every rotated refresh token to `sink` before it is used.
-    pub fn with_sink(mut self, sink: Arc<dyn RefreshTokenSink>) -> Self {
+    /// Hands every grant to `sink` before its access token is used.
+    pub fn with_sink(mut self, sink: Arc<dyn GrantSink>) -> Self {
         self.sink = Some(sink);
+        self
+    }
+
+    /// Starts with `access_token`, kept from an earlier grant and usable until
+    /// `valid_until` (the margin already taken off): no refresh until then,
+    /// unless the provider refuses it. A token already past it is ignored.
+    pub fn with_access_token(self, access_token: SecretString, valid_until: DateTime<Utc>) -> Self {
+        let left = (valid_until - Utc::now()).to_std().unwrap_or_default();
+        if !left.is_zero()
+            && let Ok(mut state) = self.state.try_lock()
+        {
+            state.access = Some((access_token, Instant::now() + left));
+        }
         self
     }
 
@@ -245,10 +267,10 @@ impl OAuthSession {
     async fn refresh_locked(&self, state: &mut SessionState) -> Result<SecretString, ConnectorError> {
         *self.refreshes.lock().unwrap_or_else(PoisonError::into_inner) += 1;
         let grant = refresh(&self.http, &self.app, &state.refresh_token).await?;
+        if let Some(sink) = &self.sink {
+            sink.store(&grant).await?;
+        }
         if let Some(rotated) = &grant.refresh_token {
-            if let Some(sink) = &self.sink {
-                sink.store(rotated).await?;
-            }
             state.refresh_token = rotated.clone();
         }
         state.access = Some((grant.access_token.clone(), grant.expires_at));

@@ -262,6 +262,15 @@ impl<W: SyncWork> Fleet<W> {
     }
 
     async fn drain(&self, tracker: &TaskTracker) {
+        let started = Instant::now();
+        self.drain_jobs(tracker).await;
+        // A rotated refresh token still being stored (the database
+        // unreachable) is worth the rest of the grace period.
+        let left = self.config.shutdown_grace.saturating_sub(started.elapsed());
+        self.work.drain(left.max(Duration::from_secs(1))).await;
+    }
+
+    async fn drain_jobs(&self, tracker: &TaskTracker) {
         tracker.close();
         info!(
             in_flight = tracker.len(),

@@ -265,6 +265,14 @@ impl SalesforceClient {
         self
     }
 
+    /// The org and user a kept session acts as (the refresh that obtained it
+    /// named them): with them, a session that makes no refresh still knows
+    /// the org its calls count against and the user whose records it reads.
+    pub fn with_identity(self, org_id: Option<String>, user_id: Option<String>) -> Self {
+        *self.identity.lock().unwrap_or_else(PoisonError::into_inner) = Identity { org_id, user_id };
+        self
+    }
+
     /// Every API call passes `gate`, spending from the limits of `org` (the
     /// org's daily allocation and its concurrent requests; the login host
     /// names it until the first refresh names the org).

@@ -15,7 +15,7 @@ use syncfleet_connectors::{
         ADDIN_ID, AddinStatus, ContactDraft, Continuation, EventDraft, MailFolder, Mailbox, MessageChange,
         PRODUCT_CATEGORY, Upsert,
     },
-    oauth::{OAuthApp, OAuthSession, RefreshTokenSink},
+    oauth::{GrantSink, OAuthApp, OAuthGrant, OAuthSession},
     ssrf::UrlPolicy,
 };
 use syncfleet_simulators::{
@@ -129,15 +129,17 @@ struct RecordingSink {
     tokens: Mutex<Vec<String>>,
 }
 
-impl RefreshTokenSink for RecordingSink {
+impl GrantSink for RecordingSink {
     fn store<'a>(
         &'a self,
-        refresh_token: &'a SecretString,
+        grant: &'a OAuthGrant,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), ConnectorError>> + Send + 'a>> {
-        self.tokens
-            .lock()
-            .unwrap()
-            .push(refresh_token.expose_secret().to_owned());
+        if let Some(refresh_token) = &grant.refresh_token {
+            self.tokens
+                .lock()
+                .unwrap()
+                .push(refresh_token.expose_secret().to_owned());
+        }
         Box::pin(async { Ok(()) })
     }
 }

@@ -4,6 +4,7 @@
 //! acknowledgement); a [`SyncWork`] only does the work and reports through the
 //! [`SessionContext`] it is handed.
 
+mod credentials;
 mod engine;
 pub mod gate;
 mod participants;
@@ -21,6 +22,7 @@ use syncfleet_common::{
 };
 use uuid::Uuid;
 
+pub use credentials::{SALESFORCE_SESSION_LIFETIME, TOKEN_STORE_RETRY};
 pub use engine::{Budget, DEFAULT_BASELINE_DAYS, MailboxSync, TASK_EXTERNAL_ID_FIELD};
 pub use gate::FleetGate;
 pub use participants::{FREE_MAIL_DOMAINS, FilterSettings};
@@ -56,6 +58,13 @@ pub trait SyncWork: Send + Sync + 'static {
 
     /// Adds the work's own series to the worker's registry.
     fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
+
+    /// Waits, at most `limit`, for what the work still does past its
+    /// sessions (a rotated refresh token still being stored), before the
+    /// worker exits.
+    fn drain(&self, _limit: Duration) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// One problem found during a session; the session goes on.

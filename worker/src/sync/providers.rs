@@ -1,24 +1,23 @@
 //! Where the outside services are and how the fleet authenticates to them,
-//! and the clients of one session built from a user's opened credentials.
-//! Every rotated refresh token is sealed and stored before it is used.
+//! and how long the fleet keeps their tokens (`credentials` keeps them).
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use reqwest::Url;
 use secrecy::SecretString;
-use sqlx::PgPool;
 use syncfleet_common::{
     config::{ConfigError, Setting, Source},
-    secrets::{self, CredentialKind, KeyRing, Owner},
+    secrets::{self, KeyRing},
 };
 use syncfleet_connectors::{
-    ConnectorError, Provider,
+    Provider,
     http::{HttpClient, HttpOptions},
-    oauth::{OAuthApp, OAuthSession, RefreshTokenSink},
-    salesforce::{ConnectedApp, TokenGrant, TokenSink},
+    oauth::OAuthApp,
+    salesforce::ConnectedApp,
     ssrf::UrlPolicy,
 };
-use uuid::Uuid;
+
+use super::credentials::{SALESFORCE_SESSION_LIFETIME, TOKEN_STORE_RETRY};
 
 pub const GRAPH_URL: Setting = Setting {
     name: "SYNCFLEET_GRAPH_URL",
@@ -95,6 +94,8 @@ pub const SETTINGS: &[Setting] = &[
     SALESFORCE_CLIENT_SECRET,
     ALLOW_LOCAL_URLS,
     CALL_TIMEOUT,
+    TOKEN_STORE_RETRY,
+    SALESFORCE_SESSION_LIFETIME,
     secrets::ENCRYPTION_KEYS,
 ];
 
@@ -131,6 +132,10 @@ pub struct ProviderConfig {
     /// The share of each Salesforce org's daily allocation the fleet never
     /// uses (percent).
     pub salesforce_reserve_percent: u8,
+    /// How long a rotated refresh token's store is retried.
+    pub token_store_retry: Duration,
+    /// How long a Salesforce access token is kept.
+    pub salesforce_session_lifetime: Duration,
 }
 
 fn url(source: &Source, setting: &Setting) -> Result<Url, ConfigError> {
@@ -178,6 +183,8 @@ impl ProviderConfig {
             call_timeout: source.duration(&CALL_TIMEOUT)?,
             key_ring,
             salesforce_reserve_percent: source.get(&super::gate::LIMIT_SALESFORCE_RESERVE_PERCENT)?,
+            token_store_retry: source.duration(&TOKEN_STORE_RETRY)?,
+            salesforce_session_lifetime: source.duration(&SALESFORCE_SESSION_LIFETIME)?,
         })
     }
 
@@ -197,78 +204,5 @@ impl ProviderConfig {
             client_id: self.salesforce_client_id.clone(),
             client_secret: self.salesforce_client_secret.clone(),
         }
-    }
-
-    /// A Microsoft or Google session for `refresh_token`, whose rotated
-    /// tokens are sealed into the user's row.
-    pub fn oauth_session(
-        &self,
-        http: &HttpClient,
-        app: &Arc<OAuthApp>,
-        pool: &PgPool,
-        user_id: Uuid,
-        refresh_token: SecretString,
-    ) -> OAuthSession {
-        OAuthSession::new(http.clone(), app.clone(), refresh_token).with_sink(Arc::new(self.sink(
-            pool,
-            user_id,
-            CredentialKind::MailboxRefreshToken,
-        )))
-    }
-
-    /// A sink sealing rotated tokens of `kind` into the user's row.
-    pub fn sink(&self, pool: &PgPool, user_id: Uuid, kind: CredentialKind) -> StoreRotated {
-        StoreRotated {
-            pool: pool.clone(),
-            ring: self.key_ring.clone(),
-            owner: Owner::User(user_id),
-            kind,
-        }
-    }
-}
-
-/// Seals a rotated refresh token into its credential row at once.
-pub struct StoreRotated {
-    pool: PgPool,
-    ring: KeyRing,
-    owner: Owner,
-    kind: CredentialKind,
-}
-
-impl StoreRotated {
-    async fn store_token(&self, token: &SecretString) -> Result<(), ConnectorError> {
-        let provider = match self.kind {
-            CredentialKind::CrmRefreshToken => Provider::Salesforce,
-            _ => Provider::Graph,
-        };
-        secrets::store(&self.pool, &self.ring, self.owner, self.kind, token)
-            .await
-            .map_err(|error| ConnectorError::Transient {
-                provider,
-                message: format!("could not store the rotated refresh token: {error}"),
-            })
-    }
-}
-
-impl RefreshTokenSink for StoreRotated {
-    fn store<'a>(
-        &'a self,
-        refresh_token: &'a SecretString,
-    ) -> Pin<Box<dyn Future<Output = Result<(), ConnectorError>> + Send + 'a>> {
-        Box::pin(self.store_token(refresh_token))
-    }
-}
-
-impl TokenSink for StoreRotated {
-    fn store<'a>(
-        &'a self,
-        grant: &'a TokenGrant,
-    ) -> Pin<Box<dyn Future<Output = Result<(), ConnectorError>> + Send + 'a>> {
-        Box::pin(async move {
-            match &grant.refresh_token {
-                Some(token) => self.store_token(token).await,
-                None => Ok(()),
-            }
-        })
     }
 }

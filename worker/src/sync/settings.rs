@@ -3,9 +3,13 @@
 //! steps that follow; [`SettingsCheck`] runs it as a whole session (scope
 //! `check`), the admin action "check settings".
 
-use std::time::Instant;
+use std::{collections::HashMap, time::Instant};
 
-use syncfleet_common::domain::{AccessType, IssueCategory, IssueSource, Scope};
+use syncfleet_common::{
+    domain::{AccessType, IssueCategory, IssueSource, Scope},
+    secrets::{CREDENTIALS_SELECT, CredentialColumn, CredentialKind, Owner, StoredCredentials},
+};
+use uuid::Uuid;
 
 use super::{FailureClass, SessionContext, SyncFailure, SyncWork};
 
@@ -14,15 +18,13 @@ use super::{FailureClass, SessionContext, SyncFailure, SyncWork};
 pub struct SettingsCheck;
 
 /// What the session needs to know about the user and their organization.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Settings {
     pub sync_enabled: bool,
     pub access_type: String,
     pub ews_url: Option<String>,
     pub impersonation_account: Option<String>,
-    pub has_impersonation_password: bool,
     pub salesforce_instance_url: Option<String>,
-    pub credential_kinds: Vec<String>,
     /// The mailbox's SMTP address.
     pub email: String,
     /// The Exchange account name, when it differs from the address.
@@ -33,12 +35,45 @@ pub struct Settings {
     pub organization_settings: serde_json::Value,
     /// The user's own preset, if any.
     pub user_settings: Option<serde_json::Value>,
+    /// The user's credentials and the organization's, sealed.
+    pub credentials: StoredCredentials,
+    /// Every stored cursor of the user, by stream (the session holds the
+    /// user's lease, so nothing else moves them meanwhile).
+    pub cursors: HashMap<String, String>,
+    user_id: Uuid,
+    organization_id: Uuid,
+}
+
+/// The settings as the one query reads them.
+#[derive(sqlx::FromRow)]
+struct Row {
+    sync_enabled: bool,
+    access_type: String,
+    ews_url: Option<String>,
+    impersonation_account: Option<String>,
+    salesforce_instance_url: Option<String>,
+    email: String,
+    account_logon: Option<String>,
+    mailbox_initialized: bool,
+    organization_settings: serde_json::Value,
+    user_settings: Option<serde_json::Value>,
+    credentials: CredentialColumn,
+    cursor_streams: Vec<String>,
+    cursor_tokens: Vec<String>,
 }
 
 impl Settings {
-    /// Whether a credential of `kind` is stored for the user.
-    pub fn has(&self, kind: &str) -> bool {
-        self.credential_kinds.iter().any(|owned| owned == kind)
+    /// Whether the user has a credential of `kind`.
+    pub fn has(&self, kind: CredentialKind) -> bool {
+        self.credentials.has(Owner::User(self.user_id), kind)
+    }
+
+    /// Whether the organization's impersonation password is stored.
+    fn has_impersonation_password(&self) -> bool {
+        self.credentials.has(
+            Owner::Organization(self.organization_id),
+            CredentialKind::ImpersonationPassword,
+        )
     }
 }
 
@@ -46,22 +81,24 @@ impl Settings {
 type Missing = (IssueSource, &'static str);
 
 impl SettingsCheck {
-    /// The user's settings as stored, unchecked.
+    /// The user's settings as stored, unchecked, with their credentials and
+    /// cursors: one statement.
     pub(crate) async fn load(session: &SessionContext) -> Result<Settings, SyncFailure> {
-        sqlx::query_as::<_, Settings>(
+        let row = sqlx::query_as::<_, Row>(&format!(
             "SELECT o.sync_enabled, o.access_type, o.ews_url, o.impersonation_account, \
-                    EXISTS (SELECT 1 FROM credentials c \
-                            WHERE c.organization_id = o.id AND c.kind = 'impersonation_password') \
-                        AS has_impersonation_password, \
                     u.salesforce_instance_url, \
-                    ARRAY(SELECT c.kind FROM credentials c WHERE c.user_id = u.id) AS credential_kinds, \
                     u.email, u.account_logon, u.mailbox_status = 'initialized' AS mailbox_initialized, \
                     o.settings AS organization_settings, \
                     (SELECT p.settings FROM sync_settings_presets p \
-                     WHERE p.user_id = u.id AND p.scope = 'user') AS user_settings \
+                     WHERE p.user_id = u.id AND p.scope = 'user') AS user_settings, \
+                    {CREDENTIALS_SELECT}, \
+                    ARRAY(SELECT s.stream FROM sync_state s WHERE s.user_id = u.id ORDER BY s.stream) \
+                        AS cursor_streams, \
+                    ARRAY(SELECT s.token FROM sync_state s WHERE s.user_id = u.id ORDER BY s.stream) \
+                        AS cursor_tokens \
              FROM users u JOIN organizations o ON o.id = u.organization_id \
-             WHERE u.id = $1",
-        )
+             WHERE u.id = $1"
+        ))
         .bind(session.user_id)
         .fetch_optional(&session.pool)
         .await
@@ -72,18 +109,34 @@ impl SettingsCheck {
                 IssueSource::Engine,
                 "the user no longer exists",
             )
+        })?;
+        Ok(Settings {
+            sync_enabled: row.sync_enabled,
+            access_type: row.access_type,
+            ews_url: row.ews_url,
+            impersonation_account: row.impersonation_account,
+            salesforce_instance_url: row.salesforce_instance_url,
+            email: row.email,
+            account_logon: row.account_logon,
+            mailbox_initialized: row.mailbox_initialized,
+            organization_settings: row.organization_settings,
+            user_settings: row.user_settings,
+            credentials: StoredCredentials::from_column(session.user_id, session.organization_id, row.credentials),
+            cursors: row.cursor_streams.into_iter().zip(row.cursor_tokens).collect(),
+            user_id: session.user_id,
+            organization_id: session.organization_id,
         })
     }
 
     fn missing(settings: &Settings) -> Vec<Missing> {
-        let has = |kind: &str| settings.has(kind);
+        let has = |kind: CredentialKind| settings.has(kind);
         let mut missing = Vec::new();
         if !settings.sync_enabled {
             missing.push((IssueSource::Engine, "synchronization is disabled for the organization"));
         }
         match settings.access_type.parse::<AccessType>() {
             Ok(AccessType::ExchangeDirect) => {
-                if !has("mailbox_password") && !has("mailbox_refresh_token") {
+                if !has(CredentialKind::MailboxPassword) && !has(CredentialKind::MailboxRefreshToken) {
                     missing.push((
                         IssueSource::Mailbox,
                         "no Exchange password or Office 365 authorization is stored",
@@ -97,7 +150,7 @@ impl SettingsCheck {
                         "the organization has no EWS URL or impersonation account",
                     ));
                 }
-                if !settings.has_impersonation_password && !has("mailbox_refresh_token") {
+                if !settings.has_impersonation_password() && !has(CredentialKind::MailboxRefreshToken) {
                     missing.push((
                         IssueSource::Mailbox,
                         "the organization's impersonation password is not stored",
@@ -105,7 +158,7 @@ impl SettingsCheck {
                 }
             }
             Ok(AccessType::Office365 | AccessType::Gmail) => {
-                if !has("mailbox_refresh_token") {
+                if !has(CredentialKind::MailboxRefreshToken) {
                     missing.push((
                         IssueSource::Mailbox,
                         "the mailbox has not been authorized (no OAuth refresh token)",
@@ -117,7 +170,7 @@ impl SettingsCheck {
         if settings.salesforce_instance_url.is_none() {
             missing.push((IssueSource::Crm, "no Salesforce instance URL is set"));
         }
-        if !has("crm_refresh_token") {
+        if !has(CredentialKind::CrmRefreshToken) {
             missing.push((
                 IssueSource::Crm,
                 "Salesforce has not been authorized (no OAuth refresh token)",

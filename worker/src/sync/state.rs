@@ -1,22 +1,11 @@
 //! A user's sync state in PostgreSQL: the cursor of each stream (delta
-//! tokens, sync states, history ids, CRM watermarks) and the item mappings
-//! between mailbox items and CRM records.
+//! tokens, sync states, history ids, CRM watermarks; the settings query reads
+//! them all) and the item mappings between mailbox items and CRM records.
 
 use std::collections::HashMap;
 
 use sqlx::PgPool;
 use uuid::Uuid;
-
-/// Every stored cursor of the user, by stream: one round trip for the
-/// session's streams rather than one each (the session holds the user's
-/// lease, so nothing else moves them meanwhile).
-pub async fn cursors(pool: &PgPool, user_id: Uuid) -> Result<HashMap<String, String>, sqlx::Error> {
-    let rows: Vec<(String, String)> = sqlx::query_as("SELECT stream, token FROM sync_state WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_all(pool)
-        .await?;
-    Ok(rows.into_iter().collect())
-}
 
 /// Stores the cursor of `stream`.
 pub async fn save_cursor(pool: &PgPool, user_id: Uuid, stream: &str, token: &str) -> Result<(), sqlx::Error> {

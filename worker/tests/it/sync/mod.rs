@@ -2,6 +2,7 @@
 //! for every access type: a fixture that connects one user and drives
 //! sessions.
 
+mod credentials;
 mod exchange;
 mod gmail;
 mod limits;

@@ -1,0 +1,355 @@
+//! A session's credentials: opened from the sealed set the settings query
+//! read (no query of their own), access tokens kept between sessions, and
+//! every grant stored durably before its access token is used.
+//!
+//! A rotated refresh token is the one thing a fault must never drop: a strict
+//! provider revoked the old one the moment it answered. Its store is retried
+//! with a bounded backoff while the session waits, in a task of its own that
+//! outlives the session (a session aborted when its lease is lost or the
+//! grace period ends does not abort the store), and the worker waits for
+//! these tasks before it exits. The time from the provider's answer to the
+//! durable commit is measured (`syncfleet_worker_token_store_seconds`).
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, Utc};
+use prometheus_client::{
+    metrics::{counter::Counter, histogram::Histogram},
+    registry::Registry,
+};
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use syncfleet_common::{
+    config::Setting,
+    ops::seconds_histogram,
+    secrets::{self, CredentialKind, KeyRing, Owner, StoredCredentials, ToStore},
+};
+use syncfleet_connectors::{
+    ConnectorError, Provider,
+    oauth::{GrantSink, OAuthGrant},
+    salesforce::{TokenGrant, TokenSink},
+};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tracing::{error, warn};
+use uuid::Uuid;
+
+pub const TOKEN_STORE_RETRY: Setting = Setting {
+    name: "SYNCFLEET_TOKEN_STORE_RETRY",
+    default: "120s",
+    doc: "How long the worker keeps retrying to store a rotated refresh token it holds in memory (the database unreachable) before giving up; it waits for these stores on shutdown too.",
+};
+pub const SALESFORCE_SESSION_LIFETIME: Setting = Setting {
+    name: "SYNCFLEET_SALESFORCE_SESSION_LIFETIME",
+    default: "2h",
+    doc: "How long a Salesforce access token is kept for later sessions: the orgs' session timeout (Salesforce's default is 2 hours); a refused one is refreshed at once.",
+};
+
+/// The stores of the grants of every session of a worker: the keys, the
+/// retry budget, the tasks still storing, and their series.
+#[derive(Clone)]
+pub struct TokenStores {
+    ring: KeyRing,
+    retry_for: Duration,
+    salesforce_lifetime: Duration,
+    tracker: TaskTracker,
+    metrics: TokenMetrics,
+}
+
+/// The series of the token stores.
+#[derive(Clone, Debug)]
+struct TokenMetrics {
+    store_seconds: Histogram,
+    retries: Counter,
+    failures: Counter,
+}
+
+impl TokenStores {
+    /// Stores sealing with `ring`, retrying for `retry_for`.
+    pub fn new(ring: KeyRing, retry_for: Duration, salesforce_lifetime: Duration) -> Self {
+        Self {
+            ring,
+            retry_for,
+            salesforce_lifetime,
+            tracker: TaskTracker::new(),
+            metrics: TokenMetrics {
+                store_seconds: seconds_histogram(),
+                retries: Counter::default(),
+                failures: Counter::default(),
+            },
+        }
+    }
+
+    /// The keys.
+    pub fn ring(&self) -> &KeyRing {
+        &self.ring
+    }
+
+    /// Adds the stores' series to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "syncfleet_worker_token_store_seconds",
+            "Time from a provider's token answer to its grant being durable (retries included)",
+            self.metrics.store_seconds.clone(),
+        );
+        registry.register(
+            "syncfleet_worker_token_store_retries",
+            "Attempts to store a grant that failed and were retried",
+            self.metrics.retries.clone(),
+        );
+        registry.register(
+            "syncfleet_worker_token_store_failures",
+            "Grants that could not be stored within the retry budget (a rotated refresh token may be lost)",
+            self.metrics.failures.clone(),
+        );
+    }
+
+    /// Waits for the stores still running (on shutdown), at most `limit`.
+    pub async fn drain(&self, limit: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(limit, self.tracker.wait()).await.is_err() {
+            error!(
+                pending = self.tracker.len(),
+                "Token stores were still failing at exit; their rotated refresh tokens are lost."
+            );
+        }
+    }
+
+    /// A sink keeping `user`'s mailbox grants.
+    pub fn mailbox_sink(&self, pool: &PgPool, user: Uuid, provider: Provider) -> KeepGrants {
+        KeepGrants {
+            stores: self.clone(),
+            pool: pool.clone(),
+            owner: Owner::User(user),
+            provider,
+            login_url: None,
+        }
+    }
+
+    /// A sink keeping `user`'s Salesforce grants obtained at `login_url`.
+    pub fn crm_sink(&self, pool: &PgPool, user: Uuid, login_url: &Url) -> KeepGrants {
+        KeepGrants {
+            stores: self.clone(),
+            pool: pool.clone(),
+            owner: Owner::User(user),
+            provider: Provider::Salesforce,
+            login_url: Some(login_url.to_string()),
+        }
+    }
+
+    /// Seals and stores `credentials` of `owner` in one statement, retrying
+    /// transient failures for the retry budget, in a task that outlives the
+    /// caller. `answered` is when the provider's answer arrived.
+    async fn durable(
+        &self,
+        pool: &PgPool,
+        owner: Owner,
+        provider: Provider,
+        credentials: Vec<(CredentialKind, SecretString, Option<DateTime<Utc>>)>,
+        answered: Instant,
+    ) -> Result<(), ConnectorError> {
+        let stores = self.clone();
+        let pool = pool.clone();
+        let task = self.tracker.spawn(async move {
+            let attempt = || async {
+                let batch: Vec<ToStore<'_>> = credentials
+                    .iter()
+                    .map(|(kind, secret, expires_at)| ToStore {
+                        kind: *kind,
+                        secret,
+                        expires_at: *expires_at,
+                    })
+                    .collect();
+                secrets::store_many(&pool, &stores.ring, owner, &batch).await
+            };
+            let result = attempt
+                .retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(50))
+                        .with_max_delay(Duration::from_secs(5))
+                        .with_jitter()
+                        .without_max_times()
+                        .with_total_delay(Some(stores.retry_for)),
+                )
+                .when(is_transient)
+                .notify(|error, delay| {
+                    stores.metrics.retries.inc();
+                    warn!(%error, retry_in_ms = delay.as_millis() as u64, "Could not store a grant; retrying.");
+                })
+                .await;
+            match &result {
+                Ok(()) => stores.metrics.store_seconds.observe(answered.elapsed().as_secs_f64()),
+                Err(_) => {
+                    stores.metrics.failures.inc();
+                }
+            }
+            result
+        });
+        match task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(ConnectorError::Transient {
+                provider,
+                message: format!("could not store the new token: {error}"),
+            }),
+            Err(join) => Err(ConnectorError::Transient {
+                provider,
+                message: format!("could not store the new token: {join}"),
+            }),
+        }
+    }
+}
+
+/// Whether a database error may pass if tried again: the server or the
+/// connection went away, or a conflict that a retry resolves.
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || code.starts_with("53")
+                || code == "40001"
+                || code == "40P01"
+        }),
+        _ => false,
+    }
+}
+
+/// Keeps the grants of one user's authorization at one provider.
+pub struct KeepGrants {
+    stores: TokenStores,
+    pool: PgPool,
+    owner: Owner,
+    provider: Provider,
+    /// Salesforce: the login host the session was obtained at.
+    login_url: Option<String>,
+}
+
+/// A Salesforce session as it is kept, sealed as one document.
+#[derive(Serialize, Deserialize)]
+pub struct KeptSalesforceSession {
+    /// The access token.
+    pub access_token: String,
+    /// The API base it works with.
+    pub instance_url: String,
+    /// The login host it was obtained at: a session is used only while the
+    /// user's instance URL still names it.
+    pub login_url: String,
+    /// The org it acts in.
+    pub org_id: Option<String>,
+    /// The user it acts as.
+    pub user_id: Option<String>,
+}
+
+impl KeepGrants {
+    fn refresh_kind(&self) -> CredentialKind {
+        match self.provider {
+            Provider::Salesforce => CredentialKind::CrmRefreshToken,
+            _ => CredentialKind::MailboxRefreshToken,
+        }
+    }
+
+    fn access_kind(&self) -> CredentialKind {
+        match self.provider {
+            Provider::Salesforce => CredentialKind::CrmAccessToken,
+            _ => CredentialKind::MailboxAccessToken,
+        }
+    }
+
+    async fn keep(
+        &self,
+        access: SecretString,
+        valid_until: DateTime<Utc>,
+        rotated: Option<&SecretString>,
+    ) -> Result<(), ConnectorError> {
+        let answered = Instant::now();
+        let mut credentials = vec![(self.access_kind(), access, Some(valid_until))];
+        if let Some(rotated) = rotated {
+            credentials.push((self.refresh_kind(), rotated.clone(), None));
+        }
+        match self
+            .stores
+            .durable(&self.pool, self.owner, self.provider, credentials, answered)
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Keeping the access token is an optimization; only a rotated
+            // refresh token's loss fails the call.
+            Err(error) if rotated.is_some() => Err(error),
+            Err(error) => {
+                warn!(%error, "Could not keep the access token; the next session refreshes.");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl GrantSink for KeepGrants {
+    fn store<'a>(
+        &'a self,
+        grant: &'a OAuthGrant,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ConnectorError>> + Send + 'a>> {
+        Box::pin(self.keep(
+            grant.access_token.clone(),
+            grant.valid_until,
+            grant.refresh_token.as_ref(),
+        ))
+    }
+}
+
+impl TokenSink for KeepGrants {
+    fn store<'a>(
+        &'a self,
+        grant: &'a TokenGrant,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ConnectorError>> + Send + 'a>> {
+        Box::pin(async move {
+            let kept = KeptSalesforceSession {
+                access_token: grant.access_token.expose_secret().to_owned(),
+                instance_url: grant.instance_url.to_string(),
+                login_url: self.login_url.clone().unwrap_or_default(),
+                org_id: grant.org_id.clone(),
+                user_id: grant.user_id.clone(),
+            };
+            // Serializing a struct of strings cannot fail.
+            let document = SecretString::from(serde_json::to_string(&kept).unwrap_or_default());
+            let usable = self
+                .stores
+                .salesforce_lifetime
+                .saturating_sub(syncfleet_connectors::oauth::EXPIRY_MARGIN);
+            let valid_until = Utc::now() + chrono::Duration::from_std(usable).unwrap_or_default();
+            self.keep(document, valid_until, grant.refresh_token.as_ref()).await
+        })
+    }
+}
+
+/// The access token kept for `owner`'s `kind`, while still valid.
+pub fn kept(
+    credentials: &StoredCredentials,
+    ring: &KeyRing,
+    owner: Owner,
+    kind: CredentialKind,
+) -> Option<(SecretString, DateTime<Utc>)> {
+    let stored = credentials.get(owner, kind)?;
+    let valid_until = stored.expires_at.filter(|until| *until > Utc::now())?;
+    // A kept token that does not open is only a missed optimization.
+    stored.open(ring).ok().map(|token| (token, valid_until))
+}
+
+/// The Salesforce session kept for `user`, obtained at `login_url`.
+pub fn kept_salesforce(
+    credentials: &StoredCredentials,
+    ring: &KeyRing,
+    user: Uuid,
+    login_url: &Url,
+) -> Option<KeptSalesforceSession> {
+    let (document, _) = kept(credentials, ring, Owner::User(user), CredentialKind::CrmAccessToken)?;
+    let kept: KeptSalesforceSession = serde_json::from_str(document.expose_secret()).ok()?;
+    (kept.login_url == login_url.as_str()).then_some(kept)
+}

@@ -1,0 +1,247 @@
+//! The session's credentials: access tokens kept between sessions (no
+//! refresh while one is valid), a refused one refreshed once, and a rotated
+//! refresh token that survives the database failing while it is stored.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use syncfleet_common::secrets::{self, CredentialKind, Owner};
+use syncfleet_simulators::{gmail, graph, salesforce};
+use syncfleet_testkit::{session_count, test_key_ring, wait_until};
+
+use super::{Access, BUYER, Fixture, LIMIT};
+use crate::support::force_sync;
+
+impl Fixture {
+    /// Refreshes seen by the mailbox's and Salesforce's token endpoints.
+    fn refreshes(&self) -> (u64, u64) {
+        let mailbox = match self.access {
+            Access::Office365 => self
+                .providers
+                .graph
+                .counters(&self.email)
+                .calls_to(graph::Endpoint::Token),
+            Access::Gmail => self
+                .providers
+                .gmail
+                .counters(&self.email)
+                .unwrap()
+                .calls_to(gmail::Endpoint::Token),
+            _ => 0,
+        };
+        let crm = self
+            .providers
+            .salesforce
+            .counters(&self.providers.org)
+            .calls_to(salesforce::Endpoint::Token);
+        (mailbox, crm)
+    }
+
+    /// Makes the kept access tokens expired, as an hour later.
+    pub(super) async fn expire_kept_access_tokens(&self) {
+        sqlx::query(
+            "UPDATE credentials SET expires_at = now() - interval '1 second' \
+             WHERE user_id = $1 AND kind IN ('mailbox_access_token', 'crm_access_token')",
+        )
+        .bind(self.user)
+        .execute(&self.env.pool)
+        .await
+        .unwrap();
+    }
+
+    async fn stored(&self, kind: CredentialKind) -> Option<String> {
+        secrets::load(&self.env.pool, &test_key_ring(), Owner::User(self.user), kind)
+            .await
+            .unwrap()
+            .map(|secret| secret.expose_secret().to_owned())
+    }
+}
+
+async fn kept_access_tokens_spare_the_refreshes(access: Access) {
+    let fixture = Fixture::new(access).await;
+    fixture.buyer_is_a_contact();
+    let worker = fixture.worker(&[]);
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    assert_eq!(
+        fixture.refreshes(),
+        (1, 1),
+        "the first session refreshes each side once"
+    );
+    // Both access tokens are kept, sealed, valid for well beyond a cadence.
+    let kept: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT kind, expires_at > now() + interval '30 minutes' FROM credentials \
+         WHERE user_id = $1 AND kind LIKE '%access_token' ORDER BY kind",
+    )
+    .bind(fixture.user)
+    .fetch_all(&fixture.env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        kept,
+        [
+            ("crm_access_token".to_owned(), true),
+            ("mailbox_access_token".to_owned(), true)
+        ]
+    );
+
+    // Later sessions use them: new mail is logged with no refresh at all
+    // (Salesforce's identity is kept with its token: the owned records are
+    // read without a refresh to learn the user's id).
+    fixture.receive(BUYER, "Kept tokens");
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    assert_eq!(fixture.last_session().await.items_to_crm, 1);
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    assert_eq!(
+        fixture.refreshes(),
+        (1, 1),
+        "no refresh while the kept tokens are valid"
+    );
+
+    // Once they expire, the next session refreshes each side once (new
+    // mail, so that the session calls Salesforce whatever the mailbox type).
+    fixture.expire_kept_access_tokens().await;
+    fixture.receive(BUYER, "Refreshed tokens");
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    assert_eq!(fixture.refreshes(), (2, 2));
+    assert_eq!(fixture.tasks().len(), 2);
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
+
+#[tokio::test]
+async fn office365_sessions_reuse_the_kept_access_tokens_until_they_expire() {
+    kept_access_tokens_spare_the_refreshes(Access::Office365).await;
+}
+
+#[tokio::test]
+async fn gmail_sessions_reuse_the_kept_access_tokens_until_they_expire() {
+    kept_access_tokens_spare_the_refreshes(Access::Gmail).await;
+}
+
+#[tokio::test]
+async fn a_kept_access_token_the_provider_refuses_is_refreshed_once_and_the_session_goes_on() {
+    let fixture = Fixture::new(Access::Office365).await;
+    fixture.buyer_is_a_contact();
+    let worker = fixture.worker(&[]);
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    // The session was ended elsewhere: Graph refuses the kept token once.
+    fixture
+        .providers
+        .graph
+        .inject_fault(&fixture.email, graph::Fault::Unauthorized, 1)
+        .unwrap();
+    fixture.receive(BUYER, "After the 401");
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    assert_eq!(fixture.last_session().await.items_to_crm, 1);
+    assert_eq!(fixture.refreshes(), (2, 1));
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
+
+#[tokio::test]
+async fn replacing_a_refresh_token_drops_the_access_token_kept_for_the_old_one() {
+    let fixture = Fixture::new(Access::Office365).await;
+    let worker = fixture.worker(&[]);
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    assert!(fixture.stored(CredentialKind::MailboxAccessToken).await.is_some());
+    assert!(fixture.stored(CredentialKind::CrmAccessToken).await.is_some());
+    // The user authorizes Salesforce again (the api stores the new refresh
+    // token): the session kept for the old authorization goes with it.
+    let ring = test_key_ring();
+    let owner = Owner::User(fixture.user);
+    let token = fixture.providers.salesforce.issue_refresh_token(&fixture.providers.org);
+    secrets::store(
+        &fixture.env.pool,
+        &ring,
+        owner,
+        CredentialKind::CrmRefreshToken,
+        &token.into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fixture.stored(CredentialKind::CrmAccessToken).await, None);
+    assert!(fixture.stored(CredentialKind::MailboxAccessToken).await.is_some());
+    // The mailbox's authorization is removed: its access token too.
+    secrets::delete(&fixture.env.pool, owner, CredentialKind::MailboxRefreshToken)
+        .await
+        .unwrap();
+    assert_eq!(fixture.stored(CredentialKind::MailboxAccessToken).await, None);
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
+
+/// Waits until a backend of the worker is blocked on the test's row lock
+/// while writing credentials, and terminates it (the connection resets under
+/// the worker, as when PostgreSQL restarts); answers its pid.
+async fn reset_the_blocked_credential_write(fixture: &Fixture, after: Option<i32>) -> i32 {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let pid = loop {
+        let blocked: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO credentials%' \
+             AND pid IS DISTINCT FROM $1 LIMIT 1",
+        )
+        .bind(after)
+        .fetch_optional(&fixture.env.pool)
+        .await
+        .unwrap();
+        if let Some(blocked) = blocked {
+            break blocked;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker's credential write never waited on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&fixture.env.pool)
+        .await
+        .unwrap();
+    assert!(terminated);
+    pid
+}
+
+#[tokio::test]
+async fn a_rotated_refresh_token_is_stored_through_connection_resets_and_the_authorization_lives_on() {
+    let fixture = Fixture::new(Access::Office365).await;
+    fixture.buyer_is_a_contact();
+    let worker = fixture.worker(&[]);
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    let first = fixture.stored(CredentialKind::MailboxRefreshToken).await.unwrap();
+    // The simulator is in its strict mode: a refresh revokes the token it
+    // was given, so losing the rotated one loses the authorization.
+    fixture.expire_kept_access_tokens().await;
+
+    // The test holds the credential row: the worker's write after the next
+    // refresh waits on it, and its connection is reset twice meanwhile.
+    let mut holder = fixture.env.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM credentials WHERE user_id = $1 AND kind = 'mailbox_refresh_token' FOR UPDATE")
+        .bind(fixture.user)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    fixture.receive(BUYER, "Through the resets");
+    force_sync(&fixture.env, fixture.user).await;
+    let reset = reset_the_blocked_credential_write(&fixture, None).await;
+    reset_the_blocked_credential_write(&fixture, Some(reset)).await;
+    // The store is retried (the token held in memory) and lands once the
+    // row is free.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    holder.rollback().await.unwrap();
+    wait_until(LIMIT, "the session to succeed", || async {
+        session_count(&fixture.env.pool, fixture.user, "succeeded").await == 2
+    })
+    .await;
+    assert_eq!(fixture.last_session().await.items_to_crm, 1);
+    let second = fixture.stored(CredentialKind::MailboxRefreshToken).await.unwrap();
+    assert_ne!(second, first, "the rotated refresh token is the one stored");
+
+    // The authorization lives on: the next refresh uses the stored token.
+    fixture.expire_kept_access_tokens().await;
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    assert_eq!(fixture.refreshes().0, 3);
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
