@@ -655,6 +655,7 @@ fn ending_of(
         log: context.log,
         items_to_crm: context.items_to_crm,
         items_to_mailbox: context.items_to_mailbox,
+        cursors: context.cursors.into_iter().collect(),
         job_done,
         continue_with: None,
         failure_class: None,

@@ -256,6 +256,9 @@ pub struct Ending {
     pub items_to_crm: i32,
     pub items_to_mailbox: i32,
     pub calls: serde_json::Value,
+    /// The cursors the session advanced (stream, token), stored with the
+    /// close: every CRM write they cover is done by then.
+    pub cursors: Vec<(String, String)>,
     /// Whether the job is over (the user may be scheduled again); false when
     /// it will be retried or handed back.
     pub job_done: bool,
@@ -283,6 +286,7 @@ impl Ending {
             items_to_crm: 0,
             items_to_mailbox: 0,
             calls: serde_json::json!({}),
+            cursors: Vec::new(),
             job_done: false,
             continue_with: None,
             failure_class: None,
@@ -291,9 +295,9 @@ impl Ending {
     }
 }
 
-/// Closes the session with its issues and log, releases the lease and, when
-/// the job is done, lets the scheduler queue the user again; all in one
-/// transaction. `false` means the lease was lost and nothing was written.
+/// Closes the session with its issues, log and advanced cursors, releases
+/// the lease and, when the job is done, lets the scheduler queue the user
+/// again; all in one statement. `false` means the lease was lost and nothing was written.
 pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending: Ending) -> Result<bool, sqlx::Error> {
     let (error_category, error_source, error_message) = match &ending.error {
         Some((category, source, message)) => (Some(category.as_str()), Some(source.as_str()), Some(message.as_str())),
@@ -304,6 +308,11 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
     let issue_categories: Vec<&str> = ending.issues.iter().map(|issue| issue.category.as_str()).collect();
     let issue_items: Vec<Option<&str>> = ending.issues.iter().map(|issue| issue.item_ref.as_deref()).collect();
     let issue_messages: Vec<&str> = ending.issues.iter().map(|issue| issue.message.as_str()).collect();
+    let (cursor_streams, cursor_tokens): (Vec<&str>, Vec<&str>) = ending
+        .cursors
+        .iter()
+        .map(|(stream, token)| (stream.as_str(), token.as_str()))
+        .unzip();
     // One statement, so one atomic write and one round trip; every part is
     // conditional on `released`, the lease check.
     let released: i64 = sqlx::query_scalar(
@@ -365,6 +374,11 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
              INSERT INTO sync_session_logs (session_id, user_id, started_at, log_gzip) \
              SELECT $2, $1, $3, $20 WHERE EXISTS (SELECT 1 FROM released) \
              ON CONFLICT (session_id, started_at) DO UPDATE SET log_gzip = EXCLUDED.log_gzip \
+         ), cursors AS ( \
+             INSERT INTO sync_state (user_id, stream, token) \
+             SELECT $1, cursor.stream, cursor.token FROM UNNEST($26::text[], $27::text[]) AS cursor(stream, token) \
+             WHERE EXISTS (SELECT 1 FROM released) \
+             ON CONFLICT (user_id, stream) DO UPDATE SET token = EXCLUDED.token, updated_at = now() \
          ), admin_job AS ( \
              UPDATE admin_jobs SET \
                  status = CASE WHEN $6 IN ('succeeded', 'succeeded_with_issues') THEN 'succeeded' ELSE 'failed' END, \
@@ -399,6 +413,8 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
     .bind(ending.suspend_at)
     .bind(Uuid::now_v7())
     .bind(Uuid::now_v7())
+    .bind(&cursor_streams)
+    .bind(&cursor_tokens)
     .fetch_one(pool)
     .await?;
     Ok(released == 1)

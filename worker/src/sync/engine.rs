@@ -585,9 +585,9 @@ impl MailboxSync {
                 Continuation::More(token) => (token, false),
                 Continuation::Complete(token) => (token, true),
             };
-            state::save_cursor(&session.pool, session.user_id, &stream, &token)
-                .await
-                .map_err(SyncFailure::database)?;
+            if cursors.get(&stream) != Some(&token) {
+                session.cursors.insert(stream.clone(), token.clone());
+            }
             cursor = Some(token);
             if complete {
                 return Ok(format!(
@@ -769,9 +769,7 @@ impl MailboxSync {
                     newest = newest.max(last);
                 }
             }
-            state::save_cursor(&session.pool, session.user_id, &stream, &newest.to_rfc3339())
-                .await
-                .map_err(SyncFailure::database)?;
+            session.cursors.insert(stream.clone(), newest.to_rfc3339());
             summary.push(format!("{written} {}(s)", object.name()));
         }
         Ok(format!("Written into the mailbox: {}.", summary.join(", ")))

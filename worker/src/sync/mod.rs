@@ -105,6 +105,10 @@ pub struct SessionContext {
     pub items_to_mailbox: i32,
     /// Calls made per provider.
     pub calls: BTreeMap<String, u32>,
+    /// Cursors advanced, by stream: stored with the session's close, which
+    /// comes after every CRM write they cover (a session that never closes
+    /// leaves the old ones, and its replay rewrites the same records).
+    pub cursors: BTreeMap<String, String>,
     /// Set by the work when it stopped at its budget with more to do: the
     /// session succeeds and a follow-up job continues where it stopped.
     pub continuation: bool,
@@ -125,6 +129,7 @@ impl SessionContext {
             items_to_crm: 0,
             items_to_mailbox: 0,
             calls: BTreeMap::new(),
+            cursors: BTreeMap::new(),
             continuation: false,
         }
     }

@@ -7,20 +7,6 @@ use std::collections::HashMap;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// Stores the cursor of `stream`.
-pub async fn save_cursor(pool: &PgPool, user_id: Uuid, stream: &str, token: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO sync_state (user_id, stream, token) VALUES ($1, $2, $3) \
-         ON CONFLICT (user_id, stream) DO UPDATE SET token = EXCLUDED.token, updated_at = now()",
-    )
-    .bind(user_id)
-    .bind(stream)
-    .bind(token)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 /// Which way a mapping was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
