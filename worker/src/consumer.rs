@@ -357,7 +357,7 @@ impl<W: SyncWork> Fleet<W> {
         .instrument(info_span!("claim"))
         .await;
         match claim {
-            Ok(Claim::Run(claimed)) => {
+            Ok(Claim::Run(claimed, settings)) => {
                 let lag = (claimed.started_at - job.scheduled_at).num_milliseconds().max(0) as f64 / 1000.0;
                 self.metrics
                     .lag_seconds
@@ -365,7 +365,7 @@ impl<W: SyncWork> Fleet<W> {
                         trigger: job.trigger.as_str(),
                     })
                     .observe(lag);
-                self.run_session(job, claimed).await
+                self.run_session(job, claimed, settings).await
             }
             Ok(Claim::Drop(reason)) => {
                 info!(reason, "Job dropped.");
@@ -393,7 +393,12 @@ impl<W: SyncWork> Fleet<W> {
         }
     }
 
-    async fn run_session(&self, job: &JobEnvelope, claimed: Claimed) -> (Verdict, &'static str) {
+    async fn run_session(
+        &self,
+        job: &JobEnvelope,
+        claimed: Claimed,
+        settings: Box<crate::sync::settings::Settings>,
+    ) -> (Verdict, &'static str) {
         let lease = self.config.user_lease;
         let lost = CancellationToken::new();
         let finished = CancellationToken::new();
@@ -412,6 +417,7 @@ impl<W: SyncWork> Fleet<W> {
             claimed.organization_id,
             job.clone(),
         );
+        context.settings = Some(settings);
         context.log.push(
             "claim",
             "info",

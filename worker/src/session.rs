@@ -5,7 +5,7 @@
 //! runs. Finishing a session is fenced by the lease: a worker that lost its
 //! lease cannot close a session or touch the user.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -16,13 +16,17 @@ use syncfleet_common::{
 };
 use uuid::Uuid;
 
-use crate::sync::NewIssue;
+use crate::sync::{
+    NewIssue,
+    settings::{SETTINGS_COLUMNS, Settings, SettingsRow},
+};
 
 /// What a claim decided.
 #[derive(Debug)]
 pub enum Claim {
-    /// The session is open and the lease is ours.
-    Run(Claimed),
+    /// The session is open and the lease is ours; the user's settings were
+    /// read by the claim's statement.
+    Run(Claimed, Box<Settings>),
     /// Nothing to do: the reason is logged and the message acknowledged.
     Drop(&'static str),
     /// Another live session holds the user's lease for about this long.
@@ -48,7 +52,22 @@ struct UserRow {
     running_session_id: Option<Uuid>,
     lease_remaining_ms: Option<f64>,
     organization_enabled: bool,
+    #[sqlx(flatten)]
+    settings: SettingsRow,
 }
+
+/// The claim's read: the user's row locked, with the settings the session
+/// starts from (one statement instead of a second transaction).
+static CLAIM_QUERY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT u.organization_id, u.sync_status, u.queued_job_id, u.running_session_id, \
+                EXTRACT(EPOCH FROM (u.lease_expires_at - now()))::float8 * 1000 AS lease_remaining_ms, \
+                o.sync_enabled AS organization_enabled, {} \
+         FROM users u JOIN organizations o ON o.id = u.organization_id \
+         WHERE u.id = $1 FOR UPDATE OF u",
+        *SETTINGS_COLUMNS
+    )
+});
 
 /// Decides whether `job` runs now, and if so opens its session and takes the
 /// user's lease, in one transaction.
@@ -65,16 +84,10 @@ pub async fn claim(
     redelivered: bool,
 ) -> Result<Claim, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let user = sqlx::query_as::<_, UserRow>(
-        "SELECT u.organization_id, u.sync_status, u.queued_job_id, u.running_session_id, \
-                EXTRACT(EPOCH FROM (u.lease_expires_at - now()))::float8 * 1000 AS lease_remaining_ms, \
-                o.sync_enabled AS organization_enabled \
-         FROM users u JOIN organizations o ON o.id = u.organization_id \
-         WHERE u.id = $1 FOR UPDATE OF u",
-    )
-    .bind(user_id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let user = sqlx::query_as::<_, UserRow>(&CLAIM_QUERY)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let Some(user) = user else {
         return Ok(Claim::Drop("the user no longer exists"));
     };
@@ -164,12 +177,16 @@ pub async fn claim(
     if status == SessionStatus::Skipped {
         return Ok(Claim::Skipped);
     }
-    Ok(Claim::Run(Claimed {
-        session_id,
-        started_at,
-        user_id,
-        organization_id: user.organization_id,
-    }))
+    let organization_id = user.organization_id;
+    Ok(Claim::Run(
+        Claimed {
+            session_id,
+            started_at,
+            user_id,
+            organization_id,
+        },
+        Box::new(Settings::from_row(user.settings, user_id, organization_id)),
+    ))
 }
 
 /// Whether a session of this attempt (or a later one) of the job has ended

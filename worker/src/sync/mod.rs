@@ -109,6 +109,9 @@ pub struct SessionContext {
     /// comes after every CRM write they cover (a session that never closes
     /// leaves the old ones, and its replay rewrites the same records).
     pub cursors: BTreeMap<String, String>,
+    /// The user's settings as the claim read them, taken by the session's
+    /// first step.
+    pub settings: Option<Box<settings::Settings>>,
     /// Set by the work when it stopped at its budget with more to do: the
     /// session succeeds and a follow-up job continues where it stopped.
     pub continuation: bool,
@@ -130,6 +133,7 @@ impl SessionContext {
             items_to_mailbox: 0,
             calls: BTreeMap::new(),
             cursors: BTreeMap::new(),
+            settings: None,
             continuation: false,
         }
     }

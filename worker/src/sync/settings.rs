@@ -3,7 +3,7 @@
 //! steps that follow; [`SettingsCheck`] runs it as a whole session (scope
 //! `check`), the admin action "check settings".
 
-use std::{collections::HashMap, time::Instant};
+use std::{collections::HashMap, sync::LazyLock, time::Instant};
 
 use syncfleet_common::{
     domain::{AccessType, IssueCategory, IssueSource, Scope},
@@ -44,9 +44,31 @@ pub struct Settings {
     organization_id: Uuid,
 }
 
-/// The settings as the one query reads them.
+/// The columns of the settings of user `u` in organization `o` (the claim's
+/// statement selects them too).
+pub(crate) static SETTINGS_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "o.sync_enabled, o.access_type, o.ews_url, o.impersonation_account, u.salesforce_instance_url, \
+         u.email, u.account_logon, u.mailbox_status = 'initialized' AS mailbox_initialized, \
+         o.settings AS organization_settings, \
+         (SELECT p.settings FROM sync_settings_presets p WHERE p.user_id = u.id AND p.scope = 'user') \
+             AS user_settings, \
+         {CREDENTIALS_SELECT}, \
+         ARRAY(SELECT s.stream FROM sync_state s WHERE s.user_id = u.id ORDER BY s.stream) AS cursor_streams, \
+         ARRAY(SELECT s.token FROM sync_state s WHERE s.user_id = u.id ORDER BY s.stream) AS cursor_tokens"
+    )
+});
+
+static SETTINGS_QUERY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1",
+        *SETTINGS_COLUMNS
+    )
+});
+
+/// The settings as [`SETTINGS_COLUMNS`] select them.
 #[derive(sqlx::FromRow)]
-struct Row {
+pub(crate) struct SettingsRow {
     sync_enabled: bool,
     access_type: String,
     ews_url: Option<String>,
@@ -63,6 +85,26 @@ struct Row {
 }
 
 impl Settings {
+    /// The settings of `user` in `organization` as selected.
+    pub(crate) fn from_row(row: SettingsRow, user: Uuid, organization: Uuid) -> Self {
+        Self {
+            sync_enabled: row.sync_enabled,
+            access_type: row.access_type,
+            ews_url: row.ews_url,
+            impersonation_account: row.impersonation_account,
+            salesforce_instance_url: row.salesforce_instance_url,
+            email: row.email,
+            account_logon: row.account_logon,
+            mailbox_initialized: row.mailbox_initialized,
+            organization_settings: row.organization_settings,
+            user_settings: row.user_settings,
+            credentials: StoredCredentials::from_column(user, organization, row.credentials),
+            cursors: row.cursor_streams.into_iter().zip(row.cursor_tokens).collect(),
+            user_id: user,
+            organization_id: organization,
+        }
+    }
+
     /// Whether the user has a credential of `kind`.
     pub fn has(&self, kind: CredentialKind) -> bool {
         self.credentials.has(Owner::User(self.user_id), kind)
@@ -82,50 +124,25 @@ type Missing = (IssueSource, &'static str);
 
 impl SettingsCheck {
     /// The user's settings as stored, unchecked, with their credentials and
-    /// cursors: one statement.
-    pub(crate) async fn load(session: &SessionContext) -> Result<Settings, SyncFailure> {
-        let row = sqlx::query_as::<_, Row>(&format!(
-            "SELECT o.sync_enabled, o.access_type, o.ews_url, o.impersonation_account, \
-                    u.salesforce_instance_url, \
-                    u.email, u.account_logon, u.mailbox_status = 'initialized' AS mailbox_initialized, \
-                    o.settings AS organization_settings, \
-                    (SELECT p.settings FROM sync_settings_presets p \
-                     WHERE p.user_id = u.id AND p.scope = 'user') AS user_settings, \
-                    {CREDENTIALS_SELECT}, \
-                    ARRAY(SELECT s.stream FROM sync_state s WHERE s.user_id = u.id ORDER BY s.stream) \
-                        AS cursor_streams, \
-                    ARRAY(SELECT s.token FROM sync_state s WHERE s.user_id = u.id ORDER BY s.stream) \
-                        AS cursor_tokens \
-             FROM users u JOIN organizations o ON o.id = u.organization_id \
-             WHERE u.id = $1"
-        ))
-        .bind(session.user_id)
-        .fetch_optional(&session.pool)
-        .await
-        .map_err(SyncFailure::database)?
-        .ok_or_else(|| {
-            SyncFailure::new(
-                FailureClass::Permanent,
-                IssueSource::Engine,
-                "the user no longer exists",
-            )
-        })?;
-        Ok(Settings {
-            sync_enabled: row.sync_enabled,
-            access_type: row.access_type,
-            ews_url: row.ews_url,
-            impersonation_account: row.impersonation_account,
-            salesforce_instance_url: row.salesforce_instance_url,
-            email: row.email,
-            account_logon: row.account_logon,
-            mailbox_initialized: row.mailbox_initialized,
-            organization_settings: row.organization_settings,
-            user_settings: row.user_settings,
-            credentials: StoredCredentials::from_column(session.user_id, session.organization_id, row.credentials),
-            cursors: row.cursor_streams.into_iter().zip(row.cursor_tokens).collect(),
-            user_id: session.user_id,
-            organization_id: session.organization_id,
-        })
+    /// cursors: the claim read them in its statement; a context without them
+    /// (an admin job) reads them in one statement.
+    pub(crate) async fn load(session: &mut SessionContext) -> Result<Settings, SyncFailure> {
+        if let Some(settings) = session.settings.take() {
+            return Ok(*settings);
+        }
+        let row = sqlx::query_as::<_, SettingsRow>(&SETTINGS_QUERY)
+            .bind(session.user_id)
+            .fetch_optional(&session.pool)
+            .await
+            .map_err(SyncFailure::database)?
+            .ok_or_else(|| {
+                SyncFailure::new(
+                    FailureClass::Permanent,
+                    IssueSource::Engine,
+                    "the user no longer exists",
+                )
+            })?;
+        Ok(Settings::from_row(row, session.user_id, session.organization_id))
     }
 
     fn missing(settings: &Settings) -> Vec<Missing> {

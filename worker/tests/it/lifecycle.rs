@@ -1,14 +1,16 @@
 //! The worker binary: kill -9 mid-job, and SIGTERM.
 //!
-//! A job is held "in the middle" by locking the credentials table: the
-//! settings check reads it, so the session is open and waits there. The
-//! users are connected to the simulators, so the binary's sessions are real
-//! syncs.
+//! A job is held "in the middle" by locking the item mappings: the user has
+//! a message from a Contact, and the session records its mapping once the
+//! Task is written, so the session is open (claimed, the lease taken) and
+//! waits there. The users are connected to the simulators, so the binary's
+//! sessions are real syncs.
 
 use std::{process::Child, time::Duration};
 
 use sqlx::{Connection, PgConnection};
 use syncfleet_common::queue::Route;
+use syncfleet_simulators::graph;
 use syncfleet_testkit::{Providers, TestEnv, free_port, http_get, session_count, terminate, wait_until};
 
 use crate::support::{force_sync, start};
@@ -20,10 +22,34 @@ fn spawn_worker(env: &TestEnv, providers: &Providers, extra: &[(&str, &str)]) ->
     env.spawn_with("syncfleet-worker", providers, extra)
 }
 
-async fn lock_credentials(env: &TestEnv) -> PgConnection {
+/// Gives `user` a message from a Contact and locks the item mappings, so
+/// that the user's next session waits before it records the message's.
+async fn hold_mid_session(env: &TestEnv, providers: &Providers, user: uuid::Uuid) -> PgConnection {
+    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    let buyer = "buyer@customer.example";
+    providers.salesforce.insert_contact(&providers.org, buyer).unwrap();
+    providers
+        .graph
+        .add_message(
+            &email,
+            graph::Folder::Inbox,
+            graph::MessageSeed {
+                from: graph::Recipient::new(buyer),
+                to: vec![graph::Recipient::new(&email)],
+                cc: Vec::new(),
+                subject: "Held".to_owned(),
+                sent_at: chrono::Utc::now(),
+                body: "Held mid-session.".to_owned(),
+            },
+        )
+        .unwrap();
     let mut connection = PgConnection::connect(&env.database_url).await.unwrap();
     sqlx::query("BEGIN").execute(&mut connection).await.unwrap();
-    sqlx::query("LOCK TABLE credentials IN ACCESS EXCLUSIVE MODE")
+    sqlx::query("LOCK TABLE item_mappings IN ACCESS EXCLUSIVE MODE")
         .execute(&mut connection)
         .await
         .unwrap();
@@ -54,7 +80,7 @@ async fn kill_9_mid_job_abandons_the_session_and_the_job_completes_once() {
     let env = TestEnv::new().await;
     let providers = Providers::start().await;
     let user = providers.office365_users(&env.pool, 1).await[0];
-    let lock = lock_credentials(&env).await;
+    let lock = hold_mid_session(&env, &providers, user).await;
     let mut first = spawn_worker(&env, &providers, &[("SYNCFLEET_USER_LEASE", "2s")]);
     force_sync(&env, user).await;
     wait_until(LIMIT, "the session to be running", || async {
@@ -95,7 +121,7 @@ async fn sigterm_stops_consuming_finishes_in_flight_jobs_and_exits_zero() {
     let [in_flight, later] = providers.office365_users(&env.pool, 2).await[..] else {
         unreachable!()
     };
-    let lock = lock_credentials(&env).await;
+    let lock = hold_mid_session(&env, &providers, in_flight).await;
     let ops: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut worker = spawn_worker(
         &env,
@@ -152,7 +178,7 @@ async fn sigterm_hands_back_a_job_still_running_after_the_grace_period() {
     let env = TestEnv::new().await;
     let providers = Providers::start().await;
     let user = providers.office365_users(&env.pool, 1).await[0];
-    let lock = lock_credentials(&env).await;
+    let lock = hold_mid_session(&env, &providers, user).await;
     let worker = spawn_worker(&env, &providers, &[("SYNCFLEET_SHUTDOWN_GRACE", "1s")]);
     force_sync(&env, user).await;
     wait_until(LIMIT, "the session to be running", || async {
