@@ -29,6 +29,7 @@
 
 pub mod ceilings;
 pub mod chart;
+mod cost;
 mod processes;
 mod sampler;
 pub mod seed;
@@ -287,6 +288,22 @@ impl Fleet {
         }
     }
 
+    /// CPU seconds used so far by each of the fleet's kinds of process.
+    fn cpu_by_process(&self) -> std::collections::BTreeMap<&'static str, f64> {
+        let of = |process: &Process| process.pid().and_then(processes::cpu_seconds).unwrap_or(0.0);
+        std::collections::BTreeMap::from([
+            ("workers", self.workers.iter().map(of).sum()),
+            ("simulators", of(&self.simulators)),
+            ("api", self.api.iter().map(of).sum()),
+            ("scheduler", self.scheduler.iter().map(of).sum()),
+        ])
+    }
+
+    /// The cost counters now (see [`cost`]).
+    async fn snapshot(&self, pool: &PgPool, common: &CommonConfig) -> anyhow::Result<cost::Snapshot> {
+        cost::Snapshot::take(pool, &common.redis_url, self.cpu_by_process()).await
+    }
+
     /// Fails if any process has exited.
     fn check(&mut self) -> anyhow::Result<()> {
         self.simulators.check_running()?;
@@ -438,11 +455,21 @@ async fn measure(
     let mut errors: Vec<String> = Vec::new();
 
     // P1: everyone due at once.
-    let p1 = phase_p1(fleet, pool, &seeded, options.p1_users, origin, &mut phases, &mut errors).await?;
+    let p1 = phase_p1(
+        fleet,
+        pool,
+        common,
+        &seeded,
+        options.p1_users,
+        origin,
+        &mut phases,
+        &mut errors,
+    )
+    .await?;
     eprintln!("P1: {p1}");
     // P2: stepping N on the compressed cadence.
     fleet.restart_scheduler(options.interval(), 2).await?;
-    let p2 = phase_p2(fleet, pool, &seeded, options, origin, &mut phases, &mut errors).await?;
+    let p2 = phase_p2(fleet, pool, common, &seeded, options, origin, &mut phases, &mut errors).await?;
     eprintln!("P2: {}", p2["largest_on_cadence"]);
     // P3: force syncs under the cadence backlog.
     fleet.restart_scheduler(long, 3).await?;
@@ -596,9 +623,11 @@ async fn failure_causes(pool: &PgPool) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn phase_p1(
     fleet: &mut Fleet,
     pool: &PgPool,
+    common: &CommonConfig,
     seeded: &seed::Seeded,
     p1_users: usize,
     origin: Instant,
@@ -607,6 +636,7 @@ async fn phase_p1(
 ) -> anyhow::Result<serde_json::Value> {
     let start = since(origin);
     let cpu = fleet.cpu();
+    let before = fleet.snapshot(pool, common).await?;
     let chosen = &seeded.users[..p1_users];
     let made_due: DateTime<Utc> =
         sqlx::query_scalar("UPDATE users SET next_sync_at = now() WHERE id = ANY($1) RETURNING now()")
@@ -622,6 +652,9 @@ async fn phase_p1(
     )
     .await?;
     let cpu = cpu.per_session(fleet.cpu(), chosen.len() as i64);
+    let after = fleet.snapshot(pool, common).await?;
+    let (sessions, calls) = cost::session_calls(pool, made_due - chrono::Duration::seconds(1), Utc::now()).await?;
+    let per_session = before.per_session(&after, sessions, &calls);
     // Nobody is due until a phase says so.
     sqlx::query("UPDATE users SET next_sync_at = now() + interval '10 years'")
         .execute(pool)
@@ -664,12 +697,15 @@ async fn phase_p1(
         "scheduling_lag_ms": quantiles(&figures.lag_ms),
         "session_duration_ms": quantiles(&figures.duration_ms),
         "cpu_per_session": cpu,
+        "per_session": per_session,
     }))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn phase_p2(
     fleet: &mut Fleet,
     pool: &PgPool,
+    common: &CommonConfig,
     seeded: &seed::Seeded,
     options: &Options,
     origin: Instant,
@@ -704,7 +740,14 @@ async fn phase_p2(
         let settle_until = now + chrono::Duration::milliseconds(interval_ms as i64);
         let window_end =
             settle_until + chrono::Duration::milliseconds((interval_ms as i64) * (options.step_cycles as i64 - 1));
+        // The cost of the window's sessions (every user past its first
+        // session: the steady state).
+        sleep_checking(fleet, settle_until - Utc::now()).await?;
+        let before = fleet.snapshot(pool, common).await?;
         sleep_checking(fleet, window_end - Utc::now()).await?;
+        let after = fleet.snapshot(pool, common).await?;
+        let (sessions, calls) = cost::session_calls(pool, settle_until, window_end).await?;
+        let per_session = before.per_session(&after, sessions, &calls);
         // Let the window's last slots be taken before reading it.
         sleep_checking(fleet, chrono::Duration::seconds(6)).await?;
         let figures = window(pool, "cadence", settle_until, window_end).await?;
@@ -724,6 +767,7 @@ async fn phase_p2(
             "scheduling_lag_ms": quantiles(&figures.lag_ms),
             "session_duration_ms": quantiles(&figures.duration_ms),
             "held": held,
+            "per_session": per_session,
         });
         eprintln!("P2 step: {step}");
         phases.push(chart::Phase {

@@ -143,6 +143,16 @@ fn process_cpu_seconds(stat: &str) -> Option<f64> {
     Some((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
 }
 
+/// CPU seconds a process and its reaped children have used (utime, stime,
+/// cutime and cstime): a server's children that came and went (PostgreSQL's
+/// backends) are counted in their parent once it has waited for them.
+pub fn cpu_seconds_with_children(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)? + ticks(13)? + ticks(14)?) / TICKS_PER_SECOND)
+}
+
 /// The machine's busy and total CPU seconds over all cores, from `/proc/stat`.
 pub fn machine_cpu_seconds() -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
