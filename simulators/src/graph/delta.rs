@@ -209,14 +209,20 @@ fn message_json(message: &Message, mailbox: &Mailbox, immutable: bool) -> Value 
     })
 }
 
-/// The folder's messages a first round returns, newest first.
+/// The folder's messages a first round returns, newest first; messages
+/// received at the same instant in the order they arrived in the mailbox
+/// (Exchange's order is stable too; the random ids are no order at all).
 fn snapshot(mailbox: &Mailbox, folder: Folder, options: &Options) -> Vec<Entry> {
     let mut messages: Vec<&Message> = mailbox
         .messages
         .values()
         .filter(|message| message.folder == folder && passes(message, options))
         .collect();
-    messages.sort_by(|a, b| b.received_at.cmp(&a.received_at).then_with(|| a.id.cmp(&b.id)));
+    messages.sort_by(|a, b| {
+        b.received_at
+            .cmp(&a.received_at)
+            .then_with(|| a.arrived.cmp(&b.arrived))
+    });
     messages
         .into_iter()
         .map(|message| Entry::Message(Box::new(message.clone())))

@@ -127,8 +127,56 @@ fn ids(page: &Value) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_refresh_rotates_the_refresh_token_and_the_old_one_is_then_refused_as_revoked() {
+async fn a_refresh_answers_a_new_refresh_token_and_the_old_one_stays_valid_as_microsoft_documents() {
     let harness = Harness::start(GraphConfig::default()).await;
+    let (status, body) = harness.control(Method::GET, "/refresh-token-rotation", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"revoke_rotated_refresh_tokens": false}));
+    let mut rotated = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = harness.refresh(&harness.refresh_token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        rotated.push(body["refresh_token"].as_str().unwrap().to_owned());
+    }
+    assert_ne!(rotated[0], rotated[1]);
+    assert!(!rotated.contains(&harness.refresh_token));
+    // Each token handed out works, the superseded ones too.
+    for token in &rotated {
+        assert_eq!(harness.refresh(token).await.0, StatusCode::OK);
+    }
+
+    // The strict mode, switched on over the control API, revokes what it rotates.
+    let (status, body) = harness
+        .control(
+            Method::PUT,
+            "/refresh-token-rotation",
+            Some(json!({"revoke_rotated_refresh_tokens": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert!(harness.simulator.revokes_rotated_refresh_tokens());
+    let (status, body) = harness.refresh(&rotated[0]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = harness.refresh(&rotated[0]).await;
+    assert_eq!(
+        (status, &body["error_codes"]),
+        (StatusCode::BAD_REQUEST, &json!([50173]))
+    );
+    let (status, body) = harness
+        .control(Method::PUT, "/refresh-token-rotation", Some(json!({"revoke": true})))
+        .await;
+    assert!(status.is_client_error(), "{status} {body}");
+    assert!(body.to_string().contains("revoke_rotated_refresh_tokens"), "{body}");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn in_strict_mode_a_refresh_rotates_the_refresh_token_and_the_old_one_is_then_refused_as_revoked() {
+    let harness = Harness::start(GraphConfig {
+        revoke_rotated_refresh_tokens: true,
+        ..GraphConfig::default()
+    })
+    .await;
     let (status, body) = harness.refresh(&harness.refresh_token).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["token_type"], "Bearer");
@@ -804,6 +852,25 @@ async fn mailboxes_created_in_bulk_answer_in_order_and_refresh_and_list_their_me
     let (_, _, page) = harness.call(token, Method::GET, &sent, &[], None).await;
     assert_eq!(subjects(&page), ["Out 1"]);
     assert_eq!(page["value"][0]["from"]["emailAddress"]["name"], "Megan Bowen");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn messages_received_in_the_same_instant_list_in_the_order_they_arrived() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let older = harness.seed(Folder::Inbox, "Older", 1);
+    let same: Vec<String> = (0..12)
+        .map(|index| harness.seed(Folder::Inbox, &format!("Same {index}"), 2))
+        .collect();
+    let token = harness.access_token().await;
+    let url = harness.users("/mailFolders/inbox/messages/delta");
+    let (status, _, page) = harness
+        .call(&token, Method::GET, &url, &[IMMUTABLE, "odata.maxpagesize=50"], None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let mut expected = same;
+    expected.push(older);
+    assert_eq!(ids(&page), expected, "newest first, ties in arrival order");
     harness.stop().await;
 }
 
