@@ -151,38 +151,22 @@ async fn the_binary_applies_the_rotation_settings() {
     .await;
     let base = format!("http://{http}");
     let client = reqwest::Client::new();
-    let graph: Value = client
-        .get(format!("{base}/_control/graph/refresh-token-rotation"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer =
+        |request: reqwest::RequestBuilder| async move { request.send().await.unwrap().json::<Value>().await.unwrap() };
+    let graph = answer(client.get(format!("{base}/_control/graph/refresh-token-rotation"))).await;
     assert_eq!(graph, json!({"revoke_rotated_refresh_tokens": true}));
-    let org: Value = client
-        .post(format!("{base}/_control/salesforce/orgs"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let org = answer(client.post(format!("{base}/_control/salesforce/orgs")).json(&json!({}))).await;
     let refresh = || {
-        client
-            .post(format!("{base}/services/oauth2/token"))
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("client_id", "client"),
-                ("refresh_token", org["refresh_token"].as_str().unwrap()),
-            ])
-            .send()
+        client.post(format!("{base}/services/oauth2/token")).form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "client"),
+            ("refresh_token", org["refresh_token"].as_str().unwrap()),
+        ])
     };
-    let first: Value = refresh().await.unwrap().json().await.unwrap();
+    let first = answer(refresh()).await;
     assert!(first["refresh_token"].is_string(), "{first}");
     assert_eq!(
-        refresh().await.unwrap().status(),
+        refresh().send().await.unwrap().status(),
         400,
         "the rotated-away token is invalid"
     );
