@@ -25,6 +25,27 @@ pub const SIMULATOR_SALESFORCE_DAILY_API_MAX: Setting = Setting {
     doc: "daily API allocation of each simulated Salesforce org",
 };
 
+/// Whether each simulated Salesforce org's connected app rotates refresh tokens.
+pub const SIMULATOR_SALESFORCE_ROTATE_REFRESH_TOKENS: Setting = Setting {
+    name: "SYNCFLEET_SIMULATOR_SALESFORCE_ROTATE_REFRESH_TOKENS",
+    default: "false",
+    doc: "whether each simulated Salesforce org rotates refresh tokens (true: every refresh answers a new refresh_token and the one used is invalid at once; Salesforce's default is off; the control API changes it per org)",
+};
+
+/// How long a simulated Salesforce session (access token) lives.
+pub const SIMULATOR_SALESFORCE_SESSION_TIMEOUT: Setting = Setting {
+    name: "SYNCFLEET_SIMULATOR_SALESFORCE_SESSION_TIMEOUT",
+    default: "2h",
+    doc: "how long a simulated Salesforce access token lives after it was issued; past it calls answer 401 INVALID_SESSION_ID (Salesforce's default session timeout is 2 hours)",
+};
+
+/// Whether a simulated Graph refresh revokes the refresh token it was given.
+pub const SIMULATOR_GRAPH_REVOKE_ROTATED_REFRESH_TOKENS: Setting = Setting {
+    name: "SYNCFLEET_SIMULATOR_GRAPH_REVOKE_ROTATED_REFRESH_TOKENS",
+    default: "false",
+    doc: "the Graph simulator's strict rotation: true revokes the refresh token a refresh was given (AADSTS50173 from then on); false, as Microsoft does, answers a new one and leaves the old one valid (the control API changes it)",
+};
+
 /// Latency added to every simulated call.
 pub const SIMULATOR_LATENCY: Setting = Setting {
     name: "SYNCFLEET_SIMULATOR_LATENCY",
@@ -45,6 +66,9 @@ pub fn settings() -> Vec<Setting> {
         SIMULATOR_LISTEN,
         SIMULATOR_SMTP_LISTEN,
         SIMULATOR_SALESFORCE_DAILY_API_MAX,
+        SIMULATOR_SALESFORCE_ROTATE_REFRESH_TOKENS,
+        SIMULATOR_SALESFORCE_SESSION_TIMEOUT,
+        SIMULATOR_GRAPH_REVOKE_ROTATED_REFRESH_TOKENS,
         SIMULATOR_LATENCY,
         SIMULATOR_LATENCY_JITTER,
     ]
@@ -59,6 +83,12 @@ pub struct SimulatorConfig {
     pub smtp_listen: SocketAddr,
     /// Daily API allocation of each simulated Salesforce org.
     pub salesforce_daily_api_max: u64,
+    /// Whether simulated Salesforce orgs rotate refresh tokens.
+    pub salesforce_rotate_refresh_tokens: bool,
+    /// How long a simulated Salesforce access token lives.
+    pub salesforce_session_timeout: Duration,
+    /// Whether a simulated Graph refresh revokes the token it was given.
+    pub graph_revoke_rotated_refresh_tokens: bool,
     /// Latency added to every call.
     pub latency: Duration,
     /// The most a call waits on top of `latency`, drawn uniformly per call.
@@ -72,6 +102,9 @@ impl SimulatorConfig {
             listen: source.get(&SIMULATOR_LISTEN)?,
             smtp_listen: source.get(&SIMULATOR_SMTP_LISTEN)?,
             salesforce_daily_api_max: source.positive(&SIMULATOR_SALESFORCE_DAILY_API_MAX)?,
+            salesforce_rotate_refresh_tokens: source.get(&SIMULATOR_SALESFORCE_ROTATE_REFRESH_TOKENS)?,
+            salesforce_session_timeout: source.duration(&SIMULATOR_SALESFORCE_SESSION_TIMEOUT)?,
+            graph_revoke_rotated_refresh_tokens: source.get(&SIMULATOR_GRAPH_REVOKE_ROTATED_REFRESH_TOKENS)?,
             latency: latency(source, &SIMULATOR_LATENCY)?,
             latency_jitter: latency(source, &SIMULATOR_LATENCY_JITTER)?,
         })
@@ -104,6 +137,9 @@ mod tests {
         assert_eq!(config.salesforce_daily_api_max, 15_000);
         assert_eq!(config.latency, Duration::ZERO);
         assert_eq!(config.latency_jitter, Duration::ZERO);
+        assert!(!config.salesforce_rotate_refresh_tokens);
+        assert_eq!(config.salesforce_session_timeout, Duration::from_secs(2 * 60 * 60));
+        assert!(!config.graph_revoke_rotated_refresh_tokens);
         let zero = Source::from_pairs([("SYNCFLEET_SIMULATOR_SALESFORCE_DAILY_API_MAX", "0")]);
         assert!(SimulatorConfig::from_source(&zero).is_err());
     }
@@ -122,6 +158,29 @@ mod tests {
                 SimulatorConfig::from_source(&Source::from_pairs([("SYNCFLEET_SIMULATOR_LATENCY_JITTER", zero)]))
                     .unwrap();
             assert_eq!(config.latency_jitter, Duration::ZERO, "{zero}");
+        }
+    }
+
+    #[test]
+    fn rotation_and_the_session_timeout_are_read_and_bad_values_named() {
+        let config = SimulatorConfig::from_source(&Source::from_pairs([
+            ("SYNCFLEET_SIMULATOR_SALESFORCE_ROTATE_REFRESH_TOKENS", "true"),
+            ("SYNCFLEET_SIMULATOR_SALESFORCE_SESSION_TIMEOUT", "15m"),
+            ("SYNCFLEET_SIMULATOR_GRAPH_REVOKE_ROTATED_REFRESH_TOKENS", "true"),
+        ]))
+        .unwrap();
+        assert!(config.salesforce_rotate_refresh_tokens);
+        assert_eq!(config.salesforce_session_timeout, Duration::from_secs(15 * 60));
+        assert!(config.graph_revoke_rotated_refresh_tokens);
+        for (name, bad) in [
+            ("SYNCFLEET_SIMULATOR_SALESFORCE_ROTATE_REFRESH_TOKENS", "yes"),
+            ("SYNCFLEET_SIMULATOR_SALESFORCE_SESSION_TIMEOUT", "0s"),
+            ("SYNCFLEET_SIMULATOR_GRAPH_REVOKE_ROTATED_REFRESH_TOKENS", "1"),
+        ] {
+            let message = SimulatorConfig::from_source(&Source::from_pairs([(name, bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(name), "{message}");
         }
     }
 

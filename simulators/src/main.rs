@@ -19,9 +19,14 @@ fn main() -> anyhow::Result<()> {
         let config = SimulatorConfig::from_source(&source)?;
         let salesforce = SalesforceSimulator::new(SalesforceConfig {
             daily_api_max: config.salesforce_daily_api_max,
+            rotate_refresh_tokens: config.salesforce_rotate_refresh_tokens,
+            session_timeout: config.salesforce_session_timeout,
             ..SalesforceConfig::default()
         });
-        let graph = GraphSimulator::new(GraphConfig::default());
+        let graph = GraphSimulator::new(GraphConfig {
+            revoke_rotated_refresh_tokens: config.graph_revoke_rotated_refresh_tokens,
+            ..GraphConfig::default()
+        });
         let ews = EwsSimulator::new(EwsConfig::default());
         let gmail = GmailSimulator::new(GmailConfig::default());
         let smtp = SmtpSimulator::new(SmtpConfig::default());

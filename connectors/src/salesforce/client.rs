@@ -195,7 +195,7 @@ impl std::fmt::Debug for SalesforceClient {
     }
 }
 
-fn unexpected(error: &serde_json::Error) -> ConnectorError {
+pub(super) fn unexpected(error: &serde_json::Error) -> ConnectorError {
     // Only the position: the text of a serde error may quote the answer.
     ConnectorError::permanent(
         SALESFORCE,
@@ -408,14 +408,14 @@ impl SalesforceClient {
         }
     }
 
-    fn api_path(&self, rest: &str) -> String {
+    pub(super) fn api_path(&self, rest: &str) -> String {
         format!("/services/data/{}/{rest}", self.options.api_version)
     }
 
     /// Calls the REST API: `target` builds the URL from the instance URL. A
     /// `401` refreshes the session once and retries; any other error answer is
     /// classified.
-    async fn call<T: DeserializeOwned>(
+    pub(super) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         target: impl Fn(&Url) -> Result<Url, ConnectorError>,
@@ -707,14 +707,14 @@ pub fn parse_datetime(value: &str) -> Option<DateTime<Utc>> {
         .map(|at| at.with_timezone(&Utc))
 }
 
-fn join(base: &Url, path: &str) -> Result<Url, ConnectorError> {
+pub(super) fn join(base: &Url, path: &str) -> Result<Url, ConnectorError> {
     base.join(path)
         .map_err(|error| ConnectorError::permanent(SALESFORCE, format!("bad API URL: {error}")))
 }
 
 /// The URL of a `nextRecordsUrl`, which must be a path under the API on the
 /// same instance (never another host).
-fn next_page(base: &Url, next: &str) -> Result<Url, ConnectorError> {
+pub(super) fn next_page(base: &Url, next: &str) -> Result<Url, ConnectorError> {
     if !next.starts_with("/services/data/") || next.contains("://") || next.starts_with("//") {
         return Err(ConnectorError::permanent(
             SALESFORCE,

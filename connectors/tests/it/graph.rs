@@ -336,7 +336,13 @@ async fn calls_past_the_mailbox_concurrency_are_throttled_and_counted() {
 
 #[tokio::test]
 async fn rotated_refresh_tokens_reach_the_sink_and_the_old_ones_are_refused_afterwards() {
-    let graph = Graph::default().await;
+    // The simulator's strict mode: Microsoft leaves a rotated token valid,
+    // this test wants each superseded one refused.
+    let graph = Graph::start(GraphConfig {
+        revoke_rotated_refresh_tokens: true,
+        ..GraphConfig::default()
+    })
+    .await;
     let sink = Arc::new(RecordingSink::default());
     let session = graph.session(&graph.refresh_token).with_sink(sink.clone());
     let client = graph.client_with(graph.options(), session);

@@ -569,3 +569,122 @@ async fn an_updated_record_comes_back_after_the_watermark() {
     assert_eq!(fresh[0]["Title"], "CTO");
     assert_eq!(fresh[0]["Email"], "guest@example.test");
 }
+
+fn email_query(object: &str, emails: &[&str]) -> String {
+    let list: Vec<String> = emails.iter().map(|email| format!("'{email}'")).collect();
+    format!("SELECT Id, Email FROM {object} WHERE Email IN ({})", list.join(", "))
+}
+
+fn ids(records: &[Map<String, Value>]) -> Vec<&str> {
+    records.iter().map(|record| record["Id"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn query_many_runs_two_queries_in_one_composite_call_with_the_direct_results() {
+    let salesforce = Salesforce::start(SalesforceConfig {
+        page_size: 2,
+        ..SalesforceConfig::default()
+    })
+    .await;
+    let (simulator, org) = (&salesforce.simulator, &salesforce.org);
+    let contacts = ["ann@example.test", "bob@example.test", "cid@example.test"];
+    for email in contacts {
+        simulator.insert_contact(org, email).unwrap();
+    }
+    simulator.insert_lead(org, "dee@example.test").unwrap();
+    let client = salesforce.client();
+    let direct_contacts = client
+        .select_in("Contact", &["Id", "Email"], "Email", &contacts.map(str::to_owned))
+        .await
+        .unwrap();
+    let direct_leads = client
+        .select_in("Lead", &["Id", "Email"], "Email", &["dee@example.test".to_owned()])
+        .await
+        .unwrap();
+
+    // Two queries whose first pages fit: exactly one call, one of the allocation.
+    let used = simulator.api_usage(org).unwrap().used;
+    let (calls, composites) = (client.calls(), simulator.counters(org).calls_to(Endpoint::Composite));
+    let queries = [
+        email_query("Contact", &contacts[..2]),
+        email_query("Lead", &["dee@example.test"]),
+    ];
+    let results = client.query_many(&queries).await.unwrap();
+    assert_eq!(client.calls(), calls + 1);
+    assert_eq!(simulator.api_usage(org).unwrap().used, used + 1);
+    let usage = simulator.api_usage(org).unwrap();
+    assert_eq!(
+        client.api_usage(),
+        Some(ApiUsage {
+            used: usage.used,
+            max: usage.max
+        }),
+        "Sforce-Limit-Info of the composite"
+    );
+    assert_eq!(simulator.counters(org).calls_to(Endpoint::Composite), composites + 1);
+    let [contacts_found, leads_found] = <[_; 2]>::try_from(results).unwrap();
+    assert_eq!(ids(&contacts_found.unwrap()), ids(&direct_contacts[..2]));
+    assert_eq!(emails(&direct_contacts), contacts);
+    assert_eq!(ids(&leads_found.unwrap()), ids(&direct_leads));
+
+    // A query with more than one page follows its nextRecordsUrl directly.
+    let calls = client.calls();
+    let results = client.query_many(&[email_query("Contact", &contacts)]).await.unwrap();
+    assert_eq!(ids(results[0].as_ref().unwrap()), ids(&direct_contacts));
+    assert_eq!(client.calls(), calls + 2, "the composite, then the second page");
+}
+
+fn emails(records: &[Map<String, Value>]) -> Vec<&str> {
+    records.iter().map(|record| record["Email"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn query_many_answers_each_subrequest_error_in_the_taxonomy_and_sends_five_queries_per_call() {
+    let salesforce = Salesforce::default().await;
+    let (simulator, org) = (&salesforce.simulator, &salesforce.org);
+    simulator.insert_contact(org, "ann@example.test").unwrap();
+    let client = salesforce.client();
+    client.limits().await.unwrap();
+    simulator.inject_fault_on(org, Endpoint::Query, Fault::UnableToLockRow, 1);
+    let good = email_query("Contact", &["ann@example.test"]);
+    let mut queries = vec![good.clone(), "SELECT Id FROM".to_owned(), good.clone()];
+    queries.extend((0..4).map(|_| good.clone()));
+    let used = simulator.api_usage(org).unwrap().used;
+    let calls = client.calls();
+
+    let results = client.query_many(&queries).await.unwrap();
+    assert_eq!(results.len(), 7);
+    // Seven queries: two composites of at most five.
+    assert_eq!(client.calls(), calls + 2);
+    assert_eq!(simulator.api_usage(org).unwrap().used, used + 2);
+    let locked = results[0].as_ref().unwrap_err();
+    assert_eq!(locked.kind(), ErrorKind::LockContention, "{locked}");
+    let malformed = results[1].as_ref().unwrap_err();
+    assert_eq!(malformed.kind(), ErrorKind::Permanent, "{malformed}");
+    assert!(malformed.to_string().contains("MALFORMED_QUERY"), "{malformed}");
+    for result in &results[2..] {
+        assert_eq!(result.as_ref().unwrap().len(), 1);
+    }
+    assert_eq!(client.query_many(&[]).await.unwrap().len(), 0);
+    assert_eq!(client.calls(), calls + 2, "no query, no call");
+}
+
+#[tokio::test]
+async fn query_many_refreshes_an_expired_session_once_and_a_spent_allocation_fails_the_call() {
+    let salesforce = Salesforce::default().await;
+    let (simulator, org) = (&salesforce.simulator, &salesforce.org);
+    simulator.insert_contact(org, "ann@example.test").unwrap();
+    let client = salesforce.client();
+    let query = [email_query("Contact", &["ann@example.test"])];
+    client.query_many(&query).await.unwrap();
+    simulator.expire_sessions(org);
+    let tokens = simulator.counters(org).calls_to(Endpoint::Token);
+    let results = client.query_many(&query).await.unwrap();
+    assert_eq!(results[0].as_ref().unwrap().len(), 1);
+    assert_eq!(simulator.counters(org).calls_to(Endpoint::Token), tokens + 1);
+
+    let max = simulator.api_usage(org).unwrap().max;
+    simulator.set_api_usage(org, max);
+    let error = client.query_many(&query).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::QuotaExhausted, "{error}");
+}

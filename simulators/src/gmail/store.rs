@@ -102,6 +102,9 @@ pub(crate) struct Mailbox {
     pub pruned_through: u64,
     pub labels: Vec<UserLabel>,
     next_label: u64,
+    /// The newest message id handed out: ids grow with arrival, as Gmail's
+    /// do, so messages with the same internal date list newest first.
+    last_message_id: u64,
     /// The add-in's id when it is installed.
     pub addin: Option<String>,
     pub counters: Counters,
@@ -121,6 +124,8 @@ impl Mailbox {
             pruned_through: 0,
             labels: Vec::new(),
             next_label: 1,
+            // Sixteen hex digits starting `18`, like Gmail's ids of today.
+            last_message_id: 0x18 << 56 | random.next_u64() >> 16,
             addin: None,
             counters: Counters::default(),
             faults: Faults::default(),
@@ -149,13 +154,8 @@ impl Mailbox {
     }
 
     pub(crate) fn add_message(&mut self, random: &mut Random, seed: &MessageSeed) -> String {
-        let id = loop {
-            // Sixteen hex digits starting `18`, like Gmail's ids of today.
-            let candidate = format!("{:016x}", random.next_u64() >> 8 | 0x18 << 56);
-            if !self.messages.contains_key(&candidate) {
-                break candidate;
-            }
-        };
+        self.last_message_id += 1 + random.next_u64() % 0x1_0000;
+        let id = format!("{:016x}", self.last_message_id);
         let mut headers = vec![
             ("From".to_owned(), seed.from.clone()),
             ("To".to_owned(), seed.to.join(", ")),

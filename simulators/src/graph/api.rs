@@ -216,7 +216,16 @@ pub(crate) fn encode_segment(segment: &str) -> String {
     encoded
 }
 
-/// What a request under `/users/{user}` addresses.
+/// The user segment of `/me/...`: the signed-in user, the access token's
+/// mailbox (delegated access, as the Office 365 connection has).
+pub(crate) const ME: &str = "me";
+
+/// Whether `user` is the signed-in user (`/me`).
+pub(crate) fn is_me(user: &str) -> bool {
+    user == ME
+}
+
+/// What a request under `/users/{user}` (or `/me`) addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     MessagesDelta(String),
@@ -235,14 +244,12 @@ impl Route {
     /// The user segment and the route, or the first segment not understood.
     fn parse(segments: &[String]) -> Result<(String, Route), String> {
         let is = |segment: &String, name: &str| segment.eq_ignore_ascii_case(name);
-        let (users, user, rest) = match segments {
-            [users, user, rest @ ..] => (users, user, rest),
+        let (user, rest) = match segments {
+            [me, rest @ ..] if is(me, ME) => (me, rest),
+            [users, user, rest @ ..] if is(users, "users") => (user, rest),
             [first, ..] => return Err(first.clone()),
             [] => return Err(String::new()),
         };
-        if !is(users, "users") {
-            return Err(users.clone());
-        }
         let route = match rest {
             [folders, folder, messages, delta]
                 if is(folders, "mailFolders") && is(messages, "messages") && is(delta, "delta") =>
@@ -265,7 +272,8 @@ impl Route {
             [] => return Err(user.clone()),
             [first, ..] => return Err(first.clone()),
         };
-        Ok((user.clone(), route))
+        let user = if is(user, ME) { ME.to_owned() } else { user.clone() };
+        Ok((user, route))
     }
 
     fn endpoint(&self) -> Endpoint {
@@ -355,7 +363,12 @@ fn gate(
             return Err(unauthenticated(refusal));
         }
     };
-    let Some(addressed) = state.resolve(user) else {
+    let addressed = if is_me(user) {
+        Some(caller.clone())
+    } else {
+        state.resolve(user)
+    };
+    let Some(addressed) = addressed else {
         state.count(Some(&caller), endpoint);
         return Err(ApiResponse::error(
             StatusCode::NOT_FOUND,
@@ -868,7 +881,15 @@ mod tests {
         );
         assert_eq!(
             Route::parse(&Target::parse("/me/events").segments),
-            Err("me".to_owned())
+            Ok((ME.to_owned(), Route::Events))
+        );
+        assert_eq!(
+            Route::parse(&Target::parse("/Me/mailFolders/inbox/messages/delta").segments),
+            Ok((ME.to_owned(), Route::MessagesDelta("inbox".to_owned())))
+        );
+        assert_eq!(
+            Route::parse(&Target::parse("/groups/x/events").segments),
+            Err("groups".to_owned())
         );
     }
 

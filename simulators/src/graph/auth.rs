@@ -1,7 +1,8 @@
 //! The Microsoft identity platform's token endpoint, refresh grant only:
 //! `POST /{tenant}/oauth2/v2.0/token`. Each refresh answers a new access
 //! token bound to the refresh token's mailbox and (with rotation, as
-//! Microsoft always does) a new refresh token, revoking the one used. Errors
+//! Microsoft always does) a new refresh token. The one used stays valid, as
+//! Microsoft documents; the strict mode revokes it. Errors
 //! are Azure AD's: `{"error","error_description":"AADSTSnnnn: ...",
 //! "error_codes",...}`, and never repeat a token.
 
@@ -147,7 +148,9 @@ pub(crate) async fn token(
             "access_token": access_token,
         });
         if config.rotate_refresh_tokens {
-            state.revoke_refresh_token(refresh_token);
+            if state.revokes_rotated_refresh_tokens(config) {
+                state.revoke_refresh_token(refresh_token);
+            }
             answer["refresh_token"] = json!(state.issue_refresh_token(&mailbox));
         }
         Json(answer).into_response()

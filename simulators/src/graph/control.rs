@@ -4,6 +4,7 @@
 
 use axum::{
     Json, Router,
+    body::Bytes,
     extract::{Path, State},
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -17,7 +18,9 @@ use crate::{
     BulkError,
     shared::{
         bulk,
-        control::{FaultSpec, LatencyMs, RateSpec, calls_json, probability_problem, problem, set_latency},
+        control::{
+            FaultSpec, LatencyMs, RateSpec, calls_json, probability_problem, problem, set_latency, with_json_body,
+        },
     },
 };
 
@@ -30,6 +33,10 @@ pub(crate) fn router(simulator: GraphSimulator) -> Router {
             post(issue_refresh_token),
         )
         .route("/_control/graph/refresh-tokens/{token}", delete(revoke_refresh_token))
+        .route(
+            "/_control/graph/refresh-token-rotation",
+            get(rotation).put(set_rotation),
+        )
         .route(
             "/_control/graph/mailboxes/{mailbox}/expire-sessions",
             post(expire_sessions),
@@ -131,6 +138,25 @@ async fn issue_refresh_token(State(simulator): State<GraphSimulator>, Path(mailb
 async fn revoke_refresh_token(State(simulator): State<GraphSimulator>, Path(token): Path<String>) -> StatusCode {
     simulator.revoke_refresh_token(&token);
     StatusCode::NO_CONTENT
+}
+
+/// `{"revoke_rotated_refresh_tokens": bool}`: the strict mode of rotation.
+#[derive(Debug, Deserialize, Serialize)]
+struct Rotation {
+    revoke_rotated_refresh_tokens: bool,
+}
+
+async fn rotation(State(simulator): State<GraphSimulator>) -> Json<Rotation> {
+    Json(Rotation {
+        revoke_rotated_refresh_tokens: simulator.revokes_rotated_refresh_tokens(),
+    })
+}
+
+async fn set_rotation(State(simulator): State<GraphSimulator>, body: Bytes) -> Response {
+    with_json_body(&body, |rotation: Rotation| {
+        simulator.set_revoke_rotated_refresh_tokens(rotation.revoke_rotated_refresh_tokens);
+        StatusCode::NO_CONTENT.into_response()
+    })
 }
 
 async fn expire_sessions(State(simulator): State<GraphSimulator>, Path(mailbox): Path<String>) -> Response {

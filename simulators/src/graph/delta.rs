@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{
     Folder, GraphConfig,
-    api::{ApiResponse, Prefer, Target, encode_segment, select},
+    api::{ApiResponse, ME, Prefer, Target, encode_segment, is_me, select},
     store::{Mailbox, Message, State},
 };
 
@@ -93,11 +93,16 @@ pub(crate) struct DeltaRequest<'a> {
     pub base: &'a str,
 }
 
-/// The URL that restarts a folder's sync.
+/// The URL that restarts a folder's sync, under `/me` when the request was
+/// (its links keep the form the client used, as Graph's do).
 pub(crate) fn restart_url(base: &str, user: &str, folder: &str) -> String {
+    let owner = if is_me(user) {
+        ME.to_owned()
+    } else {
+        format!("users/{}", encode_segment(user))
+    };
     format!(
-        "{base}/v1.0/users/{}/mailFolders/{}/messages/delta",
-        encode_segment(user),
+        "{base}/v1.0/{owner}/mailFolders/{}/messages/delta",
         encode_segment(folder)
     )
 }
@@ -209,14 +214,20 @@ fn message_json(message: &Message, mailbox: &Mailbox, immutable: bool) -> Value 
     })
 }
 
-/// The folder's messages a first round returns, newest first.
+/// The folder's messages a first round returns, newest first; messages
+/// received at the same instant in the order they arrived in the mailbox
+/// (Exchange's order is stable too; the random ids are no order at all).
 fn snapshot(mailbox: &Mailbox, folder: Folder, options: &Options) -> Vec<Entry> {
     let mut messages: Vec<&Message> = mailbox
         .messages
         .values()
         .filter(|message| message.folder == folder && passes(message, options))
         .collect();
-    messages.sort_by(|a, b| b.received_at.cmp(&a.received_at).then_with(|| a.id.cmp(&b.id)));
+    messages.sort_by(|a, b| {
+        b.received_at
+            .cmp(&a.received_at)
+            .then_with(|| a.arrived.cmp(&b.arrived))
+    });
     messages
         .into_iter()
         .map(|message| Entry::Message(Box::new(message.clone())))

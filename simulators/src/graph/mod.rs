@@ -1,5 +1,6 @@
 //! The Microsoft Graph simulator: the Microsoft identity platform's refresh
-//! grant (with refresh token rotation), message delta sync of Inbox and Sent
+//! grant (a new refresh token on every refresh, the old one still valid
+//! unless the strict mode revokes it), message delta sync of Inbox and Sent
 //! Items with `$skiptoken` pages and `$deltatoken` rounds, events, contacts,
 //! Outlook master categories, mail folders, JSON `$batch`, the per-mailbox
 //! throttling (4 concurrent requests, 10,000 per 10 minutes) and the errors
@@ -67,9 +68,15 @@ pub struct GraphConfig {
     pub delta_token_lifetime: Duration,
     /// How long an access token lives (`expires_in`).
     pub access_token_lifetime: Duration,
-    /// Whether a refresh answers a new refresh token and revokes the one it
-    /// was given (Microsoft always rotates).
+    /// Whether a refresh answers a new refresh token (Microsoft always does).
     pub rotate_refresh_tokens: bool,
+    /// The strict mode: whether a refresh that answers a new refresh token
+    /// also revokes the one it was given. Microsoft does not (its documents
+    /// say the old token stays valid until it expires), so this is off unless
+    /// a test wants every superseded token refused;
+    /// [`GraphSimulator::set_revoke_rotated_refresh_tokens`] changes it at
+    /// run time.
+    pub revoke_rotated_refresh_tokens: bool,
 }
 
 impl Default for GraphConfig {
@@ -84,6 +91,7 @@ impl Default for GraphConfig {
             delta_token_lifetime: Duration::from_secs(7 * 24 * 60 * 60),
             access_token_lifetime: Duration::from_secs(60 * 60),
             rotate_refresh_tokens: true,
+            revoke_rotated_refresh_tokens: false,
         }
     }
 }
@@ -444,6 +452,21 @@ impl GraphSimulator {
     /// (AADSTS50173).
     pub fn revoke_refresh_token(&self, token: &str) {
         self.store.with(|state| state.revoke_refresh_token(token));
+    }
+
+    /// Switches the strict mode of refresh token rotation on or off: with it,
+    /// a refresh revokes the refresh token it was given (`invalid_grant`
+    /// AADSTS50173 from then on); without it (Microsoft's behaviour) the old
+    /// token stays valid. Overrides [`GraphConfig::revoke_rotated_refresh_tokens`].
+    pub fn set_revoke_rotated_refresh_tokens(&self, revoke: bool) {
+        self.store
+            .with(|state| state.revoke_rotated_refresh_tokens = Some(revoke));
+    }
+
+    /// Whether a refresh revokes the refresh token it was given now.
+    pub fn revokes_rotated_refresh_tokens(&self) -> bool {
+        self.store
+            .with(|state| state.revokes_rotated_refresh_tokens(&self.store.config))
     }
 
     /// Ends every access token of the mailbox: they answer `401

@@ -38,6 +38,9 @@ pub(crate) struct Message {
     pub body: String,
     /// The mailbox's change sequence when it last changed.
     pub changed: u64,
+    /// The change sequence when it arrived: the order messages received at
+    /// the same instant list in, so a listing never depends on chance.
+    pub arrived: u64,
 }
 
 impl Message {
@@ -54,6 +57,7 @@ impl Message {
             received_at: seed.sent_at,
             body: seed.body,
             changed: seq,
+            arrived: seq,
         }
     }
 }
@@ -192,6 +196,9 @@ pub(crate) struct State {
     pub delta_tokens: HashMap<String, DeltaToken>,
     pub skip_tokens: HashMap<String, SkipToken>,
     pub unattributed: Counters,
+    /// The strict mode of rotation as the control API set it, over the
+    /// configuration's.
+    pub revoke_rotated_refresh_tokens: Option<bool>,
     pub latency: Latency,
     pub random: Random,
 }
@@ -239,6 +246,13 @@ impl State {
         if let Some(mailbox) = self.refresh_tokens.remove(token) {
             self.revoked_refresh_tokens.insert(token.to_owned(), mailbox);
         }
+    }
+
+    /// Whether a refresh revokes the refresh token it was given: the control
+    /// API's choice, else the configuration's.
+    pub(crate) fn revokes_rotated_refresh_tokens(&self, config: &GraphConfig) -> bool {
+        self.revoke_rotated_refresh_tokens
+            .unwrap_or(config.revoke_rotated_refresh_tokens)
     }
 
     pub(crate) fn expire_sessions(&mut self, mailbox: &str) {

@@ -4,6 +4,7 @@
 
 use axum::{
     Json, Router,
+    body::Bytes,
     extract::{Path, State},
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -17,7 +18,7 @@ use crate::{
     BulkError,
     shared::{
         bulk,
-        control::{FaultSpec, LatencyMilliseconds, calls_json, problem, set_latency},
+        control::{FaultSpec, LatencyMilliseconds, calls_json, problem, set_latency, with_json_body},
     },
 };
 
@@ -39,6 +40,10 @@ pub(crate) fn router(simulator: SalesforceSimulator) -> Router {
             delete(revoke_refresh_token),
         )
         .route("/_control/salesforce/orgs/{org}/expire-sessions", post(expire_sessions))
+        .route(
+            "/_control/salesforce/orgs/{org}/refresh-token-rotation",
+            get(rotation).put(set_rotation),
+        )
         .route(
             "/_control/salesforce/orgs/{org}/records/{object}",
             post(insert_record).get(records),
@@ -167,6 +172,28 @@ async fn expire_sessions(State(simulator): State<SalesforceSimulator>, Path(org)
     with_org(&simulator, &org, |org| {
         simulator.expire_sessions(&org);
         StatusCode::NO_CONTENT.into_response()
+    })
+}
+
+/// `{"rotate_refresh_tokens": bool}`: the org's refresh token rotation.
+#[derive(Debug, Deserialize, Serialize)]
+struct Rotation {
+    rotate_refresh_tokens: bool,
+}
+
+async fn rotation(State(simulator): State<SalesforceSimulator>, Path(org): Path<String>) -> Response {
+    match simulator.rotates_refresh_tokens(&OrgId(org.clone())) {
+        Some(rotate_refresh_tokens) => Json(Rotation { rotate_refresh_tokens }).into_response(),
+        None => seed_problem(&SeedError::UnknownOrg(OrgId(org))),
+    }
+}
+
+async fn set_rotation(State(simulator): State<SalesforceSimulator>, Path(org): Path<String>, body: Bytes) -> Response {
+    with_json_body(&body, |rotation: Rotation| {
+        match simulator.set_refresh_token_rotation(&OrgId(org), rotation.rotate_refresh_tokens) {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(error) => seed_problem(&error),
+        }
     })
 }
 

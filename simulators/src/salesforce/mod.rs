@@ -1,5 +1,7 @@
-//! The Salesforce simulator: the OAuth refresh grant, `/limits`, SOQL queries
-//! with paging, sObject Collections create and upsert by external id, the
+//! The Salesforce simulator: the OAuth refresh grant (with refresh token
+//! rotation per org), sessions that time out, `/limits`, SOQL queries with
+//! paging, sObject Collections create and upsert by external id, the
+//! Composite resource (up to 25 subrequests counted as one call), the
 //! rolling daily allocation with its `Sforce-Limit-Info` header, and the
 //! errors Salesforce answers with, as `shared/reference/providers.md` describes
 //! them. One server simulates many orgs, each with its users; an access token
@@ -12,6 +14,7 @@
 //! tokens and records, updates records, arms faults, sets latency and reads
 //! records and counters back.
 
+mod composite;
 mod control;
 mod faults;
 mod limits;
@@ -25,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+pub use composite::{MAX_QUERY_SUBREQUESTS, MAX_SUBREQUESTS};
 pub use faults::Fault;
 pub use limits::ApiUsage;
 pub use store::ValidationRule;
@@ -39,10 +43,14 @@ pub struct SalesforceConfig {
     pub page_size: usize,
     /// The daily API allocation of an org created without its own.
     pub daily_api_max: u64,
-    /// Whether a refresh answers with a new refresh token and revokes the one
-    /// it was given (refresh token rotation on the connected app).
+    /// Whether a refresh answers with a new refresh token and invalidates the
+    /// one it was given at once (refresh token rotation on the connected app;
+    /// off by default, as in Salesforce). Each org may differ
+    /// ([`SalesforceSimulator::set_refresh_token_rotation`]).
     pub rotate_refresh_tokens: bool,
-    /// How long an access token lives after it was issued.
+    /// How long an access token lives after it was issued (the org's session
+    /// timeout, two hours by default): past it, calls answer `401
+    /// INVALID_SESSION_ID`.
     pub session_timeout: Duration,
 }
 
@@ -124,6 +132,9 @@ pub enum Endpoint {
     CompositeCreate,
     /// `PATCH /services/data/vXX.X/composite/sobjects/{type}/{field}`.
     CompositeUpsert,
+    /// `POST /services/data/vXX.X/composite` itself (its subrequests count
+    /// under their own endpoints; the allocation counts the composite once).
+    Composite,
 }
 
 impl Endpoint {
@@ -136,6 +147,7 @@ impl Endpoint {
             Endpoint::QueryMore => "query_more",
             Endpoint::CompositeCreate => "composite_create",
             Endpoint::CompositeUpsert => "composite_upsert",
+            Endpoint::Composite => "composite",
         }
     }
 }
@@ -388,6 +400,32 @@ impl SalesforceSimulator {
     /// Revokes a refresh token: refreshing with it answers `invalid_grant`.
     pub fn revoke_refresh_token(&self, token: &str) {
         self.store.with(|state| state.refresh_tokens.remove(token));
+    }
+
+    /// Switches refresh token rotation on or off for `org`'s connected app:
+    /// with it, every refresh answers a new `refresh_token` and the one used
+    /// answers `invalid_grant` ("expired access/refresh token") from then on.
+    /// Overrides [`SalesforceConfig::rotate_refresh_tokens`] for the org.
+    pub fn set_refresh_token_rotation(&self, org: &OrgId, rotate: bool) -> Result<(), SeedError> {
+        self.store.with(|state| {
+            let org_state = state
+                .orgs
+                .get_mut(org)
+                .ok_or_else(|| SeedError::UnknownOrg(org.clone()))?;
+            org_state.rotate_refresh_tokens = Some(rotate);
+            Ok(())
+        })
+    }
+
+    /// Whether refreshes of `org` rotate the refresh token (`None`: no such org).
+    pub fn rotates_refresh_tokens(&self, org: &OrgId) -> Option<bool> {
+        let default = self.store.config.rotate_refresh_tokens;
+        self.store.with(|state| {
+            state
+                .orgs
+                .get(org)
+                .map(|org| org.rotate_refresh_tokens.unwrap_or(default))
+        })
     }
 
     /// Ends every session of `org`: its access tokens answer `INVALID_SESSION_ID`.

@@ -19,10 +19,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Endpoint, Fault, MAX_COLLECTION_RECORDS, OrgId,
+    Endpoint, Fault, MAX_COLLECTION_RECORDS, OrgId, composite,
     limits::ApiUsage,
     soql,
-    store::{self, AccessToken, Cursor, IncomingRecord, Principal, RecordError, Store, Written, schema_of},
+    store::{self, AccessToken, Cursor, IncomingRecord, Org, Principal, RecordError, Store, Written, schema_of},
 };
 use crate::shared::latency;
 
@@ -34,6 +34,7 @@ pub(crate) fn router(store: Arc<Store>) -> Router {
         .route("/services/data/{version}/limits", get(limits))
         .route("/services/data/{version}/query", get(query))
         .route("/services/data/{version}/query/{locator}", get(query_more))
+        .route("/services/data/{version}/composite", post(composite::composite))
         .route("/services/data/{version}/composite/sobjects", post(create_collection))
         .route(
             "/services/data/{version}/composite/sobjects/{sobject}/{field}",
@@ -44,13 +45,13 @@ pub(crate) fn router(store: Arc<Store>) -> Router {
 }
 
 /// Salesforce's REST error body: a list of `{message, errorCode}`.
-fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(super) fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!([{"message": message, "errorCode": code}]))).into_response()
 }
 
 /// A request-level error, answered with the org's usage when it is known.
 #[derive(Debug)]
-struct Refused {
+pub(super) struct Refused {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -58,7 +59,7 @@ struct Refused {
 }
 
 impl Refused {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -67,12 +68,12 @@ impl Refused {
         }
     }
 
-    fn with_usage(mut self, usage: ApiUsage) -> Self {
+    pub(super) fn with_usage(mut self, usage: ApiUsage) -> Self {
         self.usage = Some(usage);
         self
     }
 
-    fn not_found() -> Self {
+    pub(super) fn not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
@@ -99,25 +100,26 @@ impl IntoResponse for Refused {
     }
 }
 
-fn with_usage(mut response: Response, usage: ApiUsage) -> Response {
+pub(super) fn with_usage(mut response: Response, usage: ApiUsage) -> Response {
     if let Ok(value) = HeaderValue::from_str(&usage.header_value()) {
         response.headers_mut().insert(LIMIT_INFO, value);
     }
     response
 }
 
-/// A call admitted by the gate.
-struct Call {
-    org: OrgId,
+/// A call admitted by the gate (or a subrequest of an admitted composite).
+#[derive(Debug, Clone)]
+pub(super) struct Call {
+    pub org: OrgId,
     /// The calling user's id: the owner of the records it creates.
-    user: String,
-    usage: ApiUsage,
-    version: String,
+    pub user: String,
+    pub usage: ApiUsage,
+    pub version: String,
     /// A fault the handler itself answers with (per record).
-    fault: Option<Fault>,
+    pub fault: Option<Fault>,
 }
 
-fn valid_version(version: &str) -> bool {
+pub(super) fn valid_version(version: &str) -> bool {
     let Some(number) = version.strip_prefix('v') else {
         return false;
     };
@@ -140,7 +142,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The gate of every API call: latency, version, session, daily allocation,
 /// then an armed fault.
-async fn admit(store: &Store, headers: &HeaderMap, version: &str, endpoint: Endpoint) -> Result<Call, Refused> {
+pub(super) async fn admit(
+    store: &Store,
+    headers: &HeaderMap,
+    version: &str,
+    endpoint: Endpoint,
+) -> Result<Call, Refused> {
     latency::wait(store.with(|state| state.latency.draw(&mut state.random))).await;
     if !valid_version(version) {
         store.with(|state| state.count(None, endpoint));
@@ -168,43 +175,97 @@ async fn admit(store: &Store, headers: &HeaderMap, version: &str, endpoint: Endp
                 return Err(refused.with_usage(usage));
             }
         };
-        let fault = org.faults.take_armed(endpoint);
-        if fault.is_some() {
-            org.counters.faults += 1;
-        }
-        let per_record = matches!(endpoint, Endpoint::CompositeCreate | Endpoint::CompositeUpsert);
-        let refused = match fault {
-            Some(Fault::InvalidSession) => Refused::invalid_session(),
-            Some(Fault::ServiceUnavailable) => Refused::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SERVER_UNAVAILABLE",
-                "Server is temporarily unavailable.",
-            ),
-            Some(Fault::ConcurrentRequestLimit) => {
-                org.counters.throttled += 1;
-                Refused::new(
-                    StatusCode::FORBIDDEN,
-                    "REQUEST_LIMIT_EXCEEDED",
-                    "ConcurrentPerOrgLongTxn Limit exceeded.",
-                )
-            }
-            Some(Fault::UnableToLockRow) if !per_record => Refused::new(
-                StatusCode::BAD_REQUEST,
-                "UNABLE_TO_LOCK_ROW",
-                "unable to obtain exclusive access to this record",
-            ),
-            fault => {
-                return Ok(Call {
-                    org: org_id,
-                    user,
-                    usage,
-                    version: version.to_owned(),
-                    fault,
-                });
-            }
-        };
-        Err(refused.with_usage(usage))
+        let fault = draw_fault(org, endpoint).map_err(|refused| refused.with_usage(usage))?;
+        Ok(Call {
+            org: org_id,
+            user,
+            usage,
+            version: version.to_owned(),
+            fault,
+        })
     })
+}
+
+/// The armed fault a call of `org` to `endpoint` meets: the answer it makes
+/// in place of the call's, or the fault the handler applies per record.
+pub(super) fn draw_fault(org: &mut Org, endpoint: Endpoint) -> Result<Option<Fault>, Refused> {
+    let fault = org.faults.take_armed(endpoint);
+    if fault.is_some() {
+        org.counters.faults += 1;
+    }
+    let per_record = matches!(endpoint, Endpoint::CompositeCreate | Endpoint::CompositeUpsert);
+    Err(match fault {
+        Some(Fault::InvalidSession) => Refused::invalid_session(),
+        Some(Fault::ServiceUnavailable) => Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVER_UNAVAILABLE",
+            "Server is temporarily unavailable.",
+        ),
+        Some(Fault::ConcurrentRequestLimit) => {
+            org.counters.throttled += 1;
+            Refused::new(
+                StatusCode::FORBIDDEN,
+                "REQUEST_LIMIT_EXCEEDED",
+                "ConcurrentPerOrgLongTxn Limit exceeded.",
+            )
+        }
+        Some(Fault::UnableToLockRow) if !per_record => Refused::new(
+            StatusCode::BAD_REQUEST,
+            "UNABLE_TO_LOCK_ROW",
+            "unable to obtain exclusive access to this record",
+        ),
+        fault => return Ok(fault),
+    })
+}
+
+/// An API resource the simulator serves, by its path under
+/// `/services/data/{version}/`: what the direct routes and a composite's
+/// subrequests both answer through [`answer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Resource {
+    /// `GET limits`.
+    Limits,
+    /// `GET query?q=...` (the SOQL text, if given).
+    Query(Option<String>),
+    /// `GET query/{locator}`.
+    QueryMore(String),
+    /// `POST composite/sobjects`.
+    CreateCollection,
+    /// `PATCH composite/sobjects/{type}/{field}`.
+    UpsertCollection { sobject: String, field: String },
+}
+
+impl Resource {
+    /// The endpoint its calls count under.
+    pub(super) fn endpoint(&self) -> Endpoint {
+        match self {
+            Resource::Limits => Endpoint::Limits,
+            Resource::Query(_) => Endpoint::Query,
+            Resource::QueryMore(_) => Endpoint::QueryMore,
+            Resource::CreateCollection => Endpoint::CompositeCreate,
+            Resource::UpsertCollection { .. } => Endpoint::CompositeUpsert,
+        }
+    }
+}
+
+/// Answers an admitted call to `resource` with `body`, the org's usage on
+/// every answer.
+pub(super) fn answer(store: &Store, call: &Call, resource: &Resource, body: &[u8]) -> Response {
+    match resource {
+        Resource::Limits => limits_answer(call),
+        Resource::Query(text) => query_answer(store, call, text.as_deref()),
+        Resource::QueryMore(locator) => query_more_answer(store, call, locator),
+        Resource::CreateCollection => create_collection_answer(store, call, body),
+        Resource::UpsertCollection { sobject, field } => upsert_collection_answer(store, call, sobject, field, body),
+    }
+}
+
+/// A direct route: the gate, then the resource's answer.
+async fn serve(store: &Store, headers: &HeaderMap, version: &str, resource: Resource, body: &[u8]) -> Response {
+    match admit(store, headers, version, resource.endpoint()).await {
+        Ok(call) => answer(store, &call, &resource, body),
+        Err(refused) => refused.into_response(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,7 +291,7 @@ async fn token(State(store): State<Arc<Store>>, headers: HeaderMap, Form(form): 
         .and_then(|host| host.to_str().ok())
         .unwrap_or("127.0.0.1");
     let instance_url = format!("http://{host}");
-    let rotate = store.config.rotate_refresh_tokens;
+    let rotate_by_default = store.config.rotate_refresh_tokens;
     store.with(|state| {
         let principal = form
             .refresh_token
@@ -269,13 +330,17 @@ async fn token(State(store): State<Arc<Store>>, headers: HeaderMap, Form(form): 
             "signature": "c2ltdWxhdGVkIHNpZ25hdHVyZQ==",
             "scope": "api refresh_token",
         });
+        let rotate = state
+            .orgs
+            .get(&org)
+            .and_then(|org| org.rotate_refresh_tokens)
+            .unwrap_or(rotate_by_default);
         if rotate {
+            // Salesforce invalidates the previous token at once.
             if let Some(old) = &form.refresh_token {
                 state.refresh_tokens.remove(old);
             }
-            let rotated = format!("5Aep861{}", uuid::Uuid::new_v4().simple());
-            state.refresh_tokens.insert(rotated.clone(), principal);
-            answer["refresh_token"] = Value::String(rotated);
+            answer["refresh_token"] = Value::String(state.issue_refresh_token(principal));
         }
         Json(answer).into_response()
     })
@@ -283,10 +348,10 @@ async fn token(State(store): State<Arc<Store>>, headers: HeaderMap, Form(form): 
 
 /// `GET /limits`: the daily allocation as this call leaves it.
 async fn limits(State(store): State<Arc<Store>>, Path(version): Path<String>, headers: HeaderMap) -> Response {
-    let call = match admit(&store, &headers, &version, Endpoint::Limits).await {
-        Ok(call) => call,
-        Err(refused) => return refused.into_response(),
-    };
+    serve(&store, &headers, &version, Resource::Limits, &[]).await
+}
+
+fn limits_answer(call: &Call) -> Response {
     let answer = json!({
         "DailyApiRequests": {
             "Max": call.usage.max,
@@ -323,14 +388,14 @@ fn query_page(store: &Store, call: &Call, cursor_id: Option<String>, records: Ve
 async fn query(
     State(store): State<Arc<Store>>,
     Path(version): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    Query(mut params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let call = match admit(&store, &headers, &version, Endpoint::Query).await {
-        Ok(call) => call,
-        Err(refused) => return refused.into_response(),
-    };
-    let Some(text) = params.get("q") else {
+    serve(&store, &headers, &version, Resource::Query(params.remove("q")), &[]).await
+}
+
+fn query_answer(store: &Store, call: &Call, text: Option<&str>) -> Response {
+    let Some(text) = text else {
         return with_usage(
             api_error(
                 StatusCode::BAD_REQUEST,
@@ -359,7 +424,7 @@ async fn query(
                     "attributes".to_owned(),
                     json!({
                         "type": parsed.object.name,
-                        "url": format!("/services/data/{version}/sobjects/{}/{id}", parsed.object.name),
+                        "url": format!("/services/data/{}/sobjects/{}/{id}", call.version, parsed.object.name),
                     }),
                 );
                 for name in &parsed.fields {
@@ -370,7 +435,7 @@ async fn query(
             })
             .collect()
     });
-    query_page(&store, &call, None, records, 0)
+    query_page(store, call, None, records, 0)
 }
 
 /// `GET /query/{locator}-{offset}`: a following page.
@@ -379,10 +444,10 @@ async fn query_more(
     Path((version, locator)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let call = match admit(&store, &headers, &version, Endpoint::QueryMore).await {
-        Ok(call) => call,
-        Err(refused) => return refused.into_response(),
-    };
+    serve(&store, &headers, &version, Resource::QueryMore(locator), &[]).await
+}
+
+fn query_more_answer(store: &Store, call: &Call, locator: &str) -> Response {
     let invalid = || {
         with_usage(
             api_error(
@@ -413,7 +478,7 @@ async fn query_more(
     let Some(cursor) = cursor else {
         return invalid();
     };
-    query_page(&store, &call, Some(cursor_id.to_owned()), cursor.records, offset)
+    query_page(store, call, Some(cursor_id.to_owned()), cursor.records, offset)
 }
 
 #[derive(Debug, Deserialize)]
@@ -464,12 +529,12 @@ async fn create_collection(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let call = match admit(&store, &headers, &version, Endpoint::CompositeCreate).await {
-        Ok(call) => call,
-        Err(refused) => return refused.into_response(),
-    };
+    serve(&store, &headers, &version, Resource::CreateCollection, &body).await
+}
+
+fn create_collection_answer(store: &Store, call: &Call, body: &[u8]) -> Response {
     let respond = |response: Response| with_usage(response, call.usage);
-    let request = match collection_request(&body) {
+    let request = match collection_request(body) {
         Ok(request) => request,
         Err(refused) => return refused.with_usage(call.usage).into_response(),
     };
@@ -500,26 +565,33 @@ async fn upsert_collection(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let call = match admit(&store, &headers, &version, Endpoint::CompositeUpsert).await {
-        Ok(call) => call,
-        Err(refused) => return refused.into_response(),
-    };
+    serve(
+        &store,
+        &headers,
+        &version,
+        Resource::UpsertCollection { sobject, field },
+        &body,
+    )
+    .await
+}
+
+fn upsert_collection_answer(store: &Store, call: &Call, sobject: &str, field: &str, body: &[u8]) -> Response {
     let respond = |response: Response| with_usage(response, call.usage);
-    let Some(schema) = schema_of(&sobject) else {
+    let Some(schema) = schema_of(sobject) else {
         return respond(api_error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
             &format!("The requested resource does not exist: sObject type '{sobject}'"),
         ));
     };
-    let Some(external_id_field) = schema.canonical_field(&field).filter(|name| name.ends_with("__c")) else {
+    let Some(external_id_field) = schema.canonical_field(field).filter(|name| name.ends_with("__c")) else {
         return respond(api_error(
             StatusCode::BAD_REQUEST,
             "INVALID_FIELD",
             &format!("Provided external ID field does not exist or is not accessible: {field}"),
         ));
     };
-    let request = match collection_request(&body) {
+    let request = match collection_request(body) {
         Ok(request) => request,
         Err(refused) => return refused.with_usage(call.usage).into_response(),
     };

@@ -218,6 +218,9 @@ pub(crate) struct Org {
     pub objects: HashMap<&'static str, Vec<Record>>,
     pub counters: Counters,
     pub faults: Faults,
+    /// Refresh token rotation as the control API set it for this org, over
+    /// the configuration's.
+    pub rotate_refresh_tokens: Option<bool>,
 }
 
 /// A validation rule of the org, as customers write them: a record of
@@ -283,6 +286,7 @@ impl State {
                 objects: HashMap::new(),
                 counters: Counters::default(),
                 faults: Faults::default(),
+                rotate_refresh_tokens: None,
             },
         );
         (id, user)
@@ -731,6 +735,7 @@ mod tests {
                 objects: HashMap::new(),
                 counters: Counters::default(),
                 faults: Faults::default(),
+                rotate_refresh_tokens: None,
             },
         );
         (state, org)

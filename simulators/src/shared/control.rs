@@ -19,6 +19,15 @@ pub(crate) fn problem(status: StatusCode, message: String) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
+/// Answers `act` on `body` read as JSON `T`, or axum's `400`/`422` in the
+/// control API's own error shape (`{"error"}`), naming the field at fault.
+pub(crate) fn with_json_body<T: DeserializeOwned>(body: &[u8], act: impl FnOnce(T) -> Response) -> Response {
+    match Json::<T>::from_bytes(body) {
+        Ok(Json(value)) => act(value),
+        Err(rejection) => problem(rejection.status(), rejection.body_text()),
+    }
+}
+
 /// `400` when `probability` is outside `[0, 1]`.
 pub(crate) fn probability_problem(probability: f64) -> Option<Response> {
     (!(0.0..=1.0).contains(&probability))

@@ -17,8 +17,14 @@ fn free_address() -> SocketAddr {
 /// The binary, started with `latency` and `jitter` on free addresses, once it
 /// listens: the process, its HTTP address and its SMTP address.
 async fn start(latency: &str, jitter: &str) -> (Child, SocketAddr, SocketAddr) {
+    start_with(latency, jitter, &[]).await
+}
+
+/// [`start`] with more `settings` in its environment.
+async fn start_with(latency: &str, jitter: &str, settings: &[(&str, &str)]) -> (Child, SocketAddr, SocketAddr) {
     let (http, smtp) = (free_address(), free_address());
     let child = Command::new(env!("CARGO_BIN_EXE_syncfleet-simulators"))
+        .envs(settings.iter().copied())
         .env("SYNCFLEET_SIMULATOR_LISTEN", http.to_string())
         .env("SYNCFLEET_SIMULATOR_SMTP_LISTEN", smtp.to_string())
         .env("SYNCFLEET_SIMULATOR_LATENCY", latency)
@@ -130,4 +136,40 @@ async fn the_binary_s_calls_wait_the_latency_plus_a_part_of_the_jitter() {
     assert!(*shortest >= Duration::from_millis(40), "{waits:?}");
     // Sixteen uniform draws over 80 ms all within 5 ms of each other: never.
     assert!(*longest - *shortest > Duration::from_millis(5), "{waits:?}");
+}
+
+#[tokio::test]
+async fn the_binary_applies_the_rotation_settings() {
+    let (mut child, http, _) = start_with(
+        "0ms",
+        "0ms",
+        &[
+            ("SYNCFLEET_SIMULATOR_GRAPH_REVOKE_ROTATED_REFRESH_TOKENS", "true"),
+            ("SYNCFLEET_SIMULATOR_SALESFORCE_ROTATE_REFRESH_TOKENS", "true"),
+        ],
+    )
+    .await;
+    let base = format!("http://{http}");
+    let client = reqwest::Client::new();
+    let answer =
+        |request: reqwest::RequestBuilder| async move { request.send().await.unwrap().json::<Value>().await.unwrap() };
+    let graph = answer(client.get(format!("{base}/_control/graph/refresh-token-rotation"))).await;
+    assert_eq!(graph, json!({"revoke_rotated_refresh_tokens": true}));
+    let org = answer(client.post(format!("{base}/_control/salesforce/orgs")).json(&json!({}))).await;
+    let refresh = || {
+        client.post(format!("{base}/services/oauth2/token")).form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "client"),
+            ("refresh_token", org["refresh_token"].as_str().unwrap()),
+        ])
+    };
+    let first = answer(refresh()).await;
+    assert!(first["refresh_token"].is_string(), "{first}");
+    assert_eq!(
+        refresh().send().await.unwrap().status(),
+        400,
+        "the rotated-away token is invalid"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

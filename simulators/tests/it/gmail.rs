@@ -229,6 +229,43 @@ async fn messages_list_pages_newest_first_and_filters_with_after() {
 }
 
 #[tokio::test]
+async fn messages_with_the_same_internal_date_list_newest_arrival_first_on_every_page() {
+    let gmail = Harness::default().await;
+    let instant = hours_ago(2);
+    let mut ids: Vec<String> = (0..12)
+        .map(|index| gmail.add(&format!("Same {index}"), instant))
+        .collect();
+    // Gmail's ids grow with arrival, and the list breaks ties by id.
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, ids, "ids grow with arrival");
+    ids.reverse();
+    let token = gmail.token().await;
+    let mut listed = Vec::new();
+    let mut page_token: Option<String> = None;
+    loop {
+        let mut path = "/gmail/v1/users/me/messages?maxResults=5".to_owned();
+        if let Some(token) = &page_token {
+            path.push_str(&format!("&pageToken={token}"));
+        }
+        let (status, body) = gmail.get(&token, &path).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        listed.extend(
+            body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|message| message["id"].as_str().unwrap().to_owned()),
+        );
+        match body["nextPageToken"].as_str() {
+            Some(next) => page_token = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(listed, ids);
+}
+
+#[tokio::test]
 async fn messages_get_with_metadata_gives_only_the_headers_asked_for() {
     let gmail = Harness::default().await;
     let sent_at = DateTime::parse_from_rfc3339("2024-01-02T03:04:05.678Z")

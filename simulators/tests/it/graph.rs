@@ -127,8 +127,56 @@ fn ids(page: &Value) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_refresh_rotates_the_refresh_token_and_the_old_one_is_then_refused_as_revoked() {
+async fn a_refresh_answers_a_new_refresh_token_and_the_old_one_stays_valid_as_microsoft_documents() {
     let harness = Harness::start(GraphConfig::default()).await;
+    let (status, body) = harness.control(Method::GET, "/refresh-token-rotation", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"revoke_rotated_refresh_tokens": false}));
+    let mut rotated = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = harness.refresh(&harness.refresh_token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        rotated.push(body["refresh_token"].as_str().unwrap().to_owned());
+    }
+    assert_ne!(rotated[0], rotated[1]);
+    assert!(!rotated.contains(&harness.refresh_token));
+    // Each token handed out works, the superseded ones too.
+    for token in &rotated {
+        assert_eq!(harness.refresh(token).await.0, StatusCode::OK);
+    }
+
+    // The strict mode, switched on over the control API, revokes what it rotates.
+    let (status, body) = harness
+        .control(
+            Method::PUT,
+            "/refresh-token-rotation",
+            Some(json!({"revoke_rotated_refresh_tokens": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert!(harness.simulator.revokes_rotated_refresh_tokens());
+    let (status, body) = harness.refresh(&rotated[0]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = harness.refresh(&rotated[0]).await;
+    assert_eq!(
+        (status, &body["error_codes"]),
+        (StatusCode::BAD_REQUEST, &json!([50173]))
+    );
+    let (status, body) = harness
+        .control(Method::PUT, "/refresh-token-rotation", Some(json!({"revoke": true})))
+        .await;
+    assert!(status.is_client_error(), "{status} {body}");
+    assert!(body.to_string().contains("revoke_rotated_refresh_tokens"), "{body}");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn in_strict_mode_a_refresh_rotates_the_refresh_token_and_the_old_one_is_then_refused_as_revoked() {
+    let harness = Harness::start(GraphConfig {
+        revoke_rotated_refresh_tokens: true,
+        ..GraphConfig::default()
+    })
+    .await;
     let (status, body) = harness.refresh(&harness.refresh_token).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["token_type"], "Bearer");
@@ -808,6 +856,25 @@ async fn mailboxes_created_in_bulk_answer_in_order_and_refresh_and_list_their_me
 }
 
 #[tokio::test]
+async fn messages_received_in_the_same_instant_list_in_the_order_they_arrived() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let older = harness.seed(Folder::Inbox, "Older", 1);
+    let same: Vec<String> = (0..12)
+        .map(|index| harness.seed(Folder::Inbox, &format!("Same {index}"), 2))
+        .collect();
+    let token = harness.access_token().await;
+    let url = harness.users("/mailFolders/inbox/messages/delta");
+    let (status, _, page) = harness
+        .call(&token, Method::GET, &url, &[IMMUTABLE, "odata.maxpagesize=50"], None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let mut expected = same;
+    expected.push(older);
+    assert_eq!(ids(&page), expected, "newest first, ties in arrival order");
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn a_bulk_batch_with_a_bad_entry_names_it_and_creates_nothing() {
     let harness = Harness::start(GraphConfig::default()).await;
     let valid = json!({"upn": "first@contoso.example", "messages": [bulk_message("inbox", "Hi", "")]});
@@ -897,5 +964,138 @@ async fn a_bulk_batch_over_the_cap_is_refused_and_one_over_axum_s_default_body_l
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["mailboxes"].as_array().unwrap().len(), 2_000);
     assert_eq!(body["mailboxes"][1_999]["upn"], "many1999@contoso.example");
+    harness.stop().await;
+}
+
+/// An inner `GET` of a batch with the delta's preferences.
+fn inner_delta(id: &str, url: &str) -> Value {
+    json!({
+        "id": id,
+        "method": "GET",
+        "url": url,
+        "headers": {"Prefer": "odata.maxpagesize=2, IdType=\"ImmutableId\""},
+    })
+}
+
+/// The batch's answers by id.
+fn by_id(body: &Value) -> std::collections::HashMap<String, Value> {
+    body["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|response| (response["id"].as_str().unwrap().to_owned(), response.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_carries_both_message_deltas_under_me_with_the_direct_routes_paging_and_links() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let inbox: Vec<String> = (1..=3)
+        .map(|day| harness.seed(Folder::Inbox, &format!("In {day}"), day))
+        .collect();
+    let sent = harness.seed(Folder::SentItems, "Out", 4);
+    let token = harness.access_token().await;
+    let prefer = [IMMUTABLE, "odata.maxpagesize=2"];
+    let inbox_url = "/me/mailFolders/inbox/messages/delta";
+    let sent_url = "/me/mailFolders/sentitems/messages/delta";
+
+    // The direct route under /me: the same pages as under /users/{upn}.
+    let (status, _, direct) = harness
+        .call(
+            &token,
+            Method::GET,
+            &harness.url(&format!("/v1.0{inbox_url}")),
+            &prefer,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{direct}");
+    assert_eq!(ids(&direct), [inbox[2].clone(), inbox[1].clone()]);
+    let base = harness.url("/v1.0");
+    let next = direct["@odata.nextLink"].as_str().unwrap();
+    assert!(next.starts_with(&format!("{base}{inbox_url}?$skiptoken=")), "{next}");
+
+    let batch = harness.url("/v1.0/$batch");
+    let before = harness.simulator.counters(&harness.mailbox);
+    let requests = json!({"requests": [inner_delta("inbox", inbox_url), inner_delta("sent", sent_url)]});
+    let (status, _, body) = harness.call(&token, Method::POST, &batch, &[], Some(requests)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answers = by_id(&body);
+    assert_eq!(answers["inbox"]["status"], 200, "{body}");
+    assert_eq!(ids(&answers["inbox"]["body"]), ids(&direct));
+    assert_eq!(answers["inbox"]["headers"]["Preference-Applied"], "odata.maxpagesize=2");
+    let inbox_next = answers["inbox"]["body"]["@odata.nextLink"].as_str().unwrap().to_owned();
+    assert!(
+        inbox_next.starts_with(&format!("{base}{inbox_url}?$skiptoken=")),
+        "{inbox_next}"
+    );
+    assert_eq!(ids(&answers["sent"]["body"]), [sent]);
+    let sent_delta = answers["sent"]["body"]["@odata.deltaLink"].as_str().unwrap().to_owned();
+    assert!(
+        sent_delta.starts_with(&format!("{base}{sent_url}?$deltatoken=")),
+        "{sent_delta}"
+    );
+    let after = harness.simulator.counters(&harness.mailbox);
+    assert_eq!(after.calls_to(Endpoint::Batch), before.calls_to(Endpoint::Batch) + 1);
+    assert_eq!(
+        after.calls_to(Endpoint::MessagesDelta),
+        before.calls_to(Endpoint::MessagesDelta) + 2,
+        "each inner request counts and is throttled as a call of its own"
+    );
+
+    // The links, made relative to /v1.0, continue the rounds in the next batch.
+    let relative = |link: &str| link.strip_prefix(&base).unwrap().to_owned();
+    let requests = json!({"requests": [
+        inner_delta("inbox", &relative(&inbox_next)),
+        inner_delta("sent", &relative(&sent_delta)),
+    ]});
+    let (_, _, body) = harness.call(&token, Method::POST, &batch, &[], Some(requests)).await;
+    let answers = by_id(&body);
+    assert_eq!(ids(&answers["inbox"]["body"]), [inbox[0].clone()]);
+    let inbox_delta = answers["inbox"]["body"]["@odata.deltaLink"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(ids(&answers["sent"]["body"]).is_empty(), "{body}");
+    let sent_delta = answers["sent"]["body"]["@odata.deltaLink"].as_str().unwrap().to_owned();
+
+    // A new message shows in the next round; a throttled inner request
+    // answers 429 with its Retry-After while the other is served.
+    let new = harness.seed(Folder::Inbox, "New", 5);
+    harness
+        .simulator
+        .inject_fault_on(
+            &harness.mailbox,
+            Endpoint::MessagesDelta,
+            Fault::Throttled {
+                retry_after: Some(Duration::from_secs(3)),
+            },
+            1,
+        )
+        .unwrap();
+    let requests = json!({"requests": [
+        inner_delta("inbox", &relative(&inbox_delta)),
+        {"id": "sent", "method": "GET", "url": relative(&sent_delta), "dependsOn": ["inbox"]},
+    ]});
+    let (_, _, body) = harness
+        .call(&token, Method::POST, &batch, &[], Some(requests.clone()))
+        .await;
+    let answers = by_id(&body);
+    assert_eq!(answers["inbox"]["status"], 429, "{body}");
+    assert_eq!(answers["inbox"]["headers"]["Retry-After"], "3");
+    assert_eq!(answers["sent"]["status"], 424, "a dependant of a failed request");
+    let (_, _, body) = harness.call(&token, Method::POST, &batch, &[], Some(requests)).await;
+    let answers = by_id(&body);
+    assert_eq!(ids(&answers["inbox"]["body"]), [new]);
+    assert_eq!(answers["sent"]["status"], 200);
+
+    // An invalidated token answers 410 with the /me restart URL, as directly.
+    harness.simulator.expire_delta_tokens(&harness.mailbox).unwrap();
+    let requests = json!({"requests": [inner_delta("inbox", &relative(&inbox_delta))]});
+    let (_, _, body) = harness.call(&token, Method::POST, &batch, &[], Some(requests)).await;
+    let answers = by_id(&body);
+    assert_eq!(answers["inbox"]["status"], 410);
+    assert_eq!(answers["inbox"]["body"]["error"]["code"], "syncStateNotFound");
+    assert_eq!(answers["inbox"]["headers"]["Location"], format!("{base}{inbox_url}"));
     harness.stop().await;
 }

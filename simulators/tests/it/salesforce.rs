@@ -138,6 +138,87 @@ async fn with_rotation_a_refresh_answers_a_new_refresh_token_and_revokes_the_old
 }
 
 #[tokio::test]
+async fn rotation_is_set_per_org_over_the_control_api_and_invalidates_the_previous_token_at_once() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let other = harness.simulator.create_org();
+    let other_token = harness.simulator.issue_refresh_token(&other);
+    let path = format!("/orgs/{}/refresh-token-rotation", harness.org);
+    assert_eq!(
+        harness.control(Method::GET, &path, None).await,
+        (StatusCode::OK, json!({"rotate_refresh_tokens": false}))
+    );
+    let (status, body) = harness
+        .control(Method::PUT, &path, Some(json!({"rotate_refresh_tokens": true})))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    let mut current = harness.refresh_token.clone();
+    for _ in 0..3 {
+        let (status, body) = harness.refresh(&current).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let rotated = body["refresh_token"].as_str().unwrap().to_owned();
+        assert_ne!(rotated, current);
+        let (status, body) = harness.refresh(&current).await;
+        assert_eq!(
+            (status, body),
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "invalid_grant", "error_description": "expired access/refresh token"})
+            )
+        );
+        current = rotated;
+    }
+    // The other org keeps Salesforce's default: no rotation.
+    let (status, body) = harness.refresh(&other_token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    assert_eq!(harness.refresh(&other_token).await.0, StatusCode::OK);
+
+    let (status, _) = harness
+        .control(
+            Method::PUT,
+            "/orgs/00D000000000404/refresh-token-rotation",
+            Some(json!({"rotate_refresh_tokens": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = harness
+        .control(Method::PUT, &path, Some(json!({"rotate_refresh_tokens": "yes"})))
+        .await;
+    assert!(status.is_client_error(), "{status} {body}");
+    assert!(body.to_string().contains("rotate_refresh_tokens"), "{body}");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_access_token_answers_invalid_session_id_once_the_session_timeout_passed() {
+    let harness = Harness::start(SalesforceConfig {
+        session_timeout: Duration::from_secs(1),
+        ..SalesforceConfig::default()
+    })
+    .await;
+    let token = harness.access_token().await;
+    let limits = format!("{API}/limits");
+    let (status, _, body) = harness.call_with(&token, Method::GET, &limits, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, _, body) = harness.call_with(&token, Method::GET, &limits, None).await;
+        if status == StatusCode::UNAUTHORIZED {
+            break body;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(Instant::now() < deadline, "the session never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        body,
+        json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn every_api_answer_carries_the_usage_and_past_the_allocation_calls_are_refused() {
     let harness = Harness::start(SalesforceConfig::default()).await;
     harness.simulator.set_daily_api_max(&harness.org, 3);
@@ -776,5 +857,230 @@ async fn the_latency_control_route_sets_a_base_and_a_jitter() {
     assert!(*shortest >= Duration::from_millis(30), "{waits:?}");
     // Twelve uniform draws over 60 ms all within 5 ms of each other: never.
     assert!(*longest - *shortest > Duration::from_millis(5), "{waits:?}");
+    harness.stop().await;
+}
+
+fn subrequest(reference_id: &str, method: &str, url: &str, body: Option<Value>) -> Value {
+    let mut subrequest = json!({"method": method, "url": url, "referenceId": reference_id});
+    if let Some(body) = body {
+        subrequest["body"] = body;
+    }
+    subrequest
+}
+
+const CONTACTS: &str = "SELECT Id, Email FROM Contact WHERE Email IN ('ann@example.test', 'bob@example.test')";
+const LEADS: &str = "SELECT Id, Email FROM Lead WHERE Email IN ('ann@example.test', 'cat@example.test')";
+
+#[tokio::test]
+async fn a_composite_of_queries_counts_as_one_call_and_answers_each_as_the_direct_route() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let (simulator, org) = (&harness.simulator, &harness.org);
+    for email in ["ann@example.test", "bob@example.test"] {
+        simulator.insert_contact(org, email).unwrap();
+    }
+    simulator.insert_lead(org, "cat@example.test").unwrap();
+    let token = harness.access_token().await;
+    let mut direct = Vec::new();
+    for soql in [CONTACTS, LEADS] {
+        let (status, _, body) = harness
+            .call_with(&token, Method::GET, &query_path(&harness, soql), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        direct.push(body);
+    }
+    let used_before = simulator.api_usage(org).unwrap().used;
+    let before = simulator.counters(org);
+
+    let composite = json!({"allOrNone": false, "compositeRequest": [
+        subrequest("contacts", "GET", &query_path(&harness, CONTACTS), None),
+        subrequest("leads", "GET", &query_path(&harness, LEADS), None),
+    ]});
+    let (status, limit_info, body) = harness
+        .call_with(&token, Method::POST, &format!("{API}/composite"), Some(composite))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let usage = simulator.api_usage(org).unwrap();
+    assert_eq!(usage.used, used_before + 1, "the composite is one call");
+    assert_eq!(limit_info, Some(usage.header_value()));
+    let entries = body["compositeResponse"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    for (entry, (reference, direct)) in entries.iter().zip([("contacts", &direct[0]), ("leads", &direct[1])]) {
+        assert_eq!(entry["referenceId"], reference);
+        assert_eq!(entry["httpStatusCode"], 200);
+        assert_eq!(entry["httpHeaders"], json!({}));
+        assert_eq!(&entry["body"], direct);
+    }
+    assert_eq!(direct[0]["totalSize"], 2);
+    assert_eq!(direct[1]["totalSize"], 1);
+    let after = simulator.counters(org);
+    assert_eq!(
+        after.calls_to(Endpoint::Composite),
+        before.calls_to(Endpoint::Composite) + 1
+    );
+    assert_eq!(after.calls_to(Endpoint::Query), before.calls_to(Endpoint::Query) + 2);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_composite_over_its_limits_or_malformed_is_refused_whole_and_runs_nothing() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let token = harness.access_token().await;
+    let limits = format!("{API}/limits");
+    let post = |composite: Value| {
+        let token = token.clone();
+        let harness = &harness;
+        async move {
+            harness
+                .call_with(&token, Method::POST, &format!("{API}/composite"), Some(composite))
+                .await
+        }
+    };
+    let many: Vec<Value> = (0..26)
+        .map(|index| subrequest(&format!("r{index}"), "GET", &limits, None))
+        .collect();
+    let (status, limit_info, body) = post(json!({"compositeRequest": many})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(limit_info.is_some());
+    let entry = &body["compositeResponse"][0];
+    assert_eq!(entry["body"][0]["errorCode"], "LIMIT_EXCEEDED");
+    assert!(entry["body"][0]["message"].as_str().unwrap().contains("25"), "{body}");
+    assert_eq!(
+        (entry["httpStatusCode"].clone(), entry["referenceId"].clone()),
+        (json!(400), Value::Null)
+    );
+
+    let queries: Vec<Value> = (0..6)
+        .map(|index| subrequest(&format!("q{index}"), "GET", &query_path(&harness, CONTACTS), None))
+        .collect();
+    let (status, _, body) = post(json!({"compositeRequest": queries})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["compositeResponse"][0]["body"][0]["errorCode"], "LIMIT_EXCEEDED");
+
+    let (status, _, body) = post(json!({"compositeRequest": [{"method": "GET", "url": limits}]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body[0]["errorCode"], "JSON_PARSER_ERROR");
+    assert!(
+        body[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("compositeRequest[0].referenceId"),
+        "{body}"
+    );
+
+    let counters = harness.simulator.counters(&harness.org);
+    assert_eq!(counters.calls_to(Endpoint::Composite), 3);
+    assert_eq!(counters.calls_to(Endpoint::Limits), 0, "no subrequest ran");
+    assert_eq!(counters.calls_to(Endpoint::Query), 0, "no subrequest ran");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn all_or_none_rolls_back_the_composite_and_halts_the_other_subrequests() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let token = harness.access_token().await;
+    let create = subrequest(
+        "tasks",
+        "POST",
+        &format!("{API}/composite/sobjects"),
+        Some(json!({"records": [task("one", Some("One")), task("two", Some("Two"))]})),
+    );
+    let bad = subrequest("bad", "GET", &query_path(&harness, "SELECT Id FROM"), None);
+    let limits = subrequest("limits", "GET", &format!("{API}/limits"), None);
+    let composite = |all_or_none: bool| json!({"allOrNone": all_or_none, "compositeRequest": [create.clone(), bad.clone(), limits.clone()]});
+
+    let (status, _, body) = harness
+        .call_with(&token, Method::POST, &format!("{API}/composite"), Some(composite(true)))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let entries = body["compositeResponse"].as_array().unwrap();
+    let codes: Vec<(&Value, &Value)> = entries
+        .iter()
+        .map(|entry| (&entry["httpStatusCode"], &entry["body"][0]["errorCode"]))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (&json!(400), &json!("PROCESSING_HALTED")),
+            (&json!(400), &json!("MALFORMED_QUERY")),
+            (&json!(400), &json!("PROCESSING_HALTED")),
+        ]
+    );
+    assert!(
+        harness.simulator.records(&harness.org, "Task").is_empty(),
+        "rolled back"
+    );
+    assert_eq!(
+        harness.simulator.counters(&harness.org).calls_to(Endpoint::Limits),
+        0,
+        "the subrequest after the failure did not run"
+    );
+
+    let (status, _, body) = harness
+        .call_with(
+            &token,
+            Method::POST,
+            &format!("{API}/composite"),
+            Some(composite(false)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let entries = body["compositeResponse"].as_array().unwrap();
+    assert_eq!(entries[0]["httpStatusCode"], 200);
+    assert_eq!(entries[0]["body"][1]["success"], true);
+    assert_eq!(entries[1]["body"][0]["errorCode"], "MALFORMED_QUERY");
+    assert_eq!(entries[2]["httpStatusCode"], 200);
+    assert!(entries[2]["body"]["DailyApiRequests"]["Max"].is_number());
+    assert_eq!(harness.simulator.records(&harness.org, "Task").len(), 2);
+
+    // A record that fails inside a collection halts an all-or-none composite too.
+    let failing = subrequest(
+        "tasks",
+        "POST",
+        &format!("{API}/composite/sobjects"),
+        Some(json!({"records": [task("three", Some("Three")), task("four", None)]})),
+    );
+    let (_, _, body) = harness
+        .call_with(
+            &token,
+            Method::POST,
+            &format!("{API}/composite"),
+            Some(json!({"allOrNone": true, "compositeRequest": [limits.clone(), failing]})),
+        )
+        .await;
+    let entries = body["compositeResponse"].as_array().unwrap();
+    assert_eq!(entries[0]["body"][0]["errorCode"], "PROCESSING_HALTED");
+    assert_eq!(
+        entries[1]["body"][1]["errors"][0]["statusCode"],
+        "REQUIRED_FIELD_MISSING"
+    );
+    assert_eq!(harness.simulator.records(&harness.org, "Task").len(), 2);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_fault_armed_on_an_endpoint_answers_in_that_subrequest_only() {
+    let harness = Harness::start(SalesforceConfig::default()).await;
+    let token = harness.access_token().await;
+    harness
+        .simulator
+        .inject_fault_on(&harness.org, Endpoint::Query, Fault::ServiceUnavailable, 1);
+    let composite = json!({"compositeRequest": [
+        subrequest("first", "GET", &query_path(&harness, CONTACTS), None),
+        subrequest("second", "GET", &query_path(&harness, CONTACTS), None),
+        subrequest("unknown", "GET", &format!("{API}/sobjects/Account"), None),
+        subrequest("wrong", "POST", &format!("{API}/limits"), Some(json!({}))),
+    ]});
+    let (status, _, body) = harness
+        .call_with(&token, Method::POST, &format!("{API}/composite"), Some(composite))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let entries = body["compositeResponse"].as_array().unwrap();
+    assert_eq!(entries[0]["httpStatusCode"], 503);
+    assert_eq!(entries[0]["body"][0]["errorCode"], "SERVER_UNAVAILABLE");
+    assert_eq!(entries[1]["httpStatusCode"], 200);
+    assert_eq!(entries[1]["body"]["totalSize"], 0);
+    assert_eq!(entries[2]["httpStatusCode"], 404);
+    assert_eq!(entries[3]["httpStatusCode"], 405);
+    assert_eq!(harness.simulator.counters(&harness.org).faults, 1);
     harness.stop().await;
 }
