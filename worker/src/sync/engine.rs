@@ -685,39 +685,43 @@ impl MailboxSync {
         since: DateTime<Utc>,
     ) -> Result<String, SyncFailure> {
         let owner = crm.resolve_user_id().await.map_err(failure)?;
-        let mut summary = Vec::new();
-        for object in [SObject::Event, SObject::Contact] {
+        const EVENT_FIELDS: &[&str] = &[
+            "Id",
+            "Subject",
+            "Description",
+            "Location",
+            "StartDateTime",
+            "EndDateTime",
+            "LastModifiedDate",
+        ];
+        const CONTACT_FIELDS: &[&str] = &[
+            "Id",
+            "FirstName",
+            "LastName",
+            "Email",
+            "Phone",
+            "Title",
+            "LastModifiedDate",
+        ];
+        let streams = [(SObject::Event, EVENT_FIELDS), (SObject::Contact, CONTACT_FIELDS)].map(|(object, fields)| {
             let stream = format!("crm:{}", object.name().to_lowercase());
             let watermark = cursors
                 .get(&stream)
                 .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
                 .map_or(since, |time| time.with_timezone(&Utc));
-            let fields: &[&str] = match object {
-                SObject::Event => &[
-                    "Id",
-                    "Subject",
-                    "Description",
-                    "Location",
-                    "StartDateTime",
-                    "EndDateTime",
-                    "LastModifiedDate",
-                ],
-                _ => &[
-                    "Id",
-                    "FirstName",
-                    "LastName",
-                    "Email",
-                    "Phone",
-                    "Title",
-                    "LastModifiedDate",
-                ],
-            };
+            (object, stream, watermark, fields)
+        });
+        // Both objects' changes in one call of the org's allocation.
+        let changes: Vec<(SObject, DateTime<Utc>, &[&str])> = streams
+            .iter()
+            .map(|(object, _, watermark, fields)| (*object, *watermark, *fields))
+            .collect();
+        let changed = crm.changed_owned_records_of(&owner, &changes).await.map_err(failure)?;
+        let mut summary = Vec::new();
+        for ((object, stream, watermark, _), records) in streams.into_iter().zip(changed) {
             // The query is inclusive to the second: what the watermark already
             // covers comes back and is skipped.
-            let records: Vec<_> = crm
-                .changed_owned_records(object, &owner, watermark, fields)
-                .await
-                .map_err(failure)?
+            let records: Vec<_> = records
                 .into_iter()
                 .filter(|record| modified_at(record).is_none_or(|modified| modified > watermark))
                 .collect();

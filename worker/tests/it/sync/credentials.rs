@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use syncfleet_common::secrets::{self, CredentialKind, Owner};
 use syncfleet_simulators::{gmail, graph, salesforce};
-use syncfleet_testkit::{session_count, test_key_ring, wait_until};
+use syncfleet_testkit::{ProviderConfigs, Providers, session_count, test_key_ring, wait_until};
 
 use super::{Access, BUYER, Fixture, LIMIT};
 use crate::support::force_sync;
@@ -203,22 +203,43 @@ async fn reset_the_blocked_credential_write(fixture: &Fixture, after: Option<i32
     pid
 }
 
-#[tokio::test]
-async fn a_rotated_refresh_token_is_stored_through_connection_resets_and_the_authorization_lives_on() {
-    let fixture = Fixture::new(Access::Office365).await;
+/// Both providers in their strict modes: every refresh rotates the refresh
+/// token and the one it was given stops working at once, so a rotated token
+/// the fleet failed to store would be an authorization lost.
+async fn strict_fixture() -> Fixture {
+    let providers = Providers::with(ProviderConfigs {
+        graph: graph::GraphConfig {
+            revoke_rotated_refresh_tokens: true,
+            ..graph::GraphConfig::default()
+        },
+        salesforce: salesforce::SalesforceConfig {
+            rotate_refresh_tokens: true,
+            ..salesforce::SalesforceConfig::default()
+        },
+        ..ProviderConfigs::default()
+    })
+    .await;
+    Fixture::with(Access::Office365, providers).await
+}
+
+/// The database resets the worker's connection twice while it stores the
+/// refresh token of `kind` that a refresh just rotated: the store is retried
+/// with the token held in memory, lands, and the authorization lives on.
+async fn a_rotated_token_survives_connection_resets(kind: CredentialKind) {
+    let fixture = strict_fixture().await;
     fixture.buyer_is_a_contact();
     let worker = fixture.worker(&[]);
     assert_eq!(fixture.sync_once().await, "succeeded");
-    let first = fixture.stored(CredentialKind::MailboxRefreshToken).await.unwrap();
-    // The simulator is in its strict mode: a refresh revokes the token it
-    // was given, so losing the rotated one loses the authorization.
+    let first = fixture.stored(kind).await.unwrap();
+    let refreshes = fixture.refreshes();
     fixture.expire_kept_access_tokens().await;
 
     // The test holds the credential row: the worker's write after the next
     // refresh waits on it, and its connection is reset twice meanwhile.
     let mut holder = fixture.env.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM credentials WHERE user_id = $1 AND kind = 'mailbox_refresh_token' FOR UPDATE")
+    sqlx::query("SELECT 1 FROM credentials WHERE user_id = $1 AND kind = $2 FOR UPDATE")
         .bind(fixture.user)
+        .bind(kind.as_str())
         .execute(&mut *holder)
         .await
         .unwrap();
@@ -235,13 +256,26 @@ async fn a_rotated_refresh_token_is_stored_through_connection_resets_and_the_aut
     })
     .await;
     assert_eq!(fixture.last_session().await.items_to_crm, 1);
-    let second = fixture.stored(CredentialKind::MailboxRefreshToken).await.unwrap();
+    let second = fixture.stored(kind).await.unwrap();
     assert_ne!(second, first, "the rotated refresh token is the one stored");
 
-    // The authorization lives on: the next refresh uses the stored token.
+    // The authorization lives on: the next refresh uses the stored token
+    // (the first one was revoked by the rotation).
     fixture.expire_kept_access_tokens().await;
+    fixture.receive(BUYER, "After the resets");
     assert_eq!(fixture.sync_once().await, "succeeded");
-    assert_eq!(fixture.refreshes().0, 3);
+    assert_eq!(fixture.refreshes(), (refreshes.0 + 2, refreshes.1 + 2));
+    assert_eq!(fixture.tasks().len(), 2);
     worker.stop().await;
     fixture.env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_rotated_mailbox_refresh_token_is_stored_through_connection_resets() {
+    a_rotated_token_survives_connection_resets(CredentialKind::MailboxRefreshToken).await;
+}
+
+#[tokio::test]
+async fn a_rotated_salesforce_refresh_token_is_stored_through_connection_resets() {
+    a_rotated_token_survives_connection_resets(CredentialKind::CrmRefreshToken).await;
 }
