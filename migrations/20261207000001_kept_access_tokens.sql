@@ -8,3 +8,8 @@ ALTER TABLE credentials ADD CONSTRAINT credentials_kind_check CHECK (kind IN
     ('mailbox_password', 'mailbox_refresh_token', 'crm_refresh_token', 'impersonation_password',
      'mailbox_access_token', 'crm_access_token'));
 ALTER TABLE credentials ADD COLUMN expires_at timestamptz;
+
+-- A refresh token (or password) the provider refused: the user was asked to
+-- reconnect once, and sessions stop calling the provider with it until a new
+-- one is stored (which clears this).
+ALTER TABLE credentials ADD COLUMN refused_at timestamptz;

@@ -382,14 +382,19 @@ pub async fn store_many<'e>(
         Owner::User(_) => "(user_id, kind) WHERE user_id IS NOT NULL",
         Owner::Organization(_) => "(organization_id, kind) WHERE organization_id IS NOT NULL",
     };
+    // A new authorization replacing one the provider refused makes its user
+    // due at once (the scheduler's next tick queues the sync).
     sqlx::query(&format!(
-        "WITH dropped AS (DELETE FROM credentials WHERE user_id = $1 AND kind = ANY($9::text[])) \
+        "WITH dropped AS (DELETE FROM credentials WHERE user_id = $1 AND kind = ANY($9::text[])), \
+         due AS (UPDATE users SET next_sync_at = now() WHERE id = $1 AND EXISTS ( \
+             SELECT 1 FROM credentials WHERE user_id = $1 AND kind = ANY($3::text[]) AND refused_at IS NOT NULL)) \
          INSERT INTO credentials (user_id, organization_id, kind, id, key_version, nonce, ciphertext, expires_at) \
          SELECT $1, $2, kind, id, key_version, nonce, ciphertext, expires_at \
          FROM UNNEST($3::text[], $4::uuid[], $5::int[], $6::bytea[], $7::bytea[], $8::timestamptz[]) \
              AS new (kind, id, key_version, nonce, ciphertext, expires_at) \
          ON CONFLICT {conflict} DO UPDATE SET key_version = excluded.key_version, nonce = excluded.nonce, \
-             ciphertext = excluded.ciphertext, expires_at = excluded.expires_at, updated_at = now()"
+             ciphertext = excluded.ciphertext, expires_at = excluded.expires_at, refused_at = NULL, \
+             updated_at = now()"
     ))
     .bind(user_id)
     .bind(organization_id)
@@ -416,6 +421,8 @@ pub struct StoredCredential {
     pub sealed: Sealed,
     /// When it stops being used, for kept access tokens.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Whether the provider refused it (the user was asked to reconnect).
+    pub refused: bool,
 }
 
 impl StoredCredential {
@@ -436,12 +443,13 @@ pub struct StoredCredentials(Vec<StoredCredential>);
 /// [`StoredCredentials::from_column`].
 pub const CREDENTIALS_SELECT: &str = "\
     (SELECT coalesce(json_agg(json_build_array(c.organization_id IS NOT NULL, c.kind, c.key_version, \
-                encode(c.nonce, 'base64'), encode(c.ciphertext, 'base64'), c.expires_at)), '[]') \
+                encode(c.nonce, 'base64'), encode(c.ciphertext, 'base64'), c.expires_at, \
+                c.refused_at IS NOT NULL)), '[]') \
      FROM credentials c WHERE c.user_id = u.id OR c.organization_id = o.id) AS credentials";
 
 /// One element of [`CREDENTIALS_SELECT`]: the organization's?, kind, key
-/// version, nonce and ciphertext (base64), expiry.
-pub type CredentialColumn = sqlx::types::Json<Vec<(bool, String, i32, String, String, Option<DateTime<Utc>>)>>;
+/// version, nonce and ciphertext (base64), expiry, refused?
+pub type CredentialColumn = sqlx::types::Json<Vec<(bool, String, i32, String, String, Option<DateTime<Utc>>, bool)>>;
 
 fn base64_column(text: &str) -> Option<Vec<u8>> {
     // PostgreSQL's base64 breaks lines every 76 characters.
@@ -456,22 +464,25 @@ impl StoredCredentials {
         let stored = column
             .0
             .into_iter()
-            .filter_map(|(of_organization, kind, key_version, nonce, ciphertext, expires_at)| {
-                Some(StoredCredential {
-                    owner: if of_organization {
-                        Owner::Organization(organization)
-                    } else {
-                        Owner::User(user)
-                    },
-                    kind: CredentialKind::parse(&kind)?,
-                    sealed: Sealed {
-                        key_version,
-                        nonce: base64_column(&nonce)?,
-                        ciphertext: base64_column(&ciphertext)?,
-                    },
-                    expires_at,
-                })
-            })
+            .filter_map(
+                |(of_organization, kind, key_version, nonce, ciphertext, expires_at, refused)| {
+                    Some(StoredCredential {
+                        owner: if of_organization {
+                            Owner::Organization(organization)
+                        } else {
+                            Owner::User(user)
+                        },
+                        kind: CredentialKind::parse(&kind)?,
+                        sealed: Sealed {
+                            key_version,
+                            nonce: base64_column(&nonce)?,
+                            ciphertext: base64_column(&ciphertext)?,
+                        },
+                        expires_at,
+                        refused,
+                    })
+                },
+            )
             .collect();
         Self(stored)
     }

@@ -391,6 +391,35 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
              INSERT INTO sync_session_logs (session_id, user_id, started_at, log_gzip) \
              SELECT $2, $1, $3, $20 WHERE EXISTS (SELECT 1 FROM released) \
              ON CONFLICT (session_id, started_at) DO UPDATE SET log_gzip = EXCLUDED.log_gzip \
+         ), refused AS ( \
+             UPDATE credentials SET refused_at = now() \
+             WHERE user_id = $1 AND refused_at IS NULL AND $22 = 'auth' AND EXISTS (SELECT 1 FROM released) \
+               AND kind = ANY(CASE $13 WHEN 'mailbox' THEN ARRAY['mailbox_refresh_token', 'mailbox_password'] \
+                                       WHEN 'crm' THEN ARRAY['crm_refresh_token'] ELSE ARRAY[]::text[] END) \
+             RETURNING kind \
+         ), reconnect AS ( \
+             SELECT released.*, \
+                    CASE WHEN $13 = 'crm' THEN 'Reconnect Salesforce' ELSE 'Reconnect your mailbox' END AS title, \
+                    CASE WHEN $13 = 'crm' \
+                         THEN format('Salesforce refused the authorization of %s (%s). Until it is reconnected, no mail is logged to Salesforce. Authorize Salesforce again and synchronization resumes at once.', released.email, $14) \
+                         ELSE format('The mailbox %s refused its authorization (%s). Until it is reconnected, its mail is not logged to Salesforce. Sign in to the mailbox again and synchronization resumes at once.', released.email, $14) END AS body \
+             FROM released WHERE EXISTS (SELECT 1 FROM refused) \
+         ), reconnect_email AS ( \
+             INSERT INTO email_outbox (id, dedupe_key, kind, recipients, subject, body_text) \
+             SELECT $28, 'reconnect:' || $2, 'reconnect', \
+                    ARRAY(SELECT DISTINCT recipient FROM unnest(notify || ARRAY( \
+                        SELECT coalesce(a.notification_email, a.email) FROM users a \
+                        WHERE a.organization_id = reconnect.organization_id AND a.role = 'org_admin')) AS recipient), \
+                    format('%s: %s', title, email), body \
+             FROM reconnect \
+         ), reconnect_note AS ( \
+             INSERT INTO notifications (id, user_id, kind, title, body, payload) \
+             SELECT $29, id, 'reconnect', title, body, jsonb_build_object('side', $13) FROM reconnect \
+             RETURNING id, user_id, kind, title, body, payload, created_at, read_at \
+         ), reconnect_announced AS ( \
+             SELECT pg_notify($30, json_build_object('id', id, 'user_id', user_id, 'kind', kind, 'title', title, \
+                        'body', body, 'payload', payload, 'created_at', created_at, 'read_at', read_at)::text) \
+             FROM reconnect_note \
          ), cursors AS ( \
              INSERT INTO sync_state (user_id, stream, token) \
              SELECT $1, cursor.stream, cursor.token FROM UNNEST($26::text[], $27::text[]) AS cursor(stream, token) \
@@ -403,7 +432,7 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
                  result = jsonb_build_object('session_id', $2, 'session_status', $6, 'issues', $10) \
              WHERE id = $5 AND $4 AND EXISTS (SELECT 1 FROM released) \
          ) \
-         SELECT count(*) FROM released",
+         SELECT (SELECT count(*) FROM released) + 0 * (SELECT count(*) FROM reconnect_announced)",
     )
     .bind(claimed.user_id)
     .bind(claimed.session_id)
@@ -432,6 +461,9 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
     .bind(Uuid::now_v7())
     .bind(&cursor_streams)
     .bind(&cursor_tokens)
+    .bind(Uuid::now_v7())
+    .bind(Uuid::now_v7())
+    .bind(crate::push::NOTIFY_CHANNEL)
     .fetch_one(pool)
     .await?;
     Ok(released == 1)

@@ -110,6 +110,30 @@ impl Settings {
         self.credentials.has(Owner::User(self.user_id), kind)
     }
 
+    /// The side whose stored authorization the provider refused, and what to
+    /// do: the session stops there, without calling the provider again with
+    /// it, until a new one is stored.
+    pub fn refused(&self) -> Option<(IssueSource, &'static str)> {
+        let refused = |kind| {
+            self.credentials
+                .get(Owner::User(self.user_id), kind)
+                .is_some_and(|credential| credential.refused)
+        };
+        if refused(CredentialKind::MailboxRefreshToken) || refused(CredentialKind::MailboxPassword) {
+            Some((
+                IssueSource::Mailbox,
+                "the mailbox's authorization was refused by the provider: reconnect the mailbox",
+            ))
+        } else if refused(CredentialKind::CrmRefreshToken) {
+            Some((
+                IssueSource::Crm,
+                "Salesforce refused the authorization: reconnect Salesforce",
+            ))
+        } else {
+            None
+        }
+    }
+
     /// Whether the organization's impersonation password is stored.
     fn has_impersonation_password(&self) -> bool {
         self.credentials.has(
@@ -218,6 +242,12 @@ pub async fn check(session: &mut SessionContext) -> Result<Settings, SyncFailure
             .collect::<Vec<_>>()
             .join("; ");
         return Err(SyncFailure::new(FailureClass::Settings, first_source, summary));
+    }
+    if let Some((side, message)) = settings.refused() {
+        session
+            .log
+            .finish_step("check_settings", started, "An authorization was refused.");
+        return Err(SyncFailure::new(FailureClass::Authorization, side, message));
     }
     session.log.finish_step(
         "check_settings",

@@ -417,6 +417,17 @@ async fn consecutive_failures_are_counted_per_class_and_reset_by_a_success() {
         (1, Some("other".to_owned())),
         "another class starts over"
     );
+    // The authorization failures marked the mailbox's token refused: the
+    // user reconnects (a new one is stored) before the session succeeds.
+    syncfleet_common::secrets::store(
+        &env.pool,
+        &syncfleet_testkit::test_key_ring(),
+        syncfleet_common::secrets::Owner::User(user),
+        syncfleet_common::secrets::CredentialKind::MailboxRefreshToken,
+        &"reconnected".to_owned().into(),
+    )
+    .await
+    .unwrap();
     let worker = start(&env, syncfleet_worker::sync::SettingsCheck, &[]);
     force_sync(&env, user).await;
     wait_until(LIMIT, "a successful session", || async {

@@ -279,3 +279,82 @@ async fn a_rotated_mailbox_refresh_token_is_stored_through_connection_resets() {
 async fn a_rotated_salesforce_refresh_token_is_stored_through_connection_resets() {
     a_rotated_token_survives_connection_resets(CredentialKind::CrmRefreshToken).await;
 }
+
+#[tokio::test]
+async fn a_refused_authorization_asks_once_to_reconnect_stops_calling_the_provider_and_a_new_token_resumes_at_once() {
+    let fixture = Fixture::new(Access::Office365).await;
+    fixture.buyer_is_a_contact();
+    let worker = fixture.worker(&[]);
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    // The user revoked the fleet's access: the stored token is refused at
+    // the next refresh.
+    let stored = fixture.stored(CredentialKind::MailboxRefreshToken).await.unwrap();
+    fixture.providers.graph.revoke_refresh_token(&stored);
+    fixture.expire_kept_access_tokens().await;
+    assert_eq!(fixture.sync_once().await, "failed");
+    assert_eq!(fixture.last_session().await.error_category.as_deref(), Some("auth"));
+
+    // One email to the user and the organization's admins, one notification.
+    let emails: Vec<(String, Vec<String>, String)> =
+        sqlx::query_as("SELECT subject, recipients, body_text FROM email_outbox WHERE kind = 'reconnect'")
+            .fetch_all(&fixture.env.pool)
+            .await
+            .unwrap();
+    assert_eq!(emails.len(), 1, "{emails:?}");
+    assert_eq!(emails[0].0, format!("Reconnect your mailbox: {}", fixture.email));
+    assert!(emails[0].1.contains(&fixture.email), "{emails:?}");
+    assert!(emails[0].2.contains("resumes at once"), "{emails:?}");
+    let notifications: Vec<(String, String)> =
+        sqlx::query_as("SELECT kind, title FROM notifications WHERE user_id = $1")
+            .bind(fixture.user)
+            .fetch_all(&fixture.env.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        notifications,
+        [("reconnect".to_owned(), "Reconnect your mailbox".to_owned())]
+    );
+
+    // The next sessions fail at once without calling the provider again,
+    // and ask nothing more.
+    let refreshes = fixture.refreshes();
+    let graph_calls = fixture.providers.graph.counters(&fixture.email).total_calls();
+    fixture.receive(BUYER, "While disconnected");
+    assert_eq!(fixture.sync_once().await, "failed");
+    assert_eq!(fixture.refreshes(), refreshes);
+    assert_eq!(
+        fixture.providers.graph.counters(&fixture.email).total_calls(),
+        graph_calls
+    );
+    let emails: i64 = sqlx::query_scalar("SELECT count(*) FROM email_outbox WHERE kind = 'reconnect'")
+        .fetch_one(&fixture.env.pool)
+        .await
+        .unwrap();
+    assert_eq!(emails, 1);
+
+    // The user signs in again (the api stores the new token): the user is
+    // due at once, and the mail waiting is logged.
+    let token = fixture.providers.graph.create_mailbox(&fixture.email);
+    secrets::store(
+        &fixture.env.pool,
+        &test_key_ring(),
+        Owner::User(fixture.user),
+        CredentialKind::MailboxRefreshToken,
+        &token.into(),
+    )
+    .await
+    .unwrap();
+    let due: bool = sqlx::query_scalar("SELECT next_sync_at <= now() FROM users WHERE id = $1")
+        .bind(fixture.user)
+        .fetch_one(&fixture.env.pool)
+        .await
+        .unwrap();
+    assert!(
+        due,
+        "a new authorization replacing a refused one makes the user due at once"
+    );
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    assert_eq!(fixture.tasks().len(), 1);
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
