@@ -10,8 +10,10 @@ use std::{process::Child, time::Duration};
 
 use sqlx::{Connection, PgConnection};
 use syncfleet_common::queue::Route;
-use syncfleet_simulators::graph;
-use syncfleet_testkit::{Providers, TestEnv, free_port, http_get, session_count, terminate, wait_until};
+use syncfleet_simulators::graph::{self, GraphConfig};
+use syncfleet_testkit::{
+    ProviderConfigs, Providers, TestEnv, free_port, http_get, session_count, terminate, wait_until,
+};
 
 use crate::support::{force_sync, start};
 
@@ -208,4 +210,89 @@ async fn sigterm_hands_back_a_job_still_running_after_the_grace_period() {
     .await;
     next.stop().await;
     env.cleanup().await;
+}
+
+/// A worker killed between the token endpoint's answer (a rotated refresh
+/// token) and its durable store: the test holds the credential row, so the
+/// store waits, and the worker dies there. Answers the user, the environment
+/// and the simulators, with the second worker running.
+async fn kill_9_between_the_token_answer_and_its_store(
+    providers: Providers,
+) -> (TestEnv, Providers, uuid::Uuid, Child) {
+    let env = TestEnv::new().await;
+    let user = providers.office365_users(&env.pool, 1).await[0];
+    let lease = [("SYNCFLEET_USER_LEASE", "2s")];
+    let mut first = spawn_worker(&env, &providers, &lease);
+    force_sync(&env, user).await;
+    wait_until(LIMIT, "the first session", || async {
+        session_count(&env.pool, user, "succeeded").await == 1
+    })
+    .await;
+    // The kept access token expires: the next session refreshes.
+    sqlx::query("DELETE FROM credentials WHERE user_id = $1 AND kind = 'mailbox_access_token'")
+        .bind(user)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let mut holder = env.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM credentials WHERE user_id = $1 AND kind = 'mailbox_refresh_token' FOR UPDATE")
+        .bind(user)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    force_sync(&env, user).await;
+    crate::support::blocked_credential_write(&env.pool, None).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    holder.rollback().await.unwrap();
+    let second = spawn_worker(&env, &providers, &lease);
+    (env, providers, user, second)
+}
+
+/// The redelivered job waits out the dead worker's lease, then syncs with
+/// the stored token; nobody is asked to reconnect.
+async fn the_authorization_lives_on(env: TestEnv, providers: Providers, user: uuid::Uuid, second: Child) {
+    wait_until(LIMIT, "the job to complete", || async {
+        session_count(&env.pool, user, "succeeded").await == 2
+    })
+    .await;
+    assert_eq!(session_count(&env.pool, user, "abandoned").await, 1);
+    let reconnect: i64 = sqlx::query_scalar("SELECT count(*) FROM email_outbox WHERE kind = 'reconnect'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(reconnect, 0);
+    terminate(&second);
+    assert!(exit_status(second, LIMIT).await.success());
+    drop(providers);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_while_it_stores_a_rotated_microsoft_token_loses_no_authorization() {
+    // Microsoft's identity platform: a refresh answers a new refresh token
+    // and the one it was given keeps working.
+    let (env, providers, user, second) = kill_9_between_the_token_answer_and_its_store(Providers::start().await).await;
+    the_authorization_lives_on(env, providers, user, second).await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_while_it_stores_a_token_a_strict_provider_rotated_loses_no_authorization() {
+    // A provider that revokes a refresh token the moment it rotates it. The
+    // worker died with its store waiting at the database: the statement was
+    // already there, and it commits once the row is free (the store is one
+    // statement, no transaction left open to abort), so the rotated token
+    // is the one stored and the next session refreshes with it. What is
+    // left is the time between the answer and the statement reaching the
+    // database (`syncfleet_worker_token_store_seconds`).
+    let strict = Providers::with(ProviderConfigs {
+        graph: GraphConfig {
+            revoke_rotated_refresh_tokens: true,
+            ..GraphConfig::default()
+        },
+        ..ProviderConfigs::default()
+    })
+    .await;
+    let (env, providers, user, second) = kill_9_between_the_token_answer_and_its_store(strict).await;
+    the_authorization_lives_on(env, providers, user, second).await;
 }

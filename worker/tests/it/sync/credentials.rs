@@ -10,7 +10,7 @@ use syncfleet_simulators::{gmail, graph, salesforce};
 use syncfleet_testkit::{ProviderConfigs, Providers, session_count, test_key_ring, wait_until};
 
 use super::{Access, BUYER, Fixture, LIMIT};
-use crate::support::force_sync;
+use crate::support::{blocked_credential_write, force_sync};
 
 impl Fixture {
     /// Refreshes seen by the mailbox's and Salesforce's token endpoints.
@@ -174,26 +174,7 @@ async fn replacing_a_refresh_token_drops_the_access_token_kept_for_the_old_one()
 /// while writing credentials, and terminates it (the connection resets under
 /// the worker, as when PostgreSQL restarts); answers its pid.
 async fn reset_the_blocked_credential_write(fixture: &Fixture, after: Option<i32>) -> i32 {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    let pid = loop {
-        let blocked: Option<i32> = sqlx::query_scalar(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-             AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO credentials%' \
-             AND pid IS DISTINCT FROM $1 LIMIT 1",
-        )
-        .bind(after)
-        .fetch_optional(&fixture.env.pool)
-        .await
-        .unwrap();
-        if let Some(blocked) = blocked {
-            break blocked;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the worker's credential write never waited on the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let pid = blocked_credential_write(&fixture.env.pool, after).await;
     let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
         .bind(pid)
         .fetch_one(&fixture.env.pool)
