@@ -175,6 +175,24 @@ pub trait Mailbox: Send + Sync {
         since: DateTime<Utc>,
     ) -> impl Future<Output = Result<MessagePage, ConnectorError>> + Send;
 
+    /// The first page of changes of each `(folder, cursor)`, each as
+    /// [`Mailbox::message_changes`] answers it. A provider that can carry
+    /// them in one request does (Graph's `$batch`); the others make one call
+    /// each. The outer error fails them all; an inner one is that folder's.
+    fn first_pages(
+        &self,
+        streams: &[(MailFolder, Option<&str>)],
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Result<MessagePage, ConnectorError>>, ConnectorError>> + Send {
+        async move {
+            let mut pages = Vec::with_capacity(streams.len());
+            for (folder, cursor) in streams {
+                pages.push(self.message_changes(*folder, *cursor, since).await);
+            }
+            Ok(pages)
+        }
+    }
+
     /// Whether the provider takes events and contacts from the CRM (Gmail's
     /// API does not: calendars and contacts are other Google APIs).
     fn writes_crm_items(&self) -> bool {

@@ -290,6 +290,19 @@ pub struct Ending {
 }
 
 impl Ending {
+    /// Whether the session succeeded without changing anything (no item
+    /// either way, no issue, nothing left for a follow-up): its session row
+    /// says all there is, so no log is compressed and stored for it (the api
+    /// answers a one-line summary for it).
+    pub fn is_quiet(&self) -> bool {
+        self.status == SessionStatus::Succeeded
+            && self.issues.is_empty()
+            && self.items_to_crm == 0
+            && self.items_to_mailbox == 0
+            && self.continue_with.is_none()
+            && self.job_done
+    }
+
     /// An ending with no work recorded, for sessions cut short by the engine.
     pub fn interrupted(status: SessionStatus, message: &str) -> Self {
         let mut log = SessionLog::new();
@@ -389,7 +402,7 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
              WHERE EXISTS (SELECT 1 FROM released) \
          ), log AS ( \
              INSERT INTO sync_session_logs (session_id, user_id, started_at, log_gzip) \
-             SELECT $2, $1, $3, $20 WHERE EXISTS (SELECT 1 FROM released) \
+             SELECT $2, $1, $3, $20 WHERE $20::bytea IS NOT NULL AND EXISTS (SELECT 1 FROM released) \
              ON CONFLICT (session_id, started_at) DO UPDATE SET log_gzip = EXCLUDED.log_gzip \
          ), refused AS ( \
              UPDATE credentials SET refused_at = now() \
@@ -411,7 +424,7 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
                         SELECT coalesce(a.notification_email, a.email) FROM users a \
                         WHERE a.organization_id = reconnect.organization_id AND a.role = 'org_admin')) AS recipient), \
                     format('%s: %s', title, email), body \
-             FROM reconnect \
+             FROM reconnect WHERE NOT suspended \
          ), reconnect_note AS ( \
              INSERT INTO notifications (id, user_id, kind, title, body, payload) \
              SELECT $29, id, 'reconnect', title, body, jsonb_build_object('side', $13) FROM reconnect \
@@ -453,7 +466,7 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
     .bind(&issue_categories)
     .bind(&issue_items)
     .bind(&issue_messages)
-    .bind(ending.log.to_gzip())
+    .bind((!ending.is_quiet()).then(|| ending.log.to_gzip()))
     .bind(ending.continue_with)
     .bind(ending.failure_class)
     .bind(ending.suspend_at)

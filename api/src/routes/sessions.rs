@@ -271,6 +271,28 @@ async fn visible_session(state: &AppState, principal: &Principal, id: Uuid) -> R
     Ok(session)
 }
 
+/// The one-line log of a session that ended without changing anything (the
+/// worker stores no log for it).
+fn quiet_session_log(session: &SessionView) -> Vec<u8> {
+    let took = session
+        .ended_at
+        .map_or(0, |ended| (ended - session.started_at).num_milliseconds().max(0));
+    let entry = syncfleet_common::session_log::LogEntry {
+        at_ms: u64::try_from(took).unwrap_or_default(),
+        step: "session".to_owned(),
+        level: "info".to_owned(),
+        message: format!(
+            "The session {} in {took} ms with nothing to do: no new mail to log and no CRM change to write. Calls made: {}.",
+            session.status.replace('_', " "),
+            session.calls
+        ),
+        duration_ms: Some(u64::try_from(took).unwrap_or_default()),
+    };
+    let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
 /// One session with its issues.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionDetail {
@@ -349,17 +371,24 @@ pub async fn session_log(
     .bind(session.user_id)
     .fetch_optional(&state.pool)
     .await?;
-    // A running session has no log yet.
-    let stored = stored.ok_or_else(|| ApiError::not_found("session log"))?;
     let unreadable = |error: std::io::Error| {
         tracing::error!(session_id = %id, %error, "A stored session log cannot be read.");
         ApiError::unavailable("the session log cannot be read")
     };
     let mut lines = Vec::new();
-    flate2::read::MultiGzDecoder::new(stored.as_slice())
-        .take(MAX_LOG_BYTES)
-        .read_to_end(&mut lines)
-        .map_err(unreadable)?;
+    match stored {
+        Some(stored) => {
+            flate2::read::MultiGzDecoder::new(stored.as_slice())
+                .take(MAX_LOG_BYTES)
+                .read_to_end(&mut lines)
+                .map_err(unreadable)?;
+        }
+        // A running session has no log yet.
+        None if session.status == "running" => return Err(ApiError::not_found("session log")),
+        // A session that changed nothing keeps no log of its own: its
+        // summary is the session row.
+        None => lines = quiet_session_log(&session),
+    }
     let archive = zip::single_file(&format!("session-{id}.jsonl"), session.started_at, &lines).map_err(unreadable)?;
     Ok((
         [

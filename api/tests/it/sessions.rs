@@ -376,6 +376,27 @@ async fn sessions_are_out_of_reach_of_other_organizations_and_of_other_users() {
     env.cleanup().await;
 }
 
+/// Writes `body` to `path` and reads it with Python's zipfile, which checks
+/// the structure and every CRC: answers the names, a line, then the first
+/// file's content.
+fn unzip(path: &std::path::Path, body: &[u8]) -> String {
+    std::fs::write(path, body).unwrap();
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\n\
+             archive = zipfile.ZipFile(sys.argv[1])\n\
+             assert archive.testzip() is None\n\
+             print(','.join(archive.namelist()))\n\
+             sys.stdout.write(archive.read(archive.namelist()[0]).decode())",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
 #[tokio::test]
 async fn the_session_log_downloads_as_a_zip_holding_the_workers_log() {
     let env = TestEnv::new().await;
@@ -414,38 +435,50 @@ async fn the_session_log_downloads_as_a_zip_holding_the_workers_log() {
     );
     let directory = tempfile_dir(&env);
     let path = directory.join("log.zip");
-    std::fs::write(&path, &zip.body).unwrap();
-    // Python's zipfile checks the structure and every CRC, then prints the
-    // names and the content.
-    let output = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sys, zipfile\n\
-             archive = zipfile.ZipFile(sys.argv[1])\n\
-             assert archive.testzip() is None\n\
-             print(','.join(archive.namelist()))\n\
-             sys.stdout.write(archive.read(archive.namelist()[0]).decode())",
-        ])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let output = String::from_utf8(output.stdout).unwrap();
+    let output = unzip(&path, &zip.body);
     let (names, content) = output.split_once('\n').unwrap();
     assert_eq!(names, format!("session-{session_id}.jsonl"));
 
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT log_gzip FROM sync_session_logs WHERE session_id = $1")
+    // The settings check changed nothing: the worker kept no log for it,
+    // and the zip holds the one-line summary the session row makes.
+    let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT log_gzip FROM sync_session_logs WHERE session_id = $1")
         .bind(session_id)
-        .fetch_one(&env.pool)
+        .fetch_optional(&env.pool)
         .await
         .unwrap();
-    let entries = syncfleet_common::session_log::decode_gzip(&stored).unwrap();
-    assert!(!entries.is_empty());
+    assert_eq!(stored, None);
     let lines: Vec<syncfleet_common::session_log::LogEntry> = content
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert_eq!(lines, entries, "the zip holds the stored log, line for line");
+    assert_eq!(lines.len(), 1, "{content}");
+    assert_eq!(lines[0].step, "session");
+    assert!(lines[0].message.contains("succeeded"), "{content}");
+    assert!(lines[0].message.contains("nothing to do"), "{content}");
+
+    // A session with a stored log: the zip holds it, line for line.
+    let mut log = syncfleet_common::session_log::SessionLog::new();
+    log.push("mail_to_crm:inbox", "info", "1 page(s): 2 logged.");
+    log.push("crm_to_mailbox", "warn", "An event was refused.");
+    let busy = session(&env, user, org, minutes_ago(2), "succeeded_with_issues", 1).await;
+    sqlx::query(
+        "INSERT INTO sync_session_logs (session_id, user_id, started_at, log_gzip) \
+         SELECT id, user_id, started_at, $2 FROM sync_sessions WHERE id = $1",
+    )
+    .bind(busy)
+    .bind(log.to_gzip())
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let zip = download(api.address, &format!("/v1/sessions/{busy}/log.zip"), &token).await;
+    assert_eq!(zip.status, 200, "{}", String::from_utf8_lossy(&zip.body));
+    let output = unzip(&path, &zip.body);
+    let (_, content) = output.split_once('\n').unwrap();
+    let lines: Vec<syncfleet_common::session_log::LogEntry> = content
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines, log.entries(), "the zip holds the stored log, line for line");
     std::fs::remove_dir_all(directory).unwrap();
 
     // A running session has no log yet.

@@ -18,16 +18,22 @@
 
 use std::{collections::HashMap, collections::VecDeque, time::Duration};
 
-use reqwest::Method;
+use reqwest::{Method, Url};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tracing::debug;
 
+use chrono::{DateTime, Utc};
+
 use super::{
     client::{GRAPH, GraphClient},
+    delta,
     errors::{self, Scope},
 };
-use crate::error::ConnectorError;
+use crate::{
+    error::ConnectorError,
+    mailbox::{MailFolder, MessagePage},
+};
 
 /// The most requests one batch takes.
 pub const BATCH_LIMIT: usize = 20;
@@ -126,6 +132,29 @@ fn settle(mut pending: Pending, answer: &InnerAnswer) -> Outcome {
 }
 
 impl GraphClient {
+    /// Sends one `$batch` of `requests`; answers its inner answers by id
+    /// (they may come back in any order).
+    async fn send_batch(&self, url: Url, requests: Vec<Value>) -> Result<HashMap<String, InnerAnswer>, ConnectorError> {
+        let answer = self
+            .call(Method::POST, url, Some(&json!({"requests": requests})))
+            .await?;
+        let parsed: BatchAnswer = serde_json::from_slice(&answer.body).map_err(|error| {
+            ConnectorError::permanent(
+                GRAPH,
+                format!(
+                    "unexpected batch answer (line {}, column {})",
+                    error.line(),
+                    error.column()
+                ),
+            )
+        })?;
+        Ok(parsed
+            .responses
+            .into_iter()
+            .map(|answer| (answer.id.clone(), answer))
+            .collect())
+    }
+
     fn inner_request(&self, collection: &str, pending: &Pending, write: &Write, previous: Option<usize>) -> Value {
         let (method, url) = match &pending.target {
             Some(id) => (
@@ -178,24 +207,7 @@ impl GraphClient {
                     self.inner_request(collection, pending, &writes[pending.index], previous)
                 })
                 .collect();
-            let answer = self
-                .call(Method::POST, batch_url.clone(), Some(&json!({"requests": requests})))
-                .await?;
-            let parsed: BatchAnswer = serde_json::from_slice(&answer.body).map_err(|error| {
-                ConnectorError::permanent(
-                    GRAPH,
-                    format!(
-                        "unexpected batch answer (line {}, column {})",
-                        error.line(),
-                        error.column()
-                    ),
-                )
-            })?;
-            let mut answers: HashMap<String, InnerAnswer> = parsed
-                .responses
-                .into_iter()
-                .map(|answer| (answer.id.clone(), answer))
-                .collect();
+            let mut answers = self.send_batch(batch_url.clone(), requests).await?;
 
             let mut again = Vec::new();
             let mut wait = Duration::ZERO;
@@ -237,6 +249,64 @@ impl GraphClient {
                         "the item was not written after several batches",
                     ))
                 })
+            })
+            .collect())
+    }
+}
+
+impl GraphClient {
+    /// The first page of changes of each `(folder, cursor)`, as
+    /// [`crate::mailbox::Mailbox::message_changes`] answers them, carried in
+    /// one `$batch` (one call and one turn of the mailbox's limits instead of
+    /// one per folder). Each page answers for itself: a throttled or expired
+    /// delta is that folder's error, with the delay or the kind Graph gave.
+    pub(crate) async fn message_changes_batched(
+        &self,
+        streams: &[(MailFolder, Option<&str>)],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Result<MessagePage, ConnectorError>>, ConnectorError> {
+        let api_root = self.api_url(&[])?;
+        let root = api_root.path().trim_end_matches('/').to_owned();
+        let prefer = format!(
+            "IdType=\"ImmutableId\", odata.maxpagesize={}",
+            self.options.page_size.max(1)
+        );
+        let mut requests = Vec::with_capacity(streams.len());
+        for (index, (folder, cursor)) in streams.iter().enumerate() {
+            let url = self.delta_url(*folder, *cursor, since)?;
+            let path = url.path().strip_prefix(&root).unwrap_or(url.path());
+            let relative = match url.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.to_owned(),
+            };
+            requests.push(json!({
+                "id": index.to_string(),
+                "method": "GET",
+                "url": relative,
+                "headers": {"Prefer": prefer},
+            }));
+        }
+        let mut answers = self.send_batch(self.api_url(&["$batch"])?, requests).await?;
+        Ok(streams
+            .iter()
+            .enumerate()
+            .map(|(index, (folder, _))| {
+                let answer = answers.remove(&index.to_string()).ok_or_else(|| {
+                    ConnectorError::permanent(GRAPH, format!("the batch answer lacks request {index}"))
+                })?;
+                if (200..300).contains(&answer.status) {
+                    let body = serde_json::to_vec(&answer.body).unwrap_or_default();
+                    return delta::parse_page(&body, *folder, self.options.body_preview_chars);
+                }
+                let retry_after = errors::retry_after(answer.header("Retry-After"));
+                let (code, message) = errors::error_of_value(&answer.body);
+                Err(errors::classify(
+                    answer.status,
+                    retry_after,
+                    &code,
+                    &message,
+                    Scope::Call,
+                ))
             })
             .collect())
     }

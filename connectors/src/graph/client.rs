@@ -69,7 +69,7 @@ pub(crate) struct Answer {
 /// token never reach an error, a log or this type's Debug output.
 pub struct GraphClient {
     http: HttpClient,
-    options: GraphOptions,
+    pub(crate) options: GraphOptions,
     mailbox: String,
     /// The mailbox as a path segment (percent-encoded).
     mailbox_segment: String,
@@ -142,6 +142,20 @@ impl GraphClient {
             path.pop_if_empty().push("v1.0").extend(segments);
         }
         Ok(url)
+    }
+
+    /// Where the changes of `folder` are read: the stored cursor's link, or
+    /// a first delta of the messages since `since`.
+    pub(crate) fn delta_url(
+        &self,
+        folder: MailFolder,
+        cursor: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> Result<Url, ConnectorError> {
+        match cursor {
+            Some(cursor) => delta::cursor_url(&self.options.base_url, cursor),
+            None => delta::first_url(&self.options.base_url, &self.mailbox, folder, since),
+        }
     }
 
     /// `/users/{mailbox}/{rest}`, the URL of an inner batch request.
@@ -272,10 +286,7 @@ impl Mailbox for GraphClient {
         cursor: Option<&str>,
         since: DateTime<Utc>,
     ) -> Result<MessagePage, ConnectorError> {
-        let url = match cursor {
-            Some(cursor) => delta::cursor_url(&self.options.base_url, cursor)?,
-            None => delta::first_url(&self.options.base_url, &self.mailbox, folder, since)?,
-        };
+        let url = self.delta_url(folder, cursor, since)?;
         let page_size = [format!("odata.maxpagesize={}", self.options.page_size.max(1))];
         let answer = self.send(Method::GET, url, None, &page_size).await?;
         if !answer.status.is_success() {
@@ -287,6 +298,18 @@ impl Mailbox for GraphClient {
             ));
         }
         delta::parse_page(&answer.body, folder, self.options.body_preview_chars)
+    }
+
+    #[instrument(skip_all, fields(folders = streams.len()))]
+    async fn first_pages(
+        &self,
+        streams: &[(MailFolder, Option<&str>)],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Result<MessagePage, ConnectorError>>, ConnectorError> {
+        match streams {
+            [(folder, cursor)] => Ok(vec![self.message_changes(*folder, *cursor, since).await]),
+            _ => self.message_changes_batched(streams, since).await,
+        }
     }
 
     #[instrument(skip_all, fields(events = events.len()))]

@@ -698,3 +698,71 @@ async fn a_canary_secret_never_appears_in_any_error_or_debug_output() {
     }
     assert_eq!(errors[0].kind(), ErrorKind::Authorization, "{}", errors[0]);
 }
+
+#[tokio::test]
+async fn both_folders_first_pages_travel_in_one_batch_and_answer_as_the_direct_calls_do() {
+    let graph = Graph::default().await;
+    let inbound: Vec<String> = (0..4)
+        .map(|index| graph.seed(Folder::Inbox, "Inbound", day(10 + index)))
+        .collect();
+    let outbound = graph.seed(Folder::SentItems, "Outbound", day(12));
+    let client = graph.client_with(
+        GraphOptions {
+            page_size: 3,
+            ..graph.options()
+        },
+        graph.session(&graph.refresh_token),
+    );
+    let streams = [(MailFolder::Inbox, None), (MailFolder::SentItems, None)];
+    let pages = client.first_pages(&streams, day(5)).await.unwrap();
+    let counters = graph.simulator.counters(&graph.mailbox);
+    assert_eq!(
+        (
+            counters.calls_to(Endpoint::Batch),
+            counters.calls_to(Endpoint::MessagesDelta)
+        ),
+        (1, 2),
+        "one call for both folders"
+    );
+    let [Ok(inbox), Ok(sent)] = pages.as_slice() else {
+        panic!("{pages:?}");
+    };
+    // The inbox has a second page, followed directly from the batch's link.
+    assert_eq!(inbox.changes.len(), 3);
+    let Continuation::More(next) = &inbox.continuation else {
+        panic!("{inbox:?}");
+    };
+    let (rest, _, inbox_delta) = round(&client, MailFolder::Inbox, Some(next.clone()), day(5)).await;
+    let mut seen = upserted_ids(&inbox.changes);
+    seen.extend(upserted_ids(&rest));
+    seen.sort();
+    let mut expected = inbound.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert_eq!(upserted_ids(&sent.changes), [outbound]);
+    let Continuation::Complete(sent_delta) = &sent.continuation else {
+        panic!("{sent:?}");
+    };
+
+    // From the stored delta links: only the new mail; expired delta links
+    // come back as each folder's own error, for the caller to resync.
+    let newer = graph.seed(Folder::Inbox, "Newer", day(20));
+    let streams = [
+        (MailFolder::Inbox, Some(inbox_delta.as_str())),
+        (MailFolder::SentItems, Some(sent_delta.as_str())),
+    ];
+    let pages = client.first_pages(&streams, day(5)).await.unwrap();
+    let [Ok(inbox), Ok(sent)] = pages.as_slice() else {
+        panic!("{pages:?}");
+    };
+    assert_eq!(upserted_ids(&inbox.changes), [newer]);
+    assert!(sent.changes.is_empty());
+    graph.simulator.expire_delta_tokens(&graph.mailbox).unwrap();
+    let pages = client.first_pages(&streams, day(5)).await.unwrap();
+    for page in &pages {
+        let error = page.as_ref().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::SyncStateExpired, "{error}");
+    }
+    let counters = graph.simulator.counters(&graph.mailbox);
+    assert_eq!(counters.calls_to(Endpoint::Batch), 3);
+}

@@ -426,7 +426,7 @@ fn throttled(throttle: Throttle) -> ApiResponse {
         .with_header("retry-after", retry_after_seconds(retry_after).to_string())
 }
 
-fn fault_answer(fault: Fault, delta_location: Option<&str>) -> ApiResponse {
+pub(crate) fn fault_answer(fault: Fault, delta_location: Option<&str>) -> ApiResponse {
     match fault {
         Fault::Throttled { retry_after } => {
             let answer = ApiResponse::error(

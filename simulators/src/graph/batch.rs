@@ -181,8 +181,22 @@ pub(crate) async fn batch(store: Arc<Store>, token: Option<String>, base: String
         state.count(caller.as_ref().ok().map(String::as_str), Endpoint::Batch);
         caller
     });
-    if let Err(refusal) = caller {
-        return api::unauthenticated(refusal);
+    let caller = match caller {
+        Ok(caller) => caller,
+        Err(refusal) => return api::unauthenticated(refusal),
+    };
+    // Only a fault that refuses the batch's token applies to the batch
+    // itself (the others meet its requests, each at its own endpoint).
+    let refused = store.with(|state| {
+        let roll = state.random.next_f64();
+        let mailbox = state.mailboxes.get_mut(&caller)?;
+        let fault = mailbox.faults.take(Endpoint::Batch, || roll)?;
+        mailbox.counters.faults += 1;
+        state.expire_sessions(&caller);
+        Some(fault)
+    });
+    if let Some(fault) = refused {
+        return api::fault_answer(fault, None);
     }
     let requests = match parse_batch(body) {
         Ok(requests) => requests,

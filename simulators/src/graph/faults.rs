@@ -37,6 +37,9 @@ impl Applies<Endpoint> for Fault {
     fn applies_to(self, endpoint: Endpoint) -> bool {
         match self {
             Fault::SyncStateNotFound => endpoint == Endpoint::MessagesDelta,
+            // Graph checks the access token of a `$batch` once, for the
+            // whole batch: an ended session refuses the batch itself.
+            Fault::Unauthorized => endpoint != Endpoint::Token,
             _ => !matches!(endpoint, Endpoint::Token | Endpoint::Batch),
         }
     }

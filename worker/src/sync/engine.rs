@@ -24,7 +24,9 @@ use syncfleet_connectors::{
     gmail::{GmailClient, GmailOptions},
     graph::{GraphClient, GraphOptions},
     http::HttpClient,
-    mailbox::{ContactDraft, Continuation, EventDraft, MailFolder, MailMessage, Mailbox, MessageChange, Upsert},
+    mailbox::{
+        ContactDraft, Continuation, EventDraft, MailFolder, MailMessage, Mailbox, MessageChange, MessagePage, Upsert,
+    },
     oauth::{OAuthApp, OAuthSession},
     salesforce::{self, PersonKind, SObject, SalesforceClient, SalesforceCredentials, SalesforceOptions},
 };
@@ -476,7 +478,18 @@ impl MailboxSync {
         let filter = ParticipantFilter::new(&settings.email, &organization_filter, &user_filter);
         let deadline = Instant::now() + self.budget.time;
         let mut handled = 0usize;
+        // Every folder's first page in one request where the provider can.
+        let streams: Vec<(MailFolder, Option<&str>)> = mailbox
+            .folders()
+            .iter()
+            .map(|folder| {
+                let cursor = cursors.get(&format!("mail:{}", folder.as_str()));
+                (*folder, cursor.map(String::as_str))
+            })
+            .collect();
+        let mut first_pages = mailbox.first_pages(&streams, since).await.map_err(failure)?.into_iter();
         for folder in mailbox.folders() {
+            let first = first_pages.next();
             let started = Instant::now();
             let outcome = self
                 .mail_to_crm(
@@ -489,6 +502,7 @@ impl MailboxSync {
                     since,
                     deadline,
                     &mut handled,
+                    first,
                 )
                 .await?;
             session
@@ -542,6 +556,7 @@ impl MailboxSync {
         since: DateTime<Utc>,
         deadline: Instant,
         handled: &mut usize,
+        mut first: Option<Result<MessagePage, ConnectorError>>,
     ) -> Result<String, SyncFailure> {
         let stream = format!("mail:{}", folder.as_str());
         let mut cursor = cursors.get(&stream).cloned();
@@ -553,7 +568,11 @@ impl MailboxSync {
                     "{pages} page(s), {logged} logged, {skipped} without a CRM match; the budget is spent, a follow-up job goes on."
                 ));
             }
-            let page = match mailbox.message_changes(folder, cursor.as_deref(), since).await {
+            let answer = match first.take() {
+                Some(answer) => answer,
+                None => mailbox.message_changes(folder, cursor.as_deref(), since).await,
+            };
+            let page = match answer {
                 Ok(page) => page,
                 Err(error) if error.kind() == ErrorKind::SyncStateExpired && cursor.is_some() => {
                     session.issue(

@@ -222,9 +222,12 @@ async fn the_session_records_its_steps_with_timings_and_its_calls_per_provider()
     );
     let calls = fixture.last_session().await.calls;
     // The simulator counts a $batch and each request inside it; the session
-    // counts HTTP calls (event and contact writes only travel in batches).
+    // counts HTTP calls (event and contact writes only travel in batches, and
+    // both folders' deltas, one page each here, travel in one).
     let graph = fixture.providers.graph.counters(&fixture.email);
-    let inner = graph.calls_to(Endpoint::Events) + graph.calls_to(Endpoint::Contacts);
+    assert_eq!(graph.calls_to(Endpoint::MessagesDelta), 2, "{graph:?}");
+    let inner =
+        graph.calls_to(Endpoint::Events) + graph.calls_to(Endpoint::Contacts) + graph.calls_to(Endpoint::MessagesDelta);
     assert_eq!(
         calls["graph"].as_u64(),
         Some(graph.total_calls() - inner),
