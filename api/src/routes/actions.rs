@@ -28,6 +28,7 @@ use crate::{
     AppState,
     auth::Principal,
     error::ApiError,
+    idempotency::Idempotency,
     routes::{
         admin_jobs, customization,
         jobs::{self, JobView},
@@ -87,12 +88,16 @@ fn wait_seconds(query: Option<&str>) -> Result<u64, ApiError> {
 
 /// Queues a force sync for one user: refused inside the minute (429 with
 /// the time left), or while sync is disabled (409); nothing is changed then.
+/// The request's idempotency key is claimed in the same transaction, before
+/// the publish.
 pub async fn queue_force_sync(
     state: &AppState,
     principal: &Principal,
+    idempotency: &Idempotency,
     user_id: uuid::Uuid,
 ) -> Result<uuid::Uuid, ApiError> {
     let mut tx = state.pool.begin().await?;
+    idempotency.claim(&mut tx).await?;
     let target = sqlx::query_as::<_, Target>(
         "SELECT u.organization_id, u.sync_status, o.sync_enabled AS organization_enabled, \
                 EXTRACT(EPOCH FROM now() - u.force_sync_requested_at)::float8 AS seconds_since_force \
@@ -161,7 +166,7 @@ pub async fn queue_force_sync(
             "the job could not be queued; nothing was changed, try again",
         ));
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     info!(job_id = %job.job_id, requested_by = %principal.label, "Force sync queued.");
     Ok(job.job_id)
 }
@@ -299,27 +304,32 @@ impl From<ActionResult> for Outcome {
     }
 }
 
-/// Runs one action on one user.
+/// Runs one action on one user; every action claims `idempotency` in the
+/// transaction of its effect.
 async fn run(
     state: &AppState,
     principal: &Principal,
+    idempotency: &Idempotency,
     user_id: Uuid,
     action: Action,
     parameters: Checked,
 ) -> Result<Outcome, ApiError> {
+    let key = idempotency;
     Ok(match (action, parameters) {
-        (Action::Switch(switch), _) => users::switch_sync(state, principal, user_id, switch).await?.into(),
-        (Action::ForceSync, _) => Outcome::Queued(queue_force_sync(state, principal, user_id).await?),
-        (Action::Job(job), _) => Outcome::Queued(admin_jobs::queue(state, principal, user_id, job).await?),
-        (Action::ResetCustomization, _) => customization::reset(state, principal, user_id).await?.into(),
+        (Action::Switch(switch), _) => users::switch_sync(state, principal, key, user_id, switch).await?.into(),
+        (Action::ForceSync, _) => Outcome::Queued(queue_force_sync(state, principal, key, user_id).await?),
+        (Action::Job(job), _) => Outcome::Queued(admin_jobs::queue(state, principal, key, user_id, job).await?),
+        (Action::ResetCustomization, _) => customization::reset(state, principal, key, user_id).await?.into(),
         (Action::ChangeOrganization, Checked::Organization(organization)) => {
-            users::change_organization(state, principal, user_id, organization)
+            users::change_organization(state, principal, key, user_id, organization)
                 .await?
                 .into()
         }
-        (Action::ChangePlan, Checked::Plan(plan)) => users::change_plan(state, principal, user_id, plan).await?.into(),
+        (Action::ChangePlan, Checked::Plan(plan)) => {
+            users::change_plan(state, principal, key, user_id, plan).await?.into()
+        }
         (Action::Delete | Action::ForceDelete, _) => {
-            users::remove(state, principal, user_id, action == Action::ForceDelete).await?;
+            users::remove(state, principal, key, user_id, action == Action::ForceDelete).await?;
             Outcome::Done {
                 changed: true,
                 user: None,
@@ -389,6 +399,7 @@ fn parameters<T: serde::de::DeserializeOwned + Default>(body: &[u8], expected: &
 pub async fn user_action(
     State(state): State<AppState>,
     principal: Principal,
+    idempotency: Idempotency,
     Path((raw_id, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     body: Bytes,
@@ -405,7 +416,7 @@ pub async fn user_action(
         user,
         job,
     };
-    match run(&state, &principal, user_id, action, checked).await? {
+    match run(&state, &principal, &idempotency, user_id, action, checked).await? {
         Outcome::Done { changed, user } => Ok((StatusCode::OK, Json(answer(changed, user.map(|user| *user), None)))),
         Outcome::Queued(job_id) => {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
@@ -424,7 +435,7 @@ pub async fn user_action(
 }
 
 /// One user's outcome in a bulk action.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BulkItem {
     pub user_id: Uuid,
     pub ok: bool,
@@ -437,7 +448,7 @@ pub struct BulkItem {
 }
 
 /// Why an action failed for one user.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BulkError {
     pub code: String,
     pub message: String,
@@ -456,6 +467,7 @@ pub struct BulkError {
 pub async fn bulk_action(
     State(state): State<AppState>,
     principal: Principal,
+    idempotency: Idempotency,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Vec<BulkItem>>, ApiError> {
@@ -473,7 +485,25 @@ pub async fn bulk_action(
     .check(action)?;
     let mut results = Vec::with_capacity(ids.len());
     for user_id in ids {
-        results.push(match run(&state, &principal, user_id, action, checked).await {
+        // Each user's part claims the key for that user in its own
+        // transaction: a retry after a partial run does only what is left.
+        let part = idempotency.item(user_id);
+        let item = match run(&state, &principal, &part, user_id, action, checked).await {
+            Err(error) if Idempotency::is_taken(&error) => {
+                let stored = part.stored_item(&state.pool).await?;
+                results.push(
+                    stored
+                        .and_then(|stored| serde_json::from_value(stored).ok())
+                        .unwrap_or(BulkItem {
+                            user_id,
+                            ok: true,
+                            changed: None,
+                            job_id: None,
+                            error: None,
+                        }),
+                );
+                continue;
+            }
             Ok(Outcome::Done { changed, .. }) => BulkItem {
                 user_id,
                 ok: true,
@@ -498,7 +528,18 @@ pub async fn bulk_action(
                     message: error.message().to_owned(),
                 }),
             },
-        });
+        };
+        if item.ok {
+            part.remember(&state.pool, StatusCode::OK, &item).await;
+        }
+        results.push(item);
+    }
+    // The whole answer, for a retry of the whole request.
+    if idempotency.is_some() {
+        let mut tx = state.pool.begin().await?;
+        idempotency.claim(&mut tx).await?;
+        idempotency.answer(&mut tx, StatusCode::OK, &results).await?;
+        tx.commit().await.map_err(ApiError::at_commit)?;
     }
     Ok(Json(results))
 }

@@ -14,20 +14,24 @@ use crate::{
     AppState,
     auth::{Principal, Role},
     error::ApiError,
+    idempotency::Idempotency,
 };
 
 /// Queues `action` for one user: records the admin job (`queued`) and
 /// publishes its job on the priority queue, in one transaction; answers the
 /// job's id. A user the caller may not act on answers 404; a user asking for
 /// more than a check on themself, 403; a publish that fails, 503 with nothing
-/// recorded.
+/// recorded. The request's idempotency key is claimed in the same
+/// transaction, before the publish.
 pub async fn queue(
     state: &AppState,
     principal: &Principal,
+    idempotency: &Idempotency,
     user_id: Uuid,
     action: AdminAction,
 ) -> Result<Uuid, ApiError> {
     let mut tx = state.pool.begin().await?;
+    idempotency.claim(&mut tx).await?;
     // The row lock makes the worker, which locks the same row before it reads
     // the job, wait for this transaction to commit.
     let organization_id: Uuid = sqlx::query_scalar("SELECT organization_id FROM users WHERE id = $1 FOR UPDATE")
@@ -69,7 +73,7 @@ pub async fn queue(
             "the job could not be queued; nothing was changed, try again",
         ));
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     info!(job_id = %job.job_id, action = action.as_str(), requested_by = %principal.label, "Admin job queued.");
     Ok(job.job_id)
 }

@@ -20,6 +20,7 @@ use crate::{
     AppState,
     auth::{Principal, Role},
     error::ApiError,
+    idempotency::Idempotency,
     routes::{list, parse_id},
 };
 
@@ -338,7 +339,7 @@ pub async fn update_user(
         )
         .await?;
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(Json(user.into()))
 }
 
@@ -374,10 +375,12 @@ pub struct ActionResult {
 pub async fn switch_sync(
     state: &AppState,
     principal: &Principal,
+    idempotency: &Idempotency,
     id: Uuid,
     switch: Switch,
 ) -> Result<ActionResult, ApiError> {
     let mut tx = state.pool.begin().await?;
+    idempotency.claim(&mut tx).await?;
     let user = load(&mut tx, principal, id, true).await?;
     if principal.role == Role::User {
         return Err(ApiError::forbidden(
@@ -416,7 +419,7 @@ pub async fn switch_sync(
         .await?;
     }
     let user = load(&mut tx, principal, id, false).await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(ActionResult {
         user_id: id,
         changed,
@@ -816,6 +819,7 @@ pub struct NewUser {
 pub async fn create_user(
     State(state): State<AppState>,
     principal: Principal,
+    idempotency: Idempotency,
     body: axum::body::Bytes,
 ) -> Result<(axum::http::StatusCode, Json<UserView>), ApiError> {
     let new: NewUser = serde_json::from_slice(&body)
@@ -852,6 +856,7 @@ pub async fn create_user(
         return Err(ApiError::not_found("organization").on_field("organization_id"));
     }
     let mut tx = state.pool.begin().await?;
+    idempotency.claim(&mut tx).await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
         .bind(organization)
         .fetch_one(&mut *tx)
@@ -883,9 +888,12 @@ pub async fn create_user(
     .bind(format!("user {email} added"))
     .execute(&mut *tx)
     .await?;
-    let user = load(&mut tx, &principal, id, false).await?;
-    tx.commit().await?;
-    Ok((axum::http::StatusCode::CREATED, Json(user.into())))
+    let user: UserView = load(&mut tx, &principal, id, false).await?.into();
+    idempotency
+        .answer(&mut tx, axum::http::StatusCode::CREATED, &user)
+        .await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
+    Ok((axum::http::StatusCode::CREATED, Json(user)))
 }
 
 /// `DELETE /v1/users/{id}[?force=true]`: refused while the mailbox is
@@ -908,14 +916,21 @@ pub async fn delete_user(
 ) -> Result<axum::http::StatusCode, ApiError> {
     let axum::extract::Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
     let id = parse_id("id", &id)?;
-    remove(&state, &principal, id, query.force).await?;
+    remove(&state, &principal, &Idempotency::none(), id, query.force).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// Deletes a user with its activity (M8 "Delete", "Force delete"): refused
 /// while the mailbox is initialized unless `force`.
-pub async fn remove(state: &AppState, principal: &Principal, id: Uuid, force: bool) -> Result<(), ApiError> {
+pub async fn remove(
+    state: &AppState,
+    principal: &Principal,
+    idempotency: &Idempotency,
+    id: Uuid,
+    force: bool,
+) -> Result<(), ApiError> {
     let mut tx = state.pool.begin().await?;
+    idempotency.claim(&mut tx).await?;
     // Not found before forbidden: a foreign user is not there.
     let user = load(&mut tx, principal, id, true).await?;
     if principal.role == Role::User {
@@ -942,7 +957,7 @@ pub async fn remove(state: &AppState, principal: &Principal, id: Uuid, force: bo
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(())
 }
 
@@ -950,14 +965,16 @@ pub async fn remove(state: &AppState, principal: &Principal, id: Uuid, force: bo
 pub async fn change_organization(
     state: &AppState,
     principal: &Principal,
+    idempotency: &Idempotency,
     id: Uuid,
     organization_id: Uuid,
 ) -> Result<ActionResult, ApiError> {
     let mut tx = state.pool.begin().await?;
+    idempotency.claim(&mut tx).await?;
     let user = load(&mut tx, principal, id, true).await?;
     let changed = move_user(&mut tx, principal, &user, organization_id).await?;
     let user = load(&mut tx, principal, id, false).await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(ActionResult {
         user_id: id,
         changed,
@@ -969,14 +986,16 @@ pub async fn change_organization(
 pub async fn change_plan(
     state: &AppState,
     principal: &Principal,
+    idempotency: &Idempotency,
     id: Uuid,
     plan_id: Option<Uuid>,
 ) -> Result<ActionResult, ApiError> {
     let mut tx = state.pool.begin().await?;
+    idempotency.claim(&mut tx).await?;
     let user = load(&mut tx, principal, id, true).await?;
     let changed = assign_plan(&mut tx, principal, &user, plan_id).await?;
     let user = load(&mut tx, principal, id, false).await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(ActionResult {
         user_id: id,
         changed,
