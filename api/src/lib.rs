@@ -4,7 +4,7 @@
 pub mod auth;
 pub mod config;
 mod error;
-mod idempotency;
+pub mod idempotency;
 mod live;
 mod metrics;
 mod openapi;

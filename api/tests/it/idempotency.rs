@@ -326,6 +326,25 @@ const REFUSE: u8 = 1;
 /// dropped and the connection closed (the forwarder then passes again).
 const CUT_AFTER_COMMIT: u8 = 2;
 
+#[tokio::test]
+async fn the_clean_up_deletes_expired_keys_only() {
+    let env = TestEnv::new().await;
+    sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, expires_at) VALUES \
+         ('\\x01', 'old', '\\x00', now() - interval '1 second'), ('\\x01', 'live', '\\x00', DEFAULT)",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(syncfleet_api::idempotency::delete_expired(&env.pool).await.unwrap(), 1);
+    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_keys")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["live"]);
+    env.cleanup().await;
+}
+
 /// The `host:port` of the PostgreSQL the tests use.
 fn postgres_address() -> String {
     server_url()
