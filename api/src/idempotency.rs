@@ -111,16 +111,6 @@ impl Idempotency {
         self.0.is_some()
     }
 
-    /// Stores the answer of a part that committed (best effort: a part
-    /// whose answer is lost is still never run twice).
-    pub async fn remember<T: Serialize>(&self, pool: &PgPool, status: StatusCode, body: &T) {
-        let Some(key) = &self.0 else { return };
-        let body = serde_json::to_vec(body).unwrap_or_default();
-        if let Err(error) = store(pool, key, status, &body).await {
-            warn!(%error, item = %key.item, "Could not store the answer of an idempotent request's part.");
-        }
-    }
-
     /// Inserts the key's row in `tx`, the transaction of the request's
     /// effect: call it first, before any publish. When a live row exists
     /// (after waiting for the transaction that holds it), answers the 409

@@ -734,19 +734,16 @@ async fn save(
 /// organization has none. Unchanged (no version, no activity) when the user
 /// already has that default.
 pub async fn reset(
-    state: &AppState,
+    tx: &mut Transaction<'_, Postgres>,
     principal: &Principal,
-    idempotency: &Idempotency,
     id: Uuid,
 ) -> Result<ActionResult, ApiError> {
-    let mut tx = state.pool.begin().await?;
-    idempotency.claim(&mut tx).await?;
-    let user = users::view(&mut tx, principal, id, true).await?;
+    let user = users::view(tx, principal, id, true).await?;
     let default: serde_json::Value = sqlx::query_scalar(
         "SELECT document FROM organization_default_customizations WHERE organization_id = $1",
     )
     .bind(user.organization_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
     .ok_or_else(|| {
         ApiError::conflict(
@@ -757,13 +754,13 @@ pub async fn reset(
     let current: Option<(serde_json::Value, String)> =
         sqlx::query_as("SELECT document, source FROM customizations WHERE user_id = $1")
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
     let changed = current.is_none_or(|(document, source)| document != default || source != "default");
     if changed {
-        let view = save(&mut tx, id, &default, "default").await?;
+        let view = save(tx, id, &default, "default").await?;
         record_activity(
-            &mut tx,
+            tx,
             user.organization_id,
             Some(id),
             &principal.label,
@@ -775,7 +772,6 @@ pub async fn reset(
         )
         .await?;
     }
-    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(ActionResult {
         user_id: id,
         changed,

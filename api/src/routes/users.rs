@@ -36,7 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A user as the API shows it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UserView {
     pub id: Uuid,
     pub name: String,
@@ -61,7 +61,7 @@ pub struct UserView {
 }
 
 /// The user's most recent session.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LastSession {
     pub id: Uuid,
     pub at: DateTime<Utc>,
@@ -373,15 +373,12 @@ pub struct ActionResult {
 /// Turns a user's sync on or off, in one transaction with its activity.
 /// Enabling also clears an auto-suspend and makes the user due at once.
 pub async fn switch_sync(
-    state: &AppState,
+    tx: &mut Transaction<'_, Postgres>,
     principal: &Principal,
-    idempotency: &Idempotency,
     id: Uuid,
     switch: Switch,
 ) -> Result<ActionResult, ApiError> {
-    let mut tx = state.pool.begin().await?;
-    idempotency.claim(&mut tx).await?;
-    let user = load(&mut tx, principal, id, true).await?;
+    let user = load(tx, principal, id, true).await?;
     if principal.role == Role::User {
         return Err(ApiError::forbidden(
             "only an admin or an organization admin can switch synchronization",
@@ -404,7 +401,7 @@ pub async fn switch_sync(
         .bind(id)
         .bind(target)
         .bind(format!("disabled by {}", principal.label))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         sqlx::query(
             "INSERT INTO activities (id, organization_id, user_id, actor, kind, details) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -415,11 +412,10 @@ pub async fn switch_sync(
         .bind(&principal.label)
         .bind(kind)
         .bind(format!("synchronization was {} (it was {})", target, user.sync_status.replace('_', " ")))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    let user = load(&mut tx, principal, id, false).await?;
-    tx.commit().await.map_err(ApiError::at_commit)?;
+    let user = load(tx, principal, id, false).await?;
     Ok(ActionResult {
         user_id: id,
         changed,
@@ -916,23 +912,22 @@ pub async fn delete_user(
 ) -> Result<axum::http::StatusCode, ApiError> {
     let axum::extract::Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
     let id = parse_id("id", &id)?;
-    remove(&state, &principal, &Idempotency::none(), id, query.force).await?;
+    let mut tx = state.pool.begin().await?;
+    remove(&mut tx, &principal, id, query.force).await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// Deletes a user with its activity (M8 "Delete", "Force delete"): refused
 /// while the mailbox is initialized unless `force`.
 pub async fn remove(
-    state: &AppState,
+    tx: &mut Transaction<'_, Postgres>,
     principal: &Principal,
-    idempotency: &Idempotency,
     id: Uuid,
     force: bool,
 ) -> Result<(), ApiError> {
-    let mut tx = state.pool.begin().await?;
-    idempotency.claim(&mut tx).await?;
     // Not found before forbidden: a foreign user is not there.
-    let user = load(&mut tx, principal, id, true).await?;
+    let user = load(tx, principal, id, true).await?;
     if principal.role == Role::User {
         return Err(ApiError::forbidden(
             "only an admin or an organization admin can delete users",
@@ -951,30 +946,25 @@ pub async fn remove(
     .bind(user.organization_id)
     .bind(&principal.label)
     .bind(format!("user {} removed{}", user.email, if force { " (forced)" } else { "" }))
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(())
 }
 
 /// Moves a user to another organization (M8 "Change organization").
 pub async fn change_organization(
-    state: &AppState,
+    tx: &mut Transaction<'_, Postgres>,
     principal: &Principal,
-    idempotency: &Idempotency,
     id: Uuid,
     organization_id: Uuid,
 ) -> Result<ActionResult, ApiError> {
-    let mut tx = state.pool.begin().await?;
-    idempotency.claim(&mut tx).await?;
-    let user = load(&mut tx, principal, id, true).await?;
-    let changed = move_user(&mut tx, principal, &user, organization_id).await?;
-    let user = load(&mut tx, principal, id, false).await?;
-    tx.commit().await.map_err(ApiError::at_commit)?;
+    let user = load(tx, principal, id, true).await?;
+    let changed = move_user(tx, principal, &user, organization_id).await?;
+    let user = load(tx, principal, id, false).await?;
     Ok(ActionResult {
         user_id: id,
         changed,
@@ -984,18 +974,14 @@ pub async fn change_organization(
 
 /// Assigns a plan, or none (M8 "Change plan").
 pub async fn change_plan(
-    state: &AppState,
+    tx: &mut Transaction<'_, Postgres>,
     principal: &Principal,
-    idempotency: &Idempotency,
     id: Uuid,
     plan_id: Option<Uuid>,
 ) -> Result<ActionResult, ApiError> {
-    let mut tx = state.pool.begin().await?;
-    idempotency.claim(&mut tx).await?;
-    let user = load(&mut tx, principal, id, true).await?;
-    let changed = assign_plan(&mut tx, principal, &user, plan_id).await?;
-    let user = load(&mut tx, principal, id, false).await?;
-    tx.commit().await.map_err(ApiError::at_commit)?;
+    let user = load(tx, principal, id, true).await?;
+    let changed = assign_plan(tx, principal, &user, plan_id).await?;
+    let user = load(tx, principal, id, false).await?;
     Ok(ActionResult {
         user_id: id,
         changed,

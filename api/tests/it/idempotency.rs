@@ -471,6 +471,27 @@ fn assert_outage(answer: &Answer, code: &str) {
     );
 }
 
+/// The only id `sql` finds for `id`.
+async fn only_id(env: &TestEnv, sql: &str, id: Uuid) -> Uuid {
+    sqlx::query_scalar(sql).bind(id).fetch_one(&env.pool).await.unwrap()
+}
+
+/// Sends a keyed request whose COMMIT reaches PostgreSQL but whose answer
+/// is lost (503 `outcome_unknown`, saying a retry with the key is safe),
+/// then its retry, which must answer the kept first answer (202); answers
+/// the retry's answer.
+async fn lost_then_retried(api: &Api, forwarder: &Forwarder, path: &str, token: &str, body: &Value) -> Answer {
+    forwarder.set(CUT_AFTER_COMMIT);
+    let lost = post(api.address, path, token, Some("lost"), body).await;
+    assert_outage(&lost, "outcome_unknown");
+    let message = lost.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Idempotency-Key"), "{lost:?}");
+    let retried = post(api.address, path, token, Some("lost"), body).await;
+    assert_eq!(retried.status, 202, "{retried:?}");
+    assert!(retried.replayed, "the retry answers the committed request: {retried:?}");
+    retried
+}
+
 #[tokio::test]
 async fn a_database_outage_answers_503_with_retry_after_and_recovers() {
     let env = TestEnv::new().await;
@@ -510,37 +531,34 @@ async fn a_push_whose_commit_lost_its_answer_says_so_and_its_retry_is_recognised
     let api = api_through(&env, &forwarder).await;
     let (org, token) = pushing(&env, &api, 2).await;
 
-    let body = json!({"all": true});
-    forwarder.set(CUT_AFTER_COMMIT);
-    let lost = post(api.address, "/v1/pushes", &token, Some("the-push"), &body).await;
-    assert_outage(&lost, "outcome_unknown");
-    assert!(
-        lost.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Idempotency-Key"),
-        "{lost:?}"
-    );
-    // It took effect: one push, queued.
-    assert_eq!(
-        count(&env, "SELECT count(*) FROM pushes WHERE organization_id = $1", org).await,
-        1
-    );
-
-    let retried = post(api.address, "/v1/pushes", &token, Some("the-push"), &body).await;
-    assert_eq!(retried.status, 202, "{retried:?}");
-    assert!(retried.replayed, "the retry answers the committed push: {retried:?}");
-    let id: Uuid = sqlx::query_scalar("SELECT id FROM pushes WHERE organization_id = $1")
-        .bind(org)
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
+    let retried = lost_then_retried(&api, &forwarder, "/v1/pushes", &token, &json!({"all": true})).await;
+    let id = only_id(&env, "SELECT id FROM pushes WHERE organization_id = $1", org).await;
     assert_eq!(retried.body["id"], id.to_string());
     assert_eq!(
         count(&env, "SELECT count(*) FROM pushes WHERE organization_id = $1", org).await,
         1
     );
     assert_eq!(env.ready(Route::Push).await, 1, "one job, never two");
+
+    api.stop().await;
+    drop(forwarder);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_force_sync_whose_commit_lost_its_answer_is_answered_on_retry_with_its_job() {
+    let env = TestEnv::new().await;
+    let user = enabled_users(&env, 1).await[0];
+    let forwarder = Forwarder::start().await;
+    let api = api_through(&env, &forwarder).await;
+    let token = admin(&env, "admin").await;
+
+    let path = format!("/v1/users/{user}/actions/force-sync");
+    let retried = lost_then_retried(&api, &forwarder, &path, &token, &json!({})).await;
+    let job = only_id(&env, "SELECT id FROM admin_jobs WHERE user_id = $1", user).await;
+    assert_eq!(retried.body["job"]["id"], job.to_string());
+    assert_eq!(retried.body["job"]["status"], "queued");
+    assert_eq!(env.ready(Route::Priority).await, 1, "one job, never two");
 
     api.stop().await;
     drop(forwarder);
