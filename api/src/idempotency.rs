@@ -11,9 +11,10 @@
 //! right after the commit) is recognised on retry by its row, and a twin
 //! sent concurrently waits on the row's unique index until the first
 //! commits (then it answers the first's answer) or rolls back (then it
-//! runs). Handlers that know their answer before the commit store it in the
-//! same transaction ([`Idempotency::answer`]); this middleware then stores
-//! the answer actually sent, once it is sent.
+//! runs). Every keyed handler also stores its answer in the same
+//! transaction ([`Idempotency::answer`]), so a lost answer is still answered
+//! on retry; this middleware then stores the answer actually sent, once it
+//! is sent (a job action's answer after `?wait=`).
 //!
 //! A request that changed nothing (refused with a 4xx, or a 503 before the
 //! commit) leaves no row: its retry runs again.

@@ -66,8 +66,8 @@ const OUTAGE: &str = "The database or the broker is unreachable (`unavailable`):
 const IDEMPOTENCY: &str = "Optional, 1 to 255 printable ASCII characters, chosen by the client (a UUID, say). \
     A retry with the same key and the same request (method, path, query and body) within 24 hours answers the \
     first answer (with `Idempotency-Replayed: true`) and does nothing again, even when the first answer was lost; \
-    the same key with another request answers 422 `idempotency_key_reused`; while the first request with the key \
-    has taken effect but not answered yet, 409 `idempotency_key_in_progress`. Keys are scoped to the caller's \
+    the same key with another request answers 422 `idempotency_key_reused`; a retry sent while the first runs waits \
+    for it; 409 `idempotency_key_in_progress` when the first took effect but no answer could be kept. Keys are scoped to the caller's \
     token. A request that changed nothing (a 4xx, or a 503 `unavailable`) keeps no key: its retry runs.";
 
 /// Adds the bearer scheme to every operation, the error answers every
