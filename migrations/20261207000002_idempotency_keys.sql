@@ -5,7 +5,7 @@
 -- the effect again, and a concurrent twin waits on the row's unique index
 -- until the first commits (then finds it) or rolls back (then runs).
 --
--- `scope` is the SHA-256 of the caller's bearer token (keys are per caller);
+-- `scope` is the caller's token id (`api_tokens.id`; keys are per caller);
 -- `item` is empty for a request, and a user's id for one user's part of a
 -- bulk action (each user is its own transaction). `fingerprint` is the
 -- SHA-256 of the method, path, query and body: the same key with another

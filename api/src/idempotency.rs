@@ -2,7 +2,7 @@
 //! work accepts an `Idempotency-Key` header. A retry with the same key and
 //! the same request (method, path, query, body) within 24 hours answers the
 //! first answer and does nothing again; the same key with another request
-//! answers 422. Keys are scoped to the caller (their bearer token).
+//! answers 422. Keys are scoped to the caller (their bearer token's id).
 //!
 //! Not a cache: the key's row is inserted by the handler **in the
 //! transaction of its effect** ([`Idempotency::claim`], before any publish
@@ -39,6 +39,7 @@ use uuid::Uuid;
 
 use crate::{
     AppState,
+    auth::Principal,
     error::{ApiError, ErrorCode},
 };
 
@@ -300,12 +301,14 @@ async fn keyed(state: &AppState, request: Request, next: Next) -> Result<Respons
         return Ok(next.run(request).await);
     };
     let key = parse_key(header).map_err(IntoResponse::into_response)?;
-    // Without a token the handler answers 401; nothing is kept.
-    let Some(authorization) = request.headers().get(header::AUTHORIZATION) else {
-        return Ok(next.run(request).await);
-    };
-    let scope = Sha256::digest(authorization.as_bytes()).to_vec();
     let (mut parts, body) = request.into_parts();
+    // The caller first (a revoked token gets no answer, kept or not); the
+    // handler takes the same principal from the extensions.
+    let principal = Principal::from_request_parts(&mut parts, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let scope = principal.token_id.as_bytes().to_vec();
+    parts.extensions.insert(principal);
     // `check_input` has read the body already: this takes it back whole.
     let body = axum::body::to_bytes(body, usize::MAX)
         .await

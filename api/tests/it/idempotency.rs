@@ -90,6 +90,18 @@ async fn pushing(env: &TestEnv, api: &Api, colleagues: usize) -> (Uuid, String) 
     (org, token)
 }
 
+/// `POST /v1/plans` of a plan named as its code.
+async fn create_plan(api: &Api, token: &str, key: Option<&str>, code: &str) -> Answer {
+    post(
+        api.address,
+        "/v1/plans",
+        token,
+        key,
+        &json!({"code": code, "name": code}),
+    )
+    .await
+}
+
 async fn admin(env: &TestEnv, label: &str) -> String {
     create_token(&env.pool, "admin", None, None, label).await.unwrap()
 }
@@ -176,23 +188,9 @@ async fn a_key_reused_with_another_body_answers_422_naming_the_header_and_a_bad_
     let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
     let token = admin(&env, "admin").await;
 
-    let created = post(
-        api.address,
-        "/v1/plans",
-        &token,
-        Some("plan"),
-        &json!({"code": "gold", "name": "Gold"}),
-    )
-    .await;
+    let created = create_plan(&api, &token, Some("plan"), "gold").await;
     assert_eq!(created.status, 201, "{created:?}");
-    let reused = post(
-        api.address,
-        "/v1/plans",
-        &token,
-        Some("plan"),
-        &json!({"code": "silver", "name": "Silver"}),
-    )
-    .await;
+    let reused = create_plan(&api, &token, Some("plan"), "silver").await;
     assert_eq!(reused.status, 422, "{reused:?}");
     assert_eq!(reused.body["error"]["code"], "idempotency_key_reused");
     assert_eq!(reused.body["error"]["field"], "Idempotency-Key");
@@ -213,14 +211,7 @@ async fn a_key_reused_with_another_body_answers_422_naming_the_header_and_a_bad_
     assert_eq!(plans, 1);
 
     for bad in ["k".repeat(256), "clé".to_owned()] {
-        let answer = post(
-            api.address,
-            "/v1/plans",
-            &token,
-            Some(&bad),
-            &json!({"code": "x", "name": "X"}),
-        )
-        .await;
+        let answer = create_plan(&api, &token, Some(&bad), "x").await;
         assert_eq!(answer.status, 400, "{bad:?}: {answer:?}");
         assert_eq!(answer.body["error"]["field"], "Idempotency-Key");
     }
@@ -237,24 +228,17 @@ async fn keys_belong_to_their_caller_and_expire_after_a_day() {
     let (one, two) = (admin(&env, "one").await, admin(&env, "two").await);
 
     // The same key from two callers: two independent requests.
-    let first = post(
-        api.address,
-        "/v1/plans",
-        &one,
-        Some("same"),
-        &json!({"code": "a", "name": "A"}),
-    )
-    .await;
-    let second = post(
-        api.address,
-        "/v1/plans",
-        &two,
-        Some("same"),
-        &json!({"code": "b", "name": "B"}),
-    )
-    .await;
+    let first = create_plan(&api, &one, Some("same"), "a").await;
+    let second = create_plan(&api, &two, Some("same"), "b").await;
     assert_eq!((first.status, second.status), (201, 201), "{first:?} {second:?}");
     assert!(!second.replayed);
+    // A revoked token gets no answer, not even a kept one.
+    sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE label = 'one'")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let revoked = create_plan(&api, &one, Some("same"), "a").await;
+    assert_eq!(revoked.status, 401, "{revoked:?}");
 
     // Expired (as after 24 hours): the same request runs again.
     let body = json!({"all": true});
@@ -498,16 +482,10 @@ async fn a_database_outage_answers_503_with_retry_after_and_recovers() {
     let forwarder = Forwarder::start().await;
     let api = api_through(&env, &forwarder).await;
     let token = admin(&env, "admin").await;
-    let plan = |code: &str| json!({"code": code, "name": "Plan"});
-    assert_eq!(
-        post(api.address, "/v1/plans", &token, None, &plan("before"))
-            .await
-            .status,
-        201
-    );
+    assert_eq!(create_plan(&api, &token, None, "before").await.status, 201);
 
     forwarder.set(REFUSE);
-    let down = post(api.address, "/v1/plans", &token, Some("p"), &plan("during")).await;
+    let down = create_plan(&api, &token, Some("p"), "during").await;
     assert_outage(&down, "unavailable");
     let read = syncfleet_testkit::http(api.address, "GET", "/v1/plans", Some(&token)).await;
     assert_eq!(read.status, 503, "{read:?}");
@@ -515,7 +493,7 @@ async fn a_database_outage_answers_503_with_retry_after_and_recovers() {
 
     forwarder.set(PASS);
     // Nothing was kept of the failed request: its retry runs.
-    let retried = post(api.address, "/v1/plans", &token, Some("p"), &plan("during")).await;
+    let retried = create_plan(&api, &token, Some("p"), "during").await;
     assert_eq!(retried.status, 201, "{retried:?}");
     assert!(!retried.replayed);
 
