@@ -503,6 +503,46 @@ async fn a_database_outage_answers_503_with_retry_after_and_recovers() {
 }
 
 #[tokio::test]
+async fn the_panel_answers_503_with_retry_after_during_a_database_outage_and_keeps_the_admin_signed_in() {
+    let env = TestEnv::new().await;
+    let forwarder = Forwarder::start().await;
+    let api = api_through(&env, &forwarder).await;
+    let token = admin(&env, "admin").await;
+    syncfleet_connectors::http::install_tls_provider();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("http://{}{path}", api.address);
+    let login = client
+        .post(url("/panel/login"))
+        .form(&[("token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = || client.get(url("/panel/organizations")).header("cookie", &cookie).send();
+
+    forwarder.set(REFUSE);
+    let down = page().await.unwrap();
+    assert_eq!(down.status(), 503, "not a redirect to the sign-in page");
+    assert!(down.headers().contains_key("retry-after"));
+    forwarder.set(PASS);
+    assert_eq!(page().await.unwrap().status(), 200, "still signed in");
+
+    api.stop().await;
+    drop(forwarder);
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_push_whose_commit_lost_its_answer_says_so_and_its_retry_is_recognised() {
     let env = TestEnv::new().await;
     let forwarder = Forwarder::start().await;
