@@ -241,3 +241,33 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_terminated_connection_is_an_outage_and_a_refused_statement_is_not() {
+        let url = format!("{}/postgres", syncfleet_testkit::server_url());
+        let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
+        let refused = sqlx::query("SELECT 1 / 0").execute(&mut connection).await.unwrap_err();
+        assert!(!is_outage(&refused), "{refused:?}");
+        assert_eq!(ApiError::from(refused).status, StatusCode::INTERNAL_SERVER_ERROR);
+
+        // The server ends the connection as an administrator's shutdown
+        // (57P01) or a restart would; the next statement finds it closed.
+        let terminated = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+            .execute(&mut connection)
+            .await
+            .unwrap_err();
+        assert!(is_outage(&terminated), "{terminated:?}");
+        let closed = sqlx::query("SELECT 1").execute(&mut connection).await.unwrap_err();
+        assert!(is_outage(&closed), "{closed:?}");
+        let answer = ApiError::from(closed);
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(answer.retry_after_seconds.is_some());
+        assert_eq!(ApiError::at_commit(terminated).code, "outcome_unknown");
+    }
+}
