@@ -95,11 +95,6 @@ struct Stored {
 }
 
 impl Idempotency {
-    /// No key (a route or a caller that does not take one).
-    pub fn none() -> Self {
-        Self(None)
-    }
-
     /// The key of one part of a bulk request (one user's own transaction).
     pub fn item(&self, item: Uuid) -> Self {
         Self(self.0.as_ref().map(|key| Key {
