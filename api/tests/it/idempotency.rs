@@ -182,6 +182,48 @@ async fn eight_concurrent_force_syncs_with_one_key_queue_one_job_and_answer_alik
     env.cleanup().await;
 }
 
+/// The `POST`s that neither create anything nor queue work: doing them
+/// twice changes nothing more than doing them once.
+const UNKEYED_POSTS: [&str; 4] = [
+    "/v1/me/notifications/{id}/read",
+    "/v1/me/notifications/read-all",
+    "/v1/organizations/{id}/sync/enable",
+    "/v1/organizations/{id}/sync/disable",
+];
+
+#[tokio::test]
+async fn the_document_offers_the_key_on_every_post_that_creates_or_queues_and_a_503_everywhere() {
+    let env = TestEnv::new().await;
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
+    let token = admin(&env, "admin").await;
+    let document = syncfleet_testkit::http(api.address, "GET", "/openapi.json", Some(&token))
+        .await
+        .json();
+
+    let mut keyed = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let outage = &operation["responses"]["503"];
+            assert!(
+                outage["headers"]["Retry-After"].is_object(),
+                "{method} {path}: {outage}"
+            );
+            let takes_key = operation["parameters"].as_array().is_some_and(|parameters| {
+                parameters
+                    .iter()
+                    .any(|parameter| parameter["name"] == "Idempotency-Key" && parameter["in"] == "header")
+            });
+            let expected = method == "post" && !UNKEYED_POSTS.contains(&path.as_str());
+            assert_eq!(takes_key, expected, "{method} {path}");
+            keyed += usize::from(takes_key);
+        }
+    }
+    assert_eq!(keyed, 8, "the keyed routes of README's list");
+
+    api.stop().await;
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_key_reused_with_another_body_answers_422_naming_the_header_and_a_bad_key_400() {
     let env = TestEnv::new().await;
