@@ -118,6 +118,10 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // Resolved already by a middleware (the idempotency keys').
+        if let Some(principal) = parts.extensions.get::<Self>() {
+            return Ok(principal.clone());
+        }
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)

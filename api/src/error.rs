@@ -114,18 +114,108 @@ impl ApiError {
         }
     }
 
-    /// A dependency failed; the details are logged.
+    /// A dependency (the database, the broker, the key ring) is unavailable;
+    /// the details are logged. Answered with `Retry-After`.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        Self {
+            retry_after_seconds: Some(RETRY_AFTER_OUTAGE_SECONDS),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
+    }
+
+    /// A request that failed at or after its commit: it may have taken
+    /// effect. 503 with `Retry-After`; a retry with the same
+    /// `Idempotency-Key` is safe.
+    pub fn outcome_unknown() -> Self {
+        Self {
+            retry_after_seconds: Some(RETRY_AFTER_OUTAGE_SECONDS),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                "the database became unreachable while the change was committed: it may or may not have \
+                 taken effect. Retrying with the same Idempotency-Key is safe (it answers the first answer \
+                 or runs once); without one, read the resource before retrying",
+            )
+        }
+    }
+
+    /// The same key is already used by another request (422, naming the header).
+    pub fn key_reused() -> Self {
+        Self {
+            field: Some(crate::idempotency::HEADER_NAME.to_owned()),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with another request (method, path or body) in the last 24 hours; \
+                 use a new key for a new request",
+            )
+        }
+    }
+
+    /// The first request with this key took effect and has not answered yet.
+    pub fn key_in_progress(message: impl Into<String>) -> Self {
+        Self {
+            field: Some(crate::idempotency::HEADER_NAME.to_owned()),
+            retry_after_seconds: Some(1),
+            ..Self::new(StatusCode::CONFLICT, "idempotency_key_in_progress", message)
+        }
+    }
+
+    /// A database error that occurred at COMMIT: when the connection was
+    /// lost, the outcome is unknown; when the server refused the commit,
+    /// nothing happened and the error maps as any other.
+    pub fn at_commit(error: sqlx::Error) -> Self {
+        if is_outage(&error) {
+            tracing::error!(%error, "The database became unreachable during a commit; the outcome is unknown.");
+            return Self::outcome_unknown();
+        }
+        error.into()
+    }
+}
+
+/// The `Retry-After` of an outage answer, in seconds.
+const RETRY_AFTER_OUTAGE_SECONDS: u64 = 5;
+
+/// The PostgreSQL error codes of an unreachable or restarting server:
+/// `57P01` admin shutdown, `57P02` crash shutdown, `57P03` cannot connect
+/// now, `53300` too many connections (class `08` is matched as a class).
+const OUTAGE_CODES: [&str; 4] = ["57P01", "57P02", "57P03", "53300"];
+
+/// Whether a database error means the database is unreachable (the pool
+/// timed out, the connection broke or closed, the server is shutting down
+/// or starting), as opposed to a refused statement.
+pub fn is_outage(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database
+            .code()
+            .is_some_and(|code| code.starts_with("08") || OUTAGE_CODES.contains(&code.as_ref())),
+        _ => false,
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
+        if is_outage(&error) {
+            tracing::error!(%error, "The database is unreachable while answering a request.");
+            return Self::unavailable(
+                "the database is unreachable; try again shortly (a request retried with its Idempotency-Key never runs twice)",
+            );
+        }
         tracing::error!(%error, "Database error while answering a request.");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 }
+
+/// The `code` of an error answer, kept in the response's extensions so a
+/// middleware can tell one error from another without reading the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -137,6 +227,7 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
         if let Some(seconds) = self.retry_after_seconds {
             response
                 .headers_mut()
@@ -148,5 +239,35 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_terminated_connection_is_an_outage_and_a_refused_statement_is_not() {
+        let url = format!("{}/postgres", syncfleet_testkit::server_url());
+        let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
+        let refused = sqlx::query("SELECT 1 / 0").execute(&mut connection).await.unwrap_err();
+        assert!(!is_outage(&refused), "{refused:?}");
+        assert_eq!(ApiError::from(refused).status, StatusCode::INTERNAL_SERVER_ERROR);
+
+        // The server ends the connection as an administrator's shutdown
+        // (57P01) or a restart would; the next statement finds it closed.
+        let terminated = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+            .execute(&mut connection)
+            .await
+            .unwrap_err();
+        assert!(is_outage(&terminated), "{terminated:?}");
+        let closed = sqlx::query("SELECT 1").execute(&mut connection).await.unwrap_err();
+        assert!(is_outage(&closed), "{closed:?}");
+        let answer = ApiError::from(closed);
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(answer.retry_after_seconds.is_some());
+        assert_eq!(ApiError::at_commit(terminated).code, "outcome_unknown");
     }
 }

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 mod error;
+pub mod idempotency;
 mod live;
 mod metrics;
 mod openapi;
@@ -75,6 +76,7 @@ pub fn router(state: AppState, health: Arc<Health>, mut registry: Registry) -> R
             }),
         )
         .layer(axum::Extension(live::Hub::new(state.pool.clone(), health.clone())))
+        .layer(middleware::from_fn_with_state(state.clone(), idempotency::middleware))
         .layer(middleware::from_fn(check_input))
         .with_state(state.clone());
     // The admin panel calls `v1` in process; its form posts are not JSON,

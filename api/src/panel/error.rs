@@ -76,6 +76,13 @@ impl IntoResponse for PanelError {
                 tracing::error!(error = %detail, "Panel request failed.");
                 page::bare(self.status(), "Error", &self.message())
             }
+            Self::Api { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => {
+                let mut response = page::bare(*status, "Unavailable", &self.message());
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                response
+            }
             Self::Api { status, .. } if *status == StatusCode::NOT_FOUND => page::bare(
                 StatusCode::NOT_FOUND,
                 "Not found",

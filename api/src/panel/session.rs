@@ -58,7 +58,15 @@ impl Session {
         let (mut parts, ()) = request.into_parts();
         let principal = Principal::from_request_parts(&mut parts, &panel.app)
             .await
-            .map_err(|_| PanelError::SignedOut)?;
+            .map_err(|error| match error.code() {
+                // An outage is not a sign-out: the page says so, with Retry-After.
+                "unavailable" => PanelError::Api {
+                    status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    message: error.message().to_owned(),
+                    field: None,
+                },
+                _ => PanelError::SignedOut,
+            })?;
         if principal.role == Role::User {
             return Err(PanelError::NotAnAdmin);
         }

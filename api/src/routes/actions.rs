@@ -24,10 +24,13 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use sqlx::{Postgres, Transaction};
+
 use crate::{
     AppState,
     auth::Principal,
     error::ApiError,
+    idempotency::Idempotency,
     routes::{
         admin_jobs, customization,
         jobs::{self, JobView},
@@ -87,19 +90,20 @@ fn wait_seconds(query: Option<&str>) -> Result<u64, ApiError> {
 
 /// Queues a force sync for one user: refused inside the minute (429 with
 /// the time left), or while sync is disabled (409); nothing is changed then.
+/// Runs in `tx`, which the caller commits after the publish.
 pub async fn queue_force_sync(
     state: &AppState,
+    tx: &mut Transaction<'_, Postgres>,
     principal: &Principal,
     user_id: uuid::Uuid,
 ) -> Result<uuid::Uuid, ApiError> {
-    let mut tx = state.pool.begin().await?;
     let target = sqlx::query_as::<_, Target>(
         "SELECT u.organization_id, u.sync_status, o.sync_enabled AS organization_enabled, \
                 EXTRACT(EPOCH FROM now() - u.force_sync_requested_at)::float8 AS seconds_since_force \
          FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1 FOR UPDATE OF u",
     )
     .bind(user_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
     .filter(|target| principal.may_act_on_user(user_id, target.organization_id))
     .ok_or_else(|| ApiError::not_found("user"))?;
@@ -142,11 +146,11 @@ pub async fn queue_force_sync(
     .bind(target.organization_id)
     .bind(user_id)
     .bind(&principal.label)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     sqlx::query("UPDATE users SET force_sync_requested_at = now() WHERE id = $1")
         .bind(user_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     // Published before the commit: the worker's claim waits for this
     // transaction (it locks the same user row), and a failed publish leaves
@@ -161,7 +165,6 @@ pub async fn queue_force_sync(
             "the job could not be queued; nothing was changed, try again",
         ));
     }
-    tx.commit().await?;
     info!(job_id = %job.job_id, requested_by = %principal.label, "Force sync queued.");
     Ok(job.job_id)
 }
@@ -299,27 +302,35 @@ impl From<ActionResult> for Outcome {
     }
 }
 
-/// Runs one action on one user.
+/// Runs one action on one user in one transaction: it claims
+/// `idempotency` first, runs the action (a job is published before the
+/// commit), stores the answer `answer` gives for the outcome (a job as
+/// queued) when the request has a key, then commits.
 async fn run(
     state: &AppState,
     principal: &Principal,
+    idempotency: &Idempotency,
     user_id: Uuid,
-    action: Action,
-    parameters: Checked,
+    (action, parameters): (Action, Checked),
+    answer: impl FnOnce(&Outcome, Option<JobView>) -> (StatusCode, serde_json::Value),
 ) -> Result<Outcome, ApiError> {
-    Ok(match (action, parameters) {
-        (Action::Switch(switch), _) => users::switch_sync(state, principal, user_id, switch).await?.into(),
-        (Action::ForceSync, _) => Outcome::Queued(queue_force_sync(state, principal, user_id).await?),
-        (Action::Job(job), _) => Outcome::Queued(admin_jobs::queue(state, principal, user_id, job).await?),
-        (Action::ResetCustomization, _) => customization::reset(state, principal, user_id).await?.into(),
+    let mut tx = state.pool.begin().await?;
+    idempotency.claim(&mut tx).await?;
+    let outcome = match (action, parameters) {
+        (Action::Switch(switch), _) => users::switch_sync(&mut tx, principal, user_id, switch).await?.into(),
+        (Action::ForceSync, _) => Outcome::Queued(queue_force_sync(state, &mut tx, principal, user_id).await?),
+        (Action::Job(job), _) => Outcome::Queued(admin_jobs::queue(state, &mut tx, principal, user_id, job).await?),
+        (Action::ResetCustomization, _) => customization::reset(&mut tx, principal, user_id).await?.into(),
         (Action::ChangeOrganization, Checked::Organization(organization)) => {
-            users::change_organization(state, principal, user_id, organization)
+            users::change_organization(&mut tx, principal, user_id, organization)
                 .await?
                 .into()
         }
-        (Action::ChangePlan, Checked::Plan(plan)) => users::change_plan(state, principal, user_id, plan).await?.into(),
+        (Action::ChangePlan, Checked::Plan(plan)) => {
+            users::change_plan(&mut tx, principal, user_id, plan).await?.into()
+        }
         (Action::Delete | Action::ForceDelete, _) => {
-            users::remove(state, principal, user_id, action == Action::ForceDelete).await?;
+            users::remove(&mut tx, principal, user_id, action == Action::ForceDelete).await?;
             Outcome::Done {
                 changed: true,
                 user: None,
@@ -329,7 +340,17 @@ async fn run(
         (Action::ChangeOrganization | Action::ChangePlan, _) => {
             return Err(ApiError::invalid("body", "the action's parameters are missing"));
         }
-    })
+    };
+    if idempotency.is_some() {
+        let job = match &outcome {
+            Outcome::Queued(job_id) => jobs::read(&mut *tx, *job_id).await?,
+            Outcome::Done { .. } => None,
+        };
+        let (status, body) = answer(&outcome, job);
+        idempotency.answer(&mut tx, status, &body).await?;
+    }
+    tx.commit().await.map_err(ApiError::at_commit)?;
+    Ok(outcome)
 }
 
 /// The answer for one user.
@@ -389,6 +410,7 @@ fn parameters<T: serde::de::DeserializeOwned + Default>(body: &[u8], expected: &
 pub async fn user_action(
     State(state): State<AppState>,
     principal: Principal,
+    idempotency: Idempotency,
     Path((raw_id, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     body: Bytes,
@@ -405,7 +427,16 @@ pub async fn user_action(
         user,
         job,
     };
-    match run(&state, &principal, user_id, action, checked).await? {
+    // The answer kept with the effect, for a retry whose first answer was
+    // lost: the same as below, a job as queued.
+    let kept = |outcome: &Outcome, job| {
+        let (status, kept) = match outcome {
+            Outcome::Done { changed, user } => (StatusCode::OK, answer(*changed, user.as_deref().cloned(), None)),
+            Outcome::Queued(_) => (StatusCode::ACCEPTED, answer(true, None, job)),
+        };
+        (status, serde_json::to_value(kept).unwrap_or_default())
+    };
+    match run(&state, &principal, &idempotency, user_id, (action, checked), kept).await? {
         Outcome::Done { changed, user } => Ok((StatusCode::OK, Json(answer(changed, user.map(|user| *user), None)))),
         Outcome::Queued(job_id) => {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
@@ -424,7 +455,7 @@ pub async fn user_action(
 }
 
 /// One user's outcome in a bulk action.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BulkItem {
     pub user_id: Uuid,
     pub ok: bool,
@@ -436,8 +467,29 @@ pub struct BulkItem {
     pub error: Option<BulkError>,
 }
 
+impl BulkItem {
+    /// One user's result.
+    fn of(user_id: Uuid, result: Result<&Outcome, &ApiError>) -> Self {
+        let (changed, job_id) = match result {
+            Ok(Outcome::Done { changed, .. }) => (Some(*changed), None),
+            Ok(Outcome::Queued(job_id)) => (Some(true), Some(*job_id)),
+            Err(_) => (None, None),
+        };
+        Self {
+            user_id,
+            ok: result.is_ok(),
+            changed,
+            job_id,
+            error: result.err().map(|error| BulkError {
+                code: error.code().to_owned(),
+                message: error.message().to_owned(),
+            }),
+        }
+    }
+}
+
 /// Why an action failed for one user.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BulkError {
     pub code: String,
     pub message: String,
@@ -456,6 +508,7 @@ pub struct BulkError {
 pub async fn bulk_action(
     State(state): State<AppState>,
     principal: Principal,
+    idempotency: Idempotency,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Vec<BulkItem>>, ApiError> {
@@ -473,32 +526,36 @@ pub async fn bulk_action(
     .check(action)?;
     let mut results = Vec::with_capacity(ids.len());
     for user_id in ids {
-        results.push(match run(&state, &principal, user_id, action, checked).await {
-            Ok(Outcome::Done { changed, .. }) => BulkItem {
-                user_id,
-                ok: true,
-                changed: Some(changed),
-                job_id: None,
-                error: None,
-            },
-            Ok(Outcome::Queued(job_id)) => BulkItem {
-                user_id,
-                ok: true,
-                changed: Some(true),
-                job_id: Some(job_id),
-                error: None,
-            },
-            Err(error) => BulkItem {
-                user_id,
-                ok: false,
-                changed: None,
-                job_id: None,
-                error: Some(BulkError {
-                    code: error.code().to_owned(),
-                    message: error.message().to_owned(),
+        // Each user's part claims the key for that user in its own
+        // transaction, with its result: a retry after a partial run acts
+        // only on the users not done, and answers the others' results.
+        let part = idempotency.item(user_id);
+        let kept = |outcome: &Outcome, _| {
+            let item = BulkItem::of(user_id, Ok(outcome));
+            (StatusCode::OK, serde_json::to_value(item).unwrap_or_default())
+        };
+        let item = match run(&state, &principal, &part, user_id, (action, checked), kept).await {
+            Err(error) if Idempotency::is_taken(&error) => part
+                .stored_item(&state.pool)
+                .await?
+                .and_then(|stored| serde_json::from_value(stored).ok())
+                .unwrap_or(BulkItem {
+                    user_id,
+                    ok: true,
+                    changed: None,
+                    job_id: None,
+                    error: None,
                 }),
-            },
-        });
+            result => BulkItem::of(user_id, result.as_ref()),
+        };
+        results.push(item);
+    }
+    // The whole answer, for a retry of the whole request.
+    if idempotency.is_some() {
+        let mut tx = state.pool.begin().await?;
+        idempotency.claim(&mut tx).await?;
+        idempotency.answer(&mut tx, StatusCode::OK, &results).await?;
+        tx.commit().await.map_err(ApiError::at_commit)?;
     }
     Ok(Json(results))
 }

@@ -3,6 +3,7 @@
 //! queue; the worker writes its result into the job's row.
 
 use chrono::Utc;
+use sqlx::{Postgres, Transaction};
 use syncfleet_common::{
     queue::{AdminAction, JobEnvelope, Route},
     telemetry,
@@ -16,23 +17,23 @@ use crate::{
     error::ApiError,
 };
 
-/// Queues `action` for one user: records the admin job (`queued`) and
-/// publishes its job on the priority queue, in one transaction; answers the
-/// job's id. A user the caller may not act on answers 404; a user asking for
+/// Queues `action` for one user: records the admin job (`queued`) in `tx`
+/// and publishes its job on the priority queue; the caller commits `tx`
+/// after (so a failed publish leaves nothing behind); answers the job's id. A user the caller may not act on answers 404; a user asking for
 /// more than a check on themself, 403; a publish that fails, 503 with nothing
 /// recorded.
 pub async fn queue(
     state: &AppState,
+    tx: &mut Transaction<'_, Postgres>,
     principal: &Principal,
     user_id: Uuid,
     action: AdminAction,
 ) -> Result<Uuid, ApiError> {
-    let mut tx = state.pool.begin().await?;
     // The row lock makes the worker, which locks the same row before it reads
     // the job, wait for this transaction to commit.
     let organization_id: Uuid = sqlx::query_scalar("SELECT organization_id FROM users WHERE id = $1 FOR UPDATE")
         .bind(user_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?
         .filter(|organization_id| principal.may_act_on_user(user_id, *organization_id))
         .ok_or_else(|| ApiError::not_found("user"))?;
@@ -56,7 +57,7 @@ pub async fn queue(
     .bind(user_id)
     .bind(&principal.label)
     .bind(&job.params)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     // Published before the commit, so a failed publish leaves nothing behind.
     if let Err(error) = state
@@ -69,7 +70,6 @@ pub async fn queue(
             "the job could not be queued; nothing was changed, try again",
         ));
     }
-    tx.commit().await?;
     info!(job_id = %job.job_id, action = action.as_str(), requested_by = %principal.label, "Admin job queued.");
     Ok(job.job_id)
 }

@@ -350,7 +350,7 @@ async fn configure(
         )
         .await?;
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(row.into())
 }
 
@@ -543,7 +543,7 @@ pub async fn delete_credential(
         )
         .await?;
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {

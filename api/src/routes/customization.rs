@@ -15,7 +15,7 @@ use axum::{
     Json,
     body::Bytes,
     extract::{Path, State},
-    http::{HeaderValue, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
@@ -29,6 +29,7 @@ use crate::{
     AppState,
     auth::{Principal, Role},
     error::ApiError,
+    idempotency::Idempotency,
     routes::{
         parse_id, record_activity,
         users::{self, ActionResult},
@@ -470,7 +471,7 @@ pub async fn put_default(
         format!("default customization saved (version {})", view.version),
     )
     .await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(Json(view))
 }
 
@@ -582,12 +583,14 @@ pub async fn export_customization(
 pub async fn import_customization(
     State(state): State<AppState>,
     principal: Principal,
+    idempotency: Idempotency,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<CustomizationView>, ApiError> {
     let id = parse_id("id", &id)?;
     let document = read_file(&body)?;
     let mut tx = state.pool.begin().await?;
+    idempotency.claim(&mut tx).await?;
     let user = users::view(&mut tx, &principal, id, true).await?;
     let view = save(&mut tx, id, &document, "imported").await?;
     record_activity(
@@ -599,7 +602,8 @@ pub async fn import_customization(
         format!("customization imported from a file (version {})", view.version),
     )
     .await?;
-    tx.commit().await?;
+    idempotency.answer(&mut tx, StatusCode::OK, &view).await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(Json(view))
 }
 
@@ -619,6 +623,7 @@ pub async fn import_customization(
 pub async fn retrieve_customization(
     State(state): State<AppState>,
     principal: Principal,
+    idempotency: Idempotency,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<CustomizationView>, ApiError> {
@@ -626,6 +631,7 @@ pub async fn retrieve_customization(
     let request: RetrieveBody = crate::routes::secret_safe_json(&body, "{\"from_user_id\": \"...\"}")?;
     let from = parse_id("from_user_id", &request.from_user_id)?;
     let mut tx = state.pool.begin().await?;
+    idempotency.claim(&mut tx).await?;
     let user = users::view(&mut tx, &principal, id, true).await?;
     if from == id {
         return Err(ApiError::invalid(
@@ -664,7 +670,8 @@ pub async fn retrieve_customization(
         ),
     )
     .await?;
-    tx.commit().await?;
+    idempotency.answer(&mut tx, StatusCode::OK, &view).await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(Json(view))
 }
 
@@ -697,7 +704,7 @@ pub async fn put_customization(
         format!("customization {source} (version {})", view.version),
     )
     .await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(Json(view))
 }
 
@@ -726,14 +733,17 @@ async fn save(
 /// version with source `default`; 409 `no_default_customization` when the
 /// organization has none. Unchanged (no version, no activity) when the user
 /// already has that default.
-pub async fn reset(state: &AppState, principal: &Principal, id: Uuid) -> Result<ActionResult, ApiError> {
-    let mut tx = state.pool.begin().await?;
-    let user = users::view(&mut tx, principal, id, true).await?;
+pub async fn reset(
+    tx: &mut Transaction<'_, Postgres>,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<ActionResult, ApiError> {
+    let user = users::view(tx, principal, id, true).await?;
     let default: serde_json::Value = sqlx::query_scalar(
         "SELECT document FROM organization_default_customizations WHERE organization_id = $1",
     )
     .bind(user.organization_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
     .ok_or_else(|| {
         ApiError::conflict(
@@ -744,13 +754,13 @@ pub async fn reset(state: &AppState, principal: &Principal, id: Uuid) -> Result<
     let current: Option<(serde_json::Value, String)> =
         sqlx::query_as("SELECT document, source FROM customizations WHERE user_id = $1")
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
     let changed = current.is_none_or(|(document, source)| document != default || source != "default");
     if changed {
-        let view = save(&mut tx, id, &default, "default").await?;
+        let view = save(tx, id, &default, "default").await?;
         record_activity(
-            &mut tx,
+            tx,
             user.organization_id,
             Some(id),
             &principal.label,
@@ -762,7 +772,6 @@ pub async fn reset(state: &AppState, principal: &Principal, id: Uuid) -> Result<
         )
         .await?;
     }
-    tx.commit().await?;
     Ok(ActionResult {
         user_id: id,
         changed,

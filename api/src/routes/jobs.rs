@@ -43,16 +43,20 @@ impl JobView {
     }
 }
 
-/// Reads a job the caller may see.
-pub async fn load(state: &AppState, principal: &Principal, id: Uuid) -> Result<JobView, ApiError> {
-    let job = sqlx::query_as::<_, JobView>(
+/// Reads a job, whoever may see it (in the transaction that queues it, say).
+pub async fn read<'e>(executor: impl sqlx::PgExecutor<'e>, id: Uuid) -> Result<Option<JobView>, ApiError> {
+    Ok(sqlx::query_as::<_, JobView>(
         "SELECT id, action, user_id, organization_id, status, requested_by, created_at, started_at, finished_at, \
                 result, error FROM admin_jobs WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or_else(|| ApiError::not_found("job"))?;
+    .fetch_optional(executor)
+    .await?)
+}
+
+/// Reads a job the caller may see.
+pub async fn load(state: &AppState, principal: &Principal, id: Uuid) -> Result<JobView, ApiError> {
+    let job = read(&state.pool, id).await?.ok_or_else(|| ApiError::not_found("job"))?;
     let visible = match (job.user_id, job.organization_id) {
         (Some(user_id), Some(organization_id)) => principal.may_act_on_user(user_id, organization_id),
         _ => principal.role == crate::auth::Role::Admin,

@@ -228,7 +228,7 @@ pub async fn mark_read(
         )
         .await?;
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(Json(view))
 }
 
@@ -251,7 +251,7 @@ pub async fn mark_all_read(State(state): State<AppState>, principal: Principal) 
         )
         .await?;
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(Json(MarkedRead { marked }))
 }
 

@@ -28,6 +28,7 @@ use crate::{
     AppState,
     auth::{Principal, Role},
     error::ApiError,
+    idempotency::Idempotency,
     routes::{list, parse_id},
 };
 
@@ -153,6 +154,7 @@ async fn activity(
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
+    idempotency: Idempotency,
     body: Bytes,
 ) -> Result<(StatusCode, Json<OrganizationView>), ApiError> {
     admin_only(&principal)?;
@@ -222,6 +224,7 @@ pub async fn create(
     };
 
     let mut tx = state.pool.begin().await?;
+    idempotency.claim(&mut tx).await?;
     let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE external_id = $1)")
         .bind(&external_id)
         .fetch_one(&mut *tx)
@@ -266,7 +269,8 @@ pub async fn create(
     )
     .await?;
     let view = load(&mut tx, &principal, id).await?;
-    tx.commit().await?;
+    idempotency.answer(&mut tx, StatusCode::CREATED, &view).await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -550,7 +554,7 @@ pub async fn update(
         .await?;
     }
     let view = load(&mut tx, &principal, id).await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(Json(view))
 }
 
@@ -588,7 +592,7 @@ pub async fn delete(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -652,7 +656,7 @@ async fn switch_sync(
         sync_switched(&mut tx, id, principal, enabled).await?;
     }
     let organization = load(&mut tx, principal, id).await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(Json(SyncSwitchResult {
         organization_id: id,
         changed,

@@ -14,6 +14,7 @@ use crate::{
     AppState,
     auth::{Principal, Role},
     error::ApiError,
+    idempotency::Idempotency,
 };
 
 /// The plan routes.
@@ -61,6 +62,7 @@ pub struct NewPlan {
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
+    idempotency: Idempotency,
     body: Bytes,
 ) -> Result<(StatusCode, Json<PlanView>), ApiError> {
     if principal.role != Role::Admin {
@@ -83,6 +85,8 @@ pub async fn create(
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::invalid("name", "name must be 1 to 200 characters"));
     }
+    let mut tx = state.pool.begin().await?;
+    idempotency.claim(&mut tx).await?;
     let plan = sqlx::query_as::<_, PlanView>(
         "INSERT INTO plans (id, code, name) VALUES ($1, $2, $3) ON CONFLICT (code) DO NOTHING \
          RETURNING id, code, name, created_at",
@@ -90,10 +94,12 @@ pub async fn create(
     .bind(Uuid::now_v7())
     .bind(code)
     .bind(name)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| {
         ApiError::conflict("plan_code_taken", format!("a plan already has the code {code:?}")).on_field("code")
     })?;
+    idempotency.answer(&mut tx, StatusCode::CREATED, &plan).await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok((StatusCode::CREATED, Json(plan)))
 }

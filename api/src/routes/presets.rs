@@ -501,7 +501,7 @@ pub async fn put_organization_preset(
         .await?;
     }
     let (layer, updated_at) = organization_layer(&mut tx, id).await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(Json(organization_view(id, &layer, updated_at)))
 }
 
@@ -741,7 +741,7 @@ pub async fn put_group_preset(
         record_activity(&mut tx, id, None, &principal.label, "sync_settings_changed", details).await?;
     }
     let (row, members) = group(&mut tx, id, &name).await?.ok_or_else(no_group)?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(Json(group_view(id, &name, &row, members)))
 }
 
@@ -777,7 +777,7 @@ pub async fn delete_group_preset(
         format!("settings group {name:?} removed"),
     )
     .await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -943,7 +943,7 @@ pub async fn put_user_preset(
         .await?;
     }
     let layers = layers(&mut tx, id).await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(Json(user_view(id, &layers)))
 }
 
@@ -979,7 +979,7 @@ pub async fn delete_user_preset(
         )
         .await?;
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

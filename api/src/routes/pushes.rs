@@ -41,6 +41,7 @@ use crate::{
     AppState,
     auth::{Principal, Role},
     error::ApiError,
+    idempotency::Idempotency,
     routes::{contains_pattern, parse_id, record_activity},
 };
 
@@ -296,6 +297,7 @@ struct Pusher {
 pub async fn create_push(
     State(state): State<AppState>,
     principal: Principal,
+    idempotency: Idempotency,
     body: Bytes,
 ) -> Result<(StatusCode, Json<PushView>), ApiError> {
     let request: PushRequest = crate::routes::secret_safe_json(
@@ -319,6 +321,9 @@ pub async fn create_push(
     };
 
     let mut tx = state.pool.begin().await?;
+    // First, so that a twin of this request waits here for its commit and
+    // never publishes.
+    idempotency.claim(&mut tx).await?;
     let pusher = sqlx::query_as::<_, Pusher>("SELECT organization_id, role, email FROM users WHERE id = $1")
         .bind(pusher_id)
         .fetch_optional(&mut *tx)
@@ -446,6 +451,9 @@ pub async fn create_push(
     )
     .await?;
 
+    let view = PushView::from(row);
+    idempotency.answer(&mut tx, StatusCode::ACCEPTED, &view).await?;
+
     let mut job = JobEnvelope::push(push_id, Utc::now());
     job.trace = telemetry::trace_context(&Span::current());
     // Published before the commit: a failed publish leaves nothing behind,
@@ -456,9 +464,9 @@ pub async fn create_push(
             "the push could not be queued; nothing was changed, try again",
         ));
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     info!(push_id = %push_id, total, requested_by = %principal.label, "Customization push queued.");
-    Ok((StatusCode::ACCEPTED, Json(row.into())))
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
 /// A push's progress: to admins, the organization's admins and the pusher.

@@ -20,6 +20,7 @@ use crate::{
     AppState,
     auth::{Principal, Role},
     error::ApiError,
+    idempotency::Idempotency,
     routes::{list, parse_id},
 };
 
@@ -35,7 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A user as the API shows it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UserView {
     pub id: Uuid,
     pub name: String,
@@ -60,7 +61,7 @@ pub struct UserView {
 }
 
 /// The user's most recent session.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LastSession {
     pub id: Uuid,
     pub at: DateTime<Utc>,
@@ -338,7 +339,7 @@ pub async fn update_user(
         )
         .await?;
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(Json(user.into()))
 }
 
@@ -372,13 +373,12 @@ pub struct ActionResult {
 /// Turns a user's sync on or off, in one transaction with its activity.
 /// Enabling also clears an auto-suspend and makes the user due at once.
 pub async fn switch_sync(
-    state: &AppState,
+    tx: &mut Transaction<'_, Postgres>,
     principal: &Principal,
     id: Uuid,
     switch: Switch,
 ) -> Result<ActionResult, ApiError> {
-    let mut tx = state.pool.begin().await?;
-    let user = load(&mut tx, principal, id, true).await?;
+    let user = load(tx, principal, id, true).await?;
     if principal.role == Role::User {
         return Err(ApiError::forbidden(
             "only an admin or an organization admin can switch synchronization",
@@ -401,7 +401,7 @@ pub async fn switch_sync(
         .bind(id)
         .bind(target)
         .bind(format!("disabled by {}", principal.label))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         sqlx::query(
             "INSERT INTO activities (id, organization_id, user_id, actor, kind, details) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -412,11 +412,10 @@ pub async fn switch_sync(
         .bind(&principal.label)
         .bind(kind)
         .bind(format!("synchronization was {} (it was {})", target, user.sync_status.replace('_', " ")))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    let user = load(&mut tx, principal, id, false).await?;
-    tx.commit().await?;
+    let user = load(tx, principal, id, false).await?;
     Ok(ActionResult {
         user_id: id,
         changed,
@@ -816,6 +815,7 @@ pub struct NewUser {
 pub async fn create_user(
     State(state): State<AppState>,
     principal: Principal,
+    idempotency: Idempotency,
     body: axum::body::Bytes,
 ) -> Result<(axum::http::StatusCode, Json<UserView>), ApiError> {
     let new: NewUser = serde_json::from_slice(&body)
@@ -852,6 +852,7 @@ pub async fn create_user(
         return Err(ApiError::not_found("organization").on_field("organization_id"));
     }
     let mut tx = state.pool.begin().await?;
+    idempotency.claim(&mut tx).await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
         .bind(organization)
         .fetch_one(&mut *tx)
@@ -883,9 +884,12 @@ pub async fn create_user(
     .bind(format!("user {email} added"))
     .execute(&mut *tx)
     .await?;
-    let user = load(&mut tx, &principal, id, false).await?;
-    tx.commit().await?;
-    Ok((axum::http::StatusCode::CREATED, Json(user.into())))
+    let user: UserView = load(&mut tx, &principal, id, false).await?.into();
+    idempotency
+        .answer(&mut tx, axum::http::StatusCode::CREATED, &user)
+        .await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
+    Ok((axum::http::StatusCode::CREATED, Json(user)))
 }
 
 /// `DELETE /v1/users/{id}[?force=true]`: refused while the mailbox is
@@ -908,16 +912,22 @@ pub async fn delete_user(
 ) -> Result<axum::http::StatusCode, ApiError> {
     let axum::extract::Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
     let id = parse_id("id", &id)?;
-    remove(&state, &principal, id, query.force).await?;
+    let mut tx = state.pool.begin().await?;
+    remove(&mut tx, &principal, id, query.force).await?;
+    tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// Deletes a user with its activity (M8 "Delete", "Force delete"): refused
 /// while the mailbox is initialized unless `force`.
-pub async fn remove(state: &AppState, principal: &Principal, id: Uuid, force: bool) -> Result<(), ApiError> {
-    let mut tx = state.pool.begin().await?;
+pub async fn remove(
+    tx: &mut Transaction<'_, Postgres>,
+    principal: &Principal,
+    id: Uuid,
+    force: bool,
+) -> Result<(), ApiError> {
     // Not found before forbidden: a foreign user is not there.
-    let user = load(&mut tx, principal, id, true).await?;
+    let user = load(tx, principal, id, true).await?;
     if principal.role == Role::User {
         return Err(ApiError::forbidden(
             "only an admin or an organization admin can delete users",
@@ -936,28 +946,25 @@ pub async fn remove(state: &AppState, principal: &Principal, id: Uuid, force: bo
     .bind(user.organization_id)
     .bind(&principal.label)
     .bind(format!("user {} removed{}", user.email, if force { " (forced)" } else { "" }))
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await?;
     Ok(())
 }
 
 /// Moves a user to another organization (M8 "Change organization").
 pub async fn change_organization(
-    state: &AppState,
+    tx: &mut Transaction<'_, Postgres>,
     principal: &Principal,
     id: Uuid,
     organization_id: Uuid,
 ) -> Result<ActionResult, ApiError> {
-    let mut tx = state.pool.begin().await?;
-    let user = load(&mut tx, principal, id, true).await?;
-    let changed = move_user(&mut tx, principal, &user, organization_id).await?;
-    let user = load(&mut tx, principal, id, false).await?;
-    tx.commit().await?;
+    let user = load(tx, principal, id, true).await?;
+    let changed = move_user(tx, principal, &user, organization_id).await?;
+    let user = load(tx, principal, id, false).await?;
     Ok(ActionResult {
         user_id: id,
         changed,
@@ -967,16 +974,14 @@ pub async fn change_organization(
 
 /// Assigns a plan, or none (M8 "Change plan").
 pub async fn change_plan(
-    state: &AppState,
+    tx: &mut Transaction<'_, Postgres>,
     principal: &Principal,
     id: Uuid,
     plan_id: Option<Uuid>,
 ) -> Result<ActionResult, ApiError> {
-    let mut tx = state.pool.begin().await?;
-    let user = load(&mut tx, principal, id, true).await?;
-    let changed = assign_plan(&mut tx, principal, &user, plan_id).await?;
-    let user = load(&mut tx, principal, id, false).await?;
-    tx.commit().await?;
+    let user = load(tx, principal, id, true).await?;
+    let changed = assign_plan(tx, principal, &user, plan_id).await?;
+    let user = load(tx, principal, id, false).await?;
     Ok(ActionResult {
         user_id: id,
         changed,

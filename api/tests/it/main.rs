@@ -9,6 +9,7 @@ mod admin_jobs;
 mod cli;
 mod configuration;
 mod customization;
+mod idempotency;
 mod lists;
 mod notifications;
 mod organization_sync;
