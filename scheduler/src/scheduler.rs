@@ -33,11 +33,23 @@ struct Scheduler {
 /// Runs the scheduler until `shutdown` is cancelled. Several replicas may
 /// run: one leads, the others wait to take over.
 pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = db::connect(&config.common).await.context("connecting to PostgreSQL")?;
+    let pool = db::lazy_pool(&config.common).context("SYNCFLEET_DATABASE_URL")?;
     let mut registry = Registry::default();
     let metrics = SchedulerMetrics::register(&mut registry);
-    let health = Health::new(false);
+    // Probes are answered from the start; readiness fails until PostgreSQL
+    // answers.
+    let health = Health::starting(false);
     let ops_stop = ops::start(config.ops_listen, pool.clone(), health.clone(), registry, &shutdown).await?;
+    let reached = db::wait_until_reachable(&config.common, &shutdown)
+        .await
+        .context("connecting to PostgreSQL")?;
+    if !reached {
+        info!("Stopped while waiting for PostgreSQL.");
+        pool.close().await;
+        ops_stop.cancel();
+        return Ok(());
+    }
+    health.set_started();
     let topology = Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
     let scheduler = Scheduler {
         leadership: Leadership::new(pool.clone(), config.leader_lease),
