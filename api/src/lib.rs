@@ -131,7 +131,19 @@ pub async fn serve(
     shutdown: CancellationToken,
     drain_delay: Duration,
 ) -> std::io::Result<()> {
-    let health = Health::new(false);
+    serve_with_health(listener, state, Health::new(false), shutdown, drain_delay).await
+}
+
+/// [`serve`] with the readiness the caller keeps: a process still waiting
+/// for PostgreSQL at start serves with [`Health::starting`], so `/healthz`
+/// answers and `/readyz` fails until it calls [`Health::set_started`].
+pub async fn serve_with_health(
+    listener: TcpListener,
+    state: AppState,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+    drain_delay: Duration,
+) -> std::io::Result<()> {
     let app = router(state, health.clone(), Registry::default());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

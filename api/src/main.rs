@@ -5,10 +5,13 @@ use secrecy::ExposeSecret;
 use syncfleet_api::{ApiConfig, AppState};
 use syncfleet_common::{
     db,
+    ops::Health,
     queue::{Publisher, Topology},
+    reconnect::{self, Failure},
     secrets::{self, KeyRing},
     shutdown, telemetry,
 };
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 use uuid::Uuid;
 
@@ -23,42 +26,104 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: ApiConfig) -> anyhow::Result<()> {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
-    let pool = db::connect(&config.common).await.context("connecting to PostgreSQL")?;
     match arguments.first().map(String::as_str).unwrap_or("serve") {
         "migrate" => {
+            // A migration job may start before the database: it waits for it,
+            // and fails only if a migration fails on a reachable database.
+            let shutdown = shutdown::on_signal();
+            if !db::wait_until_reachable(&config.common, &shutdown)
+                .await
+                .context("connecting to PostgreSQL")?
+            {
+                anyhow::bail!("stopped before PostgreSQL could be reached; no migration was applied");
+            }
+            let pool = db::connect(&config.common).await.context("connecting to PostgreSQL")?;
             db::migrate(&pool).await.context("applying migrations")?;
             info!("Migrations applied.");
             Ok(())
         }
-        "token" if arguments.get(1).map(String::as_str) == Some("create") => create_token(&pool, &arguments[2..]).await,
+        "token" if arguments.get(1).map(String::as_str) == Some("create") => {
+            create_token(&connect(&config).await?, &arguments[2..]).await
+        }
         "secrets" if arguments.get(1).map(String::as_str) == Some("reencrypt") => {
-            reencrypt(&pool, config.key_ring.as_ref(), &arguments[2..]).await
+            reencrypt(&connect(&config).await?, config.key_ring.as_ref(), &arguments[2..]).await
         }
-        "serve" => {
-            if let Some(token) = &config.bootstrap_admin_token {
-                syncfleet_api::auth::store_bootstrap_token(&pool, token.expose_secret())
-                    .await
-                    .context("storing the bootstrap admin token")?;
-                info!("Bootstrap admin token stored.");
-            }
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("binding {}", config.listen))?;
-            let topology = Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
-            let publisher = Publisher::lazy(config.common.amqp_url.clone(), "syncfleet-api", topology);
-            let state = AppState {
-                pool,
-                publisher: Arc::new(publisher),
-                key_ring: config.key_ring.clone(),
-                url_policy: config.url_policy,
-            };
-            info!(address = %config.listen, "API listening.");
-            syncfleet_api::serve(listener, state, shutdown::on_signal(), config.drain_delay).await?;
-            info!("API stopped.");
-            Ok(())
-        }
+        "serve" => serve(config).await,
         other => anyhow::bail!("unknown command {other:?}; {USAGE}"),
     }
+}
+
+/// The pool of a one-off command, connected at once: an operator running it
+/// is told at once when PostgreSQL cannot be reached.
+async fn connect(config: &ApiConfig) -> anyhow::Result<sqlx::PgPool> {
+    db::connect(&config.common).await.context("connecting to PostgreSQL")
+}
+
+/// Serves the API. The listener and the probes come first: while PostgreSQL
+/// is unreachable `/healthz` answers and `/readyz` fails, and the process
+/// waits for it (with backoff) instead of exiting.
+async fn serve(config: ApiConfig) -> anyhow::Result<()> {
+    let pool = db::lazy_pool(&config.common).context("SYNCFLEET_DATABASE_URL")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let topology = Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
+    let publisher = Publisher::lazy(config.common.amqp_url.clone(), "syncfleet-api", topology);
+    let state = AppState {
+        pool: pool.clone(),
+        publisher: Arc::new(publisher),
+        key_ring: config.key_ring.clone(),
+        url_policy: config.url_policy,
+    };
+    let shutdown = shutdown::on_signal();
+    let health = Health::starting(false);
+    info!(address = %config.listen, "API listening.");
+    let server = tokio::spawn(syncfleet_api::serve_with_health(
+        listener,
+        state,
+        health.clone(),
+        shutdown.clone(),
+        config.drain_delay,
+    ));
+    let started = start(&config, &pool, &shutdown).await;
+    if let Ok(true) = started {
+        health.set_started();
+    }
+    if started.is_err() {
+        shutdown.cancel();
+    }
+    server.await.context("the server task")??;
+    started?;
+    info!("API stopped.");
+    Ok(())
+}
+
+/// Waits for PostgreSQL, then stores the bootstrap admin token; `false` when
+/// shutdown came first.
+async fn start(config: &ApiConfig, pool: &sqlx::PgPool, shutdown: &CancellationToken) -> anyhow::Result<bool> {
+    if !db::wait_until_reachable(&config.common, shutdown)
+        .await
+        .context("connecting to PostgreSQL")?
+    {
+        return Ok(false);
+    }
+    if let Some(token) = &config.bootstrap_admin_token {
+        let stored = reconnect::until_reached(shutdown, "PostgreSQL", || async {
+            syncfleet_api::auth::store_bootstrap_token(pool, token.expose_secret())
+                .await
+                .map_err(|error| match db::is_unreachable(&error) {
+                    true => Failure::Unreachable(error),
+                    false => Failure::Fatal(error),
+                })
+        })
+        .await
+        .context("storing the bootstrap admin token")?;
+        if stored.is_none() {
+            return Ok(false);
+        }
+        info!("Bootstrap admin token stored.");
+    }
+    Ok(true)
 }
 
 /// Reseals every stored credential under the newest configured key.

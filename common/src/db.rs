@@ -3,16 +3,26 @@
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{
+    Connection, PgConnection, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use tokio_util::sync::CancellationToken;
 
-use crate::config::CommonConfig;
+use crate::{
+    config::CommonConfig,
+    reconnect::{self, Failure},
+};
 
 /// The migrations of `migrations/`, embedded in every binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Opens the pool. Connections use UTC so partition bounds and dates agree
-/// whatever the server's time zone.
-pub async fn connect(config: &CommonConfig) -> Result<PgPool, sqlx::Error> {
+/// How long one attempt to reach PostgreSQL may take while waiting for it.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The pool's options. Connections use UTC so partition bounds and dates
+/// agree whatever the server's time zone.
+fn pool_options(config: &CommonConfig) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(config.database_max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -22,8 +32,58 @@ pub async fn connect(config: &CommonConfig) -> Result<PgPool, sqlx::Error> {
                 Ok(())
             })
         })
-        .connect(config.database_url.expose_secret())
-        .await
+}
+
+/// The connection options the URL describes; an error is bad configuration.
+fn connect_options(config: &CommonConfig) -> Result<PgConnectOptions, sqlx::Error> {
+    config.database_url.expose_secret().parse()
+}
+
+/// Opens the pool, connecting at once (tools and tests).
+pub async fn connect(config: &CommonConfig) -> Result<PgPool, sqlx::Error> {
+    pool_options(config).connect_with(connect_options(config)?).await
+}
+
+/// The pool, without connecting: connections are opened when first needed,
+/// so a service can answer its probes while PostgreSQL is unreachable. Only
+/// a malformed URL is an error.
+pub fn lazy_pool(config: &CommonConfig) -> Result<PgPool, sqlx::Error> {
+    Ok(pool_options(config).connect_lazy_with(connect_options(config)?))
+}
+
+/// Waits until PostgreSQL accepts a connection, retrying with backoff while
+/// it is unreachable (refused, timed out, starting up or shutting down).
+/// `Ok(false)` when `shutdown` fires first. A refusal that retrying cannot
+/// mend (a bad password, a database that does not exist) is returned at once.
+pub async fn wait_until_reachable(config: &CommonConfig, shutdown: &CancellationToken) -> Result<bool, sqlx::Error> {
+    let options = connect_options(config)?;
+    let reached = reconnect::until_reached(shutdown, "PostgreSQL", || async {
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, PgConnection::connect_with(&options)).await {
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+                Ok(())
+            }
+            Ok(Err(error)) if is_unreachable(&error) => Err(Failure::Unreachable(error)),
+            Ok(Err(error)) => Err(Failure::Fatal(error)),
+            Err(_) => Err(Failure::Unreachable(sqlx::Error::PoolTimedOut)),
+        }
+    })
+    .await?;
+    Ok(reached.is_some())
+}
+
+/// Whether `error` means PostgreSQL could not be reached now, as opposed to
+/// refusing what it was asked.
+pub fn is_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        // Connection exceptions (08), a server starting up or shutting down
+        // (57P), too many connections (53300).
+        sqlx::Error::Database(error) => error
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P") || code == "53300"),
+        _ => false,
+    }
 }
 
 /// Applies pending migrations; safe to run concurrently (sqlx takes an

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod ops;
 pub mod queue;
 pub mod ratelimit;
+pub mod reconnect;
 pub mod secrets;
 pub mod session_log;
 pub mod shutdown;

@@ -3,7 +3,9 @@
 //! `/metrics` (Prometheus text format).
 //!
 //! Readiness turns false the moment shutdown starts, before the drain ends,
-//! so the platform stops routing to a pod that is going away.
+//! so the platform stops routing to a pod that is going away. A service that
+//! is still waiting for its dependencies at start answers `/healthz` (it is
+//! alive) while `/readyz` fails.
 
 use std::{
     net::SocketAddr,
@@ -11,6 +13,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 use axum::{
@@ -33,10 +36,14 @@ pub const OPS_LISTEN: Setting = Setting {
     doc: "Address of the scheduler's and the worker's /healthz, /readyz and /metrics.",
 };
 
+/// How long readiness waits for PostgreSQL's answer before it fails.
+const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What readiness depends on, shared between a service and its endpoints.
 #[derive(Debug)]
 pub struct Health {
     draining: AtomicBool,
+    started: AtomicBool,
     needs_broker: bool,
     broker_connected: AtomicBool,
 }
@@ -44,11 +51,25 @@ pub struct Health {
 impl Health {
     /// A service that needs PostgreSQL, and RabbitMQ when `needs_broker`.
     pub fn new(needs_broker: bool) -> Arc<Self> {
+        let health = Self::starting(needs_broker);
+        health.set_started();
+        health
+    }
+
+    /// Like [`Health::new`], for a service still waiting for its
+    /// dependencies: readiness fails until [`Health::set_started`].
+    pub fn starting(needs_broker: bool) -> Arc<Self> {
         Arc::new(Self {
             draining: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             needs_broker,
             broker_connected: AtomicBool::new(false),
         })
+    }
+
+    /// The service has reached its dependencies and started its work.
+    pub fn set_started(&self) {
+        self.started.store(true, Ordering::Relaxed);
     }
 
     /// Shutdown has begun: readiness fails from now on.
@@ -87,12 +108,15 @@ async fn ready(State(state): State<OpsState>) -> (StatusCode, &'static str) {
     if state.health.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining");
     }
+    if !state.health.started.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "waiting for dependencies");
+    }
     if state.health.needs_broker && !state.health.broker_connected.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable");
     }
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
-        Ok(_) => (StatusCode::OK, "ready"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
+    match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&state.pool)).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
     }
 }
 

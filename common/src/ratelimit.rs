@@ -19,18 +19,19 @@
 //! limit holds back what may be in flight that way.
 //!
 //! When Redis cannot be reached the limiter fails closed to a conservative
-//! local share of each limit (the limit divided by the expected number of
-//! workers, smoothed by governor), and goes back to Redis on its own once it
-//! answers again.
+//! local share of each limit: the limit divided by the expected number of
+//! workers, kept by the same GCRA in process, so that the shares of every
+//! worker together stay within the limit in any window. A call of any cost
+//! (a Gmail call of several quota units) waits its turn there as it would on
+//! Redis; taking credits ahead is for Redis only. The limiter goes back to
+//! Redis on its own once it answers again.
 
 use std::{
     collections::HashMap,
-    num::NonZeroU32,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use redis::{Script, aio::ConnectionManager};
 use secrecy::{ExposeSecret, SecretString};
 use tracing::warn;
@@ -116,9 +117,69 @@ pub fn credit_batch(max: u64) -> u32 {
 
 /// The local share of one account's limits, used while Redis is unreachable.
 struct Local {
-    rate: Option<Arc<DefaultDirectRateLimiter>>,
+    /// The limit the share was cut from: a changed limit cuts a new share.
+    limit: Limit,
+    rate: Option<LocalRate>,
     in_flight: u32,
     concurrency: Option<u32>,
+}
+
+/// The shared GCRA of [`ACQUIRE`], kept in process. Its burst grows to the
+/// largest call's cost (a GCRA never admits a call costing more than its
+/// burst), with the sustained rate lowered to match, so a window still holds
+/// at most `max` units.
+struct LocalRate {
+    max: u64,
+    window: Duration,
+    /// Time per unit.
+    interval: Duration,
+    /// Units that may go at once.
+    burst: f64,
+    /// The theoretical arrival time of the next unit.
+    tat: std::time::Instant,
+}
+
+impl LocalRate {
+    /// The GCRA of `max` per `window`.
+    fn new(max: u64, window: Duration) -> Self {
+        let (interval_ms, burst) = gcra(max, window);
+        Self {
+            max,
+            window,
+            interval: Duration::from_secs_f64(interval_ms / 1000.0),
+            burst,
+            tat: std::time::Instant::now(),
+        }
+    }
+
+    /// Spends `cost` units now, or answers how long to wait for them.
+    fn spend(&mut self, cost: u32) -> Result<(), Duration> {
+        let now = std::time::Instant::now();
+        if f64::from(cost) > self.burst {
+            self.widen(f64::from(cost), now);
+        }
+        let tat = self.tat.max(now);
+        let new_tat = tat + self.interval.mul_f64(f64::from(cost));
+        let allowed_at = new_tat.checked_sub(self.interval.mul_f64(self.burst)).unwrap_or(now);
+        if allowed_at > now {
+            return Err((allowed_at - now).max(Duration::from_millis(1)));
+        }
+        self.tat = new_tat;
+        Ok(())
+    }
+
+    /// Raises the burst to `burst` and slows the sustained rate so that any
+    /// window still holds at most `max`. The backlog carries over in units,
+    /// plus the burst's growth: the units admitted at the faster rate during
+    /// the last window are counted against the new one.
+    fn widen(&mut self, burst: f64, now: std::time::Instant) {
+        let backlog = self.tat.saturating_duration_since(now).as_secs_f64() / self.interval.as_secs_f64();
+        let sustained = (self.max as f64 - burst).max(1.0);
+        let interval = self.window.div_f64(sustained);
+        self.tat = now + interval.mul_f64(backlog + (burst - self.burst));
+        self.interval = interval;
+        self.burst = burst;
+    }
 }
 
 impl std::fmt::Debug for Limiter {
@@ -313,6 +374,7 @@ impl Limiter {
     async fn admit(&self, account: &str, limit: Limit, cost: u32) -> Admission {
         // A rate-only limit is served from credits taken from Redis a few
         // units at a time, so most calls need no round trip.
+        let mut asked = (limit, cost, 0);
         if let (Some((max, window)), None) = (limit.rate, limit.concurrency) {
             let extra = credit_batch(max);
             if extra > 0 {
@@ -332,14 +394,21 @@ impl Limiter {
                     )),
                     concurrency: None,
                 };
-                let admission = self.acquire_shared(account, reduced, cost + extra).await;
-                if matches!(admission, Admission::Granted(_)) {
-                    self.add_credit(account, extra);
-                }
-                return admission;
+                asked = (reduced, cost + extra, extra);
             }
         }
-        self.acquire_shared(account, limit, cost).await
+        let (shared_limit, shared_cost, extra) = asked;
+        match self.acquire_shared(account, shared_limit, shared_cost).await {
+            Some(admission) => {
+                if extra > 0 && matches!(admission, Admission::Granted(_)) {
+                    self.add_credit(account, extra);
+                }
+                admission
+            }
+            // Without Redis the call spends its own cost from the local
+            // share of the account's own limit: no credits are taken ahead.
+            None => self.acquire_locally(account, limit, cost),
+        }
     }
 
     /// Spends `cost` units of the account's local credits, if they suffice
@@ -371,10 +440,10 @@ impl Limiter {
         self.inner.round_trips.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn acquire_shared(&self, account: &str, limit: Limit, cost: u32) -> Admission {
-        let Some(mut connection) = self.connection().await else {
-            return self.acquire_locally(account, limit, cost);
-        };
+    /// Asks Redis for `cost` units of `limit`; `None` when Redis cannot be
+    /// reached or did not answer.
+    async fn acquire_shared(&self, account: &str, limit: Limit, cost: u32) -> Option<Admission> {
+        let mut connection = self.connection().await?;
         self.inner
             .round_trips
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -397,18 +466,18 @@ impl Limiter {
             .invoke_async(&mut connection)
             .await;
         match answer {
-            Ok((1, _)) => Admission::Granted(Permit {
+            Ok((1, _)) => Some(Admission::Granted(Permit {
                 account: account.to_owned(),
                 held: match limit.concurrency {
                     Some(_) => Held::Lease { key: leases, lease },
                     None => Held::Nothing,
                 },
-            }),
-            Ok((_, wait)) => Admission::Wait(Duration::from_millis(wait.max(1) as u64)),
+            })),
+            Ok((_, wait)) => Some(Admission::Wait(Duration::from_millis(wait.max(1) as u64))),
             Err(error) => {
                 warn!(%error, "Redis did not answer the rate limiter; using the local share of the limits.");
                 self.forget_connection().await;
-                self.acquire_locally(account, limit, cost)
+                None
             }
         }
     }
@@ -463,35 +532,29 @@ impl Limiter {
     }
 
     /// The local share of `limit` while Redis is unreachable: the rate and the
-    /// concurrency divided by the expected number of workers.
+    /// concurrency divided by the expected number of workers, so that the
+    /// shares of all of them together stay within the limit.
     fn acquire_locally(&self, account: &str, limit: Limit, cost: u32) -> Admission {
         let share = self.inner.fallback_share;
         let mut local = self.inner.local.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = local.entry(account.to_owned()).or_insert_with(|| Local {
-            rate: limit.rate.and_then(|(max, window)| {
-                let per_worker = (max / u64::from(share)).max(1);
-                let period = window / u32::try_from(per_worker).unwrap_or(u32::MAX);
-                let burst = NonZeroU32::new(u32::try_from((per_worker / 100).clamp(1, 10)).unwrap_or(1))?;
-                Quota::with_period(period).map(|quota| Arc::new(RateLimiter::direct(quota.allow_burst(burst))))
-            }),
-            in_flight: 0,
-            concurrency: limit.concurrency.map(|max| (max / share).max(1)),
-        });
+        let entry = local
+            .entry(account.to_owned())
+            .or_insert_with(|| Local::share_of(limit, share));
+        if entry.limit != limit {
+            *entry = Local {
+                in_flight: entry.in_flight,
+                ..Local::share_of(limit, share)
+            };
+        }
         if let Some(max) = entry.concurrency
             && entry.in_flight >= max
         {
             return Admission::Wait(Duration::from_millis(25));
         }
-        if let Some(rate) = &entry.rate {
-            let cost = NonZeroU32::new(cost.max(1)).unwrap_or(NonZeroU32::MIN);
-            match rate.check_n(cost) {
-                Ok(Ok(())) => {}
-                Ok(Err(not_until)) => {
-                    let wait = not_until.wait_time_from(governor::clock::Clock::now(rate.clock()));
-                    return Admission::Wait(wait.max(Duration::from_millis(1)));
-                }
-                Err(_) => return Admission::Wait(Duration::from_secs(1)),
-            }
+        if let Some(rate) = &mut entry.rate
+            && let Err(wait) = rate.spend(cost)
+        {
+            return Admission::Wait(wait);
         }
         entry.in_flight += 1;
         Admission::Granted(Permit {
@@ -501,9 +564,52 @@ impl Limiter {
     }
 }
 
+impl Local {
+    /// One worker's share of `limit` when `share` workers split it.
+    fn share_of(limit: Limit, share: u32) -> Self {
+        Self {
+            limit,
+            rate: limit
+                .rate
+                .map(|(max, window)| LocalRate::new((max / u64::from(share)).max(1), window)),
+            in_flight: 0,
+            concurrency: limit.concurrency.map(|max| (max / share).max(1)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_local_rate_admits_calls_costing_more_than_its_burst_within_the_limit() {
+        // 100 units per second: a burst of 1, then calls of 1 and 25 units.
+        let window = Duration::from_secs(1);
+        let mut rate = LocalRate::new(100, window);
+        let started = std::time::Instant::now();
+        let mut spent: Vec<(Duration, u32)> = Vec::new();
+        while started.elapsed() < Duration::from_millis(2500) {
+            let cost = if spent.len() % 3 == 2 { 25 } else { 1 };
+            match rate.spend(cost) {
+                Ok(()) => spent.push((started.elapsed(), cost)),
+                Err(wait) => {
+                    assert!(wait <= window, "a call of {cost} was told to wait {wait:?}");
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        let large = spent.iter().filter(|(_, cost)| *cost == 25).count();
+        assert!(large >= 3, "calls of 25 units went {large} times");
+        for (first, (start, _)) in spent.iter().enumerate() {
+            let in_window: u32 = spent[first..]
+                .iter()
+                .take_while(|(at, _)| *at < *start + window)
+                .map(|(_, cost)| cost)
+                .sum();
+            assert!(in_window <= 100, "{in_window} units in the window from {start:?}");
+        }
+    }
 
     #[test]
     fn gcra_never_admits_more_than_the_limit_in_any_window() {

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::SchedulerConfig,
-    leader::Leadership,
+    leader::{Leadership, Tenure},
     metrics::{QueueLabel, SchedulerMetrics},
     tick::{self, TickError},
 };
@@ -27,20 +27,37 @@ struct Scheduler {
     config: SchedulerConfig,
     pool: PgPool,
     leadership: Leadership,
+    /// The leader gauge, in step with the lease.
+    tenure: Tenure,
     metrics: SchedulerMetrics,
 }
 
 /// Runs the scheduler until `shutdown` is cancelled. Several replicas may
 /// run: one leads, the others wait to take over.
 pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = db::connect(&config.common).await.context("connecting to PostgreSQL")?;
+    let pool = db::lazy_pool(&config.common).context("SYNCFLEET_DATABASE_URL")?;
     let mut registry = Registry::default();
     let metrics = SchedulerMetrics::register(&mut registry);
-    let health = Health::new(false);
+    // Probes are answered from the start; readiness fails until PostgreSQL
+    // answers.
+    let health = Health::starting(false);
     let ops_stop = ops::start(config.ops_listen, pool.clone(), health.clone(), registry, &shutdown).await?;
+    let reached = db::wait_until_reachable(&config.common, &shutdown)
+        .await
+        .context("connecting to PostgreSQL")?;
+    if !reached {
+        info!("Stopped while waiting for PostgreSQL.");
+        pool.close().await;
+        ops_stop.cancel();
+        return Ok(());
+    }
+    health.set_started();
     let topology = Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
+    let tenure = Tenure::new(metrics.leader.clone(), config.leader_lease);
+    let gauge = tokio::spawn(tenure.clone().watch());
     let scheduler = Scheduler {
         leadership: Leadership::new(pool.clone(), config.leader_lease),
+        tenure,
         config,
         pool,
         metrics,
@@ -49,6 +66,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> anyhow
     let mut publisher: Option<Publisher> = None;
 
     while !shutdown.is_cancelled() {
+        let asked = Instant::now();
         match scheduler.leadership.try_acquire().await {
             Ok(Some(term)) => {
                 if publisher.is_none() {
@@ -64,9 +82,9 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> anyhow
                     }
                 }
                 if let Some(publisher) = &publisher {
-                    scheduler.metrics.leader.set(1);
+                    scheduler.tenure.renewed(asked);
                     scheduler.lead(publisher, term, &shutdown).await;
-                    scheduler.metrics.leader.set(0);
+                    scheduler.tenure.ended();
                 }
             }
             Ok(None) => wait(&shutdown, scheduler.config.tick).await,
@@ -76,6 +94,7 @@ pub async fn run(config: SchedulerConfig, shutdown: CancellationToken) -> anyhow
             }
         }
     }
+    gauge.abort();
     scheduler.pool.close().await;
     ops_stop.cancel();
     info!("Scheduler stopped.");
@@ -94,7 +113,13 @@ impl Scheduler {
         info!(term, "Became the scheduler leader.");
         let config = &self.config;
         let lost = CancellationToken::new();
-        let renewal = tokio::spawn(renew(self.leadership.clone(), term, config.leader_lease, lost.clone()));
+        let renewal = tokio::spawn(renew(
+            self.leadership.clone(),
+            self.tenure.clone(),
+            term,
+            config.leader_lease,
+            lost.clone(),
+        ));
         let mut next_sweep = Instant::now();
         let mut next_maintenance = Instant::now();
         // The outbox relay runs beside the ticks, so a slow SMTP server never
@@ -141,6 +166,7 @@ impl Scheduler {
             };
             match pass.run().await {
                 Ok(report) => {
+                    self.tenure.fenced();
                     self.metrics.tick_seconds.observe(started.elapsed().as_secs_f64());
                     self.metrics.published.inc_by(report.published);
                     self.metrics.skipped.inc_by(report.skipped);
@@ -154,20 +180,29 @@ impl Scheduler {
                     }
                 }
                 Err(TickError::NotLeader) => {
+                    self.tenure.ended();
                     warn!(term, "Leadership lost.");
                     break;
                 }
-                Err(error) => error!(%error, "Scheduling pass failed; nothing was committed, it will be retried."),
+                Err(error) => {
+                    // Without the database the fence cannot be known to hold.
+                    if matches!(error, TickError::Database(_)) {
+                        self.tenure.doubted();
+                    }
+                    error!(%error, "Scheduling pass failed; nothing was committed, it will be retried.");
+                }
             }
 
             tokio::select! {
                 _ = shutdown.cancelled() => {
+                    self.tenure.ended();
                     if let Err(error) = self.leadership.release(term).await {
                         warn!(%error, "Could not release leadership; a standby takes over when it expires.");
                     }
                     break;
                 }
                 _ = lost.cancelled() => {
+                    self.tenure.ended();
                     warn!(term, "Leadership lease lost.");
                     break;
                 }
@@ -221,18 +256,24 @@ impl Scheduler {
 }
 
 /// Renews the lease every third of it; cancels `lost` when renewal fails
-/// for longer than the lease.
-async fn renew(leadership: Leadership, term: i64, lease: Duration, lost: CancellationToken) {
+/// for longer than the lease. Each outcome moves the leader gauge's tenure.
+async fn renew(leadership: Leadership, tenure: Tenure, term: i64, lease: Duration, lost: CancellationToken) {
     let mut last_renewed = Instant::now();
     loop {
         sleep(lease / 3).await;
+        let asked = Instant::now();
         match leadership.renew(term).await {
-            Ok(true) => last_renewed = Instant::now(),
+            Ok(true) => {
+                tenure.renewed(asked);
+                last_renewed = asked;
+            }
             Ok(false) => {
+                tenure.ended();
                 lost.cancel();
                 return;
             }
             Err(error) => {
+                tenure.doubted();
                 warn!(%error, "Could not renew leadership.");
                 if last_renewed.elapsed() >= lease {
                     lost.cancel();

@@ -7,6 +7,7 @@
 
 mod broker;
 mod fixtures;
+mod forwarder;
 mod otlp;
 mod providers;
 
@@ -22,6 +23,7 @@ use uuid::Uuid;
 
 pub use broker::PrivateBroker;
 pub use fixtures::*;
+pub use forwarder::Forwarder;
 pub use otlp::{OtlpReceiver, SpanSeen};
 pub use providers::{ProviderConfigs, Providers, TEST_ENCRYPTION_KEYS, test_key_ring};
 
@@ -311,6 +313,50 @@ pub async fn http_with_body(
 pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
     let response = http(address, "GET", path, None).await;
     (response.status, response.body)
+}
+
+/// A GET of `path` on a service's port: `None` while nothing listens there.
+pub async fn probe(port: u16, path: &str) -> Option<(u16, String)> {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    tokio::net::TcpStream::connect(address).await.ok()?;
+    Some(http_get(address, path).await)
+}
+
+/// Asserts, for about a second and a half, that the service `child` stays
+/// alive with `/healthz` answering and `/readyz` failing (a dependency is
+/// unreachable), once its probes answer at all.
+pub async fn stays_alive_unready(child: &mut std::process::Child, ops_port: u16) {
+    wait_until(Duration::from_secs(30), "/healthz to answer", || async {
+        probe(ops_port, "/healthz")
+            .await
+            .is_some_and(|(status, _)| status == 200)
+    })
+    .await;
+    for _ in 0..15 {
+        assert!(child.try_wait().unwrap().is_none(), "the service exited");
+        let (status, body) = probe(ops_port, "/readyz").await.unwrap();
+        assert_eq!(status, 503, "ready while a dependency is unreachable: {body}");
+        assert_eq!(probe(ops_port, "/healthz").await.unwrap().0, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the service's `/readyz` passes.
+pub async fn becomes_ready(ops_port: u16) {
+    wait_until(Duration::from_secs(60), "/readyz to pass", || async {
+        probe(ops_port, "/readyz")
+            .await
+            .is_some_and(|(status, _)| status == 200)
+    })
+    .await;
+}
+
+/// The value of the series `name` (without labels) in a service's
+/// `/metrics`, `None` while nothing listens or the series is absent.
+pub async fn gauge(port: u16, name: &str) -> Option<i64> {
+    let (_, body) = probe(port, "/metrics").await?;
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// A port free on the loopback now (for a service that must be reachable

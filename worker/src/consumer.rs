@@ -11,7 +11,6 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use backon::BackoffBuilder;
 use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::{
@@ -26,6 +25,7 @@ use syncfleet_common::{
     domain::{SessionStatus, Trigger},
     ops::{self, Health},
     queue::{self, JobEnvelope, JobKind, Publisher, Route, Topology},
+    reconnect::{self, Failure},
     telemetry,
 };
 use tokio::time::{Instant, sleep, timeout};
@@ -94,22 +94,38 @@ struct Fleet<W> {
 /// Runs a worker until `shutdown` is cancelled, then drains: stops consuming,
 /// lets in-flight jobs finish within the grace period, hands the rest back.
 pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = db::connect(&config.common).await.context("connecting to PostgreSQL")?;
+    let pool = db::lazy_pool(&config.common).context("SYNCFLEET_DATABASE_URL")?;
     let mut registry = Registry::default();
     let metrics = WorkerMetrics::register(&mut registry);
     work.register_metrics(&mut registry);
-    let health = Health::new(true);
+    // Probes are answered from the start; readiness fails until PostgreSQL
+    // and the broker answer.
+    let health = Health::starting(true);
     let ops_stop = ops::start(config.ops_listen, pool.clone(), health.clone(), registry, &shutdown).await?;
+    let reached = db::wait_until_reachable(&config.common, &shutdown)
+        .await
+        .context("connecting to PostgreSQL")?;
     let topology = Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
     let publisher_name = format!("syncfleet-worker {} publisher", config.worker_id);
-    let Some(publisher) = with_reconnect(&shutdown, "the broker", || {
-        Publisher::connect(config.common.amqp_url.clone(), &publisher_name, topology.clone())
-    })
-    .await
-    else {
+    let publisher = match reached {
+        true => reconnect::until_reached(&shutdown, "the broker", || async {
+            Publisher::connect(config.common.amqp_url.clone(), &publisher_name, topology.clone())
+                .await
+                .map_err(Failure::Unreachable)
+        })
+        .await
+        // Every failure above is retried: nothing is fatal.
+        .ok()
+        .flatten(),
+        false => None,
+    };
+    let Some(publisher) = publisher else {
+        info!("Stopped while waiting for PostgreSQL or the broker.");
+        pool.close().await;
         ops_stop.cancel();
         return Ok(());
     };
+    health.set_started();
     let fleet = Arc::new(Fleet {
         config,
         pool,
@@ -122,7 +138,7 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
     });
     let tracker = TaskTracker::new();
 
-    let mut reconnect_delays = reconnect_backoff();
+    let mut reconnect_delays = reconnect::backoff();
     let mut open_connection = None;
     loop {
         let mut connected = false;
@@ -134,7 +150,7 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
             Err(error) => {
                 fleet.health.set_broker_connected(false);
                 if connected {
-                    reconnect_delays = reconnect_backoff();
+                    reconnect_delays = reconnect::backoff();
                 }
                 let delay = reconnect_delays.next().unwrap_or(Duration::from_secs(30));
                 warn!(error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "Broker connection lost; reconnecting.");
@@ -159,38 +175,6 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
     ops_stop.cancel();
     info!("Worker stopped.");
     Ok(())
-}
-
-fn reconnect_backoff() -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(15))
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
-/// Retries `connect` with backoff until it succeeds or `shutdown` fires.
-async fn with_reconnect<T, E, F, Fut>(shutdown: &CancellationToken, what: &str, mut connect: F) -> Option<T>
-where
-    E: std::fmt::Display,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut delays = reconnect_backoff();
-    loop {
-        match connect().await {
-            Ok(value) => return Some(value),
-            Err(error) => {
-                let delay = delays.next().unwrap_or(Duration::from_secs(15));
-                warn!(%error, retry_in_ms = delay.as_millis() as u64, "Cannot reach {what}; retrying.");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = sleep(delay) => {}
-                }
-            }
-        }
-    }
 }
 
 impl<W: SyncWork> Fleet<W> {

@@ -19,6 +19,7 @@ mod plans;
 mod presets;
 mod pushes;
 mod sessions;
+mod startup;
 mod statistics;
 mod traces;
 mod user_edits;

@@ -77,3 +77,72 @@ async fn the_standby_takes_over_when_the_leader_is_killed_and_no_user_is_skipped
     }
     env.cleanup().await;
 }
+
+// The forwarder runs on this runtime: stopping a service blocks one thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_gauge_falls_before_a_standby_takes_over_from_a_leader_cut_off_from_postgresql() {
+    use syncfleet_testkit::{Forwarder, becomes_ready, free_port, gauge};
+
+    const GAUGE: &str = "syncfleet_scheduler_leader";
+    let env = TestEnv::new().await;
+    let spawn = |database_url: &str, ops_port: u16| {
+        env.spawn(
+            "syncfleet-scheduler",
+            &[
+                ("SYNCFLEET_DATABASE_URL", database_url),
+                ("SYNCFLEET_OPS_LISTEN", &format!("127.0.0.1:{ops_port}")),
+                ("SYNCFLEET_SCHEDULER_TICK", "100ms"),
+                ("SYNCFLEET_LEADER_LEASE", "2s"),
+            ],
+        )
+    };
+    // The leader reaches PostgreSQL through a forwarder the test can cut.
+    let database = Forwarder::to_url(&env.database_url);
+    database.open().await;
+    let (leader_port, standby_port) = (free_port(), free_port());
+    let leader = spawn(&database.url(&env.database_url), leader_port);
+    wait_until(Duration::from_secs(30), "a leader", || async {
+        term(&env).await == 1 && gauge(leader_port, GAUGE).await == Some(1)
+    })
+    .await;
+    let standby = spawn(&env.database_url, standby_port);
+    becomes_ready(standby_port).await;
+    assert_eq!(gauge(standby_port, GAUGE).await, Some(0));
+
+    database.close();
+    let mut samples = Vec::new();
+    loop {
+        let sample = (gauge(leader_port, GAUGE).await, gauge(standby_port, GAUGE).await);
+        samples.push(sample);
+        assert_ne!(
+            sample,
+            (Some(1), Some(1)),
+            "both schedulers report leading; samples so far: {samples:?}"
+        );
+        if sample.1 == Some(1) {
+            break;
+        }
+        assert!(samples.len() < 3_000, "the standby never took over");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(term(&env).await, 2, "the standby holds the next term");
+    let leader_fell = samples.iter().position(|sample| sample.0 == Some(0));
+    println!(
+        "{} samples until the takeover; the cut-off leader's gauge fell at sample {leader_fell:?}",
+        samples.len()
+    );
+    assert!(leader_fell.is_some());
+
+    // Back on PostgreSQL, the deposed leader stays at 0 (and the fence
+    // keeps it from scheduling).
+    database.open().await;
+    becomes_ready(leader_port).await;
+    for _ in 0..20 {
+        assert_eq!(gauge(leader_port, GAUGE).await, Some(0));
+        assert_eq!(gauge(standby_port, GAUGE).await, Some(1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_gracefully(leader);
+    stop_gracefully(standby);
+    env.cleanup().await;
+}

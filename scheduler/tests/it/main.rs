@@ -7,5 +7,6 @@ mod cadence;
 mod failover;
 mod maintenance;
 mod outbox;
+mod startup;
 mod support;
 mod traces;

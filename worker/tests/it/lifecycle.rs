@@ -296,3 +296,67 @@ async fn a_worker_killed_while_it_stores_a_token_a_strict_provider_rotated_loses
     let (env, providers, user, second) = kill_9_between_the_token_answer_and_its_store(strict).await;
     the_authorization_lives_on(env, providers, user, second).await;
 }
+
+/// The worker binary reaching PostgreSQL through `database`, the broker at
+/// `amqp_url`, its probes on `ops_port`.
+fn spawn_worker_behind(
+    env: &TestEnv,
+    providers: &Providers,
+    database: &syncfleet_testkit::Forwarder,
+    amqp_url: &str,
+    ops_port: u16,
+) -> Child {
+    spawn_worker(
+        env,
+        providers,
+        &[
+            ("SYNCFLEET_DATABASE_URL", &database.url(&env.database_url)),
+            ("SYNCFLEET_AMQP_URL", amqp_url),
+            ("SYNCFLEET_OPS_LISTEN", &format!("127.0.0.1:{ops_port}")),
+        ],
+    )
+}
+
+// The forwarder runs on this runtime: stopping a service blocks one thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_before_postgresql_and_the_broker_waits_for_them_then_syncs() {
+    use syncfleet_testkit::{Forwarder, becomes_ready, probe, stays_alive_unready, stop_gracefully};
+
+    let env = TestEnv::new().await;
+    let providers = Providers::start().await;
+    let user = providers.office365_users(&env.pool, 1).await[0];
+    let database = Forwarder::to_url(&env.database_url);
+    let broker = Forwarder::to_url(&env.amqp_url);
+    let ops_port = free_port();
+    let mut worker = spawn_worker_behind(&env, &providers, &database, &broker.url(&env.amqp_url), ops_port);
+    stays_alive_unready(&mut worker, ops_port).await;
+    // PostgreSQL first: still not ready without the broker.
+    database.open().await;
+    stays_alive_unready(&mut worker, ops_port).await;
+    broker.open().await;
+    becomes_ready(ops_port).await;
+
+    force_sync(&env, user).await;
+    wait_until(LIMIT, "the session to succeed", || async {
+        session_count(&env.pool, user, "succeeded").await == 1
+    })
+    .await;
+    assert_eq!(probe(ops_port, "/readyz").await.unwrap().0, 200);
+    stop_gracefully(worker);
+    env.cleanup().await;
+}
+
+// The forwarder runs on this runtime: stopping a service blocks one thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_waiting_for_postgresql_stops_the_worker_cleanly() {
+    use syncfleet_testkit::{Forwarder, stays_alive_unready, stop_gracefully};
+
+    let env = TestEnv::new().await;
+    let providers = Providers::start().await;
+    let database = Forwarder::to_url(&env.database_url);
+    let ops_port = free_port();
+    let mut worker = spawn_worker_behind(&env, &providers, &database, &env.amqp_url, ops_port);
+    stays_alive_unready(&mut worker, ops_port).await;
+    stop_gracefully(worker);
+    env.cleanup().await;
+}

@@ -293,3 +293,249 @@ async fn an_organization_whose_crm_is_spent_does_not_hold_the_others_back() {
     worker.stop().await;
     env.cleanup().await;
 }
+
+/// A Redis of the test's own on a free port, killed on drop.
+struct PrivateRedis {
+    process: std::process::Child,
+    url: String,
+}
+
+impl PrivateRedis {
+    async fn start() -> Self {
+        let port = syncfleet_testkit::free_port();
+        let process = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        syncfleet_testkit::wait_until(Duration::from_secs(10), "redis-server to listen", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        })
+        .await;
+        Self {
+            process,
+            url: format!("redis://127.0.0.1:{port}/0"),
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One admitted call, as the mixed-load test records it.
+#[derive(Debug, Clone, Copy)]
+struct Admitted {
+    provider: syncfleet_connectors::Provider,
+    at: Duration,
+    cost: u32,
+    /// Admitted after Redis was killed.
+    outage: bool,
+}
+
+/// The most units any window of `length` holds among `calls` (sorted by time).
+fn busiest_window(calls: &[Admitted], length: Duration) -> u32 {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(first, start)| {
+            calls[first..]
+                .iter()
+                .take_while(|call| call.at < start.at + length)
+                .map(|call| call.cost)
+                .sum::<u32>()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_redis_killed_under_mixed_load_every_provider_gets_calls_through_within_its_limits() {
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    };
+    use syncfleet_connectors::gate::{Account, CallGate};
+
+    let mut redis = PrivateRedis::start().await;
+    let prefix = Uuid::new_v4().simple().to_string();
+    let window = Duration::from_secs(1);
+    // Gmail's rate-only limits in quota units take the credit path on Redis;
+    // Graph has a rate and a concurrency; EWS only a concurrency.
+    let limits = ProviderLimits {
+        graph: Limit {
+            rate: Some((100, window)),
+            concurrency: Some(4),
+        },
+        ews: Limit {
+            rate: None,
+            concurrency: Some(6),
+        },
+        gmail_user: Limit {
+            rate: Some((1_000, window)),
+            concurrency: None,
+        },
+        gmail_project: Limit {
+            rate: Some((5_000, window)),
+            concurrency: None,
+        },
+        salesforce: Limit {
+            rate: None,
+            concurrency: None,
+        },
+        salesforce_reserve_percent: 20,
+    };
+    // Two workers, each its own limiter; without Redis each takes half.
+    let gates: Vec<Arc<FleetGate>> = (0..2)
+        .map(|_| {
+            Arc::new(FleetGate::new(
+                Limiter::new(
+                    SecretString::from(redis.url.clone()),
+                    &prefix,
+                    Duration::from_secs(10),
+                    2,
+                ),
+                limits,
+                Duration::from_secs(3),
+            ))
+        })
+        .collect();
+    let accounts = [
+        (
+            Provider::Graph,
+            "graph-mailbox@contoso.example",
+            vec![1],
+            Duration::from_millis(5),
+        ),
+        (
+            Provider::Ews,
+            "service-account@fabrikam.example",
+            vec![1],
+            Duration::from_millis(20),
+        ),
+        // history.list, messages.get, a batch envelope, getProfile.
+        (
+            Provider::Gmail,
+            "gmail-user@example.com",
+            vec![2, 5, 0, 1, 5],
+            Duration::from_millis(2),
+        ),
+    ];
+
+    let started = Instant::now();
+    let outage = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(Mutex::new(Vec::<Admitted>::new()));
+    let deferrals = Arc::new(Mutex::new(Vec::<Provider>::new()));
+    // Calls in flight admitted during the outage, and their peak, per provider.
+    let in_flight: Arc<[AtomicU32; 3]> = Arc::new(Default::default());
+    let peaks: Arc<[AtomicU32; 3]> = Arc::new(Default::default());
+    let mut tasks = Vec::new();
+    for gate in &gates {
+        for (index, (provider, name, costs, hold)) in accounts.iter().enumerate() {
+            for task in 0..4 {
+                let (gate, costs, hold) = (gate.clone(), costs.clone(), *hold);
+                let (outage, stop, calls, deferrals) = (outage.clone(), stop.clone(), calls.clone(), deferrals.clone());
+                let (in_flight, peaks) = (in_flight.clone(), peaks.clone());
+                let account = Account {
+                    provider: *provider,
+                    name: (*name).to_owned(),
+                    allocation: None,
+                };
+                tasks.push(tokio::spawn(async move {
+                    let mut turn = task;
+                    while !stop.load(Ordering::SeqCst) {
+                        let cost = costs[turn % costs.len()];
+                        turn += 1;
+                        match gate.admit(&account, cost).await {
+                            Ok(permit) => {
+                                let during_outage = outage.load(Ordering::SeqCst);
+                                calls.lock().unwrap().push(Admitted {
+                                    provider: account.provider,
+                                    at: started.elapsed(),
+                                    cost,
+                                    outage: during_outage,
+                                });
+                                if during_outage {
+                                    let now = in_flight[index].fetch_add(1, Ordering::SeqCst) + 1;
+                                    peaks[index].fetch_max(now, Ordering::SeqCst);
+                                }
+                                tokio::time::sleep(hold).await;
+                                if during_outage {
+                                    in_flight[index].fetch_sub(1, Ordering::SeqCst);
+                                }
+                                drop(permit);
+                            }
+                            Err(_) => {
+                                deferrals.lock().unwrap().push(account.provider);
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.kill();
+    // The calls in flight through Redis end within their hold; from here on
+    // every admission is the local share's.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    outage.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    let mut calls = calls.lock().unwrap().clone();
+    calls.sort_by_key(|call| call.at);
+    let deferrals = deferrals.lock().unwrap().clone();
+    // A call's stamp is taken just after its admission, so a window of the
+    // stamps a little shorter than the limit's lies inside a true window.
+    let measured = window - Duration::from_millis(100);
+    let mut outage_calls = Vec::new();
+    for (index, (provider, _, _, _)) in accounts.iter().enumerate() {
+        let during: Vec<Admitted> = calls
+            .iter()
+            .filter(|call| call.outage && call.provider == *provider)
+            .copied()
+            .collect();
+        let units: u32 = during.iter().map(|call| call.cost).sum();
+        let busiest = busiest_window(&during, measured);
+        let peak = peaks[index].load(Ordering::SeqCst);
+        println!(
+            "{provider:?} during 3 s without Redis: {} calls, {units} units, busiest window {busiest}, peak in flight {peak}",
+            during.len()
+        );
+        outage_calls.push((*provider, during.len(), units, busiest, peak));
+    }
+    println!("deferrals: {deferrals:?}");
+    assert!(deferrals.is_empty(), "calls were deferred: {deferrals:?}");
+    for (provider, count, units, busiest, peak) in outage_calls {
+        match provider {
+            Provider::Graph => {
+                // Two halves of 100 per second for 3 s, and 4 in flight.
+                assert!(count >= 150, "Graph got {count} calls through");
+                assert!(busiest <= 100, "a Graph window held {busiest} calls");
+                assert!(peak <= 4, "{peak} Graph calls in flight");
+            }
+            Provider::Ews => {
+                assert!(count >= 100, "EWS got {count} calls through");
+                assert!(peak <= 6, "{peak} EWS calls in flight");
+            }
+            _ => {
+                // Two halves of 1,000 units per second for 3 s.
+                assert!(units >= 1_500, "Gmail got {units} units through ({count} calls)");
+                assert!(busiest <= 1_000, "a Gmail window held {busiest} units");
+            }
+        }
+    }
+}
