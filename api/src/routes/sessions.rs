@@ -271,6 +271,15 @@ async fn visible_session(state: &AppState, principal: &Principal, id: Uuid) -> R
     Ok(session)
 }
 
+/// Whether the session succeeded without changing anything (the worker
+/// stores no log for such a session).
+fn is_quiet(session: &SessionView) -> bool {
+    session.status == "succeeded"
+        && session.issue_count == 0
+        && session.items_to_crm == 0
+        && session.items_to_mailbox == 0
+}
+
 /// The one-line log of a session that ended without changing anything (the
 /// worker stores no log for it).
 fn quiet_session_log(session: &SessionView) -> Vec<u8> {
@@ -383,11 +392,10 @@ pub async fn session_log(
                 .read_to_end(&mut lines)
                 .map_err(unreadable)?;
         }
-        // A running session has no log yet.
-        None if session.status == "running" => return Err(ApiError::not_found("session log")),
         // A session that changed nothing keeps no log of its own: its
-        // summary is the session row.
-        None => lines = quiet_session_log(&session),
+        // summary is the session row. A running session has no log yet.
+        None if is_quiet(&session) => lines = quiet_session_log(&session),
+        None => return Err(ApiError::not_found("session log")),
     }
     let archive = zip::single_file(&format!("session-{id}.jsonl"), session.started_at, &lines).map_err(unreadable)?;
     Ok((

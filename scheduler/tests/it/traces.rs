@@ -55,7 +55,7 @@ async fn a_cadence_job_is_one_trace_from_the_scheduler_through_the_queue_into_th
         "sync_work",
         "sync_session",
         "limits",
-        "message_changes",
+        "first_pages",
         "write_session",
     ] {
         assert!(
