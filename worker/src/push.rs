@@ -42,6 +42,17 @@ pub const TIME_BUDGET: Duration = Duration::from_secs(60);
 /// The `NOTIFY` channel of the api's live notification streams.
 pub const NOTIFY_CHANNEL: &str = "syncfleet_notifications";
 
+/// The payload announced on [`NOTIFY_CHANNEL`] for a notification row (its
+/// columns in scope), as the api's live streams read it: a literal, so that
+/// statements keep being one `concat!`.
+macro_rules! notification_json {
+    () => {
+        "json_build_object('id', id, 'user_id', user_id, 'kind', kind, 'title', title, 'body', body, \
+         'payload', payload, 'created_at', created_at, 'read_at', read_at)::text"
+    };
+}
+pub(crate) use notification_json;
+
 /// The push as a batch needs it.
 #[derive(Debug, sqlx::FromRow)]
 struct Push {
@@ -152,7 +163,7 @@ async fn start(pool: &PgPool, push_id: Uuid) -> Result<Option<Push>, sqlx::Error
 /// Step 2 (and 3 for the last batch): one transaction.
 async fn batch(pool: &PgPool, push_id: Uuid, push: &Push, size: i64) -> Result<Batch, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let (taken, notified): (i64, i64) = sqlx::query_as(
+    let (taken, notified): (i64, i64) = sqlx::query_as(concat!(
         "WITH batch AS ( \
              SELECT user_id FROM push_recipients \
              WHERE push_id = $1 AND status = 'pending' \
@@ -179,8 +190,9 @@ async fn batch(pool: &PgPool, push_id: Uuid, push: &Push, size: i64) -> Result<B
              FROM saved \
              RETURNING id, user_id, kind, title, body, payload, created_at, read_at \
          ), announced AS ( \
-             SELECT pg_notify($7, json_build_object('id', id, 'user_id', user_id, 'kind', kind, 'title', title, \
-                        'body', body, 'payload', payload, 'created_at', created_at, 'read_at', read_at)::text) \
+             SELECT pg_notify($7, ",
+        notification_json!(),
+        ") \
              FROM notes \
          ), marked AS ( \
              UPDATE push_recipients r SET \
@@ -199,7 +211,7 @@ async fn batch(pool: &PgPool, push_id: Uuid, push: &Push, size: i64) -> Result<B
          ) \
          SELECT (SELECT count(*) FROM marked) + 0 * (SELECT count(*) FROM counted), \
                 (SELECT count(*) FROM announced)",
-    )
+    ))
     .bind(push_id)
     .bind(size)
     .bind(push.organization_id)

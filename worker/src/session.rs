@@ -344,8 +344,9 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
         .map(|(stream, token)| (stream.as_str(), token.as_str()))
         .unzip();
     // One statement, so one atomic write and one round trip; every part is
-    // conditional on `released`, the lease check.
-    let released: i64 = sqlx::query_scalar(
+    // conditional on `released`, the lease check. `notified`, the addresses
+    // a user's alerts go to, is read only by an email that is written.
+    let released: i64 = sqlx::query_scalar(concat!(
         "WITH released AS ( \
              UPDATE users SET running_session_id = NULL, lease_expires_at = NULL, \
                  queued_job_id = CASE WHEN $21::uuid IS NOT NULL THEN $21 \
@@ -370,6 +371,12 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
              RETURNING id, organization_id, email, coalesce(notification_email, email) AS notify, \
                  $23::int IS NOT NULL AND consecutive_failures = $23 AND sync_status = 'disabled_' || $22 || '_error' \
                      AS suspended \
+         ), notified AS ( \
+             SELECT ARRAY(SELECT DISTINCT recipient FROM unnest(notify || ARRAY( \
+                        SELECT coalesce(a.notification_email, a.email) FROM users a \
+                        WHERE a.organization_id = released.organization_id AND a.role = 'org_admin')) AS recipient) \
+                        AS recipients \
+             FROM released \
          ), suspension AS ( \
              INSERT INTO activities (id, organization_id, user_id, actor, kind, details) \
              SELECT $24, organization_id, id, 'system', 'disabled_' || $22 || '_error', \
@@ -379,9 +386,7 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
          ), suspension_email AS ( \
              INSERT INTO email_outbox (id, dedupe_key, kind, recipients, subject, body_text) \
              SELECT $25, 'sync_suspended:' || $2, 'sync_suspended', \
-                    ARRAY(SELECT DISTINCT recipient FROM unnest(notify || ARRAY( \
-                        SELECT coalesce(a.notification_email, a.email) FROM users a \
-                        WHERE a.organization_id = released.organization_id AND a.role = 'org_admin')) AS recipient), \
+                    (SELECT recipients FROM notified), \
                     format('Synchronization stopped for %s', email), \
                     format(E'Synchronization of the mailbox %s with Salesforce has been disabled after %s consecutive failed sessions (%s).\\n\\nLast error: %s\\n\\n%s', \
                            email, $23, $22, $14, \
@@ -420,9 +425,7 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
          ), reconnect_email AS ( \
              INSERT INTO email_outbox (id, dedupe_key, kind, recipients, subject, body_text) \
              SELECT $28, 'reconnect:' || $2, 'reconnect', \
-                    ARRAY(SELECT DISTINCT recipient FROM unnest(notify || ARRAY( \
-                        SELECT coalesce(a.notification_email, a.email) FROM users a \
-                        WHERE a.organization_id = reconnect.organization_id AND a.role = 'org_admin')) AS recipient), \
+                    (SELECT recipients FROM notified), \
                     format('%s: %s', title, email), body \
              FROM reconnect WHERE NOT suspended \
          ), reconnect_note AS ( \
@@ -430,8 +433,9 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
              SELECT $29, id, 'reconnect', title, body, jsonb_build_object('side', $13) FROM reconnect \
              RETURNING id, user_id, kind, title, body, payload, created_at, read_at \
          ), reconnect_announced AS ( \
-             SELECT pg_notify($30, json_build_object('id', id, 'user_id', user_id, 'kind', kind, 'title', title, \
-                        'body', body, 'payload', payload, 'created_at', created_at, 'read_at', read_at)::text) \
+             SELECT pg_notify($30, ",
+        crate::push::notification_json!(),
+        ") \
              FROM reconnect_note \
          ), cursors AS ( \
              INSERT INTO sync_state (user_id, stream, token) \
@@ -446,7 +450,7 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
              WHERE id = $5 AND $4 AND EXISTS (SELECT 1 FROM released) \
          ) \
          SELECT (SELECT count(*) FROM released) + 0 * (SELECT count(*) FROM reconnect_announced)",
-    )
+    ))
     .bind(claimed.user_id)
     .bind(claimed.session_id)
     .bind(claimed.started_at)
