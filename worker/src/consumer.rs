@@ -36,9 +36,10 @@ use crate::{
     admin,
     config::WorkerConfig,
     dead_letters,
-    metrics::{JobLabels, QueueLabel, ReasonLabel, StatusLabel, StepLabel, TriggerLabel, WorkerMetrics},
+    group_commit::Batcher,
+    metrics::{JobLabels, QueueLabel, ReasonLabel, StatusLabel, StepLabel, TriggerLabel, WorkerMetrics, WriteLabel},
     push,
-    session::{self, Claim, Claimed, Ending},
+    session::{self, Claim, Claimed, Ending, FastClaim, FastClaimed, QuietClose},
     sync::{SessionContext, SyncFailure, SyncWork},
 };
 
@@ -89,7 +90,16 @@ struct Fleet<W> {
     hard_stop: CancellationToken,
     metrics: WorkerMetrics,
     health: Arc<Health>,
+    /// Fast claims, written together (see [`crate::group_commit`]).
+    claims: Batcher<FastClaim, FastClaimed>,
+    /// Quiet closes, written together.
+    closes: Batcher<QuietClose, Result<bool, ()>>,
 }
+
+/// At most this many claims or closes in one statement.
+const GROUP_COMMIT_BATCH: usize = 128;
+/// Statements of each kind in flight at once per worker.
+const GROUP_COMMIT_SLOTS: usize = 2;
 
 /// Runs a worker until `shutdown` is cancelled, then drains: stops consuming,
 /// lets in-flight jobs finish within the grace period, hands the rest back.
@@ -126,7 +136,47 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
         return Ok(());
     };
     health.set_started();
+    let counted = |write: &'static str| {
+        let label = WriteLabel { write };
+        let statements = metrics.group_statements.get_or_create(&label).clone();
+        let writes = metrics.group_writes.get_or_create(&label).clone();
+        move |batch: usize| {
+            statements.inc();
+            writes.inc_by(batch as u64);
+        }
+    };
+    let claims = {
+        let (pool, worker_id, lease, count) = (
+            pool.clone(),
+            config.worker_id.clone(),
+            config.user_lease,
+            counted("claim"),
+        );
+        Batcher::start(
+            GROUP_COMMIT_BATCH,
+            GROUP_COMMIT_SLOTS,
+            move |requests: Vec<FastClaim>| {
+                count(requests.len());
+                let (pool, worker_id) = (pool.clone(), worker_id.clone());
+                async move { session::claim_together(&pool, &worker_id, lease, requests).await }
+            },
+        )
+    };
+    let closes = {
+        let (pool, count) = (pool.clone(), counted("close"));
+        Batcher::start(
+            GROUP_COMMIT_BATCH,
+            GROUP_COMMIT_SLOTS,
+            move |closes: Vec<QuietClose>| {
+                count(closes.len());
+                let pool = pool.clone();
+                async move { session::close_quietly_together(&pool, closes).await }
+            },
+        )
+    };
     let fleet = Arc::new(Fleet {
+        claims,
+        closes,
         config,
         pool,
         topology,
@@ -330,16 +380,10 @@ impl<W: SyncWork> Fleet<W> {
                 return (Verdict::DeadLetter(reason), "dead_lettered");
             }
         };
-        let claim = session::claim(
-            &self.pool,
-            job,
-            user_id,
-            &self.config.worker_id,
-            self.config.user_lease,
-            redelivered,
-        )
-        .instrument(info_span!("claim"))
-        .await;
+        let claim = self
+            .claim(job, user_id, redelivered)
+            .instrument(info_span!("claim"))
+            .await;
         match claim {
             Ok(Claim::Run(claimed, settings)) => {
                 let lag = (claimed.started_at - job.scheduled_at).num_milliseconds().max(0) as f64 / 1000.0;
@@ -375,6 +419,36 @@ impl<W: SyncWork> Fleet<W> {
                 (Verdict::Defer(Duration::from_secs(5)), "deferred")
             }
         }
+    }
+
+    /// Claims the session: with the group commit when the job may take a
+    /// fast claim, otherwise (or when the batch could not open it) on its own.
+    async fn claim(&self, job: &JobEnvelope, user_id: uuid::Uuid, redelivered: bool) -> Result<Claim, sqlx::Error> {
+        if let Some(request) = FastClaim::of(job, user_id, redelivered)
+            && let Some(Ok(Some((claimed, settings)))) = self.claims.submit(request).await
+        {
+            return Ok(Claim::Run(claimed, settings));
+        }
+        session::claim(
+            &self.pool,
+            job,
+            user_id,
+            &self.config.worker_id,
+            self.config.user_lease,
+            redelivered,
+        )
+        .await
+    }
+
+    /// Writes the session's end: with the group commit when it is a quiet
+    /// close, otherwise (or when the batch failed) on its own.
+    async fn close(&self, claimed: &Claimed, job: &JobEnvelope, ending: Ending) -> Result<bool, sqlx::Error> {
+        if let Some(close) = QuietClose::of(claimed, job, &ending)
+            && let Some(Ok(released)) = self.closes.submit(close).await
+        {
+            return Ok(released);
+        }
+        session::finish(&self.pool, claimed, job, ending).await
     }
 
     async fn run_session(
@@ -462,7 +536,8 @@ impl<W: SyncWork> Fleet<W> {
                     .observe(duration_ms as f64 / 1000.0);
             }
         }
-        match session::finish(&self.pool, &claimed, job, ending)
+        match self
+            .close(&claimed, job, ending)
             .instrument(info_span!("write_session"))
             .await
         {

@@ -34,6 +34,11 @@ pub struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabel {
+    pub write: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
 }
@@ -104,6 +109,10 @@ pub struct WorkerMetrics {
     pub in_flight: Gauge,
     /// Dead letters recorded, by reason.
     pub dead_letters: Family<ReasonLabel, Counter>,
+    /// Group-commit statements run, by write (`claim`, `close`).
+    pub group_statements: Family<WriteLabel, Counter>,
+    /// Sessions those statements carried, by write.
+    pub group_writes: Family<WriteLabel, Counter>,
 }
 
 impl WorkerMetrics {
@@ -117,7 +126,19 @@ impl WorkerMetrics {
             sessions: Family::default(),
             in_flight: Gauge::default(),
             dead_letters: Family::default(),
+            group_statements: Family::default(),
+            group_writes: Family::default(),
         };
+        registry.register(
+            "syncfleet_worker_group_commit_statements",
+            "Group-commit statements run, by write (claim, close)",
+            metrics.group_statements.clone(),
+        );
+        registry.register(
+            "syncfleet_worker_group_commit_writes",
+            "Sessions the group-commit statements carried, by write (claim, close)",
+            metrics.group_writes.clone(),
+        );
         registry.register(
             "syncfleet_worker_jobs",
             "Deliveries handled, by queue and outcome",

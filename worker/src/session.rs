@@ -189,6 +189,115 @@ pub async fn claim(
     ))
 }
 
+/// A claim the group commit may take: the first delivery of the first
+/// attempt of a cadence job (the steady state). Any other job, and any of
+/// these the batch does not open (the user busy, disabled, superseded, gone),
+/// goes through [`claim`], which decides every case.
+#[derive(Debug)]
+pub struct FastClaim {
+    pub job_id: Uuid,
+    pub user_id: Uuid,
+    pub scheduled_at: DateTime<Utc>,
+    pub attempt: i32,
+}
+
+impl FastClaim {
+    /// The fast claim of `job`, if it may take one.
+    pub fn of(job: &JobEnvelope, user_id: Uuid, redelivered: bool) -> Option<Self> {
+        (job.trigger == Trigger::Cadence && job.attempt == 1 && !redelivered).then(|| Self {
+            job_id: job.job_id,
+            user_id,
+            scheduled_at: job.scheduled_at,
+            attempt: attempt(job),
+        })
+    }
+}
+
+/// What the group commit answered one fast claim: the session opened, or
+/// `None` to decide it with [`claim`]; `Err` when the batch failed.
+pub type FastClaimed = Result<Option<(Claimed, Box<Settings>)>, ()>;
+
+#[derive(sqlx::FromRow)]
+struct FastClaimRow {
+    user_id: Uuid,
+    organization_id: Uuid,
+    session_id: Uuid,
+    started_at: DateTime<Utc>,
+    #[sqlx(flatten)]
+    settings: SettingsRow,
+}
+
+/// The fast claims of a batch, in one statement: each user whose row still
+/// names the job as queued, holds no lease and may sync takes the lease, its
+/// session opens, and its settings come back from the locked row.
+static FAST_CLAIMS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH claimed AS ( \
+             UPDATE users u SET running_session_id = r.session_id, \
+                 lease_expires_at = now() + $6 * interval '1 millisecond' \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::int[]) \
+                      AS r(user_id, job_id, session_id, scheduled_at, attempt), \
+                  organizations o \
+             WHERE u.id = r.user_id AND o.id = u.organization_id AND u.queued_job_id = r.job_id \
+               AND u.running_session_id IS NULL AND u.sync_status = 'enabled' AND o.sync_enabled \
+             RETURNING u.id AS user_id, u.organization_id, r.session_id, r.job_id, r.scheduled_at, r.attempt, {} \
+         ), opened AS ( \
+             INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, scope, status, \
+                                        scheduled_at, started_at, worker_id) \
+             SELECT session_id, user_id, organization_id, job_id, attempt, 'cadence', 'check', 'running', \
+                    scheduled_at, now(), $7 \
+             FROM claimed \
+             RETURNING id, started_at \
+         ) \
+         SELECT claimed.*, opened.started_at FROM claimed JOIN opened ON opened.id = claimed.session_id",
+        *SETTINGS_COLUMNS
+    )
+});
+
+/// Runs a batch of fast claims; answers each request in order.
+pub async fn claim_together(
+    pool: &PgPool,
+    worker_id: &str,
+    lease: Duration,
+    requests: Vec<FastClaim>,
+) -> Vec<FastClaimed> {
+    let session_ids: Vec<Uuid> = requests.iter().map(|_| Uuid::now_v7()).collect();
+    let rows = sqlx::query_as::<_, FastClaimRow>(&FAST_CLAIMS)
+        .bind(requests.iter().map(|request| request.user_id).collect::<Vec<_>>())
+        .bind(requests.iter().map(|request| request.job_id).collect::<Vec<_>>())
+        .bind(&session_ids)
+        .bind(requests.iter().map(|request| request.scheduled_at).collect::<Vec<_>>())
+        .bind(requests.iter().map(|request| request.attempt).collect::<Vec<_>>())
+        .bind(lease.as_millis() as f64)
+        .bind(worker_id)
+        .fetch_all(pool)
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(error) => {
+            tracing::warn!(%error, claims = requests.len(), "A batch of claims failed; each is decided on its own.");
+            return requests.iter().map(|_| Err(())).collect();
+        }
+    };
+    let mut opened: std::collections::HashMap<Uuid, FastClaimRow> =
+        rows.into_iter().map(|row| (row.session_id, row)).collect();
+    session_ids
+        .iter()
+        .map(|session_id| {
+            Ok(opened.remove(session_id).map(|row| {
+                let claimed = Claimed {
+                    session_id: row.session_id,
+                    started_at: row.started_at,
+                    user_id: row.user_id,
+                    organization_id: row.organization_id,
+                };
+                let settings = Settings::from_row(row.settings, row.user_id, row.organization_id);
+                (claimed, Box::new(settings))
+            }))
+        })
+        .collect()
+}
+
 /// Whether a session of this attempt (or a later one) of the job has ended
 /// other than abandoned. Sessions start after their job was enqueued, which
 /// bounds the partitions searched.
@@ -484,4 +593,99 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
     .fetch_one(pool)
     .await?;
     Ok(released == 1)
+}
+
+/// A close the group commit may take: a cadence session that succeeded
+/// without changing anything (see [`Ending::is_quiet`]); only its cursors and
+/// calls differ from one to the next. Any other ending goes through [`finish`].
+#[derive(Debug)]
+pub struct QuietClose {
+    pub claimed: Claimed,
+    pub job_id: Uuid,
+    pub scope: &'static str,
+    pub calls: serde_json::Value,
+    pub cursors: Vec<(String, String)>,
+}
+
+impl QuietClose {
+    /// The quiet close of `ending`, if it is one.
+    pub fn of(claimed: &Claimed, job: &JobEnvelope, ending: &Ending) -> Option<Self> {
+        let quiet = job.trigger == Trigger::Cadence
+            && ending.is_quiet()
+            && ending.error.is_none()
+            && ending.failure_class.is_none();
+        quiet.then(|| Self {
+            claimed: *claimed,
+            job_id: job.job_id,
+            scope: ending.scope.as_str(),
+            calls: ending.calls.clone(),
+            cursors: ending.cursors.clone(),
+        })
+    }
+}
+
+/// The quiet closes of a batch, in one statement: what [`finish`] writes for
+/// such a session, set-based. Each close is fenced by its own lease.
+const QUIET_CLOSES: &str = "WITH released AS ( \
+         UPDATE users u SET running_session_id = NULL, lease_expires_at = NULL, \
+             queued_job_id = CASE WHEN u.queued_job_id = r.job_id THEN NULL ELSE u.queued_job_id END, \
+             queued_at = CASE WHEN u.queued_job_id = r.job_id THEN NULL ELSE u.queued_at END, \
+             consecutive_failures = 0, failure_class = NULL, \
+             last_session_id = r.session_id, last_session_at = now(), last_session_status = 'succeeded' \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[], $5::text[], $6::jsonb[]) \
+                  AS r(user_id, session_id, started_at, job_id, scope, calls) \
+         WHERE u.id = r.user_id AND u.running_session_id = r.session_id \
+         RETURNING r.* \
+     ), closed AS ( \
+         UPDATE sync_sessions s SET status = 'succeeded', scope = released.scope, ended_at = now(), \
+             items_to_crm = 0, items_to_mailbox = 0, issue_count = 0, calls = released.calls, \
+             error_category = NULL, error_source = NULL, error_message = NULL \
+         FROM released WHERE s.id = released.session_id AND s.started_at = released.started_at \
+     ), cursors AS ( \
+         INSERT INTO sync_state (user_id, stream, token) \
+         SELECT c.user_id, c.stream, c.token \
+         FROM UNNEST($7::uuid[], $8::text[], $9::text[]) AS c(user_id, stream, token) \
+         WHERE c.user_id IN (SELECT user_id FROM released) \
+         ON CONFLICT (user_id, stream) DO UPDATE SET token = EXCLUDED.token, updated_at = now() \
+     ) \
+     SELECT session_id FROM released";
+
+/// Runs a batch of quiet closes; answers each in order whether its lease
+/// still held (`false`: nothing was written for it), `Err` when the batch failed.
+pub async fn close_quietly_together(pool: &PgPool, closes: Vec<QuietClose>) -> Vec<Result<bool, ()>> {
+    let mut cursor_users = Vec::new();
+    let mut cursor_streams = Vec::new();
+    let mut cursor_tokens = Vec::new();
+    for close in &closes {
+        for (stream, token) in &close.cursors {
+            cursor_users.push(close.claimed.user_id);
+            cursor_streams.push(stream.as_str());
+            cursor_tokens.push(token.as_str());
+        }
+    }
+    let released: Result<Vec<Uuid>, sqlx::Error> = sqlx::query_scalar(QUIET_CLOSES)
+        .bind(closes.iter().map(|close| close.claimed.user_id).collect::<Vec<_>>())
+        .bind(closes.iter().map(|close| close.claimed.session_id).collect::<Vec<_>>())
+        .bind(closes.iter().map(|close| close.claimed.started_at).collect::<Vec<_>>())
+        .bind(closes.iter().map(|close| close.job_id).collect::<Vec<_>>())
+        .bind(closes.iter().map(|close| close.scope).collect::<Vec<_>>())
+        .bind(closes.iter().map(|close| close.calls.clone()).collect::<Vec<_>>())
+        .bind(&cursor_users)
+        .bind(&cursor_streams)
+        .bind(&cursor_tokens)
+        .fetch_all(pool)
+        .await;
+    match released {
+        Ok(released) => {
+            let released: std::collections::HashSet<Uuid> = released.into_iter().collect();
+            closes
+                .iter()
+                .map(|close| Ok(released.contains(&close.claimed.session_id)))
+                .collect()
+        }
+        Err(error) => {
+            tracing::warn!(%error, closes = closes.len(), "A batch of closes failed; each is written on its own.");
+            closes.iter().map(|_| Err(())).collect()
+        }
+    }
 }

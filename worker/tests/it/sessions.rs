@@ -515,3 +515,78 @@ async fn auto_suspend_disables_sync_exactly_at_the_threshold_with_an_activity_an
     worker.stop().await;
     env.cleanup().await;
 }
+
+/// The value of a counter series in a Prometheus text answer (0 if absent).
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn cadence_sessions_due_together_are_claimed_and_closed_in_shared_statements() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let count = 150;
+    let due = users(&env.pool, org, count, SyncStatus::Enabled, Utc::now(), true).await;
+    let ops: std::net::SocketAddr = format!("127.0.0.1:{}", syncfleet_testkit::free_port()).parse().unwrap();
+    // The jobs wait in the queue before the worker starts, so that its
+    // prefetch hands it many at once.
+    for user in &due {
+        cadence_sync(&env, *user).await;
+    }
+    let worker = start(
+        &env,
+        syncfleet_worker::sync::SettingsCheck,
+        &[("SYNCFLEET_OPS_LISTEN", &ops.to_string())],
+    );
+    wait_until(Duration::from_secs(60), "every session to succeed", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM sync_sessions WHERE organization_id = $1 AND status = 'succeeded'",
+        )
+        .bind(org)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap()
+            == count as i64
+    })
+    .await;
+
+    // Every session ended as it would on its own: one session per user, the
+    // lease released, the job no longer queued, the success recorded.
+    let (sessions, released): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(DISTINCT user_id) FROM sync_sessions WHERE organization_id = $1 AND ended_at IS NOT NULL), \
+                (SELECT count(*) FROM users WHERE organization_id = $1 AND running_session_id IS NULL \
+                    AND lease_expires_at IS NULL AND queued_job_id IS NULL AND last_session_status = 'succeeded' \
+                    AND consecutive_failures = 0)",
+    )
+    .bind(org)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!((sessions, released), (count as i64, count as i64));
+
+    let (_, metrics) = syncfleet_testkit::http_get(ops, "/metrics").await;
+    for write in ["claim", "close"] {
+        let writes = counter(
+            &metrics,
+            &format!(r#"syncfleet_worker_group_commit_writes_total{{write="{write}"}}"#),
+        );
+        let statements = counter(
+            &metrics,
+            &format!(r#"syncfleet_worker_group_commit_statements_total{{write="{write}"}}"#),
+        );
+        assert_eq!(
+            writes, count as u64,
+            "every {write} went through the group commit\n{metrics}"
+        );
+        assert!(
+            statements < writes,
+            "{write}: {statements} statements for {writes} sessions: nothing was shared"
+        );
+    }
+
+    worker.stop().await;
+    env.cleanup().await;
+}

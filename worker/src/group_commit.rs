@@ -1,0 +1,103 @@
+//! Group commit: the writes of many sessions in one statement.
+//!
+//! Hundreds of sessions are in flight in a worker, and most of them claim
+//! and close alike. A [`Batcher`] queues their requests and runs them
+//! together: the first request of a batch waits for one of a few statement
+//! slots, and whatever queued meanwhile (up to a bound) joins it. Under load
+//! batches grow on their own; alone, a request goes at once, so nothing
+//! lingers on a timer. Each caller gets its own answer only once the
+//! statement that carried it has committed.
+
+use std::{future::Future, sync::Arc};
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// A queue of requests written together, `R` in, `A` out.
+pub(crate) struct Batcher<R, A> {
+    sender: mpsc::UnboundedSender<(R, oneshot::Sender<A>)>,
+}
+
+impl<R: Send + 'static, A: Send + 'static> Batcher<R, A> {
+    /// Starts the batcher: at most `max_batch` requests per call of `run`,
+    /// at most `slots` calls at once. `run` answers each request, in order.
+    pub(crate) fn start<F, Fut>(max_batch: usize, slots: usize, run: F) -> Self
+    where
+        F: Fn(Vec<R>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<A>> + Send + 'static,
+    {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<(R, oneshot::Sender<A>)>();
+        let run = Arc::new(run);
+        let slots = Arc::new(Semaphore::new(slots.max(1)));
+        tokio::spawn(async move {
+            while let Some(first) = receiver.recv().await {
+                // Requests queue while every slot is busy: they all join.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let mut batch = vec![first];
+                while batch.len() < max_batch.max(1) {
+                    match receiver.try_recv() {
+                        Ok(request) => batch.push(request),
+                        Err(_) => break,
+                    }
+                }
+                let (requests, replies): (Vec<R>, Vec<oneshot::Sender<A>>) = batch.into_iter().unzip();
+                let run = run.clone();
+                tokio::spawn(async move {
+                    let answers = run(requests).await;
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        // A caller that went away learns nothing; what was
+                        // written stays written, as after a crash.
+                        let _ = reply.send(answer);
+                    }
+                    drop(slot);
+                });
+            }
+        });
+        Self { sender }
+    }
+
+    /// Queues `request` and waits for its answer; `None` when the batcher is
+    /// gone or its run did not answer this request.
+    pub(crate) async fn submit(&self, request: R) -> Option<A> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send((request, reply)).ok()?;
+        answer.await.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_queued_while_a_batch_runs_go_together_and_each_gets_its_own_answer() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let (release, released) = tokio::sync::watch::channel(false);
+        let batcher = Arc::new(Batcher::start(8, 1, move |requests: Vec<u32>| {
+            seen.lock().unwrap().push(requests.len());
+            let mut released = released.clone();
+            async move {
+                let _ = released.wait_for(|go| *go).await;
+                requests.into_iter().map(|request| request * 10).collect()
+            }
+        }));
+        let mut callers = Vec::new();
+        for request in 0..20u32 {
+            let batcher = batcher.clone();
+            callers.push(tokio::spawn(async move { batcher.submit(request).await }));
+            tokio::task::yield_now().await;
+        }
+        release.send(true).unwrap();
+        for (request, caller) in callers.into_iter().enumerate() {
+            assert_eq!(caller.await.unwrap(), Some(request as u32 * 10));
+        }
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 20);
+        assert!(sizes.iter().all(|size| *size <= 8), "{sizes:?}");
+        assert!(sizes.len() < 20, "nothing was batched: {sizes:?}");
+    }
+}
