@@ -82,6 +82,12 @@ pub const PUSH_BATCH_SIZE: Setting = Setting {
     doc: "Recipients of a customization push applied per transaction.",
 };
 
+pub const GROUP_COMMIT_BATCH: Setting = Setting {
+    name: "SYNCFLEET_GROUP_COMMIT_BATCH",
+    default: "128",
+    doc: "Most sessions whose claims (or quiet closes) one statement writes together; 1 writes each on its own.",
+};
+
 /// Every setting the worker reads, for the README check.
 pub fn settings() -> Vec<Setting> {
     let mut settings = COMMON_SETTINGS.to_vec();
@@ -101,6 +107,7 @@ pub fn settings() -> Vec<Setting> {
         SUSPEND_AFTER_THROTTLING_FAILURES,
         SUSPEND_AFTER_OTHER_FAILURES,
         PUSH_BATCH_SIZE,
+        GROUP_COMMIT_BATCH,
     ]);
     settings.extend_from_slice(crate::sync::PROVIDER_SETTINGS);
     settings.extend_from_slice(crate::sync::gate::SETTINGS);
@@ -155,6 +162,8 @@ pub struct WorkerConfig {
     pub suspend: SuspendPolicy,
     /// Recipients of a push applied per transaction.
     pub push_batch_size: i64,
+    /// Most sessions per group-commit statement.
+    pub group_commit_batch: usize,
 }
 
 /// Auto-suspend (M18): how many consecutive failed sessions of one class
@@ -213,6 +222,7 @@ impl WorkerConfig {
                 other: source.positive(&SUSPEND_AFTER_OTHER_FAILURES)?,
             },
             push_batch_size: i64::from(source.positive::<u32>(&PUSH_BATCH_SIZE)?),
+            group_commit_batch: source.positive::<u32>(&GROUP_COMMIT_BATCH)? as usize,
         })
     }
 }

@@ -96,8 +96,6 @@ struct Fleet<W> {
     closes: Batcher<QuietClose, Result<bool, ()>>,
 }
 
-/// At most this many claims or closes in one statement.
-const GROUP_COMMIT_BATCH: usize = 128;
 /// Statements of each kind in flight at once per worker.
 const GROUP_COMMIT_SLOTS: usize = 2;
 
@@ -153,7 +151,7 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
             counted("claim"),
         );
         Batcher::start(
-            GROUP_COMMIT_BATCH,
+            config.group_commit_batch,
             GROUP_COMMIT_SLOTS,
             move |requests: Vec<FastClaim>| {
                 count(requests.len());
@@ -165,7 +163,7 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
     let closes = {
         let (pool, count) = (pool.clone(), counted("close"));
         Batcher::start(
-            GROUP_COMMIT_BATCH,
+            config.group_commit_batch,
             GROUP_COMMIT_SLOTS,
             move |closes: Vec<QuietClose>| {
                 count(closes.len());
