@@ -2,6 +2,7 @@
 //! variables, the domain's vocabulary, the cadence arithmetic, database access
 //! and migrations, the queue topology and its publisher, secrets at rest, and telemetry.
 
+pub mod batch;
 pub mod cadence;
 pub mod config;
 pub mod db;

@@ -21,6 +21,7 @@ use lapin::{
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 use syncfleet_common::{
+    batch::Batcher,
     db,
     domain::{SessionStatus, Trigger},
     ops::{self, Health},
@@ -36,7 +37,6 @@ use crate::{
     admin,
     config::WorkerConfig,
     dead_letters,
-    group_commit::Batcher,
     metrics::{JobLabels, QueueLabel, ReasonLabel, StatusLabel, StepLabel, TriggerLabel, WorkerMetrics, WriteLabel},
     push,
     session::{self, Claim, Claimed, Ending, FastClaim, FastClaimed, QuietClose},
@@ -90,7 +90,7 @@ struct Fleet<W> {
     hard_stop: CancellationToken,
     metrics: WorkerMetrics,
     health: Arc<Health>,
-    /// Fast claims, written together (see [`crate::group_commit`]).
+    /// Fast claims, written together (see [`syncfleet_common::batch`]).
     claims: Batcher<FastClaim, FastClaimed>,
     /// Quiet closes, written together.
     closes: Batcher<QuietClose, Result<bool, ()>>,

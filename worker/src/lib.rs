@@ -7,7 +7,6 @@ pub mod admin;
 pub mod config;
 mod consumer;
 mod dead_letters;
-mod group_commit;
 pub mod metrics;
 mod push;
 mod session;

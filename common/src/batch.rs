@@ -1,26 +1,27 @@
-//! Group commit: the writes of many sessions in one statement.
+//! Group commit: the requests of many tasks in one round trip.
 //!
 //! Hundreds of sessions are in flight in a worker, and most of them claim
 //! and close alike. A [`Batcher`] queues their requests and runs them
-//! together: the first request of a batch waits for one of a few statement
-//! slots, and whatever queued meanwhile (up to a bound) joins it. Under load
-//! batches grow on their own; alone, a request goes at once, so nothing
-//! lingers on a timer. Each caller gets its own answer only once the
-//! statement that carried it has committed.
+//! together: the first request of a batch waits for one of a few slots, and
+//! whatever queued meanwhile (up to a bound) joins it. Under load batches
+//! grow on their own; a lone request goes at once, nothing waits on a timer.
+//! Each caller gets its own answer only once the round trip that carried it
+//! is over (for a statement: committed).
 
 use std::{future::Future, sync::Arc};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// A queue of requests written together, `R` in, `A` out.
-pub(crate) struct Batcher<R, A> {
+pub struct Batcher<R, A> {
     sender: mpsc::UnboundedSender<(R, oneshot::Sender<A>)>,
 }
 
 impl<R: Send + 'static, A: Send + 'static> Batcher<R, A> {
     /// Starts the batcher: at most `max_batch` requests per call of `run`,
     /// at most `slots` calls at once. `run` answers each request, in order.
-    pub(crate) fn start<F, Fut>(max_batch: usize, slots: usize, run: F) -> Self
+    /// Needs a Tokio runtime.
+    pub fn start<F, Fut>(max_batch: usize, slots: usize, run: F) -> Self
     where
         F: Fn(Vec<R>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<A>> + Send + 'static,
@@ -59,7 +60,7 @@ impl<R: Send + 'static, A: Send + 'static> Batcher<R, A> {
 
     /// Queues `request` and waits for its answer; `None` when the batcher is
     /// gone or its run did not answer this request.
-    pub(crate) async fn submit(&self, request: R) -> Option<A> {
+    pub async fn submit(&self, request: R) -> Option<A> {
         let (reply, answer) = oneshot::channel();
         self.sender.send((request, reply)).ok()?;
         answer.await.ok()
