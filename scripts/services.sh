@@ -51,6 +51,12 @@ wait_for Redis 30 port_open 6379
 # RabbitMQ.
 if ! port_open 5672; then
   log "starting RabbitMQ"
+  # The suite opens many connections and quorum queues at once: the default
+  # 1024 descriptors are not enough (the node stops answering). Debian's
+  # rabbitmq-server switches to its user through PAM, which applies this.
+  if [ -d /etc/security/limits.d ] && [ ! -e /etc/security/limits.d/rabbitmq.conf ]; then
+    printf 'rabbitmq soft nofile 20000\nrabbitmq hard nofile 20000\n' >/etc/security/limits.d/rabbitmq.conf 2>/dev/null || true
+  fi
   rabbitmq-server -detached
 fi
 wait_for RabbitMQ 120 port_open 5672

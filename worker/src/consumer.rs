@@ -134,41 +134,46 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
         return Ok(());
     };
     health.set_started();
-    let counted = |write: &'static str| {
+    // Statements run, and the sessions they wrote (claims opened, closes
+    // released): their ratio is the batches' size.
+    let counters = |write: &'static str| {
         let label = WriteLabel { write };
-        let statements = metrics.group_statements.get_or_create(&label).clone();
-        let writes = metrics.group_writes.get_or_create(&label).clone();
-        move |batch: usize| {
-            statements.inc();
-            writes.inc_by(batch as u64);
-        }
+        (
+            metrics.group_statements.get_or_create(&label).clone(),
+            metrics.group_writes.get_or_create(&label).clone(),
+        )
     };
     let claims = {
-        let (pool, worker_id, lease, count) = (
-            pool.clone(),
-            config.worker_id.clone(),
-            config.user_lease,
-            counted("claim"),
-        );
+        let (pool, worker_id, lease) = (pool.clone(), config.worker_id.clone(), config.user_lease);
+        let (statements, writes) = counters("claim");
         Batcher::start(
             config.group_commit_batch,
             GROUP_COMMIT_SLOTS,
             move |requests: Vec<FastClaim>| {
-                count(requests.len());
-                let (pool, worker_id) = (pool.clone(), worker_id.clone());
-                async move { session::claim_together(&pool, &worker_id, lease, requests).await }
+                let (pool, worker_id, writes) = (pool.clone(), worker_id.clone(), writes.clone());
+                statements.inc();
+                async move {
+                    let answers = session::claim_together(&pool, &worker_id, lease, requests).await;
+                    writes.inc_by(answers.iter().filter(|answer| matches!(answer, Ok(Some(_)))).count() as u64);
+                    answers
+                }
             },
         )
     };
     let closes = {
-        let (pool, count) = (pool.clone(), counted("close"));
+        let pool = pool.clone();
+        let (statements, writes) = counters("close");
         Batcher::start(
             config.group_commit_batch,
             GROUP_COMMIT_SLOTS,
             move |closes: Vec<QuietClose>| {
-                count(closes.len());
-                let pool = pool.clone();
-                async move { session::close_quietly_together(&pool, closes).await }
+                let (pool, writes) = (pool.clone(), writes.clone());
+                statements.inc();
+                async move {
+                    let answers = session::close_quietly_together(&pool, closes).await;
+                    writes.inc_by(answers.iter().filter(|answer| matches!(answer, Ok(true))).count() as u64);
+                    answers
+                }
             },
         )
     };

@@ -111,7 +111,7 @@ pub struct WorkerMetrics {
     pub dead_letters: Family<ReasonLabel, Counter>,
     /// Group-commit statements run, by write (`claim`, `close`).
     pub group_statements: Family<WriteLabel, Counter>,
-    /// Sessions those statements carried, by write.
+    /// Sessions those statements wrote (claims opened, closes released), by write.
     pub group_writes: Family<WriteLabel, Counter>,
 }
 
@@ -136,7 +136,7 @@ impl WorkerMetrics {
         );
         registry.register(
             "syncfleet_worker_group_commit_writes",
-            "Sessions the group-commit statements carried, by write (claim, close)",
+            "Sessions the group-commit statements wrote (claims opened, closes released), by write (claim, close)",
             metrics.group_writes.clone(),
         );
         registry.register(

@@ -55,6 +55,40 @@ fn cpu_of_names(names: &[&str]) -> f64 {
         .sum()
 }
 
+/// The postmaster of the server `pool` is connected to, from its data
+/// directory's `postmaster.pid` (readable when the server runs on this
+/// machine and the role may read `data_directory`).
+async fn postmaster_pid(pool: &PgPool) -> Option<u32> {
+    let directory: String = sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'data_directory'")
+        .fetch_one(pool)
+        .await
+        .ok()?;
+    let pid_file = std::fs::read_to_string(std::path::Path::new(&directory).join("postmaster.pid")).ok()?;
+    pid_file.lines().next()?.trim().parse().ok()
+}
+
+/// CPU seconds of `root` (with the children it reaped) and of its live
+/// children.
+fn cpu_of_tree(root: u32) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let parent_of = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.get(stat.rfind(')')? + 2..)?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid == root || parent_of(*pid) == Some(root))
+        .filter_map(processes::cpu_seconds_with_children)
+        .sum()
+}
+
 /// Reads `INFO commandstats`: calls by command.
 async fn redis_commands(redis_url: &secrecy::SecretString) -> anyhow::Result<BTreeMap<String, i64>> {
     let client = redis::Client::open(redis_url.expose_secret())?;
@@ -102,9 +136,16 @@ impl Snapshot {
         .await
         .ok()
         .flatten();
+        // The PostgreSQL server of the scratch database only, when its
+        // postmaster can be found (another cluster on the machine is not ours).
+        let postmaster = postmaster_pid(pool).await;
         let mut cpu = fleet_cpu;
         for (service, names) in SERVICES {
-            cpu.insert(service, cpu_of_names(names));
+            let seconds = match (*service, postmaster) {
+                ("postgresql", Some(postmaster)) => cpu_of_tree(postmaster),
+                _ => cpu_of_names(names),
+            };
+            cpu.insert(service, seconds);
         }
         Ok(Self {
             transactions,

@@ -68,6 +68,25 @@ const LAG_LIMIT_MS: f64 = 5_000.0;
 /// How long a phase may go without progress before the run fails.
 const STALL_LIMIT: Duration = Duration::from_secs(120);
 
+/// Runs one of the load test's own bulk updates of `users` again when
+/// PostgreSQL chose it as a deadlock's victim: it locks many rows in no set
+/// order while the workers' group commit locks many too.
+async fn again_on_deadlock<T, F, Fut>(mut run: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    for _ in 0..10 {
+        match run().await {
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("40P01") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+    run().await
+}
+
 /// The run's parameters.
 pub struct Options {
     users: usize,
@@ -638,12 +657,13 @@ async fn phase_p1(
     let cpu = fleet.cpu();
     let before = fleet.snapshot(pool, common).await?;
     let chosen = &seeded.users[..p1_users];
-    let made_due: DateTime<Utc> =
+    let made_due: DateTime<Utc> = again_on_deadlock(|| {
         sqlx::query_scalar("UPDATE users SET next_sync_at = now() WHERE id = ANY($1) RETURNING now()")
             .bind(chosen)
             .fetch_optional(pool)
-            .await?
-            .context("no users to make due")?;
+    })
+    .await?
+    .context("no users to make due")?;
     wait_until_zero(
         fleet,
         pool,
@@ -656,8 +676,7 @@ async fn phase_p1(
     let (sessions, calls) = cost::session_calls(pool, made_due - chrono::Duration::seconds(1), Utc::now()).await?;
     let per_session = before.per_session(&after, sessions, &calls);
     // Nobody is due until a phase says so.
-    sqlx::query("UPDATE users SET next_sync_at = now() + interval '10 years'")
-        .execute(pool)
+    again_on_deadlock(|| sqlx::query("UPDATE users SET next_sync_at = now() + interval '10 years'").execute(pool))
         .await?;
     phases.push(chart::Phase {
         name: "P1 all due".to_owned(),
@@ -728,13 +747,15 @@ async fn phase_p2(
             .iter()
             .map(|user| syncfleet_common::cadence::next_slot(*user, interval, now))
             .collect();
-        sqlx::query(
-            "UPDATE users u SET next_sync_at = s.slot FROM UNNEST($1::uuid[], $2::timestamptz[]) AS s(id, slot) \
-             WHERE u.id = s.id",
-        )
-        .bind(joining)
-        .bind(&slots)
-        .execute(pool)
+        again_on_deadlock(|| {
+            sqlx::query(
+                "UPDATE users u SET next_sync_at = s.slot FROM UNNEST($1::uuid[], $2::timestamptz[]) AS s(id, slot) \
+                 WHERE u.id = s.id",
+            )
+            .bind(joining)
+            .bind(&slots)
+            .execute(pool)
+        })
         .await?;
         active = n;
         let settle_until = now + chrono::Duration::milliseconds(interval_ms as i64);
@@ -791,8 +812,7 @@ async fn phase_p2(
         n = (n * 3 / 2).max(n + 1).min(seeded.users.len());
     }
     // Off the cadence again; the jobs still queued finish before P3.
-    sqlx::query("UPDATE users SET next_sync_at = now() + interval '10 years'")
-        .execute(pool)
+    again_on_deadlock(|| sqlx::query("UPDATE users SET next_sync_at = now() + interval '10 years'").execute(pool))
         .await?;
     wait_until_zero(
         fleet,
@@ -837,10 +857,12 @@ async fn phase_p3(
 ) -> anyhow::Result<serde_json::Value> {
     let start = since(origin);
     let (targets, backlog_users) = seeded.users.split_at(options.force_syncs);
-    sqlx::query("UPDATE users SET next_sync_at = now() WHERE id = ANY($1)")
-        .bind(backlog_users)
-        .execute(pool)
-        .await?;
+    again_on_deadlock(|| {
+        sqlx::query("UPDATE users SET next_sync_at = now() WHERE id = ANY($1)")
+            .bind(backlog_users)
+            .execute(pool)
+    })
+    .await?;
     // The backlog is whole once the scheduler has published every due user.
     wait_until_zero(
         fleet,
