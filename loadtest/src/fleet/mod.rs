@@ -30,7 +30,7 @@
 pub mod ceilings;
 pub mod chart;
 mod cost;
-mod processes;
+pub(crate) mod processes;
 mod sampler;
 pub mod seed;
 
