@@ -256,9 +256,7 @@ pub async fn run(inputs: Inputs<'_>) -> anyhow::Result<Value> {
         json!({ "samples": inputs.record.gauge_samples, "samples_with_two_leaders": inputs.record.both_leading }),
     );
 
-    let mut report = Value::Object(checks);
-    report["sessions"] = sessions(inputs.pool, inputs.world, &inputs.record.redis_outages).await?;
-    Ok(report)
+    Ok(Value::Object(checks))
 }
 
 async fn authorizations(pool: &PgPool, world: &World) -> anyhow::Result<(bool, Value)> {
@@ -521,7 +519,7 @@ fn logs(folder: &Path, secrets: &[String]) -> anyhow::Result<(bool, Value)> {
 
 /// Sessions by status and error category, and Gmail's sessions while Redis
 /// was down (the limiter's local share).
-async fn sessions(pool: &PgPool, world: &World, redis_outages: &[(DateTime<Utc>, DateTime<Utc>)]) -> anyhow::Result<Value> {
+pub async fn sessions(pool: &PgPool, world: &World, redis_outages: &[(DateTime<Utc>, DateTime<Utc>)]) -> anyhow::Result<Value> {
     let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
         "SELECT status, error_category, count(*) FROM sync_sessions GROUP BY 1, 2 ORDER BY 1, 2",
     )
@@ -553,6 +551,28 @@ async fn sessions(pool: &PgPool, world: &World, redis_outages: &[(DateTime<Utc>,
     }))
 }
 
+/// Calls to the token endpoints (refreshes, each a rotation in the strict
+/// modes), from the simulators' counters.
+pub async fn refreshes(control: &ControlApi, world: &World) -> anyhow::Result<Value> {
+    let mut by_side: BTreeMap<&str, u64> = BTreeMap::new();
+    for user in &world.users {
+        let segments = match user.access {
+            super::world::Access::Graph => ["_control", "graph", "mailboxes", user.email.as_str(), "counters"],
+            super::world::Access::Gmail => ["_control", "gmail", "mailboxes", user.email.as_str(), "counters"],
+            super::world::Access::Ews => continue,
+        };
+        let counters = control.get(&segments).await?;
+        *by_side.entry(user.access.access_type()).or_default() += counters["calls"]["token"].as_u64().unwrap_or(0);
+    }
+    for org in &world.salesforce_orgs {
+        let counters = control
+            .get(&["_control", "salesforce", "orgs", org.as_str(), "counters"])
+            .await?;
+        *by_side.entry("salesforce").or_default() += counters["calls"]["token"].as_u64().unwrap_or(0);
+    }
+    Ok(json!(by_side))
+}
+
 /// Writes `report.json` and `summary.txt` (one line per check), and prints
 /// the summary.
 pub fn write(out: &Path, report: &Value) -> anyhow::Result<()> {
@@ -582,4 +602,75 @@ pub fn write(out: &Path, report: &Value) -> anyhow::Result<()> {
     std::fs::write(out.join("summary.txt"), &summary)?;
     eprint!("{summary}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::client::Attempt;
+
+    fn attempt(status: Option<u16>, code: Option<&str>, retry_after: bool, replayed: bool) -> Attempt {
+        Attempt {
+            status,
+            code: code.map(str::to_owned),
+            retry_after,
+            replayed,
+            effect: status.filter(|status| *status < 300).map(|_| "push-1".to_owned()),
+        }
+    }
+
+    fn call(attempts: Vec<Attempt>) -> Call {
+        let replay = attempts
+            .last()
+            .filter(|last| last.status.is_some_and(|status| status < 300))
+            .map(|last| Attempt {
+                replayed: true,
+                ..last.clone()
+            });
+        Call {
+            kind: "push",
+            key: "k".to_owned(),
+            email: None,
+            attempts,
+            replay,
+        }
+    }
+
+    #[test]
+    fn a_503_that_said_nothing_changed_then_replayed_took_effect() {
+        let calls = vec![call(vec![
+            attempt(Some(503), Some("unavailable"), true, false),
+            attempt(Some(202), None, false, true),
+        ])];
+        let (passed, figures) = requests(&calls);
+        assert!(!passed);
+        assert_eq!(figures["answered_unavailable_yet_took_effect"], 1);
+    }
+
+    #[test]
+    fn an_unknown_outcome_or_a_lost_answer_may_be_replayed() {
+        let calls = vec![
+            call(vec![
+                attempt(Some(503), Some("outcome_unknown"), true, false),
+                attempt(Some(202), None, false, true),
+            ]),
+            call(vec![attempt(None, None, false, false), attempt(Some(202), None, false, true)]),
+            call(vec![attempt(Some(429), Some("too_many_requests"), true, false)]),
+        ];
+        let (passed, figures) = requests(&calls);
+        assert!(passed, "{figures}");
+        assert_eq!(figures["requests"], 3);
+    }
+
+    #[test]
+    fn a_500_a_503_without_retry_after_and_a_request_never_answered_fail() {
+        for attempts in [
+            vec![attempt(Some(500), Some("internal"), false, false), attempt(Some(202), None, false, false)],
+            vec![attempt(Some(503), Some("unavailable"), false, false), attempt(Some(202), None, false, false)],
+            vec![attempt(None, None, false, false)],
+        ] {
+            let (passed, figures) = requests(&[call(attempts)]);
+            assert!(!passed, "{figures}");
+        }
+    }
 }

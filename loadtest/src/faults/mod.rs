@@ -120,6 +120,7 @@ impl Options {
 }
 
 /// What the run's tasks share with the checks.
+#[derive(Default)]
 pub struct Record {
     /// The faults as injected: name, start, end, details.
     pub faults: Vec<Value>,
@@ -231,8 +232,8 @@ async fn run_with(
         ("SYNCFLEET_OUTBOX_MAX_ATTEMPTS", "1000".to_owned()),
         ("SYNCFLEET_SIMULATOR_LISTEN", simulators_listen.to_string()),
         ("SYNCFLEET_SIMULATOR_SMTP_LISTEN", smtp_listen.to_string()),
-        ("SYNCFLEET_SIMULATOR_LATENCY", "20ms".to_owned()),
-        ("SYNCFLEET_SIMULATOR_LATENCY_JITTER", "80ms".to_owned()),
+        ("SYNCFLEET_SIMULATOR_LATENCY", "50ms".to_owned()),
+        ("SYNCFLEET_SIMULATOR_LATENCY_JITTER", "150ms".to_owned()),
         ("SYNCFLEET_SIMULATOR_SALESFORCE_DAILY_API_MAX", DAILY_API_MAX.to_owned()),
         ("SYNCFLEET_LIMIT_SALESFORCE_DAILY_REQUESTS", DAILY_API_MAX.to_owned()),
         ("SYNCFLEET_SIMULATOR_SALESFORCE_ROTATE_REFRESH_TOKENS", "true".to_owned()),
@@ -266,7 +267,7 @@ async fn exercise(
     let ring = KeyRing::parse(&SecretString::from(ENCRYPTION_KEYS.to_owned()))?;
     let control = ControlApi::new(simulators_url)?;
     let seeding = Instant::now();
-    let mut world = World::seed(pool, &control, &ring, options.users, options.interval).await?;
+    let world = World::seed(pool, &control, &ring, options.users, options.interval).await?;
     eprintln!(
         "faults: seeded {} users in {:.1}s",
         world.users.len(),
@@ -280,14 +281,7 @@ async fn exercise(
     }
     eprintln!("faults: fleet up ({} workers, 2 schedulers, api)", options.workers);
 
-    let record = Arc::new(Mutex::new(Record {
-        faults: Vec::new(),
-        calls: Vec::new(),
-        both_leading: 0,
-        gauge_samples: 0,
-        expiries: 0,
-        redis_outages: Vec::new(),
-    }));
+    let record = Arc::new(Mutex::new(Record::default()));
     let stop = CancellationToken::new();
     let started_at = Utc::now();
     let ledger_rate = (options.users / 100).max(1);
@@ -366,10 +360,7 @@ async fn exercise(
     injector.fleet.stop_workers().await?;
     let ended_at = Utc::now();
 
-    let record = Arc::try_unwrap(record)
-        .map_err(|_| anyhow::anyhow!("a task still holds the run's record"))?
-        .into_inner()
-        .map_err(|_| anyhow::anyhow!("the run's record was poisoned"))?;
+    let record = std::mem::take(&mut *record.lock().unwrap());
     let mut secrets = world.secrets.clone();
     secrets.extend([admin_token.to_owned(), ENCRYPTION_KEYS.to_owned(), format!("syncfleet-{LABEL}-secret")]);
     let checks = checks::run(checks::Inputs {
@@ -406,6 +397,8 @@ async fn exercise(
             "api_requests": record.calls.len(),
             "access_tokens_expired": record.expiries,
         },
+        "sessions": checks::sessions(pool, &world, &record.redis_outages).await?,
+        "token_refreshes": checks::refreshes(&control, &world).await?,
         "checks": checks,
     });
     checks::write(&options.out, &report)?;
@@ -503,8 +496,8 @@ async fn expire_tokens(
                 continue;
             }
             let segments: Vec<&str> = match user.access {
-                Access::Graph => vec!["_control", "graph", "mailboxes", &user.email, "expire-sessions"],
-                Access::Gmail => vec!["_control", "gmail", "mailboxes", &user.email, "expire-access-tokens"],
+                Access::Graph => vec!["_control", "graph", "mailboxes", user.email.as_str(), "expire-sessions"],
+                Access::Gmail => vec!["_control", "gmail", "mailboxes", user.email.as_str(), "expire-access-tokens"],
                 Access::Ews => continue,
             };
             if control.post(&segments, json!({})).await.is_ok() {
@@ -564,7 +557,13 @@ impl Injector<'_> {
     async fn inject(&mut self, fault: &Fault, draws: &mut Draws) -> anyhow::Result<Value> {
         let details = match fault {
             Fault::KillWorker { slot, down } => {
-                let in_flight = self.fleet.in_flight(*slot).await;
+                // Killed with sessions in flight when it has any within 5 s.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let mut in_flight = self.fleet.in_flight(*slot).await;
+                while in_flight.unwrap_or(0.0) < 1.0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    in_flight = self.fleet.in_flight(*slot).await;
+                }
                 self.fleet.kill(Which::Worker(*slot)).await?;
                 self.hold(*down).await?;
                 self.fleet.restart(Which::Worker(*slot))?;
@@ -675,7 +674,7 @@ impl Injector<'_> {
                 Access::Graph => {
                     self.control
                         .put(
-                            &["_control", "graph", "mailboxes", &user.email, "fault-rate"],
+                            &["_control", "graph", "mailboxes", user.email.as_str(), "fault-rate"],
                             json!({ "fault": { "kind": "server_error" }, "probability": 0.3 }),
                         )
                         .await?;
@@ -684,7 +683,7 @@ impl Injector<'_> {
                 Access::Gmail => {
                     self.control
                         .put(
-                            &["_control", "gmail", "mailboxes", &user.email, "fault-rates"],
+                            &["_control", "gmail", "mailboxes", user.email.as_str(), "fault-rates"],
                             json!({ "fault": "server_error", "probability": 0.3 }),
                         )
                         .await?;
