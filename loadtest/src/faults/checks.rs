@@ -114,7 +114,12 @@ async fn ledger(control: &ControlApi, pool: &PgPool, world: &World) -> anyhow::R
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|contact| Some((contact["Email"].as_str()?.to_owned(), contact["Id"].as_str()?.to_owned())))
+            .filter_map(|contact| {
+                Some((
+                    contact["Email"].as_str()?.to_owned(),
+                    contact["Id"].as_str()?.to_owned(),
+                ))
+            })
             .collect();
         contacts.push(ids);
     }
@@ -297,7 +302,9 @@ async fn authorizations(pool: &PgPool, world: &World) -> anyhow::Result<(bool, V
 /// The answers: 5xx other than 503, 503s without `Retry-After`, and 503s
 /// that said nothing changed whose retry was answered as already done.
 fn requests(calls: &[Call]) -> (bool, Value) {
-    let attempts = calls.iter().flat_map(|call| call.attempts.iter().chain(call.replay.iter()));
+    let attempts = calls
+        .iter()
+        .flat_map(|call| call.attempts.iter().chain(call.replay.iter()));
     let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
     let (mut not_503, mut without_retry_after) = (0, 0);
     for attempt in attempts {
@@ -328,7 +335,11 @@ fn requests(calls: &[Call]) -> (bool, Value) {
     }
     let gave_up = calls
         .iter()
-        .filter(|call| !call.last().and_then(|attempt| attempt.status).is_some_and(|status| status < 500))
+        .filter(|call| {
+            call.last()
+                .and_then(|attempt| attempt.status)
+                .is_none_or(|status| status >= 500)
+        })
         .count();
     (
         not_503 == 0 && without_retry_after == 0 && took_effect.is_empty() && gave_up == 0,
@@ -376,8 +387,14 @@ async fn effects(pool: &PgPool, calls: &[Call]) -> anyhow::Result<(bool, Value)>
     let mut extra_total = 0;
     for (kind, query) in [
         ("push", "SELECT id::text FROM pushes"),
-        ("force_sync", "SELECT id::text FROM admin_jobs WHERE action = 'force-sync'"),
-        ("create_user", "SELECT id::text FROM users WHERE email LIKE 'faults-new-%'"),
+        (
+            "force_sync",
+            "SELECT id::text FROM admin_jobs WHERE action = 'force-sync'",
+        ),
+        (
+            "create_user",
+            "SELECT id::text FROM users WHERE email LIKE 'faults-new-%'",
+        ),
     ] {
         let answered = answered(kind);
         let stored = in_database(query).await?;
@@ -443,8 +460,13 @@ async fn emails(pool: &PgPool, control: &ControlApi) -> anyhow::Result<(bool, Va
     .fetch_one(pool)
     .await?;
     Ok((
-        completed == pushes && without_email == 0 && duplicated == 0 && undelivered == 0 && unexpected == 0
-            && notified_twice == 0 && applied_unnotified == 0,
+        completed == pushes
+            && without_email == 0
+            && duplicated == 0
+            && undelivered == 0
+            && unexpected == 0
+            && notified_twice == 0
+            && applied_unnotified == 0,
         json!({
             "pushes": pushes, "pushes_completed": completed, "completed_without_email": without_email,
             "emails_queued": outbox.len(), "delivered_once": delivered_once, "duplicated": duplicated,
@@ -494,7 +516,10 @@ fn logs(folder: &Path, secrets: &[String]) -> anyhow::Result<(bool, Value)> {
     let mut files = 0;
     for entry in std::fs::read_dir(folder)? {
         let path = entry?.path();
-        let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let text = String::from_utf8_lossy(&std::fs::read(&path)?).into_owned();
         files += 1;
         for line in text.lines().filter(|line| line.contains("panicked at")) {
@@ -519,12 +544,15 @@ fn logs(folder: &Path, secrets: &[String]) -> anyhow::Result<(bool, Value)> {
 
 /// Sessions by status and error category, and Gmail's sessions while Redis
 /// was down (the limiter's local share).
-pub async fn sessions(pool: &PgPool, world: &World, redis_outages: &[(DateTime<Utc>, DateTime<Utc>)]) -> anyhow::Result<Value> {
-    let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
-        "SELECT status, error_category, count(*) FROM sync_sessions GROUP BY 1, 2 ORDER BY 1, 2",
-    )
-    .fetch_all(pool)
-    .await?;
+pub async fn sessions(
+    pool: &PgPool,
+    world: &World,
+    redis_outages: &[(DateTime<Utc>, DateTime<Utc>)],
+) -> anyhow::Result<Value> {
+    let rows: Vec<(String, Option<String>, i64)> =
+        sqlx::query_as("SELECT status, error_category, count(*) FROM sync_sessions GROUP BY 1, 2 ORDER BY 1, 2")
+            .fetch_all(pool)
+            .await?;
     let gmail: Vec<Uuid> = world
         .users
         .iter()
@@ -594,10 +622,7 @@ pub fn write(out: &Path, report: &Value) -> anyhow::Result<()> {
             object.remove("passed");
             object.remove("examples");
         }
-        summary.push_str(&format!(
-            "{} {name}: {figures}\n",
-            if passed { "PASS" } else { "FAIL" }
-        ));
+        summary.push_str(&format!("{} {name}: {figures}\n", if passed { "PASS" } else { "FAIL" }));
     }
     std::fs::write(out.join("summary.txt"), &summary)?;
     eprint!("{summary}");
@@ -654,7 +679,10 @@ mod tests {
                 attempt(Some(503), Some("outcome_unknown"), true, false),
                 attempt(Some(202), None, false, true),
             ]),
-            call(vec![attempt(None, None, false, false), attempt(Some(202), None, false, true)]),
+            call(vec![
+                attempt(None, None, false, false),
+                attempt(Some(202), None, false, true),
+            ]),
             call(vec![attempt(Some(429), Some("too_many_requests"), true, false)]),
         ];
         let (passed, figures) = requests(&calls);
@@ -665,8 +693,14 @@ mod tests {
     #[test]
     fn a_500_a_503_without_retry_after_and_a_request_never_answered_fail() {
         for attempts in [
-            vec![attempt(Some(500), Some("internal"), false, false), attempt(Some(202), None, false, false)],
-            vec![attempt(Some(503), Some("unavailable"), false, false), attempt(Some(202), None, false, false)],
+            vec![
+                attempt(Some(500), Some("internal"), false, false),
+                attempt(Some(202), None, false, false),
+            ],
+            vec![
+                attempt(Some(503), Some("unavailable"), false, false),
+                attempt(Some(202), None, false, false),
+            ],
             vec![attempt(None, None, false, false)],
         ] {
             let (passed, figures) = requests(&[call(attempts)]);

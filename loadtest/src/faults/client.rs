@@ -89,7 +89,13 @@ impl Client {
             };
         };
         let status = response.status().as_u16();
-        let header = |name: &str| response.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        };
         let retry_after = header("retry-after").is_some();
         let replayed = header("idempotency-replayed").as_deref() == Some("true");
         let body: Value = response.json().await.unwrap_or(Value::Null);
@@ -127,7 +133,11 @@ impl Client {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        if call.last().and_then(|attempt| attempt.status).is_some_and(|status| status < 300) {
+        if call
+            .last()
+            .and_then(|attempt| attempt.status)
+            .is_some_and(|status| status < 300)
+        {
             call.replay = Some(self.send(reqwest::Method::POST, path, Some(&key), &body).await);
         }
         call
@@ -140,7 +150,12 @@ impl Client {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let attempt = self
-                .send(reqwest::Method::PUT, &format!("/v1/users/{user}/customization"), None, &body)
+                .send(
+                    reqwest::Method::PUT,
+                    &format!("/v1/users/{user}/customization"),
+                    None,
+                    &body,
+                )
                 .await;
             match attempt.status {
                 Some(200..=299) => return Ok(()),

@@ -49,7 +49,13 @@ impl Fleet {
         logs: PathBuf,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
-        let mut simulators = Process::start("syncfleet-simulators", "simulators", simulators_listen, &settings, &logs)?;
+        let mut simulators = Process::start(
+            "syncfleet-simulators",
+            "simulators",
+            simulators_listen,
+            &settings,
+            &logs,
+        )?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while http.get(format!("http://{simulators_listen}/")).send().await.is_err() {
             simulators.check_running()?;
@@ -179,7 +185,15 @@ impl Fleet {
     /// Deliveries a worker has in flight now (its gauge), if it answers.
     pub async fn in_flight(&self, index: usize) -> Option<f64> {
         let ops = self.workers[index].ops;
-        let text = self.http.get(format!("http://{ops}/metrics")).send().await.ok()?.text().await.ok()?;
+        let text = self
+            .http
+            .get(format!("http://{ops}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         Some(processes::metric_sum(&text, "syncfleet_worker_in_flight"))
     }
 
@@ -189,12 +203,19 @@ impl Fleet {
         let mut gauges = Vec::new();
         for slot in &self.schedulers {
             let gauge = match slot.process {
-                Some(_) => async {
-                    let response = self.http.get(format!("http://{}/metrics", slot.ops)).send().await.ok()?;
-                    let text = response.text().await.ok()?;
-                    Some(processes::metric_sum(&text, "syncfleet_scheduler_leader"))
+                Some(_) => {
+                    async {
+                        let response = self
+                            .http
+                            .get(format!("http://{}/metrics", slot.ops))
+                            .send()
+                            .await
+                            .ok()?;
+                        let text = response.text().await.ok()?;
+                        Some(processes::metric_sum(&text, "syncfleet_scheduler_leader"))
+                    }
+                    .await
                 }
-                .await,
                 None => None,
             };
             gauges.push(gauge);

@@ -135,6 +135,12 @@ pub struct Record {
     pub redis_outages: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
+/// The record, even if a task panicked while holding it (what it holds is
+/// still worth reporting).
+fn lock(record: &Mutex<Record>) -> std::sync::MutexGuard<'_, Record> {
+    record.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The private services of the run.
 struct Services {
     postgres: Postgres,
@@ -146,10 +152,15 @@ struct Services {
 pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
     let logs = options.out.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let base = std::env::temp_dir().join(format!("syncfleet-faults-{}", &Uuid::new_v4().simple().to_string()[..8]));
+    let base = std::env::temp_dir().join(format!(
+        "syncfleet-faults-{}",
+        &Uuid::new_v4().simple().to_string()[..8]
+    ));
     std::fs::create_dir_all(&base)?;
     eprintln!("faults: services under {}", base.display());
-    let postgres = Postgres::start(&base).await.context("starting the private PostgreSQL")?;
+    let postgres = Postgres::start(&base)
+        .await
+        .context("starting the private PostgreSQL")?;
     let services = async {
         let rabbit = Rabbit::start(&base).await.context("starting the private RabbitMQ")?;
         let redis = Redis::start(&logs).await.context("starting the private Redis")?;
@@ -186,12 +197,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_with(
-    source: &Source,
-    options: &Options,
-    services: &mut Services,
-    logs: PathBuf,
-) -> anyhow::Result<Value> {
+async fn run_with(source: &Source, options: &Options, services: &mut Services, logs: PathBuf) -> anyhow::Result<Value> {
     let database_url = services.postgres.url();
     let mut settings = source.clone();
     settings.extend([
@@ -236,12 +242,21 @@ async fn run_with(
         ("SYNCFLEET_SIMULATOR_LATENCY_JITTER", "150ms".to_owned()),
         ("SYNCFLEET_SIMULATOR_SALESFORCE_DAILY_API_MAX", DAILY_API_MAX.to_owned()),
         ("SYNCFLEET_LIMIT_SALESFORCE_DAILY_REQUESTS", DAILY_API_MAX.to_owned()),
-        ("SYNCFLEET_SIMULATOR_SALESFORCE_ROTATE_REFRESH_TOKENS", "true".to_owned()),
-        ("SYNCFLEET_SIMULATOR_GRAPH_REVOKE_ROTATED_REFRESH_TOKENS", "true".to_owned()),
+        (
+            "SYNCFLEET_SIMULATOR_SALESFORCE_ROTATE_REFRESH_TOKENS",
+            "true".to_owned(),
+        ),
+        (
+            "SYNCFLEET_SIMULATOR_GRAPH_REVOKE_ROTATED_REFRESH_TOKENS",
+            "true".to_owned(),
+        ),
         ("SYNCFLEET_GMAIL_URL", simulators_url.clone()),
         ("SYNCFLEET_GOOGLE_TOKEN_URL", format!("{simulators_url}/token")),
         ("SYNCFLEET_GOOGLE_CLIENT_ID", format!("syncfleet-{LABEL}-project")),
-        ("SYNCFLEET_GOOGLE_CLIENT_SECRET", format!("syncfleet-{LABEL}-project-secret")),
+        (
+            "SYNCFLEET_GOOGLE_CLIENT_SECRET",
+            format!("syncfleet-{LABEL}-project-secret"),
+        ),
     ]
     .into_iter()
     .chain(simulator_settings(&simulators_url, LABEL))
@@ -287,7 +302,13 @@ async fn exercise(
     let ledger_rate = (options.users / 100).max(1);
     let users_for_traffic = world.users.clone();
     let salesforce_orgs = world.salesforce_orgs.clone();
-    let ledger = tokio::spawn(add_ledger(world, simulators_url.to_owned(), ledger_rate, options.seed, stop.clone()));
+    let ledger = tokio::spawn(add_ledger(
+        world,
+        simulators_url.to_owned(),
+        ledger_rate,
+        options.seed,
+        stop.clone(),
+    ));
     let traffic: Vec<_> = (0..2)
         .map(|lane| {
             tokio::spawn(work_api(
@@ -335,9 +356,9 @@ async fn exercise(
         let details = injector.inject(&item.fault, &mut draws).await?;
         let ended = Utc::now();
         if let Fault::KillRedis { .. } = item.fault {
-            record.lock().unwrap().redis_outages.push((began, ended));
+            lock(&record).redis_outages.push((began, ended));
         }
-        record.lock().unwrap().faults.push(json!({
+        lock(&record).faults.push(json!({
             "fault": item.fault.name(), "kind": item.fault.kind(), "planned_at_s": item.at.as_secs(),
             "started": began, "ended": ended, "details": details,
         }));
@@ -360,9 +381,13 @@ async fn exercise(
     injector.fleet.stop_workers().await?;
     let ended_at = Utc::now();
 
-    let record = std::mem::take(&mut *record.lock().unwrap());
+    let record = std::mem::take(&mut *lock(&record));
     let mut secrets = world.secrets.clone();
-    secrets.extend([admin_token.to_owned(), ENCRYPTION_KEYS.to_owned(), format!("syncfleet-{LABEL}-secret")]);
+    secrets.extend([
+        admin_token.to_owned(),
+        ENCRYPTION_KEYS.to_owned(),
+        format!("syncfleet-{LABEL}-secret"),
+    ]);
     let checks = checks::run(checks::Inputs {
         pool,
         control: &control,
@@ -461,10 +486,11 @@ async fn work_api(
             made += 1;
             let organization = users[draws.below(users.len())].organization;
             let email = format!("faults-new-{lane}-{made}-{}@new.example", Uuid::new_v4().simple());
-            let body = json!({ "name": format!("New user {lane}-{made}"), "email": email, "organization_id": organization });
+            let body =
+                json!({ "name": format!("New user {lane}-{made}"), "email": email, "organization_id": organization });
             client.call("create_user", "/v1/users", body, Some(email)).await
         };
-        record.lock().unwrap().calls.push(call);
+        lock(&record).calls.push(call);
         tokio::select! {
             () = stop.cancelled() => {}
             () = tokio::time::sleep(Duration::from_millis(500 + draws.below(1000) as u64)) => {}
@@ -497,14 +523,20 @@ async fn expire_tokens(
             }
             let segments: Vec<&str> = match user.access {
                 Access::Graph => vec!["_control", "graph", "mailboxes", user.email.as_str(), "expire-sessions"],
-                Access::Gmail => vec!["_control", "gmail", "mailboxes", user.email.as_str(), "expire-access-tokens"],
+                Access::Gmail => vec![
+                    "_control",
+                    "gmail",
+                    "mailboxes",
+                    user.email.as_str(),
+                    "expire-access-tokens",
+                ],
                 Access::Ews => continue,
             };
             if control.post(&segments, json!({})).await.is_ok() {
                 expired += 1;
             }
         }
-        record.lock().unwrap().expiries += expired;
+        lock(&record).expiries += expired;
     }
 }
 
@@ -535,7 +567,7 @@ impl Injector<'_> {
             self.fleet.check()?;
             let gauges = self.fleet.leader_gauges().await;
             {
-                let mut record = self.record.lock().unwrap();
+                let mut record = lock(&self.record);
                 record.gauge_samples += 1;
                 if gauges.iter().filter(|gauge| **gauge == Some(1.0)).count() > 1 {
                     record.both_leading += 1;
@@ -625,9 +657,13 @@ impl Injector<'_> {
                 json!({ "worker_restarted_while_down": format!("worker-{}", slot + 1) })
             }
             Fault::SmtpDown { down } => {
-                self.control.put(&["_control", "smtp", "down"], json!({ "down": true })).await?;
+                self.control
+                    .put(&["_control", "smtp", "down"], json!({ "down": true }))
+                    .await?;
                 self.hold(*down).await?;
-                self.control.put(&["_control", "smtp", "down"], json!({ "down": false })).await?;
+                self.control
+                    .put(&["_control", "smtp", "down"], json!({ "down": false }))
+                    .await?;
                 json!({})
             }
             Fault::Smtp451 { times } => {
@@ -718,18 +754,30 @@ impl Injector<'_> {
     async fn clear_provider_faults(&mut self) {
         let faulted = std::mem::take(&mut self.faulted);
         for email in &faulted.graph {
-            let _ = self.control.delete(&["_control", "graph", "mailboxes", email, "faults"]).await;
+            let _ = self
+                .control
+                .delete(&["_control", "graph", "mailboxes", email, "faults"])
+                .await;
         }
         for email in &faulted.gmail {
-            let _ = self.control.delete(&["_control", "gmail", "mailboxes", email, "faults"]).await;
+            let _ = self
+                .control
+                .delete(&["_control", "gmail", "mailboxes", email, "faults"])
+                .await;
         }
         for email in &faulted.ews {
             let _ = self.control.delete(&["_control", "ews", "faults", email]).await;
         }
         let _ = self.control.delete(&["_control", "smtp", "faults"]).await;
-        let _ = self.control.put(&["_control", "smtp", "down"], json!({ "down": false })).await;
+        let _ = self
+            .control
+            .put(&["_control", "smtp", "down"], json!({ "down": false }))
+            .await;
         for org in self.salesforce_orgs {
-            let _ = self.control.delete(&["_control", "salesforce", "orgs", org, "faults"]).await;
+            let _ = self
+                .control
+                .delete(&["_control", "salesforce", "orgs", org, "faults"])
+                .await;
         }
     }
 }

@@ -186,7 +186,12 @@ impl Plan {
             }
             planned.push(Planned { at, fault });
             // Time for the fleet to work between faults.
-            at = end + if self.short { draws.seconds(4, 8) } else { draws.seconds(6, 16) };
+            at = end
+                + if self.short {
+                    draws.seconds(4, 8)
+                } else {
+                    draws.seconds(6, 16)
+                };
         }
         planned
     }
@@ -208,17 +213,33 @@ impl Plan {
                 down: draws.seconds(1, 4),
             },
             4 => Fault::StopRabbit {
-                down: if short { draws.seconds(3, 6) } else { draws.seconds(5, 15) },
+                down: if short {
+                    draws.seconds(3, 6)
+                } else {
+                    draws.seconds(5, 15)
+                },
             },
             5 => Fault::KillRabbit {
                 down: draws.seconds(5, 12),
             },
             6 => Fault::KillRedis {
-                down: if short { draws.seconds(12, 18) } else { draws.seconds(25, 35) },
+                down: if short {
+                    draws.seconds(12, 18)
+                } else {
+                    draws.seconds(25, 35)
+                },
             },
             7 => Fault::StopPostgres {
-                mode: if draws.chance(50) { StopMode::Immediate } else { StopMode::Fast },
-                down: if short { draws.seconds(4, 8) } else { draws.seconds(5, 15) },
+                mode: if draws.chance(50) {
+                    StopMode::Immediate
+                } else {
+                    StopMode::Fast
+                },
+                down: if short {
+                    draws.seconds(4, 8)
+                } else {
+                    draws.seconds(5, 15)
+                },
             },
             8 => Fault::SmtpDown {
                 down: draws.seconds(10, 25),

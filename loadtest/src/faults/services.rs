@@ -60,7 +60,19 @@ impl Postgres {
         let data = base.join("pg");
         std::fs::create_dir_all(&data)?;
         run("chown", &["-R", POSTGRES_USER, &data.to_string_lossy()]).await?;
-        as_postgres(&initdb, &["-D", &data.to_string_lossy(), "-A", "trust", "-U", "postgres", "--no-sync"]).await?;
+        as_postgres(
+            &initdb,
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        )
+        .await?;
         let cluster = Self::Private {
             bin,
             data,
@@ -286,15 +298,19 @@ impl Rabbit {
 
     /// Stops the node gracefully.
     pub async fn stop(&self) -> anyhow::Result<()> {
-        let status = self.command("rabbitmqctl").args(["-n", &self.node, "stop"]).status().await?;
+        let status = self
+            .command("rabbitmqctl")
+            .args(["-n", &self.node, "stop"])
+            .status()
+            .await?;
         anyhow::ensure!(status.success(), "rabbitmqctl stop failed");
         Ok(())
     }
 
     /// Kills the node's Erlang VM (SIGKILL), by the pid it wrote.
     pub async fn kill(&self) -> anyhow::Result<()> {
-        let pid = std::fs::read_to_string(self.base.join("node.pid"))
-            .context("reading the RabbitMQ node's pid file")?;
+        let pid =
+            std::fs::read_to_string(self.base.join("node.pid")).context("reading the RabbitMQ node's pid file")?;
         let pid = pid.trim().to_owned();
         anyhow::ensure!(pid.parse::<u32>().is_ok(), "the node's pid file holds {pid:?}");
         run("kill", &["-KILL", &pid]).await?;
@@ -342,7 +358,16 @@ impl Redis {
     pub async fn boot(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -199,9 +199,18 @@ impl World {
                 Access::Ews => CredentialKind::MailboxPassword,
                 Access::Graph | Access::Gmail => CredentialKind::MailboxRefreshToken,
             };
-            for (kind, secret) in [(mailbox_kind, mailbox_secret), (CredentialKind::CrmRefreshToken, crm_token)] {
-                secrets::store(&mut *tx, ring, Owner::User(user.id), kind, &SecretString::from(secret.clone()))
-                    .await?;
+            for (kind, secret) in [
+                (mailbox_kind, mailbox_secret),
+                (CredentialKind::CrmRefreshToken, crm_token),
+            ] {
+                secrets::store(
+                    &mut *tx,
+                    ring,
+                    Owner::User(user.id),
+                    kind,
+                    &SecretString::from(secret.clone()),
+                )
+                .await?;
                 world.secrets.push(secret);
             }
             world.users.push(user);
