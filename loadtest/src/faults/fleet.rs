@@ -56,12 +56,7 @@ impl Fleet {
             &settings,
             &logs,
         )?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while http.get(format!("http://{simulators_listen}/")).send().await.is_err() {
-            simulators.check_running()?;
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "the simulators did not listen");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::fleet::wait_listening(&mut simulators, &http).await?;
         let slot = |binary, name: String| -> anyhow::Result<Slot> {
             Ok(Slot {
                 binary,

@@ -362,7 +362,8 @@ impl Cpu {
     }
 }
 
-async fn wait_listening(process: &mut Process, http: &reqwest::Client) -> anyhow::Result<()> {
+/// Waits until the simulators listen (they answer any path, 404 for `/`).
+pub(crate) async fn wait_listening(process: &mut Process, http: &reqwest::Client) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         process.check_running()?;
