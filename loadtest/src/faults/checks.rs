@@ -417,6 +417,16 @@ async fn effects(pool: &PgPool, calls: &[Call]) -> anyhow::Result<(bool, Value)>
     ))
 }
 
+/// An email of the outbox.
+#[derive(sqlx::FromRow)]
+struct Outboxed {
+    id: Uuid,
+    status: String,
+    kind: String,
+    attempts: i32,
+    sent_at: Option<DateTime<Utc>>,
+}
+
 /// Completion emails and notifications: one per push, each sent once.
 async fn emails(pool: &PgPool, control: &ControlApi) -> anyhow::Result<(bool, Value)> {
     let (pushes, completed, without_email): (i64, i64, i64) = sqlx::query_as(
@@ -427,25 +437,48 @@ async fn emails(pool: &PgPool, control: &ControlApi) -> anyhow::Result<(bool, Va
     )
     .fetch_one(pool)
     .await?;
-    let outbox: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, status FROM email_outbox")
+    let outbox: Vec<Outboxed> = sqlx::query_as("SELECT id, status, kind, attempts, sent_at FROM email_outbox")
         .fetch_all(pool)
         .await?;
     let messages = control.get(&["_control", "smtp", "messages"]).await?;
-    let mut received: HashMap<String, usize> = HashMap::new();
+    let mut received: HashMap<String, Vec<String>> = HashMap::new();
     for message in messages.as_array().into_iter().flatten() {
-        *received
+        received
             .entry(message["message_id"].as_str().unwrap_or_default().to_owned())
-            .or_default() += 1;
+            .or_default()
+            .push(message["received_at"].as_str().unwrap_or_default().to_owned());
     }
     let (mut delivered_once, mut duplicated, mut undelivered) = (0, 0, 0);
+    let mut examples = Vec::new();
     let mut known = HashSet::new();
-    for (id, status) in &outbox {
+    for Outboxed {
+        id,
+        status,
+        kind,
+        attempts,
+        sent_at,
+    } in &outbox
+    {
         let message_id = format!("<{id}@outbox.syncfleet>");
-        match received.get(&message_id).copied().unwrap_or(0) {
-            0 => undelivered += 1,
-            1 if status == "sent" => delivered_once += 1,
-            1 => undelivered += 1,
-            _ => duplicated += 1,
+        let copies = received.get(&message_id).map_or(&[][..], Vec::as_slice);
+        let problem = match copies.len() {
+            0 => Some("not delivered"),
+            1 if status == "sent" => None,
+            1 => Some("delivered but not marked sent"),
+            _ => Some("delivered more than once"),
+        };
+        match problem {
+            None => delivered_once += 1,
+            Some("delivered more than once") => duplicated += 1,
+            Some(_) => undelivered += 1,
+        }
+        if let Some(problem) = problem
+            && examples.len() < 10
+        {
+            examples.push(json!({
+                "email": id, "kind": kind, "status": status, "attempts": attempts, "marked_sent_at": sent_at,
+                "received_at": copies, "problem": problem,
+            }));
         }
         known.insert(message_id);
     }
@@ -470,7 +503,7 @@ async fn emails(pool: &PgPool, control: &ControlApi) -> anyhow::Result<(bool, Va
         json!({
             "pushes": pushes, "pushes_completed": completed, "completed_without_email": without_email,
             "emails_queued": outbox.len(), "delivered_once": delivered_once, "duplicated": duplicated,
-            "not_delivered": undelivered, "received_but_not_queued": unexpected,
+            "not_delivered": undelivered, "received_but_not_queued": unexpected, "examples": examples,
             "notifications_duplicated": notified_twice, "recipients_without_notification": applied_unnotified,
         }),
     ))
