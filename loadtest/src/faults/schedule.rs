@@ -149,7 +149,9 @@ pub struct Plan {
 /// The kinds of fault, as drawn: each kind once first (in a drawn order),
 /// then drawn at random until the duration is filled.
 const ALL_KINDS: usize = 12;
-const SHORT_KINDS: [usize; 4] = [0, 7, 6, 4];
+const SHORT_KINDS: [usize; 4] = [WORKER_KILL, 7, 6, 4];
+/// The kind of a worker's kill -9.
+const WORKER_KILL: usize = 0;
 
 impl Plan {
     /// The run's faults, in order; the first starts after a few seconds of
@@ -176,6 +178,8 @@ impl Plan {
         loop {
             let kind = match order.get(next) {
                 Some(kind) => *kind,
+                // Worker kills, the commonest fault of a deployment, weigh more.
+                None if draws.chance(50) => WORKER_KILL,
                 None => kinds[draws.below(kinds.len())],
             };
             next += 1;
@@ -287,6 +291,22 @@ mod tests {
         }
         let last = faults.last().unwrap();
         assert!(last.at + last.fault.down() <= Duration::from_secs(480));
+    }
+
+    #[test]
+    fn workers_are_killed_most_often() {
+        for seed in 0..20 {
+            let faults = plan(seed, false, true).faults();
+            let kills = faults
+                .iter()
+                .filter(|planned| matches!(planned.fault, Fault::KillWorker { .. }))
+                .count();
+            assert!(
+                kills >= 4 && kills * 6 >= faults.len(),
+                "seed {seed}: {kills} of {}",
+                faults.len()
+            );
+        }
     }
 
     #[test]
