@@ -37,10 +37,12 @@ pub async fn quiesce(
     let mut ledger_missing = usize::MAX;
     loop {
         fleet.check()?;
+        // Users whose sync was suspended never sync again: the checks count
+        // them; the wait is for the others.
         let (unsynced, pushes_open, outbox_pending): (i64, i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM users u WHERE u.id = ANY($1) AND NOT EXISTS ( \
-                         SELECT 1 FROM sync_sessions s WHERE s.user_id = u.id AND s.started_at > $2 \
-                         AND s.status = ANY($3))), \
+            "SELECT (SELECT count(*) FROM users u WHERE u.id = ANY($1) AND u.sync_status = 'enabled' \
+                         AND NOT EXISTS (SELECT 1 FROM sync_sessions s WHERE s.user_id = u.id \
+                                         AND s.started_at > $2 AND s.status = ANY($3))), \
                     (SELECT count(*) FROM pushes WHERE status NOT IN ('completed', 'failed')), \
                     (SELECT count(*) FROM email_outbox WHERE status = 'pending')",
         )
@@ -50,7 +52,19 @@ pub async fn quiesce(
         .fetch_one(pool)
         .await?;
         if unsynced == 0 && last_ledger.elapsed() > Duration::from_secs(10) {
-            ledger_missing = ledger(control, pool, world).await?.missing;
+            let enabled: HashSet<Uuid> =
+                sqlx::query_scalar("SELECT id FROM users WHERE id = ANY($1) AND sync_status = 'enabled'")
+                    .bind(&users)
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .collect();
+            ledger_missing = ledger(control, pool, world)
+                .await?
+                .missing_of
+                .iter()
+                .filter(|user| enabled.contains(user))
+                .count();
             last_ledger = Instant::now();
         }
         let quiet = unsynced == 0 && pushes_open == 0 && outbox_pending == 0 && ledger_missing == 0;
@@ -74,6 +88,8 @@ pub async fn quiesce(
 struct Ledger {
     logged: usize,
     missing: usize,
+    /// The user of each missing message.
+    missing_of: Vec<Uuid>,
     duplicated: usize,
     mislinked: usize,
     unexpected: usize,
@@ -126,6 +142,7 @@ async fn ledger(control: &ControlApi, pool: &PgPool, world: &World) -> anyhow::R
     let mut figures = Ledger {
         logged: 0,
         missing: 0,
+        missing_of: Vec::new(),
         duplicated: 0,
         mislinked: 0,
         unexpected,
@@ -140,6 +157,7 @@ async fn ledger(control: &ControlApi, pool: &PgPool, world: &World) -> anyhow::R
         let problem = match found {
             [] => {
                 figures.missing += 1;
+                figures.missing_of.push(user.id);
                 Some("missing")
             }
             [task] => {
@@ -279,6 +297,14 @@ async fn authorizations(pool: &PgPool, world: &World) -> anyhow::Result<(bool, V
     )
     .fetch_one(pool)
     .await?;
+    // Where each user's authorization was first refused.
+    let first_refusals: Vec<(String, DateTime<Utc>, String, Option<String>)> = sqlx::query_as(
+        "SELECT DISTINCT ON (s.user_id) u.email, s.started_at, s.worker_id, s.error_message \
+         FROM sync_sessions s JOIN users u ON u.id = s.user_id WHERE s.error_category = 'auth' \
+         ORDER BY s.user_id, s.started_at LIMIT 10",
+    )
+    .fetch_all(pool)
+    .await?;
     let access = |email: &str| {
         world
             .users
@@ -295,6 +321,9 @@ async fn authorizations(pool: &PgPool, world: &World) -> anyhow::Result<(bool, V
             "reconnect_or_suspension_emails": reconnect_emails,
             "reconnect_notifications": reconnect_notes,
             "examples": refused.iter().take(10).map(|(email, kind)| json!({ "user": email, "access": access(email), "kind": kind })).collect::<Vec<_>>(),
+            "first_refusals": first_refusals.iter().map(|(email, at, worker, error)| json!({
+                "user": email, "session_started": at, "worker": worker, "error": error,
+            })).collect::<Vec<_>>(),
         }),
     ))
 }
