@@ -16,6 +16,6 @@ cargo build --workspace --bins --locked
 out="$CARGO_TARGET_DIR/faults-smoke"
 rm -rf "$out"
 "$CARGO_TARGET_DIR/debug/syncfleet-loadtest" faults --short \
-  --seed "${SYNCFLEET_FAULTS_SEED:-1}" --duration 80 --users 120 --workers 3 --interval 20 \
+  --seed "${SYNCFLEET_FAULTS_SEED:-1}" --duration 90 --users 120 --workers 3 --interval 20 \
   --out "$out"
 echo "faults smoke: passed; report in $out/report.json and $out/summary.txt"
