@@ -88,10 +88,10 @@ impl Fleet {
 
     /// Adds `count` worker slots.
     pub fn add_workers(&mut self, count: usize) -> anyhow::Result<()> {
-        for index in 1..=count {
+        for _ in 0..count {
             self.workers.push(Slot {
                 binary: "syncfleet-worker",
-                name: format!("worker-{index}"),
+                name: format!("worker-{}", self.workers.len() + 1),
                 ops: free_port()?,
                 generation: 0,
                 process: None,

@@ -346,6 +346,7 @@ async fn exercise(
         control: &control,
         users: &users_for_traffic,
         salesforce_orgs: &salesforce_orgs,
+        workers: options.workers,
         record: record.clone(),
         faulted: Faulted::default(),
     };
@@ -559,6 +560,8 @@ struct Injector<'a> {
     control: &'a ControlApi,
     users: &'a [world::User],
     salesforce_orgs: &'a [String],
+    /// The workers of `--workers` (one more joins during an outage).
+    workers: usize,
     record: Arc<Mutex<Record>>,
     faulted: Faulted,
 }
@@ -631,12 +634,15 @@ impl Injector<'_> {
             }
             Fault::StopRabbit { down } => {
                 self.services.rabbit.stop().await?;
-                // The api starts again while the broker is down.
+                // The api and a worker start again while the broker is down.
+                let slot = draws.below(self.workers);
                 self.fleet.kill(Which::Api).await?;
                 self.fleet.restart(Which::Api)?;
+                self.fleet.kill(Which::Worker(slot)).await?;
+                self.fleet.restart(Which::Worker(slot))?;
                 self.hold(*down).await?;
                 self.services.rabbit.boot().await?;
-                json!({ "api_restarted_while_down": true })
+                json!({ "restarted_while_down": ["api", format!("worker-{}", slot + 1)] })
             }
             Fault::KillRabbit { down } => {
                 self.services.rabbit.kill().await?;
@@ -652,13 +658,30 @@ impl Injector<'_> {
             }
             Fault::StopPostgres { mode, down } => {
                 self.services.postgres.stop(*mode).await?;
-                // A worker starts again while PostgreSQL is down: it must wait.
-                let slot = draws.below(self.fleet.worker_count());
-                self.fleet.kill(Which::Worker(slot)).await?;
-                self.fleet.restart(Which::Worker(slot))?;
+                // The api and a scheduler start again while PostgreSQL is
+                // down, and the first time a new worker joins the fleet: they
+                // must wait for it. (No worker is killed meanwhile: a worker
+                // killed -9 while it holds a rotated token it cannot store
+                // yet loses it, whatever it does; see the README.)
+                let scheduler = draws.below(2);
+                self.fleet.kill(Which::Api).await?;
+                self.fleet.restart(Which::Api)?;
+                self.fleet.kill(Which::Scheduler(scheduler)).await?;
+                self.fleet.restart(Which::Scheduler(scheduler))?;
+                let joined = if self.fleet.worker_count() == self.workers {
+                    self.fleet.add_workers(1)?;
+                    let slot = self.fleet.worker_count() - 1;
+                    self.fleet.restart(Which::Worker(slot))?;
+                    Some(format!("worker-{}", slot + 1))
+                } else {
+                    None
+                };
                 self.hold(*down).await?;
                 self.services.postgres.boot().await?;
-                json!({ "worker_restarted_while_down": format!("worker-{}", slot + 1) })
+                json!({
+                    "restarted_while_down": ["api", format!("scheduler-{}", scheduler + 1)],
+                    "worker_started_while_down": joined,
+                })
             }
             Fault::SmtpDown { down } => {
                 self.control

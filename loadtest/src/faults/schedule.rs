@@ -51,14 +51,14 @@ pub enum Fault {
     /// kill -9 of the api, restarted on its address after `down`.
     KillApi { down: Duration },
     /// RabbitMQ stopped (`rabbitmqctl stop`), started after `down`; the api
-    /// is restarted while it is down.
+    /// and a worker are restarted while it is down.
     StopRabbit { down: Duration },
     /// RabbitMQ's node killed -9, started after `down`.
     KillRabbit { down: Duration },
     /// Redis killed -9, restarted empty after `down`.
     KillRedis { down: Duration },
-    /// PostgreSQL stopped with `mode`, started after `down`; a worker is
-    /// killed and restarted while it is down.
+    /// PostgreSQL stopped with `mode`, started after `down`; the api and a
+    /// scheduler are restarted while it is down (and a worker joins, once).
     StopPostgres { mode: StopMode, down: Duration },
     /// The SMTP server refuses connections (421) for `down`.
     SmtpDown { down: Duration },
