@@ -49,14 +49,7 @@ impl Fleet {
         logs: PathBuf,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
-        let mut simulators = Process::start(
-            "syncfleet-simulators",
-            "simulators",
-            simulators_listen,
-            &settings,
-            &logs,
-        )?;
-        crate::fleet::wait_listening(&mut simulators, &http).await?;
+        let simulators = crate::fleet::start_simulators(simulators_listen, &settings, &logs, &http).await?;
         let slot = |binary, name: String| -> anyhow::Result<Slot> {
             Ok(Slot {
                 binary,
