@@ -242,11 +242,31 @@ impl ControlApi {
 
     /// POSTs `body` and answers the JSON answer (`Null` for an empty one).
     pub(crate) async fn post(&self, segments: &[&str], body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, segments, Some(body)).await
+    }
+
+    /// PUTs `body`; answers the JSON answer (`Null` for an empty one).
+    pub(crate) async fn put(&self, segments: &[&str], body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::PUT, segments, Some(body)).await
+    }
+
+    /// GETs a JSON answer.
+    pub(crate) async fn get(&self, segments: &[&str]) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, segments, None).await
+    }
+
+    /// DELETEs what `segments` name.
+    pub(crate) async fn delete(&self, segments: &[&str]) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::DELETE, segments, None).await
+    }
+
+    async fn call(&self, method: reqwest::Method, segments: &[&str], body: Option<Value>) -> anyhow::Result<Value> {
         let url = self.url(segments)?;
-        let response = self
-            .http
-            .post(url.clone())
-            .json(&body)
+        let mut request = self.http.request(method.clone(), url.clone());
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        let response = request
             .send()
             .await
             .with_context(|| format!("calling the simulators at {url} (is syncfleet-simulators running?)"))?;
@@ -254,17 +274,17 @@ impl ControlApi {
         let text = response.text().await?;
         if status == StatusCode::CONFLICT {
             anyhow::bail!(
-                "POST {url} answered {status}: {text}; the simulators hold an earlier demo \
+                "{method} {url} answered {status}: {text}; the simulators hold an earlier demo \
                  (they keep everything in memory): restart syncfleet-simulators, then seed again"
             );
         }
         if !status.is_success() {
-            anyhow::bail!("POST {url} answered {status}: {text}");
+            anyhow::bail!("{method} {url} answered {status}: {text}");
         }
         if text.trim().is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_str(&text).with_context(|| format!("POST {url} answered no JSON"))
+        serde_json::from_str(&text).with_context(|| format!("{method} {url} answered no JSON"))
     }
 }
 

@@ -22,11 +22,18 @@
 //!   [--ceiling-rows R] [--out DIR]`: the whole fleet as processes against
 //!   the simulators, P1-P5 measured against this machine's ceilings; writes
 //!   `DIR/report.json` and `DIR/report.html` (see `fleet`).
+//! - `faults [--seed S] [--duration SECONDS] [--users N] [--workers W]
+//!   [--interval SECONDS] [--short] [--out DIR]`: the whole fleet as
+//!   processes on a private PostgreSQL, RabbitMQ and Redis while faults are
+//!   injected on a schedule drawn from S; then checks that nothing was lost
+//!   or done twice; writes `DIR/report.json` and `DIR/summary.txt` and fails
+//!   on any failed check (see `faults`).
 //! - `limiter [--calls N]`: the fleet-wide limiter's cost per call, through
 //!   Redis and through the local share; prints a JSON report.
 
 mod api_bench;
 mod demo;
+mod faults;
 mod fleet;
 mod limiter_bench;
 mod pipeline;
@@ -42,7 +49,8 @@ const USAGE: &str = "usage: syncfleet-loadtest seed-demo | pipeline [--jobs N] [
                      | push [--users N] [--workers W] [--streams S] [--probes P] [--batch B] \
                      | fleet [--users N] [--p1-users P] [--workers W] [--concurrency C] [--latency-ms L] [--jitter-ms J] \
                      [--compression K] [--step-start S] [--step-cycles Y] [--force-syncs F] [--organizations O] \
-                     [--ceiling-messages M] [--ceiling-rows R] [--out DIR]";
+                     [--ceiling-messages M] [--ceiling-rows R] [--out DIR] \
+                     | faults [--seed S] [--duration SECONDS] [--users N] [--workers W] [--interval SECONDS] [--short] [--out DIR]";
 
 fn main() -> anyhow::Result<()> {
     telemetry::main_with("syncfleet-loadtest", |source| async move {
@@ -53,6 +61,7 @@ fn main() -> anyhow::Result<()> {
             Some("limiter") => limiter_bench::run(&source, &limiter_bench::Options::parse(&arguments[1..])?).await,
             Some("api") => api_bench::run(&source, &api_bench::Options::parse(&arguments[1..])?).await,
             Some("push") => push_bench::run(&source, &push_bench::Options::parse(&arguments[1..])?).await,
+            Some("faults") => faults::run(&source, &faults::Options::parse(&arguments[1..])?).await,
             Some("fleet") => fleet::run(&source, &fleet::Options::parse(&arguments[1..])?).await,
             Some("sync") => sync_bench::run(&source, &sync_bench::Options::parse(&arguments[1..])?).await,
             _ => anyhow::bail!("{USAGE}"),

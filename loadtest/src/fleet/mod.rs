@@ -30,7 +30,7 @@
 pub mod ceilings;
 pub mod chart;
 mod cost;
-mod processes;
+pub(crate) mod processes;
 mod sampler;
 pub mod seed;
 
@@ -213,15 +213,7 @@ impl Fleet {
         .chain(simulator_settings(&simulators_url, "loadtest"))
         .map(|(name, value)| (name.to_owned(), value))
         .collect();
-        let mut simulators = Process::start(
-            "syncfleet-simulators",
-            "simulators",
-            simulators_listen,
-            &settings,
-            &logs,
-        )?;
-        // The simulators answer any path once they listen (404 for `/`).
-        wait_listening(&mut simulators, &http).await?;
+        let simulators = start_simulators(simulators_listen, &settings, &logs, &http).await?;
         Ok(Self {
             settings,
             logs,
@@ -381,6 +373,19 @@ impl Cpu {
     }
 }
 
+/// Starts the simulators on `listen` and waits until they listen.
+pub(crate) async fn start_simulators(
+    listen: std::net::SocketAddr,
+    settings: &[(String, String)],
+    logs: &std::path::Path,
+    http: &reqwest::Client,
+) -> anyhow::Result<Process> {
+    let mut simulators = Process::start("syncfleet-simulators", "simulators", listen, settings, logs)?;
+    wait_listening(&mut simulators, http).await?;
+    Ok(simulators)
+}
+
+/// Waits until the simulators listen (they answer any path, 404 for `/`).
 async fn wait_listening(process: &mut Process, http: &reqwest::Client) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -104,6 +104,12 @@ impl Process {
         Ok(())
     }
 
+    /// Kills the process at once (SIGKILL: no drain) and reaps it.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
     /// Asks the process to stop (SIGTERM: the graceful drain), waits for it
     /// up to `patience`, then kills it.
     pub async fn stop(mut self, patience: Duration) -> anyhow::Result<()> {
