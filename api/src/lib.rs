@@ -4,12 +4,14 @@
 pub mod auth;
 pub mod config;
 mod error;
+mod extract;
 pub mod idempotency;
 mod live;
 mod metrics;
 mod openapi;
 mod panel;
 mod routes;
+mod store;
 
 use std::{sync::Arc, time::Duration};
 
@@ -118,7 +120,37 @@ async fn check_input(request: Request, next: Next) -> Result<Response, error::Ap
     {
         return Err(error::ApiError::invalid("body", "the body must be a JSON object"));
     }
-    Ok(next.run(Request::from_parts(parts, Body::from(bytes))).await)
+    run_retrying(parts, bytes, next).await
+}
+
+/// How many times a request meeting a serialization failure or a deadlock
+/// runs in all.
+const ATTEMPTS: usize = 5;
+
+/// Runs the request, and runs it again (up to [`ATTEMPTS`] in all) while it
+/// answers [`ApiError::concurrent_update`]: a serialization failure or a
+/// deadlock rolled its transaction back, so nothing of it happened and
+/// running it again is safe. Handlers stay free of retry loops.
+async fn run_retrying(
+    parts: axum::http::request::Parts,
+    bytes: axum::body::Bytes,
+    next: Next,
+) -> Result<Response, error::ApiError> {
+    let mut attempt = 1;
+    loop {
+        let response = next
+            .clone()
+            .run(Request::from_parts(parts.clone(), Body::from(bytes.clone())))
+            .await;
+        let conflicted = response
+            .extensions()
+            .get::<error::ErrorCode>()
+            .is_some_and(|code| code.0 == error::CONCURRENT_UPDATE);
+        if !conflicted || attempt == ATTEMPTS {
+            return Ok(response);
+        }
+        attempt += 1;
+    }
 }
 
 /// Serves on `listener` until `shutdown` is cancelled. From that moment

@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use sqlx::{Postgres, Transaction};
 
+use crate::extract::{ApiJson, PathId};
 use crate::{
     AppState,
     auth::Principal,
@@ -380,11 +381,11 @@ struct WaitQuery {
 }
 
 /// Reads an optional JSON body.
-fn parameters<T: serde::de::DeserializeOwned + Default>(body: &[u8], expected: &str) -> Result<T, ApiError> {
+fn parameters<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|error| ApiError::invalid("body", format!("expected {expected}: {error}")))
+    crate::extract::json(body)
 }
 
 /// One action on one user. A job answers 202 while it runs, 200 with its
@@ -406,19 +407,19 @@ fn parameters<T: serde::de::DeserializeOwned + Default>(body: &[u8], expected: &
         (status = 202, body = ActionAnswer, description = "The job is queued or running."),
     )
 )]
-#[tracing::instrument(name = "user_action", skip_all, fields(user_id = %raw_id, action = %name))]
+#[tracing::instrument(name = "user_action", skip_all, fields(user_id = %user_id, action = %name))]
 pub async fn user_action(
     State(state): State<AppState>,
     principal: Principal,
     idempotency: Idempotency,
-    Path((raw_id, name)): Path<(String, String)>,
+    PathId(user_id): PathId,
+    Path((_, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ActionAnswer>), ApiError> {
-    let user_id = parse_id("id", &raw_id)?;
     let action = Action::parse(&name)?;
     let wait = wait_seconds(query.as_deref())?;
-    let parameters: ActionParameters = parameters(&body, "an object with the action's parameters, or nothing")?;
+    let parameters: ActionParameters = parameters(&body)?;
     let checked = parameters.check(action)?;
     let answer = |changed, user, job| ActionAnswer {
         user_id,
@@ -510,11 +511,9 @@ pub async fn bulk_action(
     principal: Principal,
     idempotency: Idempotency,
     Path(name): Path<String>,
-    body: Bytes,
+    ApiJson(request): ApiJson<BulkRequest>,
 ) -> Result<Json<Vec<BulkItem>>, ApiError> {
     let action = Action::parse(&name)?;
-    let request: BulkRequest = serde_json::from_slice(&body)
-        .map_err(|error| ApiError::invalid("body", format!("expected {{\"user_ids\": [...]}}: {error}")))?;
     let ids = users::Selection {
         user_ids: request.user_ids,
     }

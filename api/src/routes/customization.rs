@@ -14,7 +14,7 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -25,6 +25,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use crate::extract::{ApiJson, PathId};
 use crate::{
     AppState,
     auth::{Principal, Role},
@@ -409,9 +410,8 @@ async fn reader_of(tx: &mut Transaction<'_, Postgres>, principal: &Principal, id
 pub async fn get_default(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<DefaultCustomizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     organization(&mut tx, &principal, id).await?;
     let view = sqlx::query_as::<_, DefaultCustomizationView>(
@@ -437,11 +437,9 @@ pub async fn get_default(
 pub async fn put_default(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    body: Bytes,
+    PathId(id): PathId,
+    ApiJson(change): ApiJson<DefaultBody>,
 ) -> Result<Json<DefaultCustomizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let change: DefaultBody = crate::routes::secret_safe_json(&body, "{\"document\": {...}}")?;
     check_document(&change.document)?;
     let mut tx = state.pool.begin().await?;
     organization(&mut tx, &principal, id).await?;
@@ -482,9 +480,8 @@ pub async fn put_default(
 pub async fn get_customization(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<CustomizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     let organization_id = reader_of(&mut tx, &principal, id).await?;
     Ok(Json(current(&mut tx, id, organization_id).await?))
@@ -539,9 +536,8 @@ async fn current(
 pub async fn export_customization(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     let organization_id = reader_of(&mut tx, &principal, id).await?;
     let view = current(&mut tx, id, organization_id).await?;
@@ -584,10 +580,9 @@ pub async fn import_customization(
     State(state): State<AppState>,
     principal: Principal,
     idempotency: Idempotency,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     body: Bytes,
 ) -> Result<Json<CustomizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let document = read_file(&body)?;
     let mut tx = state.pool.begin().await?;
     idempotency.claim(&mut tx).await?;
@@ -624,11 +619,9 @@ pub async fn retrieve_customization(
     State(state): State<AppState>,
     principal: Principal,
     idempotency: Idempotency,
-    Path(id): Path<String>,
-    body: Bytes,
+    PathId(id): PathId,
+    ApiJson(request): ApiJson<RetrieveBody>,
 ) -> Result<Json<CustomizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let request: RetrieveBody = crate::routes::secret_safe_json(&body, "{\"from_user_id\": \"...\"}")?;
     let from = parse_id("from_user_id", &request.from_user_id)?;
     let mut tx = state.pool.begin().await?;
     idempotency.claim(&mut tx).await?;
@@ -681,12 +674,9 @@ pub async fn retrieve_customization(
 pub async fn put_customization(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    body: Bytes,
+    PathId(id): PathId,
+    ApiJson(change): ApiJson<CustomizationBody>,
 ) -> Result<Json<CustomizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let change: CustomizationBody =
-        crate::routes::secret_safe_json(&body, "{\"document\": {...}} with an optional source")?;
     let source = change.source.as_deref().unwrap_or("saved");
     if !matches!(source, "saved" | "imported") {
         return Err(ApiError::invalid("source", "source is saved or imported"));

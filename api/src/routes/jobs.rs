@@ -1,16 +1,14 @@
 //! `GET /v1/jobs/{id}`: the state and result of an admin job.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-};
+use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::{AppState, auth::Principal, error::ApiError, routes::parse_id};
+use crate::extract::PathId;
+use crate::{AppState, auth::Principal, error::ApiError};
 
 /// The job route.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -72,8 +70,7 @@ pub async fn load(state: &AppState, principal: &Principal, id: Uuid) -> Result<J
 pub async fn get_job(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<JobView>, ApiError> {
-    let id = parse_id("id", &id)?;
     Ok(Json(load(&state, &principal, id).await?))
 }

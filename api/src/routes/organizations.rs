@@ -4,14 +4,8 @@
 //! organization names its EWS URL (SSRF-checked) and service account, whose
 //! password is sealed and never answered. Every change is an activity.
 
-use axum::{
-    Json,
-    body::Bytes,
-    extract::{Path, Query, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
-use reqwest::Url;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder, Transaction};
@@ -19,17 +13,18 @@ use syncfleet_common::{
     domain::AccessType,
     secrets::{self, CredentialKind, Owner},
 };
-use syncfleet_connectors::ssrf;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use crate::extract::{ApiJson, ApiQuery, PathId};
 use crate::{
     AppState,
     auth::{Principal, Role},
     error::ApiError,
     idempotency::Idempotency,
-    routes::{list, parse_id},
+    routes::list,
+    store::{self, activities::NewActivity},
 };
 
 /// The organization routes.
@@ -47,6 +42,7 @@ pub struct OrganizationView {
     pub id: Uuid,
     pub external_id: String,
     pub name: String,
+    #[schema(schema_with = crate::openapi::access_type)]
     pub access_type: String,
     pub sync_enabled: bool,
     pub is_default: bool,
@@ -105,20 +101,19 @@ fn text(field: &'static str, value: &str, max: usize) -> Result<String, ApiError
     Ok(value.to_owned())
 }
 
-fn ews_url(state: &AppState, raw: &str) -> Result<String, ApiError> {
-    let url: Url = raw
-        .parse()
-        .map_err(|_| ApiError::invalid("ews_url", format!("{raw:?} is not a URL")))?;
-    ssrf::check_url(&url, state.url_policy).map_err(|refused| ApiError::invalid("ews_url", refused.to_string()))?;
-    Ok(url.to_string())
+async fn ews_url(state: &AppState, raw: &str) -> Result<String, ApiError> {
+    Ok(crate::routes::public_url(state.url_policy, "ews_url", raw)
+        .await?
+        .to_string())
 }
 
 /// `POST /v1/organizations`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewOrganization {
+pub struct NewOrganization {
     name: String,
     external_id: String,
+    #[schema(schema_with = crate::openapi::access_type)]
     access_type: String,
     #[serde(default)]
     sync_enabled: Option<bool>,
@@ -138,14 +133,17 @@ async fn activity(
     kind: &str,
     details: String,
 ) -> Result<(), ApiError> {
-    sqlx::query("INSERT INTO activities (id, organization_id, actor, kind, details) VALUES ($1, $2, $3, $4, $5)")
-        .bind(Uuid::now_v7())
-        .bind(organization)
-        .bind(&principal.label)
-        .bind(kind)
-        .bind(details)
-        .execute(&mut **tx)
-        .await?;
+    store::activities::record(
+        tx,
+        NewActivity {
+            organization_id: organization,
+            user_id: None,
+            actor: &principal.label,
+            kind,
+            details,
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -155,10 +153,9 @@ pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
     idempotency: Idempotency,
-    body: Bytes,
+    ApiJson(new): ApiJson<NewOrganization>,
 ) -> Result<(StatusCode, Json<OrganizationView>), ApiError> {
     admin_only(&principal)?;
-    let new: NewOrganization = crate::routes::secret_safe_json(&body, "an organization object")?;
     let name = text("name", &new.name, 200)?;
     let external_id = text("external_id", &new.external_id, 100)?;
     let access = new.access_type.parse::<AccessType>().map_err(|_| {
@@ -169,7 +166,9 @@ pub async fn create(
     })?;
     let impersonation = access == AccessType::ExchangeImpersonation;
     let ews = match (&new.ews_url, access) {
-        (Some(url), AccessType::ExchangeDirect | AccessType::ExchangeImpersonation) => Some(ews_url(&state, url)?),
+        (Some(url), AccessType::ExchangeDirect | AccessType::ExchangeImpersonation) => {
+            Some(ews_url(&state, url).await?)
+        }
         (Some(_), _) => {
             return Err(ApiError::invalid(
                 "ews_url",
@@ -225,11 +224,7 @@ pub async fn create(
 
     let mut tx = state.pool.begin().await?;
     idempotency.claim(&mut tx).await?;
-    let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE external_id = $1)")
-        .bind(&external_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    if taken {
+    if store::organizations::external_id_taken(&mut tx, &external_id).await? {
         return Err(ApiError::conflict(
             "external_id_taken",
             format!("an organization already has the external id {external_id:?}"),
@@ -359,9 +354,8 @@ static ORGANIZATION_LIST: list::Spec = list::Spec {
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<list::Listed<OrganizationView>>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
     let access = query
         .access_type
         .as_deref()
@@ -423,9 +417,8 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<OrganizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     Ok(Json(load(&mut tx, &principal, id).await?))
 }
@@ -433,7 +426,7 @@ pub async fn get(
 /// `PATCH /v1/organizations/{id}`: every field optional.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Change {
+pub struct Change {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -454,11 +447,9 @@ struct Change {
 pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    body: Bytes,
+    PathId(id): PathId,
+    ApiJson(change): ApiJson<Change>,
 ) -> Result<Json<OrganizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let change: Change = crate::routes::secret_safe_json(&body, "an organization object")?;
     let mut tx = state.pool.begin().await?;
     // Not found before forbidden: a foreign organization is not there.
     let current = load(&mut tx, &principal, id).await?;
@@ -485,7 +476,7 @@ pub async fn update(
                 "only Exchange organizations have an EWS URL",
             ));
         }
-        Some(url) => Some(ews_url(&state, url)?),
+        Some(url) => Some(ews_url(&state, url).await?),
         None => None,
     };
     let account = match &change.impersonation_account {
@@ -564,9 +555,8 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     // Not found before forbidden: a foreign organization is not there.
     let current = load(&mut tx, &principal, id).await?;
@@ -632,10 +622,9 @@ pub struct SyncSwitchResult {
 async fn switch_sync(
     state: &AppState,
     principal: &Principal,
-    raw_id: &str,
+    id: Uuid,
     enabled: bool,
 ) -> Result<Json<SyncSwitchResult>, ApiError> {
-    let id = parse_id("id", raw_id)?;
     let mut tx = state.pool.begin().await?;
     load(&mut tx, principal, id).await?;
     if principal.role == Role::User {
@@ -670,9 +659,9 @@ async fn switch_sync(
 pub async fn enable_sync(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<SyncSwitchResult>, ApiError> {
-    switch_sync(&state, &principal, &id, true).await
+    switch_sync(&state, &principal, id, true).await
 }
 
 /// Disables synchronization for the whole organization (M3): none of its
@@ -682,7 +671,7 @@ pub async fn enable_sync(
 pub async fn disable_sync(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<SyncSwitchResult>, ApiError> {
-    switch_sync(&state, &principal, &id, false).await
+    switch_sync(&state, &principal, id, false).await
 }

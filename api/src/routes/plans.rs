@@ -3,13 +3,14 @@
 //! belong to no organization: admins define them, organization admins read
 //! them to assign them.
 
-use axum::{Json, body::Bytes, extract::State, http::StatusCode};
+use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use crate::extract::ApiJson;
 use crate::{
     AppState,
     auth::{Principal, Role},
@@ -63,12 +64,11 @@ pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
     idempotency: Idempotency,
-    body: Bytes,
+    ApiJson(new): ApiJson<NewPlan>,
 ) -> Result<(StatusCode, Json<PlanView>), ApiError> {
     if principal.role != Role::Admin {
         return Err(ApiError::forbidden("only an admin can add plans"));
     }
-    let new: NewPlan = crate::routes::secret_safe_json(&body, "an object with code and name")?;
     let code = new.code.trim();
     if code.is_empty()
         || code.len() > 64

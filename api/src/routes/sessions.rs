@@ -10,7 +10,7 @@ use std::io::Read;
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{Query, State},
     http::header,
     response::{IntoResponse, Response},
 };
@@ -22,6 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use crate::extract::PathId;
 use crate::{
     AppState,
     auth::Principal,
@@ -185,10 +186,9 @@ fn rejected(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
 pub async fn list_sessions(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     query: Result<Query<SessionListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<list::Listed<SessionView>>, ApiError> {
-    let id = parse_id("id", &id)?;
     let Query(query) = query.map_err(rejected)?;
     let status = query
         .status
@@ -318,9 +318,8 @@ pub struct SessionDetail {
 pub async fn get_session(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<SessionDetail>, ApiError> {
-    let id = parse_id("id", &id)?;
     let session = visible_session(&state, &principal, id).await?;
     let limit = list::MAX_PAGE_SIZE;
     // A session's issues are written when it ends, so never before it started.
@@ -368,9 +367,8 @@ pub struct ZipArchive(Vec<u8>);
 pub async fn session_log(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = parse_id("id", &id)?;
     let session = visible_session(&state, &principal, id).await?;
     let stored: Option<Vec<u8>> = sqlx::query_scalar(
         "SELECT log_gzip FROM sync_session_logs WHERE session_id = $1 AND started_at = $2 AND user_id = $3",
@@ -487,10 +485,9 @@ enum Issues {
 pub async fn list_issues(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     query: Result<Query<IssueListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<IssuePage>, ApiError> {
-    let id = parse_id("id", &id)?;
     let Query(query) = query.map_err(rejected)?;
     let which = match query.session_id.as_deref() {
         None => Issues::LastSession,
