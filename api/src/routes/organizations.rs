@@ -5,7 +5,6 @@
 //! password is sealed and never answered. Every change is an activity.
 
 use axum::{Json, extract::State, http::StatusCode};
-use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder, Transaction};
@@ -36,30 +35,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(disable_sync))
 }
 
-/// An organization as the API shows it.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct OrganizationView {
-    pub id: Uuid,
-    pub external_id: String,
-    pub name: String,
-    #[schema(schema_with = crate::openapi::access_type)]
-    pub access_type: String,
-    pub sync_enabled: bool,
-    pub is_default: bool,
-    pub ews_url: Option<String>,
-    pub impersonation_account: Option<String>,
-    /// The impersonation account's password is stored (never the password).
-    pub impersonation_password_set: bool,
-    pub users: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-const COLUMNS: &str = "o.id, o.external_id, o.name, o.access_type, o.sync_enabled, o.is_default, o.ews_url, \
-     o.impersonation_account, \
-     EXISTS (SELECT 1 FROM credentials c WHERE c.organization_id = o.id AND c.kind = 'impersonation_password') \
-         AS impersonation_password_set, \
-     (SELECT count(*) FROM users u WHERE u.organization_id = o.id) AS users, o.created_at, o.updated_at";
+use crate::store::organizations::COLUMNS;
+pub use crate::store::organizations::OrganizationView;
 
 fn admin_only(principal: &Principal) -> Result<(), ApiError> {
     if principal.role == Role::Admin {
@@ -81,10 +58,7 @@ async fn load(
     principal: &Principal,
     id: Uuid,
 ) -> Result<OrganizationView, ApiError> {
-    let query = format!("SELECT {COLUMNS} FROM organizations o WHERE o.id = $1");
-    sqlx::query_as::<_, OrganizationView>(&query)
-        .bind(id)
-        .fetch_optional(&mut **tx)
+    store::organizations::find(tx, id)
         .await?
         .filter(|organization| may_see(principal, organization.id))
         .ok_or_else(|| ApiError::not_found("organization"))
@@ -232,19 +206,16 @@ pub async fn create(
         .on_field("external_id"));
     }
     let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO organizations (id, external_id, name, access_type, sync_enabled, ews_url, impersonation_account) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(id)
-    .bind(&external_id)
-    .bind(&name)
-    .bind(access.as_str())
-    .bind(new.sync_enabled.unwrap_or(true))
-    .bind(&ews)
-    .bind(&account)
-    .execute(&mut *tx)
-    .await?;
+    let organization = store::organizations::NewOrganization {
+        id,
+        external_id: &external_id,
+        name: &name,
+        access_type: access,
+        sync_enabled: new.sync_enabled.unwrap_or(true),
+        ews_url: ews.as_deref(),
+        impersonation_account: account.as_deref(),
+    };
+    store::organizations::insert(&mut tx, &organization).await?;
     if let (Some(password), Some(ring)) = (&password, ring) {
         secrets::store(
             &mut *tx,
@@ -505,18 +476,13 @@ pub async fn update(
         Some(password) => Some(SecretString::from(password)),
         None => None,
     };
-    sqlx::query(
-        "UPDATE organizations SET name = COALESCE($2, name), sync_enabled = COALESCE($3, sync_enabled), \
-             ews_url = COALESCE($4, ews_url), impersonation_account = COALESCE($5, impersonation_account), \
-             updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(&name)
-    .bind(change.sync_enabled)
-    .bind(&ews)
-    .bind(&account)
-    .execute(&mut *tx)
-    .await?;
+    let settings = store::organizations::Settings {
+        name: name.as_deref(),
+        sync_enabled: change.sync_enabled,
+        ews_url: ews.as_deref(),
+        impersonation_account: account.as_deref(),
+    };
+    store::organizations::update(&mut tx, id, &settings).await?;
     if let Some(password) = &password {
         let ring = state.key_ring.as_ref().ok_or_else(|| {
             ApiError::unavailable("credentials cannot be stored: SYNCFLEET_ENCRYPTION_KEYS is not configured")
@@ -567,21 +533,14 @@ pub async fn delete(
             "the default organization cannot be deleted",
         ));
     }
-    let initialized: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM users WHERE organization_id = $1 AND mailbox_status = 'initialized'")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let initialized = store::organizations::initialized_mailboxes(&mut tx, id).await?;
     if initialized > 0 {
         return Err(ApiError::conflict(
             "mailboxes_initialized",
             format!("{initialized} user(s) of the organization have an initialized mailbox: reset them first"),
         ));
     }
-    sqlx::query("DELETE FROM organizations WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    store::organizations::delete(&mut tx, id).await?;
     tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -632,15 +591,7 @@ async fn switch_sync(
             "only an admin or an organization admin can switch an organization's synchronization",
         ));
     }
-    let changed = sqlx::query(
-        "UPDATE organizations SET sync_enabled = $2, updated_at = now() WHERE id = $1 AND sync_enabled <> $2",
-    )
-    .bind(id)
-    .bind(enabled)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        > 0;
+    let changed = store::organizations::switch_sync(&mut tx, id, enabled).await?;
     if changed {
         sync_switched(&mut tx, id, principal, enabled).await?;
     }

@@ -1,10 +1,134 @@
-//! Organizations: what the user routes need of them (the organization
-//! routes' own statements move here next).
+//! Organizations: their rows, and every write to them the api makes.
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::PgConnection;
+use syncfleet_common::domain::AccessType;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::StoreResult;
+
+/// An organization as the API shows it (its row, with its users counted).
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct OrganizationView {
+    pub id: Uuid,
+    pub external_id: String,
+    pub name: String,
+    #[schema(schema_with = crate::openapi::access_type)]
+    pub access_type: String,
+    pub sync_enabled: bool,
+    pub is_default: bool,
+    pub ews_url: Option<String>,
+    pub impersonation_account: Option<String>,
+    /// The impersonation account's password is stored (never the password).
+    pub impersonation_password_set: bool,
+    pub users: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub const COLUMNS: &str = "o.id, o.external_id, o.name, o.access_type, o.sync_enabled, o.is_default, o.ews_url, \
+     o.impersonation_account, \
+     EXISTS (SELECT 1 FROM credentials c WHERE c.organization_id = o.id AND c.kind = 'impersonation_password') \
+         AS impersonation_password_set, \
+     (SELECT count(*) FROM users u WHERE u.organization_id = o.id) AS users, o.created_at, o.updated_at";
+
+/// The organization, when there is one.
+pub async fn find(connection: &mut PgConnection, id: Uuid) -> StoreResult<Option<OrganizationView>> {
+    let query = format!("SELECT {COLUMNS} FROM organizations o WHERE o.id = $1");
+    Ok(sqlx::query_as::<_, OrganizationView>(&query)
+        .bind(id)
+        .fetch_optional(connection)
+        .await?)
+}
+
+/// An organization to create.
+pub struct NewOrganization<'a> {
+    pub id: Uuid,
+    pub external_id: &'a str,
+    pub name: &'a str,
+    pub access_type: AccessType,
+    pub sync_enabled: bool,
+    pub ews_url: Option<&'a str>,
+    pub impersonation_account: Option<&'a str>,
+}
+
+/// Creates the organization; an external id already taken answers 409
+/// `external_id_taken`.
+pub async fn insert(connection: &mut PgConnection, organization: &NewOrganization<'_>) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO organizations (id, external_id, name, access_type, sync_enabled, ews_url, impersonation_account) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(organization.id)
+    .bind(organization.external_id)
+    .bind(organization.name)
+    .bind(organization.access_type.as_str())
+    .bind(organization.sync_enabled)
+    .bind(organization.ews_url)
+    .bind(organization.impersonation_account)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// A change to an organization's settings; `None` keeps a field.
+pub struct Settings<'a> {
+    pub name: Option<&'a str>,
+    pub sync_enabled: Option<bool>,
+    pub ews_url: Option<&'a str>,
+    pub impersonation_account: Option<&'a str>,
+}
+
+/// Writes `settings`.
+pub async fn update(connection: &mut PgConnection, id: Uuid, settings: &Settings<'_>) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE organizations SET name = COALESCE($2, name), sync_enabled = COALESCE($3, sync_enabled), \
+             ews_url = COALESCE($4, ews_url), impersonation_account = COALESCE($5, impersonation_account), \
+             updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(settings.name)
+    .bind(settings.sync_enabled)
+    .bind(settings.ews_url)
+    .bind(settings.impersonation_account)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Switches the organization's synchronization; whether anything changed.
+pub async fn switch_sync(connection: &mut PgConnection, id: Uuid, enabled: bool) -> StoreResult<bool> {
+    let changed = sqlx::query(
+        "UPDATE organizations SET sync_enabled = $2, updated_at = now() WHERE id = $1 AND sync_enabled <> $2",
+    )
+    .bind(id)
+    .bind(enabled)
+    .execute(connection)
+    .await?
+    .rows_affected();
+    Ok(changed > 0)
+}
+
+/// How many of the organization's users have an initialized mailbox.
+pub async fn initialized_mailboxes(connection: &mut PgConnection, id: Uuid) -> StoreResult<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE organization_id = $1 AND mailbox_status = 'initialized'")
+            .bind(id)
+            .fetch_one(connection)
+            .await?,
+    )
+}
+
+/// Deletes the organization with its users and everything theirs.
+pub async fn delete(connection: &mut PgConnection, id: Uuid) -> StoreResult<()> {
+    sqlx::query("DELETE FROM organizations WHERE id = $1")
+        .bind(id)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
 
 /// What a move between organizations needs to know of one.
 #[derive(Debug, sqlx::FromRow)]
