@@ -22,15 +22,15 @@ pub struct NewActivity<'a> {
 
 /// Records `activity`.
 pub async fn record(connection: &mut PgConnection, activity: NewActivity<'_>) -> StoreResult<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO activities (id, organization_id, user_id, actor, kind, details) VALUES ($1, $2, $3, $4, $5, $6)",
+        Uuid::now_v7(),
+        activity.organization_id,
+        activity.user_id,
+        activity.actor,
+        activity.kind,
+        activity.details
     )
-    .bind(Uuid::now_v7())
-    .bind(activity.organization_id)
-    .bind(activity.user_id)
-    .bind(activity.actor)
-    .bind(activity.kind)
-    .bind(activity.details)
     .execute(connection)
     .await?;
     Ok(())

@@ -36,11 +36,19 @@ pub const COLUMNS: &str = "o.id, o.external_id, o.name, o.access_type, o.sync_en
 
 /// The organization, when there is one.
 pub async fn find(connection: &mut PgConnection, id: Uuid) -> StoreResult<Option<OrganizationView>> {
-    let query = format!("SELECT {COLUMNS} FROM organizations o WHERE o.id = $1");
-    Ok(sqlx::query_as::<_, OrganizationView>(&query)
-        .bind(id)
-        .fetch_optional(connection)
-        .await?)
+    // The columns of `COLUMNS`, spelled out for the compile-time check.
+    Ok(sqlx::query_as!(
+        OrganizationView,
+        r#"SELECT o.id, o.external_id, o.name, o.access_type, o.sync_enabled, o.is_default, o.ews_url,
+               o.impersonation_account,
+               EXISTS (SELECT 1 FROM credentials c WHERE c.organization_id = o.id AND c.kind = 'impersonation_password')
+                   AS "impersonation_password_set!",
+               (SELECT count(*) FROM users u WHERE u.organization_id = o.id) AS "users!", o.created_at, o.updated_at
+           FROM organizations o WHERE o.id = $1"#,
+        id
+    )
+    .fetch_optional(connection)
+    .await?)
 }
 
 /// An organization to create.
@@ -57,17 +65,17 @@ pub struct NewOrganization<'a> {
 /// Creates the organization; an external id already taken answers 409
 /// `external_id_taken`.
 pub async fn insert(connection: &mut PgConnection, organization: &NewOrganization<'_>) -> StoreResult<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO organizations (id, external_id, name, access_type, sync_enabled, ews_url, impersonation_account) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        organization.id,
+        organization.external_id,
+        organization.name,
+        organization.access_type.as_str(),
+        organization.sync_enabled,
+        organization.ews_url,
+        organization.impersonation_account
     )
-    .bind(organization.id)
-    .bind(organization.external_id)
-    .bind(organization.name)
-    .bind(organization.access_type.as_str())
-    .bind(organization.sync_enabled)
-    .bind(organization.ews_url)
-    .bind(organization.impersonation_account)
     .execute(connection)
     .await?;
     Ok(())
@@ -83,16 +91,16 @@ pub struct Settings<'a> {
 
 /// Writes `settings`.
 pub async fn update(connection: &mut PgConnection, id: Uuid, settings: &Settings<'_>) -> StoreResult<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE organizations SET name = COALESCE($2, name), sync_enabled = COALESCE($3, sync_enabled), \
              ews_url = COALESCE($4, ews_url), impersonation_account = COALESCE($5, impersonation_account), \
              updated_at = now() WHERE id = $1",
+        id,
+        settings.name,
+        settings.sync_enabled,
+        settings.ews_url,
+        settings.impersonation_account
     )
-    .bind(id)
-    .bind(settings.name)
-    .bind(settings.sync_enabled)
-    .bind(settings.ews_url)
-    .bind(settings.impersonation_account)
     .execute(connection)
     .await?;
     Ok(())
@@ -100,11 +108,11 @@ pub async fn update(connection: &mut PgConnection, id: Uuid, settings: &Settings
 
 /// Switches the organization's synchronization; whether anything changed.
 pub async fn switch_sync(connection: &mut PgConnection, id: Uuid, enabled: bool) -> StoreResult<bool> {
-    let changed = sqlx::query(
+    let changed = sqlx::query!(
         "UPDATE organizations SET sync_enabled = $2, updated_at = now() WHERE id = $1 AND sync_enabled <> $2",
+        id,
+        enabled
     )
-    .bind(id)
-    .bind(enabled)
     .execute(connection)
     .await?
     .rows_affected();
@@ -113,25 +121,24 @@ pub async fn switch_sync(connection: &mut PgConnection, id: Uuid, enabled: bool)
 
 /// How many of the organization's users have an initialized mailbox.
 pub async fn initialized_mailboxes(connection: &mut PgConnection, id: Uuid) -> StoreResult<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM users WHERE organization_id = $1 AND mailbox_status = 'initialized'")
-            .bind(id)
-            .fetch_one(connection)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM users WHERE organization_id = $1 AND mailbox_status = 'initialized'"#,
+        id
     )
+    .fetch_one(connection)
+    .await?)
 }
 
 /// Deletes the organization with its users and everything theirs.
 pub async fn delete(connection: &mut PgConnection, id: Uuid) -> StoreResult<()> {
-    sqlx::query("DELETE FROM organizations WHERE id = $1")
-        .bind(id)
+    sqlx::query!("DELETE FROM organizations WHERE id = $1", id)
         .execute(connection)
         .await?;
     Ok(())
 }
 
 /// What a move between organizations needs to know of one.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Summary {
     pub name: String,
     pub access_type: String,
@@ -142,33 +149,34 @@ pub struct Summary {
 /// pointing at an organization deleted meanwhile (the delete waits, then
 /// takes the new user with it).
 pub async fn hold(connection: &mut PgConnection, id: Uuid) -> StoreResult<Option<Summary>> {
-    Ok(
-        sqlx::query_as::<_, Summary>("SELECT name, access_type FROM organizations WHERE id = $1 FOR KEY SHARE")
-            .bind(id)
-            .fetch_optional(connection)
-            .await?,
+    Ok(sqlx::query_as!(
+        Summary,
+        "SELECT name, access_type FROM organizations WHERE id = $1 FOR KEY SHARE",
+        id
     )
+    .fetch_optional(connection)
+    .await?)
 }
 
 /// Whether another organization has `external_id`. The unique constraint
 /// decides a race: the insert then answers 409 `external_id_taken`.
 pub async fn external_id_taken(connection: &mut PgConnection, external_id: &str) -> StoreResult<bool> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE external_id = $1)")
-            .bind(external_id)
-            .fetch_one(connection)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM organizations WHERE external_id = $1) AS "taken!""#,
+        external_id
     )
+    .fetch_one(connection)
+    .await?)
 }
 
 /// Whether the organization exists.
 pub async fn exists(pool: &sqlx::PgPool, id: Uuid) -> StoreResult<bool> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
-            .bind(id)
-            .fetch_one(pool)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1) AS "exists!""#,
+        id
     )
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Whether the organization exists; when `write`, it is also locked against
@@ -176,14 +184,14 @@ pub async fn exists(pool: &sqlx::PgPool, id: Uuid) -> StoreResult<bool> {
 /// which users added to it meanwhile do not wait for) until the transaction
 /// ends, so what is written for it cannot outlive it.
 pub async fn find_for(connection: &mut PgConnection, id: Uuid, write: bool) -> StoreResult<bool> {
-    let query = if write {
-        "SELECT id FROM organizations WHERE id = $1 FOR NO KEY UPDATE"
+    let found = if write {
+        sqlx::query_scalar!("SELECT id FROM organizations WHERE id = $1 FOR NO KEY UPDATE", id)
+            .fetch_optional(connection)
+            .await?
     } else {
-        "SELECT id FROM organizations WHERE id = $1"
+        sqlx::query_scalar!("SELECT id FROM organizations WHERE id = $1", id)
+            .fetch_optional(connection)
+            .await?
     };
-    Ok(sqlx::query_scalar::<_, Uuid>(query)
-        .bind(id)
-        .fetch_optional(connection)
-        .await?
-        .is_some())
+    Ok(found.is_some())
 }

@@ -54,31 +54,36 @@ pub enum Lock {
 /// user who exists answering 404).
 pub async fn find(connection: &mut PgConnection, id: Uuid, lock: Lock) -> StoreResult<Option<UserRow>> {
     if lock == Lock::ForUpdate {
-        let locked = sqlx::query_scalar::<_, Uuid>("SELECT id FROM users WHERE id = $1 FOR UPDATE")
-            .bind(id)
+        let locked = sqlx::query_scalar!("SELECT id FROM users WHERE id = $1 FOR UPDATE", id)
             .fetch_optional(&mut *connection)
             .await?;
         if locked.is_none() {
             return Ok(None);
         }
     }
-    let query =
-        format!("SELECT {COLUMNS} FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1");
-    Ok(sqlx::query_as::<_, UserRow>(&query)
-        .bind(id)
-        .fetch_optional(connection)
-        .await?)
+    // The columns of `COLUMNS`, spelled out for the compile-time check.
+    Ok(sqlx::query_as!(
+        UserRow,
+        "SELECT u.id, u.name, u.email, u.notification_email, u.organization_id, u.plan_id, u.description, \
+             u.account_logon, u.role, u.sync_status, u.disabled_reason, u.mailbox_status, u.next_sync_at, \
+             u.last_session_id, u.last_session_at, u.last_session_status, u.created_at, u.updated_at, \
+             o.sync_enabled AS organization_enabled \
+         FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1",
+        id
+    )
+    .fetch_optional(connection)
+    .await?)
 }
 
 /// Whether a user other than `except` has `email` (ignoring case). The
 /// unique index still decides a race: [`insert`] and [`update_profile`]
 /// answer 409 `email_taken` through it.
 pub async fn email_taken(connection: &mut PgConnection, email: &str, except: Option<Uuid>) -> StoreResult<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1) AND id IS DISTINCT FROM $2)",
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1) AND id IS DISTINCT FROM $2) AS "taken!""#,
+        email,
+        except
     )
-    .bind(email)
-    .bind(except)
     .fetch_one(connection)
     .await?)
 }
@@ -95,16 +100,16 @@ pub struct NewUser<'a> {
 
 /// Adds a user (sync disabled until configured).
 pub async fn insert(connection: &mut PgConnection, user: &NewUser<'_>) -> StoreResult<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO users (id, organization_id, name, email, notification_email, description) \
          VALUES ($1, $2, $3, $4, $5, $6)",
+        user.id,
+        user.organization_id,
+        user.name,
+        user.email,
+        user.notification_email,
+        user.description
     )
-    .bind(user.id)
-    .bind(user.organization_id)
-    .bind(user.name)
-    .bind(user.email)
-    .bind(user.notification_email)
-    .bind(user.description)
     .execute(connection)
     .await?;
     Ok(())
@@ -122,18 +127,18 @@ pub struct ProfileChange {
 
 /// Writes `change` to the user.
 pub async fn update_profile(connection: &mut PgConnection, id: Uuid, change: &ProfileChange) -> StoreResult<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE users SET name = COALESCE($2, name), \
              notification_email = CASE WHEN $3 THEN $4 ELSE notification_email END, \
              description = COALESCE($5, description), role = COALESCE($6, role), updated_at = now() \
          WHERE id = $1",
+        id,
+        change.name.as_deref(),
+        change.notification_email.is_some(),
+        change.notification_email.clone().flatten(),
+        change.description.as_deref(),
+        change.role.map(UserRole::as_str)
     )
-    .bind(id)
-    .bind(&change.name)
-    .bind(change.notification_email.is_some())
-    .bind(change.notification_email.clone().flatten())
-    .bind(&change.description)
-    .bind(change.role.map(UserRole::as_str))
     .execute(connection)
     .await?;
     Ok(())
@@ -142,7 +147,7 @@ pub async fn update_profile(connection: &mut PgConnection, id: Uuid, change: &Pr
 /// Switches the user's own sync on (clearing an auto-suspend and making
 /// them due at once) or off (with `reason`).
 pub async fn switch_sync(connection: &mut PgConnection, id: Uuid, enabled: bool, reason: &str) -> StoreResult<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE users SET sync_status = CASE WHEN $2 THEN 'enabled' ELSE 'disabled' END, \
              sync_status_changed_at = now(), updated_at = now(), \
              disabled_reason = CASE WHEN $2 THEN NULL ELSE $3 END, \
@@ -150,10 +155,10 @@ pub async fn switch_sync(connection: &mut PgConnection, id: Uuid, enabled: bool,
              failure_class = CASE WHEN $2 THEN NULL ELSE failure_class END, \
              next_sync_at = CASE WHEN $2 THEN now() ELSE next_sync_at END \
          WHERE id = $1",
+        id,
+        enabled,
+        reason
     )
-    .bind(id)
-    .bind(enabled)
-    .bind(reason)
     .execute(connection)
     .await?;
     Ok(())
@@ -161,8 +166,7 @@ pub async fn switch_sync(connection: &mut PgConnection, id: Uuid, enabled: bool,
 
 /// Deletes the user (their credentials, sessions and the rest cascade).
 pub async fn delete(connection: &mut PgConnection, id: Uuid) -> StoreResult<()> {
-    sqlx::query("DELETE FROM users WHERE id = $1")
-        .bind(id)
+    sqlx::query!("DELETE FROM users WHERE id = $1", id)
         .execute(connection)
         .await?;
     Ok(())
@@ -170,37 +174,41 @@ pub async fn delete(connection: &mut PgConnection, id: Uuid) -> StoreResult<()> 
 
 /// The kinds of the credentials stored for the user.
 pub async fn credential_kinds(connection: &mut PgConnection, id: Uuid) -> StoreResult<Vec<String>> {
-    Ok(sqlx::query_scalar("SELECT kind FROM credentials WHERE user_id = $1")
-        .bind(id)
-        .fetch_all(connection)
-        .await?)
+    Ok(
+        sqlx::query_scalar!("SELECT kind FROM credentials WHERE user_id = $1", id)
+            .fetch_all(connection)
+            .await?,
+    )
 }
 
 /// Moves the user to `organization_id`: they become a plain `user` there,
 /// leave their settings group, take their own preset along; their user
 /// tokens follow and an organization-admin token of theirs is revoked.
 pub async fn move_to(connection: &mut PgConnection, id: Uuid, organization_id: Uuid) -> StoreResult<()> {
-    sqlx::query("UPDATE users SET organization_id = $2, role = 'user', updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(organization_id)
+    sqlx::query!(
+        "UPDATE users SET organization_id = $2, role = 'user', updated_at = now() WHERE id = $1",
+        id,
+        organization_id
+    )
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query!("DELETE FROM sync_settings_group_members WHERE user_id = $1", id)
         .execute(&mut *connection)
         .await?;
-    sqlx::query("DELETE FROM sync_settings_group_members WHERE user_id = $1")
-        .bind(id)
-        .execute(&mut *connection)
-        .await?;
-    sqlx::query("UPDATE sync_settings_presets SET organization_id = $2 WHERE user_id = $1 AND scope = 'user'")
-        .bind(id)
-        .bind(organization_id)
-        .execute(&mut *connection)
-        .await?;
-    sqlx::query(
+    sqlx::query!(
+        "UPDATE sync_settings_presets SET organization_id = $2 WHERE user_id = $1 AND scope = 'user'",
+        id,
+        organization_id
+    )
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query!(
         "UPDATE api_tokens SET organization_id = CASE WHEN role = 'user' THEN $2 ELSE organization_id END, \
              revoked_at = CASE WHEN role = 'org_admin' THEN COALESCE(revoked_at, now()) ELSE revoked_at END \
          WHERE user_id = $1",
+        id,
+        organization_id
     )
-    .bind(id)
-    .bind(organization_id)
     .execute(connection)
     .await?;
     Ok(())
@@ -208,18 +216,19 @@ pub async fn move_to(connection: &mut PgConnection, id: Uuid, organization_id: U
 
 /// The name of a plan, when it exists.
 pub async fn plan_name(connection: &mut PgConnection, plan: Uuid) -> StoreResult<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT name FROM plans WHERE id = $1")
-        .bind(plan)
+    Ok(sqlx::query_scalar!("SELECT name FROM plans WHERE id = $1", plan)
         .fetch_optional(connection)
         .await?)
 }
 
 /// Assigns `plan` (or none) to the user.
 pub async fn set_plan(connection: &mut PgConnection, id: Uuid, plan: Option<Uuid>) -> StoreResult<()> {
-    sqlx::query("UPDATE users SET plan_id = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(plan)
-        .execute(connection)
-        .await?;
+    sqlx::query!(
+        "UPDATE users SET plan_id = $2, updated_at = now() WHERE id = $1",
+        id,
+        plan
+    )
+    .execute(connection)
+    .await?;
     Ok(())
 }
