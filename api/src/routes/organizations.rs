@@ -7,7 +7,7 @@
 use axum::{Json, extract::State, http::StatusCode};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, QueryBuilder, Transaction};
+use sqlx::{Postgres, Transaction};
 use syncfleet_common::{
     domain::AccessType,
     secrets::{self, CredentialKind, Owner},
@@ -35,7 +35,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(disable_sync))
 }
 
-use crate::store::organizations::COLUMNS;
 pub use crate::store::organizations::OrganizationView;
 
 fn admin_only(principal: &Principal) -> Result<(), ApiError> {
@@ -347,34 +346,13 @@ pub async fn list(
         },
         &format!("{access:?}|{enabled:?}|{pattern:?}"),
     )?;
-    let filter = |builder: &mut QueryBuilder<'_, Postgres>| {
-        builder.push(" WHERE TRUE");
-        if principal.role != Role::Admin {
-            builder.push(" AND o.id = ").push_bind(principal.organization_id);
-        }
-        if let Some(access) = access {
-            builder.push(" AND o.access_type = ").push_bind(access.as_str());
-        }
-        if let Some(enabled) = enabled {
-            builder.push(" AND o.sync_enabled = ").push_bind(enabled);
-        }
-        if let Some(pattern) = &pattern {
-            builder
-                .push(" AND (o.name ILIKE ")
-                .push_bind(pattern.clone())
-                .push(" OR o.external_id ILIKE ")
-                .push_bind(pattern.clone())
-                .push(")");
-        }
+    let filter = store::organizations::ListFilter {
+        only: (principal.role != Role::Admin).then_some(principal.organization_id),
+        access_type: access,
+        sync_enabled: enabled,
+        pattern: pattern.as_deref(),
     };
-    let mut counting = QueryBuilder::new("SELECT count(*) FROM organizations o");
-    filter(&mut counting);
-    let total: i64 = counting.build_query_scalar().fetch_one(&state.pool).await?;
-    let mut listing = QueryBuilder::new(format!("SELECT {COLUMNS}{} FROM organizations o", page.keys()));
-    filter(&mut listing);
-    page.push_seek(&mut listing);
-    page.push_order(&mut listing);
-    let rows = listing.build().fetch_all(&state.pool).await?;
+    let (total, rows) = store::organizations::page(&state.pool, &filter, &page).await?;
     let (items, next_cursor) = page.finish::<OrganizationView>(rows)?;
     Ok(Json(list::Listed {
         items,

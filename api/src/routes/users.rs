@@ -23,7 +23,7 @@ use crate::{
     store::{
         self,
         activities::NewActivity,
-        users::{COLUMNS as USER_COLUMNS, Lock, ProfileChange, UserRow},
+        users::{Lock, ProfileChange, UserRow},
     },
 };
 
@@ -703,62 +703,20 @@ async fn user_page(
         },
         &filters,
     )?;
-    let filter = |builder: &mut sqlx::QueryBuilder<'_, Postgres>| {
-        builder.push(" WHERE TRUE");
-        match principal.role {
-            Role::Admin => {}
-            Role::OrgAdmin => {
-                builder
-                    .push(" AND u.organization_id = ")
-                    .push_bind(principal.organization_id);
-            }
-            Role::User => {
-                builder.push(" AND u.id = ").push_bind(principal.user_id);
-            }
-        }
-        for organization in [organization, filtered_organization].into_iter().flatten() {
-            builder.push(" AND u.organization_id = ").push_bind(organization);
-        }
-        if let Some(status) = sync_status {
-            builder.push(" AND u.sync_status = ").push_bind(status.as_str());
-        }
-        match effective {
-            None => {}
-            Some(EffectiveSyncStatus::OrganizationDisabled) => {
-                builder.push(" AND NOT o.sync_enabled");
-            }
-            // The other effective statuses are the user's own, in an enabled
-            // organization.
-            Some(status) => {
-                builder
-                    .push(" AND o.sync_enabled AND u.sync_status = ")
-                    .push_bind(status.as_str());
-            }
-        }
-        if let Some(status) = &query.mailbox_status {
-            builder.push(" AND u.mailbox_status = ").push_bind(status.clone());
-        }
-        if let Some(plan) = plan {
-            builder.push(" AND u.plan_id = ").push_bind(plan);
-        }
-        if let Some(pattern) = &pattern {
-            builder
-                .push(" AND (u.name ILIKE ")
-                .push_bind(pattern.clone())
-                .push(" OR u.email ILIKE ")
-                .push_bind(pattern.clone())
-                .push(")");
-        }
+    let filter = store::users::ListFilter {
+        scope: match principal.role {
+            Role::Admin => store::users::Scope::All,
+            Role::OrgAdmin => store::users::Scope::Organization(principal.organization_id),
+            Role::User => store::users::Scope::User(principal.user_id),
+        },
+        organizations: [organization, filtered_organization].into_iter().flatten().collect(),
+        sync_status,
+        effective_sync_status: effective,
+        mailbox_status: query.mailbox_status.as_deref(),
+        plan,
+        pattern: pattern.as_deref(),
     };
-    let from = " FROM users u JOIN organizations o ON o.id = u.organization_id";
-    let mut counting = sqlx::QueryBuilder::new(format!("SELECT count(*){from}"));
-    filter(&mut counting);
-    let total: i64 = counting.build_query_scalar().fetch_one(&state.pool).await?;
-    let mut listing = sqlx::QueryBuilder::new(format!("SELECT {USER_COLUMNS}{}{from}", page.keys()));
-    filter(&mut listing);
-    page.push_seek(&mut listing);
-    page.push_order(&mut listing);
-    let rows = listing.build().fetch_all(&state.pool).await?;
+    let (total, rows) = store::users::page(&state.pool, &filter, &page).await?;
     let (rows, next_cursor) = page.finish::<UserRow>(rows)?;
     Ok(list::Listed {
         items: rows.into_iter().map(UserView::from).collect(),

@@ -143,6 +143,27 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A page of a keyset list: how many rows of `from` match the `WHERE` that
+/// `filter` pushes, and the rows of `page` among them, `columns` with the
+/// page's keys (for `Page::finish`).
+async fn counted_page(
+    pool: &sqlx::PgPool,
+    columns: &str,
+    from: &str,
+    filter: impl Fn(&mut sqlx::QueryBuilder<'_, sqlx::Postgres>),
+    page: &crate::routes::list::Page,
+) -> StoreResult<(i64, Vec<sqlx::postgres::PgRow>)> {
+    let mut counting = sqlx::QueryBuilder::new(format!("SELECT count(*) FROM {from}"));
+    filter(&mut counting);
+    let total: i64 = counting.build_query_scalar().fetch_one(pool).await?;
+    let mut listing = sqlx::QueryBuilder::new(format!("SELECT {columns}{} FROM {from}", page.keys()));
+    filter(&mut listing);
+    page.push_seek(&mut listing);
+    page.push_order(&mut listing);
+    let rows = listing.build().fetch_all(pool).await?;
+    Ok((total, rows))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,12 +2,13 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, postgres::PgRow};
 use syncfleet_common::domain::AccessType;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::StoreResult;
+use crate::routes::list;
 
 /// An organization as the API shows it (its row, with its users counted).
 #[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
@@ -194,4 +195,43 @@ pub async fn find_for(connection: &mut PgConnection, id: Uuid, write: bool) -> S
             .await?
     };
     Ok(found.is_some())
+}
+
+/// What an organization list is filtered by.
+pub struct ListFilter<'a> {
+    /// Only this organization (an organization admin's or a user's own).
+    pub only: Option<Option<Uuid>>,
+    pub access_type: Option<AccessType>,
+    pub sync_enabled: Option<bool>,
+    /// An `ILIKE` pattern on the name or the external id.
+    pub pattern: Option<&'a str>,
+}
+
+impl ListFilter<'_> {
+    fn push(&self, builder: &mut QueryBuilder<'_, Postgres>) {
+        builder.push(" WHERE TRUE");
+        if let Some(only) = self.only {
+            builder.push(" AND o.id = ").push_bind(only);
+        }
+        if let Some(access) = self.access_type {
+            builder.push(" AND o.access_type = ").push_bind(access.as_str());
+        }
+        if let Some(enabled) = self.sync_enabled {
+            builder.push(" AND o.sync_enabled = ").push_bind(enabled);
+        }
+        if let Some(pattern) = self.pattern {
+            builder
+                .push(" AND (o.name ILIKE ")
+                .push_bind(pattern.to_owned())
+                .push(" OR o.external_id ILIKE ")
+                .push_bind(pattern.to_owned())
+                .push(")");
+        }
+    }
+}
+
+/// How many organizations match `filter`, and the rows of `page` among them
+/// (with the page's keys, for `Page::finish`).
+pub async fn page(pool: &PgPool, filter: &ListFilter<'_>, page: &list::Page) -> StoreResult<(i64, Vec<PgRow>)> {
+    super::counted_page(pool, COLUMNS, "organizations o", |builder| filter.push(builder), page).await
 }

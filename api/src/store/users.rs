@@ -1,11 +1,12 @@
 //! Users: their rows, and every write to them the api makes.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
-use syncfleet_common::domain::UserRole;
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, postgres::PgRow};
+use syncfleet_common::domain::{EffectiveSyncStatus, SyncStatus, UserRole};
 use uuid::Uuid;
 
 use super::StoreResult;
+use crate::routes::list;
 
 /// A user as stored, with their organization's switch.
 #[derive(Debug, sqlx::FromRow)]
@@ -231,4 +232,84 @@ pub async fn set_plan(connection: &mut PgConnection, id: Uuid, plan: Option<Uuid
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// Whose users a list may show.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope {
+    /// Every user (an admin).
+    All,
+    /// The users of one organization (its admin).
+    Organization(Option<Uuid>),
+    /// One user (themself).
+    User(Option<Uuid>),
+}
+
+/// What a user list is filtered by.
+pub struct ListFilter<'a> {
+    pub scope: Scope,
+    /// Users of each of these organizations (all of them: a path's and a
+    /// filter's).
+    pub organizations: Vec<Uuid>,
+    pub sync_status: Option<SyncStatus>,
+    pub effective_sync_status: Option<EffectiveSyncStatus>,
+    pub mailbox_status: Option<&'a str>,
+    pub plan: Option<Uuid>,
+    /// An `ILIKE` pattern on the name or the email.
+    pub pattern: Option<&'a str>,
+}
+
+impl ListFilter<'_> {
+    fn push(&self, builder: &mut QueryBuilder<'_, Postgres>) {
+        builder.push(" WHERE TRUE");
+        match self.scope {
+            Scope::All => {}
+            Scope::Organization(organization) => {
+                builder.push(" AND u.organization_id = ").push_bind(organization);
+            }
+            Scope::User(user) => {
+                builder.push(" AND u.id = ").push_bind(user);
+            }
+        }
+        for organization in &self.organizations {
+            builder.push(" AND u.organization_id = ").push_bind(*organization);
+        }
+        if let Some(status) = self.sync_status {
+            builder.push(" AND u.sync_status = ").push_bind(status.as_str());
+        }
+        match self.effective_sync_status {
+            None => {}
+            Some(EffectiveSyncStatus::OrganizationDisabled) => {
+                builder.push(" AND NOT o.sync_enabled");
+            }
+            // The other effective statuses are the user's own, in an enabled
+            // organization.
+            Some(status) => {
+                builder
+                    .push(" AND o.sync_enabled AND u.sync_status = ")
+                    .push_bind(status.as_str());
+            }
+        }
+        if let Some(status) = self.mailbox_status {
+            builder.push(" AND u.mailbox_status = ").push_bind(status.to_owned());
+        }
+        if let Some(plan) = self.plan {
+            builder.push(" AND u.plan_id = ").push_bind(plan);
+        }
+        if let Some(pattern) = self.pattern {
+            builder
+                .push(" AND (u.name ILIKE ")
+                .push_bind(pattern.to_owned())
+                .push(" OR u.email ILIKE ")
+                .push_bind(pattern.to_owned())
+                .push(")");
+        }
+    }
+}
+
+/// How many users match `filter`, and the rows of `page` among them (with
+/// the page's keys, for `Page::finish`).
+pub async fn page(pool: &PgPool, filter: &ListFilter<'_>, page: &list::Page) -> StoreResult<(i64, Vec<PgRow>)> {
+    let from = "users u JOIN organizations o ON o.id = u.organization_id";
+    super::counted_page(pool, COLUMNS, from, |builder| filter.push(builder), page).await
 }
