@@ -62,16 +62,7 @@ pub struct ConfigurationView {
     pub crm_authorized: bool,
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: Uuid,
-    organization_id: Uuid,
-    access_type: String,
-    email: String,
-    account_logon: Option<String>,
-    salesforce_instance_url: Option<String>,
-    kinds: Vec<String>,
-}
+use crate::store::users::ConfigurationRow as Row;
 
 impl From<Row> for ConfigurationView {
     fn from(row: Row) -> Self {
@@ -90,16 +81,10 @@ impl From<Row> for ConfigurationView {
 }
 
 async fn load(tx: &mut Transaction<'_, Postgres>, principal: &Principal, id: Uuid) -> Result<Row, ApiError> {
-    sqlx::query_as::<_, Row>(
-        "SELECT u.id, u.organization_id, o.access_type, u.email, u.account_logon, u.salesforce_instance_url, \
-                ARRAY(SELECT c.kind FROM credentials c WHERE c.user_id = u.id) AS kinds \
-         FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1 FOR UPDATE OF u",
-    )
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?
-    .filter(|row| principal.may_act_on_user(row.id, row.organization_id))
-    .ok_or_else(|| ApiError::not_found("user"))
+    crate::store::users::configuration(tx, id)
+        .await?
+        .filter(|row| principal.may_act_on_user(row.id, row.organization_id))
+        .ok_or_else(|| ApiError::not_found("user"))
 }
 
 fn key_ring(state: &AppState) -> Result<&KeyRing, ApiError> {
@@ -285,21 +270,12 @@ pub(crate) async fn apply(
         changed.push("salesforce_instance_url");
     }
     if !changed.is_empty() {
-        sqlx::query(
-            "UPDATE users SET email = COALESCE($2, email), \
-                 account_logon = CASE WHEN $3 THEN $4 ELSE account_logon END, \
-                 salesforce_instance_url = CASE WHEN $5 THEN $6 ELSE salesforce_instance_url END, \
-                 updated_at = now() \
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(&email)
-        .bind(logon.is_some())
-        .bind(logon.flatten())
-        .bind(url.is_some())
-        .bind(url.flatten())
-        .execute(&mut **tx)
-        .await?;
+        let addresses = crate::store::users::AddressChange {
+            email: email.as_deref(),
+            account_logon: logon.as_ref().map(Option::as_deref),
+            salesforce_instance_url: url.as_ref().map(Option::as_deref),
+        };
+        crate::store::users::set_addresses(tx, id, &addresses).await?;
     }
     if let Some(ring) = ring {
         let owner = Owner::User(id);

@@ -12,6 +12,7 @@
 
 pub mod activities;
 pub mod organizations;
+pub mod plans;
 pub mod users;
 
 use crate::error::ApiError;
@@ -60,7 +61,12 @@ const UNIQUE: [(&str, &str, &str, &str); 5] = [
         "external_id_taken",
         "an organization already has this external id",
     ),
-    ("plans_code_key", "code", "code_taken", "a plan already has this code"),
+    (
+        "plans_code_key",
+        "code",
+        "plan_code_taken",
+        "a plan already has this code",
+    ),
     (
         "sync_settings_presets_group",
         "name",

@@ -313,3 +313,80 @@ pub async fn page(pool: &PgPool, filter: &ListFilter<'_>, page: &list::Page) -> 
     let from = "users u JOIN organizations o ON o.id = u.organization_id";
     super::counted_page(pool, COLUMNS, from, |builder| filter.push(builder), page).await
 }
+
+/// A user's mailbox and CRM configuration, with the kinds of their stored
+/// credentials.
+#[derive(Debug)]
+pub struct ConfigurationRow {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub access_type: String,
+    pub email: String,
+    pub account_logon: Option<String>,
+    pub salesforce_instance_url: Option<String>,
+    pub kinds: Vec<String>,
+}
+
+/// The user's configuration, their row locked for the transaction (by a
+/// statement of its own, as [`find`] does).
+pub async fn configuration(connection: &mut PgConnection, id: Uuid) -> StoreResult<Option<ConfigurationRow>> {
+    if find(&mut *connection, id, Lock::ForUpdate).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(sqlx::query_as!(
+        ConfigurationRow,
+        r#"SELECT u.id, u.organization_id, o.access_type, u.email, u.account_logon, u.salesforce_instance_url,
+               ARRAY(SELECT c.kind FROM credentials c WHERE c.user_id = u.id) AS "kinds!"
+           FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1"#,
+        id
+    )
+    .fetch_optional(connection)
+    .await?)
+}
+
+/// A change to a user's addresses; `None` keeps a field, `Some(None)`
+/// clears it.
+pub struct AddressChange<'a> {
+    pub email: Option<&'a str>,
+    pub account_logon: Option<Option<&'a str>>,
+    pub salesforce_instance_url: Option<Option<&'a str>>,
+}
+
+/// Writes `change`; an address another user has answers 409 `email_taken`.
+pub async fn set_addresses(connection: &mut PgConnection, id: Uuid, change: &AddressChange<'_>) -> StoreResult<()> {
+    sqlx::query!(
+        "UPDATE users SET email = COALESCE($2, email), \
+             account_logon = CASE WHEN $3 THEN $4 ELSE account_logon END, \
+             salesforce_instance_url = CASE WHEN $5 THEN $6 ELSE salesforce_instance_url END, \
+             updated_at = now() \
+         WHERE id = $1",
+        id,
+        change.email,
+        change.account_logon.is_some(),
+        change.account_logon.flatten(),
+        change.salesforce_instance_url.is_some(),
+        change.salesforce_instance_url.flatten()
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Who a user is, for checking whether a caller may see them.
+#[derive(Debug)]
+pub struct Owner {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub last_session_id: Option<Uuid>,
+}
+
+/// The user's owner fields, when there is one.
+pub async fn owner(pool: &PgPool, id: Uuid) -> StoreResult<Option<Owner>> {
+    Ok(sqlx::query_as!(
+        Owner,
+        "SELECT id, organization_id, last_session_id FROM users WHERE id = $1",
+        id
+    )
+    .fetch_optional(pool)
+    .await?)
+}

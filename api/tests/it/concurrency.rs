@@ -233,3 +233,61 @@ async fn writes_racing_the_delete_of_their_organization_answer_only_documented_s
     api.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn concurrent_plans_with_one_code_make_one_and_the_others_answer_409_on_code() {
+    let env = TestEnv::new().await;
+    let admin = create_token(&env.pool, "admin", None, None, "root").await.unwrap();
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
+
+    let requests = (0..RACERS)
+        .map(|index| {
+            let payload = json!({"code": "gold", "name": format!("Gold {index}")});
+            ("POST", "/v1/plans".to_owned(), payload)
+        })
+        .collect();
+    let answers = race(&api, &admin, requests).await;
+    one_winner(&answers, 201, "plan_code_taken", "code");
+    assert_eq!(count(&env, "SELECT count(*) FROM plans WHERE code = 'gold'").await, 1);
+    api.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn configuring_a_user_while_they_move_between_organizations_never_answers_404() {
+    let env = TestEnv::new().await;
+    let first = organization(&env.pool, AccessType::Office365, true).await;
+    let second = organization(&env.pool, AccessType::Office365, true).await;
+    let user = users(&env.pool, first, 1, SyncStatus::Enabled, Utc::now(), false).await[0];
+    let admin = create_token(&env.pool, "admin", None, None, "root").await.unwrap();
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
+
+    let requests = (0..RACERS * 2)
+        .map(|index| match index % 4 {
+            0 => (
+                "POST",
+                format!("/v1/users/{user}/actions/change-organization"),
+                json!({"organization_id": second}),
+            ),
+            2 => (
+                "POST",
+                format!("/v1/users/{user}/actions/change-organization"),
+                json!({"organization_id": first}),
+            ),
+            1 => (
+                "PUT",
+                format!("/v1/users/{user}/email-configuration"),
+                json!({"salesforce_instance_url": null}),
+            ),
+            _ => (
+                "PATCH",
+                format!("/v1/users/{user}"),
+                json!({"description": format!("take {index}")}),
+            ),
+        })
+        .collect();
+    let answers = race(&api, &admin, requests).await;
+    assert_eq!(tally(&answers), BTreeMap::from([(200, RACERS * 2)]), "{answers:?}");
+    api.stop().await;
+    env.cleanup().await;
+}
