@@ -51,14 +51,6 @@ const FORCE_SYNC_SPACING_SECONDS: f64 = 60.0;
 /// The longest `?wait=`.
 const MAX_WAIT_SECONDS: u64 = 60;
 
-#[derive(sqlx::FromRow)]
-struct Target {
-    organization_id: uuid::Uuid,
-    sync_status: String,
-    organization_enabled: bool,
-    seconds_since_force: Option<f64>,
-}
-
 /// Reads `wait` from the query string: whole seconds, 0 to 60.
 fn wait_seconds(query: Option<&str>) -> Result<u64, ApiError> {
     let Some(query) = query else { return Ok(0) };
@@ -98,16 +90,10 @@ pub async fn queue_force_sync(
     principal: &Principal,
     user_id: uuid::Uuid,
 ) -> Result<uuid::Uuid, ApiError> {
-    let target = sqlx::query_as::<_, Target>(
-        "SELECT u.organization_id, u.sync_status, o.sync_enabled AS organization_enabled, \
-                EXTRACT(EPOCH FROM now() - u.force_sync_requested_at)::float8 AS seconds_since_force \
-         FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1 FOR UPDATE OF u",
-    )
-    .bind(user_id)
-    .fetch_optional(&mut **tx)
-    .await?
-    .filter(|target| principal.may_act_on_user(user_id, target.organization_id))
-    .ok_or_else(|| ApiError::not_found("user"))?;
+    let target = crate::store::users::force_sync_target(tx, user_id)
+        .await?
+        .filter(|target| principal.may_act_on_user(user_id, target.organization_id))
+        .ok_or_else(|| ApiError::not_found("user"))?;
     if !target.organization_enabled {
         return Err(ApiError::conflict(
             "sync_disabled",
@@ -139,20 +125,16 @@ pub async fn queue_force_sync(
 
     let mut job = JobEnvelope::sync(user_id, Trigger::Force, chrono::Utc::now());
     job.trace = telemetry::trace_context(&Span::current());
-    sqlx::query(
-        "INSERT INTO admin_jobs (id, action, organization_id, user_id, requested_by, status) \
-         VALUES ($1, 'force-sync', $2, $3, $4, 'queued')",
-    )
-    .bind(job.job_id)
-    .bind(target.organization_id)
-    .bind(user_id)
-    .bind(&principal.label)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("UPDATE users SET force_sync_requested_at = now() WHERE id = $1")
-        .bind(user_id)
-        .execute(&mut **tx)
-        .await?;
+    let record = crate::store::jobs::NewJob {
+        id: job.job_id,
+        action: "force-sync",
+        organization_id: target.organization_id,
+        user_id,
+        requested_by: &principal.label,
+        request: None,
+    };
+    crate::store::jobs::insert(tx, &record).await?;
+    crate::store::users::stamp_force_sync(tx, user_id).await?;
     // Published before the commit: the worker's claim waits for this
     // transaction (it locks the same user row), and a failed publish leaves
     // nothing behind, not even the once-a-minute stamp.

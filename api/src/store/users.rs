@@ -390,3 +390,48 @@ pub async fn owner(pool: &PgPool, id: Uuid) -> StoreResult<Option<Owner>> {
     .fetch_optional(pool)
     .await?)
 }
+
+/// What a force sync checks of a user.
+#[derive(Debug)]
+pub struct ForceSyncTarget {
+    pub organization_id: Uuid,
+    pub sync_status: String,
+    pub organization_enabled: bool,
+    /// Seconds since the last force sync was asked for, if ever.
+    pub seconds_since_force: Option<f64>,
+}
+
+/// What a force sync checks of the user, their row locked for the
+/// transaction (by a statement of its own, as [`find`] does).
+pub async fn force_sync_target(connection: &mut PgConnection, id: Uuid) -> StoreResult<Option<ForceSyncTarget>> {
+    if lock_owner(&mut *connection, id).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(sqlx::query_as!(
+        ForceSyncTarget,
+        "SELECT u.organization_id, u.sync_status, o.sync_enabled AS organization_enabled, \
+                EXTRACT(EPOCH FROM now() - u.force_sync_requested_at)::float8 AS seconds_since_force \
+         FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1",
+        id
+    )
+    .fetch_optional(connection)
+    .await?)
+}
+
+/// Records that a force sync was asked for now.
+pub async fn stamp_force_sync(connection: &mut PgConnection, id: Uuid) -> StoreResult<()> {
+    sqlx::query!("UPDATE users SET force_sync_requested_at = now() WHERE id = $1", id)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// The user's organization, their row locked for the transaction (a worker
+/// reading a job of theirs waits for it).
+pub async fn lock_owner(connection: &mut PgConnection, id: Uuid) -> StoreResult<Option<Uuid>> {
+    Ok(
+        sqlx::query_scalar!("SELECT organization_id FROM users WHERE id = $1 FOR UPDATE", id)
+            .fetch_optional(connection)
+            .await?,
+    )
+}
