@@ -54,13 +54,8 @@ pub enum Lock {
 /// recheck the row against the organization it had before and lose it (a
 /// user who exists answering 404).
 pub async fn find(connection: &mut PgConnection, id: Uuid, lock: Lock) -> StoreResult<Option<UserRow>> {
-    if lock == Lock::ForUpdate {
-        let locked = sqlx::query_scalar!("SELECT id FROM users WHERE id = $1 FOR UPDATE", id)
-            .fetch_optional(&mut *connection)
-            .await?;
-        if locked.is_none() {
-            return Ok(None);
-        }
+    if lock == Lock::ForUpdate && lock_owner(&mut *connection, id).await?.is_none() {
+        return Ok(None);
     }
     // The columns of `COLUMNS`, spelled out for the compile-time check.
     Ok(sqlx::query_as!(
