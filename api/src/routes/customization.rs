@@ -52,33 +52,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(retrieve_customization))
 }
 
-/// A user's customization.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct CustomizationView {
-    pub user_id: Uuid,
-    /// Grows by one on every save; 0 until the first, when the document is
-    /// the organization's default (or `{}` without one).
-    pub version: i64,
-    /// How this state came: `saved`, `imported`, `pushed`, `retrieved` or `default`.
-    pub source: String,
-    #[schema(value_type = Object)]
-    pub document: serde_json::Value,
-    /// Null until the first save.
-    pub saved_at: Option<DateTime<Utc>>,
-}
-
-/// An organization's default customization (M16).
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct DefaultCustomizationView {
-    pub organization_id: Uuid,
-    /// Grows by one on every save; 0 (and `{}`) until the first.
-    pub version: i64,
-    #[schema(value_type = Object)]
-    pub document: serde_json::Value,
-    /// Who saved it last; null until the first save.
-    pub updated_by: Option<String>,
-    pub updated_at: Option<DateTime<Utc>>,
-}
+use crate::store::customizations as store;
+pub use crate::store::customizations::{CustomizationView, DefaultCustomizationView};
 
 /// `PUT /v1/organizations/{id}/default-customization`.
 #[derive(Deserialize, ToSchema)]
@@ -380,10 +355,7 @@ fn numbers_in_range(value: &serde_json::Value) -> bool {
 
 /// The organization, when the caller may see it (404 otherwise).
 async fn organization(tx: &mut Transaction<'_, Postgres>, principal: &Principal, id: Uuid) -> Result<(), ApiError> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?;
+    let exists = crate::store::organizations::find_for(tx, id, false).await?;
     if exists && (principal.role == Role::Admin || principal.organization_id == Some(id)) {
         Ok(())
     } else {
@@ -394,9 +366,7 @@ async fn organization(tx: &mut Transaction<'_, Postgres>, principal: &Principal,
 /// The user's organization, when the caller may read their customization:
 /// whoever may act on them, and their colleagues (M15).
 async fn reader_of(tx: &mut Transaction<'_, Postgres>, principal: &Principal, id: Uuid) -> Result<Uuid, ApiError> {
-    sqlx::query_scalar::<_, Uuid>("SELECT organization_id FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut **tx)
+    crate::store::users::organization_of(tx, id)
         .await?
         .filter(|organization| {
             principal.may_act_on_user(id, *organization)
@@ -414,20 +384,15 @@ pub async fn get_default(
 ) -> Result<Json<DefaultCustomizationView>, ApiError> {
     let mut tx = state.pool.begin().await?;
     organization(&mut tx, &principal, id).await?;
-    let view = sqlx::query_as::<_, DefaultCustomizationView>(
-        "SELECT organization_id, version, document, updated_by, updated_at \
-         FROM organization_default_customizations WHERE organization_id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .unwrap_or_else(|| DefaultCustomizationView {
-        organization_id: id,
-        version: 0,
-        document: serde_json::json!({}),
-        updated_by: None,
-        updated_at: None,
-    });
+    let view = store::default_of(&mut tx, id)
+        .await?
+        .unwrap_or_else(|| DefaultCustomizationView {
+            organization_id: id,
+            version: 0,
+            document: serde_json::json!({}),
+            updated_by: None,
+            updated_at: None,
+        });
     Ok(Json(view))
 }
 
@@ -448,18 +413,7 @@ pub async fn put_default(
             "only an admin or an organization admin can set the default customization",
         ));
     }
-    let view = sqlx::query_as::<_, DefaultCustomizationView>(
-        "INSERT INTO organization_default_customizations (organization_id, document, updated_by) \
-         VALUES ($1, $2, $3) \
-         ON CONFLICT (organization_id) DO UPDATE SET version = organization_default_customizations.version + 1, \
-             document = EXCLUDED.document, updated_by = EXCLUDED.updated_by, updated_at = now() \
-         RETURNING organization_id, version, document, updated_by, updated_at",
-    )
-    .bind(id)
-    .bind(&change.document)
-    .bind(&principal.label)
-    .fetch_one(&mut *tx)
-    .await?;
+    let view = store::set_default(&mut tx, id, &change.document, &principal.label).await?;
     record_activity(
         &mut tx,
         id,
@@ -494,25 +448,16 @@ async fn current(
     id: Uuid,
     organization_id: Uuid,
 ) -> Result<CustomizationView, ApiError> {
-    let view = sqlx::query_as::<_, CustomizationView>(
-        "SELECT user_id, version, source, document, saved_at FROM customizations WHERE user_id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let view = store::of_user(tx, id).await?;
     Ok(match view {
         Some(view) => view,
         None => CustomizationView {
             user_id: id,
             version: 0,
             source: "default".to_owned(),
-            document: sqlx::query_scalar(
-                "SELECT document FROM organization_default_customizations WHERE organization_id = $1",
-            )
-            .bind(organization_id)
-            .fetch_optional(&mut **tx)
-            .await?
-            .unwrap_or_else(|| serde_json::json!({})),
+            document: store::default_document(tx, organization_id)
+                .await?
+                .unwrap_or_else(|| serde_json::json!({})),
             saved_at: None,
         },
     })
@@ -632,14 +577,9 @@ pub async fn retrieve_customization(
             "from_user_id names the user themself; retrieve a colleague's customization",
         ));
     }
-    let colleague: Option<(String, Option<i64>, Option<serde_json::Value>)> = sqlx::query_as(
-        "SELECT u.email, c.version, c.document FROM users u LEFT JOIN customizations c ON c.user_id = u.id \
-         WHERE u.id = $1 AND u.organization_id = $2",
-    )
-    .bind(from)
-    .bind(user.organization_id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let colleague = store::colleague(&mut tx, from, user.organization_id)
+        .await?
+        .map(|colleague| (colleague.email, colleague.version, colleague.document));
     let Some((email, version, document)) = colleague else {
         return Err(ApiError::not_found("user").on_field("from_user_id"));
     };
@@ -705,17 +645,7 @@ async fn save(
     document: &serde_json::Value,
     source: &str,
 ) -> Result<CustomizationView, ApiError> {
-    Ok(sqlx::query_as::<_, CustomizationView>(
-        "INSERT INTO customizations (user_id, document, source) VALUES ($1, $2, $3) \
-         ON CONFLICT (user_id) DO UPDATE SET version = customizations.version + 1, \
-             document = EXCLUDED.document, source = EXCLUDED.source, saved_at = now() \
-         RETURNING user_id, version, source, document, saved_at",
-    )
-    .bind(user_id)
-    .bind(document)
-    .bind(source)
-    .fetch_one(&mut **tx)
-    .await?)
+    Ok(store::save(tx, user_id, document, source).await?)
 }
 
 /// Resets a user's customization to their organization's default (M8
@@ -729,23 +659,17 @@ pub async fn reset(
     id: Uuid,
 ) -> Result<ActionResult, ApiError> {
     let user = users::view(tx, principal, id, true).await?;
-    let default: serde_json::Value = sqlx::query_scalar(
-        "SELECT document FROM organization_default_customizations WHERE organization_id = $1",
-    )
-    .bind(user.organization_id)
-    .fetch_optional(&mut **tx)
-    .await?
+    let default = store::default_document(tx, user.organization_id)
+        .await?
     .ok_or_else(|| {
         ApiError::conflict(
             "no_default_customization",
             "the user's organization has no default customization: set it with PUT /v1/organizations/{id}/default-customization",
         )
     })?;
-    let current: Option<(serde_json::Value, String)> =
-        sqlx::query_as("SELECT document, source FROM customizations WHERE user_id = $1")
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let current = store::of_user(tx, id)
+        .await?
+        .map(|saved| (saved.document, saved.source));
     let changed = current.is_none_or(|(document, source)| document != default || source != "default");
     if changed {
         let view = save(tx, id, &default, "default").await?;

@@ -11,6 +11,7 @@
 //!   request is run again from the start (see `crate::retry`).
 
 pub mod activities;
+pub mod customizations;
 pub mod jobs;
 pub mod organizations;
 pub mod plans;

@@ -430,3 +430,12 @@ pub async fn lock_owner(connection: &mut PgConnection, id: Uuid) -> StoreResult<
             .await?,
     )
 }
+
+/// The user's organization, when there is such a user.
+pub async fn organization_of(connection: &mut PgConnection, id: Uuid) -> StoreResult<Option<Uuid>> {
+    Ok(
+        sqlx::query_scalar!("SELECT organization_id FROM users WHERE id = $1", id)
+            .fetch_optional(connection)
+            .await?,
+    )
+}
