@@ -295,6 +295,11 @@ mod tests {
             .execute(&mut connection)
             .await
             .unwrap_err();
+        let deadlock = sqlx::query("DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END $$")
+            .execute(&mut connection)
+            .await
+            .unwrap_err();
+        assert_eq!(ApiError::from(deadlock).code, CONCURRENT_UPDATE);
         let answer = ApiError::from(taken);
         assert_eq!(
             (answer.status, answer.code, answer.field.as_deref()),

@@ -189,3 +189,51 @@ pub async fn serve_with_health(
         })
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::{http::StatusCode, routing::post};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A router whose one route fails with `concurrent_update` `failures`
+    /// times, then answers 201 with the body it was sent.
+    fn flaky(failures: usize, calls: Arc<AtomicUsize>) -> Router {
+        Router::new()
+            .route(
+                "/",
+                post(move |body: String| async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) < failures {
+                        return Err(error::ApiError::concurrent_update());
+                    }
+                    Ok((StatusCode::CREATED, body))
+                }),
+            )
+            .layer(middleware::from_fn(check_input))
+    }
+
+    async fn call(router: Router) -> (StatusCode, String) {
+        let request = Request::post("/").body(Body::from(r#"{"a": 1}"#)).unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), MAX_BODY).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_request_meeting_a_deadlock_runs_again_with_its_body_until_it_gets_through() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let answer = call(flaky(ATTEMPTS - 1, calls.clone())).await;
+        assert_eq!(answer, (StatusCode::CREATED, r#"{"a": 1}"#.to_owned()));
+        assert_eq!(calls.load(Ordering::SeqCst), ATTEMPTS);
+
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (status, body) = call(flaky(ATTEMPTS, calls.clone())).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(body.contains(error::CONCURRENT_UPDATE), "{body}");
+        assert_eq!(calls.load(Ordering::SeqCst), ATTEMPTS, "no more than {ATTEMPTS} runs");
+    }
+}
