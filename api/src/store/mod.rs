@@ -15,6 +15,7 @@ pub mod customizations;
 pub mod jobs;
 pub mod organizations;
 pub mod plans;
+pub mod sessions;
 pub mod users;
 
 use crate::error::ApiError;
