@@ -44,6 +44,11 @@ impl ApiError {
         self.code
     }
 
+    /// The field at fault, when one is.
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
     /// The message, for per-item results of bulk actions.
     pub fn message(&self) -> &str {
         &self.message
@@ -173,6 +178,9 @@ impl ApiError {
     }
 }
 
+/// The code of [`ApiError::concurrent_update`], which the retry layer looks for.
+pub const CONCURRENT_UPDATE: &str = "concurrent_update";
+
 /// The `Retry-After` of an outage answer, in seconds.
 const RETRY_AFTER_OUTAGE_SECONDS: u64 = 5;
 
@@ -200,7 +208,31 @@ pub fn is_outage(error: &sqlx::Error) -> bool {
 }
 
 impl From<sqlx::Error> for ApiError {
+    /// Through the store's mapping: a unique or foreign-key violation or a
+    /// serialization failure is the client's race, not a server error.
     fn from(error: sqlx::Error) -> Self {
+        crate::store::StoreError::from(error).into()
+    }
+}
+
+impl ApiError {
+    /// A concurrent transaction got in the way (a serialization failure or
+    /// a deadlock): nothing happened. The request is run again (see
+    /// `crate::retry`); this answers only when every attempt met one.
+    pub fn concurrent_update() -> Self {
+        Self {
+            retry_after_seconds: Some(1),
+            ..Self::new(
+                StatusCode::CONFLICT,
+                CONCURRENT_UPDATE,
+                "concurrent requests changed the same data; nothing was changed, try again",
+            )
+        }
+    }
+
+    /// A database error the store has no meaning for: the database is
+    /// unreachable (503) or the statement is wrong (500, logged).
+    pub fn from_database(error: sqlx::Error) -> Self {
         if is_outage(&error) {
             tracing::error!(%error, "The database is unreachable while answering a request.");
             return Self::unavailable(
@@ -255,6 +287,24 @@ mod tests {
         let refused = sqlx::query("SELECT 1 / 0").execute(&mut connection).await.unwrap_err();
         assert!(!is_outage(&refused), "{refused:?}");
         assert_eq!(ApiError::from(refused).status, StatusCode::INTERNAL_SERVER_ERROR);
+        sqlx::query("CREATE TEMPORARY TABLE taken (email text CONSTRAINT users_email UNIQUE)")
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        let taken = sqlx::query("INSERT INTO taken VALUES ('a@b.test'), ('a@b.test')")
+            .execute(&mut connection)
+            .await
+            .unwrap_err();
+        let deadlock = sqlx::query("DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END $$")
+            .execute(&mut connection)
+            .await
+            .unwrap_err();
+        assert_eq!(ApiError::from(deadlock).code, CONCURRENT_UPDATE);
+        let answer = ApiError::from(taken);
+        assert_eq!(
+            (answer.status, answer.code, answer.field.as_deref()),
+            (StatusCode::CONFLICT, "email_taken", Some("email"))
+        );
 
         // The server ends the connection as an administrator's shutdown
         // (57P01) or a restart would; the next statement finds it closed.

@@ -4,12 +4,14 @@
 pub mod auth;
 pub mod config;
 mod error;
+mod extract;
 pub mod idempotency;
 mod live;
 mod metrics;
 mod openapi;
 mod panel;
 mod routes;
+mod store;
 
 use std::{sync::Arc, time::Duration};
 
@@ -118,7 +120,37 @@ async fn check_input(request: Request, next: Next) -> Result<Response, error::Ap
     {
         return Err(error::ApiError::invalid("body", "the body must be a JSON object"));
     }
-    Ok(next.run(Request::from_parts(parts, Body::from(bytes))).await)
+    run_retrying(parts, bytes, next).await
+}
+
+/// How many times a request meeting a serialization failure or a deadlock
+/// runs in all.
+const ATTEMPTS: usize = 5;
+
+/// Runs the request, and runs it again (up to [`ATTEMPTS`] in all) while it
+/// answers [`ApiError::concurrent_update`]: a serialization failure or a
+/// deadlock rolled its transaction back, so nothing of it happened and
+/// running it again is safe. Handlers stay free of retry loops.
+async fn run_retrying(
+    parts: axum::http::request::Parts,
+    bytes: axum::body::Bytes,
+    next: Next,
+) -> Result<Response, error::ApiError> {
+    let mut attempt = 1;
+    loop {
+        let response = next
+            .clone()
+            .run(Request::from_parts(parts.clone(), Body::from(bytes.clone())))
+            .await;
+        let conflicted = response
+            .extensions()
+            .get::<error::ErrorCode>()
+            .is_some_and(|code| code.0 == error::CONCURRENT_UPDATE);
+        if !conflicted || attempt == ATTEMPTS {
+            return Ok(response);
+        }
+        attempt += 1;
+    }
 }
 
 /// Serves on `listener` until `shutdown` is cancelled. From that moment
@@ -156,4 +188,52 @@ pub async fn serve_with_health(
             tokio::time::sleep(drain_delay).await;
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::{http::StatusCode, routing::post};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A router whose one route fails with `concurrent_update` `failures`
+    /// times, then answers 201 with the body it was sent.
+    fn flaky(failures: usize, calls: Arc<AtomicUsize>) -> Router {
+        Router::new()
+            .route(
+                "/",
+                post(move |body: String| async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) < failures {
+                        return Err(error::ApiError::concurrent_update());
+                    }
+                    Ok((StatusCode::CREATED, body))
+                }),
+            )
+            .layer(middleware::from_fn(check_input))
+    }
+
+    async fn call(router: Router) -> (StatusCode, String) {
+        let request = Request::post("/").body(Body::from(r#"{"a": 1}"#)).unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), MAX_BODY).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_request_meeting_a_deadlock_runs_again_with_its_body_until_it_gets_through() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let answer = call(flaky(ATTEMPTS - 1, calls.clone())).await;
+        assert_eq!(answer, (StatusCode::CREATED, r#"{"a": 1}"#.to_owned()));
+        assert_eq!(calls.load(Ordering::SeqCst), ATTEMPTS);
+
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (status, body) = call(flaky(ATTEMPTS, calls.clone())).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(body.contains(error::CONCURRENT_UPDATE), "{body}");
+        assert_eq!(calls.load(Ordering::SeqCst), ATTEMPTS, "no more than {ATTEMPTS} runs");
+    }
 }

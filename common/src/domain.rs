@@ -151,6 +151,15 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// A user's role within their organization: an `org_admin` is the
+    /// add-in's "Admin" and may push customizations to colleagues.
+    UserRole {
+        User => "user",
+        OrgAdmin => "org_admin",
+    }
+}
+
 impl EffectiveSyncStatus {
     /// Derives it from the user's status and their organization's switch.
     pub fn of(status: SyncStatus, organization_enabled: bool) -> Self {

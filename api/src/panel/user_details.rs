@@ -83,6 +83,9 @@ fn shell(
     response
 }
 
+/// The roles the details form offers, as the API spells them.
+const ROLES: &[(&str, &str)] = &[("user", "User"), ("org_admin", "Admin")];
+
 fn details_form(
     session: &Session,
     user: &Value,
@@ -133,6 +136,12 @@ fn details_form(
                     dt { "Created On" } dd { (when(&user["created_at"])) }
                     dt { "Updated On" } dd { (when(&user["updated_at"])) }
                 }
+                // Its own form: the details form's Save stays where it was.
+                form.role method="post" action={ "/panel/users/" (id) } {
+                    (page::csrf_field(session))
+                    (page::select("role", "Role (an Admin may push customizations to colleagues)", &page::choices(ROLES), Some(&value("role")), None))
+                    div.buttons { button type="submit" { "Save role" } }
+                }
                 (users::actions_menu(Some((id, text(&user["name"]))), Some((organizations, plans))))
             }
         }
@@ -176,8 +185,12 @@ async fn save_details(
         "description",
         "organization_id",
         "plan_id",
+        "role",
     ] {
-        let given = fields.get(name).map(str::trim).unwrap_or_default();
+        // The role has a form of its own: a field not sent is not changed.
+        let Some(given) = fields.get(name).map(str::trim) else {
+            continue;
+        };
         if given != text(&current[name]) {
             let nullable = matches!(name, "notification_email" | "account_logon" | "plan_id");
             let value = if given.is_empty() && nullable {
@@ -263,9 +276,9 @@ fn connectivity_form(
                     dt { "Mailbox authorization (OAuth)" } dd { (if stored("mailbox_authorized") { "stored" } else { "none" }) }
                     dt { "Salesforce authorization" } dd { (if stored("crm_authorized") { "stored" } else { "none" }) }
                 }
-                @if stored("mailbox_password_set") { (forget("mailbox-password", "Forget the mailbox password")) }
-                @if stored("mailbox_authorized") { (forget("mailbox-refresh-token", "Delete the stored mailbox refresh token")) }
-                @if stored("crm_authorized") { (forget("crm-refresh-token", "Delete the stored Salesforce refresh token")) }
+                @if stored("mailbox_password_set") { (forget("mailbox_password", "Forget the mailbox password")) }
+                @if stored("mailbox_authorized") { (forget("mailbox_refresh_token", "Delete the stored mailbox refresh token")) }
+                @if stored("crm_authorized") { (forget("crm_refresh_token", "Delete the stored Salesforce refresh token")) }
             }
         }
     }
@@ -348,7 +361,7 @@ async fn forget_credential(
     let id = parse_id(&id)?;
     if !matches!(
         kind.as_str(),
-        "mailbox-password" | "mailbox-refresh-token" | "crm-refresh-token"
+        "mailbox_password" | "mailbox_refresh_token" | "crm_refresh_token"
     ) {
         return Err(PanelError::BadForm(format!("kind: no credential {kind:?}")));
     }

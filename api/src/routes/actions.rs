@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use sqlx::{Postgres, Transaction};
 
+use crate::extract::{ApiJson, PathId};
 use crate::{
     AppState,
     auth::Principal,
@@ -49,14 +50,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 const FORCE_SYNC_SPACING_SECONDS: f64 = 60.0;
 /// The longest `?wait=`.
 const MAX_WAIT_SECONDS: u64 = 60;
-
-#[derive(sqlx::FromRow)]
-struct Target {
-    organization_id: uuid::Uuid,
-    sync_status: String,
-    organization_enabled: bool,
-    seconds_since_force: Option<f64>,
-}
 
 /// Reads `wait` from the query string: whole seconds, 0 to 60.
 fn wait_seconds(query: Option<&str>) -> Result<u64, ApiError> {
@@ -97,16 +90,10 @@ pub async fn queue_force_sync(
     principal: &Principal,
     user_id: uuid::Uuid,
 ) -> Result<uuid::Uuid, ApiError> {
-    let target = sqlx::query_as::<_, Target>(
-        "SELECT u.organization_id, u.sync_status, o.sync_enabled AS organization_enabled, \
-                EXTRACT(EPOCH FROM now() - u.force_sync_requested_at)::float8 AS seconds_since_force \
-         FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1 FOR UPDATE OF u",
-    )
-    .bind(user_id)
-    .fetch_optional(&mut **tx)
-    .await?
-    .filter(|target| principal.may_act_on_user(user_id, target.organization_id))
-    .ok_or_else(|| ApiError::not_found("user"))?;
+    let target = crate::store::users::force_sync_target(tx, user_id)
+        .await?
+        .filter(|target| principal.may_act_on_user(user_id, target.organization_id))
+        .ok_or_else(|| ApiError::not_found("user"))?;
     if !target.organization_enabled {
         return Err(ApiError::conflict(
             "sync_disabled",
@@ -138,20 +125,16 @@ pub async fn queue_force_sync(
 
     let mut job = JobEnvelope::sync(user_id, Trigger::Force, chrono::Utc::now());
     job.trace = telemetry::trace_context(&Span::current());
-    sqlx::query(
-        "INSERT INTO admin_jobs (id, action, organization_id, user_id, requested_by, status) \
-         VALUES ($1, 'force-sync', $2, $3, $4, 'queued')",
-    )
-    .bind(job.job_id)
-    .bind(target.organization_id)
-    .bind(user_id)
-    .bind(&principal.label)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("UPDATE users SET force_sync_requested_at = now() WHERE id = $1")
-        .bind(user_id)
-        .execute(&mut **tx)
-        .await?;
+    let record = crate::store::jobs::NewJob {
+        id: job.job_id,
+        action: "force-sync",
+        organization_id: target.organization_id,
+        user_id,
+        requested_by: &principal.label,
+        request: None,
+    };
+    crate::store::jobs::insert(tx, &record).await?;
+    crate::store::users::stamp_force_sync(tx, user_id).await?;
     // Published before the commit: the worker's claim waits for this
     // transaction (it locks the same user row), and a failed publish leaves
     // nothing behind, not even the once-a-minute stamp.
@@ -380,11 +363,11 @@ struct WaitQuery {
 }
 
 /// Reads an optional JSON body.
-fn parameters<T: serde::de::DeserializeOwned + Default>(body: &[u8], expected: &str) -> Result<T, ApiError> {
+fn parameters<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|error| ApiError::invalid("body", format!("expected {expected}: {error}")))
+    crate::extract::json(body)
 }
 
 /// One action on one user. A job answers 202 while it runs, 200 with its
@@ -406,19 +389,19 @@ fn parameters<T: serde::de::DeserializeOwned + Default>(body: &[u8], expected: &
         (status = 202, body = ActionAnswer, description = "The job is queued or running."),
     )
 )]
-#[tracing::instrument(name = "user_action", skip_all, fields(user_id = %raw_id, action = %name))]
+#[tracing::instrument(name = "user_action", skip_all, fields(user_id = %user_id, action = %name))]
 pub async fn user_action(
     State(state): State<AppState>,
     principal: Principal,
     idempotency: Idempotency,
-    Path((raw_id, name)): Path<(String, String)>,
+    PathId(user_id): PathId,
+    Path((_, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ActionAnswer>), ApiError> {
-    let user_id = parse_id("id", &raw_id)?;
     let action = Action::parse(&name)?;
     let wait = wait_seconds(query.as_deref())?;
-    let parameters: ActionParameters = parameters(&body, "an object with the action's parameters, or nothing")?;
+    let parameters: ActionParameters = parameters(&body)?;
     let checked = parameters.check(action)?;
     let answer = |changed, user, job| ActionAnswer {
         user_id,
@@ -510,11 +493,9 @@ pub async fn bulk_action(
     principal: Principal,
     idempotency: Idempotency,
     Path(name): Path<String>,
-    body: Bytes,
+    ApiJson(request): ApiJson<BulkRequest>,
 ) -> Result<Json<Vec<BulkItem>>, ApiError> {
     let action = Action::parse(&name)?;
-    let request: BulkRequest = serde_json::from_slice(&body)
-        .map_err(|error| ApiError::invalid("body", format!("expected {{\"user_ids\": [...]}}: {error}")))?;
     let ids = users::Selection {
         user_ids: request.user_ids,
     }

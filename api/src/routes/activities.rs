@@ -11,7 +11,7 @@
 use axum::{
     Json,
     body::Body,
-    extract::{Path, Query, State},
+    extract::{Query, State},
     http::header,
     response::{IntoResponse, Response},
 };
@@ -23,11 +23,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use crate::extract::PathId;
 use crate::{
     AppState,
     auth::Principal,
     error::ApiError,
-    routes::{list, parse_id, scope},
+    routes::{list, scope},
 };
 
 /// The activity routes.
@@ -283,10 +284,9 @@ fn rejected(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
 pub async fn user_activities(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     query: Result<Query<ActivityQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ActivityList>, ApiError> {
-    let id = parse_id("id", &id)?;
     let Query(query) = query.map_err(rejected)?;
     let user = scope::user(&state.pool, &principal, id).await?;
     Ok(Json(activities(&state.pool, Subject::User(user.id), &query).await?))
@@ -309,10 +309,9 @@ pub async fn user_activities(
 pub async fn user_activities_csv(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     query: Result<Query<ActivityQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id("id", &id)?;
     let Query(query) = query.map_err(rejected)?;
     let user = scope::user(&state.pool, &principal, id).await?;
     csv(
@@ -328,10 +327,9 @@ pub async fn user_activities_csv(
 pub async fn organization_activities(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     query: Result<Query<ActivityQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ActivityList>, ApiError> {
-    let id = parse_id("id", &id)?;
     let Query(query) = query.map_err(rejected)?;
     scope::organization(&state.pool, &principal, id).await?;
     Ok(Json(activities(&state.pool, Subject::Organization(id), &query).await?))
@@ -354,10 +352,9 @@ pub async fn organization_activities(
 pub async fn organization_activities_csv(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     query: Result<Query<ActivityQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id("id", &id)?;
     let Query(query) = query.map_err(rejected)?;
     scope::organization(&state.pool, &principal, id).await?;
     csv(

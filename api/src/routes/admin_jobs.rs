@@ -31,9 +31,7 @@ pub async fn queue(
 ) -> Result<Uuid, ApiError> {
     // The row lock makes the worker, which locks the same row before it reads
     // the job, wait for this transaction to commit.
-    let organization_id: Uuid = sqlx::query_scalar("SELECT organization_id FROM users WHERE id = $1 FOR UPDATE")
-        .bind(user_id)
-        .fetch_optional(&mut **tx)
+    let organization_id = crate::store::users::lock_owner(tx, user_id)
         .await?
         .filter(|organization_id| principal.may_act_on_user(user_id, *organization_id))
         .ok_or_else(|| ApiError::not_found("user"))?;
@@ -47,18 +45,15 @@ pub async fn queue(
 
     let mut job = JobEnvelope::admin(user_id, action.as_str(), Utc::now());
     job.trace = telemetry::trace_context(&Span::current());
-    sqlx::query(
-        "INSERT INTO admin_jobs (id, action, organization_id, user_id, requested_by, status, request) \
-         VALUES ($1, $2, $3, $4, $5, 'queued', $6)",
-    )
-    .bind(job.job_id)
-    .bind(action.as_str())
-    .bind(organization_id)
-    .bind(user_id)
-    .bind(&principal.label)
-    .bind(&job.params)
-    .execute(&mut **tx)
-    .await?;
+    let record = crate::store::jobs::NewJob {
+        id: job.job_id,
+        action: action.as_str(),
+        organization_id,
+        user_id,
+        requested_by: &principal.label,
+        request: Some(&job.params),
+    };
+    crate::store::jobs::insert(tx, &record).await?;
     // Published before the commit, so a failed publish leaves nothing behind.
     if let Err(error) = state
         .publisher

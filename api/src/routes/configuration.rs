@@ -13,11 +13,9 @@
 
 use axum::{
     Json,
-    body::Bytes,
     extract::{Path, State},
     http::StatusCode,
 };
-use reqwest::Url;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
@@ -25,16 +23,15 @@ use syncfleet_common::{
     domain::AccessType,
     secrets::{self, CredentialKind, KeyRing, Owner},
 };
-use syncfleet_connectors::ssrf;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use crate::extract::{ApiJson, PathId};
 use crate::{
     AppState,
     auth::{Principal, Role},
     error::ApiError,
-    routes::parse_id,
 };
 
 /// The longest secret accepted.
@@ -65,16 +62,7 @@ pub struct ConfigurationView {
     pub crm_authorized: bool,
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: Uuid,
-    organization_id: Uuid,
-    access_type: String,
-    email: String,
-    account_logon: Option<String>,
-    salesforce_instance_url: Option<String>,
-    kinds: Vec<String>,
-}
+use crate::store::users::ConfigurationRow as Row;
 
 impl From<Row> for ConfigurationView {
     fn from(row: Row) -> Self {
@@ -93,16 +81,10 @@ impl From<Row> for ConfigurationView {
 }
 
 async fn load(tx: &mut Transaction<'_, Postgres>, principal: &Principal, id: Uuid) -> Result<Row, ApiError> {
-    sqlx::query_as::<_, Row>(
-        "SELECT u.id, u.organization_id, o.access_type, u.email, u.account_logon, u.salesforce_instance_url, \
-                ARRAY(SELECT c.kind FROM credentials c WHERE c.user_id = u.id) AS kinds \
-         FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1 FOR UPDATE OF u",
-    )
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?
-    .filter(|row| principal.may_act_on_user(row.id, row.organization_id))
-    .ok_or_else(|| ApiError::not_found("user"))
+    crate::store::users::configuration(tx, id)
+        .await?
+        .filter(|row| principal.may_act_on_user(row.id, row.organization_id))
+        .ok_or_else(|| ApiError::not_found("user"))
 }
 
 fn key_ring(state: &AppState) -> Result<&KeyRing, ApiError> {
@@ -116,9 +98,8 @@ fn key_ring(state: &AppState) -> Result<&KeyRing, ApiError> {
 pub async fn get_configuration(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<ConfigurationView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     let row = load(&mut tx, &principal, id).await?;
     Ok(Json(row.into()))
@@ -128,7 +109,7 @@ pub async fn get_configuration(
 /// optional; `null` clears `account_logon` and `salesforce_instance_url`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ConfigurationChange {
+pub struct ConfigurationChange {
     #[serde(default)]
     email: Option<String>,
     #[serde(default, deserialize_with = "crate::routes::present")]
@@ -260,10 +241,7 @@ pub(crate) async fn apply(
         None => None,
     };
     if let Some(Named { name, value: Some(url) }) = &change.salesforce_instance_url {
-        let parsed: Url = url
-            .parse()
-            .map_err(|_| ApiError::invalid(*name, format!("{url:?} is not a URL")))?;
-        ssrf::check_url(&parsed, state.url_policy).map_err(|refused| ApiError::invalid(*name, refused.to_string()))?;
+        crate::routes::public_url(state.url_policy, name, url).await?;
     }
     let crm_token = match change.crm_refresh_token {
         Some(Named { name, value }) => Some(secret(name, value)?),
@@ -292,21 +270,12 @@ pub(crate) async fn apply(
         changed.push("salesforce_instance_url");
     }
     if !changed.is_empty() {
-        sqlx::query(
-            "UPDATE users SET email = COALESCE($2, email), \
-                 account_logon = CASE WHEN $3 THEN $4 ELSE account_logon END, \
-                 salesforce_instance_url = CASE WHEN $5 THEN $6 ELSE salesforce_instance_url END, \
-                 updated_at = now() \
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(&email)
-        .bind(logon.is_some())
-        .bind(logon.flatten())
-        .bind(url.is_some())
-        .bind(url.flatten())
-        .execute(&mut **tx)
-        .await?;
+        let addresses = crate::store::users::AddressChange {
+            email: email.as_deref(),
+            account_logon: logon.as_ref().map(Option::as_deref),
+            salesforce_instance_url: url.as_ref().map(Option::as_deref),
+        };
+        crate::store::users::set_addresses(tx, id, &addresses).await?;
     }
     if let Some(ring) = ring {
         let owner = Owner::User(id);
@@ -360,14 +329,9 @@ async fn configure(
 pub async fn put_configuration(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    body: Bytes,
+    PathId(id): PathId,
+    ApiJson(change): ApiJson<ConfigurationChange>,
 ) -> Result<Json<ConfigurationView>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let change: ConfigurationChange = crate::routes::secret_safe_json(
-        &body,
-        "an object with email, account_logon, password and salesforce_instance_url (each optional)",
-    )?;
     let change = Change {
         email: change.email.map(|value| Named::new("email", value)),
         account_logon: change.account_logon.map(|value| Named::new("account_logon", value)),
@@ -385,7 +349,7 @@ pub async fn put_configuration(
 /// `account_logon`. Secrets are write-only.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MailboxChange {
+pub struct MailboxChange {
     /// The mailbox's SMTP address (a user may not change their own).
     #[serde(default)]
     email: Option<String>,
@@ -411,14 +375,9 @@ struct MailboxChange {
 pub async fn put_mailbox(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    body: Bytes,
+    PathId(id): PathId,
+    ApiJson(change): ApiJson<MailboxChange>,
 ) -> Result<Json<ConfigurationView>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let change: MailboxChange = crate::routes::secret_safe_json(
-        &body,
-        "an object with email, account_logon, password and refresh_token (each optional)",
-    )?;
     let change = Change {
         email: change.email.map(|value| Named::new("email", value)),
         account_logon: change.account_logon.map(|value| Named::new("account_logon", value)),
@@ -433,7 +392,7 @@ pub async fn put_mailbox(
 /// `instance_url`; the refresh token is write-only.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CrmChange {
+pub struct CrmChange {
     /// The Salesforce instance URL (https, public addresses only).
     #[serde(default, deserialize_with = "crate::routes::present")]
     #[schema(value_type = Option<String>)]
@@ -450,12 +409,9 @@ struct CrmChange {
 pub async fn put_crm(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    body: Bytes,
+    PathId(id): PathId,
+    ApiJson(change): ApiJson<CrmChange>,
 ) -> Result<Json<ConfigurationView>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let change: CrmChange =
-        crate::routes::secret_safe_json(&body, "an object with instance_url and refresh_token (each optional)")?;
     let change = Change {
         salesforce_instance_url: change.instance_url.map(|value| Named::new("instance_url", value)),
         crm_refresh_token: change.refresh_token.map(|value| Named::new("refresh_token", value)),
@@ -464,23 +420,66 @@ pub async fn put_crm(
     Ok(Json(configure(&state, &principal, id, change).await?))
 }
 
-/// A credential named in a path.
+/// The credentials a path may name, in their documented spelling (the
+/// stored kind's).
+const PATH_KINDS: [CredentialKind; 3] = [
+    CredentialKind::MailboxPassword,
+    CredentialKind::MailboxRefreshToken,
+    CredentialKind::CrmRefreshToken,
+];
+
+/// The refresh tokens `PUT .../credentials/{kind}` stores.
+pub(crate) const TOKEN_KINDS: [CredentialKind; 2] =
+    [CredentialKind::MailboxRefreshToken, CredentialKind::CrmRefreshToken];
+
+/// The credentials `DELETE .../credentials/{kind}` forgets.
+pub(crate) const FORGETTABLE_KINDS: [CredentialKind; 3] = PATH_KINDS;
+
+/// A credential named in a path: `mailbox_refresh_token` as documented, or
+/// the same words joined by hyphens (`mailbox-refresh-token`), which earlier
+/// clients send.
 fn credential_kind(raw: &str) -> Result<CredentialKind, ApiError> {
-    match raw {
-        "mailbox-password" => Ok(CredentialKind::MailboxPassword),
-        "mailbox-refresh-token" => Ok(CredentialKind::MailboxRefreshToken),
-        "crm-refresh-token" => Ok(CredentialKind::CrmRefreshToken),
-        other => Err(ApiError::not_found_code(
-            "unknown_credential",
-            format!("no credential {other:?}: use mailbox-password, mailbox-refresh-token or crm-refresh-token"),
-        )),
-    }
+    let spelled = raw.replace('-', "_");
+    PATH_KINDS
+        .into_iter()
+        .find(|kind| kind.as_str() == spelled)
+        .ok_or_else(|| {
+            ApiError::not_found_code(
+                "unknown_credential",
+                format!("no credential {raw:?}: use mailbox_password, mailbox_refresh_token or crm_refresh_token"),
+            )
+            .on_field("kind")
+        })
+}
+
+/// The path of the credential routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct TokenPath {
+    /// The user.
+    id: Uuid,
+    /// The refresh token to store.
+    #[param(schema_with = crate::openapi::token_kind)]
+    kind: String,
+}
+
+/// The path of `DELETE .../credentials/{kind}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct CredentialPath {
+    /// The user.
+    id: Uuid,
+    /// The credential to forget.
+    #[param(schema_with = crate::openapi::forgettable_kind)]
+    kind: String,
 }
 
 /// `{"token": "..."}`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TokenBody {
+pub struct TokenBody {
     #[schema(write_only)]
     token: String,
 }
@@ -489,14 +488,14 @@ struct TokenBody {
 /// refresh token the add-in obtained (the Microsoft or Google one for the
 /// mailbox, the Salesforce one for the CRM), sealed. Passwords go through the
 /// email configuration.
-#[utoipa::path(put, path = "/v1/users/{id}/credentials/{kind}", tag = "users", params(("id" = Uuid, Path, description = "The user."), ("kind" = String, Path, description = "mailbox_refresh_token or crm_refresh_token.")), request_body = TokenBody, responses((status = 200, body = ConfigurationView)))]
+#[utoipa::path(put, path = "/v1/users/{id}/credentials/{kind}", tag = "users", params(TokenPath), request_body = TokenBody, responses((status = 200, body = ConfigurationView)))]
 pub async fn put_credential(
     State(state): State<AppState>,
     principal: Principal,
-    Path((id, kind)): Path<(String, String)>,
-    body: Bytes,
+    PathId(id): PathId,
+    Path((_, kind)): Path<(String, String)>,
+    ApiJson(body): ApiJson<TokenBody>,
 ) -> Result<Json<ConfigurationView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let kind = credential_kind(&kind)?;
     if kind == CredentialKind::MailboxPassword {
         return Err(ApiError::invalid(
@@ -504,7 +503,6 @@ pub async fn put_credential(
             "a password is set through PUT /v1/users/{id}/email-configuration",
         ));
     }
-    let body: TokenBody = crate::routes::secret_safe_json(&body, "{\"token\": \"...\"}")?;
     let token = Some(Named::new("token", body.token));
     let change = match kind {
         CredentialKind::CrmRefreshToken => Change {
@@ -521,13 +519,13 @@ pub async fn put_credential(
 
 /// `DELETE /v1/users/{id}/credentials/{kind}`: forgets a stored credential
 /// (for example the Office 365 refresh token of a Direct Logon user).
-#[utoipa::path(delete, path = "/v1/users/{id}/credentials/{kind}", tag = "users", params(("id" = Uuid, Path, description = "The user."), ("kind" = String, Path, description = "mailbox_password, mailbox_refresh_token or crm_refresh_token.")), responses((status = 204, description = "Forgotten.")))]
+#[utoipa::path(delete, path = "/v1/users/{id}/credentials/{kind}", tag = "users", params(CredentialPath), responses((status = 204, description = "Forgotten.")))]
 pub async fn delete_credential(
     State(state): State<AppState>,
     principal: Principal,
-    Path((id, kind)): Path<(String, String)>,
+    PathId(id): PathId,
+    Path((_, kind)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_id("id", &id)?;
     let kind = credential_kind(&kind)?;
     let mut tx = state.pool.begin().await?;
     let row = load(&mut tx, &principal, id).await?;

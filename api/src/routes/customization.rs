@@ -14,7 +14,7 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -25,6 +25,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use crate::extract::{ApiJson, PathId};
 use crate::{
     AppState,
     auth::{Principal, Role},
@@ -51,33 +52,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(retrieve_customization))
 }
 
-/// A user's customization.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct CustomizationView {
-    pub user_id: Uuid,
-    /// Grows by one on every save; 0 until the first, when the document is
-    /// the organization's default (or `{}` without one).
-    pub version: i64,
-    /// How this state came: `saved`, `imported`, `pushed`, `retrieved` or `default`.
-    pub source: String,
-    #[schema(value_type = Object)]
-    pub document: serde_json::Value,
-    /// Null until the first save.
-    pub saved_at: Option<DateTime<Utc>>,
-}
-
-/// An organization's default customization (M16).
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct DefaultCustomizationView {
-    pub organization_id: Uuid,
-    /// Grows by one on every save; 0 (and `{}`) until the first.
-    pub version: i64,
-    #[schema(value_type = Object)]
-    pub document: serde_json::Value,
-    /// Who saved it last; null until the first save.
-    pub updated_by: Option<String>,
-    pub updated_at: Option<DateTime<Utc>>,
-}
+use crate::store::customizations as store;
+pub use crate::store::customizations::{CustomizationView, DefaultCustomizationView};
 
 /// `PUT /v1/organizations/{id}/default-customization`.
 #[derive(Deserialize, ToSchema)]
@@ -379,10 +355,7 @@ fn numbers_in_range(value: &serde_json::Value) -> bool {
 
 /// The organization, when the caller may see it (404 otherwise).
 async fn organization(tx: &mut Transaction<'_, Postgres>, principal: &Principal, id: Uuid) -> Result<(), ApiError> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?;
+    let exists = crate::store::organizations::find_for(tx, id, false).await?;
     if exists && (principal.role == Role::Admin || principal.organization_id == Some(id)) {
         Ok(())
     } else {
@@ -393,9 +366,7 @@ async fn organization(tx: &mut Transaction<'_, Postgres>, principal: &Principal,
 /// The user's organization, when the caller may read their customization:
 /// whoever may act on them, and their colleagues (M15).
 async fn reader_of(tx: &mut Transaction<'_, Postgres>, principal: &Principal, id: Uuid) -> Result<Uuid, ApiError> {
-    sqlx::query_scalar::<_, Uuid>("SELECT organization_id FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut **tx)
+    crate::store::users::organization_of(tx, id)
         .await?
         .filter(|organization| {
             principal.may_act_on_user(id, *organization)
@@ -409,25 +380,19 @@ async fn reader_of(tx: &mut Transaction<'_, Postgres>, principal: &Principal, id
 pub async fn get_default(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<DefaultCustomizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     organization(&mut tx, &principal, id).await?;
-    let view = sqlx::query_as::<_, DefaultCustomizationView>(
-        "SELECT organization_id, version, document, updated_by, updated_at \
-         FROM organization_default_customizations WHERE organization_id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .unwrap_or_else(|| DefaultCustomizationView {
-        organization_id: id,
-        version: 0,
-        document: serde_json::json!({}),
-        updated_by: None,
-        updated_at: None,
-    });
+    let view = store::default_of(&mut tx, id)
+        .await?
+        .unwrap_or_else(|| DefaultCustomizationView {
+            organization_id: id,
+            version: 0,
+            document: serde_json::json!({}),
+            updated_by: None,
+            updated_at: None,
+        });
     Ok(Json(view))
 }
 
@@ -437,11 +402,9 @@ pub async fn get_default(
 pub async fn put_default(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    body: Bytes,
+    PathId(id): PathId,
+    ApiJson(change): ApiJson<DefaultBody>,
 ) -> Result<Json<DefaultCustomizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let change: DefaultBody = crate::routes::secret_safe_json(&body, "{\"document\": {...}}")?;
     check_document(&change.document)?;
     let mut tx = state.pool.begin().await?;
     organization(&mut tx, &principal, id).await?;
@@ -450,18 +413,7 @@ pub async fn put_default(
             "only an admin or an organization admin can set the default customization",
         ));
     }
-    let view = sqlx::query_as::<_, DefaultCustomizationView>(
-        "INSERT INTO organization_default_customizations (organization_id, document, updated_by) \
-         VALUES ($1, $2, $3) \
-         ON CONFLICT (organization_id) DO UPDATE SET version = organization_default_customizations.version + 1, \
-             document = EXCLUDED.document, updated_by = EXCLUDED.updated_by, updated_at = now() \
-         RETURNING organization_id, version, document, updated_by, updated_at",
-    )
-    .bind(id)
-    .bind(&change.document)
-    .bind(&principal.label)
-    .fetch_one(&mut *tx)
-    .await?;
+    let view = store::set_default(&mut tx, id, &change.document, &principal.label).await?;
     record_activity(
         &mut tx,
         id,
@@ -482,9 +434,8 @@ pub async fn put_default(
 pub async fn get_customization(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<CustomizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     let organization_id = reader_of(&mut tx, &principal, id).await?;
     Ok(Json(current(&mut tx, id, organization_id).await?))
@@ -497,25 +448,16 @@ async fn current(
     id: Uuid,
     organization_id: Uuid,
 ) -> Result<CustomizationView, ApiError> {
-    let view = sqlx::query_as::<_, CustomizationView>(
-        "SELECT user_id, version, source, document, saved_at FROM customizations WHERE user_id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let view = store::of_user(tx, id).await?;
     Ok(match view {
         Some(view) => view,
         None => CustomizationView {
             user_id: id,
             version: 0,
             source: "default".to_owned(),
-            document: sqlx::query_scalar(
-                "SELECT document FROM organization_default_customizations WHERE organization_id = $1",
-            )
-            .bind(organization_id)
-            .fetch_optional(&mut **tx)
-            .await?
-            .unwrap_or_else(|| serde_json::json!({})),
+            document: store::default_document(tx, organization_id)
+                .await?
+                .unwrap_or_else(|| serde_json::json!({})),
             saved_at: None,
         },
     })
@@ -539,9 +481,8 @@ async fn current(
 pub async fn export_customization(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     let organization_id = reader_of(&mut tx, &principal, id).await?;
     let view = current(&mut tx, id, organization_id).await?;
@@ -584,10 +525,9 @@ pub async fn import_customization(
     State(state): State<AppState>,
     principal: Principal,
     idempotency: Idempotency,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     body: Bytes,
 ) -> Result<Json<CustomizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let document = read_file(&body)?;
     let mut tx = state.pool.begin().await?;
     idempotency.claim(&mut tx).await?;
@@ -624,11 +564,9 @@ pub async fn retrieve_customization(
     State(state): State<AppState>,
     principal: Principal,
     idempotency: Idempotency,
-    Path(id): Path<String>,
-    body: Bytes,
+    PathId(id): PathId,
+    ApiJson(request): ApiJson<RetrieveBody>,
 ) -> Result<Json<CustomizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let request: RetrieveBody = crate::routes::secret_safe_json(&body, "{\"from_user_id\": \"...\"}")?;
     let from = parse_id("from_user_id", &request.from_user_id)?;
     let mut tx = state.pool.begin().await?;
     idempotency.claim(&mut tx).await?;
@@ -639,14 +577,9 @@ pub async fn retrieve_customization(
             "from_user_id names the user themself; retrieve a colleague's customization",
         ));
     }
-    let colleague: Option<(String, Option<i64>, Option<serde_json::Value>)> = sqlx::query_as(
-        "SELECT u.email, c.version, c.document FROM users u LEFT JOIN customizations c ON c.user_id = u.id \
-         WHERE u.id = $1 AND u.organization_id = $2",
-    )
-    .bind(from)
-    .bind(user.organization_id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let colleague = store::colleague(&mut tx, from, user.organization_id)
+        .await?
+        .map(|colleague| (colleague.email, colleague.version, colleague.document));
     let Some((email, version, document)) = colleague else {
         return Err(ApiError::not_found("user").on_field("from_user_id"));
     };
@@ -681,12 +614,9 @@ pub async fn retrieve_customization(
 pub async fn put_customization(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    body: Bytes,
+    PathId(id): PathId,
+    ApiJson(change): ApiJson<CustomizationBody>,
 ) -> Result<Json<CustomizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let change: CustomizationBody =
-        crate::routes::secret_safe_json(&body, "{\"document\": {...}} with an optional source")?;
     let source = change.source.as_deref().unwrap_or("saved");
     if !matches!(source, "saved" | "imported") {
         return Err(ApiError::invalid("source", "source is saved or imported"));
@@ -715,17 +645,7 @@ async fn save(
     document: &serde_json::Value,
     source: &str,
 ) -> Result<CustomizationView, ApiError> {
-    Ok(sqlx::query_as::<_, CustomizationView>(
-        "INSERT INTO customizations (user_id, document, source) VALUES ($1, $2, $3) \
-         ON CONFLICT (user_id) DO UPDATE SET version = customizations.version + 1, \
-             document = EXCLUDED.document, source = EXCLUDED.source, saved_at = now() \
-         RETURNING user_id, version, source, document, saved_at",
-    )
-    .bind(user_id)
-    .bind(document)
-    .bind(source)
-    .fetch_one(&mut **tx)
-    .await?)
+    Ok(store::save(tx, user_id, document, source).await?)
 }
 
 /// Resets a user's customization to their organization's default (M8
@@ -739,23 +659,17 @@ pub async fn reset(
     id: Uuid,
 ) -> Result<ActionResult, ApiError> {
     let user = users::view(tx, principal, id, true).await?;
-    let default: serde_json::Value = sqlx::query_scalar(
-        "SELECT document FROM organization_default_customizations WHERE organization_id = $1",
-    )
-    .bind(user.organization_id)
-    .fetch_optional(&mut **tx)
-    .await?
+    let default = store::default_document(tx, user.organization_id)
+        .await?
     .ok_or_else(|| {
         ApiError::conflict(
             "no_default_customization",
             "the user's organization has no default customization: set it with PUT /v1/organizations/{id}/default-customization",
         )
     })?;
-    let current: Option<(serde_json::Value, String)> =
-        sqlx::query_as("SELECT document, source FROM customizations WHERE user_id = $1")
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let current = store::of_user(tx, id)
+        .await?
+        .map(|saved| (saved.document, saved.source));
     let changed = current.is_none_or(|(document, source)| document != default || source != "default");
     if changed {
         let view = save(tx, id, &default, "default").await?;

@@ -58,13 +58,7 @@ pub async fn ensure_email_free(
     email: &str,
     except: Option<Uuid>,
 ) -> Result<(), ApiError> {
-    let taken: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1) AND id IS DISTINCT FROM $2)",
-    )
-    .bind(email)
-    .bind(except)
-    .fetch_one(&mut **tx)
-    .await?;
+    let taken = crate::store::users::email_taken(tx, email, except).await?;
     if taken {
         return Err(
             ApiError::conflict("email_taken", format!("another user already has the address {email}"))
@@ -84,43 +78,18 @@ pub async fn record_activity(
     kind: &str,
     details: String,
 ) -> Result<(), ApiError> {
-    sqlx::query(
-        "INSERT INTO activities (id, organization_id, user_id, actor, kind, details) VALUES ($1, $2, $3, $4, $5, $6)",
+    crate::store::activities::record(
+        tx,
+        crate::store::activities::NewActivity {
+            organization_id,
+            user_id,
+            actor,
+            kind,
+            details,
+        },
     )
-    .bind(Uuid::now_v7())
-    .bind(organization_id)
-    .bind(user_id)
-    .bind(actor)
-    .bind(kind)
-    .bind(details)
-    .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// Reads a JSON body that may hold a secret: a parse error names the
-/// position and what is wrong with the shape, never a value.
-pub fn secret_safe_json<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|error| {
-        let reason = match error.classify() {
-            serde_json::error::Category::Data => {
-                // Data errors quote field names, never values, for unknown
-                // fields; other data errors may quote a value.
-                let text = error.to_string();
-                if text.starts_with("unknown field") || text.starts_with("missing field") {
-                    text
-                } else {
-                    format!(
-                        "a field has the wrong type (line {}, column {})",
-                        error.line(),
-                        error.column()
-                    )
-                }
-            }
-            _ => format!("not JSON (line {}, column {})", error.line(), error.column()),
-        };
-        ApiError::invalid("body", format!("expected {expected}: {reason}"))
-    })
 }
 
 /// Tells `"field": null` (clear it) from a missing field (keep it).
@@ -128,4 +97,37 @@ pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
     deserializer: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
+/// How long saving a URL waits for its host name to resolve.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Parses an admin-supplied URL (an EWS endpoint, a Salesforce instance) and
+/// checks it against the api's policy (R7): the scheme, credentials, a
+/// literal address, and, when the host is a name, every address it resolves
+/// to now, so one resolving to a loopback, private or link-local address is
+/// refused when saved (400 naming `field`). A name that does not resolve
+/// (yet) is accepted: DNS may change, and the connectors check every address
+/// again at connect time.
+pub async fn public_url(
+    policy: syncfleet_connectors::ssrf::UrlPolicy,
+    field: &str,
+    raw: &str,
+) -> Result<reqwest::Url, ApiError> {
+    use syncfleet_connectors::ssrf;
+    let url: reqwest::Url = raw
+        .parse()
+        .map_err(|_| ApiError::invalid(field, format!("{raw:?} is not a URL")))?;
+    ssrf::check_url(&url, policy).map_err(|refused| ApiError::invalid(field, refused.to_string()))?;
+    if let Some(host) = url.domain() {
+        let resolved = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0))).await;
+        if let Ok(Ok(addresses)) = resolved {
+            for address in addresses {
+                ssrf::check_address(address.ip(), policy).map_err(|refused| {
+                    ApiError::invalid(field, format!("{host} resolves to a non-public address ({refused})"))
+                })?;
+            }
+        }
+    }
+    Ok(url)
 }

@@ -11,7 +11,7 @@ use std::{
 
 use axum::{
     Extension, Json,
-    extract::{Path, Query, State, rejection::QueryRejection},
+    extract::{Query, State, rejection::QueryRejection},
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
 };
@@ -23,6 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use crate::extract::PathId;
 use crate::{
     AppState,
     auth::{Principal, Role},
@@ -200,9 +201,8 @@ pub async fn list_notifications(
 pub async fn mark_read(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<NotificationView>, ApiError> {
-    let id = parse_id("id", &id)?;
     // Only users have notifications: for anyone else no id is one.
     let user_id = me(&principal).map_err(|_| ApiError::not_found("notification"))?;
     let mut tx = state.pool.begin().await?;

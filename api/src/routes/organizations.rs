@@ -4,32 +4,26 @@
 //! organization names its EWS URL (SSRF-checked) and service account, whose
 //! password is sealed and never answered. Every change is an activity.
 
-use axum::{
-    Json,
-    body::Bytes,
-    extract::{Path, Query, State},
-    http::StatusCode,
-};
-use chrono::{DateTime, Utc};
-use reqwest::Url;
+use axum::{Json, extract::State, http::StatusCode};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, QueryBuilder, Transaction};
+use sqlx::{Postgres, Transaction};
 use syncfleet_common::{
     domain::AccessType,
     secrets::{self, CredentialKind, Owner},
 };
-use syncfleet_connectors::ssrf;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use crate::extract::{ApiJson, ApiQuery, PathId};
 use crate::{
     AppState,
     auth::{Principal, Role},
     error::ApiError,
     idempotency::Idempotency,
-    routes::{list, parse_id},
+    routes::list,
+    store::{self, activities::NewActivity},
 };
 
 /// The organization routes.
@@ -41,29 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(disable_sync))
 }
 
-/// An organization as the API shows it.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct OrganizationView {
-    pub id: Uuid,
-    pub external_id: String,
-    pub name: String,
-    pub access_type: String,
-    pub sync_enabled: bool,
-    pub is_default: bool,
-    pub ews_url: Option<String>,
-    pub impersonation_account: Option<String>,
-    /// The impersonation account's password is stored (never the password).
-    pub impersonation_password_set: bool,
-    pub users: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-const COLUMNS: &str = "o.id, o.external_id, o.name, o.access_type, o.sync_enabled, o.is_default, o.ews_url, \
-     o.impersonation_account, \
-     EXISTS (SELECT 1 FROM credentials c WHERE c.organization_id = o.id AND c.kind = 'impersonation_password') \
-         AS impersonation_password_set, \
-     (SELECT count(*) FROM users u WHERE u.organization_id = o.id) AS users, o.created_at, o.updated_at";
+pub use crate::store::organizations::OrganizationView;
 
 fn admin_only(principal: &Principal) -> Result<(), ApiError> {
     if principal.role == Role::Admin {
@@ -85,10 +57,7 @@ async fn load(
     principal: &Principal,
     id: Uuid,
 ) -> Result<OrganizationView, ApiError> {
-    let query = format!("SELECT {COLUMNS} FROM organizations o WHERE o.id = $1");
-    sqlx::query_as::<_, OrganizationView>(&query)
-        .bind(id)
-        .fetch_optional(&mut **tx)
+    store::organizations::find(tx, id)
         .await?
         .filter(|organization| may_see(principal, organization.id))
         .ok_or_else(|| ApiError::not_found("organization"))
@@ -105,20 +74,19 @@ fn text(field: &'static str, value: &str, max: usize) -> Result<String, ApiError
     Ok(value.to_owned())
 }
 
-fn ews_url(state: &AppState, raw: &str) -> Result<String, ApiError> {
-    let url: Url = raw
-        .parse()
-        .map_err(|_| ApiError::invalid("ews_url", format!("{raw:?} is not a URL")))?;
-    ssrf::check_url(&url, state.url_policy).map_err(|refused| ApiError::invalid("ews_url", refused.to_string()))?;
-    Ok(url.to_string())
+async fn ews_url(state: &AppState, raw: &str) -> Result<String, ApiError> {
+    Ok(crate::routes::public_url(state.url_policy, "ews_url", raw)
+        .await?
+        .to_string())
 }
 
 /// `POST /v1/organizations`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewOrganization {
+pub struct NewOrganization {
     name: String,
     external_id: String,
+    #[schema(schema_with = crate::openapi::access_type)]
     access_type: String,
     #[serde(default)]
     sync_enabled: Option<bool>,
@@ -138,14 +106,17 @@ async fn activity(
     kind: &str,
     details: String,
 ) -> Result<(), ApiError> {
-    sqlx::query("INSERT INTO activities (id, organization_id, actor, kind, details) VALUES ($1, $2, $3, $4, $5)")
-        .bind(Uuid::now_v7())
-        .bind(organization)
-        .bind(&principal.label)
-        .bind(kind)
-        .bind(details)
-        .execute(&mut **tx)
-        .await?;
+    store::activities::record(
+        tx,
+        NewActivity {
+            organization_id: organization,
+            user_id: None,
+            actor: &principal.label,
+            kind,
+            details,
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -155,10 +126,9 @@ pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
     idempotency: Idempotency,
-    body: Bytes,
+    ApiJson(new): ApiJson<NewOrganization>,
 ) -> Result<(StatusCode, Json<OrganizationView>), ApiError> {
     admin_only(&principal)?;
-    let new: NewOrganization = crate::routes::secret_safe_json(&body, "an organization object")?;
     let name = text("name", &new.name, 200)?;
     let external_id = text("external_id", &new.external_id, 100)?;
     let access = new.access_type.parse::<AccessType>().map_err(|_| {
@@ -169,7 +139,9 @@ pub async fn create(
     })?;
     let impersonation = access == AccessType::ExchangeImpersonation;
     let ews = match (&new.ews_url, access) {
-        (Some(url), AccessType::ExchangeDirect | AccessType::ExchangeImpersonation) => Some(ews_url(&state, url)?),
+        (Some(url), AccessType::ExchangeDirect | AccessType::ExchangeImpersonation) => {
+            Some(ews_url(&state, url).await?)
+        }
         (Some(_), _) => {
             return Err(ApiError::invalid(
                 "ews_url",
@@ -225,11 +197,7 @@ pub async fn create(
 
     let mut tx = state.pool.begin().await?;
     idempotency.claim(&mut tx).await?;
-    let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE external_id = $1)")
-        .bind(&external_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    if taken {
+    if store::organizations::external_id_taken(&mut tx, &external_id).await? {
         return Err(ApiError::conflict(
             "external_id_taken",
             format!("an organization already has the external id {external_id:?}"),
@@ -237,19 +205,16 @@ pub async fn create(
         .on_field("external_id"));
     }
     let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO organizations (id, external_id, name, access_type, sync_enabled, ews_url, impersonation_account) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(id)
-    .bind(&external_id)
-    .bind(&name)
-    .bind(access.as_str())
-    .bind(new.sync_enabled.unwrap_or(true))
-    .bind(&ews)
-    .bind(&account)
-    .execute(&mut *tx)
-    .await?;
+    let organization = store::organizations::NewOrganization {
+        id,
+        external_id: &external_id,
+        name: &name,
+        access_type: access,
+        sync_enabled: new.sync_enabled.unwrap_or(true),
+        ews_url: ews.as_deref(),
+        impersonation_account: account.as_deref(),
+    };
+    store::organizations::insert(&mut tx, &organization).await?;
     if let (Some(password), Some(ring)) = (&password, ring) {
         secrets::store(
             &mut *tx,
@@ -359,9 +324,8 @@ static ORGANIZATION_LIST: list::Spec = list::Spec {
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<list::Listed<OrganizationView>>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
     let access = query
         .access_type
         .as_deref()
@@ -382,34 +346,13 @@ pub async fn list(
         },
         &format!("{access:?}|{enabled:?}|{pattern:?}"),
     )?;
-    let filter = |builder: &mut QueryBuilder<'_, Postgres>| {
-        builder.push(" WHERE TRUE");
-        if principal.role != Role::Admin {
-            builder.push(" AND o.id = ").push_bind(principal.organization_id);
-        }
-        if let Some(access) = access {
-            builder.push(" AND o.access_type = ").push_bind(access.as_str());
-        }
-        if let Some(enabled) = enabled {
-            builder.push(" AND o.sync_enabled = ").push_bind(enabled);
-        }
-        if let Some(pattern) = &pattern {
-            builder
-                .push(" AND (o.name ILIKE ")
-                .push_bind(pattern.clone())
-                .push(" OR o.external_id ILIKE ")
-                .push_bind(pattern.clone())
-                .push(")");
-        }
+    let filter = store::organizations::ListFilter {
+        only: (principal.role != Role::Admin).then_some(principal.organization_id),
+        access_type: access,
+        sync_enabled: enabled,
+        pattern: pattern.as_deref(),
     };
-    let mut counting = QueryBuilder::new("SELECT count(*) FROM organizations o");
-    filter(&mut counting);
-    let total: i64 = counting.build_query_scalar().fetch_one(&state.pool).await?;
-    let mut listing = QueryBuilder::new(format!("SELECT {COLUMNS}{} FROM organizations o", page.keys()));
-    filter(&mut listing);
-    page.push_seek(&mut listing);
-    page.push_order(&mut listing);
-    let rows = listing.build().fetch_all(&state.pool).await?;
+    let (total, rows) = store::organizations::page(&state.pool, &filter, &page).await?;
     let (items, next_cursor) = page.finish::<OrganizationView>(rows)?;
     Ok(Json(list::Listed {
         items,
@@ -423,9 +366,8 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<OrganizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     Ok(Json(load(&mut tx, &principal, id).await?))
 }
@@ -433,7 +375,7 @@ pub async fn get(
 /// `PATCH /v1/organizations/{id}`: every field optional.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Change {
+pub struct Change {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -454,11 +396,9 @@ struct Change {
 pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    body: Bytes,
+    PathId(id): PathId,
+    ApiJson(change): ApiJson<Change>,
 ) -> Result<Json<OrganizationView>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let change: Change = crate::routes::secret_safe_json(&body, "an organization object")?;
     let mut tx = state.pool.begin().await?;
     // Not found before forbidden: a foreign organization is not there.
     let current = load(&mut tx, &principal, id).await?;
@@ -485,7 +425,7 @@ pub async fn update(
                 "only Exchange organizations have an EWS URL",
             ));
         }
-        Some(url) => Some(ews_url(&state, url)?),
+        Some(url) => Some(ews_url(&state, url).await?),
         None => None,
     };
     let account = match &change.impersonation_account {
@@ -514,18 +454,13 @@ pub async fn update(
         Some(password) => Some(SecretString::from(password)),
         None => None,
     };
-    sqlx::query(
-        "UPDATE organizations SET name = COALESCE($2, name), sync_enabled = COALESCE($3, sync_enabled), \
-             ews_url = COALESCE($4, ews_url), impersonation_account = COALESCE($5, impersonation_account), \
-             updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(&name)
-    .bind(change.sync_enabled)
-    .bind(&ews)
-    .bind(&account)
-    .execute(&mut *tx)
-    .await?;
+    let settings = store::organizations::Settings {
+        name: name.as_deref(),
+        sync_enabled: change.sync_enabled,
+        ews_url: ews.as_deref(),
+        impersonation_account: account.as_deref(),
+    };
+    store::organizations::update(&mut tx, id, &settings).await?;
     if let Some(password) = &password {
         let ring = state.key_ring.as_ref().ok_or_else(|| {
             ApiError::unavailable("credentials cannot be stored: SYNCFLEET_ENCRYPTION_KEYS is not configured")
@@ -564,9 +499,8 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     // Not found before forbidden: a foreign organization is not there.
     let current = load(&mut tx, &principal, id).await?;
@@ -577,21 +511,14 @@ pub async fn delete(
             "the default organization cannot be deleted",
         ));
     }
-    let initialized: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM users WHERE organization_id = $1 AND mailbox_status = 'initialized'")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let initialized = store::organizations::initialized_mailboxes(&mut tx, id).await?;
     if initialized > 0 {
         return Err(ApiError::conflict(
             "mailboxes_initialized",
             format!("{initialized} user(s) of the organization have an initialized mailbox: reset them first"),
         ));
     }
-    sqlx::query("DELETE FROM organizations WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    store::organizations::delete(&mut tx, id).await?;
     tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -632,10 +559,9 @@ pub struct SyncSwitchResult {
 async fn switch_sync(
     state: &AppState,
     principal: &Principal,
-    raw_id: &str,
+    id: Uuid,
     enabled: bool,
 ) -> Result<Json<SyncSwitchResult>, ApiError> {
-    let id = parse_id("id", raw_id)?;
     let mut tx = state.pool.begin().await?;
     load(&mut tx, principal, id).await?;
     if principal.role == Role::User {
@@ -643,15 +569,7 @@ async fn switch_sync(
             "only an admin or an organization admin can switch an organization's synchronization",
         ));
     }
-    let changed = sqlx::query(
-        "UPDATE organizations SET sync_enabled = $2, updated_at = now() WHERE id = $1 AND sync_enabled <> $2",
-    )
-    .bind(id)
-    .bind(enabled)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        > 0;
+    let changed = store::organizations::switch_sync(&mut tx, id, enabled).await?;
     if changed {
         sync_switched(&mut tx, id, principal, enabled).await?;
     }
@@ -670,9 +588,9 @@ async fn switch_sync(
 pub async fn enable_sync(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<SyncSwitchResult>, ApiError> {
-    switch_sync(&state, &principal, &id, true).await
+    switch_sync(&state, &principal, id, true).await
 }
 
 /// Disables synchronization for the whole organization (M3): none of its
@@ -682,7 +600,7 @@ pub async fn enable_sync(
 pub async fn disable_sync(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<SyncSwitchResult>, ApiError> {
-    switch_sync(&state, &principal, &id, false).await
+    switch_sync(&state, &principal, id, false).await
 }

@@ -3,13 +3,13 @@
 //! belong to no organization: admins define them, organization admins read
 //! them to assign them.
 
-use axum::{Json, body::Bytes, extract::State, http::StatusCode};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use axum::{Json, extract::State, http::StatusCode};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use crate::extract::ApiJson;
 use crate::{
     AppState,
     auth::{Principal, Role},
@@ -22,15 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list, create))
 }
 
-/// A plan.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct PlanView {
-    pub id: Uuid,
-    /// Stable, unique: lower-case letters, digits, `-` and `_`.
-    pub code: String,
-    pub name: String,
-    pub created_at: DateTime<Utc>,
-}
+pub use crate::store::plans::PlanView;
 
 /// Every plan, by code (admins and organization admins).
 #[utoipa::path(get, path = "/v1/plans", tag = "plans", responses((status = 200, body = Vec<PlanView>)))]
@@ -40,9 +32,7 @@ pub async fn list(State(state): State<AppState>, principal: Principal) -> Result
             "only an admin or an organization admin can list plans",
         ));
     }
-    let plans = sqlx::query_as::<_, PlanView>("SELECT id, code, name, created_at FROM plans ORDER BY code")
-        .fetch_all(&state.pool)
-        .await?;
+    let plans = crate::store::plans::all(&state.pool).await?;
     Ok(Json(plans))
 }
 
@@ -63,12 +53,11 @@ pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
     idempotency: Idempotency,
-    body: Bytes,
+    ApiJson(new): ApiJson<NewPlan>,
 ) -> Result<(StatusCode, Json<PlanView>), ApiError> {
     if principal.role != Role::Admin {
         return Err(ApiError::forbidden("only an admin can add plans"));
     }
-    let new: NewPlan = crate::routes::secret_safe_json(&body, "an object with code and name")?;
     let code = new.code.trim();
     if code.is_empty()
         || code.len() > 64
@@ -87,18 +76,11 @@ pub async fn create(
     }
     let mut tx = state.pool.begin().await?;
     idempotency.claim(&mut tx).await?;
-    let plan = sqlx::query_as::<_, PlanView>(
-        "INSERT INTO plans (id, code, name) VALUES ($1, $2, $3) ON CONFLICT (code) DO NOTHING \
-         RETURNING id, code, name, created_at",
-    )
-    .bind(Uuid::now_v7())
-    .bind(code)
-    .bind(name)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| {
-        ApiError::conflict("plan_code_taken", format!("a plan already has the code {code:?}")).on_field("code")
-    })?;
+    let plan = crate::store::plans::insert(&mut tx, Uuid::now_v7(), code, name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::conflict("plan_code_taken", format!("a plan already has the code {code:?}")).on_field("code")
+        })?;
     idempotency.answer(&mut tx, StatusCode::CREATED, &plan).await?;
     tx.commit().await.map_err(ApiError::at_commit)?;
     Ok((StatusCode::CREATED, Json(plan)))

@@ -21,7 +21,6 @@ use std::collections::BTreeSet;
 
 use axum::{
     Json,
-    body::Bytes,
     extract::{Path, State},
     http::StatusCode,
 };
@@ -33,11 +32,12 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use crate::extract::{ApiJson, PathId};
 use crate::{
     AppState,
     auth::{Principal, Role},
     error::ApiError,
-    routes::{parse_id, record_activity, users},
+    routes::{record_activity, users},
 };
 
 /// The worker's default for `baseline_days` (`DEFAULT_BASELINE_DAYS`; a test
@@ -365,10 +365,7 @@ async fn organization(
     id: Uuid,
     write: bool,
 ) -> Result<(), ApiError> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?;
+    let exists = crate::store::organizations::find_for(tx, id, write).await?;
     if !exists || !(principal.role == Role::Admin || principal.organization_id == Some(id)) {
         return Err(ApiError::not_found("organization"));
     }
@@ -423,9 +420,8 @@ fn refuse_locked(values: &Map<String, Value>, wider: &[(&str, &Layer)]) -> Resul
 pub async fn get_organization_preset(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<PresetView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     organization(&mut tx, &principal, id, false).await?;
     let (layer, updated_at) = organization_layer(&mut tx, id).await?;
@@ -451,11 +447,9 @@ fn organization_view(id: Uuid, layer: &Layer, updated_at: Option<DateTime<Utc>>)
 pub async fn put_organization_preset(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    body: Bytes,
+    PathId(id): PathId,
+    ApiJson(body): ApiJson<PresetBody>,
 ) -> Result<Json<PresetView>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let body: PresetBody = crate::routes::secret_safe_json(&body, "an object with settings and locked")?;
     let layer = Layer {
         values: check_settings(body.settings.as_ref())?,
         locked: check_locked(body.locked.as_ref())?.unwrap_or_default(),
@@ -576,9 +570,8 @@ fn group_view(organization_id: Uuid, name: &str, row: &PresetRow, members: Vec<U
 pub async fn list_group_presets(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Vec<PresetView>>, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     organization(&mut tx, &principal, id, false).await?;
     let names: Vec<String> = sqlx::query_scalar(
@@ -606,9 +599,9 @@ fn no_group() -> ApiError {
 pub async fn get_group_preset(
     State(state): State<AppState>,
     principal: Principal,
-    Path((id, name)): Path<(String, String)>,
+    PathId(id): PathId,
+    Path((_, name)): Path<(String, String)>,
 ) -> Result<Json<PresetView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let name = group_name(&name)?;
     let mut tx = state.pool.begin().await?;
     organization(&mut tx, &principal, id, false).await?;
@@ -651,12 +644,11 @@ fn check_members(user_ids: Option<&Value>) -> Result<Option<Vec<Uuid>>, ApiError
 pub async fn put_group_preset(
     State(state): State<AppState>,
     principal: Principal,
-    Path((id, name)): Path<(String, String)>,
-    body: Bytes,
+    PathId(id): PathId,
+    Path((_, name)): Path<(String, String)>,
+    ApiJson(body): ApiJson<GroupPresetBody>,
 ) -> Result<Json<PresetView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let name = group_name(&name)?;
-    let body: GroupPresetBody = crate::routes::secret_safe_json(&body, "an object with settings, locked and user_ids")?;
     let layer = Layer {
         values: check_settings(body.settings.as_ref())?,
         locked: check_locked(body.locked.as_ref())?.unwrap_or_default(),
@@ -751,9 +743,9 @@ pub async fn put_group_preset(
 pub async fn delete_group_preset(
     State(state): State<AppState>,
     principal: Principal,
-    Path((id, name)): Path<(String, String)>,
+    PathId(id): PathId,
+    Path((_, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_id("id", &id)?;
     let name = group_name(&name)?;
     let mut tx = state.pool.begin().await?;
     organization(&mut tx, &principal, id, true).await?;
@@ -853,9 +845,8 @@ fn user_view(user_id: Uuid, layers: &Layers) -> PresetView {
 pub async fn get_user_preset(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<PresetView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     users::view(&mut tx, &principal, id, false).await?;
     let layers = layers(&mut tx, id).await?;
@@ -870,11 +861,9 @@ pub async fn get_user_preset(
 pub async fn put_user_preset(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    body: Bytes,
+    PathId(id): PathId,
+    ApiJson(body): ApiJson<PresetBody>,
 ) -> Result<Json<PresetView>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let body: PresetBody = crate::routes::secret_safe_json(&body, "an object with settings and locked")?;
     let values = check_settings(body.settings.as_ref())?;
     let locked = check_locked(body.locked.as_ref())?;
     let mut tx = state.pool.begin().await?;
@@ -953,9 +942,8 @@ pub async fn put_user_preset(
 pub async fn delete_user_preset(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     let user = users::view(&mut tx, &principal, id, true).await?;
     if principal.role == Role::User {
@@ -1056,9 +1044,8 @@ fn merge(name: &str, kind: Kind, scopes: &[(&str, &Layer)]) -> EffectiveSetting 
 pub async fn get_effective(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<EffectiveSettings>, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     users::view(&mut tx, &principal, id, false).await?;
     let layers = layers(&mut tx, id).await?;

@@ -19,12 +19,7 @@
 //! transaction ([`lock_push`]), so it waits for the commit and finds either
 //! the whole push or nothing.
 
-use axum::{
-    Json,
-    body::Bytes,
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
@@ -37,6 +32,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use crate::extract::{ApiJson, PathId};
 use crate::{
     AppState,
     auth::{Principal, Role},
@@ -298,12 +294,8 @@ pub async fn create_push(
     State(state): State<AppState>,
     principal: Principal,
     idempotency: Idempotency,
-    body: Bytes,
+    ApiJson(request): ApiJson<PushRequest>,
 ) -> Result<(StatusCode, Json<PushView>), ApiError> {
-    let request: PushRequest = crate::routes::secret_safe_json(
-        &body,
-        "{\"user_ids\": [...]} or {\"all\": true}, with optional from_user_id and filter",
-    )?;
     let checked = request.check()?;
     let pusher_id = match (principal.role, principal.user_id, checked.from) {
         (Role::User, Some(own), None) => own,
@@ -480,9 +472,8 @@ pub async fn create_push(
 pub async fn get_push(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<PushView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let row = sqlx::query_as::<_, PushRow>(&format!("SELECT {PUSH_COLUMNS} FROM pushes WHERE id = $1"))
         .bind(id)
         .fetch_optional(&state.pool)

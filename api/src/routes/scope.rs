@@ -10,18 +10,11 @@ use crate::{
 };
 
 /// A user the caller may see.
-#[derive(Debug, sqlx::FromRow)]
-pub struct VisibleUser {
-    pub id: Uuid,
-    pub organization_id: Uuid,
-    pub last_session_id: Option<Uuid>,
-}
+pub use crate::store::users::Owner as VisibleUser;
 
 /// The user, when the caller may see them (themself for a `user` token).
 pub async fn user(pool: &PgPool, principal: &Principal, id: Uuid) -> Result<VisibleUser, ApiError> {
-    sqlx::query_as::<_, VisibleUser>("SELECT id, organization_id, last_session_id FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
+    crate::store::users::owner(pool, id)
         .await?
         .filter(|user| principal.may_act_on_user(user.id, user.organization_id))
         .ok_or_else(|| ApiError::not_found("user"))
@@ -33,10 +26,7 @@ pub async fn user(pool: &PgPool, principal: &Principal, id: Uuid) -> Result<Visi
 /// 403 for their own.
 pub async fn organization(pool: &PgPool, principal: &Principal, id: Uuid) -> Result<(), ApiError> {
     let own = principal.organization_id == Some(id);
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
-        .bind(id)
-        .fetch_one(pool)
-        .await?;
+    let exists = crate::store::organizations::exists(pool, id).await?;
     match principal.role {
         _ if !exists => Err(ApiError::not_found("organization")),
         Role::Admin => Ok(()),

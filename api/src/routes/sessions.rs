@@ -10,18 +10,18 @@ use std::io::Read;
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{Query, State},
     http::header,
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, Postgres, QueryBuilder, Row};
 use syncfleet_common::domain::{IssueCategory, IssueSource, Scope, SessionStatus, Trigger};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use crate::extract::PathId;
 use crate::{
     AppState,
     auth::Principal,
@@ -41,68 +41,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The most a stored log may hold once decompressed.
 const MAX_LOG_BYTES: u64 = 256 * 1024 * 1024;
 
-/// A sync session (M10).
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct SessionView {
-    pub id: Uuid,
-    /// The job that ran it.
-    pub job_id: Uuid,
-    pub user_id: Uuid,
-    /// The user's organization when the session ran.
-    pub organization_id: Uuid,
-    /// The job's delivery attempt.
-    pub attempt: i32,
-    /// `cadence`, `force` or `admin`.
-    pub trigger: String,
-    /// `check`, `initial`, `incremental` or `full_resync`.
-    pub scope: String,
-    /// `running`, `succeeded`, `succeeded_with_issues`, `failed`, `skipped` or `abandoned`.
-    pub status: String,
-    /// The slot the job was scheduled for, or when it was requested.
-    pub scheduled_at: DateTime<Utc>,
-    pub started_at: DateTime<Utc>,
-    /// Null while it runs.
-    pub ended_at: Option<DateTime<Utc>>,
-    /// Changes written to the CRM.
-    pub items_to_crm: i32,
-    /// Changes written to the mailbox.
-    pub items_to_mailbox: i32,
-    pub issue_count: i32,
-    /// Calls made per provider, e.g. `{"graph": 12, "salesforce": 4}`.
-    #[schema(value_type = std::collections::HashMap<String, i64>)]
-    pub calls: serde_json::Value,
-    /// Why it failed: `auth`, `throttled`, `quota`, `transient`...
-    pub error_category: Option<String>,
-    /// `mailbox`, `crm` or `engine`.
-    pub error_source: Option<String>,
-    pub error_message: Option<String>,
-    pub exception: Option<String>,
-}
-
-const SESSION_COLUMNS: &str = "s.id, s.job_id, s.user_id, s.organization_id, s.attempt, s.trigger, s.scope, \
-     s.status, s.scheduled_at, s.started_at, s.ended_at, s.items_to_crm, s.items_to_mailbox, s.issue_count, \
-     s.calls, s.error_category, s.error_source, s.error_message, s.exception";
-
-/// A sync issue: one item (or the whole session) that went wrong.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct IssueView {
-    pub id: Uuid,
-    /// Null for an issue recorded outside a session (a dead-lettered job).
-    pub session_id: Option<Uuid>,
-    pub user_id: Uuid,
-    pub created_at: DateTime<Utc>,
-    /// `mailbox`, `crm` or `engine`.
-    pub source: String,
-    /// `settings`, `auth`, `permission`, `throttled`, `quota`,
-    /// `sync_state_reset`, `validation`, `lock_contention`, `duplicate`,
-    /// `transient` or `internal`.
-    pub category: String,
-    /// The item concerned, when there is one.
-    pub item_ref: Option<String>,
-    pub message: String,
-}
-
-const ISSUE_COLUMNS: &str = "i.id, i.session_id, i.user_id, i.created_at, i.source, i.category, i.item_ref, i.message";
+use crate::store::sessions as store;
+pub use crate::store::sessions::{IssueView, SessionView};
 
 /// `GET /v1/users/{id}/sessions`: filters `status`, `trigger`, `scope`,
 /// `since` and `until` (on the start), then keyset paging (see
@@ -185,10 +125,9 @@ fn rejected(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
 pub async fn list_sessions(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     query: Result<Query<SessionListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<list::Listed<SessionView>>, ApiError> {
-    let id = parse_id("id", &id)?;
     let Query(query) = query.map_err(rejected)?;
     let status = query
         .status
@@ -216,32 +155,15 @@ pub async fn list_sessions(
         &format!("{id}|{status:?}|{trigger:?}|{session_scope:?}|{since:?}|{until:?}"),
     )?;
     let user = scope::user(&state.pool, &principal, id).await?;
-    let filter = |builder: &mut QueryBuilder<'_, Postgres>| {
-        builder.push(" WHERE s.user_id = ").push_bind(user.id);
-        if let Some(status) = status {
-            builder.push(" AND s.status = ").push_bind(status.as_str());
-        }
-        if let Some(trigger) = trigger {
-            builder.push(" AND s.trigger = ").push_bind(trigger.as_str());
-        }
-        if let Some(session_scope) = session_scope {
-            builder.push(" AND s.scope = ").push_bind(session_scope.as_str());
-        }
-        if let Some(since) = since {
-            builder.push(" AND s.started_at >= ").push_bind(since);
-        }
-        if let Some(until) = until {
-            builder.push(" AND s.started_at < ").push_bind(until);
-        }
+    let filter = store::SessionFilter {
+        user: user.id,
+        status,
+        trigger,
+        scope: session_scope,
+        since,
+        until,
     };
-    let mut counting = QueryBuilder::new("SELECT count(*) FROM sync_sessions s");
-    filter(&mut counting);
-    let total: i64 = counting.build_query_scalar().fetch_one(&state.pool).await?;
-    let mut listing = QueryBuilder::new(format!("SELECT {SESSION_COLUMNS}{} FROM sync_sessions s", page.keys()));
-    filter(&mut listing);
-    page.push_seek(&mut listing);
-    page.push_order(&mut listing);
-    let rows = listing.build().fetch_all(&state.pool).await?;
+    let (total, rows) = store::page(&state.pool, &filter, &page).await?;
     let (items, next_cursor) = page.finish::<SessionView>(rows)?;
     Ok(Json(list::Listed {
         items,
@@ -255,16 +177,9 @@ async fn visible_session(state: &AppState, principal: &Principal, id: Uuid) -> R
     // The id alone has no partition key: one probe of each partition's
     // primary key. Visibility follows the user's organization now, as for
     // every user route.
-    let query = format!(
-        "SELECT {SESSION_COLUMNS}, u.organization_id AS current_organization_id \
-         FROM sync_sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1"
-    );
-    let row = sqlx::query(&query).bind(id).fetch_optional(&state.pool).await?;
-    let Some(row) = row else {
+    let Some((session, organization)) = store::find(&state.pool, id).await? else {
         return Err(ApiError::not_found("session"));
     };
-    let session = SessionView::from_row(&row)?;
-    let organization: Uuid = row.try_get("current_organization_id")?;
     if !principal.may_act_on_user(session.user_id, organization) {
         return Err(ApiError::not_found("session"));
     }
@@ -318,23 +233,12 @@ pub struct SessionDetail {
 pub async fn get_session(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<SessionDetail>, ApiError> {
-    let id = parse_id("id", &id)?;
     let session = visible_session(&state, &principal, id).await?;
     let limit = list::MAX_PAGE_SIZE;
     // A session's issues are written when it ends, so never before it started.
-    let mut issues = sqlx::query_as::<_, IssueView>(&format!(
-        "SELECT {ISSUE_COLUMNS} FROM sync_issues i \
-         WHERE i.user_id = $1 AND i.session_id = $2 AND i.created_at >= $3 \
-         ORDER BY i.created_at, i.id LIMIT $4"
-    ))
-    .bind(session.user_id)
-    .bind(session.id)
-    .bind(session.started_at)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
+    let mut issues = store::issues_of(&state.pool, &session, limit + 1).await?;
     let more_issues = issues.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     issues.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     Ok(Json(SessionDetail {
@@ -368,18 +272,10 @@ pub struct ZipArchive(Vec<u8>);
 pub async fn session_log(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = parse_id("id", &id)?;
     let session = visible_session(&state, &principal, id).await?;
-    let stored: Option<Vec<u8>> = sqlx::query_scalar(
-        "SELECT log_gzip FROM sync_session_logs WHERE session_id = $1 AND started_at = $2 AND user_id = $3",
-    )
-    .bind(session.id)
-    .bind(session.started_at)
-    .bind(session.user_id)
-    .fetch_optional(&state.pool)
-    .await?;
+    let stored = store::log(&state.pool, &session).await?;
     let unreadable = |error: std::io::Error| {
         tracing::error!(session_id = %id, %error, "A stored session log cannot be read.");
         ApiError::unavailable("the session log cannot be read")
@@ -487,10 +383,9 @@ enum Issues {
 pub async fn list_issues(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     query: Result<Query<IssueListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<IssuePage>, ApiError> {
-    let id = parse_id("id", &id)?;
     let Query(query) = query.map_err(rejected)?;
     let which = match query.session_id.as_deref() {
         None => Issues::LastSession,
@@ -525,12 +420,7 @@ pub async fn list_issues(
     // The session's start bounds its issues' partitions.
     let started_at: Option<DateTime<Utc>> = match session {
         Some(session) => {
-            let found: Option<DateTime<Utc>> =
-                sqlx::query_scalar("SELECT started_at FROM sync_sessions WHERE user_id = $1 AND id = $2")
-                    .bind(user.id)
-                    .bind(session)
-                    .fetch_optional(&state.pool)
-                    .await?;
+            let found = store::started_at(&state.pool, user.id, session).await?;
             match (found, &which) {
                 (Some(started_at), _) => Some(started_at),
                 (None, Issues::Session(_)) => {
@@ -558,30 +448,13 @@ pub async fn list_issues(
             session_id: None,
         }));
     }
-    let filter = |builder: &mut QueryBuilder<'_, Postgres>| {
-        builder.push(" WHERE i.user_id = ").push_bind(user.id);
-        if let (Some(session), Some(started_at)) = (session, started_at) {
-            builder
-                .push(" AND i.session_id = ")
-                .push_bind(session)
-                .push(" AND i.created_at >= ")
-                .push_bind(started_at);
-        }
-        if let Some(source) = source {
-            builder.push(" AND i.source = ").push_bind(source.as_str());
-        }
-        if let Some(category) = category {
-            builder.push(" AND i.category = ").push_bind(category.as_str());
-        }
+    let filter = store::IssueFilter {
+        user: user.id,
+        session: session.zip(started_at),
+        source,
+        category,
     };
-    let mut counting = QueryBuilder::new("SELECT count(*) FROM sync_issues i");
-    filter(&mut counting);
-    let total: i64 = counting.build_query_scalar().fetch_one(&state.pool).await?;
-    let mut listing = QueryBuilder::new(format!("SELECT {ISSUE_COLUMNS}{} FROM sync_issues i", page.keys()));
-    filter(&mut listing);
-    page.push_seek(&mut listing);
-    page.push_order(&mut listing);
-    let rows = listing.build().fetch_all(&state.pool).await?;
+    let (total, rows) = store::issue_page(&state.pool, &filter, &page).await?;
     let (items, next_cursor) = page.finish::<IssueView>(rows)?;
     Ok(Json(IssuePage {
         items,

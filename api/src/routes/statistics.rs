@@ -1,10 +1,7 @@
 //! An organization's statistics (M5): the last session of each of its users,
 //! keyset-paged by user name (see `routes::list`).
 
-use axum::{
-    Json,
-    extract::{Path, Query, State},
-};
+use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
@@ -13,11 +10,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use crate::extract::{ApiQuery, PathId};
 use crate::{
     AppState,
     auth::Principal,
     error::ApiError,
-    routes::{list, parse_id, scope},
+    routes::{list, scope},
 };
 
 /// The statistics route.
@@ -135,11 +133,9 @@ static STATISTICS: list::Spec = list::Spec {
 pub async fn organization_statistics(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    query: Result<Query<StatisticsQuery>, axum::extract::rejection::QueryRejection>,
+    PathId(id): PathId,
+    ApiQuery(query): ApiQuery<StatisticsQuery>,
 ) -> Result<Json<list::Listed<UserStatistics>>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
     let status = query
         .status
         .as_deref()

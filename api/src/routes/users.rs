@@ -1,27 +1,30 @@
 //! Users: reading one, and the sync switch (`enable-sync`, `disable-sync`)
 //! on one user or a selection, each change recorded as an activity.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-};
+use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 use syncfleet_common::{
-    domain::{AccessType, EffectiveSyncStatus, SyncStatus},
+    domain::{AccessType, EffectiveSyncStatus, SyncStatus, UserRole},
     secrets::CredentialKind,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use crate::extract::{ApiJson, ApiQuery, PathId};
 use crate::{
     AppState,
     auth::{Principal, Role},
     error::ApiError,
     idempotency::Idempotency,
     routes::{list, parse_id},
+    store::{
+        self,
+        activities::NewActivity,
+        users::{Lock, ProfileChange, UserRow},
+    },
 };
 
 /// The most users one bulk action takes.
@@ -47,10 +50,15 @@ pub struct UserView {
     pub description: String,
     /// The Exchange account name, when it differs from the email.
     pub account_logon: Option<String>,
+    /// `user`, or `org_admin`: the add-in's "Admin", who may push
+    /// customizations to colleagues.
+    #[schema(schema_with = crate::openapi::user_role)]
+    pub role: String,
+    #[schema(schema_with = crate::openapi::sync_status)]
     pub sync_status: String,
-    /// What the fleet does: `enabled`, `organization_disabled`, `user_disabled`,
-    /// `disabled_auth_error`, `disabled_throttling_error`, `disabled_other_error` or `paused`.
-    #[schema(value_type = String)]
+    /// What the fleet does: the user's own status, or `organization_disabled`
+    /// while their organization is disabled.
+    #[schema(schema_with = crate::openapi::effective_sync_status)]
     pub effective_sync_status: EffectiveSyncStatus,
     pub disabled_reason: Option<String>,
     pub mailbox_status: String,
@@ -66,28 +74,6 @@ pub struct LastSession {
     pub id: Uuid,
     pub at: DateTime<Utc>,
     pub status: String,
-}
-
-#[derive(sqlx::FromRow)]
-struct UserRow {
-    id: Uuid,
-    name: String,
-    email: String,
-    notification_email: Option<String>,
-    organization_id: Uuid,
-    plan_id: Option<Uuid>,
-    description: String,
-    account_logon: Option<String>,
-    sync_status: String,
-    disabled_reason: Option<String>,
-    mailbox_status: String,
-    next_sync_at: DateTime<Utc>,
-    last_session_id: Option<Uuid>,
-    last_session_at: Option<DateTime<Utc>>,
-    last_session_status: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    organization_enabled: bool,
 }
 
 impl From<UserRow> for UserView {
@@ -107,6 +93,7 @@ impl From<UserRow> for UserView {
             plan_id: row.plan_id,
             description: row.description,
             account_logon: row.account_logon,
+            role: row.role,
             sync_status: row.sync_status,
             disabled_reason: row.disabled_reason,
             mailbox_status: row.mailbox_status,
@@ -118,10 +105,6 @@ impl From<UserRow> for UserView {
     }
 }
 
-const USER_COLUMNS: &str = "u.id, u.name, u.email, u.notification_email, u.organization_id, u.plan_id, \
-     u.description, u.account_logon, u.sync_status, u.disabled_reason, u.mailbox_status, u.next_sync_at, u.last_session_id, \
-     u.last_session_at, u.last_session_status, u.created_at, u.updated_at, o.sync_enabled AS organization_enabled";
-
 /// Reads a user the caller may see, optionally locking the row.
 async fn load(
     tx: &mut Transaction<'_, Postgres>,
@@ -129,13 +112,8 @@ async fn load(
     id: Uuid,
     lock: bool,
 ) -> Result<UserRow, ApiError> {
-    let query = format!(
-        "SELECT {USER_COLUMNS} FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1{}",
-        if lock { " FOR UPDATE OF u" } else { "" }
-    );
-    sqlx::query_as::<_, UserRow>(&query)
-        .bind(id)
-        .fetch_optional(&mut **tx)
+    let lock = if lock { Lock::ForUpdate } else { Lock::None };
+    store::users::find(tx, id, lock)
         .await?
         .filter(|user| principal.may_act_on_user(user.id, user.organization_id))
         .ok_or_else(|| ApiError::not_found("user"))
@@ -157,9 +135,8 @@ pub(crate) async fn view(
 pub async fn get_user(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<UserView>, ApiError> {
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     let user = load(&mut tx, &principal, id, false).await?;
     Ok(Json(user.into()))
@@ -193,11 +170,16 @@ pub struct UserChange {
     /// Moves the user, as the change-organization action does.
     #[serde(default, deserialize_with = "crate::routes::present")]
     #[schema(value_type = Uuid)]
-    organization_id: Option<Option<String>>,
+    organization_id: Option<Option<Uuid>>,
     /// Assigns a plan (`null`: none), as the change-plan action does.
     #[serde(default, deserialize_with = "crate::routes::present")]
     #[schema(value_type = Option<Uuid>)]
-    plan_id: Option<Option<String>>,
+    plan_id: Option<Option<Uuid>>,
+    /// Grants (`org_admin`) or revokes (`user`) the permission to push
+    /// customizations to colleagues; admins and the organization's admins only.
+    #[serde(default, deserialize_with = "crate::routes::present")]
+    #[schema(schema_with = crate::openapi::user_role)]
+    role: Option<Option<UserRole>>,
 }
 
 /// A field that may be left out but not cleared.
@@ -218,11 +200,9 @@ fn required<T>(field: &'static str, value: Option<Option<T>>) -> Result<Option<T
 pub async fn update_user(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
+    PathId(id): PathId,
+    ApiJson(change): ApiJson<UserChange>,
 ) -> Result<Json<UserView>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let change: UserChange = crate::routes::secret_safe_json(&body, "a user object")?;
     let name = required("name", change.name)?
         .map(|name| {
             let name = name.trim().to_owned();
@@ -251,13 +231,9 @@ pub async fn update_user(
             "description must be at most 2000 characters",
         ));
     }
-    let organization = required("organization_id", change.organization_id)?
-        .map(|raw| parse_id("organization_id", &raw))
-        .transpose()?;
-    let plan = change
-        .plan_id
-        .map(|raw| raw.map(|raw| parse_id("plan_id", &raw)).transpose())
-        .transpose()?;
+    let organization = required("organization_id", change.organization_id)?;
+    let role = required("role", change.role)?;
+    let plan = change.plan_id;
 
     let mut tx = state.pool.begin().await?;
     let user = load(&mut tx, &principal, id, true).await?;
@@ -269,6 +245,12 @@ pub async fn update_user(
         }
         if plan.is_some_and(|plan| plan != user.plan_id) {
             return Err(ApiError::forbidden("a user may not assign themself a plan").on_field("plan_id"));
+        }
+        if role.is_some_and(|role| role.as_str() != user.role) {
+            return Err(
+                ApiError::forbidden("only an admin or an organization admin can grant the permission to push")
+                    .on_field("role"),
+            );
         }
     }
     // The organization first: the account name is checked against the
@@ -309,33 +291,37 @@ pub async fn update_user(
     {
         changed.push("description");
     }
+    if role.is_some_and(|role| role.as_str() != user.role) {
+        changed.push("role");
+    }
     if changed
         .iter()
-        .any(|field| ["name", "notification_email", "description"].contains(field))
+        .any(|field| ["name", "notification_email", "description", "role"].contains(field))
     {
-        sqlx::query(
-            "UPDATE users SET name = COALESCE($2, name), \
-                 notification_email = CASE WHEN $3 THEN $4 ELSE notification_email END, \
-                 description = COALESCE($5, description), updated_at = now() \
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(&name)
-        .bind(change.notification_email.is_some())
-        .bind(change.notification_email.flatten())
-        .bind(&description)
-        .execute(&mut *tx)
-        .await?;
+        let profile = ProfileChange {
+            name,
+            notification_email: change.notification_email,
+            description,
+            role,
+        };
+        store::users::update_profile(&mut tx, id, &profile).await?;
     }
     let user = load(&mut tx, &principal, id, false).await?;
     if !changed.is_empty() {
-        crate::routes::record_activity(
+        let role = if changed.contains(&"role") {
+            format!(" (role now {})", user.role)
+        } else {
+            String::new()
+        };
+        store::activities::record(
             &mut tx,
-            user.organization_id,
-            Some(id),
-            &principal.label,
-            "user_updated",
-            format!("changed: {}", changed.join(", ")),
+            NewActivity {
+                organization_id: user.organization_id,
+                user_id: Some(id),
+                actor: &principal.label,
+                kind: "user_updated",
+                details: format!("changed: {}{role}", changed.join(", ")),
+            },
         )
         .await?;
     }
@@ -390,29 +376,22 @@ pub async fn switch_sync(
     };
     let changed = user.sync_status != target;
     if changed {
-        sqlx::query(
-            "UPDATE users SET sync_status = $2, sync_status_changed_at = now(), updated_at = now(), \
-                 disabled_reason = CASE WHEN $2 = 'disabled' THEN $3 END, \
-                 consecutive_failures = CASE WHEN $2 = 'enabled' THEN 0 ELSE consecutive_failures END, \
-                 failure_class = CASE WHEN $2 = 'enabled' THEN NULL ELSE failure_class END, \
-                 next_sync_at = CASE WHEN $2 = 'enabled' THEN now() ELSE next_sync_at END \
-             WHERE id = $1",
+        let reason = format!("disabled by {}", principal.label);
+        store::users::switch_sync(tx, id, switch == Switch::Enable, &reason).await?;
+        store::activities::record(
+            tx,
+            NewActivity {
+                organization_id: user.organization_id,
+                user_id: Some(id),
+                actor: &principal.label,
+                kind,
+                details: format!(
+                    "synchronization was {} (it was {})",
+                    target,
+                    user.sync_status.replace('_', " ")
+                ),
+            },
         )
-        .bind(id)
-        .bind(target)
-        .bind(format!("disabled by {}", principal.label))
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO activities (id, organization_id, user_id, actor, kind, details) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(Uuid::now_v7())
-        .bind(user.organization_id)
-        .bind(id)
-        .bind(&principal.label)
-        .bind(kind)
-        .bind(format!("synchronization was {} (it was {})", target, user.sync_status.replace('_', " ")))
-        .execute(&mut **tx)
         .await?;
     }
     let user = load(tx, principal, id, false).await?;
@@ -650,9 +629,8 @@ static USER_LIST: list::Spec = list::Spec {
 pub async fn list_users(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<axum::extract::Query<UserListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<UserListQuery>,
 ) -> Result<Json<list::Listed<UserView>>, ApiError> {
-    let axum::extract::Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
     Ok(Json(user_page(&state, &principal, query, None).await?))
 }
 
@@ -662,20 +640,14 @@ pub async fn list_users(
 pub async fn list_organization_users(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    query: Result<axum::extract::Query<OrganizationUserListQuery>, axum::extract::rejection::QueryRejection>,
+    PathId(id): PathId,
+    ApiQuery(query): ApiQuery<OrganizationUserListQuery>,
 ) -> Result<Json<list::Listed<UserView>>, ApiError> {
-    let id = parse_id("id", &id)?;
-    let axum::extract::Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
     let visible = match principal.role {
         Role::Admin => true,
         Role::OrgAdmin | Role::User => principal.organization_id == Some(id),
     };
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
-        .bind(id)
-        .fetch_one(&state.pool)
-        .await?;
-    if !(visible && exists) {
+    if !(visible && store::organizations::exists(&state.pool, id).await?) {
         return Err(ApiError::not_found("organization"));
     }
     Ok(Json(user_page(&state, &principal, query.into(), Some(id)).await?))
@@ -731,62 +703,20 @@ async fn user_page(
         },
         &filters,
     )?;
-    let filter = |builder: &mut sqlx::QueryBuilder<'_, Postgres>| {
-        builder.push(" WHERE TRUE");
-        match principal.role {
-            Role::Admin => {}
-            Role::OrgAdmin => {
-                builder
-                    .push(" AND u.organization_id = ")
-                    .push_bind(principal.organization_id);
-            }
-            Role::User => {
-                builder.push(" AND u.id = ").push_bind(principal.user_id);
-            }
-        }
-        for organization in [organization, filtered_organization].into_iter().flatten() {
-            builder.push(" AND u.organization_id = ").push_bind(organization);
-        }
-        if let Some(status) = sync_status {
-            builder.push(" AND u.sync_status = ").push_bind(status.as_str());
-        }
-        match effective {
-            None => {}
-            Some(EffectiveSyncStatus::OrganizationDisabled) => {
-                builder.push(" AND NOT o.sync_enabled");
-            }
-            // The other effective statuses are the user's own, in an enabled
-            // organization.
-            Some(status) => {
-                builder
-                    .push(" AND o.sync_enabled AND u.sync_status = ")
-                    .push_bind(status.as_str());
-            }
-        }
-        if let Some(status) = &query.mailbox_status {
-            builder.push(" AND u.mailbox_status = ").push_bind(status.clone());
-        }
-        if let Some(plan) = plan {
-            builder.push(" AND u.plan_id = ").push_bind(plan);
-        }
-        if let Some(pattern) = &pattern {
-            builder
-                .push(" AND (u.name ILIKE ")
-                .push_bind(pattern.clone())
-                .push(" OR u.email ILIKE ")
-                .push_bind(pattern.clone())
-                .push(")");
-        }
+    let filter = store::users::ListFilter {
+        scope: match principal.role {
+            Role::Admin => store::users::Scope::All,
+            Role::OrgAdmin => store::users::Scope::Organization(principal.organization_id),
+            Role::User => store::users::Scope::User(principal.user_id),
+        },
+        organizations: [organization, filtered_organization].into_iter().flatten().collect(),
+        sync_status,
+        effective_sync_status: effective,
+        mailbox_status: query.mailbox_status.as_deref(),
+        plan,
+        pattern: pattern.as_deref(),
     };
-    let from = " FROM users u JOIN organizations o ON o.id = u.organization_id";
-    let mut counting = sqlx::QueryBuilder::new(format!("SELECT count(*){from}"));
-    filter(&mut counting);
-    let total: i64 = counting.build_query_scalar().fetch_one(&state.pool).await?;
-    let mut listing = sqlx::QueryBuilder::new(format!("SELECT {USER_COLUMNS}{}{from}", page.keys()));
-    filter(&mut listing);
-    page.push_seek(&mut listing);
-    page.push_order(&mut listing);
-    let rows = listing.build().fetch_all(&state.pool).await?;
+    let (total, rows) = store::users::page(&state.pool, &filter, &page).await?;
     let (rows, next_cursor) = page.finish::<UserRow>(rows)?;
     Ok(list::Listed {
         items: rows.into_iter().map(UserView::from).collect(),
@@ -802,7 +732,7 @@ pub struct NewUser {
     name: String,
     email: String,
     #[serde(default)]
-    organization_id: Option<String>,
+    organization_id: Option<Uuid>,
     #[serde(default)]
     notification_email: Option<String>,
     #[serde(default)]
@@ -816,10 +746,8 @@ pub async fn create_user(
     State(state): State<AppState>,
     principal: Principal,
     idempotency: Idempotency,
-    body: axum::body::Bytes,
+    ApiJson(new): ApiJson<NewUser>,
 ) -> Result<(axum::http::StatusCode, Json<UserView>), ApiError> {
-    let new: NewUser = serde_json::from_slice(&body)
-        .map_err(|error| ApiError::invalid("body", format!("expected a user object: {error}")))?;
     if principal.role == Role::User {
         return Err(ApiError::forbidden(
             "only an admin or an organization admin can add users",
@@ -841,8 +769,8 @@ pub async fn create_user(
             format!("{notify:?} is not an email address"),
         ));
     }
-    let organization = match new.organization_id.as_deref() {
-        Some(raw) => parse_id("organization_id", raw)?,
+    let organization = match new.organization_id {
+        Some(organization) => organization,
         None => match principal.role {
             Role::OrgAdmin => principal.organization_id.unwrap_or_default(),
             _ => Uuid::from_u128(1),
@@ -853,36 +781,30 @@ pub async fn create_user(
     }
     let mut tx = state.pool.begin().await?;
     idempotency.claim(&mut tx).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
-        .bind(organization)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !exists {
+    if store::organizations::hold(&mut tx, organization).await?.is_none() {
         return Err(ApiError::not_found("organization").on_field("organization_id"));
     }
     crate::routes::ensure_email_free(&mut tx, email, None).await?;
     let id = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO users (id, organization_id, name, email, notification_email, description) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+    let user = store::users::NewUser {
+        id,
+        organization_id: organization,
+        name,
+        email,
+        notification_email: new.notification_email.as_deref(),
+        description: new.description.as_deref().unwrap_or(""),
+    };
+    store::users::insert(&mut tx, &user).await?;
+    store::activities::record(
+        &mut tx,
+        NewActivity {
+            organization_id: organization,
+            user_id: Some(id),
+            actor: &principal.label,
+            kind: "user_added",
+            details: format!("user {email} added"),
+        },
     )
-    .bind(id)
-    .bind(organization)
-    .bind(name)
-    .bind(email)
-    .bind(&new.notification_email)
-    .bind(new.description.as_deref().unwrap_or(""))
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO activities (id, organization_id, user_id, actor, kind, details) VALUES ($1, $2, $3, $4, 'user_added', $5)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(organization)
-    .bind(id)
-    .bind(&principal.label)
-    .bind(format!("user {email} added"))
-    .execute(&mut *tx)
     .await?;
     let user: UserView = load(&mut tx, &principal, id, false).await?.into();
     idempotency
@@ -907,11 +829,9 @@ pub struct DeleteQuery {
 pub async fn delete_user(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    query: Result<axum::extract::Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
+    PathId(id): PathId,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    let axum::extract::Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
-    let id = parse_id("id", &id)?;
     let mut tx = state.pool.begin().await?;
     remove(&mut tx, &principal, id, query.force).await?;
     tx.commit().await.map_err(ApiError::at_commit)?;
@@ -939,19 +859,18 @@ pub async fn remove(
             "the user's mailbox is initialized: reset it first, or delete with force=true",
         ));
     }
-    sqlx::query(
-        "INSERT INTO activities (id, organization_id, user_id, actor, kind, details) VALUES ($1, $2, NULL, $3, 'user_removed', $4)",
+    store::activities::record(
+        tx,
+        NewActivity {
+            organization_id: user.organization_id,
+            user_id: None,
+            actor: &principal.label,
+            kind: "user_removed",
+            details: format!("user {} removed{}", user.email, if force { " (forced)" } else { "" }),
+        },
     )
-    .bind(Uuid::now_v7())
-    .bind(user.organization_id)
-    .bind(&principal.label)
-    .bind(format!("user {} removed{}", user.email, if force { " (forced)" } else { "" }))
-    .execute(&mut **tx)
     .await?;
-    sqlx::query("DELETE FROM users WHERE id = $1")
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+    store::users::delete(tx, id).await?;
     Ok(())
 }
 
@@ -989,12 +908,6 @@ pub async fn change_plan(
     })
 }
 
-#[derive(sqlx::FromRow)]
-struct OrganizationRow {
-    name: String,
-    access_type: String,
-}
-
 /// Moves `user` (locked by the caller's transaction) to `organization_id`,
 /// with an `organization_changed` activity in both organizations; false when
 /// the user is already there.
@@ -1019,23 +932,17 @@ async fn move_user(
             "only an admin or an organization admin can move a user to another organization",
         ));
     }
-    let organization = |id: Uuid| {
-        sqlx::query_as::<_, OrganizationRow>("SELECT name, access_type FROM organizations WHERE id = $1 FOR SHARE")
-            .bind(id)
-    };
-    let target = organization(organization_id)
-        .fetch_optional(&mut **tx)
+    let target = store::organizations::hold(tx, organization_id)
         .await?
         .filter(|_| principal.role == Role::Admin || principal.organization_id == Some(organization_id))
         .ok_or_else(|| ApiError::not_found("organization").on_field("organization_id"))?;
     if organization_id == user.organization_id {
         return Ok(false);
     }
-    let source = organization(user.organization_id).fetch_one(&mut **tx).await?;
-    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM credentials WHERE user_id = $1")
-        .bind(user.id)
-        .fetch_all(&mut **tx)
-        .await?;
+    let source = store::organizations::hold(tx, user.organization_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    let kinds = store::users::credential_kinds(tx, user.id).await?;
     if let (Ok(from), Ok(to)) = (
         source.access_type.parse::<AccessType>(),
         target.access_type.parse::<AccessType>(),
@@ -1043,38 +950,18 @@ async fn move_user(
     {
         return Err(ApiError::conflict("access_type_mismatch", reason).on_field("organization_id"));
     }
-    sqlx::query("UPDATE users SET organization_id = $2, role = 'user', updated_at = now() WHERE id = $1")
-        .bind(user.id)
-        .bind(organization_id)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("DELETE FROM sync_settings_group_members WHERE user_id = $1")
-        .bind(user.id)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("UPDATE sync_settings_presets SET organization_id = $2 WHERE user_id = $1 AND scope = 'user'")
-        .bind(user.id)
-        .bind(organization_id)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query(
-        "UPDATE api_tokens SET organization_id = CASE WHEN role = 'user' THEN $2 ELSE organization_id END, \
-             revoked_at = CASE WHEN role = 'org_admin' THEN COALESCE(revoked_at, now()) ELSE revoked_at END \
-         WHERE user_id = $1",
-    )
-    .bind(user.id)
-    .bind(organization_id)
-    .execute(&mut **tx)
-    .await?;
+    store::users::move_to(tx, user.id, organization_id).await?;
     let details = format!("user {} moved from {:?} to {:?}", user.email, source.name, target.name);
     for organization in [user.organization_id, organization_id] {
-        crate::routes::record_activity(
+        store::activities::record(
             tx,
-            organization,
-            Some(user.id),
-            &principal.label,
-            "organization_changed",
-            details.clone(),
+            NewActivity {
+                organization_id: organization,
+                user_id: Some(user.id),
+                actor: &principal.label,
+                kind: "organization_changed",
+                details: details.clone(),
+            },
         )
         .await?;
     }
@@ -1150,11 +1037,9 @@ async fn assign_plan(
             "only an admin or an organization admin can assign plans",
         ));
     }
-    let name = |id: Option<Uuid>| sqlx::query_scalar::<_, String>("SELECT name FROM plans WHERE id = $1").bind(id);
     let new_name = match plan {
-        Some(_) => Some(
-            name(plan)
-                .fetch_optional(&mut **tx)
+        Some(plan) => Some(
+            store::users::plan_name(tx, plan)
                 .await?
                 .ok_or_else(|| ApiError::not_found("plan").on_field("plan_id"))?,
         ),
@@ -1163,20 +1048,21 @@ async fn assign_plan(
     if plan == user.plan_id {
         return Ok(false);
     }
-    let old_name = name(user.plan_id).fetch_optional(&mut **tx).await?;
-    sqlx::query("UPDATE users SET plan_id = $2, updated_at = now() WHERE id = $1")
-        .bind(user.id)
-        .bind(plan)
-        .execute(&mut **tx)
-        .await?;
+    let old_name = match user.plan_id {
+        Some(old) => store::users::plan_name(tx, old).await?,
+        None => None,
+    };
+    store::users::set_plan(tx, user.id, plan).await?;
     let quoted = |name: Option<String>| name.map_or_else(|| "none".to_owned(), |name| format!("{name:?}"));
-    crate::routes::record_activity(
+    store::activities::record(
         tx,
-        user.organization_id,
-        Some(user.id),
-        &principal.label,
-        "plan_assigned",
-        format!("plan {} (was {})", quoted(new_name), quoted(old_name)),
+        NewActivity {
+            organization_id: user.organization_id,
+            user_id: Some(user.id),
+            actor: &principal.label,
+            kind: "plan_assigned",
+            details: format!("plan {} (was {})", quoted(new_name), quoted(old_name)),
+        },
     )
     .await?;
     Ok(true)

@@ -413,3 +413,145 @@ async fn a_nul_character_is_refused_naming_where_it_is() {
     api.stop().await;
     env.cleanup().await;
 }
+
+/// The values a parameter's schema lists: its `enum`, or the alternatives of
+/// a `^(a|b)$` pattern (`^-?(a|b)$` lists `-a` and `-b` too).
+fn listed(schema: &Value) -> Vec<String> {
+    if let Some(values) = schema["enum"].as_array() {
+        return values.iter().filter_map(Value::as_str).map(str::to_owned).collect();
+    }
+    let Some(pattern) = schema["pattern"].as_str() else {
+        return Vec::new();
+    };
+    let (negatable, rest) = match pattern.strip_prefix("^-?(") {
+        Some(rest) => (true, rest),
+        None => (false, pattern.strip_prefix("^(").unwrap_or_default()),
+    };
+    let Some(alternatives) = rest.strip_suffix(")$") else {
+        return Vec::new();
+    };
+    let word = |value: &str| value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !alternatives.split('|').all(word) {
+        return Vec::new();
+    }
+    let mut values: Vec<String> = alternatives.split('|').map(str::to_owned).collect();
+    if negatable {
+        values.extend(values.clone().into_iter().map(|value| format!("-{value}")));
+    }
+    values
+}
+
+/// The schema `schema` points to, through `$ref`s into the components.
+fn resolved<'a>(document: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"]
+        .as_str()
+        .and_then(|path| path.strip_prefix("#/components/schemas/"))
+    {
+        Some(name) => resolved(document, &document["components"]["schemas"][name]),
+        None => schema,
+    }
+}
+
+/// Every value of `answer` where `schema` lists the values allowed, that
+/// the list does not hold: `(where, value)`.
+fn unlisted(document: &Value, schema: &Value, answer: &Value, at: &str, found: &mut Vec<(String, Value)>) {
+    let schema = resolved(document, schema);
+    for branch in ["oneOf", "anyOf", "allOf"] {
+        for option in schema[branch].as_array().into_iter().flatten() {
+            if !answer.is_null() && resolved(document, option)["type"].as_str() != Some("null") {
+                unlisted(document, option, answer, at, found);
+            }
+        }
+    }
+    if let Some(values) = schema["enum"].as_array()
+        && !answer.is_null()
+        && !values.contains(answer)
+    {
+        found.push((at.to_owned(), answer.clone()));
+    }
+    if let (Some(properties), Some(object)) = (schema["properties"].as_object(), answer.as_object()) {
+        for (name, value) in object {
+            if let Some(property) = properties.get(name) {
+                unlisted(document, property, value, &format!("{at}.{name}"), found);
+            }
+        }
+    }
+    if let Some(items) = answer.as_array() {
+        for (index, item) in items.iter().enumerate() {
+            unlisted(document, &schema["items"], item, &format!("{at}[{index}]"), found);
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_value_the_document_lists_is_accepted_and_every_value_answered_is_listed() {
+    let env = TestEnv::new().await;
+    let own = side(&env.pool, AccessType::Office365).await;
+    let disabled = organization(&env.pool, AccessType::Gmail, false).await;
+    users(&env.pool, disabled, 1, SyncStatus::Disabled, Utc::now(), true).await;
+    let admin = create_token(&env.pool, "admin", None, None, "admin@document.test")
+        .await
+        .unwrap();
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
+    let response = http(api.address, "GET", "/openapi.json", Some(&admin)).await;
+    let document: Value = serde_json::from_str(&response.body).unwrap();
+
+    let mut checked = 0;
+    for (template, item) in document["paths"].as_object().unwrap() {
+        if STREAMS.contains(&template.as_str()) {
+            continue;
+        }
+        for method in ["get", "put", "post", "patch", "delete"] {
+            let Some(operation) = item.get(method) else { continue };
+            let method = method.to_uppercase();
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap();
+                for value in listed(&parameter["schema"]) {
+                    let (path, action) = match parameter["in"].as_str() {
+                        Some("query") if method == "GET" => (format!("{}?{name}={value}", own.path(template, "")), ""),
+                        Some("path") => (own.path(&template.replace(&format!("{{{name}}}"), &value), ""), ""),
+                        _ => continue,
+                    };
+                    let Some(body) = sample_body(&method, template, action) else {
+                        continue;
+                    };
+                    let answer = call(&api, &method, &path, Some(&admin), &own.fill(body)).await;
+                    let field = if answer.body.starts_with('{') {
+                        answer.json()["error"]["field"].clone()
+                    } else {
+                        Value::Null
+                    };
+                    assert!(
+                        answer.status < 500 && field != name,
+                        "{method} {path}: the documented {name} {value:?} is refused: {} {}",
+                        answer.status,
+                        answer.body
+                    );
+                    checked += 1;
+                }
+            }
+            if method != "GET"
+                || template.contains('{')
+                    && !template.starts_with("/v1/users/{id}")
+                    && !template.starts_with("/v1/organizations/{id}")
+            {
+                continue;
+            }
+            let path = own.path(template, "");
+            let answer = call(&api, "GET", &path, Some(&admin), "").await;
+            let schema = &operation["responses"]["200"]["content"]["application/json"]["schema"];
+            if answer.status != 200 || schema.is_null() {
+                continue;
+            }
+            let mut found = Vec::new();
+            unlisted(&document, schema, &answer.json(), &path, &mut found);
+            assert!(
+                found.is_empty(),
+                "answered values the document does not list: {found:?}"
+            );
+        }
+    }
+    assert!(checked >= 20, "the document lists values: {checked} checked");
+    api.stop().await;
+    env.cleanup().await;
+}

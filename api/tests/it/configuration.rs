@@ -112,7 +112,7 @@ async fn bad_inputs_name_their_field_and_change_nothing() {
             "salesforce_instance_url",
         ),
         (json!({"email": "nobody"}), 400, "email"),
-        (json!({"email": "x@y.example", "colour": "red"}), 400, "body"),
+        (json!({"email": "x@y.example", "colour": "red"}), 400, "colour"),
         // A valid part with an invalid one: nothing is applied.
         (
             json!({"email": "new@acme.example", "password": "secret-value-2"}),
@@ -224,6 +224,82 @@ async fn refresh_tokens_are_stored_and_deleted_and_a_user_keeps_their_own_addres
     )
     .await;
     assert_eq!(response.status, 404);
+    api.stop().await;
+    env.cleanup().await;
+}
+
+/// A host name of this machine's `/etc/hosts` that resolves to a loopback
+/// or private address (every container names itself there).
+fn local_host_name() -> String {
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+    hosts
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split('#').next()?.split_whitespace();
+            let address: std::net::IpAddr = words.next()?.parse().ok()?;
+            let non_public = address.is_loopback()
+                || matches!(address, std::net::IpAddr::V4(v4) if v4.is_private() || v4.is_link_local());
+            non_public.then(|| words.find(|name| !name.ends_with("localhost") && !name.starts_with("ip6-")))?
+        })
+        .next()
+        .map(str::to_owned)
+        .expect("/etc/hosts names this machine with a loopback or private address")
+}
+
+#[tokio::test]
+async fn a_url_whose_host_name_resolves_to_a_non_public_address_is_refused_when_saved() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), false).await[0];
+    let admin = create_token(&env.pool, "admin", None, None, "root").await.unwrap();
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
+    let host = local_host_name();
+
+    let cases = [
+        (
+            "PUT",
+            format!("/v1/users/{user}/email-configuration"),
+            json!({"salesforce_instance_url": format!("https://{host}/")}),
+            "salesforce_instance_url",
+        ),
+        (
+            "PUT",
+            format!("/v1/users/{user}/crm"),
+            json!({"instance_url": format!("https://{host}")}),
+            "instance_url",
+        ),
+        (
+            "POST",
+            "/v1/organizations".to_owned(),
+            json!({"name": "Internal", "external_id": "internal", "access_type": "exchange_impersonation",
+                   "ews_url": format!("https://{host}/EWS/Exchange.asmx"), "impersonation_account": "svc",
+                   "impersonation_password": "p"}),
+            "ews_url",
+        ),
+    ];
+    for (method, path, body, field) in cases {
+        let response = http_with_body(api.address, method, &path, Some(&admin), &body.to_string()).await;
+        assert_eq!(response.status, 400, "{path} {body}: {}", response.body);
+        let error = &response.json()["error"];
+        assert_eq!(error["field"], field, "{}", response.body);
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{host} resolves to")),
+            "{}",
+            response.body
+        );
+    }
+    let (url, organizations): (Option<String>, i64) = sqlx::query_as(
+        "SELECT salesforce_instance_url, (SELECT count(*) FROM organizations WHERE external_id = 'internal') \
+         FROM users WHERE id = $1",
+    )
+    .bind(user)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!((url, organizations), (None, 0), "nothing is saved");
     api.stop().await;
     env.cleanup().await;
 }

@@ -112,8 +112,8 @@ async fn a_bad_document_is_refused_naming_the_field_and_nothing_is_saved() {
         (json!({"document": deep}), "document"),
         (json!({"document": {"blob": "x".repeat(256 * 1024)}}), "document"),
         (json!({"document": {}, "source": "pushed"}), "source"),
-        (json!({"document": {}, "owner": "me"}), "body"),
-        (json!({}), "body"),
+        (json!({"document": {}, "owner": "me"}), "owner"),
+        (json!({}), "document"),
     ];
     for path in [
         format!("/v1/users/{user}/customization"),

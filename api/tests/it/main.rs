@@ -7,6 +7,7 @@ mod actions;
 mod activities;
 mod admin_jobs;
 mod cli;
+mod concurrency;
 mod configuration;
 mod customization;
 mod idempotency;

@@ -110,7 +110,17 @@ async fn organizations_are_created_listed_and_read_with_their_rules() {
         (
             json!({"name": "X", "external_id": "x6", "access_type": "gmail", "colour": "red"}),
             400,
-            "body",
+            "colour",
+        ),
+        (
+            json!({"name": "X", "external_id": "x7", "access_type": 12345}),
+            400,
+            "access_type",
+        ),
+        (
+            json!({"name": "X", "external_id": "x8", "access_type": "gmail", "sync_enabled": "yes"}),
+            400,
+            "sync_enabled",
         ),
     ];
     for (organization, status, field) in cases {

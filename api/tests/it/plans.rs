@@ -45,8 +45,8 @@ async fn plans_are_added_by_admins_and_listed_for_organization_admins() {
         (json!({"code": "Pro Plan", "name": "Spaces"}), 400, "code"),
         (json!({"code": "", "name": "Empty"}), 400, "code"),
         (json!({"code": "basic", "name": " "}), 400, "name"),
-        (json!({"code": "basic"}), 400, "body"),
-        (json!({"code": "basic", "name": "Basic", "price": 3}), 400, "body"),
+        (json!({"code": "basic"}), 400, "name"),
+        (json!({"code": "basic", "name": "Basic", "price": 3}), 400, "price"),
     ] {
         let response = post(&admin, payload.clone()).await;
         assert_eq!(response.status, status, "{payload}: {}", response.body);

@@ -121,7 +121,7 @@ async fn unknown_settings_and_bad_values_are_refused_naming_the_setting() {
         (json!({"settings": [1]}), "settings"),
         (json!({"locked": ["baseline_days", "colour"]}), "locked[1]"),
         (json!({"locked": "baseline_days"}), "locked"),
-        (json!({"settings": {}, "scope": "user"}), "body"),
+        (json!({"settings": {}, "scope": "user"}), "scope"),
     ];
     for path in [
         format!("/v1/organizations/{org}/sync-settings"),

@@ -351,7 +351,7 @@ async fn pushes_stay_inside_the_organization_and_are_refused_whole_with_nothing_
             &pusher_token,
             json!({"all": true, "filter": {"profile": "x"}}),
             400,
-            "body",
+            "filter.profile",
         ),
         (&pusher_token, json!({"user_ids": [], "all": false}), 400, "user_ids"),
     ];

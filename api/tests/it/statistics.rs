@@ -110,7 +110,7 @@ async fn statistics_show_each_users_last_session_paged_by_name() {
         ("sort=password", "sort"),
         ("page_size=0", "page_size"),
         ("cursor=eyJ9", "cursor"),
-        ("rows=5", "query"),
+        ("rows=5", "rows"),
     ] {
         let response = http(api.address, "GET", &format!("{path}?{query}"), Some(&admin)).await;
         assert_eq!(response.status, 400, "{query}: {}", response.body);

@@ -156,7 +156,7 @@ async fn bad_edits_name_their_field_and_change_nothing() {
         (json!({"plan_id": Uuid::now_v7()}), 404, "plan_id"),
         (json!({"organization_id": Uuid::now_v7()}), 404, "organization_id"),
         (json!({"account_logon": "ada"}), 400, "account_logon"),
-        (json!({"external_id": "x"}), 400, "body"),
+        (json!({"external_id": "x"}), 400, "external_id"),
         (json!({"email": other_email}), 409, "email"),
         // A valid part with an invalid one: nothing is applied.
         (json!({"name": "Renamed", "email": "nobody"}), 400, "email"),
@@ -565,13 +565,13 @@ async fn the_mailbox_and_crm_routes_store_sealed_secrets_by_access_type_with_an_
             "refresh_token",
         ),
         ("mailbox", json!({"password": ""}), "password"),
-        ("mailbox", json!({"token": "secret-value-5"}), "body"),
+        ("mailbox", json!({"token": "secret-value-5"}), "token"),
         (
             "crm",
             json!({"instance_url": "http://acme.my.salesforce.com"}),
             "instance_url",
         ),
-        ("crm", json!({"refresh_token": ["secret-value-6"]}), "body"),
+        ("crm", json!({"refresh_token": ["secret-value-6"]}), "refresh_token"),
     ] {
         let response = send(&api, "PUT", &format!("/v1/users/{user}/{route}"), &own, &change).await;
         assert_eq!(response.status, 400, "{route} {change}: {}", response.body);
@@ -590,6 +590,66 @@ async fn the_mailbox_and_crm_routes_store_sealed_secrets_by_access_type_with_an_
     );
     assert!(details.iter().all(|details| !details.contains("secret-value")));
 
+    api.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_push_permission_is_granted_and_revoked_by_admins_and_organization_admins_only() {
+    let env = TestEnv::new().await;
+    let org = organization(&env.pool, AccessType::Office365, true).await;
+    let foreign = organization(&env.pool, AccessType::Office365, true).await;
+    let people = users(&env.pool, org, 2, SyncStatus::Enabled, Utc::now(), false).await;
+    let (ada, bob) = (people[0], people[1]);
+    let lead = create_token(&env.pool, "org_admin", Some(org), None, "lead@acme.test")
+        .await
+        .unwrap();
+    let foreign_lead = create_token(&env.pool, "org_admin", Some(foreign), None, "lead@other.test")
+        .await
+        .unwrap();
+    let admin = create_token(&env.pool, "admin", None, None, "root").await.unwrap();
+    let own = create_token(&env.pool, "user", None, Some(ada), "ada").await.unwrap();
+    let api = Api::start(&env, env.pool.clone(), Duration::ZERO).await;
+    let path = format!("/v1/users/{ada}");
+
+    let granted = send(&api, "PATCH", &path, &lead, &json!({"role": "org_admin"})).await;
+    assert_eq!(granted.status, 200, "{}", granted.body);
+    assert_eq!(granted.json()["role"], "org_admin");
+    let before = row(&env.pool, ada).await;
+    for (token, target, change, status, field) in [
+        (&own, ada, json!({"role": "user"}), 403, "role"),
+        (&own, bob, json!({"role": "org_admin"}), 404, ""),
+        (&foreign_lead, ada, json!({"role": "user"}), 404, ""),
+        (&admin, ada, json!({"role": "admin"}), 400, "role"),
+        (&admin, ada, json!({"role": null}), 400, "role"),
+    ] {
+        let response = send(&api, "PATCH", &format!("/v1/users/{target}"), token, &change).await;
+        assert_eq!(response.status, status, "{change}: {}", response.body);
+        if !field.is_empty() {
+            assert_eq!(response.json()["error"]["field"], field, "{change}: {}", response.body);
+        }
+    }
+    assert_eq!(row(&env.pool, ada).await, before, "a refused change changes nothing");
+    let revoked = send(&api, "PATCH", &path, &admin, &json!({"role": "user"})).await;
+    assert_eq!(revoked.json()["role"], "user", "{}", revoked.body);
+    let again = send(&api, "PATCH", &path, &admin, &json!({"role": "user"})).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(
+        activities(&env.pool, ada).await,
+        [
+            (
+                "user_updated".to_owned(),
+                "lead@acme.test".to_owned(),
+                "changed: role (role now org_admin)".to_owned()
+            ),
+            (
+                "user_updated".to_owned(),
+                "root".to_owned(),
+                "changed: role (role now user)".to_owned()
+            ),
+        ],
+        "one activity per change, none for a role already held"
+    );
     api.stop().await;
     env.cleanup().await;
 }

@@ -224,7 +224,7 @@ async fn bad_bulk_requests_are_refused_naming_the_field_and_change_nothing() {
 
     let too_many: Vec<String> = (0..1001).map(|_| Uuid::new_v4().to_string()).collect();
     let cases = [
-        ("enable-sync", "{}".to_owned(), 400, "body"),
+        ("enable-sync", "{}".to_owned(), 400, "user_ids"),
         ("enable-sync", "not json".to_owned(), 400, "body"),
         ("enable-sync", json!({ "user_ids": [] }).to_string(), 400, "user_ids"),
         (
@@ -243,7 +243,7 @@ async fn bad_bulk_requests_are_refused_naming_the_field_and_change_nothing() {
             "enable-sync",
             json!({ "user_ids": [user], "extra": 1 }).to_string(),
             400,
-            "body",
+            "extra",
         ),
     ];
     for (action, request, status, field) in cases {

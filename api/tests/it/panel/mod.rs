@@ -3,6 +3,7 @@
 //! driven headless through ChromeDriver. The pages are read and clicked as
 //! an admin would; what they claim is checked against the database.
 
+mod permissions;
 mod security;
 mod walkthrough;
 mod webdriver;

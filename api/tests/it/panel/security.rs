@@ -330,7 +330,7 @@ async fn a_password_set_on_the_connectivity_tab_is_stored_sealed_and_never_shown
 
     // Forgetting it asks first.
     browser
-        .click_on("form[action$='/credentials/mailbox-password/delete'] button")
+        .click_on("form[action$='/credentials/mailbox_password/delete'] button")
         .await;
     browser.accept_dialog().await;
     browser.wait_for_text("Saved.", false, Duration::from_secs(10)).await;
