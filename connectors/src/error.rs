@@ -63,7 +63,14 @@ pub enum ConnectorError {
     /// after a refresh, missing permission). Permanent until the user
     /// authorizes again; counts toward auto-suspend.
     #[error("{provider} refused the authorization: {message}")]
-    Authorization { provider: Provider, message: String },
+    Authorization {
+        provider: Provider,
+        message: String,
+        /// Whether the token endpoint refused the grant itself (a revoked or
+        /// expired refresh token): only then is the stored credential dead.
+        /// An API's 401 after a good refresh is not.
+        grant_refused: bool,
+    },
     /// The provider asked to slow down, with the delay it gave when it gave one.
     #[error("{provider} throttled the call{}: {message}", RetryAfter(*retry_after))]
     Throttled {
@@ -192,7 +199,28 @@ impl ConnectorError {
         ConnectorError::Authorization {
             provider,
             message: bounded(message.as_ref()),
+            grant_refused: false,
         }
+    }
+
+    /// The token endpoint refused the grant (`invalid_grant` and the like).
+    pub(crate) fn grant_refused(provider: Provider, message: impl AsRef<str>) -> Self {
+        ConnectorError::Authorization {
+            provider,
+            message: bounded(message.as_ref()),
+            grant_refused: true,
+        }
+    }
+
+    /// Whether the token endpoint refused the stored grant.
+    pub fn is_grant_refused(&self) -> bool {
+        matches!(
+            self,
+            ConnectorError::Authorization {
+                grant_refused: true,
+                ..
+            }
+        )
     }
 
     pub(crate) fn transient(provider: Provider, message: impl AsRef<str>) -> Self {

@@ -162,7 +162,7 @@ fn token_error(provider: Provider, status: StatusCode, body: &[u8]) -> Connector
     };
     match error.error.as_str() {
         "invalid_grant" | "invalid_client" | "unauthorized_client" | "interaction_required" | "consent_required" => {
-            ConnectorError::authorization(provider, text)
+            ConnectorError::grant_refused(provider, text)
         }
         "temporarily_unavailable" => ConnectorError::transient(provider, text),
         _ => ConnectorError::permanent(provider, text),

@@ -608,6 +608,7 @@ impl<W: SyncWork> Fleet<W> {
         let mut ending = ending_of(context, SessionStatus::Failed, error, !retryable);
         let class = failure.class.suspend_class();
         ending.failure_class = Some(class);
+        ending.grant_refused = failure.grant_refused;
         if failure.class != crate::sync::FailureClass::Deferred {
             ending.suspend_at = Some(i32::try_from(self.config.suspend.threshold(class)).unwrap_or(i32::MAX));
         }
@@ -728,6 +729,7 @@ fn ending_of(
         continue_with: None,
         failure_class: None,
         suspend_at: None,
+        grant_refused: false,
     }
 }
 

@@ -396,6 +396,11 @@ pub struct Ending {
     pub failure_class: Option<&'static str>,
     /// The count of that class at which the user's sync is disabled.
     pub suspend_at: Option<i32>,
+    /// The token endpoint (or EWS, the password) refused the stored grant:
+    /// the credential is marked refused and the user asked to reconnect.
+    /// Any other authorization failure (an API's 401 after a good refresh)
+    /// leaves the credential alone.
+    pub grant_refused: bool,
 }
 
 impl Ending {
@@ -430,6 +435,7 @@ impl Ending {
             continue_with: None,
             failure_class: None,
             suspend_at: None,
+            grant_refused: false,
         }
     }
 }
@@ -520,7 +526,7 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
              ON CONFLICT (session_id, started_at) DO UPDATE SET log_gzip = EXCLUDED.log_gzip \
          ), refused AS ( \
              UPDATE credentials SET refused_at = now() \
-             WHERE user_id = $1 AND refused_at IS NULL AND $22 = 'auth' AND EXISTS (SELECT 1 FROM released) \
+             WHERE user_id = $1 AND refused_at IS NULL AND $31 AND EXISTS (SELECT 1 FROM released) \
                AND kind = ANY(CASE $13 WHEN 'mailbox' THEN ARRAY['mailbox_refresh_token', 'mailbox_password'] \
                                        WHEN 'crm' THEN ARRAY['crm_refresh_token'] ELSE ARRAY[]::text[] END) \
              RETURNING kind \
@@ -590,6 +596,7 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
     .bind(Uuid::now_v7())
     .bind(Uuid::now_v7())
     .bind(crate::push::NOTIFY_CHANNEL)
+    .bind(ending.grant_refused)
     .fetch_one(pool)
     .await?;
     Ok(released == 1)

@@ -100,9 +100,9 @@ pub(crate) fn item_error(code: &str, message: &str) -> Result<ConnectorError, Co
 /// An answer with an HTTP status other than 200 and no SOAP fault in it.
 pub(crate) fn http_error(status: u16) -> ConnectorError {
     match status {
-        401 | 403 => {
-            ConnectorError::authorization(EWS, format!("the account or its password was refused (HTTP {status})"))
-        }
+        // Basic authentication: a 401 is the stored password refused.
+        401 => ConnectorError::grant_refused(EWS, format!("the account or its password was refused (HTTP {status})")),
+        403 => ConnectorError::authorization(EWS, format!("the account or its password was refused (HTTP {status})")),
         503 => ConnectorError::Throttled {
             provider: EWS,
             retry_after: None,

@@ -224,7 +224,7 @@ pub(crate) fn from_token_response(status: StatusCode, body: &[u8]) -> ConnectorE
     match error.error.as_str() {
         _ if status.is_server_error() => ConnectorError::transient(SALESFORCE, text),
         "unsupported_grant_type" | "unsupported_response_type" => ConnectorError::permanent(SALESFORCE, text),
-        _ => ConnectorError::authorization(SALESFORCE, text),
+        _ => ConnectorError::grant_refused(SALESFORCE, text),
     }
 }
 

@@ -145,6 +145,7 @@ fn failure(error: ConnectorError) -> SyncFailure {
         side: side_of(error.provider()),
         message: error.to_string(),
         retry_after: error.retry_after(),
+        grant_refused: error.is_grant_refused(),
     }
 }
 

@@ -228,6 +228,9 @@ pub struct SyncFailure {
     pub message: String,
     /// The delay the provider asked for, if any.
     pub retry_after: Option<Duration>,
+    /// The token endpoint refused the stored grant: the credential is dead
+    /// until the user authorizes again (see [`ConnectorError::is_grant_refused`]).
+    pub grant_refused: bool,
 }
 
 impl SyncFailure {
@@ -238,6 +241,7 @@ impl SyncFailure {
             side,
             message: message.into(),
             retry_after: None,
+            grant_refused: false,
         }
     }
 

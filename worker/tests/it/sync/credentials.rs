@@ -139,6 +139,44 @@ async fn a_kept_access_token_the_provider_refuses_is_refreshed_once_and_the_sess
 }
 
 #[tokio::test]
+async fn an_api_refusing_the_access_token_after_a_good_refresh_leaves_the_refresh_token_alone() {
+    let fixture = Fixture::new(Access::Office365).await;
+    fixture.buyer_is_a_contact();
+    let worker = fixture.worker(&[]);
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    // Graph refuses the access tokens twice: the kept one, then the one the
+    // token endpoint has just granted. The refresh token was accepted, so it
+    // is not dead, and nobody is asked to reconnect.
+    fixture
+        .providers
+        .graph
+        .inject_fault(&fixture.email, graph::Fault::Unauthorized, 2)
+        .unwrap();
+    fixture.receive(BUYER, "Behind two 401s");
+    assert_eq!(fixture.sync_once().await, "failed");
+    assert_eq!(fixture.last_session().await.error_category.as_deref(), Some("auth"));
+    let refused: i64 = sqlx::query_scalar("SELECT count(*) FROM credentials WHERE refused_at IS NOT NULL")
+        .fetch_one(&fixture.env.pool)
+        .await
+        .unwrap();
+    let asked: i64 = sqlx::query_scalar("SELECT count(*) FROM email_outbox WHERE kind = 'reconnect'")
+        .fetch_one(&fixture.env.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (refused, asked),
+        (0, 0),
+        "a refresh token the provider accepted was marked refused"
+    );
+
+    // The next session calls the provider again and logs the mail.
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    assert_eq!(fixture.tasks().len(), 1);
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
+
+#[tokio::test]
 async fn replacing_a_refresh_token_drops_the_access_token_kept_for_the_old_one() {
     let fixture = Fixture::new(Access::Office365).await;
     let worker = fixture.worker(&[]);
