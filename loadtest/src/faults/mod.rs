@@ -566,6 +566,12 @@ struct Injector<'a> {
     faulted: Faulted,
 }
 
+/// How long the fleet is left alone after PostgreSQL is back: the rotated
+/// tokens whose store waited for it are stored by then. A worker killed -9
+/// before that loses a strict provider's rotated token whatever it does
+/// (nothing in a process survives kill -9; see the README).
+const POSTGRES_SETTLE: Duration = Duration::from_secs(15);
+
 impl Injector<'_> {
     /// Waits until `until`, watching the processes and sampling the
     /// schedulers' leader gauges twice a second.
@@ -678,6 +684,10 @@ impl Injector<'_> {
                 };
                 self.hold(*down).await?;
                 self.services.postgres.boot().await?;
+                // The grant stores held up by the outage land once the
+                // workers' pools reconnect: no worker is killed before then
+                // either (the next fault waits).
+                self.hold(POSTGRES_SETTLE).await?;
                 json!({
                     "restarted_while_down": ["api", format!("scheduler-{}", scheduler + 1)],
                     "worker_started_while_down": joined,
