@@ -86,6 +86,34 @@ pub fn is_unreachable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether a statement that failed with `error` may pass if tried again:
+/// the server or the connection went away, or a conflict (serialization
+/// failure, deadlock) that a retry resolves.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || code.starts_with("53")
+                || code == "40001"
+                || code == "40P01"
+        }),
+        other => is_unreachable(other),
+    }
+}
+
+/// The backoff of a write retried while [`is_transient`] holds: from 50 ms,
+/// doubling up to `max_delay`, jittered, for `total` at the most.
+pub fn transient_backoff(max_delay: Duration, total: Duration) -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(max_delay)
+        .with_jitter()
+        .without_max_times()
+        .with_total_delay(Some(total))
+}
+
 /// Applies pending migrations; safe to run concurrently (sqlx takes an
 /// advisory lock) and repeatedly.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {

@@ -386,7 +386,7 @@ pub async fn store_many<'e>(
     // due at once (the scheduler's next tick queues the sync).
     sqlx::query(&format!(
         "WITH dropped AS (DELETE FROM credentials WHERE user_id = $1 AND kind = ANY($9::text[])), \
-         due AS (UPDATE users SET next_sync_at = now() WHERE id = $1 AND EXISTS ( \
+         due AS (UPDATE user_runs SET next_sync_at = now() WHERE user_id = $1 AND EXISTS ( \
              SELECT 1 FROM credentials WHERE user_id = $1 AND kind = ANY($3::text[]) AND refused_at IS NOT NULL)) \
          INSERT INTO credentials (user_id, organization_id, kind, id, key_version, nonce, ciphertext, expires_at) \
          SELECT $1, $2, kind, id, key_version, nonce, ciphertext, expires_at \

@@ -165,7 +165,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
 
     // 2. Force sync under a cadence backlog.
     let worker_config = WorkerConfig::from_source(&settings)?;
-    sqlx::query("UPDATE users SET sync_status = 'enabled', next_sync_at = now()")
+    sqlx::query("WITH enabled AS (UPDATE users SET sync_status = 'enabled' RETURNING id) UPDATE user_runs SET next_sync_at = now() WHERE user_id IN (SELECT id FROM enabled)")
         .execute(&pool)
         .await?;
     let scheduler_stop = CancellationToken::new();
@@ -176,7 +176,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
     // Wait for a real backlog before asking.
     let backlog_target = (options.users / 2) as i64;
     loop {
-        let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE queued_job_id IS NOT NULL")
+        let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM user_runs WHERE queued_job_id IS NOT NULL")
             .fetch_one(&pool)
             .await?;
         if queued >= backlog_target {
@@ -205,7 +205,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
     }
     let workers = running;
     let targets: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM users WHERE queued_job_id IS NOT NULL ORDER BY next_sync_at DESC, id LIMIT $1",
+        "SELECT user_id FROM user_runs WHERE queued_job_id IS NOT NULL ORDER BY next_sync_at DESC, user_id LIMIT $1",
     )
     .bind(options.force_syncs as i64)
     .fetch_all(&pool)
@@ -213,7 +213,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
     let mut force = Vec::with_capacity(targets.len());
     let mut backlog_at_request = Vec::with_capacity(targets.len());
     for user in targets {
-        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE queued_job_id IS NOT NULL")
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM user_runs WHERE queued_job_id IS NOT NULL")
             .fetch_one(&pool)
             .await?;
         backlog_at_request.push(waiting);
@@ -293,8 +293,7 @@ async fn seed(pool: &PgPool, users: usize) -> anyhow::Result<Vec<Uuid>> {
     .execute(pool)
     .await?;
     sqlx::query(
-        "INSERT INTO users (id, organization_id, name, email, sync_status, mailbox_status, created_at, \
-                            last_session_id, last_session_at, last_session_status) \
+        "INSERT INTO users (id, organization_id, name, email, sync_status, mailbox_status, created_at) \
          SELECT gen_random_uuid(), ($2::uuid[])[1 + n % array_length($2::uuid[], 1)], \
                 (ARRAY['Ada','Grace','Alan','Linus','Margaret','Ken','Barbara','Dennis','Frances','John'])[1 + n % 10] \
                 || ' ' || (ARRAY['Garcia','Smith','Nguyen','Müller','Rossi','Kowalski','Dubois','Tanaka','Silva','Olsen'])[1 + (n / 10) % 10] \
@@ -302,12 +301,19 @@ async fn seed(pool: &PgPool, users: usize) -> anyhow::Result<Vec<Uuid>> {
                 'user' || n || '@org' || (n % array_length($2::uuid[], 1)) || '.bench.test', \
                 CASE WHEN n % 10 = 0 THEN 'disabled' ELSE 'enabled' END, \
                 CASE WHEN n % 5 = 0 THEN 'initialized' ELSE 'not_initialized' END, \
-                now() - make_interval(secs => n), gen_random_uuid(), now() - make_interval(secs => n % 1800), \
-                CASE WHEN n % 7 = 0 THEN 'failed' ELSE 'succeeded' END \
+                now() - make_interval(secs => n) \
          FROM generate_series(1, $1) AS n",
     )
     .bind(users as i64)
     .bind(&organizations)
+    .execute(pool)
+    .await?;
+    // Each user's last session, as a fleet in service leaves them.
+    sqlx::query(
+        "UPDATE user_runs SET last_session_id = gen_random_uuid(), \
+             last_session_at = now() - make_interval(secs => (random() * 1800)::int), \
+             last_session_status = CASE WHEN random() < 1.0 / 7 THEN 'failed' ELSE 'succeeded' END",
+    )
     .execute(pool)
     .await?;
     sqlx::query(

@@ -595,18 +595,22 @@ pub async fn seed(source: &Source) -> anyhow::Result<()> {
             let status = if index % 12 == 11 { "disabled" } else { "enabled" };
             let crm_configured = index % 8 != 7;
             sqlx::query(
-                "INSERT INTO users (id, organization_id, name, email, sync_status, next_sync_at, salesforce_instance_url) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO users (id, organization_id, name, email, sync_status, salesforce_instance_url) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(user_id)
             .bind(org_id)
             .bind(&name)
             .bind(&email)
             .bind(status)
-            .bind(cadence::next_slot(user_id, interval, now))
             .bind(&simulators)
             .execute(&mut *tx)
             .await?;
+            sqlx::query("UPDATE user_runs SET next_sync_at = $2 WHERE user_id = $1")
+                .bind(user_id)
+                .bind(cadence::next_slot(user_id, interval, now))
+                .execute(&mut *tx)
+                .await?;
             let mailbox = DemoMailbox {
                 control: &control,
                 email: &email,
@@ -669,8 +673,8 @@ pub async fn bulk_users(pool: &PgPool, count: usize) -> anyhow::Result<()> {
     for chunk in (0..count).collect::<Vec<_>>().chunks(10_000) {
         let ids: Vec<Uuid> = chunk.iter().map(|_| Uuid::new_v4()).collect();
         sqlx::query(
-            "INSERT INTO users (id, organization_id, name, email, sync_status, next_sync_at, salesforce_instance_url) \
-             SELECT id, $2, 'Bench ' || left(id::text, 8), id::text || '@bench.test', 'enabled', now(), \
+            "INSERT INTO users (id, organization_id, name, email, sync_status, salesforce_instance_url) \
+             SELECT id, $2, 'Bench ' || left(id::text, 8), id::text || '@bench.test', 'enabled', \
                     'https://bench.my.salesforce.test' FROM UNNEST($1::uuid[]) AS id",
         )
         .bind(&ids)

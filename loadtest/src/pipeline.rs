@@ -65,7 +65,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
     let scheduler = spawn_scheduler(scheduler_config.clone());
     wait_for(
         &pool,
-        "SELECT count(*) FROM users WHERE queued_job_id IS NOT NULL",
+        "SELECT count(*) FROM user_runs WHERE queued_job_id IS NOT NULL",
         options.jobs,
     )
     .await?;
@@ -85,7 +85,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
     let consume_seconds = started.elapsed().as_secs_f64();
 
     // 3. End to end: everything due again, scheduler and workers together.
-    sqlx::query("UPDATE users SET next_sync_at = now()")
+    sqlx::query("UPDATE user_runs SET next_sync_at = now()")
         .execute(&pool)
         .await?;
     let started = Instant::now();

@@ -213,18 +213,23 @@ async fn seed_users(
     let emails: Vec<String> = (0..count)
         .map(|index| format!("user{index}@fleet-bench.example"))
         .collect();
+    let mut seeding = pool.begin().await?;
     sqlx::query(
-        "INSERT INTO users (id, organization_id, name, email, sync_status, mailbox_status, next_sync_at, \
-                            salesforce_instance_url) \
-         SELECT id, $3, 'Bench ' || email, email, 'enabled', 'initialized', now() + interval '1 day', $4 \
+        "INSERT INTO users (id, organization_id, name, email, sync_status, mailbox_status, salesforce_instance_url) \
+         SELECT id, $3, 'Bench ' || email, email, 'enabled', 'initialized', $4 \
          FROM UNNEST($1::uuid[], $2::text[]) AS u(id, email)",
     )
     .bind(&users)
     .bind(&emails)
     .bind(organization)
     .bind(simulators.salesforce_server.base_url())
-    .execute(pool)
+    .execute(&mut *seeding)
     .await?;
+    sqlx::query("UPDATE user_runs SET next_sync_at = now() + interval '1 day' WHERE user_id = ANY($1)")
+        .bind(&users)
+        .execute(&mut *seeding)
+        .await?;
+    seeding.commit().await?;
     let mut tx = pool.begin().await?;
     let now = Utc::now();
     for (index, (user, email)) in users.iter().zip(&emails).enumerate() {
@@ -285,8 +290,8 @@ async fn publish(pool: &PgPool, publisher: &Publisher, users: &[Uuid]) -> anyhow
         .collect();
     let ids: Vec<Uuid> = jobs.iter().map(|job| job.job_id).collect();
     sqlx::query(
-        "UPDATE users u SET queued_job_id = d.job, queued_at = now() \
-         FROM UNNEST($1::uuid[], $2::uuid[]) AS d(id, job) WHERE u.id = d.id",
+        "UPDATE user_runs r SET queued_job_id = d.job, queued_at = now() \
+         FROM UNNEST($1::uuid[], $2::uuid[]) AS d(id, job) WHERE r.user_id = d.id",
     )
     .bind(users)
     .bind(&ids)
@@ -304,7 +309,7 @@ async fn wait_for_jobs(pool: &PgPool, organization: Uuid) -> anyhow::Result<bool
     let mut last = (i64::MAX, Instant::now());
     loop {
         let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM users WHERE organization_id = $1 AND queued_job_id IS NOT NULL")
+            sqlx::query_scalar("SELECT count(*) FROM users u JOIN user_runs r ON r.user_id = u.id WHERE u.organization_id = $1 AND r.queued_job_id IS NOT NULL")
                 .bind(organization)
                 .fetch_one(pool)
                 .await?;

@@ -1,16 +1,27 @@
 //! The email outbox relay: the leader sends what the fleet queued in
 //! `email_outbox` (auto-suspend notices, push completions...) over SMTP.
 //!
-//! One email at a time, each in its own transaction holding the row lock
-//! across the send: a second relay skips it, a failure is recorded on the
-//! row. A temporary failure (4xx, no connection) is retried with a doubling
-//! delay; a permanent one (5xx) or too many attempts marks the email failed.
-//! Each email's `Message-ID` is derived from its row, so the rare resend
-//! after a crash between the send and the commit is recognisable as the same
-//! message.
+//! One email at a time, in three steps, so that nothing but a crash in the
+//! instant between the server's acceptance and the record of it can send an
+//! email twice:
+//! 1. the relay claims the email (`sending`, committed) for
+//!    [`SENDING_LEASE`]: a second relay skips it meanwhile;
+//! 2. it sends it;
+//! 3. it records the outcome. `sent` is retried while the database is away
+//!    (the fact held in memory), so an outage after the server accepted the
+//!    email no longer sends it again. A temporary failure (4xx, no
+//!    connection) is retried with a doubling delay; a permanent one (5xx) or
+//!    too many attempts marks the email failed.
+//!
+//! A relay killed between 1 and 3 leaves its email `sending`; when the lease
+//! ends the next pass sends it (at least once: a kill after the server's
+//! acceptance and before the record sends it again). Each email's
+//! `Message-ID` is derived from its row, so such a resend is recognisable as
+//! the same message.
 
 use std::time::Duration;
 
+use backon::Retryable;
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{Mailbox, header::ContentType},
@@ -47,6 +58,13 @@ pub const OUTBOX_MAX_ATTEMPTS: Setting = Setting {
     default: "10",
     doc: "Attempts of one email before it is marked failed.",
 };
+
+/// How long a claimed email is left to the relay sending it: longer than a
+/// send (the transport gives up after 30 s) and the retries of its record
+/// ([`RECORD_RETRY`]).
+pub const SENDING_LEASE: Duration = Duration::from_secs(150);
+/// How long a relay keeps trying to record that an email was sent.
+const RECORD_RETRY: Duration = Duration::from_secs(100);
 
 /// The relay's settings, for the README check.
 pub const SETTINGS: &[Setting] = &[
@@ -99,7 +117,10 @@ struct Email {
     recipients: Vec<String>,
     subject: String,
     body_text: String,
+    /// Attempts so far, this one included.
     attempts: i32,
+    /// Claimed from a relay that stopped while sending it.
+    interrupted: bool,
 }
 
 /// What one pass did.
@@ -158,52 +179,36 @@ impl Relay {
         }
     }
 
-    /// Sends every email that is due, one transaction each.
+    /// Sends every email that is due, one at a time.
     pub async fn pass(&self) -> Result<RelayReport, sqlx::Error> {
         let mut report = RelayReport::default();
-        loop {
-            let mut tx = self.pool.begin().await?;
-            let email = sqlx::query_as::<_, Email>(
-                "SELECT id, recipients, subject, body_text, attempts FROM email_outbox \
-                 WHERE status = 'pending' AND next_attempt_at <= now() \
-                 ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED",
-            )
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(email) = email else {
-                return Ok(report);
-            };
+        while let Some(email) = self.claim().await? {
             match self.send(&email).await {
                 Ok(()) => {
-                    sqlx::query(
-                        "UPDATE email_outbox SET status = 'sent', sent_at = now(), attempts = attempts + 1, \
-                             last_error = NULL WHERE id = $1",
-                    )
-                    .bind(email.id)
-                    .execute(&mut *tx)
-                    .await?;
+                    self.record_sent(email.id).await?;
                     report.sent += 1;
                 }
                 Err((permanent, error)) => {
-                    let attempts = email.attempts + 1;
-                    let give_up = permanent || attempts >= self.config.max_attempts;
+                    let give_up = permanent || email.attempts >= self.config.max_attempts;
                     let delay = self
                         .config
                         .retry_delay
-                        .saturating_mul(1 << (attempts - 1).clamp(0, 16))
+                        .saturating_mul(1 << (email.attempts - 1).clamp(0, 16))
                         .min(Duration::from_secs(3600));
-                    warn!(email_id = %email.id, attempts, give_up, error = %error, "An email was not sent.");
+                    warn!(email_id = %email.id, attempts = email.attempts, give_up, error = %error, "An email was not sent.");
+                    // Not recorded (the database away): the email is sent
+                    // again when its lease ends, which is what a retry does.
                     sqlx::query(
-                        "UPDATE email_outbox SET attempts = $2, last_error = $3, \
-                             status = CASE WHEN $4 THEN 'failed' ELSE 'pending' END, \
-                             next_attempt_at = now() + $5 * interval '1 millisecond' WHERE id = $1",
+                        "UPDATE email_outbox SET last_error = $2, \
+                             status = CASE WHEN $3 THEN 'failed' ELSE 'pending' END, \
+                             next_attempt_at = now() + $4 * interval '1 millisecond' \
+                         WHERE id = $1 AND status = 'sending'",
                     )
                     .bind(email.id)
-                    .bind(attempts)
                     .bind(&error)
                     .bind(give_up)
                     .bind(delay.as_millis() as f64)
-                    .execute(&mut *tx)
+                    .execute(&self.pool)
                     .await?;
                     if give_up {
                         report.failed += 1;
@@ -212,8 +217,60 @@ impl Relay {
                     }
                 }
             }
-            tx.commit().await?;
         }
+        Ok(report)
+    }
+
+    /// Claims the next email due, committed before it is sent: a pending
+    /// one, or one whose sending relay's lease ended (it died sending).
+    async fn claim(&self) -> Result<Option<Email>, sqlx::Error> {
+        let email = sqlx::query_as::<_, Email>(
+            "WITH due AS ( \
+                 SELECT id, status FROM email_outbox \
+                 WHERE status IN ('pending', 'sending') AND next_attempt_at <= now() \
+                 ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED \
+             ) \
+             UPDATE email_outbox e SET status = 'sending', attempts = attempts + 1, \
+                 next_attempt_at = now() + $1 * interval '1 millisecond' \
+             FROM due WHERE e.id = due.id \
+             RETURNING e.id, e.recipients, e.subject, e.body_text, e.attempts, due.status = 'sending' AS interrupted",
+        )
+        .bind(SENDING_LEASE.as_millis() as f64)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(email) = email.as_ref().filter(|email| email.interrupted) {
+            warn!(
+                email_id = %email.id,
+                "An email whose relay stopped while sending it is sent again (same Message-ID)."
+            );
+        }
+        Ok(email)
+    }
+
+    /// Records that the server accepted `id`, retrying while the database is
+    /// away: the fact is held in memory rather than the email sent again.
+    async fn record_sent(&self, id: Uuid) -> Result<(), sqlx::Error> {
+        let record = || async {
+            sqlx::query(
+                "UPDATE email_outbox SET status = 'sent', sent_at = now(), last_error = NULL \
+                 WHERE id = $1 AND status = 'sending'",
+            )
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+        };
+        record
+            .retry(syncfleet_common::db::transient_backoff(
+                Duration::from_secs(2),
+                RECORD_RETRY,
+            ))
+            .when(syncfleet_common::db::is_transient)
+            .notify(|error, delay| {
+                warn!(email_id = %id, %error, retry_in_ms = delay.as_millis() as u64,
+                      "Could not record a sent email; retrying.");
+            })
+            .await
     }
 
     /// Sends one email; the error says whether retrying is pointless.

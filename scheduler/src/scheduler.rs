@@ -243,7 +243,7 @@ impl Scheduler {
                 Err(error) => warn!(%error, queue, "Could not read the queue depth."),
             }
         }
-        match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM email_outbox WHERE status = 'pending'")
+        match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM email_outbox WHERE status IN ('pending', 'sending')")
             .fetch_one(&self.pool)
             .await
         {

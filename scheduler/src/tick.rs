@@ -26,8 +26,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct TickReport {
     /// Jobs published.
     pub published: u64,
-    /// Due users whose slot was skipped: organization disabled, or a session
-    /// of theirs (a force sync) already running.
+    /// Due users whose slot was skipped: the user or its organization not
+    /// syncing, or a session of theirs (a force sync) already running.
     pub skipped: u64,
 }
 
@@ -48,7 +48,8 @@ pub enum TickError {
 struct DueUser {
     id: Uuid,
     next_sync_at: DateTime<Utc>,
-    organization_enabled: bool,
+    /// The user and its organization both sync.
+    enabled: bool,
     running: bool,
     now: DateTime<Utc>,
 }
@@ -85,14 +86,15 @@ impl Tick<'_> {
             return Err(TickError::NotLeader);
         }
         let due = sqlx::query_as::<_, DueUser>(
-            "SELECT u.id, u.next_sync_at, o.sync_enabled AS organization_enabled, \
-                    (u.running_session_id IS NOT NULL AND u.lease_expires_at > now()) AS running, \
+            "SELECT r.user_id AS id, r.next_sync_at, \
+                    u.sync_status = 'enabled' AND o.sync_enabled AS enabled, \
+                    (r.running_session_id IS NOT NULL AND r.lease_expires_at > now()) AS running, \
                     now() AS now \
-             FROM users u JOIN organizations o ON o.id = u.organization_id \
-             WHERE u.sync_status = 'enabled' AND u.queued_job_id IS NULL AND u.next_sync_at <= now() \
-             ORDER BY u.next_sync_at \
+             FROM user_runs r JOIN users u ON u.id = r.user_id JOIN organizations o ON o.id = u.organization_id \
+             WHERE r.next_sync_at <= now() AND r.queued_job_id IS NULL \
+             ORDER BY r.next_sync_at \
              LIMIT $1 \
-             FOR UPDATE OF u SKIP LOCKED",
+             FOR UPDATE OF r SKIP LOCKED",
         )
         .bind(self.batch_size)
         .fetch_all(&mut *tx)
@@ -111,7 +113,7 @@ impl Tick<'_> {
         for user in &due {
             ids.push(user.id);
             next_slots.push(cadence::next_slot(user.id, self.interval, user.now));
-            if user.organization_enabled && !user.running {
+            if user.enabled && !user.running {
                 let mut job = JobEnvelope::sync(user.id, Trigger::Cadence, user.next_sync_at);
                 let span = info_span!(parent: None, "schedule_job", job_id = %job.job_id, user_id = %user.id);
                 job.trace = telemetry::trace_context(&span);
@@ -129,11 +131,11 @@ impl Tick<'_> {
                 .map_err(|_| TickError::PublishTimeout(PUBLISH_TIMEOUT))??;
         }
         sqlx::query(
-            "UPDATE users u \
+            "UPDATE user_runs r \
              SET next_sync_at = d.next_sync_at, queued_job_id = d.job_id, \
                  queued_at = CASE WHEN d.job_id IS NULL THEN NULL ELSE now() END \
              FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[]) AS d(id, next_sync_at, job_id) \
-             WHERE u.id = d.id",
+             WHERE r.user_id = d.id",
         )
         .bind(&ids)
         .bind(&next_slots)
@@ -151,16 +153,22 @@ impl Tick<'_> {
 
 /// Releases expired user leases, ending their sessions as abandoned, and
 /// lets users whose cadence job was lost be scheduled again.
+///
+/// Neither the lease nor the queued job is indexed (a claim and a close stay
+/// HOT): expired leases are found through the running sessions, lost jobs
+/// through the slot index (the scheduler moved the slot on when it queued
+/// the job, so a job still queued long after its slot passed is lost).
 pub async fn sweep(pool: &PgPool, queued_job_timeout: Duration) -> Result<(u64, u64), sqlx::Error> {
     let abandoned = sqlx::query(
         "WITH expired AS ( \
-             SELECT id, running_session_id AS session_id FROM users \
-             WHERE running_session_id IS NOT NULL AND lease_expires_at < now() \
-             LIMIT 10000 FOR UPDATE SKIP LOCKED \
+             SELECT r.user_id, r.running_session_id AS session_id \
+             FROM sync_sessions s JOIN user_runs r ON r.user_id = s.user_id AND r.running_session_id = s.id \
+             WHERE s.status = 'running' AND r.lease_expires_at < now() \
+             LIMIT 10000 FOR UPDATE OF r SKIP LOCKED \
          ), released AS ( \
-             UPDATE users u SET running_session_id = NULL, lease_expires_at = NULL \
-             FROM expired e WHERE u.id = e.id \
-             RETURNING e.id AS user_id, e.session_id \
+             UPDATE user_runs r SET running_session_id = NULL, lease_expires_at = NULL \
+             FROM expired e WHERE r.user_id = e.user_id AND r.running_session_id = e.session_id \
+             RETURNING e.user_id, e.session_id \
          ) \
          UPDATE sync_sessions s \
          SET status = 'abandoned', ended_at = now(), error_source = 'engine', error_category = 'internal', \
@@ -171,9 +179,9 @@ pub async fn sweep(pool: &PgPool, queued_job_timeout: Duration) -> Result<(u64, 
     .await?
     .rows_affected();
     let recovered = sqlx::query(
-        "UPDATE users SET queued_job_id = NULL, queued_at = NULL \
-         WHERE queued_job_id IS NOT NULL AND queued_at < now() - $1 * interval '1 millisecond' \
-           AND running_session_id IS NULL",
+        "UPDATE user_runs SET queued_job_id = NULL, queued_at = NULL \
+         WHERE next_sync_at <= now() AND queued_job_id IS NOT NULL \
+           AND queued_at < now() - $1 * interval '1 millisecond' AND running_session_id IS NULL",
     )
     .bind(queued_job_timeout.as_millis() as f64)
     .execute(pool)

@@ -189,9 +189,9 @@ async fn start(
 ) -> Result<Start, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let Some(user) = sqlx::query_as::<_, UserLease>(
-        "SELECT organization_id, running_session_id, \
-                EXTRACT(EPOCH FROM (lease_expires_at - now()))::float8 * 1000 AS lease_remaining_ms \
-         FROM users WHERE id = $1 FOR UPDATE",
+        "SELECT u.organization_id, r.running_session_id, \
+                EXTRACT(EPOCH FROM (r.lease_expires_at - now()))::float8 * 1000 AS lease_remaining_ms \
+         FROM users u JOIN user_runs r ON r.user_id = u.id WHERE u.id = $1 FOR UPDATE OF u, r",
     )
     .bind(user_id)
     .fetch_optional(&mut *tx)
@@ -235,8 +235,8 @@ async fn start(
             .await?;
         }
         sqlx::query(
-            "UPDATE users SET running_session_id = $2, lease_expires_at = now() + $3 * interval '1 millisecond' \
-             WHERE id = $1",
+            "UPDATE user_runs SET running_session_id = $2, lease_expires_at = now() + $3 * interval '1 millisecond' \
+             WHERE user_id = $1",
         )
         .bind(user_id)
         .bind(job.job_id)
@@ -262,7 +262,8 @@ async fn start(
 /// Releases the user's lease if this job still holds it.
 async fn release(pool: &PgPool, user_id: Uuid, job_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE users SET running_session_id = NULL, lease_expires_at = NULL WHERE id = $1 AND running_session_id = $2",
+        "UPDATE user_runs SET running_session_id = NULL, lease_expires_at = NULL \
+         WHERE user_id = $1 AND running_session_id = $2",
     )
     .bind(user_id)
     .bind(job_id)
@@ -431,9 +432,15 @@ async fn finish(
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     if action.mutates() {
+        // The user's row before its run row, as every transaction locking
+        // both (the effects below write the user's row).
+        sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         let released = sqlx::query(
-            "UPDATE users SET running_session_id = NULL, lease_expires_at = NULL \
-             WHERE id = $1 AND running_session_id = $2",
+            "UPDATE user_runs SET running_session_id = NULL, lease_expires_at = NULL \
+             WHERE user_id = $1 AND running_session_id = $2",
         )
         .bind(user_id)
         .bind(job.job_id)
@@ -551,8 +558,10 @@ async fn apply(
                 .await?
                 .rows_affected();
             sqlx::query(
-                "UPDATE users SET mailbox_status = 'not_initialized', next_sync_at = now(), updated_at = now() \
-                 WHERE id = $1",
+                "WITH reset AS ( \
+                     UPDATE users SET mailbox_status = 'not_initialized', updated_at = now() WHERE id = $1 RETURNING id \
+                 ) \
+                 UPDATE user_runs SET next_sync_at = now() WHERE user_id IN (SELECT id FROM reset)",
             )
             .bind(user_id)
             .execute(&mut **tx)

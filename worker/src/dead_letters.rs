@@ -54,11 +54,13 @@ pub async fn record(pool: &PgPool, dead: &DeadLetter, payload: &[u8]) -> Result<
         .bind(&message)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE users SET queued_job_id = NULL, queued_at = NULL WHERE id = $1 AND queued_job_id = $2")
-            .bind(user_id)
-            .bind(job_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE user_runs SET queued_job_id = NULL, queued_at = NULL WHERE user_id = $1 AND queued_job_id = $2",
+        )
+        .bind(user_id)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await
 }

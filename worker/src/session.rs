@@ -1,9 +1,12 @@
 //! The session row and the per-user lease, in the database.
 //!
-//! A claim locks the user's row, so it waits for a scheduler transaction that
-//! is publishing this very job, then decides in one transaction whether the job
-//! runs. Finishing a session is fenced by the lease: a worker that lost its
-//! lease cannot close a session or touch the user.
+//! A claim locks the user's row, so it waits for an api transaction that is
+//! publishing this very job, then its run row (`user_runs`: the lease, the
+//! queued job, the last session), and decides in one transaction whether the
+//! job runs. Finishing a session is fenced by the lease: a worker that lost
+//! its lease cannot close a session or touch the user. A transaction locking
+//! both rows locks the user's first; the group commit's statements lock the
+//! run rows alone.
 
 use std::{sync::LazyLock, time::Duration};
 
@@ -60,11 +63,11 @@ struct UserRow {
 /// starts from (one statement instead of a second transaction).
 static CLAIM_QUERY: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT u.organization_id, u.sync_status, u.queued_job_id, u.running_session_id, \
-                EXTRACT(EPOCH FROM (u.lease_expires_at - now()))::float8 * 1000 AS lease_remaining_ms, \
+        "SELECT u.organization_id, u.sync_status, r.queued_job_id, r.running_session_id, \
+                EXTRACT(EPOCH FROM (r.lease_expires_at - now()))::float8 * 1000 AS lease_remaining_ms, \
                 o.sync_enabled AS organization_enabled, {} \
-         FROM users u JOIN organizations o ON o.id = u.organization_id \
-         WHERE u.id = $1 FOR UPDATE OF u",
+         FROM users u JOIN user_runs r ON r.user_id = u.id JOIN organizations o ON o.id = u.organization_id \
+         WHERE u.id = $1 FOR UPDATE OF u, r",
         *SETTINGS_COLUMNS
     )
 });
@@ -139,7 +142,7 @@ pub async fn claim(
                      CASE WHEN $7 = 'skipped' THEN 'settings' END, CASE WHEN $7 = 'skipped' THEN 'engine' END, $10) \
              RETURNING started_at \
          ), bookkeeping AS ( \
-             UPDATE users SET \
+             UPDATE user_runs SET \
                  running_session_id = CASE WHEN $7 = 'running' THEN $1 END, \
                  lease_expires_at = CASE WHEN $7 = 'running' THEN now() + $11 * interval '1 millisecond' END, \
                  queued_job_id = CASE WHEN $7 = 'skipped' AND queued_job_id = $4 THEN NULL ELSE queued_job_id END, \
@@ -147,7 +150,7 @@ pub async fn claim(
                  last_session_id = CASE WHEN $7 = 'skipped' THEN $1 ELSE last_session_id END, \
                  last_session_at = CASE WHEN $7 = 'skipped' THEN now() ELSE last_session_at END, \
                  last_session_status = CASE WHEN $7 = 'skipped' THEN 'skipped' ELSE last_session_status END \
-             WHERE id = $2 \
+             WHERE user_id = $2 \
          ), admin_job AS ( \
              UPDATE admin_jobs SET \
                  status = CASE WHEN $7 = 'skipped' THEN 'failed' ELSE 'running' END, \
@@ -227,20 +230,22 @@ struct FastClaimRow {
     settings: SettingsRow,
 }
 
-/// The fast claims of a batch, in one statement: each user whose row still
-/// names the job as queued, holds no lease and may sync takes the lease, its
-/// session opens, and its settings come back from the locked row.
+/// The fast claims of a batch, in one statement: each user whose run row
+/// still names the job as queued, holds no lease and may sync takes the lease
+/// (a HOT update of the run row alone), its session opens, and its settings
+/// come back with it.
 static FAST_CLAIMS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH claimed AS ( \
-             UPDATE users u SET running_session_id = r.session_id, \
+             UPDATE user_runs r SET running_session_id = x.session_id, \
                  lease_expires_at = now() + $6 * interval '1 millisecond' \
              FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::int[]) \
-                      AS r(user_id, job_id, session_id, scheduled_at, attempt), \
-                  organizations o \
-             WHERE u.id = r.user_id AND o.id = u.organization_id AND u.queued_job_id = r.job_id \
-               AND u.running_session_id IS NULL AND u.sync_status = 'enabled' AND o.sync_enabled \
-             RETURNING u.id AS user_id, u.organization_id, r.session_id, r.job_id, r.scheduled_at, r.attempt, {} \
+                      AS x(user_id, job_id, session_id, scheduled_at, attempt), \
+                  users u, organizations o \
+             WHERE r.user_id = x.user_id AND u.id = r.user_id AND o.id = u.organization_id \
+               AND r.queued_job_id = x.job_id AND r.running_session_id IS NULL \
+               AND u.sync_status = 'enabled' AND o.sync_enabled \
+             RETURNING u.id AS user_id, u.organization_id, x.session_id, x.job_id, x.scheduled_at, x.attempt, {} \
          ), opened AS ( \
              INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, scope, status, \
                                         scheduled_at, started_at, worker_id) \
@@ -348,7 +353,8 @@ async fn abandon(
     .execute(&mut **tx)
     .await?;
     sqlx::query(
-        "UPDATE users SET running_session_id = NULL, lease_expires_at = NULL WHERE id = $1 AND running_session_id = $2",
+        "UPDATE user_runs SET running_session_id = NULL, lease_expires_at = NULL \
+         WHERE user_id = $1 AND running_session_id = $2",
     )
     .bind(user_id)
     .bind(session_id)
@@ -360,8 +366,8 @@ async fn abandon(
 /// Extends the lease; `false` means it is no longer ours.
 pub async fn renew(pool: &PgPool, claimed: &Claimed, lease: Duration) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
-        "UPDATE users SET lease_expires_at = now() + $3 * interval '1 millisecond' \
-         WHERE id = $1 AND running_session_id = $2",
+        "UPDATE user_runs SET lease_expires_at = now() + $3 * interval '1 millisecond' \
+         WHERE user_id = $1 AND running_session_id = $2",
     )
     .bind(claimed.user_id)
     .bind(claimed.session_id)
@@ -459,11 +465,23 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
         .map(|(stream, token)| (stream.as_str(), token.as_str()))
         .unzip();
     // One statement, so one atomic write and one round trip; every part is
-    // conditional on `released`, the lease check. `notified`, the addresses
+    // conditional on `released`, the lease check.
+    //
+    // A refused grant marks the credential refused (and asks to reconnect)
+    // only when the refusal is conclusive: the credential was stored before
+    // this session started (a grant stored since is not the one refused),
+    // and the user's session before this one was not abandoned. An
+    // abandoned session's worker may still be storing the refresh token its
+    // refresh rotated (a strict provider revoked the one this session read):
+    // that store lands within the worker's retry budget, and if it never
+    // does, the next session's refusal is conclusive. `notified`, the addresses
     // a user's alerts go to, is read only by an email that is written.
     let released: i64 = sqlx::query_scalar(concat!(
-        "WITH released AS ( \
-             UPDATE users SET running_session_id = NULL, lease_expires_at = NULL, \
+        "WITH locked AS ( \
+             SELECT id, organization_id, email, coalesce(notification_email, email) AS notify, sync_status \
+             FROM users WHERE id = $1 FOR UPDATE \
+         ), released AS ( \
+             UPDATE user_runs SET running_session_id = NULL, lease_expires_at = NULL, \
                  queued_job_id = CASE WHEN $21::uuid IS NOT NULL THEN $21 \
                      WHEN $4 AND queued_job_id = $5 THEN NULL ELSE queued_job_id END, \
                  queued_at = CASE WHEN $21::uuid IS NOT NULL THEN now() \
@@ -472,20 +490,17 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
                      WHEN $22::text IS NULL THEN 0 \
                      WHEN failure_class = $22 THEN consecutive_failures + 1 ELSE 1 END, \
                  failure_class = CASE WHEN $6 = 'abandoned' OR $22 = 'deferred' THEN failure_class ELSE $22 END, \
-                 sync_status = CASE WHEN $23::int IS NOT NULL AND sync_status = 'enabled' \
-                         AND (CASE WHEN failure_class = $22 THEN consecutive_failures + 1 ELSE 1 END) = $23 \
-                     THEN 'disabled_' || $22 || '_error' ELSE sync_status END, \
-                 disabled_reason = CASE WHEN $23::int IS NOT NULL AND sync_status = 'enabled' \
-                         AND (CASE WHEN failure_class = $22 THEN consecutive_failures + 1 ELSE 1 END) = $23 \
-                     THEN format('%s consecutive sessions failed (%s): %s', $23, $22, $14) ELSE disabled_reason END, \
-                 sync_status_changed_at = CASE WHEN $23::int IS NOT NULL AND sync_status = 'enabled' \
-                         AND (CASE WHEN failure_class = $22 THEN consecutive_failures + 1 ELSE 1 END) = $23 \
-                     THEN now() ELSE sync_status_changed_at END, \
                  last_session_id = $2, last_session_at = now(), last_session_status = $6 \
-             WHERE id = $1 AND running_session_id = $2 \
-             RETURNING id, organization_id, email, coalesce(notification_email, email) AS notify, \
-                 $23::int IS NOT NULL AND consecutive_failures = $23 AND sync_status = 'disabled_' || $22 || '_error' \
-                     AS suspended \
+             FROM locked \
+             WHERE user_id = $1 AND running_session_id = $2 \
+             RETURNING locked.id, locked.organization_id, locked.email, locked.notify, \
+                 $23::int IS NOT NULL AND locked.sync_status = 'enabled' AND consecutive_failures = $23 \
+                     AND failure_class = $22 AS suspended \
+         ), suspended_user AS ( \
+             UPDATE users SET sync_status = 'disabled_' || $22 || '_error', \
+                 disabled_reason = format('%s consecutive sessions failed (%s): %s', $23, $22, $14), \
+                 sync_status_changed_at = now() \
+             FROM released WHERE users.id = released.id AND released.suspended \
          ), notified AS ( \
              SELECT ARRAY(SELECT DISTINCT recipient FROM unnest(notify || ARRAY( \
                         SELECT coalesce(a.notification_email, a.email) FROM users a \
@@ -527,6 +542,9 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
          ), refused AS ( \
              UPDATE credentials SET refused_at = now() \
              WHERE user_id = $1 AND refused_at IS NULL AND $31 AND EXISTS (SELECT 1 FROM released) \
+               AND updated_at < $3 \
+               AND (SELECT p.status FROM sync_sessions p WHERE p.user_id = $1 AND p.started_at < $3 \
+                    ORDER BY p.started_at DESC LIMIT 1) IS DISTINCT FROM 'abandoned' \
                AND kind = ANY(CASE $13 WHEN 'mailbox' THEN ARRAY['mailbox_refresh_token', 'mailbox_password'] \
                                        WHEN 'crm' THEN ARRAY['crm_refresh_token'] ELSE ARRAY[]::text[] END) \
              RETURNING kind \
@@ -632,16 +650,17 @@ impl QuietClose {
 }
 
 /// The quiet closes of a batch, in one statement: what [`finish`] writes for
-/// such a session, set-based. Each close is fenced by its own lease.
+/// such a session, set-based (HOT updates of the run rows alone). Each close
+/// is fenced by its own lease.
 const QUIET_CLOSES: &str = "WITH released AS ( \
-         UPDATE users u SET running_session_id = NULL, lease_expires_at = NULL, \
+         UPDATE user_runs u SET running_session_id = NULL, lease_expires_at = NULL, \
              queued_job_id = CASE WHEN u.queued_job_id = r.job_id THEN NULL ELSE u.queued_job_id END, \
              queued_at = CASE WHEN u.queued_job_id = r.job_id THEN NULL ELSE u.queued_at END, \
              consecutive_failures = 0, failure_class = NULL, \
              last_session_id = r.session_id, last_session_at = now(), last_session_status = 'succeeded' \
          FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[], $5::text[], $6::jsonb[]) \
                   AS r(user_id, session_id, started_at, job_id, scope, calls) \
-         WHERE u.id = r.user_id AND u.running_session_id = r.session_id \
+         WHERE u.user_id = r.user_id AND u.running_session_id = r.session_id \
          RETURNING r.* \
      ), closed AS ( \
          UPDATE sync_sessions s SET status = 'succeeded', scope = released.scope, ended_at = now(), \

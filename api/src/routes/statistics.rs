@@ -46,16 +46,16 @@ pub struct UserStatistics {
     pub error_message: Option<String>,
 }
 
-const COLUMNS: &str = "u.id AS user_id, u.name, u.email, u.last_session_id, u.last_session_at, \
-     u.last_session_status, s.items_to_crm, s.items_to_mailbox, s.issue_count, s.error_category, s.error_source, \
+const COLUMNS: &str = "u.id AS user_id, u.name, u.email, r.last_session_id, r.last_session_at, \
+     r.last_session_status, s.items_to_crm, s.items_to_mailbox, s.issue_count, s.error_category, s.error_source, \
      s.error_message";
 
 /// The user's last session, found through the user index of the
 /// partitioned sessions (newest first, no later than its end).
-const FROM: &str = " FROM users u LEFT JOIN LATERAL ( \
+const FROM: &str = " FROM users u JOIN user_runs r ON r.user_id = u.id LEFT JOIN LATERAL ( \
          SELECT s.items_to_crm, s.items_to_mailbox, s.issue_count, s.error_category, s.error_source, s.error_message \
          FROM sync_sessions s \
-         WHERE s.user_id = u.id AND s.id = u.last_session_id AND s.started_at <= u.last_session_at \
+         WHERE s.user_id = u.id AND s.id = r.last_session_id AND s.started_at <= r.last_session_at \
          ORDER BY s.started_at DESC LIMIT 1) s ON TRUE";
 
 /// The statistics query: `status` (of the last session), `q` (in the name
@@ -106,13 +106,13 @@ static STATISTICS: list::Spec = list::Spec {
         },
         list::Column {
             name: "last_session_at",
-            sql: "u.last_session_at",
+            sql: "r.last_session_at",
             kind: list::Kind::Time,
             nullable: true,
         },
         list::Column {
             name: "last_session_status",
-            sql: "u.last_session_status",
+            sql: "r.last_session_status",
             kind: list::Kind::Text,
             nullable: true,
         },
@@ -155,7 +155,7 @@ pub async fn organization_statistics(
     let filter = |builder: &mut QueryBuilder<'_, Postgres>| {
         builder.push(" WHERE u.organization_id = ").push_bind(id);
         if let Some(status) = status {
-            builder.push(" AND u.last_session_status = ").push_bind(status.as_str());
+            builder.push(" AND r.last_session_status = ").push_bind(status.as_str());
         }
         if let Some(pattern) = &pattern {
             builder
@@ -166,7 +166,7 @@ pub async fn organization_statistics(
                 .push(")");
         }
     };
-    let mut counting = QueryBuilder::new("SELECT count(*) FROM users u");
+    let mut counting = QueryBuilder::new("SELECT count(*) FROM users u JOIN user_runs r ON r.user_id = u.id");
     filter(&mut counting);
     let total: i64 = counting.build_query_scalar().fetch_one(&state.pool).await?;
     let mut listing = QueryBuilder::new(format!("SELECT {COLUMNS}{}{FROM}", page.keys()));

@@ -596,13 +596,13 @@ static USER_LIST: list::Spec = list::Spec {
         },
         list::Column {
             name: "last_session_at",
-            sql: "u.last_session_at",
+            sql: "r.last_session_at",
             kind: list::Kind::Time,
             nullable: true,
         },
         list::Column {
             name: "next_sync_at",
-            sql: "u.next_sync_at",
+            sql: "r.next_sync_at",
             kind: list::Kind::Time,
             nullable: false,
         },

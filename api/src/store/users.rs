@@ -32,10 +32,10 @@ pub struct UserRow {
     pub organization_enabled: bool,
 }
 
-/// The columns of a [`UserRow`], over `users u JOIN organizations o`.
+/// The columns of a [`UserRow`], over `users u JOIN user_runs r JOIN organizations o`.
 pub const COLUMNS: &str = "u.id, u.name, u.email, u.notification_email, u.organization_id, u.plan_id, \
-     u.description, u.account_logon, u.role, u.sync_status, u.disabled_reason, u.mailbox_status, u.next_sync_at, \
-     u.last_session_id, u.last_session_at, u.last_session_status, u.created_at, u.updated_at, \
+     u.description, u.account_logon, u.role, u.sync_status, u.disabled_reason, u.mailbox_status, r.next_sync_at, \
+     r.last_session_id, r.last_session_at, r.last_session_status, u.created_at, u.updated_at, \
      o.sync_enabled AS organization_enabled";
 
 /// Whether [`find`] locks the user's row for the rest of the transaction.
@@ -61,10 +61,11 @@ pub async fn find(connection: &mut PgConnection, id: Uuid, lock: Lock) -> StoreR
     Ok(sqlx::query_as!(
         UserRow,
         "SELECT u.id, u.name, u.email, u.notification_email, u.organization_id, u.plan_id, u.description, \
-             u.account_logon, u.role, u.sync_status, u.disabled_reason, u.mailbox_status, u.next_sync_at, \
-             u.last_session_id, u.last_session_at, u.last_session_status, u.created_at, u.updated_at, \
+             u.account_logon, u.role, u.sync_status, u.disabled_reason, u.mailbox_status, r.next_sync_at, \
+             r.last_session_id, r.last_session_at, r.last_session_status, u.created_at, u.updated_at, \
              o.sync_enabled AS organization_enabled \
-         FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1",
+         FROM users u JOIN user_runs r ON r.user_id = u.id JOIN organizations o ON o.id = u.organization_id \
+         WHERE u.id = $1",
         id
     )
     .fetch_optional(connection)
@@ -144,13 +145,14 @@ pub async fn update_profile(connection: &mut PgConnection, id: Uuid, change: &Pr
 /// them due at once) or off (with `reason`).
 pub async fn switch_sync(connection: &mut PgConnection, id: Uuid, enabled: bool, reason: &str) -> StoreResult<()> {
     sqlx::query!(
-        "UPDATE users SET sync_status = CASE WHEN $2 THEN 'enabled' ELSE 'disabled' END, \
-             sync_status_changed_at = now(), updated_at = now(), \
-             disabled_reason = CASE WHEN $2 THEN NULL ELSE $3 END, \
-             consecutive_failures = CASE WHEN $2 THEN 0 ELSE consecutive_failures END, \
-             failure_class = CASE WHEN $2 THEN NULL ELSE failure_class END, \
-             next_sync_at = CASE WHEN $2 THEN now() ELSE next_sync_at END \
-         WHERE id = $1",
+        "WITH switched AS ( \
+             UPDATE users SET sync_status = CASE WHEN $2 THEN 'enabled' ELSE 'disabled' END, \
+                 sync_status_changed_at = now(), updated_at = now(), \
+                 disabled_reason = CASE WHEN $2 THEN NULL ELSE $3 END \
+             WHERE id = $1 RETURNING id \
+         ) \
+         UPDATE user_runs SET consecutive_failures = 0, failure_class = NULL, next_sync_at = now() \
+         WHERE $2 AND user_id IN (SELECT id FROM switched)",
         id,
         enabled,
         reason
@@ -305,7 +307,7 @@ impl ListFilter<'_> {
 /// How many users match `filter`, and the rows of `page` among them (with
 /// the page's keys, for `Page::finish`).
 pub async fn page(pool: &PgPool, filter: &ListFilter<'_>, page: &list::Page) -> StoreResult<(i64, Vec<PgRow>)> {
-    let from = "users u JOIN organizations o ON o.id = u.organization_id";
+    let from = "users u JOIN user_runs r ON r.user_id = u.id JOIN organizations o ON o.id = u.organization_id";
     super::counted_page(pool, COLUMNS, from, |builder| filter.push(builder), page).await
 }
 
@@ -379,7 +381,8 @@ pub struct Owner {
 pub async fn owner(pool: &PgPool, id: Uuid) -> StoreResult<Option<Owner>> {
     Ok(sqlx::query_as!(
         Owner,
-        "SELECT id, organization_id, last_session_id FROM users WHERE id = $1",
+        "SELECT u.id, u.organization_id, r.last_session_id \
+         FROM users u JOIN user_runs r ON r.user_id = u.id WHERE u.id = $1",
         id
     )
     .fetch_optional(pool)

@@ -112,16 +112,21 @@ async fn the_user_list_walks_every_row_exactly_once_in_both_orders_with_ties_and
     // Few distinct values, so most rows tie; a third without a last session,
     // half without a notification address.
     sqlx::query(
-        "UPDATE users u SET name = 'Name ' || (r.n % 4), \
+        "WITH edited AS ( \
+         UPDATE users u SET name = 'Name ' || (r.n % 4), \
              created_at = timestamptz '2026-01-01 00:00:00+00' + (r.n % 3) * interval '1 hour', \
              notification_email = CASE WHEN r.n % 2 = 0 THEN 'n' || (r.n % 5) || '@x.test' END, \
-             sync_status = (ARRAY['enabled', 'disabled', 'paused'])[r.n % 3 + 1], \
+             sync_status = (ARRAY['enabled', 'disabled', 'paused'])[r.n % 3 + 1] \
+         FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM users WHERE organization_id = $1) r \
+         WHERE u.id = r.id RETURNING u.id \
+         ) \
+         UPDATE user_runs u SET \
              last_session_id = CASE WHEN r.n % 3 <> 0 THEN gen_random_uuid() END, \
              last_session_status = CASE WHEN r.n % 3 <> 0 THEN 'succeeded' END, \
              last_session_at = CASE WHEN r.n % 3 <> 0 \
                  THEN timestamptz '2026-02-01 00:00:00+00' + (r.n % 2) * interval '1 minute' END \
          FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM users WHERE organization_id = $1) r \
-         WHERE u.id = r.id",
+         WHERE u.user_id = r.id AND EXISTS (SELECT 1 FROM edited)",
     )
     .bind(org)
     .execute(&env.pool)

@@ -126,9 +126,9 @@ pub async fn session(
 /// Makes a session the user's last, as the worker does when it ends.
 pub async fn make_last(env: &TestEnv, user: Uuid, session: Uuid) {
     sqlx::query(
-        "UPDATE users u SET last_session_id = s.id, last_session_at = COALESCE(s.ended_at, s.started_at), \
+        "UPDATE user_runs u SET last_session_id = s.id, last_session_at = COALESCE(s.ended_at, s.started_at), \
              last_session_status = s.status \
-         FROM sync_sessions s WHERE u.id = $1 AND s.id = $2",
+         FROM sync_sessions s WHERE u.user_id = $1 AND s.id = $2",
     )
     .bind(user)
     .bind(session)

@@ -25,7 +25,7 @@ async fn enabling_a_suspended_user_clears_the_suspension_records_an_activity_and
     let org = organization(&env.pool, AccessType::Office365, true).await;
     let later = Utc::now() + chrono::Duration::hours(1);
     let user = users(&env.pool, org, 1, SyncStatus::DisabledAuthError, later, true).await[0];
-    sqlx::query("UPDATE users SET consecutive_failures = 6, failure_class = 'auth' WHERE id = $1")
+    sqlx::query("UPDATE user_runs SET consecutive_failures = 6, failure_class = 'auth' WHERE user_id = $1")
         .bind(user)
         .execute(&env.pool)
         .await
@@ -43,7 +43,7 @@ async fn enabling_a_suspended_user_clears_the_suspension_records_an_activity_and
     assert_eq!(result["user"]["sync_status"], "enabled");
     assert_eq!(result["user"]["effective_sync_status"], "enabled");
     let (failures, due): (i32, bool) =
-        sqlx::query_as("SELECT consecutive_failures, next_sync_at <= now() FROM users WHERE id = $1")
+        sqlx::query_as("SELECT consecutive_failures, next_sync_at <= now() FROM user_runs WHERE user_id = $1")
             .bind(user)
             .fetch_one(&env.pool)
             .await

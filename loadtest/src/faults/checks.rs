@@ -44,7 +44,7 @@ pub async fn quiesce(
                          AND NOT EXISTS (SELECT 1 FROM sync_sessions s WHERE s.user_id = u.id \
                                          AND s.started_at > $2 AND s.status = ANY($3))), \
                     (SELECT count(*) FROM pushes WHERE status NOT IN ('completed', 'failed')), \
-                    (SELECT count(*) FROM email_outbox WHERE status = 'pending')",
+                    (SELECT count(*) FROM email_outbox WHERE status IN ('pending', 'sending'))",
         )
         .bind(&users)
         .bind(cleared_at)
@@ -238,7 +238,7 @@ pub async fn run(inputs: Inputs<'_>) -> anyhow::Result<Value> {
 
     let (running, leased): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM sync_sessions WHERE status = 'running'), \
-                (SELECT count(*) FROM users WHERE running_session_id IS NOT NULL)",
+                (SELECT count(*) FROM user_runs WHERE running_session_id IS NOT NULL)",
     )
     .fetch_one(inputs.pool)
     .await?;

@@ -182,19 +182,22 @@ impl World {
             world.ledger.extend(first);
             let due = now + chrono::Duration::milliseconds((interval.as_millis() as usize * index / count) as i64);
             sqlx::query(
-                "INSERT INTO users (id, organization_id, name, email, role, sync_status, next_sync_at, \
-                                    salesforce_instance_url) \
-                 VALUES ($1, $2, $3, $4, $5, 'enabled', $6, $7)",
+                "INSERT INTO users (id, organization_id, name, email, role, sync_status, salesforce_instance_url) \
+                 VALUES ($1, $2, $3, $4, $5, 'enabled', $6)",
             )
             .bind(user.id)
             .bind(user.organization)
             .bind(format!("Faults user {index}"))
             .bind(&user.email)
             .bind(if user.admin { "org_admin" } else { "user" })
-            .bind(due)
             .bind(&simulators)
             .execute(&mut *tx)
             .await?;
+            sqlx::query("UPDATE user_runs SET next_sync_at = $2 WHERE user_id = $1")
+                .bind(user.id)
+                .bind(due)
+                .execute(&mut *tx)
+                .await?;
             let mailbox_kind = match access {
                 Access::Ews => CredentialKind::MailboxPassword,
                 Access::Graph | Access::Gmail => CredentialKind::MailboxRefreshToken,

@@ -663,7 +663,7 @@ async fn phase_p1(
     let before = fleet.snapshot(pool, common).await?;
     let chosen = &seeded.users[..p1_users];
     let made_due: DateTime<Utc> = again_on_deadlock(|| {
-        sqlx::query_scalar("UPDATE users SET next_sync_at = now() WHERE id = ANY($1) RETURNING now()")
+        sqlx::query_scalar("UPDATE user_runs SET next_sync_at = now() WHERE user_id = ANY($1) RETURNING now()")
             .bind(chosen)
             .fetch_optional(pool)
     })
@@ -672,7 +672,7 @@ async fn phase_p1(
     wait_until_zero(
         fleet,
         pool,
-        "SELECT count(*) FROM users WHERE queued_job_id IS NOT NULL OR next_sync_at <= now()",
+        "SELECT count(*) FROM user_runs WHERE queued_job_id IS NOT NULL OR next_sync_at <= now()",
         "P1 (every user due at once)",
     )
     .await?;
@@ -681,7 +681,7 @@ async fn phase_p1(
     let (sessions, calls) = cost::session_calls(pool, made_due - chrono::Duration::seconds(1), Utc::now()).await?;
     let per_session = before.per_session(&after, sessions, &calls);
     // Nobody is due until a phase says so.
-    again_on_deadlock(|| sqlx::query("UPDATE users SET next_sync_at = now() + interval '10 years'").execute(pool))
+    again_on_deadlock(|| sqlx::query("UPDATE user_runs SET next_sync_at = now() + interval '10 years'").execute(pool))
         .await?;
     phases.push(chart::Phase {
         name: "P1 all due".to_owned(),
@@ -754,8 +754,8 @@ async fn phase_p2(
             .collect();
         again_on_deadlock(|| {
             sqlx::query(
-                "UPDATE users u SET next_sync_at = s.slot FROM UNNEST($1::uuid[], $2::timestamptz[]) AS s(id, slot) \
-                 WHERE u.id = s.id",
+                "UPDATE user_runs r SET next_sync_at = s.slot FROM UNNEST($1::uuid[], $2::timestamptz[]) AS s(id, slot) \
+                 WHERE r.user_id = s.id",
             )
             .bind(joining)
             .bind(&slots)
@@ -817,12 +817,12 @@ async fn phase_p2(
         n = (n * 3 / 2).max(n + 1).min(seeded.users.len());
     }
     // Off the cadence again; the jobs still queued finish before P3.
-    again_on_deadlock(|| sqlx::query("UPDATE users SET next_sync_at = now() + interval '10 years'").execute(pool))
+    again_on_deadlock(|| sqlx::query("UPDATE user_runs SET next_sync_at = now() + interval '10 years'").execute(pool))
         .await?;
     wait_until_zero(
         fleet,
         pool,
-        "SELECT count(*) FROM users WHERE queued_job_id IS NOT NULL",
+        "SELECT count(*) FROM user_runs WHERE queued_job_id IS NOT NULL",
         "P2's last jobs",
     )
     .await?;
@@ -863,7 +863,7 @@ async fn phase_p3(
     let start = since(origin);
     let (targets, backlog_users) = seeded.users.split_at(options.force_syncs);
     again_on_deadlock(|| {
-        sqlx::query("UPDATE users SET next_sync_at = now() WHERE id = ANY($1)")
+        sqlx::query("UPDATE user_runs SET next_sync_at = now() WHERE user_id = ANY($1)")
             .bind(backlog_users)
             .execute(pool)
     })
@@ -872,7 +872,7 @@ async fn phase_p3(
     wait_until_zero(
         fleet,
         pool,
-        "SELECT count(*) FROM users WHERE queued_job_id IS NULL AND next_sync_at <= now()",
+        "SELECT count(*) FROM user_runs WHERE queued_job_id IS NULL AND next_sync_at <= now()",
         "P3 (publishing the backlog)",
     )
     .await?;

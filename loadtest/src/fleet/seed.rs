@@ -139,19 +139,24 @@ pub async fn seed(
             .clone()
             .map(|index| organization_ids[index % organizations])
             .collect();
+        // One transaction: no scheduler sees the users due at their creation.
+        let mut tx = pool.begin().await?;
         sqlx::query(
-            "INSERT INTO users (id, organization_id, name, email, sync_status, mailbox_status, next_sync_at, \
-                                salesforce_instance_url) \
-             SELECT id, organization_id, 'Load ' || email, email, 'enabled', 'initialized', \
-                    now() + interval '10 years', $4 \
+            "INSERT INTO users (id, organization_id, name, email, sync_status, mailbox_status, salesforce_instance_url) \
+             SELECT id, organization_id, 'Load ' || email, email, 'enabled', 'initialized', $4 \
              FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS u(id, organization_id, email)",
         )
         .bind(&ids)
         .bind(&organization_of)
         .bind(&emails)
         .bind(&salesforce_url)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query("UPDATE user_runs SET next_sync_at = now() + interval '10 years' WHERE user_id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         insert_credentials(pool, ring, &ids, &mailbox_tokens, &crm_tokens).await?;
         users.extend(ids);
         salesforce_orgs += orgs;

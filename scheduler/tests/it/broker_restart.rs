@@ -27,7 +27,7 @@ async fn the_broker_restarts_during_a_publishing_burst_and_no_job_is_lost() {
     let worker = worker(&env, &[("SYNCFLEET_WORKER_CONCURRENCY", "64")]);
     wait_until(Duration::from_secs(60), "the burst to start", || async {
         sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM users WHERE queued_job_id IS NOT NULL OR last_session_id IS NOT NULL",
+            "SELECT count(*) FROM user_runs WHERE queued_job_id IS NOT NULL OR last_session_id IS NOT NULL",
         )
         .fetch_one(&env.pool)
         .await

@@ -83,7 +83,7 @@ async fn disabled_users_and_users_of_disabled_organizations_are_not_scheduled() 
         "three control syncs and the others' slots moved",
         || async {
             let advanced: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM users WHERE organization_id = $1 AND next_sync_at > $2")
+                sqlx::query_scalar("SELECT count(*) FROM users u JOIN user_runs r ON r.user_id = u.id WHERE u.organization_id = $1 AND r.next_sync_at > $2")
                     .bind(disabled_org)
                     .bind(seeded_at)
                     .fetch_one(&env.pool)

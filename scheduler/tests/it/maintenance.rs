@@ -30,7 +30,7 @@ async fn the_sweep_abandons_sessions_whose_lease_expired_and_recovers_lost_jobs(
     .await
     .unwrap();
     sqlx::query(
-        "UPDATE users SET running_session_id = $2, lease_expires_at = now() - interval '1 minute' WHERE id = $1",
+        "UPDATE user_runs SET running_session_id = $2, lease_expires_at = now() - interval '1 minute' WHERE user_id = $1",
     )
     .bind(crashed)
     .bind(session)
@@ -38,13 +38,13 @@ async fn the_sweep_abandons_sessions_whose_lease_expired_and_recovers_lost_jobs(
     .await
     .unwrap();
     sqlx::query(
-        "UPDATE users SET queued_job_id = gen_random_uuid(), queued_at = now() - interval '3 hours' WHERE id = $1",
+        "UPDATE user_runs SET queued_job_id = gen_random_uuid(), queued_at = now() - interval '3 hours' WHERE user_id = $1",
     )
     .bind(lost)
     .execute(&env.pool)
     .await
     .unwrap();
-    sqlx::query("UPDATE users SET queued_job_id = gen_random_uuid(), queued_at = now() WHERE id = $1")
+    sqlx::query("UPDATE user_runs SET queued_job_id = gen_random_uuid(), queued_at = now() WHERE user_id = $1")
         .bind(fresh)
         .execute(&env.pool)
         .await
@@ -61,7 +61,7 @@ async fn the_sweep_abandons_sessions_whose_lease_expired_and_recovers_lost_jobs(
         .unwrap();
     assert_eq!(status, "abandoned");
     let queued: Vec<(Uuid, bool)> =
-        sqlx::query_as("SELECT id, queued_job_id IS NOT NULL FROM users WHERE id = ANY($1)")
+        sqlx::query_as("SELECT user_id, queued_job_id IS NOT NULL FROM user_runs WHERE user_id = ANY($1)")
             .bind([lost, fresh])
             .fetch_all(&env.pool)
             .await

@@ -38,7 +38,7 @@ async fn a_scheduler_started_before_postgresql_waits_for_it_then_schedules() {
     database.open().await;
     becomes_ready(ops_port).await;
     wait_until(Duration::from_secs(30), "the due user's job", || async {
-        sqlx::query_scalar::<_, Option<uuid::Uuid>>("SELECT queued_job_id FROM users WHERE id = $1")
+        sqlx::query_scalar::<_, Option<uuid::Uuid>>("SELECT queued_job_id FROM user_runs WHERE user_id = $1")
             .bind(user)
             .fetch_one(&env.pool)
             .await

@@ -12,7 +12,7 @@
 
 use std::{future::Future, pin::Pin, time::Duration};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use chrono::{DateTime, Utc};
 use prometheus_client::{
     metrics::{counter::Counter, histogram::Histogram},
@@ -166,15 +166,11 @@ impl TokenStores {
                 secrets::store_many(&pool, &stores.ring, owner, &batch).await
             };
             let result = attempt
-                .retry(
-                    ExponentialBuilder::default()
-                        .with_min_delay(Duration::from_millis(50))
-                        .with_max_delay(Duration::from_secs(5))
-                        .with_jitter()
-                        .without_max_times()
-                        .with_total_delay(Some(stores.retry_for)),
-                )
-                .when(is_transient)
+                .retry(syncfleet_common::db::transient_backoff(
+                    Duration::from_secs(5),
+                    stores.retry_for,
+                ))
+                .when(syncfleet_common::db::is_transient)
                 .notify(|error, delay| {
                     stores.metrics.retries.inc();
                     warn!(%error, retry_in_ms = delay.as_millis() as u64, "Could not store a grant; retrying.");
@@ -199,26 +195,6 @@ impl TokenStores {
                 message: format!("could not store the new token: {join}"),
             }),
         }
-    }
-}
-
-/// Whether a database error may pass if tried again: the server or the
-/// connection went away, or a conflict that a retry resolves.
-fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
-            code.starts_with("08")
-                || code.starts_with("57P")
-                || code.starts_with("53")
-                || code == "40001"
-                || code == "40P01"
-        }),
-        _ => false,
     }
 }
 

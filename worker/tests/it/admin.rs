@@ -217,7 +217,7 @@ async fn a_wrong_mailbox_password_fails_the_job_at_once_without_the_secret() {
         "a failed action leaves the user's row as it was"
     );
     assert!(activities(env, user).await.is_empty());
-    let lease: Option<Uuid> = sqlx::query_scalar("SELECT running_session_id FROM users WHERE id = $1")
+    let lease: Option<Uuid> = sqlx::query_scalar("SELECT running_session_id FROM user_runs WHERE user_id = $1")
         .bind(user)
         .fetch_one(&env.pool)
         .await
@@ -308,7 +308,7 @@ async fn reinitialize_mailbox_starts_afresh_without_duplicates_on_either_side() 
     assert_eq!(result["mappings_cleared"], 1, "the Task's mapping; the Contact's stays");
     assert_eq!(count(env, "sync_state", user).await, 0);
     assert_eq!(count(env, "item_mappings", user).await, 1);
-    let due: bool = sqlx::query_scalar("SELECT next_sync_at <= now() FROM users WHERE id = $1")
+    let due: bool = sqlx::query_scalar("SELECT next_sync_at <= now() FROM user_runs WHERE user_id = $1")
         .bind(user)
         .fetch_one(&env.pool)
         .await
@@ -379,7 +379,7 @@ async fn a_mutating_action_waits_for_the_users_lease_then_runs() {
     let worker = fixture.worker(&[("SYNCFLEET_OPS_LISTEN", &ops.to_string())]);
     // A session of the user holds the lease.
     sqlx::query(
-        "UPDATE users SET running_session_id = $2, lease_expires_at = now() + interval '3 seconds' WHERE id = $1",
+        "UPDATE user_runs SET running_session_id = $2, lease_expires_at = now() + interval '3 seconds' WHERE user_id = $1",
     )
     .bind(user)
     .bind(Uuid::now_v7())
@@ -399,7 +399,7 @@ async fn a_mutating_action_waits_for_the_users_lease_then_runs() {
 
     // The session ends and releases the lease; the deferred job runs then.
     let released_at: DateTime<Utc> = sqlx::query_scalar(
-        "UPDATE users SET running_session_id = NULL, lease_expires_at = NULL WHERE id = $1 RETURNING now()",
+        "UPDATE user_runs SET running_session_id = NULL, lease_expires_at = NULL WHERE user_id = $1 RETURNING now()",
     )
     .bind(user)
     .fetch_one(&env.pool)
@@ -412,7 +412,7 @@ async fn a_mutating_action_waits_for_the_users_lease_then_runs() {
 
     // Checks take no lease: one runs at once while a session holds it.
     sqlx::query(
-        "UPDATE users SET running_session_id = $2, lease_expires_at = now() + interval '60 seconds' WHERE id = $1",
+        "UPDATE user_runs SET running_session_id = $2, lease_expires_at = now() + interval '60 seconds' WHERE user_id = $1",
     )
     .bind(user)
     .bind(Uuid::now_v7())

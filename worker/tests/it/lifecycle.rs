@@ -195,7 +195,7 @@ async fn sigterm_hands_back_a_job_still_running_after_the_grace_period() {
     );
     assert_eq!(session_count(&env.pool, user, "abandoned").await, 1);
     assert_eq!(env.ready(Route::Priority).await, 1, "the job is back on its queue");
-    let lease: Option<uuid::Uuid> = sqlx::query_scalar("SELECT running_session_id FROM users WHERE id = $1")
+    let lease: Option<uuid::Uuid> = sqlx::query_scalar("SELECT running_session_id FROM user_runs WHERE user_id = $1")
         .bind(user)
         .fetch_one(&env.pool)
         .await
@@ -241,7 +241,7 @@ async fn kill_9_between_the_token_answer_and_its_store(
         .await
         .unwrap();
     force_sync(&env, user).await;
-    crate::support::blocked_credential_write(&env.pool, None).await;
+    syncfleet_testkit::blocked_on_lock(&env.pool, "INSERT INTO credentials", None).await;
     first.kill().unwrap();
     first.wait().unwrap();
     holder.rollback().await.unwrap();

@@ -49,7 +49,7 @@ async fn a_configured_user_gets_a_check_session_with_its_log() {
         .unwrap();
     assert_eq!(logs, 0);
     let (running, last_status): (Option<uuid::Uuid>, Option<String>) =
-        sqlx::query_as("SELECT running_session_id, last_session_status FROM users WHERE id = $1")
+        sqlx::query_as("SELECT running_session_id, last_session_status FROM user_runs WHERE user_id = $1")
             .bind(user)
             .fetch_one(&env.pool)
             .await
@@ -158,7 +158,7 @@ async fn two_deliveries_of_one_job_never_run_two_sessions_at_once() {
     // The second delivery waited for the lease, then found the job done.
     wait_until(LIMIT, "both deliveries to be settled", || async {
         env.ready(Route::Priority).await == 0
-            && sqlx::query_scalar::<_, bool>("SELECT running_session_id IS NULL FROM users WHERE id = $1")
+            && sqlx::query_scalar::<_, bool>("SELECT running_session_id IS NULL FROM user_runs WHERE user_id = $1")
                 .bind(user)
                 .fetch_one(&env.pool)
                 .await
@@ -219,7 +219,7 @@ async fn transient_failures_are_retried_until_the_job_succeeds() {
             (3, "succeeded".to_owned(), None)
         ]
     );
-    let queued: Option<uuid::Uuid> = sqlx::query_scalar("SELECT queued_job_id FROM users WHERE id = $1")
+    let queued: Option<uuid::Uuid> = sqlx::query_scalar("SELECT queued_job_id FROM user_runs WHERE user_id = $1")
         .bind(user)
         .fetch_one(&env.pool)
         .await
@@ -277,7 +277,7 @@ async fn a_job_past_its_retries_is_dead_lettered_with_an_engine_issue() {
     .await
     .unwrap();
     assert_eq!(engine_issues, 1);
-    let queued: Option<uuid::Uuid> = sqlx::query_scalar("SELECT queued_job_id FROM users WHERE id = $1")
+    let queued: Option<uuid::Uuid> = sqlx::query_scalar("SELECT queued_job_id FROM user_runs WHERE user_id = $1")
         .bind(user)
         .fetch_one(&env.pool)
         .await
@@ -366,7 +366,7 @@ async fn a_session_stopped_at_its_budget_continues_in_follow_up_jobs_until_done(
     // session runs.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
-    let queued: Option<uuid::Uuid> = sqlx::query_scalar("SELECT queued_job_id FROM users WHERE id = $1")
+    let queued: Option<uuid::Uuid> = sqlx::query_scalar("SELECT queued_job_id FROM user_runs WHERE user_id = $1")
         .bind(user)
         .fetch_one(&env.pool)
         .await
@@ -383,7 +383,7 @@ async fn consecutive_failures_are_counted_per_class_and_reset_by_a_success() {
     let user = users(&env.pool, org, 1, SyncStatus::Enabled, Utc::now(), true).await[0];
     let count = || async {
         sqlx::query_as::<_, (i32, Option<String>)>(
-            "SELECT consecutive_failures, failure_class FROM users WHERE id = $1",
+            "SELECT consecutive_failures, failure_class FROM user_runs WHERE user_id = $1",
         )
         .bind(user)
         .fetch_one(&env.pool)
@@ -448,7 +448,7 @@ async fn auto_suspend_disables_sync_exactly_at_the_threshold_with_an_activity_an
         .await
         .unwrap();
     let status = || async {
-        sqlx::query_as::<_, (String, i32)>("SELECT sync_status, consecutive_failures FROM users WHERE id = $1")
+        sqlx::query_as::<_, (String, i32)>("SELECT u.sync_status, r.consecutive_failures FROM users u JOIN user_runs r ON r.user_id = u.id WHERE u.id = $1")
             .bind(user)
             .fetch_one(&env.pool)
             .await
@@ -557,7 +557,8 @@ async fn cadence_sessions_due_together_are_claimed_and_closed_in_shared_statemen
     // lease released, the job no longer queued, the success recorded.
     let (sessions, released): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(DISTINCT user_id) FROM sync_sessions WHERE organization_id = $1 AND ended_at IS NOT NULL), \
-                (SELECT count(*) FROM users WHERE organization_id = $1 AND running_session_id IS NULL \
+                (SELECT count(*) FROM users u JOIN user_runs r ON r.user_id = u.id \
+                    WHERE u.organization_id = $1 AND running_session_id IS NULL \
                     AND lease_expires_at IS NULL AND queued_job_id IS NULL AND last_session_status = 'succeeded' \
                     AND consecutive_failures = 0)",
     )

@@ -130,29 +130,3 @@ impl SyncWork for AlwaysFails {
         Err(SyncFailure::new(self.0, IssueSource::Mailbox, "refused"))
     }
 }
-
-/// Waits until a backend other than `after` is blocked on a lock while it
-/// writes credentials (a worker storing a grant while the test holds the
-/// row); answers its pid.
-pub async fn blocked_credential_write(pool: &sqlx::PgPool, after: Option<i32>) -> i32 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let blocked: Option<i32> = sqlx::query_scalar(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-             AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO credentials%' \
-             AND pid IS DISTINCT FROM $1 LIMIT 1",
-        )
-        .bind(after)
-        .fetch_optional(pool)
-        .await
-        .unwrap();
-        if let Some(blocked) = blocked {
-            return blocked;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no credential write waited on the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}

@@ -7,10 +7,10 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use syncfleet_common::secrets::{self, CredentialKind, Owner};
 use syncfleet_simulators::{gmail, graph, salesforce};
-use syncfleet_testkit::{ProviderConfigs, Providers, session_count, test_key_ring, wait_until};
+use syncfleet_testkit::{ProviderConfigs, Providers, reset_blocked, session_count, test_key_ring, wait_until};
 
 use super::{Access, BUYER, Fixture, LIMIT};
-use crate::support::{blocked_credential_write, force_sync};
+use crate::support::force_sync;
 
 impl Fixture {
     /// Refreshes seen by the mailbox's and Salesforce's token endpoints.
@@ -208,18 +208,10 @@ async fn replacing_a_refresh_token_drops_the_access_token_kept_for_the_old_one()
     fixture.env.cleanup().await;
 }
 
-/// Waits until a backend of the worker is blocked on the test's row lock
-/// while writing credentials, and terminates it (the connection resets under
-/// the worker, as when PostgreSQL restarts); answers its pid.
+/// Resets the worker's connection blocked on the test's row lock while it
+/// writes credentials; answers its pid.
 async fn reset_the_blocked_credential_write(fixture: &Fixture, after: Option<i32>) -> i32 {
-    let pid = blocked_credential_write(&fixture.env.pool, after).await;
-    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-        .bind(pid)
-        .fetch_one(&fixture.env.pool)
-        .await
-        .unwrap();
-    assert!(terminated);
-    pid
+    reset_blocked(&fixture.env.pool, "INSERT INTO credentials", after).await
 }
 
 /// Both providers in their strict modes: every refresh rotates the refresh
@@ -363,7 +355,7 @@ async fn a_refused_authorization_asks_once_to_reconnect_stops_calling_the_provid
     )
     .await
     .unwrap();
-    let due: bool = sqlx::query_scalar("SELECT next_sync_at <= now() FROM users WHERE id = $1")
+    let due: bool = sqlx::query_scalar("SELECT next_sync_at <= now() FROM user_runs WHERE user_id = $1")
         .bind(fixture.user)
         .fetch_one(&fixture.env.pool)
         .await
@@ -374,6 +366,62 @@ async fn a_refused_authorization_asks_once_to_reconnect_stops_calling_the_provid
     );
     assert_eq!(fixture.sync_once().await, "succeeded");
     assert_eq!(fixture.tasks().len(), 1);
+    worker.stop().await;
+    fixture.env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_refusal_right_after_an_abandoned_session_does_not_ask_to_reconnect_until_the_next_one() {
+    let fixture = Fixture::new(Access::Office365).await;
+    fixture.buyer_is_a_contact();
+    let worker = fixture.worker(&[]);
+    assert_eq!(fixture.sync_once().await, "succeeded");
+    // The session ends as the sweep ends one whose lease expired (its
+    // worker stalled through a database outage), and the provider refuses
+    // the stored refresh token: as it does when that session rotated it and
+    // its store of the new one has not landed yet.
+    sqlx::query(
+        "UPDATE sync_sessions SET status = 'abandoned' \
+         WHERE id = (SELECT id FROM sync_sessions WHERE user_id = $1 ORDER BY started_at DESC LIMIT 1)",
+    )
+    .bind(fixture.user)
+    .execute(&fixture.env.pool)
+    .await
+    .unwrap();
+    let stored = fixture.stored(CredentialKind::MailboxRefreshToken).await.unwrap();
+    fixture.providers.graph.revoke_refresh_token(&stored);
+    fixture.expire_kept_access_tokens().await;
+
+    let asked = || async {
+        let refused: i64 = sqlx::query_scalar("SELECT count(*) FROM credentials WHERE refused_at IS NOT NULL")
+            .fetch_one(&fixture.env.pool)
+            .await
+            .unwrap();
+        let emails: i64 = sqlx::query_scalar("SELECT count(*) FROM email_outbox WHERE kind = 'reconnect'")
+            .fetch_one(&fixture.env.pool)
+            .await
+            .unwrap();
+        let notes: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM notifications WHERE user_id = $1 AND kind = 'reconnect'")
+                .bind(fixture.user)
+                .fetch_one(&fixture.env.pool)
+                .await
+                .unwrap();
+        (refused, emails, notes)
+    };
+    // The refusal cannot tell a dead authorization from a rotation in
+    // flight: the session fails on authorization and asks nothing.
+    assert_eq!(fixture.sync_once().await, "failed");
+    assert_eq!(fixture.last_session().await.error_category.as_deref(), Some("auth"));
+    assert_eq!(
+        asked().await,
+        (0, 0, 0),
+        "asked to reconnect after an abandoned session"
+    );
+
+    // No store landed: the next session's refusal is conclusive.
+    assert_eq!(fixture.sync_once().await, "failed");
+    assert_eq!(asked().await, (1, 1, 1));
     worker.stop().await;
     fixture.env.cleanup().await;
 }

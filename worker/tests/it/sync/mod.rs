@@ -240,7 +240,7 @@ impl Fixture {
 
     /// (consecutive failures, their class).
     pub async fn failures(&self) -> (i32, Option<String>) {
-        sqlx::query_as("SELECT consecutive_failures, failure_class FROM users WHERE id = $1")
+        sqlx::query_as("SELECT consecutive_failures, failure_class FROM user_runs WHERE user_id = $1")
             .bind(self.user)
             .fetch_one(&self.env.pool)
             .await

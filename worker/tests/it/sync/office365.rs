@@ -284,7 +284,7 @@ async fn a_mailbox_larger_than_one_budget_is_synced_by_follow_up_jobs_without_du
         ],
         "each session stops at its budget and a follow-up job goes on"
     );
-    let queued: Option<uuid::Uuid> = sqlx::query_scalar("SELECT queued_job_id FROM users WHERE id = $1")
+    let queued: Option<uuid::Uuid> = sqlx::query_scalar("SELECT queued_job_id FROM user_runs WHERE user_id = $1")
         .bind(fixture.user)
         .fetch_one(&fixture.env.pool)
         .await
