@@ -25,8 +25,8 @@ use crate::scratch::rounded;
 pub struct Snapshot {
     transactions: i64,
     rows_written: i64,
-    users_updates: i64,
-    users_hot_updates: i64,
+    /// Row updates and HOT ones, of the tables a session writes per user.
+    updates: BTreeMap<String, (i64, i64)>,
     statements: Option<i64>,
     redis: BTreeMap<String, i64>,
     cpu: BTreeMap<&'static str, f64>,
@@ -121,12 +121,16 @@ impl Snapshot {
         )
         .fetch_one(pool)
         .await?;
-        let (users_updates, users_hot_updates): (i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(sum(n_tup_upd), 0)::int8, COALESCE(sum(n_tup_hot_upd), 0)::int8 \
-             FROM pg_stat_user_tables WHERE relname = 'users'",
+        let updates: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT relname::text, n_tup_upd, n_tup_hot_upd \
+             FROM pg_stat_user_tables WHERE relname IN ('users', 'user_runs')",
         )
-        .fetch_one(pool)
+        .fetch_all(pool)
         .await?;
+        let updates = updates
+            .into_iter()
+            .map(|(table, all, hot)| (table, (all, hot)))
+            .collect();
         // Only where the server loads the extension (shared_preload_libraries).
         let statements: Option<i64> = sqlx::query_scalar(
             "SELECT sum(s.calls)::int8 FROM pg_stat_statements s \
@@ -150,8 +154,7 @@ impl Snapshot {
         Ok(Self {
             transactions,
             rows_written,
-            users_updates,
-            users_hot_updates,
+            updates,
             statements,
             redis: redis_commands(redis_url).await?,
             cpu,
@@ -182,18 +185,27 @@ impl Snapshot {
             .iter()
             .filter_map(|name| cpu.get(name))
             .sum();
-        let users_updates = later.users_updates - self.users_updates;
+        // Per table: updates per session and the share of them HOT.
+        let updates: BTreeMap<&str, serde_json::Value> = later
+            .updates
+            .iter()
+            .map(|(table, (all, hot))| {
+                let (all_before, hot_before) = self.updates.get(table).copied().unwrap_or_default();
+                let (all, hot) = (all - all_before, hot - hot_before);
+                let value = serde_json::json!({
+                    "per_session": per(all as f64),
+                    "hot_percent": rounded(100.0 * hot as f64 / all.max(1) as f64, 1),
+                });
+                (table.as_str(), value)
+            })
+            .collect();
         serde_json::json!({
             "sessions": sessions,
             "postgresql": {
                 "transactions": per((later.transactions - self.transactions) as f64),
                 "statements": later.statements.zip(self.statements).map(|(after, before)| per((after - before) as f64)),
                 "rows_written": per((later.rows_written - self.rows_written) as f64),
-                "users_updates": per(users_updates as f64),
-                "users_hot_update_percent": rounded(
-                    100.0 * (later.users_hot_updates - self.users_hot_updates) as f64 / users_updates.max(1) as f64,
-                    1,
-                ),
+                "updates": updates,
             },
             "redis_commands": redis,
             // The fleet's limiter speaks to Redis in scripts only: a round
