@@ -343,6 +343,27 @@ pub async fn store<'e>(
     .await
 }
 
+/// A credential to store, owned: its kind, value and expiry.
+pub type Grant = (CredentialKind, SecretString, Option<DateTime<Utc>>);
+
+/// [`store_many`] for owned grants.
+pub async fn store_grants<'e>(
+    executor: impl PgExecutor<'e>,
+    ring: &KeyRing,
+    owner: Owner,
+    grants: &[Grant],
+) -> Result<(), sqlx::Error> {
+    let batch: Vec<ToStore<'_>> = grants
+        .iter()
+        .map(|(kind, secret, expires_at)| ToStore {
+            kind: *kind,
+            secret,
+            expires_at: *expires_at,
+        })
+        .collect();
+    store_many(executor, ring, owner, &batch).await
+}
+
 /// Seals and stores several credentials of `owner` in one statement (a
 /// rotated refresh token and the access token that came with it are durable
 /// together or not at all). A refresh token stored without its access token

@@ -113,6 +113,11 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
     let reached = db::wait_until_reachable(&config.common, &shutdown)
         .await
         .context("connecting to PostgreSQL")?;
+    if reached {
+        // A crash's rotated refresh tokens are stored before this worker
+        // runs a session (which would read the ones they replaced).
+        work.recover(&pool).await;
+    }
     let topology = Topology::new(config.common.queue_prefix.clone(), config.common.delivery_limit);
     let publisher_name = format!("syncfleet-worker {} publisher", config.worker_id);
     let publisher = match reached {

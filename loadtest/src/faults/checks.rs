@@ -276,7 +276,11 @@ pub async fn run(inputs: Inputs<'_>) -> anyhow::Result<Value> {
     add(
         "leader_gauge_on_one_scheduler",
         inputs.record.both_leading == 0,
-        json!({ "samples": inputs.record.gauge_samples, "samples_with_two_leaders": inputs.record.both_leading }),
+        json!({
+            "samples": inputs.record.gauge_samples,
+            "samples_with_two_leaders": inputs.record.both_leading,
+            "samples_too_slow_to_compare": inputs.record.gauge_samples_slow,
+        }),
     );
 
     Ok(Value::Object(checks))
@@ -333,7 +337,7 @@ async fn authorizations(pool: &PgPool, world: &World) -> anyhow::Result<(bool, V
 fn requests(calls: &[Call]) -> (bool, Value) {
     let attempts = calls
         .iter()
-        .flat_map(|call| call.attempts.iter().chain(call.replay.iter()));
+        .flat_map(|call| call.attempts.iter().chain(call.replays.iter()));
     let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
     let (mut not_503, mut without_retry_after) = (0, 0);
     for attempt in attempts {
@@ -387,15 +391,14 @@ fn requests(calls: &[Call]) -> (bool, Value) {
 /// Each replay answered the first answer, and what is in the database is
 /// exactly what the answers say was done: no effect twice, none unanswered.
 async fn effects(pool: &PgPool, calls: &[Call]) -> anyhow::Result<(bool, Value)> {
-    let replays: Vec<&Call> = calls.iter().filter(|call| call.replay.is_some()).collect();
-    let mismatched = replays
+    let replays: Vec<&Call> = calls.iter().filter(|call| call.replay().is_some()).collect();
+    let mismatched: Vec<&&Call> = replays
         .iter()
         .filter(|call| {
-            let (first, replay) = (call.last(), call.replay.as_ref());
-            !matches!((first, replay), (Some(first), Some(replay))
+            !matches!((call.last(), call.replay()), (Some(first), Some(replay))
                 if replay.replayed && replay.status == first.status && replay.effect == first.effect)
         })
-        .count();
+        .collect();
     let answered = |kind: &str| -> HashSet<String> {
         calls
             .iter()
@@ -437,11 +440,12 @@ async fn effects(pool: &PgPool, calls: &[Call]) -> anyhow::Result<(bool, Value)>
         );
     }
     Ok((
-        mismatched == 0 && extra_total == 0,
+        mismatched.is_empty() && extra_total == 0,
         json!({
             "replays": replays.len(),
-            "replays_not_answering_the_first_answer": mismatched,
+            "replays_not_answering_the_first_answer": mismatched.len(),
             "effects": kinds,
+            "examples": mismatched.iter().take(5).collect::<Vec<_>>(),
         }),
     ))
 }
@@ -707,19 +711,21 @@ mod tests {
     }
 
     fn call(attempts: Vec<Attempt>) -> Call {
-        let replay = attempts
+        let replays = attempts
             .last()
             .filter(|last| last.status.is_some_and(|status| status < 300))
             .map(|last| Attempt {
                 replayed: true,
                 ..last.clone()
-            });
+            })
+            .into_iter()
+            .collect();
         Call {
             kind: "push",
             key: "k".to_owned(),
             email: None,
             attempts,
-            replay,
+            replays,
         }
     }
 

@@ -2,7 +2,8 @@
 //! creates something or queues work carries an `Idempotency-Key`; an answer
 //! lost or a 5xx is retried with the same key until it is answered; once
 //! answered, the same request is sent once more with its key (it must answer
-//! the first answer and do nothing). Every answer is recorded.
+//! the first answer and do nothing), retried the same way when the fleet is
+//! down at that moment. Every answer is recorded.
 
 use std::time::Duration;
 
@@ -39,14 +40,21 @@ pub struct Call {
     pub email: Option<String>,
     /// Every attempt until the first answer that is not a 5xx.
     pub attempts: Vec<Attempt>,
-    /// The deliberate replay of an answered request.
-    pub replay: Option<Attempt>,
+    /// The deliberate replay of an answered request: its attempts, retried
+    /// like the request's until one is answered (a replay sent while the
+    /// database is stopped is answered 503, and a careful client retries).
+    pub replays: Vec<Attempt>,
 }
 
 impl Call {
     /// The final answer (the last attempt).
     pub fn last(&self) -> Option<&Attempt> {
         self.attempts.last()
+    }
+
+    /// The replay's answer (its last attempt), when the request was replayed.
+    pub fn replay(&self) -> Option<&Attempt> {
+        self.replays.last()
     }
 
     /// The id of what the request created, from its final 2xx answer.
@@ -121,26 +129,33 @@ impl Client {
             key: key.clone(),
             email,
             attempts: Vec::new(),
-            replay: None,
+            replays: Vec::new(),
         };
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let attempt = self.send(reqwest::Method::POST, path, Some(&key), &body).await;
-            let answered = attempt.status.is_some_and(|status| status < 500);
-            call.attempts.push(attempt);
-            if answered || Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        call.attempts = self.until_answered(path, &key, &body).await;
         if call
             .last()
             .and_then(|attempt| attempt.status)
             .is_some_and(|status| status < 300)
         {
-            call.replay = Some(self.send(reqwest::Method::POST, path, Some(&key), &body).await);
+            call.replays = self.until_answered(path, &key, &body).await;
         }
         call
+    }
+
+    /// Posts `body` with `key` until it is answered (not a 5xx) or the
+    /// patience runs out: every attempt.
+    async fn until_answered(&self, path: &str, key: &str, body: &Value) -> Vec<Attempt> {
+        let mut attempts = Vec::new();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let attempt = self.send(reqwest::Method::POST, path, Some(key), body).await;
+            let answered = attempt.status.is_some_and(|status| status < 500);
+            attempts.push(attempt);
+            if answered || Instant::now() >= deadline {
+                return attempts;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// Saves `user`'s customization (the document pushes copy), retrying

@@ -1,7 +1,8 @@
 //! The fleet's processes in the fault run: the simulators, the api, two
 //! schedulers and W workers, each of which can be killed -9 and started
 //! again (a restarted worker has a new id, so its sessions are told from
-//! the killed one's; every start has a log file of its own).
+//! the killed one's; every start has a log file of its own; a worker slot
+//! keeps its token spool across its kills).
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -105,6 +106,13 @@ impl Fleet {
         ];
         if let Which::Worker(_) = which {
             extra.push(("SYNCFLEET_WORKER_ID".to_owned(), format!("faults-{name}")));
+            // Each slot's token spool outlives its kills, as a pod's
+            // emptyDir outlives its container's crashes.
+            let spool = logs.with_file_name("spool").join(&slot.name);
+            extra.push((
+                "SYNCFLEET_TOKEN_SPOOL_DIR".to_owned(),
+                spool.to_string_lossy().into_owned(),
+            ));
         }
         let all: Vec<(String, String)> = settings.into_iter().chain(extra).collect();
         slot.process = Some(Process::start(slot.binary, &name, slot.ops, &all, &logs)?);
@@ -186,29 +194,23 @@ impl Fleet {
     }
 
     /// Each scheduler's `syncfleet_scheduler_leader` gauge (`None`: it does
-    /// not answer).
-    pub async fn leader_gauges(&self) -> Vec<Option<f64>> {
-        let mut gauges = Vec::new();
-        for slot in &self.schedulers {
-            let gauge = match slot.process {
-                Some(_) => {
-                    async {
-                        let response = self
-                            .http
-                            .get(format!("http://{}/metrics", slot.ops))
-                            .send()
-                            .await
-                            .ok()?;
-                        let text = response.text().await.ok()?;
-                        Some(processes::metric_sum(&text, "syncfleet_scheduler_leader"))
-                    }
-                    .await
-                }
-                None => None,
-            };
-            gauges.push(gauge);
-        }
-        gauges
+    /// not answer), and how long reading them took (they are read at once: the readings
+    /// are of the same moment give or take that time).
+    pub async fn leader_gauges(&self) -> (Vec<Option<f64>>, Duration) {
+        let started = tokio::time::Instant::now();
+        let reads = self.schedulers.iter().map(|slot| async move {
+            slot.process.as_ref()?;
+            let response = self
+                .http
+                .get(format!("http://{}/metrics", slot.ops))
+                .send()
+                .await
+                .ok()?;
+            let text = response.text().await.ok()?;
+            Some(processes::metric_sum(&text, "syncfleet_scheduler_leader"))
+        });
+        let gauges = futures_util::future::join_all(reads).await;
+        (gauges, started.elapsed())
     }
 
     /// Records every process that exited on its own (and starts it again,

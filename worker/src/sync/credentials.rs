@@ -9,8 +9,16 @@
 //! grace period ends does not abort the store), and the worker waits for
 //! these tasks before it exits. The time from the provider's answer to the
 //! durable commit is measured (`syncfleet_worker_token_store_seconds`).
+//! Before the first attempt, the rotation is written to the worker's disk
+//! ([`super::spool`]): a worker killed meanwhile finds it when it starts
+//! again, and a store that gave up is taken up by a later pass.
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use backon::Retryable;
 use chrono::{DateTime, Utc};
@@ -25,7 +33,7 @@ use sqlx::PgPool;
 use syncfleet_common::{
     config::Setting,
     ops::seconds_histogram,
-    secrets::{self, CredentialKind, KeyRing, Owner, StoredCredentials, ToStore},
+    secrets::{self, CredentialKind, Grant, KeyRing, Owner, StoredCredentials},
 };
 use syncfleet_connectors::{
     ConnectorError, Provider,
@@ -36,6 +44,8 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
 use uuid::Uuid;
+
+use super::spool::Spool;
 
 pub const TOKEN_STORE_RETRY: Setting = Setting {
     name: "SYNCFLEET_TOKEN_STORE_RETRY",
@@ -55,6 +65,7 @@ pub struct TokenStores {
     ring: KeyRing,
     retry_for: Duration,
     salesforce_lifetime: Duration,
+    spool: Spool,
     tracker: TaskTracker,
     metrics: TokenMetrics,
 }
@@ -65,22 +76,47 @@ struct TokenMetrics {
     store_seconds: Histogram,
     retries: Counter,
     failures: Counter,
+    spool_failures: Counter,
+    spool_stored: Counter,
 }
 
 impl TokenStores {
-    /// Stores sealing with `ring`, retrying for `retry_for`.
-    pub fn new(ring: KeyRing, retry_for: Duration, salesforce_lifetime: Duration) -> Self {
+    /// Stores sealing with `ring`, retrying for `retry_for`, rotations
+    /// spooled in `spool`.
+    pub fn new(ring: KeyRing, retry_for: Duration, salesforce_lifetime: Duration, spool: Spool) -> Self {
         Self {
             ring,
             retry_for,
             salesforce_lifetime,
+            spool,
             tracker: TaskTracker::new(),
             metrics: TokenMetrics {
                 store_seconds: seconds_histogram(),
                 retries: Counter::default(),
                 failures: Counter::default(),
+                spool_failures: Counter::default(),
+                spool_stored: Counter::default(),
             },
         }
+    }
+
+    /// Stores what the spool holds (a crash's rotations) before the worker
+    /// takes jobs, then, once a minute, the entries of stores that gave up.
+    pub async fn recover(&self, pool: &PgPool) {
+        let replayed = self.spool.replay(pool, &self.ring, Duration::ZERO).await;
+        self.metrics.spool_stored.inc_by(replayed.stored as u64);
+        let (stores, pool) = (self.clone(), pool.clone());
+        // Older than the retry budget: no store of this worker still holds it.
+        let abandoned = self.retry_for + Duration::from_secs(30);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let replayed = stores.spool.replay(&pool, &stores.ring, abandoned).await;
+                stores.metrics.spool_stored.inc_by(replayed.stored as u64);
+            }
+        });
     }
 
     /// The keys.
@@ -105,6 +141,16 @@ impl TokenStores {
             "Grants that could not be stored within the retry budget (a rotated refresh token may be lost)",
             self.metrics.failures.clone(),
         );
+        registry.register(
+            "syncfleet_worker_token_spool_failures",
+            "Rotated refresh tokens that could not be written to the token spool before their store",
+            self.metrics.spool_failures.clone(),
+        );
+        registry.register(
+            "syncfleet_worker_token_spool_stored",
+            "Rotated refresh tokens stored from the token spool (left by a crash or a store that gave up)",
+            self.metrics.spool_stored.clone(),
+        );
     }
 
     /// Waits for the stores still running (on shutdown), at most `limit`.
@@ -118,53 +164,72 @@ impl TokenStores {
         }
     }
 
-    /// A sink keeping `user`'s mailbox grants.
-    pub fn mailbox_sink(&self, pool: &PgPool, user: Uuid, provider: Provider) -> KeepGrants {
+    /// A sink keeping `user`'s mailbox grants obtained with `refresh_token`.
+    pub fn mailbox_sink(
+        &self,
+        pool: &PgPool,
+        user: Uuid,
+        provider: Provider,
+        refresh_token: &SecretString,
+    ) -> KeepGrants {
         KeepGrants {
             stores: self.clone(),
             pool: pool.clone(),
             owner: Owner::User(user),
             provider,
             login_url: None,
+            refresh_token: Arc::new(Mutex::new(refresh_token.clone())),
         }
     }
 
-    /// A sink keeping `user`'s Salesforce grants obtained at `login_url`.
-    pub fn crm_sink(&self, pool: &PgPool, user: Uuid, login_url: &Url) -> KeepGrants {
+    /// A sink keeping `user`'s Salesforce grants obtained at `login_url`
+    /// with `refresh_token`.
+    pub fn crm_sink(&self, pool: &PgPool, user: Uuid, login_url: &Url, refresh_token: &SecretString) -> KeepGrants {
         KeepGrants {
             stores: self.clone(),
             pool: pool.clone(),
             owner: Owner::User(user),
             provider: Provider::Salesforce,
             login_url: Some(login_url.to_string()),
+            refresh_token: Arc::new(Mutex::new(refresh_token.clone())),
         }
     }
 
     /// Seals and stores `credentials` of `owner` in one statement, retrying
     /// transient failures for the retry budget, in a task that outlives the
-    /// caller. `answered` is when the provider's answer arrived.
+    /// caller. `answered` is when the provider's answer arrived. A rotation
+    /// (`consumed` names the refresh token it replaced, of `refresh_kind`)
+    /// is spooled first, and its entry deleted once stored.
     async fn durable(
         &self,
         pool: &PgPool,
         owner: Owner,
         provider: Provider,
-        credentials: Vec<(CredentialKind, SecretString, Option<DateTime<Utc>>)>,
+        credentials: Vec<Grant>,
+        consumed: Option<(CredentialKind, SecretString)>,
         answered: Instant,
     ) -> Result<(), ConnectorError> {
         let stores = self.clone();
         let pool = pool.clone();
         let task = self.tracker.spawn(async move {
-            let attempt = || async {
-                let batch: Vec<ToStore<'_>> = credentials
-                    .iter()
-                    .map(|(kind, secret, expires_at)| ToStore {
-                        kind: *kind,
-                        secret,
-                        expires_at: *expires_at,
-                    })
-                    .collect();
-                secrets::store_many(&pool, &stores.ring, owner, &batch).await
+            let spooled = match &consumed {
+                Some((refresh_kind, previous)) => {
+                    match stores
+                        .spool
+                        .write(&stores.ring, owner, *refresh_kind, previous, &credentials)
+                        .await
+                    {
+                        Ok(path) => Some(path),
+                        Err(error) => {
+                            stores.metrics.spool_failures.inc();
+                            warn!(%error, dir = %stores.spool.dir().display(), "Could not write a rotated token to the spool; storing it without.");
+                            None
+                        }
+                    }
+                }
+                None => None,
             };
+            let attempt = || secrets::store_grants(&pool, &stores.ring, owner, &credentials);
             let result = attempt
                 .retry(syncfleet_common::db::transient_backoff(
                     Duration::from_secs(5),
@@ -177,7 +242,13 @@ impl TokenStores {
                 })
                 .await;
             match &result {
-                Ok(()) => stores.metrics.store_seconds.observe(answered.elapsed().as_secs_f64()),
+                Ok(()) => {
+                    stores.metrics.store_seconds.observe(answered.elapsed().as_secs_f64());
+                    if let Some(path) = &spooled {
+                        Spool::remove(path).await;
+                    }
+                }
+                // The spool entry stays: a later pass stores it.
                 Err(_) => {
                     stores.metrics.failures.inc();
                 }
@@ -206,6 +277,9 @@ pub struct KeepGrants {
     provider: Provider,
     /// Salesforce: the login host the session was obtained at.
     login_url: Option<String>,
+    /// The refresh token the next rotation consumes: the session's, then
+    /// each rotated one once stored.
+    refresh_token: Arc<Mutex<SecretString>>,
 }
 
 /// A Salesforce session as it is kept, sealed as one document.
@@ -239,6 +313,13 @@ impl KeepGrants {
         }
     }
 
+    fn current_refresh_token(&self) -> SecretString {
+        self.refresh_token
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     async fn keep(
         &self,
         access: SecretString,
@@ -247,15 +328,24 @@ impl KeepGrants {
     ) -> Result<(), ConnectorError> {
         let answered = Instant::now();
         let mut credentials = vec![(self.access_kind(), access, Some(valid_until))];
-        if let Some(rotated) = rotated {
+        let consumed = rotated.map(|rotated| {
             credentials.push((self.refresh_kind(), rotated.clone(), None));
-        }
+            (self.refresh_kind(), self.current_refresh_token())
+        });
         match self
             .stores
-            .durable(&self.pool, self.owner, self.provider, credentials, answered)
+            .durable(&self.pool, self.owner, self.provider, credentials, consumed, answered)
             .await
         {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(rotated) = rotated {
+                    *self
+                        .refresh_token
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = rotated.clone();
+                }
+                Ok(())
+            }
             // Keeping the access token is an optimization; only a rotated
             // refresh token's loss fails the call.
             Err(error) if rotated.is_some() => Err(error),

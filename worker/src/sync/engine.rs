@@ -86,6 +86,7 @@ impl MailboxSync {
             providers.key_ring.clone(),
             providers.token_store_retry,
             providers.salesforce_session_lifetime,
+            providers.token_spool.clone(),
         );
         Ok(Self {
             providers: Arc::new(providers),
@@ -170,6 +171,10 @@ impl SyncWork for MailboxSync {
 
     async fn drain(&self, limit: Duration) {
         self.tokens.drain(limit).await;
+    }
+
+    async fn recover(&self, pool: &sqlx::PgPool) {
+        self.tokens.recover(pool).await;
     }
 
     #[instrument(name = "sync_session", skip_all, fields(user_id = %session.user_id))]
@@ -284,6 +289,9 @@ impl MailboxSync {
             let instance_url = kept.instance_url.parse().ok()?;
             Some((SecretString::from(kept.access_token.clone()), instance_url))
         });
+        let sink = self
+            .tokens
+            .crm_sink(&session.pool, session.user_id, &login_url, &refresh_token);
         let client = SalesforceClient::new(
             self.http.clone(),
             self.providers.salesforce_app(login_url.clone()),
@@ -303,11 +311,7 @@ impl MailboxSync {
         };
         let org = login_url.host_str().unwrap_or_default().to_owned();
         Ok(client
-            .with_token_sink(Arc::new(self.tokens.crm_sink(
-                &session.pool,
-                session.user_id,
-                &login_url,
-            )))
+            .with_token_sink(Arc::new(sink))
             .with_gate(self.gate.clone(), &org))
     }
 
@@ -327,7 +331,9 @@ impl MailboxSync {
             CredentialKind::MailboxRefreshToken,
             IssueSource::Mailbox,
         )?;
-        let sink = self.tokens.mailbox_sink(&session.pool, session.user_id, app.provider);
+        let sink = self
+            .tokens
+            .mailbox_sink(&session.pool, session.user_id, app.provider, &refresh_token);
         let oauth = OAuthSession::new(self.http.clone(), app.clone(), refresh_token).with_sink(Arc::new(sink));
         Ok(
             match credentials::kept(

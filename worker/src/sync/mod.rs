@@ -10,6 +10,7 @@ pub mod gate;
 mod participants;
 mod providers;
 pub mod settings;
+pub mod spool;
 mod state;
 
 use std::{collections::BTreeMap, future::Future, time::Duration};
@@ -28,6 +29,7 @@ pub use gate::FleetGate;
 pub use participants::{FREE_MAIL_DOMAINS, FilterSettings};
 pub use providers::{ProviderConfig, SETTINGS as PROVIDER_SETTINGS};
 pub use settings::SettingsCheck;
+pub use spool::TOKEN_SPOOL_DIR;
 
 use crate::admin::{AdminAction, AdminOutcome};
 
@@ -63,6 +65,13 @@ pub trait SyncWork: Send + Sync + 'static {
     /// sessions (a rotated refresh token still being stored), before the
     /// worker exits.
     fn drain(&self, _limit: Duration) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Puts back, once PostgreSQL answers and before the worker takes a
+    /// job, what an earlier run of the worker left unfinished (rotated
+    /// refresh tokens a crash kept from their store).
+    fn recover(&self, _pool: &PgPool) -> impl Future<Output = ()> + Send {
         async {}
     }
 }

@@ -95,6 +95,7 @@ pub const SETTINGS: &[Setting] = &[
     ALLOW_LOCAL_URLS,
     CALL_TIMEOUT,
     TOKEN_STORE_RETRY,
+    super::spool::TOKEN_SPOOL_DIR,
     SALESFORCE_SESSION_LIFETIME,
     secrets::ENCRYPTION_KEYS,
 ];
@@ -136,6 +137,8 @@ pub struct ProviderConfig {
     pub token_store_retry: Duration,
     /// How long a Salesforce access token is kept.
     pub salesforce_session_lifetime: Duration,
+    /// Where rotated refresh tokens wait for their store.
+    pub token_spool: super::spool::Spool,
 }
 
 fn url(source: &Source, setting: &Setting) -> Result<Url, ConfigError> {
@@ -185,6 +188,7 @@ impl ProviderConfig {
             salesforce_reserve_percent: source.get(&super::gate::LIMIT_SALESFORCE_RESERVE_PERCENT)?,
             token_store_retry: source.duration(&TOKEN_STORE_RETRY)?,
             salesforce_session_lifetime: source.duration(&SALESFORCE_SESSION_LIFETIME)?,
+            token_spool: super::spool::Spool::new(&source.string(&super::spool::TOKEN_SPOOL_DIR)),
         })
     }
 

@@ -212,6 +212,29 @@ async fn sigterm_hands_back_a_job_still_running_after_the_grace_period() {
     env.cleanup().await;
 }
 
+/// Drops `user`'s kept access token (the next session refreshes), holds
+/// their refresh token's row, and force-syncs them: answers the held row's
+/// transaction and the pid of the worker's store, which waits on it.
+async fn refresh_and_hold_its_store(
+    env: &TestEnv,
+    user: uuid::Uuid,
+) -> (sqlx::Transaction<'static, sqlx::Postgres>, i32) {
+    sqlx::query("DELETE FROM credentials WHERE user_id = $1 AND kind = 'mailbox_access_token'")
+        .bind(user)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let mut holder = env.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM credentials WHERE user_id = $1 AND kind = 'mailbox_refresh_token' FOR UPDATE")
+        .bind(user)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    force_sync(env, user).await;
+    let pid = syncfleet_testkit::blocked_on_lock(&env.pool, "INSERT INTO credentials", None).await;
+    (holder, pid)
+}
+
 /// A worker killed between the token endpoint's answer (a rotated refresh
 /// token) and its durable store: the test holds the credential row, so the
 /// store waits, and the worker dies there. Answers the user, the environment
@@ -228,25 +251,25 @@ async fn kill_9_between_the_token_answer_and_its_store(
         session_count(&env.pool, user, "succeeded").await == 1
     })
     .await;
-    // The kept access token expires: the next session refreshes.
-    sqlx::query("DELETE FROM credentials WHERE user_id = $1 AND kind = 'mailbox_access_token'")
-        .bind(user)
-        .execute(&env.pool)
-        .await
-        .unwrap();
-    let mut holder = env.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM credentials WHERE user_id = $1 AND kind = 'mailbox_refresh_token' FOR UPDATE")
-        .bind(user)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
-    force_sync(&env, user).await;
-    syncfleet_testkit::blocked_on_lock(&env.pool, "INSERT INTO credentials", None).await;
+    let (holder, _) = refresh_and_hold_its_store(&env, user).await;
     first.kill().unwrap();
     first.wait().unwrap();
     holder.rollback().await.unwrap();
     let second = spawn_worker(&env, &providers, &lease);
     (env, providers, user, second)
+}
+
+/// The simulators with Graph revoking a refresh token the moment it rotates
+/// it.
+async fn strict_graph() -> Providers {
+    Providers::with(ProviderConfigs {
+        graph: GraphConfig {
+            revoke_rotated_refresh_tokens: true,
+            ..GraphConfig::default()
+        },
+        ..ProviderConfigs::default()
+    })
+    .await
 }
 
 /// The redelivered job waits out the dead worker's lease, then syncs with
@@ -285,16 +308,96 @@ async fn a_worker_killed_while_it_stores_a_token_a_strict_provider_rotated_loses
     // is the one stored and the next session refreshes with it. What is
     // left is the time between the answer and the statement reaching the
     // database (`syncfleet_worker_token_store_seconds`).
-    let strict = Providers::with(ProviderConfigs {
-        graph: GraphConfig {
-            revoke_rotated_refresh_tokens: true,
-            ..GraphConfig::default()
-        },
-        ..ProviderConfigs::default()
+    let (env, providers, user, second) = kill_9_between_the_token_answer_and_its_store(strict_graph().await).await;
+    the_authorization_lives_on(env, providers, user, second).await;
+}
+
+/// The spool entries (`*.json`) in `dir`.
+fn spooled(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().extension().is_some_and(|extension| extension == "json"))
+            .count()
+    })
+}
+
+// The forwarder runs on this runtime: stopping a service blocks one thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_while_postgresql_is_unreachable_keeps_a_strict_providers_rotated_token_in_its_spool() {
+    use syncfleet_testkit::Forwarder;
+
+    // The provider revokes a refresh token the moment it rotates it: the
+    // rotated one, which the worker could not store, is the only valid one.
+    let providers = strict_graph().await;
+    let env = TestEnv::new().await;
+    let user = providers.office365_users(&env.pool, 1).await[0];
+    let spool = std::env::temp_dir().join(format!("syncfleet-spool-{}", uuid::Uuid::new_v4()));
+    let spool_dir = spool.to_string_lossy().into_owned();
+    let database = Forwarder::to_url(&env.database_url);
+    database.open().await;
+    let behind = database.url(&env.database_url);
+    let settings = [
+        ("SYNCFLEET_USER_LEASE", "2s"),
+        ("SYNCFLEET_TOKEN_SPOOL_DIR", spool_dir.as_str()),
+        ("SYNCFLEET_DATABASE_URL", behind.as_str()),
+    ];
+    let mut first = spawn_worker(&env, &providers, &settings);
+    force_sync(&env, user).await;
+    wait_until(LIMIT, "the first session", || async {
+        session_count(&env.pool, user, "succeeded").await == 1
     })
     .await;
-    let (env, providers, user, second) = kill_9_between_the_token_answer_and_its_store(strict).await;
+    let consumed: Vec<u8> =
+        sqlx::query_scalar("SELECT ciphertext FROM credentials WHERE user_id = $1 AND kind = 'mailbox_refresh_token'")
+            .bind(user)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+
+    // The next session refreshes (no kept access token); its store waits on
+    // the test's row lock, then PostgreSQL becomes unreachable under it (the
+    // forwarder closed, the waiting statement's backend terminated), and
+    // the worker is killed -9 while it retries.
+    let (holder, pid) = refresh_and_hold_its_store(&env, user).await;
+    assert_eq!(spooled(&spool), 1, "the rotation is on disk before its store is tried");
+    database.close();
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert!(terminated);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    holder.rollback().await.unwrap();
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT ciphertext FROM credentials WHERE user_id = $1 AND kind = 'mailbox_refresh_token'")
+            .bind(user)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, consumed, "the rotated token never reached the database");
+
+    // The worker starts again (its spool kept, PostgreSQL reachable): it
+    // stores the spooled token before it takes a job, and the redelivered
+    // job syncs with it.
+    let second = spawn_worker(&env, &providers, &settings[..2]);
+    wait_until(LIMIT, "the redelivered job to succeed", || async {
+        session_count(&env.pool, user, "succeeded").await == 2
+    })
+    .await;
+    assert_eq!(spooled(&spool), 0, "the stored entry is deleted");
+    let failed_on_auth: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sync_sessions WHERE user_id = $1 AND status = 'failed'")
+            .bind(user)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(failed_on_auth, 0, "no session refreshed with the revoked token");
     the_authorization_lives_on(env, providers, user, second).await;
+    let _ = std::fs::remove_dir_all(&spool);
 }
 
 /// The worker binary reaching PostgreSQL through `database`, the broker at

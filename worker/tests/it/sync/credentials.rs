@@ -425,3 +425,74 @@ async fn a_refusal_right_after_an_abandoned_session_does_not_ask_to_reconnect_un
     worker.stop().await;
     fixture.env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_spooled_rotation_is_stored_only_while_the_token_it_consumed_is_still_the_stored_one() {
+    use secrecy::SecretString;
+    use syncfleet_worker::sync::spool::Spool;
+
+    let fixture = Fixture::new(Access::Office365).await;
+    let ring = test_key_ring();
+    let owner = Owner::User(fixture.user);
+    let kind = CredentialKind::MailboxRefreshToken;
+    let dir = std::env::temp_dir().join(format!("syncfleet-spool-{}", uuid::Uuid::new_v4()));
+    let spool = Spool::new(&dir.to_string_lossy());
+    let token = |text: &str| SecretString::from(text.to_owned());
+    // A rotation of `consumed` into `new` that never reached the database.
+    let spooled = |consumed: String, new: &'static str| {
+        let (spool, ring) = (spool.clone(), ring.clone());
+        async move {
+            let rotation = [(kind, SecretString::from(new), None)];
+            spool
+                .write(&ring, owner, kind, &token(&consumed), &rotation)
+                .await
+                .unwrap();
+        }
+    };
+    // A pass over the entries older than `age`: (stored, dropped, left).
+    let replay = |age: u64| {
+        let (spool, ring, pool) = (spool.clone(), ring.clone(), fixture.env.pool.clone());
+        async move {
+            let replayed = spool.replay(&pool, &ring, Duration::from_secs(age)).await;
+            (replayed.stored, replayed.dropped, replayed.left)
+        }
+    };
+    let first = fixture.stored(kind).await.unwrap();
+
+    // Two rotations of the stored token: the first one written is put back;
+    // the second consumed a token that is no longer the stored one.
+    spooled(first.clone(), "rotated-1").await;
+    spooled(first, "rotated-2").await;
+    assert_eq!(replay(0).await, (1, 1, 0));
+    assert_eq!(fixture.stored(kind).await.as_deref(), Some("rotated-1"));
+
+    // The user reconnected after the rotation: their new grant wins.
+    spooled("rotated-1".to_owned(), "rotated-3").await;
+    secrets::store(&fixture.env.pool, &ring, owner, kind, &token("reconnected"))
+        .await
+        .unwrap();
+    assert_eq!(replay(0).await, (0, 1, 0));
+    assert_eq!(fixture.stored(kind).await.as_deref(), Some("reconnected"));
+
+    // An entry younger than the pass's age is a store still being tried:
+    // left alone until it is older (or the worker starts again).
+    spooled("reconnected".to_owned(), "rotated-4").await;
+    assert_eq!(replay(60).await, (0, 0, 0));
+    assert_eq!(fixture.stored(kind).await.as_deref(), Some("reconnected"));
+    assert_eq!(replay(0).await, (1, 0, 0));
+    assert_eq!(fixture.stored(kind).await.as_deref(), Some("rotated-4"));
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "every entry stored or dropped is deleted"
+    );
+
+    // Nothing in the spool is in the clear.
+    spooled("rotated-4".to_owned(), "secret-5").await;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let body = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!body.contains("secret-5") && !body.contains("rotated-4"));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    fixture.env.cleanup().await;
+}
