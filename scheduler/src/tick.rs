@@ -166,7 +166,8 @@ pub async fn sweep(pool: &PgPool, queued_job_timeout: Duration) -> Result<(u64, 
              WHERE s.status = 'running' AND r.lease_expires_at < now() \
              LIMIT 10000 FOR UPDATE OF r SKIP LOCKED \
          ), released AS ( \
-             UPDATE user_runs r SET running_session_id = NULL, lease_expires_at = NULL \
+             UPDATE user_runs r SET running_session_id = NULL, lease_expires_at = NULL, \
+                 last_session_id = e.session_id, last_session_at = now(), last_session_status = 'abandoned' \
              FROM expired e WHERE r.user_id = e.user_id AND r.running_session_id = e.session_id \
              RETURNING e.user_id, e.session_id \
          ) \

@@ -223,11 +223,17 @@ async fn start(
             }
             // The holder's lease expired: its worker died or stalled. A
             // session it held ends as abandoned, as a session's claim does.
+            // (The holder may be another admin job: no session then.)
             sqlx::query(
-                "UPDATE sync_sessions SET status = 'abandoned', ended_at = now(), error_source = 'engine', \
-                     error_category = 'internal', \
-                     error_message = 'the worker''s lease expired before the session finished' \
-                 WHERE user_id = $1 AND id = $2 AND status = 'running'",
+                "WITH abandoned AS ( \
+                     UPDATE sync_sessions SET status = 'abandoned', ended_at = now(), error_source = 'engine', \
+                         error_category = 'internal', \
+                         error_message = 'the worker''s lease expired before the session finished' \
+                     WHERE user_id = $1 AND id = $2 AND status = 'running' RETURNING id \
+                 ) \
+                 UPDATE user_runs SET last_session_id = $2, last_session_at = now(), \
+                     last_session_status = 'abandoned' \
+                 WHERE user_id = $1 AND EXISTS (SELECT 1 FROM abandoned)",
             )
             .bind(user_id)
             .bind(holder)
@@ -372,6 +378,7 @@ async fn run<W: SyncWork>(
         started_at: started.at,
         user_id,
         organization_id: started.organization_id,
+        after_abandoned: false,
     };
     let renewal = action.mutates().then(|| {
         tokio::spawn(heartbeat(

@@ -511,7 +511,7 @@ impl<W: SyncWork> Fleet<W> {
         let (ending, verdict) = match run {
             Run::Finished(Ok(output)) => {
                 let (context, result) = *output;
-                self.conclude(job, context, result)
+                self.conclude(job, &claimed, context, result)
             }
             Run::Finished(Err(join_error)) => {
                 error!(error = %join_error, "The sync work crashed; the job will be delivered again.");
@@ -574,6 +574,7 @@ impl<W: SyncWork> Fleet<W> {
     fn conclude(
         &self,
         job: &JobEnvelope,
+        claimed: &Claimed,
         mut context: SessionContext,
         result: Result<(), SyncFailure>,
     ) -> (Ending, Verdict) {
@@ -593,6 +594,7 @@ impl<W: SyncWork> Fleet<W> {
                 }
                 return (ending_of(context, status, None, true), Verdict::Ack);
             }
+            Err(failure) if failure.grant_refused && claimed.after_abandoned => failure.inconclusive_refusal(),
             Err(failure) => failure,
         };
         let retryable = failure.class.is_retryable();

@@ -45,6 +45,11 @@ pub struct Claimed {
     pub started_at: DateTime<Utc>,
     pub user_id: Uuid,
     pub organization_id: Uuid,
+    /// The user's session before this one was abandoned (its worker died or
+    /// stalled): that worker may still hold a rotated refresh token whose
+    /// store has not landed, so a refusal of the stored one is not
+    /// conclusive (see [`finish`]).
+    pub after_abandoned: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -53,6 +58,7 @@ struct UserRow {
     sync_status: String,
     queued_job_id: Option<Uuid>,
     running_session_id: Option<Uuid>,
+    last_session_status: Option<String>,
     lease_remaining_ms: Option<f64>,
     organization_enabled: bool,
     #[sqlx(flatten)]
@@ -63,7 +69,7 @@ struct UserRow {
 /// starts from (one statement instead of a second transaction).
 static CLAIM_QUERY: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT u.organization_id, u.sync_status, r.queued_job_id, r.running_session_id, \
+        "SELECT u.organization_id, u.sync_status, r.queued_job_id, r.running_session_id, r.last_session_status, \
                 EXTRACT(EPOCH FROM (r.lease_expires_at - now()))::float8 * 1000 AS lease_remaining_ms, \
                 o.sync_enabled AS organization_enabled, {} \
          FROM users u JOIN user_runs r ON r.user_id = u.id JOIN organizations o ON o.id = u.organization_id \
@@ -95,6 +101,7 @@ pub async fn claim(
         return Ok(Claim::Drop("the user no longer exists"));
     };
 
+    let mut after_abandoned = user.last_session_status.as_deref() == Some(SessionStatus::Abandoned.as_str());
     if let Some(running) = user.running_session_id {
         let remaining = user.lease_remaining_ms.unwrap_or(0.0);
         if remaining > 0.0 {
@@ -109,6 +116,7 @@ pub async fn claim(
             "the worker's lease expired before the session finished",
         )
         .await?;
+        after_abandoned = true;
     }
 
     let fresh_cadence_job =
@@ -187,6 +195,7 @@ pub async fn claim(
             started_at,
             user_id,
             organization_id,
+            after_abandoned,
         },
         Box::new(Settings::from_row(user.settings, user_id, organization_id)),
     ))
@@ -226,6 +235,7 @@ struct FastClaimRow {
     organization_id: Uuid,
     session_id: Uuid,
     started_at: DateTime<Utc>,
+    last_session_status: Option<String>,
     #[sqlx(flatten)]
     settings: SettingsRow,
 }
@@ -245,7 +255,8 @@ static FAST_CLAIMS: LazyLock<String> = LazyLock::new(|| {
              WHERE r.user_id = x.user_id AND u.id = r.user_id AND o.id = u.organization_id \
                AND r.queued_job_id = x.job_id AND r.running_session_id IS NULL \
                AND u.sync_status = 'enabled' AND o.sync_enabled \
-             RETURNING u.id AS user_id, u.organization_id, x.session_id, x.job_id, x.scheduled_at, x.attempt, {} \
+             RETURNING u.id AS user_id, u.organization_id, x.session_id, x.job_id, x.scheduled_at, x.attempt, \
+                 r.last_session_status, {} \
          ), opened AS ( \
              INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, scope, status, \
                                         scheduled_at, started_at, worker_id) \
@@ -295,6 +306,7 @@ pub async fn claim_together(
                     started_at: row.started_at,
                     user_id: row.user_id,
                     organization_id: row.organization_id,
+                    after_abandoned: row.last_session_status.as_deref() == Some(SessionStatus::Abandoned.as_str()),
                 };
                 let settings = Settings::from_row(row.settings, row.user_id, row.organization_id);
                 (claimed, Box::new(settings))
@@ -353,7 +365,8 @@ async fn abandon(
     .execute(&mut **tx)
     .await?;
     sqlx::query(
-        "UPDATE user_runs SET running_session_id = NULL, lease_expires_at = NULL \
+        "UPDATE user_runs SET running_session_id = NULL, lease_expires_at = NULL, \
+             last_session_id = $2, last_session_at = now(), last_session_status = 'abandoned' \
          WHERE user_id = $1 AND running_session_id = $2",
     )
     .bind(user_id)

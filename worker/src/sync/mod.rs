@@ -254,6 +254,24 @@ impl SyncFailure {
         }
     }
 
+    /// A refused grant met right after the user's session was abandoned: the
+    /// abandoned session's worker may have rotated the token (a strict
+    /// provider revoked the stored one) and still be storing the new one, or
+    /// have left it in its spool for its restart. Not an authorization
+    /// failure yet: transient, so the job is retried shortly with whatever
+    /// is stored by then; a refusal by the retry is conclusive.
+    pub fn inconclusive_refusal(self) -> Self {
+        Self {
+            class: FailureClass::Transient,
+            message: format!(
+                "{} (right after an abandoned session, whose rotated token may not be stored yet: retried)",
+                self.message
+            ),
+            grant_refused: false,
+            ..self
+        }
+    }
+
     /// A database error met by the engine: transient (the job is retried).
     pub fn database(error: sqlx::Error) -> Self {
         Self::new(

@@ -371,18 +371,21 @@ async fn a_refused_authorization_asks_once_to_reconnect_stops_calling_the_provid
 }
 
 #[tokio::test]
-async fn a_refusal_right_after_an_abandoned_session_does_not_ask_to_reconnect_until_the_next_one() {
+async fn a_refusal_right_after_an_abandoned_session_is_retried_and_only_the_retry_asks_to_reconnect() {
     let fixture = Fixture::new(Access::Office365).await;
     fixture.buyer_is_a_contact();
-    let worker = fixture.worker(&[]);
+    let worker = fixture.worker(&[("SYNCFLEET_RETRY_BASE_DELAY", "1s")]);
     assert_eq!(fixture.sync_once().await, "succeeded");
     // The session ends as the sweep ends one whose lease expired (its
     // worker stalled through a database outage), and the provider refuses
     // the stored refresh token: as it does when that session rotated it and
     // its store of the new one has not landed yet.
     sqlx::query(
-        "UPDATE sync_sessions SET status = 'abandoned' \
-         WHERE id = (SELECT id FROM sync_sessions WHERE user_id = $1 ORDER BY started_at DESC LIMIT 1)",
+        "WITH abandoned AS ( \
+             UPDATE sync_sessions SET status = 'abandoned' \
+             WHERE id = (SELECT id FROM sync_sessions WHERE user_id = $1 ORDER BY started_at DESC LIMIT 1) \
+         ) \
+         UPDATE user_runs SET last_session_status = 'abandoned' WHERE user_id = $1",
     )
     .bind(fixture.user)
     .execute(&fixture.env.pool)
@@ -410,18 +413,26 @@ async fn a_refusal_right_after_an_abandoned_session_does_not_ask_to_reconnect_un
         (refused, emails, notes)
     };
     // The refusal cannot tell a dead authorization from a rotation in
-    // flight: the session fails on authorization and asks nothing.
-    assert_eq!(fixture.sync_once().await, "failed");
-    assert_eq!(fixture.last_session().await.error_category.as_deref(), Some("auth"));
-    assert_eq!(
-        asked().await,
-        (0, 0, 0),
-        "asked to reconnect after an abandoned session"
-    );
-
-    // No store landed: the next session's refusal is conclusive.
-    assert_eq!(fixture.sync_once().await, "failed");
-    assert_eq!(asked().await, (1, 1, 1));
+    // flight: the session fails as transient and asks nothing, and its job
+    // is retried. No store landed meanwhile: the retry's refusal is
+    // conclusive, and asks once.
+    let before = fixture.ended_sessions().await;
+    force_sync(&fixture.env, fixture.user).await;
+    wait_until(LIMIT, "the session and its retry to end", || async {
+        fixture.ended_sessions().await >= before + 2
+    })
+    .await;
+    let ended: Vec<(String, Option<String>, i32)> = sqlx::query_as(
+        "SELECT status, error_category, attempt FROM sync_sessions WHERE user_id = $1 \
+         ORDER BY started_at DESC LIMIT 2",
+    )
+    .bind(fixture.user)
+    .fetch_all(&fixture.env.pool)
+    .await
+    .unwrap();
+    let failed = |category: &str, attempt: i32| ("failed".to_owned(), Some(category.to_owned()), attempt);
+    assert_eq!(ended, vec![failed("auth", 2), failed("transient", 1)]);
+    assert_eq!(asked().await, (1, 1, 1), "asked once, by the retry");
     worker.stop().await;
     fixture.env.cleanup().await;
 }

@@ -169,7 +169,7 @@ impl Fixture {
         self.providers.salesforce.records(&self.providers.org, "Task")
     }
 
-    async fn ended_sessions(&self) -> i64 {
+    pub(super) async fn ended_sessions(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM sync_sessions WHERE user_id = $1 AND status <> 'running'")
             .bind(self.user)
             .fetch_one(&self.env.pool)
