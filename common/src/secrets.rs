@@ -292,7 +292,8 @@ pub enum CredentialError {
     Open(#[from] OpenError),
 }
 
-fn owner_columns(owner: Owner) -> (Option<Uuid>, Option<Uuid>) {
+/// The `(user_id, organization_id)` values of `owner`'s row.
+pub fn owner_columns(owner: Owner) -> (Option<Uuid>, Option<Uuid>) {
     match owner {
         Owner::User(id) => (Some(id), None),
         Owner::Organization(id) => (None, Some(id)),
@@ -302,7 +303,7 @@ fn owner_columns(owner: Owner) -> (Option<Uuid>, Option<Uuid>) {
 /// The owner's column and id: `column = $1` finds the row through that
 /// column's unique index (`IS NOT DISTINCT FROM` on both columns cannot use
 /// an index, and read the whole table on every load).
-fn owner_column(owner: Owner) -> (&'static str, Uuid) {
+pub fn owner_column(owner: Owner) -> (&'static str, Uuid) {
     match owner {
         Owner::User(id) => ("user_id", id),
         Owner::Organization(id) => ("organization_id", id),

@@ -47,8 +47,8 @@ pub struct Claimed {
     pub organization_id: Uuid,
     /// The user's session before this one was abandoned (its worker died or
     /// stalled): that worker may still hold a rotated refresh token whose
-    /// store has not landed, so a refusal of the stored one is not
-    /// conclusive (see [`finish`]).
+    /// store has not landed (or have left it in its spool), so a refusal of
+    /// the stored one is not conclusive.
     pub after_abandoned: bool,
 }
 
@@ -482,12 +482,10 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
     //
     // A refused grant marks the credential refused (and asks to reconnect)
     // only when the refusal is conclusive: the credential was stored before
-    // this session started (a grant stored since is not the one refused),
-    // and the user's session before this one was not abandoned. An
-    // abandoned session's worker may still be storing the refresh token its
-    // refresh rotated (a strict provider revoked the one this session read):
-    // that store lands within the worker's retry budget, and if it never
-    // does, the next session's refusal is conclusive. `notified`, the addresses
+    // this session started (a grant stored since is not the one refused).
+    // A refusal right after an abandoned session never comes here as
+    // refused: the worker fails that session as transient (see
+    // `Claimed::after_abandoned`), and its retry's refusal decides. `notified`, the addresses
     // a user's alerts go to, is read only by an email that is written.
     let released: i64 = sqlx::query_scalar(concat!(
         "WITH locked AS ( \
@@ -556,8 +554,6 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
              UPDATE credentials SET refused_at = now() \
              WHERE user_id = $1 AND refused_at IS NULL AND $31 AND EXISTS (SELECT 1 FROM released) \
                AND updated_at < $3 \
-               AND (SELECT p.status FROM sync_sessions p WHERE p.user_id = $1 AND p.started_at < $3 \
-                    ORDER BY p.started_at DESC LIMIT 1) IS DISTINCT FROM 'abandoned' \
                AND kind = ANY(CASE $13 WHEN 'mailbox' THEN ARRAY['mailbox_refresh_token', 'mailbox_password'] \
                                        WHEN 'crm' THEN ARRAY['crm_refresh_token'] ELSE ARRAY[]::text[] END) \
              RETURNING kind \

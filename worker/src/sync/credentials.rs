@@ -13,12 +13,7 @@
 //! ([`super::spool`]): a worker killed meanwhile finds it when it starts
 //! again, and a store that gave up is taken up by a later pass.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{future::Future, pin::Pin, sync::Mutex, time::Duration};
 
 use backon::Retryable;
 use chrono::{DateTime, Utc};
@@ -172,26 +167,36 @@ impl TokenStores {
         provider: Provider,
         refresh_token: &SecretString,
     ) -> KeepGrants {
-        KeepGrants {
-            stores: self.clone(),
-            pool: pool.clone(),
-            owner: Owner::User(user),
-            provider,
-            login_url: None,
-            refresh_token: Arc::new(Mutex::new(refresh_token.clone())),
-        }
+        self.sink(pool, user, provider, None, refresh_token)
     }
 
     /// A sink keeping `user`'s Salesforce grants obtained at `login_url`
     /// with `refresh_token`.
     pub fn crm_sink(&self, pool: &PgPool, user: Uuid, login_url: &Url, refresh_token: &SecretString) -> KeepGrants {
+        self.sink(
+            pool,
+            user,
+            Provider::Salesforce,
+            Some(login_url.to_string()),
+            refresh_token,
+        )
+    }
+
+    fn sink(
+        &self,
+        pool: &PgPool,
+        user: Uuid,
+        provider: Provider,
+        login_url: Option<String>,
+        refresh_token: &SecretString,
+    ) -> KeepGrants {
         KeepGrants {
             stores: self.clone(),
             pool: pool.clone(),
             owner: Owner::User(user),
-            provider: Provider::Salesforce,
-            login_url: Some(login_url.to_string()),
-            refresh_token: Arc::new(Mutex::new(refresh_token.clone())),
+            provider,
+            login_url,
+            refresh_token: Mutex::new(refresh_token.clone()),
         }
     }
 
@@ -279,7 +284,7 @@ pub struct KeepGrants {
     login_url: Option<String>,
     /// The refresh token the next rotation consumes: the session's, then
     /// each rotated one once stored.
-    refresh_token: Arc<Mutex<SecretString>>,
+    refresh_token: Mutex<SecretString>,
 }
 
 /// A Salesforce session as it is kept, sealed as one document.

@@ -145,10 +145,7 @@ impl Spool {
         previous: &SecretString,
         credentials: &[Grant],
     ) -> io::Result<PathBuf> {
-        let (user_id, organization_id) = match owner {
-            Owner::User(user) => (Some(user), None),
-            Owner::Organization(organization) => (None, Some(organization)),
-        };
+        let (user_id, organization_id) = secrets::owner_columns(owner);
         let entry = Entry {
             user_id,
             organization_id,
@@ -285,10 +282,7 @@ async fn replay_one(pool: &PgPool, ring: &KeyRing, path: &Path) -> Result<bool, 
         return Ok(false);
     };
     let mut tx = pool.begin().await?;
-    let (column, id) = match owner {
-        Owner::User(user) => ("user_id", user),
-        Owner::Organization(organization) => ("organization_id", organization),
-    };
+    let (column, id) = secrets::owner_column(owner);
     // The row is locked: a session storing its own rotation waits, then
     // finds this one (and stores its newer grant over it).
     sqlx::query(&format!(
