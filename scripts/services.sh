@@ -61,4 +61,8 @@ if ! port_open 5672; then
 fi
 wait_for RabbitMQ 120 port_open 5672
 rabbitmqctl -q await_startup --timeout 120 >/dev/null
+# The operator console reads queue rates from the management API
+# (127.0.0.1:15672); enabling an enabled plugin changes nothing.
+rabbitmq-plugins -q enable rabbitmq_management >/dev/null
+wait_for "RabbitMQ's management API" 60 port_open 15672
 log "PostgreSQL, RabbitMQ and Redis are up"

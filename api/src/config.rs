@@ -33,6 +33,12 @@ pub const BOOTSTRAP_ADMIN_TOKEN: Setting = Setting {
     doc: "An admin bearer token (at least 32 characters) the api stores, hashed, when it starts; changing it revokes the previous one. Empty: none (mint tokens with `syncfleet-api token create`).",
 };
 
+pub const RABBITMQ_MANAGEMENT_URL: Setting = Setting {
+    name: "SYNCFLEET_RABBITMQ_MANAGEMENT_URL",
+    default: "",
+    doc: "RabbitMQ's management API (e.g. http://user:password@rabbitmq:15672), where the operator console reads unacknowledged messages and rates; empty: the console shows what AMQP tells (ready messages and consumers).",
+};
+
 /// The shortest bootstrap token accepted.
 const MIN_BOOTSTRAP_TOKEN: usize = 32;
 
@@ -45,6 +51,7 @@ pub fn settings() -> Vec<Setting> {
         ENCRYPTION_KEYS,
         ALLOW_LOCAL_URLS,
         BOOTSTRAP_ADMIN_TOKEN,
+        RABBITMQ_MANAGEMENT_URL,
     ]);
     settings
 }
@@ -65,6 +72,8 @@ pub struct ApiConfig {
     pub url_policy: syncfleet_connectors::ssrf::UrlPolicy,
     /// The admin token to store at start, if any.
     pub bootstrap_admin_token: Option<SecretString>,
+    /// RabbitMQ's management API, when configured.
+    pub rabbitmq_management_url: Option<SecretString>,
 }
 
 impl ApiConfig {
@@ -81,6 +90,8 @@ impl ApiConfig {
                 syncfleet_connectors::ssrf::UrlPolicy::STRICT
             },
             bootstrap_admin_token: bootstrap_token(source)?,
+            rabbitmq_management_url: Some(source.secret(&RABBITMQ_MANAGEMENT_URL))
+                .filter(|url| !url.expose_secret().trim().is_empty()),
         })
     }
 }

@@ -40,6 +40,11 @@ impl ApiError {
     }
 
     /// The stable code, for per-item results of bulk actions.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable error code.
     pub fn code(&self) -> &'static str {
         self.code
     }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 mod error;
 mod extract;
 pub mod idempotency;
@@ -48,6 +49,9 @@ pub struct AppState {
     pub key_ring: Option<syncfleet_common::secrets::KeyRing>,
     /// What admin-supplied URLs may be (R7).
     pub url_policy: syncfleet_connectors::ssrf::UrlPolicy,
+    /// What the operator console reads outside PostgreSQL (the broker's
+    /// queues, the limiter's cooldowns).
+    pub console: Arc<console::Console>,
 }
 
 /// The whole router, with request metrics registered in `registry`.
@@ -67,6 +71,7 @@ pub fn router(state: AppState, health: Arc<Health>, mut registry: Registry) -> R
         .merge(routes::statistics::router())
         .merge(routes::pushes::router())
         .merge(routes::notifications::router())
+        .merge(routes::ops::router())
         .split_for_parts();
     let document = Arc::new(openapi::finish(document));
     let v1 = v1

@@ -74,6 +74,10 @@ async fn serve(config: ApiConfig) -> anyhow::Result<()> {
         publisher: Arc::new(publisher),
         key_ring: config.key_ring.clone(),
         url_policy: config.url_policy,
+        console: Arc::new(syncfleet_api::console::Console::new(
+            &config.common,
+            config.rabbitmq_management_url.as_ref(),
+        )),
     };
     let shutdown = shutdown::on_signal();
     let health = Health::starting(false);

@@ -250,14 +250,34 @@ return {1, 0}
 /// unreachable Redis again.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
-/// Sets a cooldown unless a longer one is already running.
+/// Sets a cooldown (its value says why) unless a longer one is already
+/// running; answers whether it set it.
 const COOL_DOWN: &str = r#"
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+  return 1
 end
-return 1
+return 0
 "#;
+
+/// A cooldown running now, as the operator console lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cooldown {
+    /// The limiter's account, e.g. `graph:tenant.example` or `salesforce:00d...`.
+    pub account: String,
+    /// When it ends (milliseconds since the epoch, by the clock of the
+    /// worker that set it).
+    pub until_ms: i64,
+    /// Why, as the worker that set it wrote it.
+    pub reason: Option<String>,
+}
+
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64)
+}
 
 /// The GCRA emission interval (ms per unit) and burst (units) that keep any
 /// sliding window of `window` within `limit`: the burst is a small fraction
@@ -515,20 +535,78 @@ impl Limiter {
 
     /// Puts `account` on cooldown for every worker for `delay` (a provider's
     /// `Retry-After` or `BackOffMilliseconds`); a longer cooldown already set
-    /// is kept.
-    pub async fn cool_down(&self, account: &str, delay: Duration) {
+    /// is kept. `reason` is what the console shows. A cooldown set is also
+    /// indexed (`{prefix}:rl:cooldowns`, by its end) for the console: a second
+    /// round trip, on throttled answers only, kept apart from the account's
+    /// own keys so that each command stays within one hash slot.
+    pub async fn cool_down(&self, account: &str, delay: Duration, reason: &str) {
         let millis = delay.as_millis().max(1) as u64;
         if let Some(mut connection) = self.connection().await {
             let [cooldown, _, _] = self.keys(account);
             let set: redis::RedisResult<i64> = Script::new(COOL_DOWN)
                 .key(&cooldown)
                 .arg(millis)
+                .arg(reason)
                 .invoke_async(&mut connection)
                 .await;
-            if let Err(error) = set {
+            let indexed = match set {
+                Ok(1) => {
+                    let now = epoch_ms();
+                    redis::pipe()
+                        .zadd(self.cooldown_index(), account, now + millis as i64)
+                        .ignore()
+                        .zrembyscore(self.cooldown_index(), "-inf", now)
+                        .ignore()
+                        .exec_async(&mut connection)
+                        .await
+                }
+                Ok(_) => Ok(()),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = indexed {
                 warn!(%error, "Could not share a cooldown through Redis.");
             }
         }
+    }
+
+    fn cooldown_index(&self) -> String {
+        format!("{}:rl:cooldowns", self.inner.prefix)
+    }
+
+    /// The cooldowns running now, soonest to end first, with their reasons.
+    pub async fn cooldowns(&self) -> redis::RedisResult<Vec<Cooldown>> {
+        let Some(mut connection) = self.connection().await else {
+            return Err(redis::RedisError::from((redis::ErrorKind::Io, "Redis is unreachable")));
+        };
+        let now = epoch_ms();
+        let running: Vec<(String, i64)> = redis::cmd("ZRANGE")
+            .arg(self.cooldown_index())
+            .arg(now)
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("WITHSCORES")
+            .query_async(&mut connection)
+            .await?;
+        if running.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut reasons = redis::pipe();
+        for (account, _) in &running {
+            let [cooldown, _, _] = self.keys(account);
+            reasons.get(cooldown);
+        }
+        let reasons: Vec<Option<String>> = reasons.query_async(&mut connection).await?;
+        Ok(running
+            .into_iter()
+            .zip(reasons)
+            // A cooldown a longer one replaced, or one Redis already expired.
+            .filter(|(_, reason)| reason.is_some())
+            .map(|((account, until_ms), reason)| Cooldown {
+                account,
+                until_ms,
+                reason: reason.filter(|reason| reason != "1"),
+            })
+            .collect())
     }
 
     /// The local share of `limit` while Redis is unreachable: the rate and the

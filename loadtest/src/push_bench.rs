@@ -115,6 +115,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
         )),
         key_ring: None,
         url_policy: syncfleet_connectors::ssrf::UrlPolicy::STRICT,
+        console: Arc::new(syncfleet_api::console::Console::new(&worker_config.common, None)),
     };
     let api_stop = CancellationToken::new();
     let api = tokio::spawn(syncfleet_api::serve(listener, state, api_stop.clone(), Duration::ZERO));

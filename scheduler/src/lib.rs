@@ -4,6 +4,7 @@
 //! email outbox over SMTP.
 
 pub mod config;
+mod fleet;
 mod leader;
 mod metrics;
 pub mod outbox;

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use crate::{
     config::SchedulerConfig,
     leader::{Leadership, Tenure},
-    metrics::{QueueLabel, SchedulerMetrics},
+    metrics::{ClassLabel, QueueLabel, SchedulerMetrics},
     tick::{self, TickError},
 };
 
@@ -147,6 +147,9 @@ impl Scheduler {
                     ),
                     Err(error) => warn!(%error, "Partition maintenance failed; will try again."),
                 }
+                if let Err(error) = crate::fleet::prune(&self.pool).await {
+                    warn!(%error, "Could not prune the console's history; will try again.");
+                }
                 next_maintenance = Instant::now() + config.maintenance_interval;
             }
             if Instant::now() >= next_sweep {
@@ -228,6 +231,7 @@ impl Scheduler {
             }
             Err(error) => warn!(%error, "Recovery sweep failed; will try again."),
         }
+        let mut depths = Vec::with_capacity(3);
         for (route, queue) in [
             (Route::Cadence, "cadence"),
             (Route::Priority, "priority"),
@@ -239,18 +243,27 @@ impl Scheduler {
                         .queue_depth
                         .get_or_create(&QueueLabel { queue })
                         .set(i64::from(depth));
+                    depths.push((queue, f64::from(depth)));
                 }
                 Err(error) => warn!(%error, queue, "Could not read the queue depth."),
             }
         }
-        match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM email_outbox WHERE status IN ('pending', 'sending')")
-            .fetch_one(&self.pool)
-            .await
-        {
-            Ok(backlog) => {
-                self.metrics.outbox_backlog.set(backlog);
+        if let Err(error) = crate::fleet::record_queue_depths(&self.pool, &depths).await {
+            warn!(%error, "Could not record the queue depths for the console.");
+        }
+        match crate::fleet::gauges(&self.pool).await {
+            Ok(gauges) => {
+                let metrics = &self.metrics;
+                metrics.outbox_backlog.set(gauges.outbox_backlog);
+                metrics.outbox_oldest_seconds.set(gauges.outbox_oldest_seconds);
+                for (class, count) in gauges.auto_suspended {
+                    metrics.auto_suspended.get_or_create(&ClassLabel { class }).set(count);
+                }
+                metrics.orgs_near_reserve.set(gauges.orgs_near_reserve);
+                metrics.dead_jobs_waiting.set(gauges.dead_jobs_waiting);
+                metrics.workers_silent.set(gauges.workers_silent);
             }
-            Err(error) => warn!(%error, "Could not read the outbox backlog."),
+            Err(error) => warn!(%error, "Could not read the fleet's gauges."),
         }
     }
 }

@@ -88,6 +88,12 @@ pub const GROUP_COMMIT_BATCH: Setting = Setting {
     doc: "Most sessions whose claims (or quiet closes) one statement writes together; 1 writes each on its own.",
 };
 
+pub const HEARTBEAT_INTERVAL: Setting = Setting {
+    name: "SYNCFLEET_HEARTBEAT_INTERVAL",
+    default: "10s",
+    doc: "How often a worker writes its heartbeat, with what it counted for the operator console; three missed ones and it shows as silent.",
+};
+
 /// Every setting the worker reads, for the README check.
 pub fn settings() -> Vec<Setting> {
     let mut settings = COMMON_SETTINGS.to_vec();
@@ -108,6 +114,7 @@ pub fn settings() -> Vec<Setting> {
         SUSPEND_AFTER_OTHER_FAILURES,
         PUSH_BATCH_SIZE,
         GROUP_COMMIT_BATCH,
+        HEARTBEAT_INTERVAL,
     ]);
     settings.extend_from_slice(crate::sync::PROVIDER_SETTINGS);
     settings.extend_from_slice(crate::sync::gate::SETTINGS);
@@ -164,6 +171,8 @@ pub struct WorkerConfig {
     pub push_batch_size: i64,
     /// Most sessions per group-commit statement.
     pub group_commit_batch: usize,
+    /// How often the worker writes its heartbeat.
+    pub heartbeat_interval: Duration,
 }
 
 /// Auto-suspend (M18): how many consecutive failed sessions of one class
@@ -223,6 +232,15 @@ impl WorkerConfig {
             },
             push_batch_size: i64::from(source.positive::<u32>(&PUSH_BATCH_SIZE)?),
             group_commit_batch: source.positive::<u32>(&GROUP_COMMIT_BATCH)? as usize,
+            heartbeat_interval: match source.duration(&HEARTBEAT_INTERVAL)? {
+                interval if interval >= Duration::from_millis(100) => interval,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: HEARTBEAT_INTERVAL.name,
+                        reason: "must be at least 100ms".to_owned(),
+                    });
+                }
+            },
         })
     }
 }

@@ -37,6 +37,7 @@ use crate::{
     admin,
     config::WorkerConfig,
     dead_letters,
+    heartbeat::{Heartbeat, InFlight, Tally},
     metrics::{JobLabels, QueueLabel, ReasonLabel, StatusLabel, StepLabel, TriggerLabel, WorkerMetrics, WriteLabel},
     push,
     session::{self, Claim, Claimed, Ending, FastClaim, FastClaimed, QuietClose},
@@ -94,6 +95,10 @@ struct Fleet<W> {
     claims: Batcher<FastClaim, FastClaimed>,
     /// Quiet closes, written together.
     closes: Batcher<QuietClose, Result<bool, ()>>,
+    /// Deliveries in flight per queue, for the heartbeat.
+    in_flight: Arc<InFlight>,
+    /// What the heartbeat reports of sessions (the sync's gate adds its own).
+    tally: Tally,
 }
 
 /// Statements of each kind in flight at once per worker.
@@ -182,9 +187,26 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
             },
         )
     };
+    let tally = work.tally().unwrap_or_default();
+    let in_flight = Arc::new(InFlight::default());
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeat = tokio::spawn(
+        Heartbeat {
+            pool: pool.clone(),
+            worker_id: config.worker_id.clone(),
+            started_at: chrono::Utc::now(),
+            interval: config.heartbeat_interval,
+            in_flight: in_flight.clone(),
+            draining: Arc::default(),
+            tally: tally.clone(),
+        }
+        .run(shutdown.clone(), heartbeat_stop.clone()),
+    );
     let fleet = Arc::new(Fleet {
         claims,
         closes,
+        in_flight,
+        tally,
         config,
         pool,
         topology,
@@ -229,6 +251,8 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
         }
         let _ = connection.close(200, "worker shutting down".into()).await;
     }
+    heartbeat_stop.cancel();
+    let _ = heartbeat.await;
     fleet.pool.close().await;
     ops_stop.cancel();
     info!("Worker stopped.");
@@ -337,6 +361,7 @@ impl<W: SyncWork> Fleet<W> {
     async fn process(self: Arc<Self>, route: Route, delivery: Delivery) {
         let started = Instant::now();
         self.metrics.in_flight.inc();
+        self.in_flight.start(route);
         let queue = queue_label(route);
         let outcome = match JobEnvelope::decode(&delivery.data) {
             Ok(job) => {
@@ -372,6 +397,7 @@ impl<W: SyncWork> Fleet<W> {
             .get_or_create(&QueueLabel { queue })
             .observe(started.elapsed().as_secs_f64());
         self.metrics.in_flight.dec();
+        self.in_flight.end(route);
     }
 
     /// Decides a delivery's verdict; the second value is its outcome for the
@@ -401,6 +427,9 @@ impl<W: SyncWork> Fleet<W> {
                         trigger: job.trigger.as_str(),
                     })
                     .observe(lag);
+                if job.trigger == Trigger::Cadence {
+                    self.tally.lag(lag);
+                }
                 self.run_session(job, claimed, settings).await
             }
             Ok(Claim::Drop(reason)) => {
@@ -413,6 +442,7 @@ impl<W: SyncWork> Fleet<W> {
                     .sessions
                     .get_or_create(&StatusLabel { status: "skipped" })
                     .inc();
+                self.tally.session("skipped");
                 (Verdict::Ack, "skipped")
             }
             Ok(Claim::Busy(remaining)) => {
@@ -557,6 +587,7 @@ impl<W: SyncWork> Fleet<W> {
                         status: status.as_str(),
                     })
                     .inc();
+                self.tally.session(status.as_str());
                 (verdict, status.as_str())
             }
             Ok(false) => {

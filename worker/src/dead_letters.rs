@@ -14,9 +14,15 @@ pub async fn record(pool: &PgPool, dead: &DeadLetter, payload: &[u8]) -> Result<
     let job_id = job.map(|job| job.job_id);
     let user_id = job.and_then(|job| job.user_id);
     let mut tx = pool.begin().await?;
+    // The kind and organization for the console's filters; the last error
+    // the job's sessions (or its admin job) recorded, for its inspection.
     let inserted = sqlx::query(
-        "INSERT INTO dead_jobs (id, job_id, user_id, queue, reason, deliveries, payload) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_id) DO NOTHING",
+        "INSERT INTO dead_jobs (id, job_id, user_id, queue, reason, deliveries, payload, kind, organization_id, last_error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, (SELECT organization_id FROM users WHERE id = $3), \
+           COALESCE((SELECT error_message FROM sync_sessions WHERE job_id = $2 AND error_message IS NOT NULL \
+                     ORDER BY started_at DESC LIMIT 1), \
+                    (SELECT error FROM admin_jobs WHERE id = $2))) \
+         ON CONFLICT (job_id) DO NOTHING",
     )
     .bind(Uuid::now_v7())
     .bind(job_id)
@@ -25,6 +31,7 @@ pub async fn record(pool: &PgPool, dead: &DeadLetter, payload: &[u8]) -> Result<
     .bind(&dead.reason)
     .bind(dead.deliveries.map(|count| i32::try_from(count).unwrap_or(i32::MAX)))
     .bind(payload)
+    .bind(job.map(|job| job.kind.as_str()))
     .execute(&mut *tx)
     .await?;
 

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod config;
 mod consumer;
 mod dead_letters;
+pub mod heartbeat;
 pub mod metrics;
 mod push;
 mod session;

@@ -60,6 +60,8 @@ pub struct GateMetrics {
     /// Throttled answers with a delay (429 `Retry-After`, `BackOffMilliseconds`)
     /// received, each putting the account on cooldown, by provider.
     pub throttled: Family<ProviderLabel, Counter>,
+    /// What the heartbeat reports for the operator console.
+    pub tally: crate::heartbeat::Tally,
 }
 
 impl Default for GateMetrics {
@@ -68,6 +70,7 @@ impl Default for GateMetrics {
             wait_seconds: Family::new_with_constructor(seconds_histogram),
             deferrals: Family::default(),
             throttled: Family::default(),
+            tally: crate::heartbeat::Tally::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod customization;
 pub mod jobs;
 pub mod list;
 pub mod notifications;
+pub mod ops;
 pub mod organizations;
 pub mod plans;
 pub mod presets;

@@ -13,6 +13,7 @@
 pub mod activities;
 pub mod customizations;
 pub mod jobs;
+pub mod ops;
 pub mod organizations;
 pub mod plans;
 pub mod sessions;

@@ -13,6 +13,7 @@ mod customization;
 mod idempotency;
 mod lists;
 mod notifications;
+mod ops;
 mod organization_sync;
 mod organizations;
 mod panel;
@@ -38,6 +39,9 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// The local broker's management API (`scripts/services.sh` enables it).
+pub const MANAGEMENT_URL: &str = "http://guest:guest@127.0.0.1:15672";
+
 /// A request with a JSON payload and a bearer token.
 pub async fn send(
     api: &Api,
@@ -58,6 +62,8 @@ pub struct Api {
 
 impl Api {
     pub async fn start(env: &TestEnv, pool: PgPool, drain_delay: Duration) -> Self {
+        // As every binary does first (the console's HTTP client needs it).
+        syncfleet_common::telemetry::install_tls_provider();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -67,6 +73,10 @@ impl Api {
             publisher: Arc::new(publisher),
             key_ring: Some(syncfleet_testkit::test_key_ring()),
             url_policy: syncfleet_connectors::ssrf::UrlPolicy::STRICT,
+            console: Arc::new(syncfleet_api::console::Console::new(
+                &env.common(),
+                Some(&secrecy::SecretString::from(MANAGEMENT_URL)),
+            )),
         };
         let server = tokio::spawn(syncfleet_api::serve(listener, state, shutdown.clone(), drain_delay));
         Self {

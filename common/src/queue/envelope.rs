@@ -23,6 +23,17 @@ pub enum JobKind {
     Push,
 }
 
+impl JobKind {
+    /// Its name on the wire and in `dead_jobs.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Sync => "sync",
+            JobKind::Admin => "admin",
+            JobKind::Push => "push",
+        }
+    }
+}
+
 /// An admin action, named in the job's `params.action` and in its row's
 /// `action` by its kebab-case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -128,6 +128,24 @@ impl Publisher {
         Ok(self.topology.ready_count(&channel, route).await?)
     }
 
+    /// Each queue's ready messages and consumers (a passive declare each): what
+    /// AMQP itself tells of a queue. A queue that does not exist closes the
+    /// channel; the next call opens another.
+    pub async fn queue_counts(&self, queues: &[String]) -> Result<Vec<(u32, u32)>, PublishError> {
+        let channel = self.channel().await?;
+        let mut counts = Vec::with_capacity(queues.len());
+        for queue in queues {
+            match self.topology.counts(&channel, queue).await {
+                Ok(count) => counts.push(count),
+                Err(error) => {
+                    self.invalidate().await;
+                    return Err(error.into());
+                }
+            }
+        }
+        Ok(counts)
+    }
+
     /// Moves a message (possibly unreadable) to the dead-letter queue with a reason.
     pub async fn publish_dead(&self, route: Route, body: &[u8], reason: &str) -> Result<(), PublishError> {
         let (exchange, routing_key, headers) = self.topology.dead_target(route, reason);

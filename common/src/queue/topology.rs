@@ -126,6 +126,40 @@ impl Topology {
         format!("{}.dead", self.prefix)
     }
 
+    /// Every queue with its role (`cadence`, `priority`, `push`, `retry`,
+    /// `dead`), for the operator console.
+    pub fn queues_with_roles(&self) -> Vec<(String, &'static str)> {
+        let mut queues: Vec<(String, &'static str)> = Route::ALL
+            .iter()
+            .map(|route| {
+                let role = match route {
+                    Route::Cadence => "cadence",
+                    Route::Priority => "priority",
+                    Route::Push => "push",
+                };
+                (self.queue_name(*route), role)
+            })
+            .collect();
+        queues.extend(RETRY_TIERS.iter().map(|tier| (self.retry_name(*tier), "retry")));
+        queues.push((self.dead_queue_name(), "dead"));
+        queues
+    }
+
+    /// A queue's ready messages and consumers, as a passive declare tells.
+    pub async fn counts(&self, channel: &Channel, queue: &str) -> lapin::Result<(u32, u32)> {
+        let queue = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((queue.message_count(), queue.consumer_count()))
+    }
+
     /// Every queue, for declaration and deletion.
     fn all_queues(&self) -> Vec<String> {
         let mut queues: Vec<String> = Route::ALL.iter().map(|route| self.queue_name(*route)).collect();

@@ -170,9 +170,18 @@ async fn a_cooldown_seen_by_one_worker_stops_the_others() {
         concurrency: None,
     };
     let (first, second) = (limiter(&redis_url(), &prefix), limiter(&redis_url(), &prefix));
-    first.cool_down("mailbox", Duration::from_millis(800)).await;
-    // A shorter cooldown seen later does not shorten it.
-    first.cool_down("mailbox", Duration::from_millis(100)).await;
+    first
+        .cool_down("mailbox", Duration::from_millis(800), "Graph asked to wait 800 ms")
+        .await;
+    // A shorter cooldown seen later does not shorten it, nor its reason.
+    first
+        .cool_down("mailbox", Duration::from_millis(100), "Graph asked to wait 100 ms")
+        .await;
+    // The console sees it, with the reason of the one that holds.
+    let running = second.cooldowns().await.unwrap();
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert_eq!(running[0].account, "mailbox");
+    assert_eq!(running[0].reason.as_deref(), Some("Graph asked to wait 800 ms"));
     match second.acquire("mailbox", limit, 1).await {
         Admission::Wait(delay) => assert!(delay > Duration::from_millis(600), "{delay:?}"),
         Admission::Granted(_) => panic!("the other worker was let through during the cooldown"),
@@ -186,6 +195,11 @@ async fn a_cooldown_seen_by_one_worker_stops_the_others() {
         second.acquire("mailbox", limit, 1).await,
         Admission::Granted(_)
     ));
+    assert_eq!(
+        second.cooldowns().await.unwrap(),
+        Vec::new(),
+        "an ended cooldown is not listed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -169,6 +169,10 @@ impl SyncWork for MailboxSync {
         self.tokens.register(registry);
     }
 
+    fn tally(&self) -> Option<crate::heartbeat::Tally> {
+        self.metrics.as_ref().map(|metrics| metrics.tally.clone())
+    }
+
     async fn drain(&self, limit: Duration) {
         self.tokens.drain(limit).await;
     }
@@ -539,6 +543,14 @@ impl MailboxSync {
             );
         }
         if let Some(usage) = crm.api_usage() {
+            if let (Some(metrics), Some(org)) = (&self.metrics, crm.org_id()) {
+                metrics.tally.salesforce_usage(
+                    &org.to_lowercase(),
+                    usage.used,
+                    usage.max,
+                    self.providers.salesforce_reserve_percent,
+                );
+            }
             session.log.push(
                 "crm_usage",
                 "info",

@@ -281,10 +281,26 @@ impl CallGate for FleetGate {
                     provider: provider_name(account.provider),
                 })
                 .inc();
+            self.metrics.tally.throttled(provider_name(account.provider));
             if let Some((key, _)) = self.keys(account).into_iter().next() {
-                self.limiter.cool_down(&key, delay).await;
+                let reason = format!(
+                    "{} answered throttled and asked to wait {} ms",
+                    provider_display(account.provider),
+                    delay.as_millis()
+                );
+                self.limiter.cool_down(&key, delay, &reason).await;
             }
         })
+    }
+}
+
+/// The provider's name as people read it.
+fn provider_display(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Graph => "Microsoft Graph",
+        Provider::Ews => "Exchange (EWS)",
+        Provider::Gmail => "Gmail",
+        Provider::Salesforce => "Salesforce",
     }
 }
 

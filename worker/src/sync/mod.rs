@@ -61,6 +61,12 @@ pub trait SyncWork: Send + Sync + 'static {
     /// Adds the work's own series to the worker's registry.
     fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 
+    /// Where the work counts what the heartbeat reports (throttled answers,
+    /// Salesforce usage); the worker adds its sessions to the same one.
+    fn tally(&self) -> Option<crate::heartbeat::Tally> {
+        None
+    }
+
     /// Waits, at most `limit`, for what the work still does past its
     /// sessions (a rotated refresh token still being stored), before the
     /// worker exits.
