@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Lints and renders the Helm chart (helm/syncfleet), validates every rendered
 # object against the Kubernetes and KEDA / Prometheus Operator schemas, checks
-# that every values file of helm/syncfleet/tests/bad-values is rejected, and
-# that the Dockerfile parses. No cluster, no Docker engine, no helm binary.
+# that every values file of helm/syncfleet/tests/bad-values is rejected, that
+# the alerts and the Grafana dashboard parse (PromQL), link their runbook and
+# use the metric names helm/checks/metrics-used.txt lists, and that the
+# Dockerfile parses. No cluster, no Docker engine, no helm binary.
 #
 # The tools are pinned (helm/checks/requirements.txt, helm/checks/package.json
 # and its package-lock.json) and installed outside the clone, under
@@ -30,7 +32,8 @@ install_failed() {
   exit 1
 }
 
-# Python: helm-python-sdk (Helm's Go SDK, bundled), kubernetes-validate, dockerfile (BuildKit's parser).
+# Python: helm-python-sdk (Helm's Go SDK, bundled), kubernetes-validate,
+# dockerfile (BuildKit's parser), promql-parser (GreptimeDB's PromQL parser).
 python_pins="$(fingerprint "$checks/requirements.txt")"
 if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import sys' 2>/dev/null ||
   [[ "$(cat "$venv/.pins" 2>/dev/null)" != "$python_pins" ]]; then

@@ -20,7 +20,11 @@ Steps, each printed with its outcome:
    line names;
 6. the schema declares every value of values.yaml, and the chart README's
    values table is the one values_table.py generates from them (every value,
-   its default and its meaning).
+   its default and its meaning);
+7. the alerts (PrometheusRule) and the Grafana dashboard on every rendering
+   that holds them, and with everything on: every PromQL expression parses,
+   each alert has its runbook section, and helm/checks/metrics-used.txt lists
+   the metric names they use (monitoring.py).
 
 Exits 1 when any check fails.
 """
@@ -44,6 +48,7 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import yaml
 
+import monitoring
 import values_table
 
 RELEASE = "syncfleet"
@@ -317,6 +322,7 @@ def check_chart(chart_dir: Path, node_dir: Path, report: Report) -> None:
     chart = helm.Chart.load(str(chart_dir))
     defaults = chart.values
     variants: list[tuple[str, dict[str, Any] | None]] = [("defaults", REQUIRED_VALUES)]
+    variants.append(("defaults, alerts and dashboard on", monitoring.FULL_VALUES))
     for path in sorted((chart_dir / "ci").glob("*-values.yaml")):
         variants.append((f"ci/{path.name}", helm.values_from_yaml(path.read_text())))
 
@@ -360,6 +366,9 @@ def check_chart(chart_dir: Path, node_dir: Path, report: Report) -> None:
         )
         merged = chart.merge_values(values) if values else defaults
         check_promises(label, objects, merged, report)
+        results, _, _ = monitoring.check_objects(objects, merged)
+        for what, problems in results:
+            report.check(not problems, f"{label}: {what}", "; ".join(problems))
 
     print(f"Custom resources ({len(custom)}, kubernetes-models)")
     if custom:
@@ -379,7 +388,7 @@ def check_chart(chart_dir: Path, node_dir: Path, report: Report) -> None:
                 print(result.stderr.strip())
     kinds = {c["object"]["kind"] for c in custom}
     report.check(
-        {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"} <= kinds,
+        {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"} <= kinds,
         "the ci values render every custom resource kind",
         f"rendered only {sorted(kinds)}",
     )
@@ -444,6 +453,7 @@ def main() -> int:
     )
     check_dockerfile(args.repo / "Dockerfile", report)
     check_chart(chart_dir, args.node_dir, report)
+    monitoring.check_full(report)
     check_readme(report)
     total = report.passed + report.failed
     if report.failed:

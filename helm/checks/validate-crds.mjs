@@ -1,6 +1,7 @@
 // Validates the custom resources the chart renders (KEDA's ScaledObject and
-// TriggerAuthentication, the Prometheus Operator's ServiceMonitor) against
-// the kubernetes-models schemas, generated from each project's Go types.
+// TriggerAuthentication, the Prometheus Operator's ServiceMonitor and
+// PrometheusRule) against the kubernetes-models schemas, generated from each
+// project's Go types.
 //
 // Usage: node validate-crds.mjs OBJECTS.json
 // OBJECTS.json holds [{"source": "...", "object": {...}}, ...]. Prints one
@@ -11,12 +12,13 @@
 
 import { readFileSync } from "node:fs";
 import { ScaledObject, TriggerAuthentication } from "@kubernetes-models/keda/keda.sh/v1alpha1";
-import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
+import { PrometheusRule, ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
 
 const models = {
   "keda.sh/v1alpha1/ScaledObject": ScaledObject,
   "keda.sh/v1alpha1/TriggerAuthentication": TriggerAuthentication,
   "monitoring.coreos.com/v1/ServiceMonitor": ServiceMonitor,
+  "monitoring.coreos.com/v1/PrometheusRule": PrometheusRule,
 };
 
 // The models accept any key in a trigger's metadata (a string map in KEDA's

@@ -4,6 +4,7 @@
 
 mod broker_restart;
 mod cadence;
+mod chart_metrics;
 mod failover;
 mod maintenance;
 mod outbox;
