@@ -26,6 +26,9 @@ use tracing::warn;
 /// p99 are the bound of the bucket that holds them.
 pub const LAG_BUCKETS: [f64; 12] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0];
 
+/// How long the last beat (the worker's stop) may hold its exit.
+const LAST_BEAT_LIMIT: Duration = Duration::from_secs(2);
+
 /// What a worker counted since its last beat; shared by the consumer (sessions,
 /// lag) and the sync's gate (throttled answers, Salesforce usage).
 #[derive(Clone, Default, Debug)]
@@ -142,8 +145,16 @@ impl Heartbeat {
     pub async fn run(self, draining: CancellationToken, stop: CancellationToken) {
         let mut marked = false;
         loop {
-            if let Err(error) = self.beat(false).await {
-                warn!(%error, "Could not write the heartbeat; will try again.");
+            // A beat waiting for a connection (the pool held by sessions
+            // stuck on a lock) never holds the worker's exit.
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                beat = self.beat(false) => {
+                    if let Err(error) = beat {
+                        warn!(%error, "Could not write the heartbeat; will try again.");
+                    }
+                }
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -154,8 +165,10 @@ impl Heartbeat {
                 _ = tokio::time::sleep(self.interval) => {}
             }
         }
-        if let Err(error) = self.beat(true).await {
-            warn!(%error, "Could not record the worker's stop; it will show as silent.");
+        match tokio::time::timeout(LAST_BEAT_LIMIT, self.beat(true)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => warn!(%error, "Could not record the worker's stop; it will show as silent."),
+            Err(_) => warn!("Recording the worker's stop took too long; it will show as silent."),
         }
     }
 
