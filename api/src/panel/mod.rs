@@ -7,6 +7,7 @@
 mod client;
 mod customization;
 mod error;
+mod ops;
 mod organizations;
 mod page;
 mod session;
@@ -51,6 +52,7 @@ pub fn router(v1: Router, app: AppState) -> Router {
         .merge(users::routes())
         .merge(user_details::routes())
         .merge(customization::routes())
+        .merge(ops::routes())
         .route("/panel/{*rest}", get(not_found))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(panel)

@@ -16,6 +16,8 @@ pub enum Section {
     Organizations,
     Users,
     Customization,
+    /// The operator console (admins only).
+    Operations,
 }
 
 fn head(title: &str) -> Markup {
@@ -30,6 +32,19 @@ fn head(title: &str) -> Markup {
 
 /// A whole page for a signed-in admin.
 pub fn shell(session: &Session, section: Section, title: &str, notice: Option<&str>, content: Markup) -> Response {
+    shell_with_head(session, section, title, notice, html! {}, content)
+}
+
+/// A whole page with more in its `head` (the operator console's refresh
+/// for browsers without scripts).
+pub fn shell_with_head(
+    session: &Session,
+    section: Section,
+    title: &str,
+    notice: Option<&str>,
+    extra_head: Markup,
+    content: Markup,
+) -> Response {
     let link = |target: Section, href: &str, label: &str| {
         html! { a href=(href) aria-current=[(section == target).then_some("page")] { (label) } }
     };
@@ -39,6 +54,7 @@ pub fn shell(session: &Session, section: Section, title: &str, notice: Option<&s
             head {
                 (head(title))
                 meta name="csrf-token" content=(session.csrf());
+                (extra_head)
             }
             body {
                 a.skip href="#main" { "Skip to content" }
@@ -48,6 +64,8 @@ pub fn shell(session: &Session, section: Section, title: &str, notice: Option<&s
                         (link(Section::Organizations, "/panel/organizations", "Organizations"))
                         (link(Section::Users, "/panel/users", "Users"))
                         (link(Section::Customization, "/panel/customization", "Customization"))
+                        // Organization admins get the API's 404 there: no link.
+                        @if session.is_admin() { (link(Section::Operations, "/panel/ops", "Operations")) }
                     }
                     span.who { (session.label) " (" (if session.is_admin() { "admin" } else { "organization admin" }) ")" }
                     form method="post" action="/panel/logout" {

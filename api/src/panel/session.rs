@@ -79,6 +79,20 @@ impl Session {
     }
 }
 
+#[cfg(test)]
+impl Session {
+    /// A signed-in session without a token store, for rendering pages in
+    /// unit tests.
+    pub fn for_tests(role: Role) -> Self {
+        Self {
+            token: "sf_test_token".to_owned(),
+            role,
+            organization_id: (role == Role::OrgAdmin).then(Uuid::nil),
+            label: "tester@fleet.example".to_owned(),
+        }
+    }
+}
+
 /// The CSRF token of a session: a hash of its token, so it needs no storage,
 /// and nobody without the cookie can compute it.
 pub fn csrf_for(token: &str) -> String {

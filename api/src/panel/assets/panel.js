@@ -1,6 +1,7 @@
 // The admin panel's one script: column hiding (kept in localStorage),
 // confirmations, copy buttons, user actions (single and bulk) with a
-// notification per action at the bottom left, push progress polling.
+// notification per action at the bottom left, push progress polling, the
+// console pages' auto-refresh.
 // Every page works for reading without it; changes go through forms or
 // fetch() calls carrying the CSRF token.
 (function () {
@@ -86,15 +87,29 @@
     showFor();
   }
 
-  // Forms and buttons that ask first.
+  // Forms and buttons that ask first. "{n}" in the question is the number
+  // of rows selected in the form (none selected: nothing to ask). A form
+  // with a "confirmed" field is told the answer, so its page does not ask
+  // again (without the script, it does).
+  function asked(form, question) {
+    if (question.indexOf('{n}') >= 0) {
+      var selected = form ? form.querySelectorAll('input[data-select]:checked').length : 0;
+      if (selected === 0) { toast('Select at least one row first.', false); return false; }
+      question = question.replace('{n}', selected);
+    }
+    if (!window.confirm(question)) { return false; }
+    var mark = form ? form.querySelector('input[name="confirmed"]') : null;
+    if (mark) { mark.value = 'yes'; }
+    return true;
+  }
   document.querySelectorAll('form[data-confirm]').forEach(function (form) {
     form.addEventListener('submit', function (event) {
-      if (!window.confirm(form.getAttribute('data-confirm'))) { event.preventDefault(); }
+      if (!asked(form, form.getAttribute('data-confirm'))) { event.preventDefault(); }
     });
   });
   document.querySelectorAll('form button[type="submit"][data-confirm]').forEach(function (button) {
     button.addEventListener('click', function (event) {
-      if (!window.confirm(button.getAttribute('data-confirm'))) { event.preventDefault(); }
+      if (!asked(button.form, button.getAttribute('data-confirm'))) { event.preventDefault(); }
     });
   });
 
@@ -181,8 +196,9 @@
     return { text: answer.action + ': ' + (results.length - failed.length) + ' succeeded, ' + failed.length + ' failed. ' + reasons, ok: false };
   }
 
-  // The actions menus: one user's (data-user) or the selection's.
-  document.querySelectorAll('details.actions').forEach(function (menu) {
+  // The actions menus: one user's (data-user) or the selection's; a group
+  // of buttons (data-bulk-actions) acts on the selection too.
+  document.querySelectorAll('details.actions, [data-bulk-actions]').forEach(function (menu) {
     menu.querySelectorAll('button[data-action]').forEach(function (button) {
       button.addEventListener('click', function () {
         var names = {};
@@ -235,6 +251,31 @@
     pushBoxes.forEach(function (box) { box.addEventListener('change', count); });
     if (all) { all.addEventListener('change', function () { pushBoxes.forEach(function (box) { box.checked = all.checked; }); count(); }); }
     count();
+  }
+
+  // Console pages reload themselves every data-refresh seconds, but not
+  // while the admin works on the page (rows selected, a menu or the
+  // numbers open, a field focused) or looks at another tab: then a little
+  // later.
+  var live = document.querySelector('[data-refresh]');
+  if (live) {
+    var seconds = parseInt(live.getAttribute('data-refresh'), 10) || 30;
+    var state = live.querySelector('[data-refresh-state]');
+    var busy = function () {
+      var focused = document.activeElement;
+      return document.hidden ||
+        document.querySelector('input[data-select]:checked, details[open]') !== null ||
+        (focused !== null && /^(INPUT|SELECT|TEXTAREA)$/.test(focused.tagName));
+    };
+    var reload = function () {
+      if (busy()) {
+        if (state) { state.textContent = 'Refresh held while you work on the page'; }
+        setTimeout(reload, 2000);
+        return;
+      }
+      window.location.reload();
+    };
+    setTimeout(reload, seconds * 1000);
   }
 
   // Push progress: poll until finished.

@@ -3,6 +3,7 @@
 //! driven headless through ChromeDriver. The pages are read and clicked as
 //! an admin would; what they claim is checked against the database.
 
+mod ops;
 mod permissions;
 mod security;
 mod walkthrough;
@@ -35,11 +36,18 @@ impl Drop for Services {
 
 impl Fleet {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`Fleet::start`], with more settings for the api.
+    pub async fn start_with(api_settings: &[(&str, &str)]) -> Self {
         let env = TestEnv::new().await;
         let providers = Providers::start().await;
         let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let listen = address.to_string();
-        let api = env.spawn("syncfleet-api", &[("SYNCFLEET_API_LISTEN", listen.as_str())]);
+        let mut settings = vec![("SYNCFLEET_API_LISTEN", listen.as_str())];
+        settings.extend_from_slice(api_settings);
+        let api = env.spawn("syncfleet-api", &settings);
         let worker = env.spawn_with("syncfleet-worker", &providers, &[]);
         wait_until(Duration::from_secs(30), "the api to be ready", || async move {
             tokio::net::TcpStream::connect(address).await.is_ok() && http_get(address, "/readyz").await.0 == 200
@@ -51,6 +59,13 @@ impl Fleet {
             address,
             services: Services(vec![worker, api]),
         }
+    }
+
+    /// Starts one more of the fleet's binaries (the scheduler), stopped with
+    /// the others.
+    pub fn spawn(&mut self, name: &str) {
+        let child = self.env.spawn_with(name, &self.providers, &[]);
+        self.services.0.push(child);
     }
 
     /// The panel's address.
