@@ -1,6 +1,7 @@
-use std::sync::Arc;
+use std::{ffi::OsString, sync::Arc};
 
 use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, error::ErrorKind};
 use secrecy::ExposeSecret;
 use syncfleet_api::{ApiConfig, AppState};
 use syncfleet_common::{
@@ -15,19 +16,141 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use uuid::Uuid;
 
-const USAGE: &str = "usage: syncfleet-api [serve | migrate | token create --role admin|org_admin|user \
-                     [--organization ID] [--user ID] [--label TEXT] | secrets reencrypt [--batch N]]";
+/// The Syncfleet api, and the operator's one-off commands.
+///
+/// Settings come from the environment (`SYNCFLEET_*`); the command line only
+/// picks the command and its flags.
+#[derive(Parser)]
+#[command(name = "syncfleet-api", version)]
+struct Cli {
+    /// What to run; `serve` when none is given.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// The api's commands.
+#[derive(Subcommand)]
+enum Command {
+    /// Serves the API, its probes and metrics (the default).
+    Serve,
+    /// Applies the SQL migrations and exits; waits for PostgreSQL first.
+    Migrate,
+    /// Bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Stored credentials.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+/// `syncfleet-api token ...`.
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mints a bearer token and prints it once; only its SHA-256 is stored.
+    Create(CreateToken),
+}
+
+/// `syncfleet-api secrets ...`.
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Reseals every stored credential under the newest key of
+    /// SYNCFLEET_ENCRYPTION_KEYS.
+    Reencrypt(Reencrypt),
+}
+
+/// The flags of `token create`.
+#[derive(clap::Args)]
+struct CreateToken {
+    /// The token's role: admin, org_admin (with --organization) or user (with --user).
+    #[arg(long, value_name = "ROLE", value_parser = role)]
+    role: String,
+    /// The organization of an org_admin token.
+    #[arg(long, value_name = "ID", value_parser = uuid)]
+    organization: Option<Uuid>,
+    /// The user of a user token.
+    #[arg(long, value_name = "ID", value_parser = uuid)]
+    user: Option<Uuid>,
+    /// What the token is for, or whose it is; the actor it records.
+    #[arg(long, value_name = "TEXT")]
+    label: Option<String>,
+}
+
+/// The flags of `secrets reencrypt`.
+#[derive(clap::Args)]
+struct Reencrypt {
+    /// Credentials resealed per transaction.
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = positive)]
+    batch: i64,
+}
+
+/// One of the roles a token can have.
+fn role(value: &str) -> Result<String, String> {
+    match value {
+        "admin" | "org_admin" | "user" => Ok(value.to_owned()),
+        _ => Err("must be admin, org_admin or user".to_owned()),
+    }
+}
+
+/// An organization's or a user's id.
+fn uuid(value: &str) -> Result<Uuid, String> {
+    value.parse().map_err(|_| "must be a UUID".to_owned())
+}
+
+/// A batch size.
+fn positive(value: &str) -> Result<i64, String> {
+    match value.parse::<i64>() {
+        Ok(number) if number > 0 => Ok(number),
+        _ => Err("must be a positive integer".to_owned()),
+    }
+}
+
+impl CreateToken {
+    /// Whether the role's scope is given, and only it.
+    fn check(&self) -> Result<(), &'static str> {
+        match (self.role.as_str(), self.organization, self.user) {
+            ("admin", None, None) | ("org_admin", Some(_), None) | ("user", None, Some(_)) => Ok(()),
+            ("admin", _, _) => Err("an admin token takes neither --organization nor --user"),
+            ("org_admin", _, _) => Err("an org_admin token needs --organization (and no --user)"),
+            _ => Err("a user token needs --user (and no --organization)"),
+        }
+    }
+}
+
+/// Reads the command line: clap checks each flag, [`CreateToken::check`] the
+/// flags that go together. A refusal is clap's error (status 2) with the
+/// usage of the subcommand given.
+fn parse(arguments: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Result<Command, clap::Error> {
+    let mut cli = Cli::command();
+    let matches = cli.try_get_matches_from_mut(arguments)?;
+    let command = Cli::from_arg_matches(&matches)
+        .map_err(|error| error.format(&mut cli))?
+        .command
+        .unwrap_or(Command::Serve);
+    if let Command::Token(TokenCommand::Create(create)) = &command
+        && let Err(message) = create.check()
+    {
+        cli.build();
+        let (mut subcommand, mut matched) = (cli, &matches);
+        while let Some((name, inner)) = matched.subcommand()
+            && let Some(found) = subcommand.find_subcommand(name).cloned()
+        {
+            (subcommand, matched) = (found, inner);
+        }
+        return Err(subcommand.error(ErrorKind::ArgumentConflict, message));
+    }
+    Ok(command)
+}
 
 fn main() -> anyhow::Result<()> {
+    let command = parse(std::env::args_os()).unwrap_or_else(|error| error.exit());
     telemetry::main_with("syncfleet-api", |source| async move {
-        run(ApiConfig::from_source(&source)?).await
+        run(ApiConfig::from_source(&source)?, command).await
     })
 }
 
-async fn run(config: ApiConfig) -> anyhow::Result<()> {
-    let arguments: Vec<String> = std::env::args().skip(1).collect();
-    match arguments.first().map(String::as_str).unwrap_or("serve") {
-        "migrate" => {
+async fn run(config: ApiConfig, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Migrate => {
             // A migration job may start before the database: it waits for it,
             // and fails only if a migration fails on a reachable database.
             let shutdown = shutdown::on_signal();
@@ -42,14 +165,11 @@ async fn run(config: ApiConfig) -> anyhow::Result<()> {
             info!("Migrations applied.");
             Ok(())
         }
-        "token" if arguments.get(1).map(String::as_str) == Some("create") => {
-            create_token(&connect(&config).await?, &arguments[2..]).await
+        Command::Token(TokenCommand::Create(create)) => create_token(&connect(&config).await?, &create).await,
+        Command::Secrets(SecretsCommand::Reencrypt(Reencrypt { batch })) => {
+            reencrypt(&connect(&config).await?, config.key_ring.as_ref(), batch).await
         }
-        "secrets" if arguments.get(1).map(String::as_str) == Some("reencrypt") => {
-            reencrypt(&connect(&config).await?, config.key_ring.as_ref(), &arguments[2..]).await
-        }
-        "serve" => serve(config).await,
-        other => anyhow::bail!("unknown command {other:?}; {USAGE}"),
+        Command::Serve => serve(config).await,
     }
 }
 
@@ -130,18 +250,10 @@ async fn start(config: &ApiConfig, pool: &sqlx::PgPool, shutdown: &CancellationT
     Ok(true)
 }
 
-/// Reseals every stored credential under the newest configured key.
-async fn reencrypt(pool: &sqlx::PgPool, ring: Option<&KeyRing>, arguments: &[String]) -> anyhow::Result<()> {
+/// Reseals every stored credential under the newest configured key, `batch`
+/// per transaction.
+async fn reencrypt(pool: &sqlx::PgPool, ring: Option<&KeyRing>, batch: i64) -> anyhow::Result<()> {
     let ring = ring.context("SYNCFLEET_ENCRYPTION_KEYS is empty: configure the old and the new key")?;
-    let batch = match arguments {
-        [] => 500,
-        [flag, value] if flag == "--batch" => value
-            .parse::<i64>()
-            .ok()
-            .filter(|batch| *batch > 0)
-            .context("--batch must be a positive integer")?,
-        _ => anyhow::bail!("{USAGE}"),
-    };
     let done = secrets::reencrypt_all(pool, ring, batch)
         .await
         .context("re-encrypting credentials")?;
@@ -161,28 +273,9 @@ async fn reencrypt(pool: &sqlx::PgPool, ring: Option<&KeyRing>, arguments: &[Str
 }
 
 /// Mints a bearer token and prints it once; only its hash is stored.
-async fn create_token(pool: &sqlx::PgPool, arguments: &[String]) -> anyhow::Result<()> {
-    let (mut role, mut organization, mut user, mut label) = (None, None, None, String::new());
-    let mut iter = arguments.iter();
-    while let Some(flag) = iter.next() {
-        let value = iter.next().with_context(|| format!("{flag} needs a value; {USAGE}"))?;
-        match flag.as_str() {
-            "--role" => role = Some(value.clone()),
-            "--organization" => organization = Some(value.parse::<Uuid>().context("--organization must be a UUID")?),
-            "--user" => user = Some(value.parse::<Uuid>().context("--user must be a UUID")?),
-            "--label" => label = value.clone(),
-            other => anyhow::bail!("unknown option {other}; {USAGE}"),
-        }
-    }
-    let role = role.with_context(|| format!("--role is required; {USAGE}"))?;
-    match (role.as_str(), organization, user) {
-        ("admin", None, None) | ("org_admin", Some(_), None) | ("user", None, Some(_)) => {}
-        ("admin", _, _) => anyhow::bail!("an admin token takes neither --organization nor --user"),
-        ("org_admin", _, _) => anyhow::bail!("an org_admin token needs --organization (and no --user)"),
-        ("user", _, _) => anyhow::bail!("a user token needs --user (and no --organization)"),
-        (other, _, _) => anyhow::bail!("--role must be admin, org_admin or user, not {other:?}"),
-    }
-    let token = syncfleet_api::auth::create_token(pool, &role, organization, user, &label)
+async fn create_token(pool: &sqlx::PgPool, create: &CreateToken) -> anyhow::Result<()> {
+    let label = create.label.as_deref().unwrap_or_default();
+    let token = syncfleet_api::auth::create_token(pool, &create.role, create.organization, create.user, label)
         .await
         .context("storing the token (does the organization or user exist?)")?;
     println!("{token}");

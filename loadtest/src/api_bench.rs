@@ -22,40 +22,26 @@ use syncfleet_worker::{WorkerConfig, sync::SettingsCheck};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::scratch::{Scratch, latency_summary};
+use crate::scratch::{Scratch, count, latency_summary};
 
-/// The benchmark's parameters.
+/// The benchmark's flags.
+#[derive(clap::Args)]
 pub struct Options {
+    /// Users seeded, spread over the organizations, an activity each.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = count)]
     users: usize,
+    /// Requests per list endpoint.
+    #[arg(long, value_name = "R", default_value_t = 200, value_parser = count)]
     requests: usize,
+    /// List requests in flight at once.
+    #[arg(long, value_name = "C", default_value_t = 8, value_parser = count)]
     concurrency: usize,
+    /// Force syncs requested while the cadence backlog waits.
+    #[arg(long, value_name = "F", default_value_t = 40, value_parser = count)]
     force_syncs: usize,
+    /// Workers draining the cadence queue.
+    #[arg(long, value_name = "W", default_value_t = 2, value_parser = count)]
     workers: usize,
-}
-
-impl Options {
-    /// Reads `--users N`, `--requests R` (per endpoint), `--concurrency C`,
-    /// `--force-syncs F` and `--workers W`.
-    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut options = Self {
-            users: 100_000,
-            requests: 200,
-            concurrency: 8,
-            force_syncs: 40,
-            workers: 2,
-        };
-        crate::scratch::whole_numbers(
-            arguments,
-            &mut [
-                ("--users", &mut options.users),
-                ("--requests", &mut options.requests),
-                ("--concurrency", &mut options.concurrency),
-                ("--force-syncs", &mut options.force_syncs),
-                ("--workers", &mut options.workers),
-            ],
-        )?;
-        Ok(options)
-    }
 }
 
 /// How many organizations the users are spread over.

@@ -12,27 +12,19 @@ use syncfleet_common::{
 };
 use uuid::Uuid;
 
-/// The benchmark's options.
+use crate::scratch::at_least;
+
+/// The benchmark's flags.
+#[derive(clap::Args)]
 pub struct Options {
-    /// Calls measured per mode.
+    /// Calls measured per mode, at least 64 (one per task of the many-task
+    /// mode).
+    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = at_least(TASKS))]
     pub calls: usize,
 }
 
-impl Options {
-    /// Reads `[--calls N]`.
-    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut options = Self { calls: 20_000 };
-        let mut iter = arguments.iter();
-        while let Some(flag) = iter.next() {
-            let value = iter.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
-            match flag.as_str() {
-                "--calls" => options.calls = value.parse().map_err(|_| anyhow::anyhow!("--calls must be a number"))?,
-                other => anyhow::bail!("unknown option {other}"),
-            }
-        }
-        Ok(options)
-    }
-}
+/// The tasks of the many-task mode.
+const TASKS: usize = 64;
 
 /// A limit every call passes (the cost measured is the limiter's own).
 const OPEN: Limit = Limit {
@@ -85,7 +77,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
     }
     let with_redis = [
         measure(&redis, options.calls, 1).await?,
-        measure(&redis, options.calls, 64).await?,
+        measure(&redis, options.calls, TASKS).await?,
     ];
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let unreachable = Limiter::new(
@@ -96,7 +88,7 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
     );
     let local = [
         measure(&unreachable, options.calls, 1).await?,
-        measure(&unreachable, options.calls, 64).await?,
+        measure(&unreachable, options.calls, TASKS).await?,
     ];
     println!(
         "{}",

@@ -13,25 +13,17 @@ use syncfleet_scheduler::SchedulerConfig;
 use syncfleet_worker::{WorkerConfig, sync::SettingsCheck};
 use tokio_util::sync::CancellationToken;
 
-/// The benchmark's parameters.
-pub struct Options {
-    jobs: usize,
-    workers: usize,
-}
+use crate::scratch::count;
 
-impl Options {
-    /// Reads `--jobs N` and `--workers W`.
-    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut options = Self {
-            jobs: 100_000,
-            workers: 2,
-        };
-        crate::scratch::whole_numbers(
-            arguments,
-            &mut [("--jobs", &mut options.jobs), ("--workers", &mut options.workers)],
-        )?;
-        Ok(options)
-    }
+/// The benchmark's flags.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Jobs of the trivial sync work, one per due user.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = count)]
+    jobs: usize,
+    /// Workers draining the queue.
+    #[arg(long, value_name = "W", default_value_t = 2, value_parser = count)]
+    workers: usize,
 }
 
 pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {

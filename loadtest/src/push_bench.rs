@@ -31,40 +31,35 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::scratch::{Scratch, latency_summary};
+use crate::scratch::{Scratch, count, latency_summary};
 
-/// The benchmark's parameters.
+/// The benchmark's flags.
+#[derive(clap::Args)]
 pub struct Options {
+    /// Recipients of the push: the users of its organization.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = count)]
     users: usize,
+    /// Workers applying the push.
+    #[arg(long, value_name = "W", default_value_t = 2, value_parser = count)]
     workers: usize,
+    /// Recipients holding a live notification stream; at most --users.
+    #[arg(long, value_name = "S", default_value_t = 50, value_parser = count)]
     streams: usize,
+    /// `pg_notify` probes after the push, one at a time.
+    #[arg(long, value_name = "P", default_value_t = 200, value_parser = count)]
     probes: usize,
+    /// Recipients per transaction.
+    #[arg(long, value_name = "B", default_value_t = 1000, value_parser = count)]
     batch: usize,
 }
 
 impl Options {
-    /// Reads `--users N`, `--workers W`, `--streams S`, `--probes P` and
-    /// `--batch B` (recipients per transaction).
-    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut options = Self {
-            users: 100_000,
-            workers: 2,
-            streams: 50,
-            probes: 200,
-            batch: 1000,
-        };
-        crate::scratch::whole_numbers(
-            arguments,
-            &mut [
-                ("--users", &mut options.users),
-                ("--workers", &mut options.workers),
-                ("--streams", &mut options.streams),
-                ("--probes", &mut options.probes),
-                ("--batch", &mut options.batch),
-            ],
-        )?;
-        anyhow::ensure!(options.streams <= options.users, "--streams is at most --users");
-        Ok(options)
+    /// What clap cannot check alone: flags that bound one another.
+    pub fn check(&self) -> Result<(), &'static str> {
+        match self.streams <= self.users {
+            true => Ok(()),
+            false => Err("--streams is at most --users"),
+        }
     }
 }
 

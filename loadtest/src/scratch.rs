@@ -1,9 +1,8 @@
 //! What every benchmark shares: a fresh database and queue prefix, removed
-//! afterwards; its whole-number flags; latency summaries.
+//! afterwards; the parsers of its whole-number flags; latency summaries.
 
 use std::time::Duration;
 
-use anyhow::Context;
 use sqlx::{Connection, PgConnection};
 use syncfleet_common::{
     config::CommonConfig,
@@ -59,23 +58,19 @@ impl Scratch {
     }
 }
 
-/// Reads `--flag N` pairs into `slots` (each flag with its slot), every
-/// number whole and at least 1; an unknown flag is refused naming the known.
-pub fn whole_numbers(arguments: &[String], slots: &mut [(&'static str, &mut usize)]) -> anyhow::Result<()> {
-    let mut iter = arguments.iter();
-    while let Some(flag) = iter.next() {
-        let value = iter.next().with_context(|| format!("{flag} needs a value"))?;
-        let number: usize = value
-            .parse()
-            .with_context(|| format!("{flag} takes a whole number, got {value:?}"))?;
-        anyhow::ensure!(number > 0, "{flag} must be at least 1");
-        let Some((_, slot)) = slots.iter_mut().find(|(name, _)| name == flag) else {
-            let known: Vec<&str> = slots.iter().map(|(name, _)| *name).collect();
-            anyhow::bail!("unknown option {flag}; use {}", known.join(", "));
-        };
-        **slot = number;
+/// The value parser of a count flag: a whole number, at least 1.
+pub fn count(value: &str) -> Result<usize, String> {
+    at_least(1)(value)
+}
+
+/// The value parser of a whole-number flag of at least `minimum`; clap's
+/// error names the flag and the value.
+pub fn at_least(minimum: usize) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |value| match value.parse::<usize>() {
+        Ok(number) if number >= minimum => Ok(number),
+        Ok(_) => Err(format!("must be at least {minimum}")),
+        Err(_) => Err("takes a whole number".to_owned()),
     }
-    Ok(())
 }
 
 /// `value` rounded to `digits` decimals, for reports.
@@ -122,22 +117,13 @@ pub fn latency_summary(latencies: &[Duration]) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    fn arguments(text: &str) -> Vec<String> {
-        text.split_whitespace().map(str::to_owned).collect()
-    }
-
     #[test]
-    fn flags_fill_their_slots_and_refuse_what_is_not_a_count() {
-        let (mut users, mut workers) = (10, 2);
-        whole_numbers(
-            &arguments("--users 500 --workers 3"),
-            &mut [("--users", &mut users), ("--workers", &mut workers)],
-        )
-        .unwrap();
-        assert_eq!((users, workers), (500, 3));
-        for bad in ["--users 0", "--users many", "--users", "--speed 3"] {
-            let error = whole_numbers(&arguments(bad), &mut [("--users", &mut users)]).unwrap_err();
-            assert!(error.to_string().contains("--"), "{bad}: {error}");
+    fn a_count_is_a_whole_number_of_at_least_one() {
+        assert_eq!(count("500"), Ok(500));
+        assert_eq!(count("0"), Err("must be at least 1".to_owned()));
+        assert_eq!(at_least(10)("9"), Err("must be at least 10".to_owned()));
+        for bad in ["many", "-3", "1.5", ""] {
+            assert_eq!(count(bad), Err("takes a whole number".to_owned()), "{bad:?}");
         }
     }
 

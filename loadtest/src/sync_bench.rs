@@ -30,7 +30,6 @@
 
 use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
 
-use anyhow::Context;
 use chrono::Utc;
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -54,7 +53,7 @@ use tokio::time::Instant;
 
 use crate::{
     fleet::seed::{self, CONTACTS_PER_ORG, TASKS_PER_USER, USERS_PER_SALESFORCE_ORG},
-    scratch::rounded,
+    scratch::{count, rounded},
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -74,44 +73,29 @@ const DAILY_API_MAX: u64 = 10_000_000;
 /// what it has.
 const STALL_LIMIT: Duration = Duration::from_secs(120);
 
-/// The benchmark's parameters.
+/// The benchmark's flags.
+#[derive(clap::Args)]
 pub struct Options {
+    /// Connected Office 365 users, each with Salesforce.
+    #[arg(long, value_name = "N", default_value_t = 2000, value_parser = count)]
     users: usize,
+    /// Workers running the sessions.
+    #[arg(long, value_name = "W", default_value_t = 2, value_parser = count)]
     workers: usize,
+    /// Milliseconds the simulators add to every call.
+    #[arg(long, value_name = "MS", default_value = "0", value_parser = milliseconds)]
     latency: Duration,
+    /// Cadence jobs in flight per worker.
+    #[arg(long, value_name = "C", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
 }
 
-impl Options {
-    /// Reads `--users N`, `--workers W`, `--latency MS` and `--concurrency C`.
-    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut options = Self {
-            users: 2000,
-            workers: 2,
-            latency: Duration::ZERO,
-            concurrency: 256,
-        };
-        let mut iter = arguments.iter();
-        while let Some(flag) = iter.next() {
-            let value = iter.next().with_context(|| format!("{flag} needs a value"))?;
-            let number: u64 = value
-                .parse()
-                .with_context(|| format!("{flag} takes a whole number, got {value:?}"))?;
-            match flag.as_str() {
-                "--users" if number > 0 => options.users = usize::try_from(number)?,
-                "--workers" if number > 0 => options.workers = usize::try_from(number)?,
-                "--latency" => options.latency = Duration::from_millis(number),
-                "--concurrency" if number > 0 => {
-                    options.concurrency =
-                        u16::try_from(number).with_context(|| format!("--concurrency is at most {}", u16::MAX))?;
-                }
-                _ => anyhow::bail!(
-                    "unknown option {flag} or zero value; use --users N, --workers W, --latency MS and --concurrency C"
-                ),
-            }
-        }
-        Ok(options)
-    }
+/// The value parser of `--latency`: whole milliseconds, zero included.
+fn milliseconds(value: &str) -> Result<Duration, String> {
+    value
+        .parse()
+        .map(Duration::from_millis)
+        .map_err(|_| "takes a whole number of milliseconds".to_owned())
 }
 
 /// The simulators of the run; they stop when the token is cancelled.

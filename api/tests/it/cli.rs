@@ -1,5 +1,7 @@
-//! `syncfleet-api token create`: the token is printed once, only its hash is
-//! stored, and bad combinations are refused with a reason.
+//! `syncfleet-api`'s command line: `--help` lists the commands, a bad flag is
+//! refused as clap refuses it (status 2, naming the flag); `token create`
+//! prints the token once, stores only its hash, and refuses bad combinations
+//! with a reason; `secrets reencrypt` reseals every credential.
 
 use std::process::Command;
 
@@ -13,6 +15,55 @@ fn token_create(env: &TestEnv, arguments: &[&str]) -> std::process::Output {
         .args(arguments)
         .output()
         .unwrap()
+}
+
+/// `syncfleet-api` with `arguments` and nothing else of a test's settings:
+/// the command line is read before any setting.
+fn api(arguments: &[&str]) -> std::process::Output {
+    Command::new(binary("syncfleet-api")).args(arguments).output().unwrap()
+}
+
+#[test]
+fn help_lists_the_commands_and_exits_zero() {
+    let output = api(&["--help"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("Usage: syncfleet-api [COMMAND]"), "{stdout}");
+    for command in ["serve", "migrate", "token", "secrets"] {
+        assert!(
+            stdout.lines().any(|line| line.trim_start().starts_with(command)),
+            "{command} is missing from:\n{stdout}"
+        );
+    }
+
+    let output = api(&["token", "create", "--help"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    for flag in ["--role <ROLE>", "--organization <ID>", "--user <ID>", "--label <TEXT>"] {
+        assert!(stdout.contains(flag), "{flag} is missing from:\n{stdout}");
+    }
+}
+
+#[test]
+fn an_unknown_flag_is_refused_with_status_2_naming_it() {
+    for arguments in [
+        &["--frobnicate"][..],
+        &["token", "create", "--role", "admin", "--frobnicate"],
+        &["secrets", "reencrypt", "--frobnicate", "3"],
+    ] {
+        let output = api(arguments);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{arguments:?}: {stderr}");
+        assert!(
+            stderr.contains("unexpected argument '--frobnicate'"),
+            "{arguments:?}: {stderr}"
+        );
+        assert!(stderr.contains("Usage: syncfleet-api"), "{arguments:?}: {stderr}");
+    }
+    let output = api(&["secrets", "reencrypt", "--batch", "0"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("'--batch <N>': must be a positive integer"), "{stderr}");
 }
 
 #[tokio::test]
@@ -53,12 +104,12 @@ async fn token_create_refuses_incoherent_roles_with_a_reason() {
         (&["--role", "org_admin"], "needs --organization"),
         (&["--role", "admin", "--organization", &organization], "takes neither"),
         (&["--role", "root"], "must be admin, org_admin or user"),
-        (&["--role", "user", "--user", "nobody"], "--user must be a UUID"),
+        (&["--role", "user", "--user", "nobody"], "'--user <ID>': must be a UUID"),
     ];
     for (arguments, reason) in cases {
         let output = token_create(&env, arguments);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{arguments:?} was accepted");
+        assert_eq!(output.status.code(), Some(2), "{arguments:?}: {stderr}");
         assert!(stderr.contains(reason), "{arguments:?}: {stderr}");
     }
     let tokens: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens")

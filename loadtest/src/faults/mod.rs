@@ -37,6 +37,7 @@ use std::{
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use clap::builder::TypedValueParser;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -49,7 +50,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{demo::ControlApi, fleet::processes::free_port, scratch::simulator_settings};
+use crate::{
+    demo::ControlApi,
+    fleet::processes::free_port,
+    scratch::{at_least, count, simulator_settings},
+};
 use fleet::{Fleet, Which};
 use schedule::{Draws, Fault, Plan};
 use services::{Postgres, Rabbit, Redis};
@@ -63,60 +68,36 @@ const DAILY_API_MAX: &str = "100000000";
 /// The run's OAuth clients' label.
 const LABEL: &str = "faults";
 
-/// The run's parameters.
+/// The run's flags.
+#[derive(clap::Args)]
 pub struct Options {
+    /// The seed the fault schedule and the load are drawn from.
+    #[arg(long, value_name = "S", default_value_t = 1, value_parser = count.map(|seed| seed as u64))]
     seed: u64,
+    /// Seconds of load and faults before the run quiesces.
+    #[arg(long, value_name = "SECONDS", default_value = "480", value_parser = seconds)]
     duration: Duration,
+    /// Users seeded across Office 365, Exchange and Gmail; at least 10.
+    #[arg(long, value_name = "N", default_value_t = 300, value_parser = at_least(10))]
     users: usize,
+    /// Workers at the start (one more joins during an outage).
+    #[arg(long, value_name = "W", default_value_t = 3, value_parser = count)]
     workers: usize,
+    /// Seconds of the fleet's sync cadence (the run's SYNCFLEET_SYNC_INTERVAL).
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = seconds)]
     interval: Duration,
+    /// The short version: worker kills, PostgreSQL restarts, Redis kills and
+    /// RabbitMQ restarts only, shorter outages.
+    #[arg(long)]
     short: bool,
+    /// The folder of the report, the summary and the logs.
+    #[arg(long, value_name = "DIR", default_value = "faults-report")]
     out: PathBuf,
 }
 
-impl Options {
-    /// Reads the flags; see the usage.
-    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut options = Self {
-            seed: 1,
-            duration: Duration::from_secs(480),
-            users: 300,
-            workers: 3,
-            interval: Duration::from_secs(60),
-            short: false,
-            out: PathBuf::from("faults-report"),
-        };
-        let (mut seed, mut duration, mut users, mut workers, mut interval) = (1, 480, 300, 3, 60);
-        let mut numbers = Vec::new();
-        let mut iter = arguments.iter();
-        while let Some(flag) = iter.next() {
-            match flag.as_str() {
-                "--out" => options.out = PathBuf::from(iter.next().context("--out needs a folder")?),
-                "--short" => options.short = true,
-                _ => {
-                    numbers.push(flag.clone());
-                    numbers.extend(iter.next().cloned());
-                }
-            }
-        }
-        crate::scratch::whole_numbers(
-            &numbers,
-            &mut [
-                ("--seed", &mut seed),
-                ("--duration", &mut duration),
-                ("--users", &mut users),
-                ("--workers", &mut workers),
-                ("--interval", &mut interval),
-            ],
-        )?;
-        anyhow::ensure!(users >= 10, "--users must be at least 10");
-        options.seed = seed as u64;
-        options.duration = Duration::from_secs(duration as u64);
-        options.users = users;
-        options.workers = workers;
-        options.interval = Duration::from_secs(interval as u64);
-        Ok(options)
-    }
+/// The value parser of a flag in whole seconds, at least 1.
+fn seconds(value: &str) -> Result<Duration, String> {
+    count(value).map(|seconds| Duration::from_secs(seconds as u64))
 }
 
 /// What the run's tasks share with the checks.

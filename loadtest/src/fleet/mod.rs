@@ -38,6 +38,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use clap::builder::TypedValueParser;
 use secrecy::SecretString;
 use sqlx::PgPool;
 use syncfleet_common::{
@@ -52,7 +53,7 @@ use uuid::Uuid;
 
 use crate::{
     demo::ControlApi,
-    scratch::{Scratch, rounded, simulator_settings},
+    scratch::{Scratch, at_least, count, rounded, simulator_settings},
 };
 use processes::{Process, free_port};
 
@@ -87,86 +88,70 @@ where
     run().await
 }
 
-/// The run's parameters.
+/// The run's flags.
+#[derive(clap::Args)]
 pub struct Options {
+    /// Users seeded.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = count)]
     users: usize,
+    /// Users made due at once for P1, the first seeded (at most --users).
+    #[arg(long, value_name = "P", default_value_t = 20_000, value_parser = count)]
     p1_users: usize,
+    /// Organizations the users are spread over.
+    #[arg(long, value_name = "O", default_value_t = 20, value_parser = count)]
     organizations: usize,
+    /// Worker processes.
+    #[arg(long, value_name = "W", default_value_t = 2, value_parser = count)]
     workers: usize,
+    /// Deliveries in flight per worker.
+    #[arg(
+        long,
+        value_name = "C",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u16).range(1..).map(usize::from)
+    )]
     concurrency: usize,
+    /// The least latency in milliseconds the simulators add to a call.
+    #[arg(long, value_name = "L", default_value_t = 50, value_parser = count)]
     latency_ms: usize,
+    /// The most milliseconds drawn on top of --latency-ms.
+    #[arg(long, value_name = "J", default_value_t = 250, value_parser = count)]
     jitter_ms: usize,
+    /// P2 divides the 30-minute cadence by K.
+    #[arg(long, value_name = "K", default_value_t = 60, value_parser = count)]
     compression: usize,
+    /// P2's first number of users on the cadence.
+    #[arg(long, value_name = "S", default_value_t = 2_000, value_parser = count)]
     step_start: usize,
+    /// Cycles per P2 step, at least 2: one to settle, then the measured ones.
+    #[arg(long, value_name = "Y", default_value_t = 3, value_parser = at_least(2))]
     step_cycles: usize,
+    /// P3's force syncs; fewer than --users (the others make the backlog).
+    #[arg(long, value_name = "F", default_value_t = 40, value_parser = count)]
     force_syncs: usize,
+    /// Messages of P5's RabbitMQ ceiling.
+    #[arg(long, value_name = "M", default_value_t = 50_000, value_parser = count)]
     ceiling_messages: usize,
+    /// Rows of P5's PostgreSQL ceiling.
+    #[arg(long, value_name = "R", default_value_t = 50_000, value_parser = count)]
     ceiling_rows: usize,
+    /// The folder of the report, the chart and the logs.
+    #[arg(long, value_name = "DIR", default_value = "loadtest-report")]
     out: PathBuf,
 }
 
 impl Options {
-    /// Reads the flags; see the usage.
-    pub fn parse(arguments: &[String]) -> anyhow::Result<Self> {
-        let mut options = Self {
-            users: 100_000,
-            p1_users: 20_000,
-            organizations: 20,
-            workers: 2,
-            concurrency: 1_000,
-            latency_ms: 50,
-            jitter_ms: 250,
-            compression: 60,
-            step_start: 2_000,
-            step_cycles: 3,
-            force_syncs: 40,
-            ceiling_messages: 50_000,
-            ceiling_rows: 50_000,
-            out: PathBuf::from("loadtest-report"),
-        };
-        let mut numbers = Vec::new();
-        let mut iter = arguments.iter();
-        while let Some(flag) = iter.next() {
-            if flag == "--out" {
-                options.out = PathBuf::from(iter.next().context("--out needs a folder")?);
-            } else {
-                numbers.push(flag.clone());
-                numbers.extend(iter.next().cloned());
-            }
+    /// What clap cannot check alone: flags that bound one another.
+    pub fn check(&self) -> Result<(), &'static str> {
+        match self.force_syncs < self.users {
+            true => Ok(()),
+            false => Err("--force-syncs must be fewer than --users (the others make the backlog)"),
         }
-        crate::scratch::whole_numbers(
-            &numbers,
-            &mut [
-                ("--users", &mut options.users),
-                ("--p1-users", &mut options.p1_users),
-                ("--organizations", &mut options.organizations),
-                ("--workers", &mut options.workers),
-                ("--concurrency", &mut options.concurrency),
-                ("--latency-ms", &mut options.latency_ms),
-                ("--jitter-ms", &mut options.jitter_ms),
-                ("--compression", &mut options.compression),
-                ("--step-start", &mut options.step_start),
-                ("--step-cycles", &mut options.step_cycles),
-                ("--force-syncs", &mut options.force_syncs),
-                ("--ceiling-messages", &mut options.ceiling_messages),
-                ("--ceiling-rows", &mut options.ceiling_rows),
-            ],
-        )?;
-        options.p1_users = options.p1_users.min(options.users);
-        anyhow::ensure!(
-            options.step_cycles >= 2,
-            "--step-cycles must be at least 2 (one to settle, then the measured ones)"
-        );
-        anyhow::ensure!(
-            options.force_syncs < options.users,
-            "--force-syncs must be fewer than --users (the others make the backlog)"
-        );
-        anyhow::ensure!(
-            u16::try_from(options.concurrency).is_ok(),
-            "--concurrency is at most {}",
-            u16::MAX
-        );
-        Ok(options)
+    }
+
+    /// P1's users: `--p1-users`, at most every user.
+    fn p1_users(&self) -> usize {
+        self.p1_users.min(self.users)
     }
 
     fn interval(&self) -> Duration {
@@ -484,7 +469,7 @@ async fn measure(
         pool,
         common,
         &seeded,
-        options.p1_users,
+        options.p1_users(),
         origin,
         &mut phases,
         &mut errors,
@@ -511,7 +496,7 @@ async fn measure(
     let report = serde_json::json!({
         "configuration": {
             "users": options.users,
-            "p1_users": options.p1_users,
+            "p1_users": options.p1_users(),
             "organizations": seeded.organizations,
             "salesforce_orgs": seeded.salesforce_orgs,
             "workers": options.workers,
