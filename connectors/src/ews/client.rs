@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tracing::{debug, instrument};
 
 use super::{
-    base64, categories,
+    categories,
     errors::{EWS, http_error, item_error},
     parse::{self, Element, ResponseMessage, Soap, SyncChange},
     soap,
@@ -380,7 +380,7 @@ impl EwsClient {
             .map(|data| data.text.as_str())
             .unwrap_or_default();
         let bytes =
-            base64::decode(data).ok_or_else(|| ConnectorError::permanent(EWS, "the category list is not base64"))?;
+            parse::base64(data).ok_or_else(|| ConnectorError::permanent(EWS, "the category list is not base64"))?;
         Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
     }
 
@@ -557,7 +557,7 @@ impl Mailbox for EwsClient {
         let mut manifests = Vec::new();
         element.descendants("Manifest", &mut manifests);
         let installed = manifests.iter().any(|manifest| {
-            base64::decode(&manifest.text)
+            parse::base64(&manifest.text)
                 .and_then(|bytes| parse::parse(&String::from_utf8_lossy(&bytes)).ok())
                 .and_then(|root| root.child_text("Id").map(|id| id.trim().eq_ignore_ascii_case(ADDIN_ID)))
                 .unwrap_or(false)

@@ -6,7 +6,6 @@
 //! how Exchange behaves; the simulator in `syncfleet-simulators` reproduces it
 //! for the tests.
 
-mod base64;
 mod categories;
 mod client;
 mod errors;

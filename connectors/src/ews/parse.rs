@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+use base64::{
+    Engine as _, alphabet,
+    engine::{GeneralPurpose, GeneralPurposeConfig},
+};
 use chrono::{DateTime, Utc};
 use quick_xml::{Reader, escape, events::BytesStart, events::Event};
 
@@ -389,6 +393,21 @@ pub(crate) fn written_item_id(message: &Element) -> Option<String> {
     message.child("Items")?.children.first().and_then(item_id)
 }
 
+/// Base64 as EWS answers it (user configuration data, add-in manifests):
+/// the standard alphabet with its padding required, and the unused bits of
+/// a last symbol not checked.
+const EWS_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
+
+/// The bytes an element's base64 `text` holds, or `None` when it is not
+/// base64. Whitespace is ignored: a server may break the text into lines.
+pub(crate) fn base64(text: &str) -> Option<Vec<u8>> {
+    let symbols: Vec<u8> = text.bytes().filter(|byte| !byte.is_ascii_whitespace()).collect();
+    EWS_BASE64.decode(symbols).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,5 +446,40 @@ mod tests {
     fn a_preview_folds_whitespace_and_stops_at_the_bound() {
         assert_eq!(preview("  Hello,\n\n  world  and more", 12), "Hello, world");
         assert_eq!(preview("éé", 5), "éé");
+    }
+
+    #[test]
+    fn base64_text_matches_the_rfc_vectors_ignores_whitespace_and_refuses_what_is_not_base64() {
+        use base64::engine::general_purpose::STANDARD;
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(encoded).unwrap(), plain.as_bytes());
+        }
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(base64(&STANDARD.encode(&bytes)).unwrap(), bytes);
+        assert_eq!(base64("Zm9v\r\nYmFy").unwrap(), b"foobar");
+        assert_eq!(base64(" Zm9v\tYg==\n").unwrap(), b"foob");
+        // The bits a last symbol does not use are not checked.
+        assert_eq!(base64("Zh==").unwrap(), b"f");
+        for not_base64 in [
+            "Zm9",
+            "Zg",
+            "Zg=",
+            "Zg==Zg==",
+            "Z!==",
+            "Z===",
+            "====",
+            "Zm9v-_==",
+            "Zm9v\u{e9}A==",
+        ] {
+            assert!(base64(not_base64).is_none(), "{not_base64:?}");
+        }
     }
 }

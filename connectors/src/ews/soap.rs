@@ -5,9 +5,9 @@
 
 use std::fmt::Write;
 
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::base64;
 use crate::mailbox::{ADDIN_ID, ContactDraft, EventDraft, PRODUCT_CATEGORY};
 
 const SOAP_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -397,7 +397,7 @@ pub(crate) fn write_user_configuration(operation: &str, name: &str, folder: &str
     format!(
         "<m:{operation}><m:UserConfiguration>{}<t:XmlData>{}</t:XmlData></m:UserConfiguration></m:{operation}>",
         configuration_name(name, folder),
-        base64::encode(xml_data)
+        BASE64.encode(xml_data)
     )
 }
 
@@ -415,7 +415,7 @@ pub(crate) fn addin_manifest(source_location: &str) -> String {
 pub(crate) fn install_app(manifest: &str) -> String {
     format!(
         "<m:InstallApp><m:Manifest>{}</m:Manifest></m:InstallApp>",
-        base64::encode(manifest.as_bytes())
+        BASE64.encode(manifest)
     )
 }
 
@@ -461,6 +461,41 @@ mod tests {
             root.find(&["Header", "ExchangeImpersonation", "ConnectingSID", "PrimarySmtpAddress"])
                 .map(|smtp| smtp.text.as_str()),
             Some("a&b@example.test")
+        );
+    }
+
+    #[test]
+    fn configuration_data_and_manifests_travel_as_padded_standard_base64() {
+        let data = |request: &str| {
+            let root = parse::parse(&envelope("Exchange2013_SP1", None, request)).unwrap();
+            root.find(&["Body", "UpdateUserConfiguration", "UserConfiguration", "XmlData"])
+                .map(|data| data.text.clone())
+                .unwrap()
+        };
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            let request = write_user_configuration("UpdateUserConfiguration", "Name", "calendar", plain.as_bytes());
+            assert_eq!(data(&request), encoded);
+        }
+        let bytes: Vec<u8> = (0..=255).collect();
+        let request = write_user_configuration("UpdateUserConfiguration", "Name", "calendar", &bytes);
+        assert_eq!(parse::base64(&data(&request)).unwrap(), bytes);
+
+        let manifest = addin_manifest("https://addin.example.test/?a=1&b=2");
+        let root = parse::parse(&envelope("Exchange2013_SP1", None, &install_app(&manifest))).unwrap();
+        let sent = root.find(&["Body", "InstallApp", "Manifest"]).unwrap();
+        assert_eq!(parse::base64(&sent.text).unwrap(), manifest.as_bytes());
+        assert!(
+            sent.text
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"+/=".contains(&byte))
         );
     }
 }
