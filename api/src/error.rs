@@ -149,6 +149,25 @@ impl ApiError {
         }
     }
 
+    /// The request ran longer than `limit` and was stopped where it was: like
+    /// [`ApiError::outcome_unknown`], it may or may not have taken effect.
+    /// 503 with `Retry-After`.
+    pub fn timed_out(limit: std::time::Duration) -> Self {
+        Self {
+            retry_after_seconds: Some(RETRY_AFTER_OUTAGE_SECONDS),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "the request took longer than {} seconds and was stopped: it may or may not have taken \
+                     effect. Retrying with the same Idempotency-Key is safe (it answers the first answer or runs \
+                     once); without one, read the resource before retrying",
+                    limit.as_secs()
+                ),
+            )
+        }
+    }
+
     /// The same key is already used by another request (422, naming the header).
     pub fn key_reused() -> Self {
         Self {

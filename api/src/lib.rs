@@ -12,6 +12,7 @@ mod metrics;
 mod openapi;
 mod panel;
 mod routes;
+mod spans;
 mod store;
 
 use std::{sync::Arc, time::Duration};
@@ -20,8 +21,9 @@ use axum::{
     Router,
     body::Body,
     extract::Request,
+    http::StatusCode,
     middleware::{self, Next},
-    response::Response,
+    response::{IntoResponse, Response},
     routing::get,
 };
 use prometheus_client::registry::Registry;
@@ -32,6 +34,7 @@ use syncfleet_common::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer, trace::TraceLayer};
 use utoipa_axum::router::OpenApiRouter;
 
 pub use config::ApiConfig;
@@ -84,24 +87,75 @@ pub fn router(state: AppState, health: Arc<Health>, mut registry: Registry) -> R
         )
         .layer(axum::Extension(live::Hub::new(state.pool.clone(), health.clone())))
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::middleware))
-        .layer(middleware::from_fn(check_input))
-        .with_state(state.clone());
+        .layer(middleware::from_fn(check_input));
+    let v1 = bounded(v1, REQUEST_TIMEOUT).with_state(state.clone());
     // The admin panel calls `v1` in process; its form posts are not JSON,
     // so it sits beside `check_input`, not under it.
     let panel = panel::router(v1.clone(), state.clone());
+    // The probes and `/metrics` get no span: a span every few seconds per
+    // probe would bury the requests in the traces.
+    let traced = v1.merge(panel).layer(
+        TraceLayer::new_for_http()
+            .make_span_with(spans::request_span)
+            .on_request(())
+            .on_response(spans::record_answer)
+            .on_eos(())
+            .on_failure(()),
+    );
     ops::router(state.pool, health, Arc::new(registry))
-        .merge(v1)
-        .merge(panel)
+        .merge(traced)
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
 }
 
 /// The largest request body any route reads.
 const MAX_BODY: usize = 2 * 1024 * 1024;
 
+/// How long a request may run until its answer starts: longer than the
+/// longest wait a route offers (force sync's `?wait=`, 60 seconds). A
+/// streamed answer (the notification stream, a CSV export) is not cut: the
+/// timeout ends when the answer's head is sent, whatever its body does next.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Bounds every request of `router`: its body to [`MAX_BODY`] (413) and its
+/// time until the answer starts to `timeout` (503), both answered in the one
+/// error shape.
+fn bounded<S>(router: Router<S>, timeout: Duration) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+        .layer(middleware::map_response(move |response: Response| async move {
+            in_the_error_shape(response, timeout)
+        }))
+}
+
+/// tower-http's own answers in the API's error shape: the body limit's 413
+/// (a `Content-Length` over the limit, refused before the body is read) and
+/// the timeout's empty 503. Every answer of the API's own carries its
+/// [`error::ErrorCode`], so those two are the ones without it.
+fn in_the_error_shape(response: Response, timeout: Duration) -> Response {
+    if response.extensions().get::<error::ErrorCode>().is_some() {
+        return response;
+    }
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => too_large().into_response(),
+        StatusCode::SERVICE_UNAVAILABLE => error::ApiError::timed_out(timeout).into_response(),
+        _ => response,
+    }
+}
+
+/// A body over [`MAX_BODY`], refused.
+fn too_large() -> error::ApiError {
+    error::ApiError::too_large(format!("the body is larger than {MAX_BODY} bytes"))
+}
+
 /// Checks what every route takes, so no handler can forget it: a body, when
 /// there is one, is a JSON object; no text holds the NUL character, which no
 /// field takes and PostgreSQL cannot store (in the query string as `%00`, in
-/// the body as a raw 0 byte or the JSON escape `\u0000`).
+/// the body as a raw 0 byte or the JSON escape `\u0000`). The body's size is
+/// bounded by [`bounded`]'s limit, which ends the read past [`MAX_BODY`].
 async fn check_input(request: Request, next: Next) -> Result<Response, error::ApiError> {
     if let Some(query) = request.uri().query()
         && query.to_ascii_lowercase().contains("%00")
@@ -112,9 +166,7 @@ async fn check_input(request: Request, next: Next) -> Result<Response, error::Ap
         ));
     }
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| error::ApiError::too_large(format!("the body is larger than {MAX_BODY} bytes")))?;
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|_| too_large())?;
     if bytes.contains(&0) || bytes.windows(6).any(|window| window.eq_ignore_ascii_case(b"\\u0000")) {
         return Err(error::ApiError::invalid("body", "the body holds a NUL character"));
     }
@@ -240,5 +292,120 @@ mod tests {
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert!(body.contains(error::CONCURRENT_UPDATE), "{body}");
         assert_eq!(calls.load(Ordering::SeqCst), ATTEMPTS, "no more than {ATTEMPTS} runs");
+    }
+
+    /// A route answering with the body it was sent, under the input checks
+    /// and [`bounded`] by `timeout`.
+    fn echo(timeout: Duration) -> Router {
+        bounded(
+            Router::new()
+                .route("/", post(|body: String| async move { body }))
+                .layer(middleware::from_fn(check_input)),
+            timeout,
+        )
+    }
+
+    async fn answer(router: Router, request: Request) -> (StatusCode, Option<String>, String) {
+        let response = router.oneshot(request).await.unwrap();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .map(|value| value.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, retry_after, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// A JSON object of exactly `size` bytes.
+    fn object_of(size: usize) -> String {
+        format!(r#"{{"a": "{}"}}"#, "x".repeat(size - 9))
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_with_413_in_the_error_shape_whether_or_not_its_length_is_sent() {
+        let refused = (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            format!(
+                r#"{{"error":{{"code":"too_large","message":"the body is larger than {MAX_BODY} bytes","field":"body"}}}}"#
+            ),
+        );
+        let over = object_of(MAX_BODY + 1);
+        let declared = Request::post("/")
+            .header(axum::http::header::CONTENT_LENGTH, over.len())
+            .body(Body::from(over.clone()))
+            .unwrap();
+        assert_eq!(answer(echo(REQUEST_TIMEOUT), declared).await, refused);
+
+        // Sent in chunks, without a length: refused once the limit is passed.
+        let chunks = over
+            .into_bytes()
+            .chunks(64 * 1024)
+            .map(|chunk| Ok::<_, std::io::Error>(axum::body::Bytes::copy_from_slice(chunk)))
+            .collect::<Vec<_>>();
+        let streamed = Request::post("/")
+            .body(Body::from_stream(futures_util::stream::iter(chunks)))
+            .unwrap();
+        assert_eq!(answer(echo(REQUEST_TIMEOUT), streamed).await, refused);
+
+        let within = object_of(MAX_BODY);
+        let request = Request::post("/").body(Body::from(within.clone())).unwrap();
+        assert_eq!(
+            answer(echo(REQUEST_TIMEOUT), request).await,
+            (StatusCode::OK, None, within)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_timeout_answers_503_timeout_in_the_error_shape() {
+        let timeout = Duration::from_millis(100);
+        let slow = bounded(
+            Router::new().route(
+                "/",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "too late"
+                }),
+            ),
+            timeout,
+        );
+        let (status, retry_after, body) = answer(slow, Request::get("/").body(Body::empty()).unwrap()).await;
+        assert_eq!(
+            (status, retry_after.as_deref()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("5"))
+        );
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["code"], "timeout", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("Idempotency-Key")),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_outlives_the_request_timeout() {
+        let timeout = Duration::from_millis(100);
+        // As the notification stream and the CSV export do: the head at
+        // once, then the body for as long as it lasts.
+        let stream = bounded(
+            Router::new().route(
+                "/",
+                get(|| async {
+                    let events = futures_util::stream::unfold(0, |sent| async move {
+                        if sent == 3 {
+                            return None;
+                        }
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                        Some((Ok::<_, std::io::Error>(format!("event {sent}\n")), sent + 1))
+                    });
+                    Body::from_stream(events)
+                }),
+            ),
+            timeout,
+        );
+        let answer = answer(stream, Request::get("/").body(Body::empty()).unwrap()).await;
+        assert_eq!(answer, (StatusCode::OK, None, "event 0\nevent 1\nevent 2\n".to_owned()));
     }
 }

@@ -77,8 +77,9 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable, for clients to branch on: `invalid`, `not_found`,
     /// `unauthorized`, `forbidden`, `too_many_requests`, `conflict` codes,
-    /// `unavailable` and `outcome_unknown` (503), `idempotency_key_reused`
-    /// (422), `idempotency_key_in_progress` (409)...
+    /// `unavailable`, `outcome_unknown` and `timeout` (503), `too_large`
+    /// (413), `idempotency_key_reused` (422), `idempotency_key_in_progress`
+    /// (409)...
     pub code: String,
     /// For people.
     pub message: String,
@@ -108,7 +109,8 @@ const SCHEME: &str = "bearer";
 /// What the 503 answer says, for every operation.
 const OUTAGE: &str = "The database or the broker is unreachable (`unavailable`): nothing was changed, retry after \
     `Retry-After` seconds. `outcome_unknown`: the connection was lost while the change was committed, so it may \
-    have taken effect; a retry with the same `Idempotency-Key` is safe.";
+    have taken effect; a retry with the same `Idempotency-Key` is safe. `timeout`: the request ran longer than the \
+    api lets one run and was stopped, with the same uncertainty and the same safe retry.";
 
 /// What the `Idempotency-Key` header does, on the routes that take it.
 const IDEMPOTENCY: &str = "Optional, 1 to 255 printable ASCII characters, chosen by the client (a UUID, say). \

@@ -11,6 +11,7 @@ mod concurrency;
 mod configuration;
 mod customization;
 mod idempotency;
+mod limits;
 mod lists;
 mod notifications;
 mod ops;
@@ -60,24 +61,29 @@ pub struct Api {
     server: JoinHandle<std::io::Result<()>>,
 }
 
+/// What the api's handlers reach, on this test's database and broker.
+pub fn state(env: &TestEnv, pool: PgPool) -> AppState {
+    // As every binary does first (the console's HTTP client needs it).
+    syncfleet_common::telemetry::install_tls_provider();
+    let publisher = Publisher::lazy(env.common().amqp_url, "test api", env.topology());
+    AppState {
+        pool,
+        publisher: Arc::new(publisher),
+        key_ring: Some(syncfleet_testkit::test_key_ring()),
+        url_policy: syncfleet_connectors::ssrf::UrlPolicy::STRICT,
+        console: Arc::new(syncfleet_api::console::Console::new(
+            &env.common(),
+            Some(&secrecy::SecretString::from(MANAGEMENT_URL)),
+        )),
+    }
+}
+
 impl Api {
     pub async fn start(env: &TestEnv, pool: PgPool, drain_delay: Duration) -> Self {
-        // As every binary does first (the console's HTTP client needs it).
-        syncfleet_common::telemetry::install_tls_provider();
+        let state = state(env, pool);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let publisher = Publisher::lazy(env.common().amqp_url, "test api", env.topology());
-        let state = AppState {
-            pool,
-            publisher: Arc::new(publisher),
-            key_ring: Some(syncfleet_testkit::test_key_ring()),
-            url_policy: syncfleet_connectors::ssrf::UrlPolicy::STRICT,
-            console: Arc::new(syncfleet_api::console::Console::new(
-                &env.common(),
-                Some(&secrecy::SecretString::from(MANAGEMENT_URL)),
-            )),
-        };
         let server = tokio::spawn(syncfleet_api::serve(listener, state, shutdown.clone(), drain_delay));
         Self {
             address,
