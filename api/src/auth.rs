@@ -105,15 +105,6 @@ pub async fn store_bootstrap_token(pool: &PgPool, token: &str) -> Result<(), sql
     tx.commit().await
 }
 
-#[derive(sqlx::FromRow)]
-struct TokenRow {
-    id: Uuid,
-    role: String,
-    organization_id: Option<Uuid>,
-    user_id: Option<Uuid>,
-    label: String,
-}
-
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -133,14 +124,9 @@ impl FromRequestParts<AppState> for Principal {
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <token>'"))?;
-        let row = sqlx::query_as::<_, TokenRow>(
-            "SELECT id, role, organization_id, user_id, label FROM api_tokens \
-             WHERE token_sha256 = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
-        )
-        .bind(token_hash(token))
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("the token is unknown, expired or revoked"))?;
+        let row = crate::store::tokens::find_live(&state.pool, &token_hash(token))
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the token is unknown, expired or revoked"))?;
         let role = match row.role.as_str() {
             "admin" => Role::Admin,
             "org_admin" => Role::OrgAdmin,

@@ -41,6 +41,10 @@ use crate::{
     AppState,
     auth::Principal,
     error::{ApiError, ErrorCode},
+    store::{
+        StoreResult,
+        idempotency::{self as keys, KeyRow, Stored},
+    },
 };
 
 /// The header's name, as errors name it.
@@ -86,12 +90,15 @@ struct Key {
 #[derive(Debug, Clone, Default)]
 pub struct Idempotency(Option<Key>);
 
-/// A stored row, as a retry reads it.
-#[derive(sqlx::FromRow)]
-struct Stored {
-    fingerprint: Vec<u8>,
-    status: Option<i16>,
-    answer: Option<Vec<u8>>,
+impl Key {
+    fn row(&self) -> KeyRow<'_> {
+        KeyRow {
+            scope: &self.scope,
+            key: &self.key,
+            item: &self.item,
+            fingerprint: &self.fingerprint,
+        }
+    }
 }
 
 impl Idempotency {
@@ -114,22 +121,7 @@ impl Idempotency {
     /// `idempotency_key_taken` the middleware turns into the first answer.
     pub async fn claim(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), ApiError> {
         let Some(key) = &self.0 else { return Ok(()) };
-        let claimed = sqlx::query(
-            "INSERT INTO idempotency_keys (scope, key, item, fingerprint) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (scope, key, item) DO UPDATE \
-                 SET fingerprint = EXCLUDED.fingerprint, status = NULL, answer = NULL, \
-                     created_at = now(), expires_at = now() + interval '24 hours' \
-                 WHERE idempotency_keys.expires_at <= now()",
-        )
-        .bind(&key.scope)
-        .bind(&key.key)
-        .bind(&key.item)
-        .bind(&key.fingerprint)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if claimed {
+        if keys::claim(tx, key.row()).await? {
             Ok(())
         } else {
             Err(ApiError::conflict(
@@ -185,38 +177,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
     }
 }
 
-async fn store<'e>(
-    executor: impl sqlx::PgExecutor<'e>,
-    key: &Key,
-    status: StatusCode,
-    body: &[u8],
-) -> Result<(), sqlx::Error> {
+async fn store<'e>(executor: impl sqlx::PgExecutor<'e>, key: &Key, status: StatusCode, body: &[u8]) -> StoreResult<()> {
     let answer = (body.len() <= MAX_ANSWER).then_some(body);
-    sqlx::query(
-        "UPDATE idempotency_keys SET status = $5, answer = $6 \
-         WHERE scope = $1 AND key = $2 AND item = $3 AND fingerprint = $4",
-    )
-    .bind(&key.scope)
-    .bind(&key.key)
-    .bind(&key.item)
-    .bind(&key.fingerprint)
-    .bind(status.as_u16() as i16)
-    .bind(answer)
-    .execute(executor)
-    .await?;
-    Ok(())
+    keys::store_answer(executor, key.row(), status.as_u16() as i16, answer).await
 }
 
-async fn load(pool: &PgPool, key: &Key) -> Result<Option<Stored>, sqlx::Error> {
-    sqlx::query_as::<_, Stored>(
-        "SELECT fingerprint, status, answer FROM idempotency_keys \
-         WHERE scope = $1 AND key = $2 AND item = $3 AND expires_at > now()",
-    )
-    .bind(&key.scope)
-    .bind(&key.key)
-    .bind(&key.item)
-    .fetch_optional(pool)
-    .await
+async fn load(pool: &PgPool, key: &Key) -> StoreResult<Option<Stored>> {
+    keys::find_live(pool, key.row()).await
 }
 
 /// The key's row once it holds an answer, or as it is after
@@ -322,7 +289,10 @@ async fn keyed(state: &AppState, request: Request, next: Next) -> Result<Respons
     };
     clean_up_now_and_then(&state.pool);
 
-    if let Some(stored) = load(&state.pool, &key).await.map_err(from_sqlx)? {
+    if let Some(stored) = load(&state.pool, &key)
+        .await
+        .map_err(|error| ApiError::from(error).into_response())?
+    {
         let stored = match stored.status {
             Some(_) => stored,
             None => wait_for_answer(&state.pool, &key).await?.unwrap_or(stored),
@@ -351,10 +321,6 @@ async fn keyed(state: &AppState, request: Request, next: Next) -> Result<Respons
         warn!(%error, "Could not store the answer of an idempotent request.");
     }
     Ok(Response::from_parts(parts, Body::from(body)))
-}
-
-fn from_sqlx(error: sqlx::Error) -> Response {
-    ApiError::from(error).into_response()
 }
 
 impl From<ApiError> for Response {
@@ -387,15 +353,8 @@ fn clean_up_now_and_then(pool: &PgPool) {
 }
 
 /// Deletes up to a batch of expired keys; answers how many.
-pub async fn delete_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "DELETE FROM idempotency_keys WHERE ctid IN \
-         (SELECT ctid FROM idempotency_keys WHERE expires_at <= now() LIMIT $1)",
-    )
-    .bind(CLEANUP_BATCH)
-    .execute(pool)
-    .await?
-    .rows_affected())
+pub async fn delete_expired(pool: &PgPool) -> StoreResult<u64> {
+    keys::delete_expired(pool, CLEANUP_BATCH).await
 }
 
 #[cfg(test)]

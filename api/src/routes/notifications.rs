@@ -15,7 +15,6 @@ use axum::{
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
 };
-use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -24,6 +23,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::extract::PathId;
+pub use crate::store::notifications::NotificationView;
+use crate::store::notifications::{self as store, Position};
 use crate::{
     AppState,
     auth::{Principal, Role},
@@ -52,22 +53,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(mark_read))
         .routes(routes!(mark_all_read))
         .routes(routes!(stream_notifications))
-}
-
-/// A notification.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
-pub struct NotificationView {
-    pub id: Uuid,
-    /// What it is about: `customization_pushed`...
-    pub kind: String,
-    pub title: String,
-    pub body: String,
-    /// Details for the add-in (for a push: `push_id`, `version`, `from`).
-    #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
-    pub created_at: DateTime<Utc>,
-    /// Null while unread.
-    pub read_at: Option<DateTime<Utc>>,
 }
 
 impl From<&LiveNotification> for NotificationView {
@@ -118,8 +103,6 @@ pub struct MarkedRead {
     pub marked: u64,
 }
 
-const COLUMNS: &str = "id, kind, title, body, payload, created_at, read_at";
-
 /// The caller's user: only a user token has notifications.
 fn me(principal: &Principal) -> Result<Uuid, ApiError> {
     match (principal.role, principal.user_id) {
@@ -130,15 +113,9 @@ fn me(principal: &Principal) -> Result<Uuid, ApiError> {
     }
 }
 
-/// Where a notification of this user sits in time, for seeking past it.
-async fn position(pool: &PgPool, user_id: Uuid, id: Uuid) -> Result<Option<DateTime<Utc>>, ApiError> {
-    Ok(
-        sqlx::query_scalar("SELECT created_at FROM notifications WHERE id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user_id)
-            .fetch_optional(pool)
-            .await?,
-    )
+/// Where a notification of this user sits, for seeking past it.
+async fn position(pool: &PgPool, user_id: Uuid, id: Uuid) -> Result<Option<Position>, ApiError> {
+    Ok(store::created_at(pool, user_id, id).await?.map(|at| (at, id)))
 }
 
 /// The caller's notifications, newest first, a page at a time.
@@ -160,35 +137,21 @@ pub async fn list_notifications(
     let after = match query.cursor.as_deref() {
         Some(raw) => {
             let id = parse_id("cursor", raw)?;
-            let at = position(&state.pool, user_id, id)
+            let position = position(&state.pool, user_id, id)
                 .await?
                 .ok_or_else(|| ApiError::invalid("cursor", "the cursor names none of your notifications"))?;
-            Some((at, id))
+            Some(position)
         }
         None => None,
     };
-    let mut items = sqlx::query_as::<_, NotificationView>(&format!(
-        "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND (NOT $2 OR read_at IS NULL) \
-           AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
-         ORDER BY created_at DESC, id DESC LIMIT $5"
-    ))
-    .bind(user_id)
-    .bind(query.unread.unwrap_or(false))
-    .bind(after.map(|(at, _)| at))
-    .bind(after.map(|(_, id)| id))
-    .bind(size + 1)
-    .fetch_all(&state.pool)
-    .await?;
+    let mut items = store::newest_first(&state.pool, user_id, query.unread.unwrap_or(false), after, size + 1).await?;
     let next_cursor = if items.len() as i64 > size {
         items.truncate(size as usize);
         items.last().map(|last| last.id.to_string())
     } else {
         None
     };
-    let unread: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL")
-        .bind(user_id)
-        .fetch_one(&state.pool)
-        .await?;
+    let unread = store::unread(&state.pool, user_id).await?;
     Ok(Json(NotificationPage {
         items,
         next_cursor,
@@ -206,19 +169,10 @@ pub async fn mark_read(
     // Only users have notifications: for anyone else no id is one.
     let user_id = me(&principal).map_err(|_| ApiError::not_found("notification"))?;
     let mut tx = state.pool.begin().await?;
-    let unread: bool =
-        sqlx::query_scalar("SELECT read_at IS NULL FROM notifications WHERE id = $1 AND user_id = $2 FOR UPDATE")
-            .bind(id)
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| ApiError::not_found("notification"))?;
-    let view = sqlx::query_as::<_, NotificationView>(&format!(
-        "UPDATE notifications SET read_at = coalesce(read_at, now()) WHERE id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let unread = store::lock_unread(&mut tx, user_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("notification"))?;
+    let view = store::mark_read(&mut tx, id).await?;
     if unread {
         record_read(
             &mut tx,
@@ -237,11 +191,7 @@ pub async fn mark_read(
 pub async fn mark_all_read(State(state): State<AppState>, principal: Principal) -> Result<Json<MarkedRead>, ApiError> {
     let user_id = me(&principal)?;
     let mut tx = state.pool.begin().await?;
-    let marked = sqlx::query("UPDATE notifications SET read_at = now() WHERE user_id = $1 AND read_at IS NULL")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let marked = store::mark_all_read(&mut tx, user_id).await?;
     if marked > 0 {
         record_read(
             &mut tx,
@@ -261,9 +211,7 @@ async fn record_read(
     actor: &str,
     details: String,
 ) -> Result<(), ApiError> {
-    let organization_id: Uuid = sqlx::query_scalar("SELECT organization_id FROM users WHERE id = $1")
-        .bind(user_id)
-        .fetch_optional(&mut **tx)
+    let organization_id = crate::store::users::organization_of(tx, user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     record_activity(tx, organization_id, Some(user_id), actor, "notifications_read", details).await
@@ -304,19 +252,13 @@ pub async fn stream_notifications(
     // committed in between is both live and read back, and sent once.
     let subscription = hub.subscribe(user_id);
     let replay_from = match last {
-        Some(id) => position(&state.pool, user_id, id).await?.map(|at| (at, id)),
+        Some(id) => position(&state.pool, user_id, id).await?,
         None => None,
     };
-    let cursor =
-        match replay_from {
-            Some(cursor) => Some(cursor),
-            None => sqlx::query_as::<_, (DateTime<Utc>, Uuid)>(
-                "SELECT created_at, id FROM notifications WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
-            )
-            .bind(user_id)
-            .fetch_optional(&state.pool)
-            .await?,
-        };
+    let cursor = match replay_from {
+        Some(cursor) => Some(cursor),
+        None => store::newest(&state.pool, user_id).await?,
+    };
     let feed = Feed {
         pool: state.pool.clone(),
         user_id,
@@ -342,7 +284,7 @@ struct Feed {
     subscription: Subscription,
     /// The newest notification sent (or existing when the stream opened):
     /// a read-back starts after it.
-    cursor: Option<(DateTime<Utc>, Uuid)>,
+    cursor: Option<Position>,
     /// Whether to read back before the first live event (`Last-Event-ID`).
     replay: bool,
     greeted: bool,
@@ -391,17 +333,7 @@ impl Feed {
     async fn read_back(&mut self) -> bool {
         let mut cursor = self.cursor;
         loop {
-            let rows = sqlx::query_as::<_, NotificationView>(&format!(
-                "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 \
-                   AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3)) \
-                 ORDER BY created_at, id LIMIT $4"
-            ))
-            .bind(self.user_id)
-            .bind(cursor.map(|(at, _)| at))
-            .bind(cursor.map(|(_, id)| id))
-            .bind(REPLAY_BATCH)
-            .fetch_all(&self.pool)
-            .await;
+            let rows = store::oldest_first(&self.pool, self.user_id, cursor, REPLAY_BATCH).await;
             let rows = match rows {
                 Ok(rows) => rows,
                 Err(error) => {

@@ -33,6 +33,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::extract::{ApiJson, PathId};
+use crate::store::presets::{self as store, GroupPreset};
 use crate::{
     AppState,
     auth::{Principal, Role},
@@ -377,29 +378,17 @@ async fn organization(
     Ok(())
 }
 
-#[derive(sqlx::FromRow)]
-struct PresetRow {
-    id: Uuid,
-    settings: Value,
-    locked: Vec<String>,
-    updated_at: DateTime<Utc>,
-}
-
 /// The organization's layer: its values from `organizations.settings` (what
 /// the worker reads), its locks from its preset; and when it was saved.
 async fn organization_layer(
     tx: &mut Transaction<'_, Postgres>,
     id: Uuid,
 ) -> Result<(Layer, Option<DateTime<Utc>>), ApiError> {
-    let (values, locked, updated_at): (Value, Option<Vec<String>>, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT o.settings, p.locked, p.updated_at FROM organizations o \
-         LEFT JOIN sync_settings_presets p ON p.organization_id = o.id AND p.scope = 'organization' \
-         WHERE o.id = $1",
-    )
-    .bind(id)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok((Layer::new(&values, locked.unwrap_or_default()), updated_at))
+    let preset = store::of_organization(tx, id).await?;
+    Ok((
+        Layer::new(&preset.settings, preset.locked.unwrap_or_default()),
+        preset.updated_at,
+    ))
 }
 
 /// Refuses the settings of `values` that a wider layer locks.
@@ -456,34 +445,12 @@ pub async fn put_organization_preset(
     };
     let mut tx = state.pool.begin().await?;
     organization(&mut tx, &principal, id, true).await?;
-    // Serializes writers of this organization's settings.
-    sqlx::query("SELECT 1 FROM organizations WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    store::lock_organization_settings(&mut tx, id).await?;
     let (current, _) = organization_layer(&mut tx, id).await?;
     if current != layer {
-        let names: Vec<&str> = SETTINGS.iter().map(|(name, _)| *name).collect();
-        sqlx::query(
-            "UPDATE organizations SET settings = (settings - $2::text[]) || $3, updated_at = now() WHERE id = $1",
-        )
-        .bind(id)
-        .bind(&names)
-        .bind(Value::Object(layer.values.clone()))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO sync_settings_presets (id, organization_id, scope, settings, locked) \
-             VALUES ($1, $2, 'organization', $3, $4) \
-             ON CONFLICT (organization_id) WHERE scope = 'organization' \
-             DO UPDATE SET settings = EXCLUDED.settings, locked = EXCLUDED.locked, updated_at = now()",
-        )
-        .bind(Uuid::now_v7())
-        .bind(id)
-        .bind(Value::Object(layer.values.clone()))
-        .bind(&layer.locked)
-        .execute(&mut *tx)
-        .await?;
+        let names: Vec<String> = SETTINGS.iter().map(|(name, _)| (*name).to_owned()).collect();
+        let values = Value::Object(layer.values.clone());
+        store::save_organization(&mut tx, id, &names, &values, &layer.locked).await?;
         record_activity(
             &mut tx,
             id,
@@ -527,32 +494,7 @@ fn group_name(raw: &str) -> Result<String, ApiError> {
     Ok(raw.to_owned())
 }
 
-/// A group preset and its members.
-async fn group(
-    tx: &mut Transaction<'_, Postgres>,
-    organization_id: Uuid,
-    name: &str,
-) -> Result<Option<(PresetRow, Vec<Uuid>)>, ApiError> {
-    let Some(row) = sqlx::query_as::<_, PresetRow>(
-        "SELECT id, settings, locked, updated_at FROM sync_settings_presets \
-         WHERE organization_id = $1 AND scope = 'group' AND group_name = $2",
-    )
-    .bind(organization_id)
-    .bind(name)
-    .fetch_optional(&mut **tx)
-    .await?
-    else {
-        return Ok(None);
-    };
-    let members: Vec<Uuid> =
-        sqlx::query_scalar("SELECT user_id FROM sync_settings_group_members WHERE preset_id = $1 ORDER BY user_id")
-            .bind(row.id)
-            .fetch_all(&mut **tx)
-            .await?;
-    Ok(Some((row, members)))
-}
-
-fn group_view(organization_id: Uuid, name: &str, row: &PresetRow, members: Vec<Uuid>) -> PresetView {
+fn group_view(organization_id: Uuid, name: &str, row: &GroupPreset, members: Vec<Uuid>) -> PresetView {
     PresetView {
         scope: "group".to_owned(),
         organization_id,
@@ -574,16 +516,10 @@ pub async fn list_group_presets(
 ) -> Result<Json<Vec<PresetView>>, ApiError> {
     let mut tx = state.pool.begin().await?;
     organization(&mut tx, &principal, id, false).await?;
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT group_name FROM sync_settings_presets WHERE organization_id = $1 AND scope = 'group' \
-         ORDER BY group_name",
-    )
-    .bind(id)
-    .fetch_all(&mut *tx)
-    .await?;
+    let names = store::group_names(&mut tx, id).await?;
     let mut views = Vec::with_capacity(names.len());
     for name in names {
-        if let Some((row, members)) = group(&mut tx, id, &name).await? {
+        if let Some((row, members)) = store::group(&mut tx, id, &name).await? {
             views.push(group_view(id, &name, &row, members));
         }
     }
@@ -605,7 +541,7 @@ pub async fn get_group_preset(
     let name = group_name(&name)?;
     let mut tx = state.pool.begin().await?;
     organization(&mut tx, &principal, id, false).await?;
-    let (row, members) = group(&mut tx, id, &name).await?.ok_or_else(no_group)?;
+    let (row, members) = store::group(&mut tx, id, &name).await?.ok_or_else(no_group)?;
     Ok(Json(group_view(id, &name, &row, members)))
 }
 
@@ -656,30 +592,20 @@ pub async fn put_group_preset(
     let members = check_members(body.user_ids.as_ref())?;
     let mut tx = state.pool.begin().await?;
     organization(&mut tx, &principal, id, true).await?;
-    sqlx::query("SELECT 1 FROM organizations WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    store::lock_organization_settings(&mut tx, id).await?;
     let (organization_layer, _) = organization_layer(&mut tx, id).await?;
     refuse_locked(&layer.values, &[("organization", &organization_layer)])?;
-    let current = group(&mut tx, id, &name).await?;
+    let current = store::group(&mut tx, id, &name).await?;
     if let Some(members) = &members {
-        let places: Vec<(Uuid, Uuid, Option<String>)> = sqlx::query_as(
-            "SELECT u.id, u.organization_id, g.group_name FROM users u \
-             LEFT JOIN sync_settings_group_members m ON m.user_id = u.id \
-             LEFT JOIN sync_settings_presets g ON g.id = m.preset_id \
-             WHERE u.id = ANY($1) FOR UPDATE OF u",
-        )
-        .bind(members)
-        .fetch_all(&mut *tx)
-        .await?;
+        let places = store::lock_memberships(&mut tx, members).await?;
         for (index, member) in members.iter().enumerate() {
             let place = places
                 .iter()
-                .find(|(user, organization, _)| user == member && *organization == id);
+                .find(|place| place.user_id == *member && place.organization_id == id)
+                .map(|place| place.group_name.as_ref());
             match place {
                 None => return Err(ApiError::not_found("user").on_field(format!("user_ids[{index}]"))),
-                Some((_, _, Some(other))) if *other != name => {
+                Some(Some(other)) if *other != name => {
                     return Err(ApiError::conflict(
                         "user_in_other_group",
                         format!("user {member} is in the settings group {other:?}; take them out of it first"),
@@ -699,32 +625,10 @@ pub async fn put_group_preset(
             })
     });
     if !unchanged {
-        let preset: Uuid = sqlx::query_scalar(
-            "INSERT INTO sync_settings_presets (id, organization_id, scope, group_name, settings, locked) \
-             VALUES ($1, $2, 'group', $3, $4, $5) \
-             ON CONFLICT (organization_id, group_name) WHERE scope = 'group' \
-             DO UPDATE SET settings = EXCLUDED.settings, locked = EXCLUDED.locked, updated_at = now() \
-             RETURNING id",
-        )
-        .bind(Uuid::now_v7())
-        .bind(id)
-        .bind(&name)
-        .bind(Value::Object(layer.values.clone()))
-        .bind(&layer.locked)
-        .fetch_one(&mut *tx)
-        .await?;
+        let values = Value::Object(layer.values.clone());
+        let preset = store::save_group(&mut tx, id, &name, &values, &layer.locked).await?;
         if let Some(members) = &members {
-            sqlx::query("DELETE FROM sync_settings_group_members WHERE preset_id = $1")
-                .bind(preset)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO sync_settings_group_members (user_id, preset_id) SELECT user_id, $2 FROM UNNEST($1::uuid[]) AS user_id",
-            )
-            .bind(members)
-            .bind(preset)
-            .execute(&mut *tx)
-            .await?;
+            store::replace_members(&mut tx, preset, members).await?;
         }
         let mut details = describe(&format!("settings group {name:?} saved"), &layer);
         if let Some(members) = &members {
@@ -732,7 +636,7 @@ pub async fn put_group_preset(
         }
         record_activity(&mut tx, id, None, &principal.label, "sync_settings_changed", details).await?;
     }
-    let (row, members) = group(&mut tx, id, &name).await?.ok_or_else(no_group)?;
+    let (row, members) = store::group(&mut tx, id, &name).await?.ok_or_else(no_group)?;
     tx.commit().await.map_err(ApiError::at_commit)?;
     Ok(Json(group_view(id, &name, &row, members)))
 }
@@ -749,15 +653,7 @@ pub async fn delete_group_preset(
     let name = group_name(&name)?;
     let mut tx = state.pool.begin().await?;
     organization(&mut tx, &principal, id, true).await?;
-    let deleted = sqlx::query(
-        "DELETE FROM sync_settings_presets WHERE organization_id = $1 AND scope = 'group' AND group_name = $2",
-    )
-    .bind(id)
-    .bind(&name)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if deleted == 0 {
+    if !store::delete_group(&mut tx, id, &name).await? {
         return Err(no_group());
     }
     record_activity(
@@ -781,34 +677,8 @@ struct Layers {
     user: Option<(Layer, DateTime<Utc>)>,
 }
 
-#[derive(sqlx::FromRow)]
-struct LayersRow {
-    organization_id: Uuid,
-    organization_settings: Value,
-    organization_locked: Option<Vec<String>>,
-    group_name: Option<String>,
-    group_settings: Option<Value>,
-    group_locked: Option<Vec<String>>,
-    user_settings: Option<Value>,
-    user_locked: Option<Vec<String>>,
-    user_updated_at: Option<DateTime<Utc>>,
-}
-
 async fn layers(tx: &mut Transaction<'_, Postgres>, user_id: Uuid) -> Result<Layers, ApiError> {
-    let row = sqlx::query_as::<_, LayersRow>(
-        "SELECT u.organization_id, o.settings AS organization_settings, op.locked AS organization_locked, \
-                g.group_name, g.settings AS group_settings, g.locked AS group_locked, \
-                p.settings AS user_settings, p.locked AS user_locked, p.updated_at AS user_updated_at \
-         FROM users u JOIN organizations o ON o.id = u.organization_id \
-         LEFT JOIN sync_settings_presets op ON op.organization_id = o.id AND op.scope = 'organization' \
-         LEFT JOIN sync_settings_group_members m ON m.user_id = u.id \
-         LEFT JOIN sync_settings_presets g ON g.id = m.preset_id \
-         LEFT JOIN sync_settings_presets p ON p.user_id = u.id AND p.scope = 'user' \
-         WHERE u.id = $1",
-    )
-    .bind(user_id)
-    .fetch_one(&mut **tx)
-    .await?;
+    let row = store::of_user(tx, user_id).await?;
     Ok(Layers {
         organization_id: row.organization_id,
         organization: Layer::new(&row.organization_settings, row.organization_locked.unwrap_or_default()),
@@ -908,19 +778,8 @@ pub async fn put_user_preset(
         }
     };
     if layer != own {
-        sqlx::query(
-            "INSERT INTO sync_settings_presets (id, organization_id, scope, user_id, settings, locked) \
-             VALUES ($1, $2, 'user', $3, $4, $5) \
-             ON CONFLICT (user_id) WHERE scope = 'user' \
-             DO UPDATE SET settings = EXCLUDED.settings, locked = EXCLUDED.locked, updated_at = now()",
-        )
-        .bind(Uuid::now_v7())
-        .bind(user.organization_id)
-        .bind(id)
-        .bind(Value::Object(layer.values.clone()))
-        .bind(&layer.locked)
-        .execute(&mut *tx)
-        .await?;
+        let values = Value::Object(layer.values.clone());
+        store::save_user(&mut tx, user.organization_id, id, &values, &layer.locked).await?;
         record_activity(
             &mut tx,
             user.organization_id,
@@ -951,12 +810,7 @@ pub async fn delete_user_preset(
             "only an admin or an organization admin can remove a user's preset",
         ));
     }
-    let deleted = sqlx::query("DELETE FROM sync_settings_presets WHERE user_id = $1 AND scope = 'user'")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    if deleted > 0 {
+    if store::delete_user(&mut tx, id).await? {
         record_activity(
             &mut tx,
             user.organization_id,

@@ -16,13 +16,12 @@
 //! inserted by one `INSERT ... SELECT` with the filters, the activity is
 //! written, and the job is published (with the broker's confirm) before the
 //! commit. The worker's first step takes the same advisory lock as this
-//! transaction ([`lock_push`]), so it waits for the commit and finds either
+//! transaction ([`store::lock`]), so it waits for the commit and finds either
 //! the whole push or nothing.
 
 use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, Transaction};
 use syncfleet_common::{
     queue::{JobEnvelope, Route},
     telemetry,
@@ -33,6 +32,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::extract::{ApiJson, PathId};
+use crate::store::pushes::{self as store, NewPush, PushRow, Recipients};
 use crate::{
     AppState,
     auth::{Principal, Role},
@@ -135,22 +135,6 @@ pub struct PushView {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-#[derive(sqlx::FromRow)]
-struct PushRow {
-    id: Uuid,
-    organization_id: Uuid,
-    pusher_user_id: Option<Uuid>,
-    requested_by: String,
-    customization_version: i64,
-    status: String,
-    filter: serde_json::Value,
-    total: i32,
-    applied: i32,
-    failed: i32,
-    created_at: DateTime<Utc>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
 impl From<PushRow> for PushView {
     fn from(row: PushRow) -> Self {
         let all = row.filter.get("all").and_then(serde_json::Value::as_bool) == Some(true);
@@ -177,19 +161,6 @@ impl From<PushRow> for PushView {
             finished_at: row.finished_at,
         }
     }
-}
-
-const PUSH_COLUMNS: &str = "id, organization_id, pusher_user_id, requested_by, customization_version, status, \
-                            filter, total, applied, failed, created_at, finished_at";
-
-/// Takes the push's advisory lock for the rest of the transaction: the API
-/// holds it from before the publish to the commit, and the worker takes it
-/// before reading the push, so it never reads a push half-written.
-pub const LOCK_PUSH_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended('syncfleet.push:' || $1::text, 0))";
-
-async fn lock_push(tx: &mut Transaction<'_, Postgres>, push_id: Uuid) -> Result<(), ApiError> {
-    sqlx::query(LOCK_PUSH_SQL).bind(push_id).execute(&mut **tx).await?;
-    Ok(())
 }
 
 /// The request, checked before anything is read.
@@ -269,13 +240,6 @@ impl PushRequest {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct Pusher {
-    organization_id: Uuid,
-    role: String,
-    email: String,
-}
-
 /// Queues a push of the pusher's saved customization: 202 with the push.
 /// Refused, with nothing written: 400 for a bad request (naming the field),
 /// 403 for a user who may not push, 404 for a pusher or recipient the caller
@@ -316,9 +280,7 @@ pub async fn create_push(
     // First, so that a twin of this request waits here for its commit and
     // never publishes.
     idempotency.claim(&mut tx).await?;
-    let pusher = sqlx::query_as::<_, Pusher>("SELECT organization_id, role, email FROM users WHERE id = $1")
-        .bind(pusher_id)
-        .fetch_optional(&mut *tx)
+    let pusher = store::pusher(&mut tx, pusher_id)
         .await?
         .filter(|pusher| match principal.role {
             Role::Admin => true,
@@ -330,12 +292,7 @@ pub async fn create_push(
             "pushing customizations is for admins: an admin, the organization's admin, or a user who is their organization's admin",
         ));
     }
-    let saved: Option<(i64, serde_json::Value)> =
-        sqlx::query_as("SELECT version, document FROM customizations WHERE user_id = $1")
-            .bind(pusher_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((version, document)) = saved else {
+    let Some(saved) = crate::store::customizations::of_user(&mut tx, pusher_id).await? else {
         return Err(ApiError::conflict(
             "no_saved_customization",
             format!(
@@ -345,11 +302,7 @@ pub async fn create_push(
         ));
     };
     if let Some(ids) = &checked.user_ids {
-        let found: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE id = ANY($1) AND organization_id = $2")
-            .bind(ids)
-            .bind(pusher.organization_id)
-            .fetch_all(&mut *tx)
-            .await?;
+        let found = store::users_of(&mut tx, pusher.organization_id, ids).await?;
         let found: std::collections::HashSet<Uuid> = found.into_iter().collect();
         if let Some(index) = ids.iter().position(|id| !found.contains(id)) {
             return Err(ApiError::not_found("user").on_field(format!("user_ids[{index}]")));
@@ -357,68 +310,42 @@ pub async fn create_push(
     }
     let group = match &checked.filter.group {
         Some(name) => Some(
-            sqlx::query_scalar::<_, Uuid>(
-                "SELECT id FROM sync_settings_presets WHERE organization_id = $1 AND scope = 'group' AND group_name = $2",
-            )
-            .bind(pusher.organization_id)
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "filter.group",
-                    format!("the organization has no group named {name:?}"),
-                )
-            })?,
+            crate::store::presets::group_id(&mut tx, pusher.organization_id, name)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::invalid("filter.group", format!("the organization has no group named {name:?}"))
+                })?,
         ),
         None => None,
     };
 
     let push_id = Uuid::now_v7();
-    lock_push(&mut tx, push_id).await?;
+    store::lock(&mut tx, push_id).await?;
     let stored_filter = serde_json::json!({
         "all": checked.user_ids.is_none(),
         "filter": checked.filter,
     });
-    sqlx::query(
-        "INSERT INTO pushes (id, organization_id, pusher_user_id, requested_by, customization_version, document, filter) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(push_id)
-    .bind(pusher.organization_id)
-    .bind(pusher_id)
-    .bind(&principal.label)
-    .bind(version)
-    .bind(&document)
-    .bind(&stored_filter)
-    .execute(&mut *tx)
-    .await?;
-    // One statement, set-based: the organization bounds every selection.
-    let total = sqlx::query(
-        "INSERT INTO push_recipients (push_id, user_id) \
-         SELECT $1, u.id FROM users u \
-         WHERE u.organization_id = $2 AND u.id <> $3 \
-           AND ($4::uuid[] IS NULL OR u.id = ANY($4)) \
-           AND (NOT $5 OR EXISTS (SELECT 1 FROM credentials c WHERE c.user_id = u.id AND c.kind = 'crm_refresh_token') \
-                OR EXISTS (SELECT 1 FROM push_recipients p WHERE p.user_id = u.id AND p.status = 'applied')) \
-           AND ($6::text IS NULL OR u.name ILIKE $6) \
-           AND ($7::text IS NULL OR u.email ILIKE $7) \
-           AND ($8::text IS NULL OR u.role = $8) \
-           AND ($9::uuid IS NULL OR EXISTS (SELECT 1 FROM sync_settings_group_members g \
-                                             WHERE g.user_id = u.id AND g.preset_id = $9))",
-    )
-    .bind(push_id)
-    .bind(pusher.organization_id)
-    .bind(pusher_id)
-    .bind(checked.user_ids.as_deref())
-    .bind(checked.filter.product_users_only)
-    .bind(contains_pattern(checked.filter.name.as_deref()))
-    .bind(contains_pattern(checked.filter.email.as_deref()))
-    .bind(checked.filter.role.as_deref())
-    .bind(group)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let push = NewPush {
+        id: push_id,
+        organization_id: pusher.organization_id,
+        pusher_user_id: pusher_id,
+        requested_by: &principal.label,
+        customization_version: saved.version,
+        document: &saved.document,
+        filter: &stored_filter,
+    };
+    store::insert(&mut tx, &push).await?;
+    let name = contains_pattern(checked.filter.name.as_deref());
+    let email = contains_pattern(checked.filter.email.as_deref());
+    let recipients = Recipients {
+        users: checked.user_ids.as_deref(),
+        product_users_only: checked.filter.product_users_only,
+        name: name.as_deref(),
+        email: email.as_deref(),
+        role: checked.filter.role.as_deref(),
+        group,
+    };
+    let total = store::add_recipients(&mut tx, &push, &recipients).await?;
     if total == 0 {
         return Err(ApiError::conflict(
             "no_recipients",
@@ -426,20 +353,17 @@ pub async fn create_push(
         ));
     }
     let total = i32::try_from(total).unwrap_or(i32::MAX);
-    let row = sqlx::query_as::<_, PushRow>(&format!(
-        "UPDATE pushes SET total = $2 WHERE id = $1 RETURNING {PUSH_COLUMNS}"
-    ))
-    .bind(push_id)
-    .bind(total)
-    .fetch_one(&mut *tx)
-    .await?;
+    let row = store::set_total(&mut tx, push_id, total).await?;
     record_activity(
         &mut tx,
         pusher.organization_id,
         Some(pusher_id),
         &principal.label,
         "customization_push_queued",
-        format!("customization version {version} queued to be pushed to {total} users (push {push_id})"),
+        format!(
+            "customization version {} queued to be pushed to {total} users (push {push_id})",
+            saved.version
+        ),
     )
     .await?;
 
@@ -474,9 +398,7 @@ pub async fn get_push(
     principal: Principal,
     PathId(id): PathId,
 ) -> Result<Json<PushView>, ApiError> {
-    let row = sqlx::query_as::<_, PushRow>(&format!("SELECT {PUSH_COLUMNS} FROM pushes WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&state.pool)
+    let row = store::find(&state.pool, id)
         .await?
         .filter(|row| match principal.role {
             Role::Admin => true,

@@ -12,11 +12,16 @@
 
 pub mod activities;
 pub mod customizations;
+pub mod idempotency;
 pub mod jobs;
+pub mod notifications;
 pub mod ops;
 pub mod organizations;
 pub mod plans;
+pub mod presets;
+pub mod pushes;
 pub mod sessions;
+pub mod tokens;
 pub mod users;
 
 use crate::error::ApiError;
@@ -126,6 +131,17 @@ impl From<sqlx::Error> for StoreError {
             };
         }
         Self::Database(error)
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotFound { what, .. } => write!(formatter, "the {what} does not exist (any more)"),
+            Self::Taken { message, .. } => formatter.write_str(message),
+            Self::Retry => formatter.write_str("a concurrent transaction got in the way"),
+            Self::Database(error) => error.fmt(formatter),
+        }
     }
 }
 
