@@ -272,6 +272,7 @@ mod tests {
 
     #[test]
     fn the_management_url_keeps_its_credentials_apart_and_names_the_amqp_virtual_host() {
+        syncfleet_common::telemetry::install_tls_provider();
         let management = Management::parse(
             &SecretString::from("http://ops%40fleet:p%2Fss@rabbit:15672"),
             &SecretString::from("amqp://guest:guest@rabbit:5672/fleet%2Fprod"),

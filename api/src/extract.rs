@@ -5,7 +5,9 @@
 //! - [`ApiJson`]: the body, where a wrong type names the JSON path of the
 //!   field (`access_type`, `filter.role`, `user_ids[2]`) and no message
 //!   quotes a value (a body may hold a secret);
-//! - [`ApiQuery`]: the query string, naming the parameter at fault.
+//! - [`ApiQuery`]: the query string, naming the parameter at fault;
+//! - [`ListQuery`]: a list's query string, its filters and the paging
+//!   parameters every list shares ([`PageParams`]).
 
 use axum::{
     body::Bytes,
@@ -15,7 +17,10 @@ use axum::{
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::{
+    error::ApiError,
+    routes::list::{Listing, PageParams},
+};
 
 /// The `{id}` path parameter, a UUID.
 #[derive(Debug, Clone, Copy)]
@@ -125,24 +130,56 @@ fn data_error(path: &str, message: &str) -> ApiError {
 #[derive(Debug)]
 pub struct ApiQuery<T>(pub T);
 
+/// The error of a query string that does not fit its type: serde names an
+/// unknown or missing parameter in backquotes; a wrong value is about the
+/// query as a whole.
+fn query_error(text: String) -> ApiError {
+    let field = text
+        .split('`')
+        .nth(1)
+        .filter(|name| !name.is_empty())
+        .unwrap_or("query")
+        .to_owned();
+    ApiError::invalid(field, text)
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Query(value) = Query::<T>::from_request_parts(parts, state)
             .await
-            .map_err(|rejection| {
-                let text = rejection.body_text();
-                // serde_urlencoded names an unknown or missing parameter in
-                // backquotes; a wrong value is about the query as a whole.
-                let field = text
-                    .split('`')
-                    .nth(1)
-                    .filter(|name| !name.is_empty())
-                    .unwrap_or("query");
-                ApiError::invalid(field.to_owned(), text)
-            })?;
+            .map_err(|rejection| query_error(rejection.body_text()))?;
         Ok(Self(value))
+    }
+}
+
+/// A list's query string: its filters (`F`, which refuses unknown
+/// parameters) and the paging parameters every list shares.
+#[derive(Debug)]
+pub struct ListQuery<F, L>(pub F, pub PageParams<L>);
+
+impl<S: Send + Sync, F: DeserializeOwned, L: Listing> FromRequestParts<S> for ListQuery<F, L> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts.uri.query().unwrap_or_default();
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+            .map_err(|_| ApiError::invalid("query", "the query string is not URL-encoded"))?;
+        let mut paging = PageParams::default();
+        let mut filters = Vec::with_capacity(pairs.len());
+        for (key, value) in pairs {
+            match paging.slot(&key) {
+                Some(Some(_)) => return Err(ApiError::invalid(key.clone(), format!("{key} is given twice"))),
+                Some(slot) => *slot = Some(value),
+                None => filters.push((key, value)),
+            }
+        }
+        let filters = serde_urlencoded::to_string(&filters)
+            .map_err(|_| ApiError::invalid("query", "the query string is not URL-encoded"))?;
+        let filters = serde_urlencoded::from_str(&filters)
+            .map_err(|error: serde_urlencoded::de::Error| query_error(error.to_string()))?;
+        Ok(Self(filters, paging))
     }
 }
 

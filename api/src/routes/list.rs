@@ -424,6 +424,123 @@ impl Page {
     }
 }
 
+/// A list, named by a type: its spec gives its paging parameters' checks
+/// and their documentation.
+pub trait Listing: 'static {
+    const SPEC: &'static Spec;
+}
+
+/// The paging parameters every list takes (`sort`, `order`, `page_size`,
+/// `cursor`), read from the query string apart from the list's own filters
+/// (see `crate::extract::ListQuery`) and documented from the list's spec, so
+/// that the document names exactly the columns it sorts by.
+#[derive(Debug)]
+pub struct PageParams<L> {
+    pub sort: Option<String>,
+    pub order: Option<String>,
+    pub page_size: Option<String>,
+    pub cursor: Option<String>,
+    list: std::marker::PhantomData<fn() -> L>,
+}
+
+impl<L> Default for PageParams<L> {
+    fn default() -> Self {
+        Self {
+            sort: None,
+            order: None,
+            page_size: None,
+            cursor: None,
+            list: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<L> PageParams<L> {
+    /// The parameter's slot, for a query-string key that is a paging
+    /// parameter; `None` for a filter's.
+    pub fn slot(&mut self, key: &str) -> Option<&mut Option<String>> {
+        match key {
+            "sort" => Some(&mut self.sort),
+            "order" => Some(&mut self.order),
+            "page_size" => Some(&mut self.page_size),
+            "cursor" => Some(&mut self.cursor),
+            _ => None,
+        }
+    }
+}
+
+impl<L: Listing> PageParams<L> {
+    /// Checks the parameters against the list's spec; `filters` is a
+    /// canonical rendering of the list's filters (a cursor made under
+    /// others is refused).
+    pub fn page(&self, filters: &str) -> Result<Page, ApiError> {
+        L::SPEC.page(
+            Params {
+                sort: self.sort.as_deref(),
+                order: self.order.as_deref(),
+                page_size: self.page_size.as_deref(),
+                cursor: self.cursor.as_deref(),
+            },
+            filters,
+        )
+    }
+}
+
+impl<L: Listing> utoipa::IntoParams for PageParams<L> {
+    fn into_params(
+        parameter_in: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::{
+            ObjectBuilder, Required, Type,
+            path::{ParameterBuilder, ParameterIn},
+        };
+        let spec = L::SPEC;
+        let names: Vec<&str> = spec.columns.iter().map(|column| column.name).collect();
+        let columns: Vec<String> = names
+            .iter()
+            .map(|name| match *name == spec.default_sort {
+                true => format!("`{name}` (default)"),
+                false => format!("`{name}`"),
+            })
+            .collect();
+        let (default_order, other_order) = match spec.default_order {
+            Order::Asc => ("asc", "desc"),
+            Order::Desc => ("desc", "asc"),
+        };
+        let parameter = |name: &str, description: String, schema: ObjectBuilder| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(parameter_in().unwrap_or(ParameterIn::Query))
+                .required(Required::False)
+                .description(Some(description))
+                .schema(Some(schema.build()))
+                .build()
+        };
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        vec![
+            parameter(
+                "sort",
+                format!("The column: {}; `-column` means `order=desc`.", columns.join(", ")),
+                text().pattern(Some(format!("^-?({})$", names.join("|")))),
+            ),
+            parameter(
+                "order",
+                format!("`{default_order}` (default) or `{other_order}`."),
+                text().pattern(Some("^(asc|desc)$")),
+            ),
+            parameter(
+                "page_size",
+                format!("1 to {MAX_PAGE_SIZE}, default {DEFAULT_PAGE_SIZE}."),
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .maximum(Some(MAX_PAGE_SIZE)),
+            ),
+            parameter("cursor", "The previous page's `next_cursor`.".to_owned(), text()),
+        ]
+    }
+}
+
 /// A page of a list, as every list answers it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Listed<T> {

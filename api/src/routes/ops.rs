@@ -25,7 +25,7 @@ use crate::{
     auth::{Principal, Role},
     console::QueueView,
     error::ApiError,
-    extract::{ApiJson, ApiQuery, PathId},
+    extract::{ApiJson, ListQuery, PathId},
     routes::list,
     store::ops::{self as store, DeadFilter, DeadJob, Queued},
 };
@@ -337,6 +337,13 @@ static DEAD_LIST: list::Spec = list::Spec {
     default_order: list::Order::Desc,
 };
 
+/// The dead jobs.
+pub struct DeadJobs;
+
+impl list::Listing for DeadJobs {
+    const SPEC: &'static list::Spec = &DEAD_LIST;
+}
+
 const DEAD_STATUSES: [&str; 3] = ["dead", "replayed", "discarded"];
 const KINDS: [&str; 3] = ["sync", "admin", "push"];
 
@@ -364,21 +371,6 @@ pub struct DeadJobQuery {
     #[serde(default)]
     #[param(value_type = Option<DateTime<Utc>>)]
     since: Option<String>,
-    /// `dead_at` (the only one; `-dead_at` means `order=desc`).
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^-?dead_at$")]
-    sort: Option<String>,
-    /// `desc` (default) or `asc`.
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
-    order: Option<String>,
-    /// 1 to 500, default 50.
-    #[serde(default)]
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
-    page_size: Option<String>,
-    /// The previous page's `next_cursor`.
-    #[serde(default)]
-    cursor: Option<String>,
 }
 
 /// A dead-job filter as a bulk action takes it.
@@ -421,11 +413,11 @@ fn reason_filter(reason: Option<&str>) -> Result<Option<String>, ApiError> {
 }
 
 /// Dead jobs, newest first: those waiting for an operator by default.
-#[utoipa::path(get, path = "/v1/ops/dead-jobs", tag = "operations", params(DeadJobQuery), responses((status = 200, body = list::Listed<DeadJob>), (status = 404, description = "Not an admin.")))]
+#[utoipa::path(get, path = "/v1/ops/dead-jobs", tag = "operations", params(DeadJobQuery, list::PageParams<DeadJobs>), responses((status = 200, body = list::Listed<DeadJob>), (status = 404, description = "Not an admin.")))]
 pub async fn list_dead_jobs(
     State(state): State<AppState>,
     principal: Principal,
-    ApiQuery(query): ApiQuery<DeadJobQuery>,
+    ListQuery(query, paging): ListQuery<DeadJobQuery, DeadJobs>,
 ) -> Result<Json<list::Listed<DeadJob>>, ApiError> {
     operator(&principal)?;
     let filter = DeadFilter {
@@ -447,15 +439,7 @@ pub async fn list_dead_jobs(
             .transpose()?,
         since: query.since.as_deref().map(|raw| list::time("since", raw)).transpose()?,
     };
-    let page = DEAD_LIST.page(
-        list::Params {
-            sort: query.sort.as_deref(),
-            order: query.order.as_deref(),
-            page_size: query.page_size.as_deref(),
-            cursor: query.cursor.as_deref(),
-        },
-        &format!("{filter:?}"),
-    )?;
+    let page = paging.page(&format!("{filter:?}"))?;
     let (total, rows) = store::dead_page(&state.pool, &filter, &page).await?;
     let (items, next_cursor) = page.finish(rows)?;
     Ok(Json(list::Listed {
@@ -642,7 +626,7 @@ async fn discard(state: &AppState, principal: &Principal, id: Uuid) -> Result<Do
 /// and who did it recorded. Replaying it again publishes nothing and answers
 /// the same; a cadence sync whose user has their next job queued already is
 /// replayed by that job.
-#[utoipa::path(post, path = "/v1/ops/dead-jobs/{id}/replay", tag = "operations", params(("id" = Uuid, Path, description = "The dead job.")), responses((status = 200, body = DeadJob), (status = 404, description = "No such dead job, or not an admin."), (status = 409, description = "Discarded, not a job, or its user is gone."), (status = 503, description = "The broker did not take the job; nothing changed.")))]
+#[utoipa::path(post, path = "/v1/ops/dead-jobs/{id}/replay", tag = "operations", params(("id" = Uuid, Path, description = "The dead job.")), responses((status = 200, body = DeadJob), (status = 404, description = "No such dead job, or not an admin."), (status = 409, description = "Discarded, not a job, or its user is gone.")))]
 pub async fn replay_dead_job(
     State(state): State<AppState>,
     principal: Principal,
@@ -884,6 +868,13 @@ static SUSPENDED_LIST: list::Spec = list::Spec {
     default_order: list::Order::Desc,
 };
 
+/// The suspended users.
+pub struct SuspendedUsers;
+
+impl list::Listing for SuspendedUsers {
+    const SPEC: &'static list::Spec = &SUSPENDED_LIST;
+}
+
 /// Which suspended users to list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -896,21 +887,6 @@ pub struct SuspendedQuery {
     #[serde(default)]
     #[param(value_type = Option<String>, pattern = "^(auth|throttling|other)$")]
     class: Option<String>,
-    /// `suspended_at` (the only one; `-suspended_at` means `order=desc`).
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^-?suspended_at$")]
-    sort: Option<String>,
-    /// `desc` (default) or `asc`.
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
-    order: Option<String>,
-    /// 1 to 500, default 50.
-    #[serde(default)]
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
-    page_size: Option<String>,
-    /// The previous page's `next_cursor`.
-    #[serde(default)]
-    cursor: Option<String>,
 }
 
 /// Suspended users: the groups, and a page of the users.
@@ -927,11 +903,11 @@ pub struct Suspended {
 
 /// Users auto-suspend disabled, by class and organization, with the error
 /// that suspended them. Re-enable them with the users' actions (`enable-sync`).
-#[utoipa::path(get, path = "/v1/ops/suspended", tag = "operations", params(SuspendedQuery), responses((status = 200, body = Suspended), (status = 404, description = "Not an admin.")))]
+#[utoipa::path(get, path = "/v1/ops/suspended", tag = "operations", params(SuspendedQuery, list::PageParams<SuspendedUsers>), responses((status = 200, body = Suspended), (status = 404, description = "Not an admin.")))]
 pub async fn suspended(
     State(state): State<AppState>,
     principal: Principal,
-    ApiQuery(query): ApiQuery<SuspendedQuery>,
+    ListQuery(query, paging): ListQuery<SuspendedQuery, SuspendedUsers>,
 ) -> Result<Json<Suspended>, ApiError> {
     operator(&principal)?;
     let filter = store::SuspendedFilter {
@@ -953,15 +929,7 @@ pub async fn suspended(
             }
         },
     };
-    let page = SUSPENDED_LIST.page(
-        list::Params {
-            sort: query.sort.as_deref(),
-            order: query.order.as_deref(),
-            page_size: query.page_size.as_deref(),
-            cursor: query.cursor.as_deref(),
-        },
-        &format!("{:?}|{:?}", filter.organization_id, filter.status),
-    )?;
+    let page = paging.page(&format!("{:?}|{:?}", filter.organization_id, filter.status))?;
     let (total, rows) = store::suspended_page(&state.pool, &filter, &page).await?;
     let (items, next_cursor) = page.finish(rows)?;
     Ok(Json(Suspended {

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::extract::{ApiJson, ApiQuery, PathId};
+use crate::extract::{ApiJson, ListQuery, PathId};
 use crate::{
     AppState,
     auth::{Principal, Role},
@@ -244,16 +244,7 @@ pub async fn create(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    /// The column (names and emails sort ignoring case): `name` (default), `external_id`, `access_type`,
-    /// `sync_enabled`, `created_at`, `updated_at`; `-column` means `order=desc`.
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^-?(name|external_id|access_type|sync_enabled|created_at|updated_at)$")]
-    sort: Option<String>,
-    /// `asc` (default) or `desc`.
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
-    order: Option<String>,
+pub struct OrganizationListQuery {
     /// `exchange_direct`, `exchange_impersonation`, `office365` or `gmail`.
     #[serde(default)]
     #[param(value_type = Option<String>, pattern = "^(exchange_direct|exchange_impersonation|office365|gmail)$")]
@@ -265,13 +256,6 @@ pub struct ListQuery {
     /// Found anywhere in the name or the external id, ignoring case.
     #[serde(default)]
     q: Option<String>,
-    /// 1 to 500, default 50.
-    #[serde(default)]
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
-    page_size: Option<String>,
-    /// The previous page's `next_cursor`.
-    #[serde(default)]
-    cursor: Option<String>,
 }
 
 static ORGANIZATION_LIST: list::Spec = list::Spec {
@@ -319,12 +303,19 @@ static ORGANIZATION_LIST: list::Spec = list::Spec {
     default_order: list::Order::Asc,
 };
 
+/// The organization list (names sort ignoring case).
+pub struct Organizations;
+
+impl list::Listing for Organizations {
+    const SPEC: &'static list::Spec = &ORGANIZATION_LIST;
+}
+
 /// The organizations the caller may see, a page at a time.
-#[utoipa::path(get, path = "/v1/organizations", tag = "organizations", params(ListQuery), responses((status = 200, body = list::Listed<OrganizationView>)))]
+#[utoipa::path(get, path = "/v1/organizations", tag = "organizations", params(OrganizationListQuery, list::PageParams<Organizations>), responses((status = 200, body = list::Listed<OrganizationView>)))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    ApiQuery(query): ApiQuery<ListQuery>,
+    ListQuery(query, paging): ListQuery<OrganizationListQuery, Organizations>,
 ) -> Result<Json<list::Listed<OrganizationView>>, ApiError> {
     let access = query
         .access_type
@@ -337,15 +328,7 @@ pub async fn list(
         .map(|raw| list::boolean("sync_enabled", raw))
         .transpose()?;
     let pattern = crate::routes::contains_pattern(query.q.as_deref());
-    let page = ORGANIZATION_LIST.page(
-        list::Params {
-            sort: query.sort.as_deref(),
-            order: query.order.as_deref(),
-            page_size: query.page_size.as_deref(),
-            cursor: query.cursor.as_deref(),
-        },
-        &format!("{access:?}|{enabled:?}|{pattern:?}"),
-    )?;
+    let page = paging.page(&format!("{access:?}|{enabled:?}|{pattern:?}"))?;
     let filter = store::organizations::ListFilter {
         only: (principal.role != Role::Admin).then_some(principal.organization_id),
         access_type: access,

@@ -10,7 +10,7 @@ use std::io::Read;
 
 use axum::{
     Json,
-    extract::{Query, State},
+    extract::State,
     http::header,
     response::{IntoResponse, Response},
 };
@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::extract::PathId;
+use crate::extract::{ListQuery, PathId};
 use crate::{
     AppState,
     auth::Principal,
@@ -71,23 +71,6 @@ pub struct SessionListQuery {
     #[serde(default)]
     #[param(value_type = Option<DateTime<Utc>>)]
     until: Option<String>,
-    /// The column: `started_at` (default), `ended_at`, `status`, `scope`,
-    /// `trigger`, `issue_count`, `items_to_crm`, `items_to_mailbox`;
-    /// `-column` means `order=desc`.
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^-?(started_at|ended_at|status|scope|trigger|issue_count|items_to_crm|items_to_mailbox)$")]
-    sort: Option<String>,
-    /// `desc` (default) or `asc`.
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
-    order: Option<String>,
-    /// 1 to 500, default 50.
-    #[serde(default)]
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
-    page_size: Option<String>,
-    /// The previous page's `next_cursor`.
-    #[serde(default)]
-    cursor: Option<String>,
 }
 
 const fn column(name: &'static str, sql: &'static str, kind: list::Kind, nullable: bool) -> list::Column {
@@ -116,19 +99,21 @@ static SESSION_LIST: list::Spec = list::Spec {
     default_order: list::Order::Desc,
 };
 
-fn rejected(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
-    ApiError::invalid("query", rejection.body_text())
+/// A user's sessions.
+pub struct Sessions;
+
+impl list::Listing for Sessions {
+    const SPEC: &'static list::Spec = &SESSION_LIST;
 }
 
 /// A user's sessions (M10), newest first by default.
-#[utoipa::path(get, path = "/v1/users/{id}/sessions", tag = "statistics", params(("id" = Uuid, Path, description = "The user."), SessionListQuery), responses((status = 200, body = list::Listed<SessionView>)))]
+#[utoipa::path(get, path = "/v1/users/{id}/sessions", tag = "statistics", params(("id" = Uuid, Path, description = "The user."), SessionListQuery, list::PageParams<Sessions>), responses((status = 200, body = list::Listed<SessionView>)))]
 pub async fn list_sessions(
     State(state): State<AppState>,
     principal: Principal,
     PathId(id): PathId,
-    query: Result<Query<SessionListQuery>, axum::extract::rejection::QueryRejection>,
+    ListQuery(query, paging): ListQuery<SessionListQuery, Sessions>,
 ) -> Result<Json<list::Listed<SessionView>>, ApiError> {
-    let Query(query) = query.map_err(rejected)?;
     let status = query
         .status
         .as_deref()
@@ -145,15 +130,9 @@ pub async fn list_sessions(
         .map(|raw| list::one_of("scope", raw, Scope::ALL))
         .transpose()?;
     let list::Period { since, until } = list::period(query.since.as_deref(), query.until.as_deref())?;
-    let page = SESSION_LIST.page(
-        list::Params {
-            sort: query.sort.as_deref(),
-            order: query.order.as_deref(),
-            page_size: query.page_size.as_deref(),
-            cursor: query.cursor.as_deref(),
-        },
-        &format!("{id}|{status:?}|{trigger:?}|{session_scope:?}|{since:?}|{until:?}"),
-    )?;
+    let page = paging.page(&format!(
+        "{id}|{status:?}|{trigger:?}|{session_scope:?}|{since:?}|{until:?}"
+    ))?;
     let user = scope::user(&state.pool, &principal, id).await?;
     let filter = store::SessionFilter {
         user: user.id,
@@ -327,22 +306,6 @@ pub struct IssueListQuery {
     #[serde(default)]
     #[param(value_type = Option<String>, pattern = "^(settings|auth|permission|throttled|quota|sync_state_reset|validation|lock_contention|duplicate|transient|internal)$")]
     category: Option<String>,
-    /// The column: `created_at` (default), `source`, `category`; `-column`
-    /// means `order=desc`.
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^-?(created_at|source|category)$")]
-    sort: Option<String>,
-    /// `desc` (default) or `asc`.
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
-    order: Option<String>,
-    /// 1 to 500, default 50.
-    #[serde(default)]
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
-    page_size: Option<String>,
-    /// The previous page's `next_cursor`.
-    #[serde(default)]
-    cursor: Option<String>,
 }
 
 /// A page of issues.
@@ -370,6 +333,13 @@ static ISSUE_LIST: list::Spec = list::Spec {
     default_order: list::Order::Desc,
 };
 
+/// A user's sync issues.
+pub struct IssueList;
+
+impl list::Listing for IssueList {
+    const SPEC: &'static list::Spec = &ISSUE_LIST;
+}
+
 /// Which issues a list covers.
 #[derive(Debug)]
 enum Issues {
@@ -379,14 +349,13 @@ enum Issues {
 }
 
 /// A user's sync issues (M10): those of the last session by default.
-#[utoipa::path(get, path = "/v1/users/{id}/issues", tag = "statistics", params(("id" = Uuid, Path, description = "The user."), IssueListQuery), responses((status = 200, body = IssuePage)))]
+#[utoipa::path(get, path = "/v1/users/{id}/issues", tag = "statistics", params(("id" = Uuid, Path, description = "The user."), IssueListQuery, list::PageParams<IssueList>), responses((status = 200, body = IssuePage)))]
 pub async fn list_issues(
     State(state): State<AppState>,
     principal: Principal,
     PathId(id): PathId,
-    query: Result<Query<IssueListQuery>, axum::extract::rejection::QueryRejection>,
+    ListQuery(query, paging): ListQuery<IssueListQuery, IssueList>,
 ) -> Result<Json<IssuePage>, ApiError> {
-    let Query(query) = query.map_err(rejected)?;
     let which = match query.session_id.as_deref() {
         None => Issues::LastSession,
         Some("all") => Issues::All,
@@ -402,15 +371,7 @@ pub async fn list_issues(
         .as_deref()
         .map(|raw| list::one_of("category", raw, IssueCategory::ALL))
         .transpose()?;
-    let page = ISSUE_LIST.page(
-        list::Params {
-            sort: query.sort.as_deref(),
-            order: query.order.as_deref(),
-            page_size: query.page_size.as_deref(),
-            cursor: query.cursor.as_deref(),
-        },
-        &format!("{id}|{which:?}|{source:?}|{category:?}"),
-    )?;
+    let page = paging.page(&format!("{id}|{which:?}|{source:?}|{category:?}"))?;
     let user = scope::user(&state.pool, &principal, id).await?;
     let session = match which {
         Issues::All => None,

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::extract::{ApiQuery, PathId};
+use crate::extract::{ListQuery, PathId};
 use crate::{
     AppState,
     auth::Principal,
@@ -71,22 +71,6 @@ pub struct StatisticsQuery {
     /// Found anywhere in the name or the email, ignoring case.
     #[serde(default)]
     q: Option<String>,
-    /// The column (names and emails sort ignoring case): `name` (default), `email`, `last_session_at`,
-    /// `last_session_status`, `issue_count`; `-column` means `order=desc`.
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^-?(name|email|last_session_at|last_session_status|issue_count)$")]
-    sort: Option<String>,
-    /// `asc` (default) or `desc`.
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
-    order: Option<String>,
-    /// 1 to 500, default 50.
-    #[serde(default)]
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
-    page_size: Option<String>,
-    /// The previous page's `next_cursor`.
-    #[serde(default)]
-    cursor: Option<String>,
 }
 
 static STATISTICS: list::Spec = list::Spec {
@@ -128,13 +112,20 @@ static STATISTICS: list::Spec = list::Spec {
     default_order: list::Order::Asc,
 };
 
+/// The statistics list (names and emails sort ignoring case).
+pub struct Statistics;
+
+impl list::Listing for Statistics {
+    const SPEC: &'static list::Spec = &STATISTICS;
+}
+
 /// The last session of each user of an organization (M5 "statistics").
-#[utoipa::path(get, path = "/v1/organizations/{id}/statistics", tag = "statistics", params(("id" = Uuid, Path, description = "The organization."), StatisticsQuery), responses((status = 200, body = list::Listed<UserStatistics>)))]
+#[utoipa::path(get, path = "/v1/organizations/{id}/statistics", tag = "statistics", params(("id" = Uuid, Path, description = "The organization."), StatisticsQuery, list::PageParams<Statistics>), responses((status = 200, body = list::Listed<UserStatistics>)))]
 pub async fn organization_statistics(
     State(state): State<AppState>,
     principal: Principal,
     PathId(id): PathId,
-    ApiQuery(query): ApiQuery<StatisticsQuery>,
+    ListQuery(query, paging): ListQuery<StatisticsQuery, Statistics>,
 ) -> Result<Json<list::Listed<UserStatistics>>, ApiError> {
     let status = query
         .status
@@ -142,15 +133,7 @@ pub async fn organization_statistics(
         .map(|raw| list::one_of("status", raw, SessionStatus::ALL))
         .transpose()?;
     let pattern = crate::routes::contains_pattern(query.q.as_deref());
-    let page = STATISTICS.page(
-        list::Params {
-            sort: query.sort.as_deref(),
-            order: query.order.as_deref(),
-            page_size: query.page_size.as_deref(),
-            cursor: query.cursor.as_deref(),
-        },
-        &format!("{id}|{status:?}|{pattern:?}"),
-    )?;
+    let page = paging.page(&format!("{id}|{status:?}|{pattern:?}"))?;
     scope::organization(&state.pool, &principal, id).await?;
     let filter = |builder: &mut QueryBuilder<'_, Postgres>| {
         builder.push(" WHERE u.organization_id = ").push_bind(id);

@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::extract::{ApiJson, ApiQuery, PathId};
+use crate::extract::{ApiJson, ApiQuery, ListQuery, PathId};
 use crate::{
     AppState,
     auth::{Principal, Role},
@@ -470,24 +470,6 @@ pub struct UserListQuery {
     /// Found anywhere in the name or the email, ignoring case.
     #[serde(default)]
     q: Option<String>,
-    /// The column (names and emails sort ignoring case): `name` (default), `email`, `notification_email`,
-    /// `organization` (its name), `sync_status`, `effective_sync_status`,
-    /// `mailbox_status`, `last_session_at`, `next_sync_at`, `created_at`,
-    /// `updated_at`; `-column` means `order=desc`.
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^-?(name|email|notification_email|organization|sync_status|effective_sync_status|mailbox_status|last_session_at|next_sync_at|created_at|updated_at)$")]
-    sort: Option<String>,
-    /// `asc` (default) or `desc`.
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
-    order: Option<String>,
-    /// 1 to 500, default 50.
-    #[serde(default)]
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
-    page_size: Option<String>,
-    /// The previous page's `next_cursor`.
-    #[serde(default)]
-    cursor: Option<String>,
 }
 
 /// The query of an organization's user list: the user list's, without
@@ -515,21 +497,6 @@ pub struct OrganizationUserListQuery {
     /// Found anywhere in the name or the email, ignoring case.
     #[serde(default)]
     q: Option<String>,
-    /// As for `GET /v1/users`.
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^-?(name|email|notification_email|organization|sync_status|effective_sync_status|mailbox_status|last_session_at|next_sync_at|created_at|updated_at)$")]
-    sort: Option<String>,
-    /// `asc` (default) or `desc`.
-    #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
-    order: Option<String>,
-    /// 1 to 500, default 50.
-    #[serde(default)]
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
-    page_size: Option<String>,
-    /// The previous page's `next_cursor`.
-    #[serde(default)]
-    cursor: Option<String>,
 }
 
 impl From<OrganizationUserListQuery> for UserListQuery {
@@ -541,10 +508,6 @@ impl From<OrganizationUserListQuery> for UserListQuery {
             mailbox_status: query.mailbox_status,
             plan_id: query.plan_id,
             q: query.q,
-            sort: query.sort,
-            order: query.order,
-            page_size: query.page_size,
-            cursor: query.cursor,
         }
     }
 }
@@ -624,24 +587,32 @@ static USER_LIST: list::Spec = list::Spec {
     default_order: list::Order::Asc,
 };
 
+/// The user lists (names and emails sort ignoring case; `organization` is
+/// the organization's name).
+pub struct Users;
+
+impl list::Listing for Users {
+    const SPEC: &'static list::Spec = &USER_LIST;
+}
+
 /// `GET /v1/users`: the users the caller may see, a page at a time.
-#[utoipa::path(get, path = "/v1/users", tag = "users", params(UserListQuery), responses((status = 200, body = list::Listed<UserView>)))]
+#[utoipa::path(get, path = "/v1/users", tag = "users", params(UserListQuery, list::PageParams<Users>), responses((status = 200, body = list::Listed<UserView>)))]
 pub async fn list_users(
     State(state): State<AppState>,
     principal: Principal,
-    ApiQuery(query): ApiQuery<UserListQuery>,
+    ListQuery(query, paging): ListQuery<UserListQuery, Users>,
 ) -> Result<Json<list::Listed<UserView>>, ApiError> {
-    Ok(Json(user_page(&state, &principal, query, None).await?))
+    Ok(Json(user_page(&state, &principal, query, &paging, None).await?))
 }
 
 /// `GET /v1/organizations/{id}/users` (M5): the user list, within one
 /// organization.
-#[utoipa::path(get, path = "/v1/organizations/{id}/users", tag = "organizations", params(("id" = Uuid, Path, description = "The organization."), OrganizationUserListQuery), responses((status = 200, body = list::Listed<UserView>)))]
+#[utoipa::path(get, path = "/v1/organizations/{id}/users", tag = "organizations", params(("id" = Uuid, Path, description = "The organization."), OrganizationUserListQuery, list::PageParams<Users>), responses((status = 200, body = list::Listed<UserView>)))]
 pub async fn list_organization_users(
     State(state): State<AppState>,
     principal: Principal,
     PathId(id): PathId,
-    ApiQuery(query): ApiQuery<OrganizationUserListQuery>,
+    ListQuery(query, paging): ListQuery<OrganizationUserListQuery, Users>,
 ) -> Result<Json<list::Listed<UserView>>, ApiError> {
     let visible = match principal.role {
         Role::Admin => true,
@@ -650,7 +621,9 @@ pub async fn list_organization_users(
     if !(visible && store::organizations::exists(&state.pool, id).await?) {
         return Err(ApiError::not_found("organization"));
     }
-    Ok(Json(user_page(&state, &principal, query.into(), Some(id)).await?))
+    Ok(Json(
+        user_page(&state, &principal, query.into(), &paging, Some(id)).await?,
+    ))
 }
 
 /// One page of the users the caller may see, matching the query, within
@@ -659,6 +632,7 @@ async fn user_page(
     state: &AppState,
     principal: &Principal,
     query: UserListQuery,
+    paging: &list::PageParams<Users>,
     organization: Option<Uuid>,
 ) -> Result<list::Listed<UserView>, ApiError> {
     let filtered_organization = query
@@ -694,15 +668,7 @@ async fn user_page(
         "{organization:?}|{filtered_organization:?}|{sync_status:?}|{effective:?}|{:?}|{plan:?}|{pattern:?}",
         query.mailbox_status
     );
-    let page = USER_LIST.page(
-        list::Params {
-            sort: query.sort.as_deref(),
-            order: query.order.as_deref(),
-            page_size: query.page_size.as_deref(),
-            cursor: query.cursor.as_deref(),
-        },
-        &filters,
-    )?;
+    let page = paging.page(&filters)?;
     let filter = store::users::ListFilter {
         scope: match principal.role {
             Role::Admin => store::users::Scope::All,

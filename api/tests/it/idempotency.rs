@@ -182,13 +182,17 @@ async fn eight_concurrent_force_syncs_with_one_key_queue_one_job_and_answer_alik
     env.cleanup().await;
 }
 
-/// The `POST`s that neither create anything nor queue work: doing them
+/// The `POST`s that neither create anything nor queue work, or whose second
+/// call is answered from the state the first left (a dead job's replay
+/// publishes one job, under an id derived from the dead job's): doing them
 /// twice changes nothing more than doing them once.
-const UNKEYED_POSTS: [&str; 4] = [
+const UNKEYED_POSTS: [&str; 6] = [
     "/v1/me/notifications/{id}/read",
     "/v1/me/notifications/read-all",
     "/v1/organizations/{id}/sync/enable",
     "/v1/organizations/{id}/sync/disable",
+    "/v1/ops/dead-jobs/{id}/replay",
+    "/v1/ops/dead-jobs/actions/{action}",
 ];
 
 #[tokio::test]

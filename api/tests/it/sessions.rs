@@ -220,7 +220,7 @@ async fn a_users_sessions_are_paged_newest_first_with_ties_and_filtered() {
         ("order=newest", "order"),
         ("page_size=501", "page_size"),
         ("cursor=AAAA", "cursor"),
-        ("colour=red", "query"),
+        ("colour=red", "colour"),
     ] {
         let response = http(api.address, "GET", &format!("{path}?{query}"), Some(&admin)).await;
         assert_eq!(response.status, 400, "{query}: {}", response.body);
