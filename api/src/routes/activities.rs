@@ -11,19 +11,17 @@
 use axum::{
     Json,
     body::Body,
-    extract::{Query, State},
+    extract::State,
     http::header,
     response::{IntoResponse, Response},
 };
-use chrono::{DateTime, SecondsFormat, Utc};
-use futures_util::TryStreamExt;
+use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
-use uuid::Uuid;
 
-use crate::extract::PathId;
+use crate::extract::{ApiQuery, PathId};
 use crate::{
     AppState,
     auth::Principal,
@@ -75,26 +73,8 @@ const DEFAULT_ROWS: i64 = 60;
 /// The most rows one may ask for (besides 0, all).
 const MAX_ROWS: i64 = 2000;
 
-/// One activity.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct ActivityView {
-    pub id: Uuid,
-    /// When it happened.
-    pub occurred_at: DateTime<Utc>,
-    /// Who did it: an admin's label, a user's email, or `system`.
-    pub actor: String,
-    /// Its type, e.g. `sync_enabled`, `disabled_auth_error`, `organization_created`.
-    pub kind: String,
-    pub details: String,
-    /// The log that goes with it, when there is one.
-    pub log: Option<String>,
-    pub organization_id: Uuid,
-    /// The user concerned; null for an organization's own activity and for
-    /// a user since removed.
-    pub user_id: Option<Uuid>,
-}
-
-const COLUMNS: &str = "a.id, a.occurred_at, a.actor, a.kind, a.details, a.log, a.organization_id, a.user_id";
+pub use crate::store::activities::ActivityView;
+use crate::store::activities::{self as store, Subject};
 
 /// The activity query: `rows` (0 to 2000, 0 meaning all, default 60),
 /// `kind`, `since`, `until`. Newest first.
@@ -128,16 +108,9 @@ pub struct ActivityList {
     pub more: bool,
 }
 
-/// Whose activities.
-#[derive(Debug, Clone, Copy)]
-enum Subject {
-    User(Uuid),
-    Organization(Uuid),
-}
-
-/// The checked query: the SELECT (newest first, `rows + 1` when bounded)
-/// and the row bound (None: all).
-fn select(subject: Subject, query: &ActivityQuery) -> Result<(QueryBuilder<'static, Postgres>, Option<i64>), ApiError> {
+/// The checked query: whose, which kind and period, and the row bound
+/// (None: all).
+fn filter(subject: Subject, query: &ActivityQuery) -> Result<(store::Filter, Option<i64>), ApiError> {
     let rows = match query.rows.as_deref() {
         Some(raw) => list::integer("rows", raw, 0..=MAX_ROWS)?,
         None => DEFAULT_ROWS,
@@ -153,31 +126,23 @@ fn select(subject: Subject, query: &ActivityQuery) -> Result<(QueryBuilder<'stat
         None => None,
     };
     let list::Period { since, until } = list::period(query.since.as_deref(), query.until.as_deref())?;
-    let mut builder = QueryBuilder::new(format!("SELECT {COLUMNS} FROM activities a WHERE "));
-    match subject {
-        Subject::User(id) => builder.push("a.user_id = ").push_bind(id),
-        Subject::Organization(id) => builder.push("a.organization_id = ").push_bind(id),
-    };
-    if let Some(kind) = kind {
-        builder.push(" AND a.kind = ").push_bind(kind);
-    }
-    if let Some(since) = since {
-        builder.push(" AND a.occurred_at >= ").push_bind(since);
-    }
-    if let Some(until) = until {
-        builder.push(" AND a.occurred_at < ").push_bind(until);
-    }
-    builder.push(" ORDER BY a.occurred_at DESC, a.id DESC");
     let bound = (rows > 0).then_some(rows);
-    if let Some(rows) = bound {
-        builder.push(" LIMIT ").push_bind(rows + 1);
-    }
-    Ok((builder, bound))
+    Ok((
+        store::Filter {
+            subject,
+            kind,
+            since,
+            until,
+            // One more than asked: whether older ones match too.
+            limit: bound.map(|rows| rows + 1),
+        },
+        bound,
+    ))
 }
 
 async fn activities(pool: &PgPool, subject: Subject, query: &ActivityQuery) -> Result<ActivityList, ApiError> {
-    let (mut builder, bound) = select(subject, query)?;
-    let mut items = builder.build_query_as::<ActivityView>().fetch_all(pool).await?;
+    let (filter, bound) = filter(subject, query)?;
+    let mut items = store::newest(pool, &filter).await?;
     let more = bound.is_some_and(|rows| i64::try_from(items.len()).unwrap_or(i64::MAX) > rows);
     if let Some(rows) = bound {
         items.truncate(usize::try_from(rows).unwrap_or(usize::MAX));
@@ -228,40 +193,36 @@ fn push_row(out: &mut String, activity: &ActivityView) {
 /// client sees a truncated download, never a partial file claiming to be
 /// whole).
 fn csv(pool: PgPool, subject: Subject, query: &ActivityQuery, filename: String) -> Result<Response, ApiError> {
-    let (builder, bound) = select(subject, query)?;
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
-    tokio::spawn(async move {
-        let mut builder = builder;
-        let mut rows = builder.build_query_as::<ActivityView>().fetch(&pool);
-        let mut chunk = String::from(CSV_HEADER);
-        let mut written: i64 = 0;
-        loop {
-            match rows.try_next().await {
-                Ok(Some(activity)) => {
-                    if bound.is_some_and(|rows| written >= rows) {
-                        break;
+    let (filter, bound) = filter(subject, query)?;
+    let (sender, receiver) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(store::send_each(pool, filter, sender));
+    // Rows become CSV in chunks of about 64 kB; the store stops reading once
+    // the bound is reached (the receiver is dropped) or the client leaves.
+    let stream = futures_util::stream::unfold(
+        (receiver, Some(String::from(CSV_HEADER)), 0_i64),
+        move |(mut receiver, pending, mut written)| async move {
+            let mut chunk = pending?;
+            loop {
+                match receiver.recv().await {
+                    Some(Ok(activity)) if bound.is_none_or(|rows| written < rows) => {
+                        written += 1;
+                        push_row(&mut chunk, &activity);
+                        if chunk.len() >= 64 * 1024 {
+                            return Some((Ok(chunk), (receiver, Some(String::new()), written)));
+                        }
                     }
-                    written += 1;
-                    push_row(&mut chunk, &activity);
-                    if chunk.len() >= 64 * 1024 && sender.send(Ok(std::mem::take(&mut chunk))).await.is_err() {
-                        return;
+                    Some(Ok(_)) | None => return Some((Ok(chunk), (receiver, None, written))),
+                    Some(Err(error)) => {
+                        tracing::error!(%error, "Reading activities for a CSV download failed.");
+                        return Some((
+                            Err(std::io::Error::other("the activity export failed")),
+                            (receiver, None, written),
+                        ));
                     }
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    tracing::error!(%error, "Reading activities for a CSV download failed.");
-                    let _ = sender
-                        .send(Err(std::io::Error::other("the activity export failed")))
-                        .await;
-                    return;
                 }
             }
-        }
-        let _ = sender.send(Ok(chunk)).await;
-    });
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|chunk| (chunk, receiver))
-    });
+        },
+    );
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
@@ -275,19 +236,14 @@ fn csv(pool: PgPool, subject: Subject, query: &ActivityQuery, filename: String) 
         .into_response())
 }
 
-fn rejected(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
-    ApiError::invalid("query", rejection.body_text())
-}
-
 /// A user's activity (M11), newest first.
 #[utoipa::path(get, path = "/v1/users/{id}/activities", tag = "activities", params(("id" = Uuid, Path, description = "The user."), ActivityQuery), responses((status = 200, body = ActivityList)))]
 pub async fn user_activities(
     State(state): State<AppState>,
     principal: Principal,
     PathId(id): PathId,
-    query: Result<Query<ActivityQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<ActivityQuery>,
 ) -> Result<Json<ActivityList>, ApiError> {
-    let Query(query) = query.map_err(rejected)?;
     let user = scope::user(&state.pool, &principal, id).await?;
     Ok(Json(activities(&state.pool, Subject::User(user.id), &query).await?))
 }
@@ -310,9 +266,8 @@ pub async fn user_activities_csv(
     State(state): State<AppState>,
     principal: Principal,
     PathId(id): PathId,
-    query: Result<Query<ActivityQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<ActivityQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(rejected)?;
     let user = scope::user(&state.pool, &principal, id).await?;
     csv(
         state.pool.clone(),
@@ -328,9 +283,8 @@ pub async fn organization_activities(
     State(state): State<AppState>,
     principal: Principal,
     PathId(id): PathId,
-    query: Result<Query<ActivityQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<ActivityQuery>,
 ) -> Result<Json<ActivityList>, ApiError> {
-    let Query(query) = query.map_err(rejected)?;
     scope::organization(&state.pool, &principal, id).await?;
     Ok(Json(activities(&state.pool, Subject::Organization(id), &query).await?))
 }
@@ -353,9 +307,8 @@ pub async fn organization_activities_csv(
     State(state): State<AppState>,
     principal: Principal,
     PathId(id): PathId,
-    query: Result<Query<ActivityQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<ActivityQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(rejected)?;
     scope::organization(&state.pool, &principal, id).await?;
     csv(
         state.pool.clone(),

@@ -11,7 +11,7 @@ use std::{
 
 use axum::{
     Extension, Json,
-    extract::{Query, State, rejection::QueryRejection},
+    extract::State,
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
 };
@@ -22,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::extract::PathId;
+use crate::extract::{ApiQuery, PathId};
 pub use crate::store::notifications::NotificationView;
 use crate::store::notifications::{self as store, Position};
 use crate::{
@@ -123,9 +123,8 @@ async fn position(pool: &PgPool, user_id: Uuid, id: Uuid) -> Result<Option<Posit
 pub async fn list_notifications(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<Query<NotificationQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<NotificationQuery>,
 ) -> Result<Json<NotificationPage>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
     let user_id = me(&principal)?;
     let size = query.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&size) {

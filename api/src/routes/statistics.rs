@@ -2,13 +2,10 @@
 //! keyset-paged by user name (see `routes::list`).
 
 use axum::{Json, extract::State};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, QueryBuilder};
+use serde::Deserialize;
 use syncfleet_common::domain::SessionStatus;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use uuid::Uuid;
 
 use crate::extract::{ListQuery, PathId};
 use crate::{
@@ -23,40 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(organization_statistics))
 }
 
-/// A user and their last session; the session's fields are null when the
-/// user never synchronized (or the session has expired from retention).
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-pub struct UserStatistics {
-    pub user_id: Uuid,
-    pub name: String,
-    pub email: String,
-    pub last_session_id: Option<Uuid>,
-    /// When the last session ended.
-    pub last_session_at: Option<DateTime<Utc>>,
-    /// `succeeded`, `succeeded_with_issues`, `failed`, `skipped` or `abandoned`.
-    pub last_session_status: Option<String>,
-    /// Changes the last session wrote to the CRM.
-    pub items_to_crm: Option<i32>,
-    /// Changes the last session wrote to the mailbox.
-    pub items_to_mailbox: Option<i32>,
-    pub issue_count: Option<i32>,
-    pub error_category: Option<String>,
-    /// `mailbox`, `crm` or `engine`.
-    pub error_source: Option<String>,
-    pub error_message: Option<String>,
-}
-
-const COLUMNS: &str = "u.id AS user_id, u.name, u.email, r.last_session_id, r.last_session_at, \
-     r.last_session_status, s.items_to_crm, s.items_to_mailbox, s.issue_count, s.error_category, s.error_source, \
-     s.error_message";
-
-/// The user's last session, found through the user index of the
-/// partitioned sessions (newest first, no later than its end).
-const FROM: &str = " FROM users u JOIN user_runs r ON r.user_id = u.id LEFT JOIN LATERAL ( \
-         SELECT s.items_to_crm, s.items_to_mailbox, s.issue_count, s.error_category, s.error_source, s.error_message \
-         FROM sync_sessions s \
-         WHERE s.user_id = u.id AND s.id = r.last_session_id AND s.started_at <= r.last_session_at \
-         ORDER BY s.started_at DESC LIMIT 1) s ON TRUE";
+pub use crate::store::statistics::UserStatistics;
 
 /// The statistics query: `status` (of the last session), `q` (in the name
 /// or email), then keyset paging by `name` (default) and more.
@@ -135,28 +99,12 @@ pub async fn organization_statistics(
     let pattern = crate::routes::contains_pattern(query.q.as_deref());
     let page = paging.page(&format!("{id}|{status:?}|{pattern:?}"))?;
     scope::organization(&state.pool, &principal, id).await?;
-    let filter = |builder: &mut QueryBuilder<'_, Postgres>| {
-        builder.push(" WHERE u.organization_id = ").push_bind(id);
-        if let Some(status) = status {
-            builder.push(" AND r.last_session_status = ").push_bind(status.as_str());
-        }
-        if let Some(pattern) = &pattern {
-            builder
-                .push(" AND (u.name ILIKE ")
-                .push_bind(pattern.clone())
-                .push(" OR u.email ILIKE ")
-                .push_bind(pattern.clone())
-                .push(")");
-        }
+    let filter = crate::store::statistics::Filter {
+        organization: id,
+        status,
+        pattern: pattern.as_deref(),
     };
-    let mut counting = QueryBuilder::new("SELECT count(*) FROM users u JOIN user_runs r ON r.user_id = u.id");
-    filter(&mut counting);
-    let total: i64 = counting.build_query_scalar().fetch_one(&state.pool).await?;
-    let mut listing = QueryBuilder::new(format!("SELECT {COLUMNS}{}{FROM}", page.keys()));
-    filter(&mut listing);
-    page.push_seek(&mut listing);
-    page.push_order(&mut listing);
-    let rows = listing.build().fetch_all(&state.pool).await?;
+    let (total, rows) = crate::store::statistics::page(&state.pool, &filter, &page).await?;
     let (items, next_cursor) = page.finish::<UserStatistics>(rows)?;
     Ok(Json(list::Listed {
         items,

@@ -21,6 +21,7 @@ pub mod plans;
 pub mod presets;
 pub mod pushes;
 pub mod sessions;
+pub mod statistics;
 pub mod tokens;
 pub mod users;
 

@@ -118,7 +118,7 @@ async fn activities_come_newest_first_and_rows_bounds_them() {
         ("kind=login", "kind"),
         ("since=last-week", "since"),
         ("until=2026-13-01T00:00:00Z", "until"),
-        ("page_size=5", "query"),
+        ("page_size=5", "page_size"),
     ] {
         for suffix in ["", ".csv"] {
             let url = format!("{path}{suffix}?{query}");

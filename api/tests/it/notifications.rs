@@ -295,7 +295,7 @@ async fn notifications_page_newest_first_and_only_add_in_users_have_them() {
         ("/v1/me/notifications?page_size=0", "page_size"),
         ("/v1/me/notifications?cursor=nope", "cursor"),
         (&format!("/v1/me/notifications?cursor={}", Uuid::new_v4()), "cursor"),
-        ("/v1/me/notifications?colour=red", "query"),
+        ("/v1/me/notifications?colour=red", "colour"),
     ] {
         let response = http(api.address, "GET", path, Some(&token)).await;
         assert_eq!(response.status, 400, "{path}: {}", response.body);
