@@ -51,6 +51,11 @@ const DEAD_LETTER_PREFETCH: u16 = 8;
 const PUSH_PREFETCH: u16 = 2;
 /// How long hand-backs may take once the grace period is over.
 const HAND_BACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the pool may take to close its connections on the way out. A
+/// connection still inside a statement (a handed-back session's, waiting on
+/// a lock) would hold the exit for as long as the lock; leaving it to the
+/// process' exit closes its socket, and PostgreSQL rolls its transaction back.
+const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What becomes of a delivery.
 #[derive(Debug)]
@@ -253,7 +258,9 @@ pub async fn run<W: SyncWork>(config: WorkerConfig, work: Arc<W>, shutdown: Canc
     }
     heartbeat_stop.cancel();
     let _ = heartbeat.await;
-    fleet.pool.close().await;
+    if timeout(POOL_CLOSE_TIMEOUT, fleet.pool.close()).await.is_err() {
+        warn!("A database connection was still busy; it closes as the worker exits.");
+    }
     ops_stop.cancel();
     info!("Worker stopped.");
     Ok(())
