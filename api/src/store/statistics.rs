@@ -61,12 +61,7 @@ impl Filter<'_> {
             builder.push(" AND r.last_session_status = ").push_bind(status.as_str());
         }
         if let Some(pattern) = self.pattern {
-            builder
-                .push(" AND (u.name ILIKE ")
-                .push_bind(pattern.to_owned())
-                .push(" OR u.email ILIKE ")
-                .push_bind(pattern.to_owned())
-                .push(")");
+            super::users::push_name_or_email(builder, pattern);
         }
     }
 }

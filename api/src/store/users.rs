@@ -294,14 +294,19 @@ impl ListFilter<'_> {
             builder.push(" AND u.plan_id = ").push_bind(plan);
         }
         if let Some(pattern) = self.pattern {
-            builder
-                .push(" AND (u.name ILIKE ")
-                .push_bind(pattern.to_owned())
-                .push(" OR u.email ILIKE ")
-                .push_bind(pattern.to_owned())
-                .push(")");
+            push_name_or_email(builder, pattern);
         }
     }
+}
+
+/// Appends ` AND` the user `u`'s name or email matching `pattern` (`ILIKE`).
+pub(super) fn push_name_or_email(builder: &mut QueryBuilder<'_, Postgres>, pattern: &str) {
+    builder
+        .push(" AND (u.name ILIKE ")
+        .push_bind(pattern.to_owned())
+        .push(" OR u.email ILIKE ")
+        .push_bind(pattern.to_owned())
+        .push(")");
 }
 
 /// How many users match `filter`, and the rows of `page` among them (with

@@ -11,7 +11,9 @@ mod webdriver;
 
 use std::{net::SocketAddr, process::Child, time::Duration};
 
+use serde_json::Value;
 use syncfleet_testkit::{Providers, TestEnv, free_port, http_get, terminate, wait_until};
+use webdriver::POLL;
 
 /// The fleet a panel test drives: the api binary, a worker binary and the
 /// simulators. Stopped by [`Fleet::stop`], killed if the test panics.
@@ -93,13 +95,15 @@ pub async fn sign_in(browser: &webdriver::Browser, fleet: &Fleet, token: &str) {
     );
     browser.fill("#token", token).await;
     // A mark on the sign-in page's document: gone once the answer's page loaded.
-    browser
-        .script("window.signInPending = true; return null;", serde_json::json!([]))
-        .await;
+    browser.script("window.signInPending = true; return null;").await;
     browser.click_on("form.card button[type=submit]").await;
     let answered = "return window.signInPending === undefined && document.readyState === 'complete';";
-    wait_until(Duration::from_secs(10), "the sign-in answer's page", || async {
-        browser.script(answered, serde_json::json!([])).await == serde_json::Value::Bool(true)
-    })
-    .await;
+    browser
+        .until("the sign-in answer's page", Duration::from_secs(10), POLL, || async {
+            match browser.script(answered).await {
+                Value::Bool(true) => Ok(()),
+                _ => Err(browser.body_text().await),
+            }
+        })
+        .await;
 }

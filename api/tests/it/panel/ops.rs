@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use chrono::{DurationRound, TimeDelta, Utc};
+use fantoccini::key::Key;
 use reqwest::{Client, StatusCode, redirect::Policy};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -186,26 +187,13 @@ async fn dead_status(pool: &PgPool, id: Uuid) -> (String, Option<Uuid>, Option<S
         .unwrap()
 }
 
-/// The text of every element matching `css`.
-async fn texts(browser: &Browser, css: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for element in browser.find_all(css).await {
-        found.push(browser.text_of(&element).await);
-    }
-    found
-}
-
-async fn script(browser: &Browser, code: &str) -> Value {
-    browser.script(code, json!([])).await
-}
-
 /// The status a same-origin fetch of `path` answers in the page.
 async fn status_of(browser: &Browser, path: &str) -> Value {
     browser
         .script_async(
             "var done = arguments[arguments.length - 1];\
              fetch(arguments[0], {credentials: 'same-origin', redirect: 'manual'}).then(function (r) { done(r.status); });",
-            json!([path]),
+            vec![json!(path)],
         )
         .await
 }
@@ -288,13 +276,11 @@ async fn an_admin_works_the_operator_console_and_an_organization_admin_never_see
     // The overview, from the navigation: what needs attention, the queues,
     // three charts over the hour. The scheduler takes the lead shortly.
     browser.click_on("header.top nav a[href='/panel/ops']").await;
-    let page = browser.wait_for_text("Term ", true, LIMIT).await;
+    let page = browser.wait_for_text_reloading("Term ", LIMIT).await;
     assert_eq!(
-        script(
-            &browser,
-            "return document.querySelector('#tile-dead + .big').textContent;"
-        )
-        .await,
+        browser
+            .script("return document.querySelector('#tile-dead + .big').textContent;")
+            .await,
         "4",
         "{page}"
     );
@@ -303,79 +289,63 @@ async fn an_admin_works_the_operator_console_and_an_organization_admin_never_see
         "the test's queues: {page}"
     );
     assert_eq!(
-        script(&browser, "return document.querySelectorAll('figure.chart svg').length;").await,
+        browser
+            .script("return document.querySelectorAll('figure.chart svg').length;")
+            .await,
         3
     );
-    let bars = script(
-        &browser,
-        "return document.querySelectorAll('#chart-sessions rect.bar').length;",
-    )
-    .await;
+    let bars = browser
+        .script("return document.querySelectorAll('#chart-sessions rect.bar').length;")
+        .await;
     assert!(bars.as_i64().unwrap() >= 59 * 3, "a stack per minute: {bars}");
     assert_eq!(
-        script(
-            &browser,
-            "return document.querySelectorAll('#chart-depth path.line, #chart-lag path.line').length;"
-        )
-        .await,
+        browser
+            .script("return document.querySelectorAll('#chart-depth path.line, #chart-lag path.line').length;")
+            .await,
         5,
         "three queues, two quantiles"
     );
     // The numbers under a chart open from the keyboard.
-    browser.keys("#chart-lag details.numbers summary", "\u{E007}").await;
+    browser.keys("#chart-lag details.numbers summary", Key::Enter).await;
     assert_eq!(
-        script(
-            &browser,
-            "return document.querySelector('#chart-lag details.numbers').open;"
-        )
-        .await,
+        browser
+            .script("return document.querySelector('#chart-lag details.numbers').open;")
+            .await,
         true
     );
-    let lag_rows = texts(&browser, "#chart-lag details.numbers tbody tr").await;
+    let lag_rows = browser.texts("#chart-lag details.numbers tbody tr").await;
     assert!(lag_rows.len() >= 59, "{lag_rows:?}");
-    browser.keys("#chart-lag details.numbers summary", "\u{E00C}").await;
+    browser.keys("#chart-lag details.numbers summary", Key::Escape).await;
     browser.resize(1280, 1500).await;
     browser.go(&fleet.url("/panel/ops")).await;
-    browser.wait_for_text("Cadence lag", false, LIMIT).await;
+    browser.wait_for_text("Cadence lag", LIMIT).await;
     browser.screenshot("ops-overview").await;
     browser.resize(1280, 900).await;
 
     // The page reloads itself, shows when, and pauses on request.
     browser.go(&fleet.url("/panel/ops?refresh=5")).await;
-    let first = script(
-        &browser,
-        "return document.querySelector('[data-updated]').getAttribute('datetime');",
-    )
-    .await;
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let now = script(
-            &browser,
-            "var t = document.querySelector('[data-updated]'); return t ? t.getAttribute('datetime') : null;",
-        )
+    let first = browser
+        .element("[data-updated]")
+        .await
+        .attr("datetime")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    // Refreshed: the time it shows is another.
+    browser
+        .wait_for_element(&format!("[data-updated]:not([datetime=\"{first}\"])"), LIMIT)
         .await;
-        if !now.is_null() && now != first {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the overview did not refresh itself"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
     browser.click_on("p.refresh a[href$='refresh=off']").await;
-    let page = browser.wait_for_text("Auto-refresh paused", false, LIMIT).await;
+    let page = browser.wait_for_text("Auto-refresh paused", LIMIT).await;
     assert!(page.contains("Resume auto-refresh"), "{page}");
     assert_eq!(
-        script(&browser, "return document.querySelector('[data-refresh]');").await,
+        browser.script("return document.querySelector('[data-refresh]');").await,
         Value::Null
     );
     assert_eq!(
-        script(
-            &browser,
-            "return document.querySelector('nav.tabs a[href^=\"/panel/ops/workers\"]').getAttribute('href');"
-        )
-        .await,
+        browser
+            .script("return document.querySelector('nav.tabs a[href^=\"/panel/ops/workers\"]').getAttribute('href');")
+            .await,
         "/panel/ops/workers?refresh=off",
         "the other tabs stay paused"
     );
@@ -383,40 +353,38 @@ async fn an_admin_works_the_operator_console_and_an_organization_admin_never_see
     // Workers: the fleet's own worker live, the seeded ones silent and
     // stopped.
     browser.click_on("nav.tabs a[href^='/panel/ops/workers']").await;
-    let page = browser.wait_for_text("Last heartbeat", false, LIMIT).await;
+    let page = browser.wait_for_text("Last heartbeat", LIMIT).await;
     assert!(
         page.contains("1 live") && page.contains("1 silent") && page.contains("1 stopped"),
         "{page}"
     );
     assert_eq!(
-        script(
-            &browser,
-            "return document.querySelector('tr[data-worker=\"worker-7c1e\"]').className;"
-        )
-        .await,
+        browser
+            .script("return document.querySelector('tr[data-worker=\"worker-7c1e\"]').className;")
+            .await,
         "off",
         "a silent worker is red"
     );
     assert_eq!(
-        texts(&browser, "tbody td[data-col=state]").await,
+        browser.texts("tbody td[data-col=state]").await,
         ["Live", "Silent", "Stopped"]
     );
     browser.screenshot("ops-workers").await;
 
     // Dead jobs: inspect one and replay it.
     browser.go(&fleet.url("/panel/ops/dead-jobs")).await;
-    browser.wait_for_text("4 shown of 4", false, LIMIT).await;
+    browser.wait_for_text("4 shown of 4", LIMIT).await;
     browser.screenshot("ops-dead-jobs").await;
     browser
         .click_on(&format!("tr[data-dead-job=\"{replayed}\"] td[data-col=actions] a"))
         .await;
-    let page = browser.wait_for_text("Payload", false, LIMIT).await;
+    let page = browser.wait_for_text("Payload", LIMIT).await;
     assert!(
         page.contains("ada@acme.example") && page.contains("\"kind\": \"sync\""),
         "{page}"
     );
     assert_eq!(
-        texts(&browser, "table[data-table=attempts] td[data-col=message]").await,
+        browser.texts("table[data-table=attempts] td[data-col=message]").await,
         [LAST_ERROR; 3],
         "every attempt with its error"
     );
@@ -427,7 +395,7 @@ async fn an_admin_works_the_operator_console_and_an_organization_admin_never_see
     let question = browser.accept_dialog().await;
     assert_eq!(question, "Replay this dead job? It is published again as a new job.");
     let page = browser
-        .wait_for_text("Replayed: the job was published again.", false, LIMIT)
+        .wait_for_text("Replayed: the job was published again.", LIMIT)
         .await;
     assert!(page.contains("by admin@fleet.example"), "{page}");
     let (status, replay_job, by) = dead_status(&pool, replayed).await;
@@ -441,7 +409,7 @@ async fn an_admin_works_the_operator_console_and_an_organization_admin_never_see
 
     // Two discarded by selection, each with its result.
     browser.go(&fleet.url("/panel/ops/dead-jobs")).await;
-    browser.wait_for_text("3 shown of 3", false, LIMIT).await;
+    browser.wait_for_text("3 shown of 3", LIMIT).await;
     for id in &discarded {
         browser.click_on(&format!("input[data-select=\"{id}\"]")).await;
     }
@@ -449,10 +417,10 @@ async fn an_admin_works_the_operator_console_and_an_organization_admin_never_see
     let question = browser.accept_dialog().await;
     assert_eq!(question, "Discard 2 selected dead job(s)? They will not run.");
     let page = browser
-        .wait_for_text("Discard of 2 dead job(s): 2 discarded", false, LIMIT)
+        .wait_for_text("Discard of 2 dead job(s): 2 discarded", LIMIT)
         .await;
     assert_eq!(
-        texts(&browser, "table[data-table=results] td[data-col=outcome]").await,
+        browser.texts("table[data-table=results] td[data-col=outcome]").await,
         ["Discarded", "Discarded"],
         "{page}"
     );
@@ -466,7 +434,7 @@ async fn an_admin_works_the_operator_console_and_an_organization_admin_never_see
     browser
         .go(&fleet.url("/panel/ops/dead-jobs?reason=retries_exhausted"))
         .await;
-    browser.wait_for_text("1 shown of 1", false, LIMIT).await;
+    browser.wait_for_text("1 shown of 1", LIMIT).await;
     browser.click_on("button[value=filter][formaction$='/replay']").await;
     let question = browser.accept_dialog().await;
     assert!(
@@ -474,27 +442,25 @@ async fn an_admin_works_the_operator_console_and_an_organization_admin_never_see
         "{question}"
     );
     browser
-        .wait_for_text("Replay of 1 dead job(s): 1 replayed", false, LIMIT)
+        .wait_for_text("Replay of 1 dead job(s): 1 replayed", LIMIT)
         .await;
     assert_eq!(dead_status(&pool, by_filter).await.0, "replayed");
     browser.go(&fleet.url("/panel/ops/dead-jobs")).await;
     browser
-        .wait_for_text("No dead jobs: nothing is waiting for an operator.", false, LIMIT)
+        .wait_for_text("No dead jobs: nothing is waiting for an operator.", LIMIT)
         .await;
     browser.go(&fleet.url("/panel/ops/dead-jobs?status=discarded")).await;
-    let page = browser.wait_for_text("2 shown of 2", false, LIMIT).await;
+    let page = browser.wait_for_text("2 shown of 2", LIMIT).await;
     assert!(page.contains("by admin@fleet.example"), "{page}");
 
     // Limits and cooldowns.
     browser.go(&fleet.url("/panel/ops/limits")).await;
-    let page = browser.wait_for_text("contoso.onmicrosoft.com", false, LIMIT).await;
+    let page = browser.wait_for_text("contoso.onmicrosoft.com", LIMIT).await;
     assert!(page.contains("Retry-After 540"), "{page}");
     assert_eq!(
-        script(
-            &browser,
-            "return document.querySelector('tr[data-org=\"acme.my.salesforce.com\"]').className;"
-        )
-        .await,
+        browser
+            .script("return document.querySelector('tr[data-org=\"acme.my.salesforce.com\"]').className;")
+            .await,
         "off",
         "an org near its reserve is red"
     );
@@ -502,7 +468,7 @@ async fn an_admin_works_the_operator_console_and_an_organization_admin_never_see
 
     // Suspended users: two enabled again through the users' action.
     browser.go(&fleet.url("/panel/ops/suspended")).await;
-    let page = browser.wait_for_text("3 shown of 3", false, LIMIT).await;
+    let page = browser.wait_for_text("3 shown of 3", LIMIT).await;
     assert!(
         page.contains("Authorization errors") && page.contains("Throttling errors"),
         "{page}"
@@ -517,9 +483,9 @@ async fn an_admin_works_the_operator_console_and_an_organization_admin_never_see
     let question = browser.accept_dialog().await;
     assert_eq!(question, "Enable synchronization: 2 users?");
     browser
-        .wait_for_text("Enable synchronization: succeeded for 2 users.", false, LIMIT)
+        .wait_for_text("Enable synchronization: succeeded for 2 users.", LIMIT)
         .await;
-    browser.wait_for_text("1 shown of 1", false, LIMIT).await;
+    browser.wait_for_text("1 shown of 1", LIMIT).await;
     let statuses: Vec<String> = sqlx::query_scalar("SELECT sync_status FROM users WHERE id = ANY($1) ORDER BY email")
         .bind(&suspended)
         .fetch_all(&pool)
@@ -530,12 +496,10 @@ async fn an_admin_works_the_operator_console_and_an_organization_admin_never_see
     // A narrow screen: the overview does not scroll sideways.
     browser.resize(420, 900).await;
     browser.go(&fleet.url("/panel/ops?refresh=off")).await;
-    browser.wait_for_text("Cadence lag", false, LIMIT).await;
-    let overflow = script(
-        &browser,
-        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
-    )
-    .await;
+    browser.wait_for_text("Cadence lag", LIMIT).await;
+    let overflow = browser
+        .script("return document.documentElement.scrollWidth - document.documentElement.clientWidth;")
+        .await;
     assert!(
         overflow.as_i64().unwrap_or(1) <= 0,
         "the page scrolls sideways by {overflow} px"
@@ -545,12 +509,12 @@ async fn an_admin_works_the_operator_console_and_an_organization_admin_never_see
     // An organization admin: no Operations in the navigation, and the
     // API's 404 at its addresses.
     browser.click_on("header.top form button").await;
-    browser.wait_for_text("sign in", false, LIMIT).await;
+    browser.wait_for_text("sign in", LIMIT).await;
     sign_in(&browser, &fleet, &lead).await;
-    browser.wait_for_text("Organizations", false, LIMIT).await;
+    browser.wait_for_text("Organizations", LIMIT).await;
     assert!(browser.find_all("header.top nav a[href='/panel/ops']").await.is_empty());
     browser.go(&fleet.url("/panel/ops")).await;
-    browser.wait_for_text("Not found", false, LIMIT).await;
+    browser.wait_for_text("Not found", LIMIT).await;
     for path in [
         "/panel/ops",
         "/panel/ops/workers",

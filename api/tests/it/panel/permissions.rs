@@ -32,13 +32,10 @@ async fn an_organization_admin_grants_and_revokes_the_push_permission_in_the_use
         browser.go(&fleet.url(&format!("/panel/users/{user}"))).await;
         browser.choose("select[name=role]", value).await;
         browser.click_on("form.role button").await;
-        browser.wait_for_text("Saved", false, LIMIT).await;
+        browser.wait_for_text("Saved", LIMIT).await;
         assert_eq!(role().await, stored);
         let shown = browser
-            .script(
-                "return document.querySelector('select[name=role]').value;",
-                serde_json::json!([]),
-            )
+            .script("return document.querySelector('select[name=role]').value;")
             .await;
         assert_eq!(shown, value, "the details show the stored role");
     }

@@ -8,13 +8,17 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use fantoccini::key::Key;
 use serde_json::{Value, json};
 use syncfleet_api::auth::create_token;
 use syncfleet_common::domain::{AccessType, SyncStatus};
 use syncfleet_testkit::{organization, users};
 use uuid::Uuid;
 
-use super::{Fleet, sign_in, webdriver::Browser};
+use super::{
+    Fleet, sign_in,
+    webdriver::{Browser, RELOAD},
+};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -28,37 +32,20 @@ fn id_after(url: &str, prefix: &str) -> Uuid {
 }
 
 async fn names_in_list(browser: &Browser) -> Vec<String> {
-    let mut names = Vec::new();
-    for cell in browser
-        .find_all("table[data-table=users] tbody td[data-col=name]")
-        .await
-    {
-        names.push(browser.text_of(&cell).await);
-    }
-    names
+    browser.texts("table[data-table=users] tbody td[data-col=name]").await
 }
 
 async fn impersonation_hidden(browser: &Browser) -> Value {
     browser
-        .script(
-            "return document.querySelector('[data-for-access=exchange_impersonation]').hidden;",
-            json!([]),
-        )
+        .script("return document.querySelector('[data-for-access=exchange_impersonation]').hidden;")
         .await
 }
 
 /// Waits until the push page says the push completed (its script polls).
 async fn push_completes(browser: &Browser) {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    let status = "return document.querySelector('#push-progress').dataset.status;";
-    while browser.script(status, json!([])).await != "completed" {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the push did not complete: {}",
-            browser.body_text().await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    browser
+        .wait_for_element("#push-progress[data-status=completed]", LIMIT)
+        .await;
 }
 
 async fn add_user(browser: &Browser, fleet: &Fleet, organization: Uuid, name: &str, email: &str) -> Uuid {
@@ -68,7 +55,7 @@ async fn add_user(browser: &Browser, fleet: &Fleet, organization: Uuid, name: &s
     browser.fill("input[name=name]", name).await;
     browser.fill("input[name=email]", email).await;
     browser.click_on("form.card button.primary").await;
-    browser.wait_for_text("Created.", false, LIMIT).await;
+    browser.wait_for_text("Created.", LIMIT).await;
     id_after(&browser.url().await, "/panel/users/")
 }
 
@@ -95,14 +82,11 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     browser.go(&fleet.url("/panel/login")).await;
     browser.screenshot("01-sign-in").await;
     sign_in(&browser, &fleet, &admin).await;
-    browser.wait_for_text("Organizations", false, LIMIT).await;
+    browser.wait_for_text("Organizations", LIMIT).await;
     let class = browser
-        .script(
-            &format!(
-                "return document.querySelector('a[href=\"/panel/organizations/{disabled}\"]').closest('tr').className;"
-            ),
-            json!([]),
-        )
+        .script(&format!(
+            "return document.querySelector('a[href=\"/panel/organizations/{disabled}\"]').closest('tr').className;"
+        ))
         .await;
     assert_eq!(class, "off", "a disabled organization's row is red");
     browser.screenshot("02-organizations").await;
@@ -122,7 +106,7 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         .await;
     assert_eq!(impersonation_hidden(&browser).await, false);
     browser.click_on("form.card button.primary").await;
-    let page = browser.wait_for_text("ews_url", false, LIMIT).await;
+    let page = browser.wait_for_text("ews_url", LIMIT).await;
     assert!(
         page.contains("ews_url: an Exchange Impersonation organization needs its EWS URL"),
         "{page}"
@@ -135,21 +119,18 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     assert_eq!(count, 0, "nothing half-applied");
     assert_eq!(
         browser
-            .script("return document.querySelector('input[name=name]').value;", json!([]))
+            .script("return document.querySelector('input[name=name]').value;")
             .await,
         "Acme Sales",
         "the form keeps what was typed"
     );
     browser.choose("select[name=access_type]", "office365").await;
     browser.click_on("form.card button.primary").await;
-    browser.wait_for_text("Created.", false, LIMIT).await;
+    browser.wait_for_text("Created.", LIMIT).await;
     let acme = id_after(&browser.url().await, "/panel/organizations/");
     assert_eq!(
         browser
-            .script(
-                "return document.querySelector('input[name=external_id]').readOnly;",
-                json!([])
-            )
+            .script("return document.querySelector('input[name=external_id]').readOnly;")
             .await,
         true,
         "External Id is read-only once saved"
@@ -164,11 +145,7 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     browser.fill("input[name=email]", "zed@acme.example").await;
     browser.click_on("form.card button.primary").await;
     let page = browser
-        .wait_for_text(
-            "email: another user already has the address zed@acme.example",
-            false,
-            LIMIT,
-        )
+        .wait_for_text("email: another user already has the address zed@acme.example", LIMIT)
         .await;
     assert!(!page.contains("Saved."), "{page}");
     let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
@@ -185,7 +162,7 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         .choose("form.filters select[name=organization_id]", &acme.to_string())
         .await;
     browser.click_on("form.filters button[type=submit]").await;
-    browser.wait_for_text("4 shown of 4", false, LIMIT).await;
+    browser.wait_for_text("4 shown of 4", LIMIT).await;
     let ascending = names_in_list(&browser).await;
     assert_eq!(
         ascending.first().map(String::as_str),
@@ -195,7 +172,7 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     assert_eq!(ascending.last().map(String::as_str), Some("Zed Zulu"), "{ascending:?}");
     browser.click_on("th[data-col=name] summary").await;
     browser.click_on("th[data-col=name] .menu a:nth-of-type(2)").await;
-    browser.wait_for_text("Name ▼", false, LIMIT).await;
+    browser.wait_for_text("Name ▼", LIMIT).await;
     let descending = names_in_list(&browser).await;
     assert_eq!(
         descending.iter().rev().cloned().collect::<Vec<_>>(),
@@ -205,35 +182,34 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     assert!(browser.url().await.contains("order=desc"), "sorting is the server's");
     // New users start disabled: their rows are red.
     let amy_row_class = browser
-        .script(
-            &format!("return document.querySelector('tr[data-user=\"{amy}\"]').className;"),
-            json!([]),
-        )
+        .script(&format!(
+            "return document.querySelector('tr[data-user=\"{amy}\"]').className;"
+        ))
         .await;
     assert_eq!(amy_row_class, "off");
     // Hide a column from its menu, show it again from the ☰ menu.
     browser.click_on("th[data-col=email] summary").await;
     browser.click_on("th[data-col=email] button[data-hide-col]").await;
     let email_hidden = "return document.querySelector('th[data-col=email]').classList.contains('col-hidden');";
-    assert_eq!(browser.script(email_hidden, json!([])).await, true);
+    assert_eq!(browser.script(email_hidden).await, true);
     browser.click_on("details.colchooser summary").await;
     browser
         .click_on("details.colchooser input[data-toggle-col=email]")
         .await;
-    assert_eq!(browser.script(email_hidden, json!([])).await, false);
+    assert_eq!(browser.script(email_hidden).await, false);
     // Pages of two: the next page holds the other two, the previous page
     // the first two again.
     browser
         .go(&fleet.url(&format!("/panel/users?organization_id={acme}&page_size=2")))
         .await;
-    browser.wait_for_text("2 shown of 4", false, LIMIT).await;
+    browser.wait_for_text("2 shown of 4", LIMIT).await;
     let first_page = names_in_list(&browser).await;
     assert_eq!(first_page, ascending[..2]);
     browser.click_on("a[rel=next]").await;
-    browser.wait_for_text("Previous page", false, LIMIT).await;
+    browser.wait_for_text("Previous page", LIMIT).await;
     assert_eq!(names_in_list(&browser).await, ascending[2..]);
     browser.click_on("button[data-back]").await;
-    browser.wait_for_text("Next page", false, LIMIT).await;
+    browser.wait_for_text("Next page", LIMIT).await;
     assert_eq!(names_in_list(&browser).await, first_page);
     browser
         .go(&fleet.url(&format!("/panel/users?organization_id={acme}")))
@@ -241,14 +217,14 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
 
     // The keyboard opens a column's menu and Escape closes it.
     let menu_open = "return document.querySelector('th[data-col=created] details').open;";
-    browser.keys("th[data-col=created] summary", "\u{E007}").await;
-    assert_eq!(browser.script(menu_open, json!([])).await, true, "Enter opens the menu");
-    browser.keys("th[data-col=created] summary", "\u{E00C}").await;
-    assert_eq!(browser.script(menu_open, json!([])).await, false, "Escape closes it");
+    browser.keys("th[data-col=created] summary", Key::Enter).await;
+    assert_eq!(browser.script(menu_open).await, true, "Enter opens the menu");
+    browser.keys("th[data-col=created] summary", Key::Escape).await;
+    assert_eq!(browser.script(menu_open).await, false, "Escape closes it");
     // Search.
     browser.fill("form.filters input[name=q]", "amy").await;
     browser.click_on("form.filters button[type=submit]").await;
-    browser.wait_for_text("1 shown of 1", false, LIMIT).await;
+    browser.wait_for_text("1 shown of 1", LIMIT).await;
     assert_eq!(names_in_list(&browser).await, ["Amy Alpha"]);
     browser.screenshot("05-users").await;
 
@@ -264,47 +240,36 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         .click_on(&format!("tr[data-user=\"{connected}\"] button[data-action=force-sync]"))
         .await;
     let page = browser
-        .wait_for_text("Force synchronization: succeeded for 1 user (queued).", false, LIMIT)
+        .wait_for_text("Force synchronization: succeeded for 1 user (queued).", LIMIT)
         .await;
     assert!(!page.contains("failed"), "{page}");
+    let statistics = fleet.url(&format!("/panel/users/{connected}/statistics"));
+    browser.go(&statistics).await;
     browser
-        .go(&fleet.url(&format!("/panel/users/{connected}/statistics")))
+        .until("a succeeded session on the Statistics tab", LIMIT, RELOAD, || async {
+            let statuses = browser.texts("tr[data-session] td[data-col=status]").await;
+            if statuses == ["succeeded"] {
+                return Ok(());
+            }
+            browser.go(&statistics).await;
+            Err(format!("sessions {statuses:?}"))
+        })
         .await;
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let mut statuses = Vec::new();
-        for cell in browser.find_all("tr[data-session] td[data-col=status]").await {
-            statuses.push(browser.text_of(&cell).await);
-        }
-        if statuses == ["succeeded"] {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no finished session on the page: {statuses:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        browser
-            .go(&fleet.url(&format!("/panel/users/{connected}/statistics")))
-            .await;
-    }
     assert_eq!(browser.text("tr[data-session] td[data-col=trigger]").await, "force");
     browser.screenshot("06-user-statistics").await;
     browser
         .click_on("tr[data-session] td[data-col=actions] a:not([download])")
         .await;
-    let page = browser.wait_for_text("Synchronization session", false, LIMIT).await;
+    let page = browser.wait_for_text("Synchronization session", LIMIT).await;
     assert!(page.contains("Download log") && page.contains("initial"), "{page}");
-    browser
-        .go(&fleet.url(&format!("/panel/users/{connected}/statistics")))
-        .await;
+    browser.go(&statistics).await;
     // Its log downloads as a zip.
     let log: Value = browser
         .script_async(
             "var done = arguments[arguments.length - 1];\
              fetch(document.querySelector('tr[data-session] a[download]').href, {credentials: 'same-origin'})\
                .then(function (r) { return r.arrayBuffer().then(function (b) { var v = new Uint8Array(b); done({status: r.status, type: r.headers.get('content-type'), magic: v[0] === 0x50 && v[1] === 0x4b}); }); });",
-            json!([]),
+            vec![],
         )
         .await;
     assert_eq!(log, json!({"status": 200, "type": "application/zip", "magic": true}));
@@ -314,7 +279,7 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     browser
         .go(&fleet.url(&format!("/panel/users/{connected}/connectivity")))
         .await;
-    let page = browser.wait_for_text("Stored credentials", false, LIMIT).await;
+    let page = browser.wait_for_text("Stored credentials", LIMIT).await;
     assert!(
         page.contains("Mailbox authorization (OAuth)\tstored")
             || page.contains("Mailbox authorization (OAuth)\nstored"),
@@ -324,12 +289,12 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         .go(&fleet.url(&format!("/panel/users/{connected}/issues")))
         .await;
     browser
-        .wait_for_text("The issues of the last synchronization session.", false, LIMIT)
+        .wait_for_text("The issues of the last synchronization session.", LIMIT)
         .await;
     browser
         .go(&fleet.url(&format!("/panel/users/{connected}/activity")))
         .await;
-    browser.wait_for_text("Rows to show", false, LIMIT).await;
+    browser.wait_for_text("Rows to show", LIMIT).await;
 
     // A mass action with a mixed result: delete refuses the user whose
     // mailbox the sync initialized, and deletes the other.
@@ -342,13 +307,11 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         .await;
     let question = browser.accept_dialog().await;
     assert_eq!(question, "Delete: 2 users?");
-    let page = browser
-        .wait_for_text("Delete: 1 succeeded, 1 failed.", false, LIMIT)
-        .await;
+    let page = browser.wait_for_text("Delete: 1 succeeded, 1 failed.", LIMIT).await;
     assert!(page.contains("mailbox"), "the refusal's reason is shown: {page}");
     assert_eq!(
         browser
-            .script("return document.querySelector('#toasts .toast').className;", json!([]))
+            .script("return document.querySelector('#toasts .toast').className;")
             .await,
         "toast fail"
     );
@@ -367,14 +330,14 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     let document = json!({"schema_version": 1, "objects": {"Contact": {"visible": true, "fields": ["Name"], "order": 1}}, "behavior": {"auto_open": true}});
     browser.fill("textarea[name=document]", &document.to_string()).await;
     browser.click_on("form.card button[value=save]").await;
-    browser.wait_for_text("Saved.", false, LIMIT).await;
+    browser.wait_for_text("Saved.", LIMIT).await;
     // ...which the admin pushes to two colleagues.
     browser
         .go(&fleet.url(&format!("/panel/customization?organization_id={acme}")))
         .await;
     browser.choose("select[name=from_user_id]", &zed.to_string()).await;
     browser.click_on("form.filters button[type=submit]").await;
-    browser.wait_for_text("0 Selected users", false, LIMIT).await;
+    browser.wait_for_text("0 Selected users", LIMIT).await;
     for recipient in &recipients {
         browser
             .click_on(&format!("input[data-push-user][value=\"{recipient}\"]"))
@@ -383,7 +346,7 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     assert_eq!(browser.text("button[data-selected-count]").await, "2 Selected users");
     browser.screenshot("08-customization-push").await;
     browser.click_on("button[data-selected-count]").await;
-    browser.wait_for_text("Customization push", false, LIMIT).await;
+    browser.wait_for_text("Customization push", LIMIT).await;
     push_completes(&browser).await;
     assert_eq!(browser.text("[data-field=applied]").await, "2");
     assert_eq!(browser.text("[data-field=failed]").await, "0");
@@ -407,7 +370,7 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     browser.click_on("button[value=all]").await;
     let question = browser.accept_dialog().await;
     assert!(question.starts_with("Push to every user"), "{question}");
-    browser.wait_for_text("Customization push", false, LIMIT).await;
+    browser.wait_for_text("Customization push", LIMIT).await;
     push_completes(&browser).await;
     assert_eq!(browser.text("[data-field=total]").await, "2", "the name filter applied");
     assert_eq!(browser.text("[data-field=applied]").await, "2");
@@ -424,7 +387,7 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         .click_on("form[action$='/default-customization'] button.primary")
         .await;
     browser
-        .wait_for_text("Default not saved: document: not JSON", false, LIMIT)
+        .wait_for_text("Default not saved: document: not JSON", LIMIT)
         .await;
     let default = json!({"schema_version": 1, "behavior": {"auto_open": false}});
     browser
@@ -433,7 +396,7 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     browser
         .click_on("form[action$='/default-customization'] button.primary")
         .await;
-    let page = browser.wait_for_text("Saved.", false, LIMIT).await;
+    let page = browser.wait_for_text("Saved.", LIMIT).await;
     assert!(page.contains("Version 1, set by admin@fleet.example"), "{page}");
 
     // The organization's activity: the rows box refuses what the API
@@ -443,17 +406,14 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
         .await;
     browser.fill("input[name=rows]", "5000").await;
     browser
-        .script(
-            "document.querySelector('input[name=rows]').removeAttribute('max');",
-            json!([]),
-        )
+        .script("document.querySelector('input[name=rows]').removeAttribute('max');")
         .await;
     browser.click_on("form.filters button.primary").await;
-    let page = browser.wait_for_text("rows", false, LIMIT).await;
+    let page = browser.wait_for_text("rows", LIMIT).await;
     assert!(page.contains("rows:"), "the API's error names the field: {page}");
     browser.fill("input[name=rows]", "0").await;
     browser.click_on("form.filters button.primary").await;
-    let page = browser.wait_for_text("organization_created", false, LIMIT).await;
+    let page = browser.wait_for_text("organization_created", LIMIT).await;
     assert!(page.contains("user_added"), "{page}");
     assert!(browser.url().await.contains("rows=0"));
     browser.screenshot("10-organization-activity").await;
@@ -462,7 +422,7 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
             "var done = arguments[arguments.length - 1];\
              fetch(document.querySelector('a[data-export]').href, {credentials: 'same-origin'})\
                .then(function (r) { return r.text().then(function (t) { done({status: r.status, type: r.headers.get('content-type'), disposition: r.headers.get('content-disposition'), body: t}); }); });",
-            json!([]),
+            vec![],
         )
         .await;
     assert_eq!(csv["status"], 200, "{csv}");
@@ -488,11 +448,11 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     browser
         .go(&fleet.url(&format!("/panel/organizations/{acme}/statistics")))
         .await;
-    browser.wait_for_text("Zed Zulu", false, LIMIT).await;
+    browser.wait_for_text("Zed Zulu", LIMIT).await;
     browser
         .go(&fleet.url(&format!("/panel/organizations/{acme}/email-configuration")))
         .await;
-    browser.wait_for_text("Office 365", false, LIMIT).await;
+    browser.wait_for_text("Office 365", LIMIT).await;
 
     // Deleting an organization asks first, and is refused while a mailbox
     // of it is initialized, with the reason; the disabled one goes.
@@ -516,7 +476,7 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
             .await;
         let question = browser.accept_dialog().await;
         assert!(question.starts_with("Delete the organization "), "{question}");
-        browser.wait_for_text(outcome, false, LIMIT).await;
+        browser.wait_for_text(outcome, LIMIT).await;
     }
     let left: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM organizations WHERE id = ANY($1)")
         .bind(vec![connected_org, disabled])
@@ -531,12 +491,9 @@ async fn an_admin_runs_the_fleet_from_the_panel_in_a_real_browser() {
     browser
         .go(&fleet.url(&format!("/panel/users?organization_id={acme}")))
         .await;
-    browser.wait_for_text("Zed Zulu", false, LIMIT).await;
+    browser.wait_for_text("Zed Zulu", LIMIT).await;
     let overflow = browser
-        .script(
-            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
-            json!([]),
-        )
+        .script("return document.documentElement.scrollWidth - document.documentElement.clientWidth;")
         .await;
     assert!(
         overflow.as_i64().unwrap_or(1) <= 0,

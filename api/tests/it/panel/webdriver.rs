@@ -1,23 +1,50 @@
-//! A minimal WebDriver client: Debian's ChromeDriver on a free port of the
-//! loopback, driving Debian's Chromium headless, over plain HTTP and JSON
-//! (W3C WebDriver). Only what the panel's tests use.
+//! The panel's browser: Debian's ChromeDriver on a free port of the
+//! loopback driving Debian's Chromium headless, through fantoccini (W3C
+//! WebDriver over plain HTTP). Here is only what fantoccini leaves to its
+//! user: the driver's process, the session's capabilities, the tests'
+//! vocabulary (a CSS selector in, a panic naming it out), and waits for the
+//! conditions fantoccini's `wait()` has no builder for (a page's text, an
+//! open dialog).
 
-use std::{path::PathBuf, process::Child, time::Duration};
+use std::{
+    future::Future, net::SocketAddr, os::unix::process::CommandExt, path::PathBuf, process::Child, time::Duration,
+};
 
-use base64::Engine;
+use fantoccini::{Client, ClientBuilder, Locator, elements::Element, key::Key};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
-use syncfleet_testkit::free_port;
+use syncfleet_testkit::{free_port, wait_until};
 
-/// The key W3C WebDriver names elements by.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// How long an element may take to appear, or a dialog to open.
+const FIND: Duration = Duration::from_secs(10);
 
-/// ChromeDriver with one headless Chromium session; both stop on drop.
+/// How often a condition is checked again.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// How often a page is reloaded while waiting for what it shows.
+pub const RELOAD: Duration = Duration::from_millis(500);
+
+/// A headless Chromium session; the session, ChromeDriver and the browser's
+/// profile go on drop (fields drop in order).
 pub struct Browser {
-    driver: Child,
-    http: reqwest::Client,
-    session: String,
-    base: String,
+    client: Client,
+    _driver: Driver,
     _profile: TempDir,
+}
+
+/// ChromeDriver's process, leading a process group of its own that the
+/// Chromium it starts joins: the group is killed on drop, so a test that
+/// panics leaves no browser behind.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
+        let _ = self.0.wait();
+    }
 }
 
 /// A directory removed on drop (Chromium's fresh profile).
@@ -29,54 +56,33 @@ impl Drop for TempDir {
     }
 }
 
-/// An element of the page.
-#[derive(Clone)]
-pub struct Element(String);
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // Best effort: the session ends with the driver anyway.
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
 impl Browser {
-    /// Starts ChromeDriver and a headless Chromium `width` pixels wide.
+    /// Starts ChromeDriver and a headless Chromium `width` by `height`
+    /// pixels.
     pub async fn start(width: u32, height: u32) -> Self {
         assert!(
             std::path::Path::new("/usr/bin/chromedriver").exists(),
             "/usr/bin/chromedriver is missing: scripts/browser.sh installs Debian's chromium and chromium-driver"
         );
-        let port = free_port();
-        let driver = std::process::Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        syncfleet_connectors::http::install_tls_provider();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = http.get(format!("{base}/status")).send().await;
-            if let Ok(response) = ready
-                && let Ok(status) = response.json::<Value>().await
-                && status["value"]["ready"] == true
-            {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let driver = Driver(
+            std::process::Command::new("/usr/bin/chromedriver")
+                .arg(format!("--port={}", address.port()))
+                .process_group(0)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_until(Duration::from_secs(20), "chromedriver to listen", || async move {
+            tokio::net::TcpStream::connect(address).await.is_ok()
+        })
+        .await;
         let profile = std::env::temp_dir().join(format!("sf-panel-chromium-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&profile).unwrap();
-        let capabilities = json!({"capabilities": {"alwaysMatch": {
+        let capabilities = serde_json::from_value(json!({
             "browserName": "chrome",
+            // The tests answer `confirm()` themselves.
             "unhandledPromptBehavior": "ignore",
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
@@ -88,171 +94,119 @@ impl Browser {
                     format!("--user-data-dir={}", profile.display()),
                 ]
             }
-        }}});
-        let mut browser = Self {
-            driver,
-            http,
-            session: String::new(),
-            base,
+        }))
+        .unwrap();
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://{address}"))
+            .await
+            .unwrap_or_else(|error| panic!("no WebDriver session: {error}"));
+        Self {
+            client,
+            _driver: driver,
             _profile: TempDir(profile),
-        };
-        let created = browser.raw("POST", "/session", Some(capabilities)).await;
-        browser.session = created["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {created}"))
-            .to_owned();
-        browser
-    }
-
-    async fn raw(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}{path}", self.base);
-        let request = match method {
-            "GET" => self.http.get(url),
-            "DELETE" => self.http.delete(url),
-            _ => self.http.post(url).json(&body.unwrap_or_else(|| json!({}))),
-        };
-        let response = request.send().await.unwrap();
-        let answer: Value = response.json().await.unwrap();
-        if let Some(error) = answer["value"]["error"].as_str() {
-            panic!("WebDriver {method} {path}: {error}: {}", answer["value"]["message"]);
         }
-        answer["value"].clone()
-    }
-
-    /// Like `raw`, answering the error instead of panicking.
-    async fn try_raw(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
-        let url = format!("{}{path}", self.base);
-        let request = match method {
-            "GET" => self.http.get(url),
-            _ => self.http.post(url).json(&body.unwrap_or_else(|| json!({}))),
-        };
-        let answer: Value = request.send().await.unwrap().json().await.unwrap();
-        match answer["value"]["error"].as_str() {
-            Some(error) => Err(format!("{error}: {}", answer["value"]["message"])),
-            None => Ok(answer["value"].clone()),
-        }
-    }
-
-    fn at(&self, path: &str) -> String {
-        format!("/session/{}{path}", self.session)
     }
 
     /// Opens a URL.
     pub async fn go(&self, url: &str) {
-        self.raw("POST", &self.at("/url"), Some(json!({ "url": url }))).await;
+        self.client
+            .goto(url)
+            .await
+            .unwrap_or_else(|error| panic!("open {url}: {error}"));
     }
 
     /// The current URL.
     pub async fn url(&self) -> String {
-        self.raw("GET", &self.at("/url"), None)
+        self.client.current_url().await.unwrap().to_string()
+    }
+
+    /// The first element matching `css`, waiting for it to appear.
+    pub async fn element(&self, css: &str) -> Element {
+        self.wait_for_element(css, FIND).await
+    }
+
+    /// The first element matching `css`, waiting up to `limit` for it to
+    /// appear; the panic names the selector and shows the page.
+    pub async fn wait_for_element(&self, css: &str, limit: Duration) -> Element {
+        match self
+            .client
+            .wait()
+            .at_most(limit)
+            .every(POLL)
+            .for_element(Locator::Css(css))
             .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    /// The first element matching a CSS selector (panics when none).
-    pub async fn find(&self, css: &str) -> Element {
-        let found = self
-            .raw(
-                "POST",
-                &self.at("/element"),
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        Element(
-            found[ELEMENT]
-                .as_str()
-                .unwrap_or_else(|| panic!("no element {css:?}: {found}"))
-                .to_owned(),
-        )
-    }
-
-    /// Every element matching a CSS selector.
-    pub async fn find_all(&self, css: &str) -> Vec<Element> {
-        let found = self
-            .raw(
-                "POST",
-                &self.at("/elements"),
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        found
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|item| Element(item[ELEMENT].as_str().unwrap().to_owned()))
-            .collect()
-    }
-
-    /// Clicks the first element matching `css`, finding it again when the
-    /// page replaced it meanwhile (a form submitted, a reload).
-    pub async fn click_on(&self, css: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let element = self.find(css).await;
-            match self
-                .try_raw("POST", &self.at(&format!("/element/{}/click", element.0)), None)
-                .await
-            {
-                Ok(_) => return,
-                Err(error) if error.starts_with("stale element") && tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(error) => panic!("click on {css:?}: {error}"),
-            }
+        {
+            Ok(element) => element,
+            Err(error) => panic!(
+                "{error}: no element {css:?} after {limit:?} on {}; the page says:\n{}",
+                self.url().await,
+                self.body_text().await
+            ),
         }
     }
 
-    /// Replaces an input's text.
-    pub async fn fill(&self, css: &str, text: &str) {
-        let element = self.find(css).await;
-        self.raw("POST", &self.at(&format!("/element/{}/clear", element.0)), None)
-            .await;
-        self.raw(
-            "POST",
-            &self.at(&format!("/element/{}/value", element.0)),
-            Some(json!({ "text": text })),
-        )
-        .await;
+    /// Every element matching `css`, as the page is now.
+    pub async fn find_all(&self, css: &str) -> Vec<Element> {
+        self.client.find_all(Locator::Css(css)).await.unwrap()
     }
 
-    /// Types keys (WebDriver's key codes: Enter is `\u{E007}`, Escape
-    /// `\u{E00C}`) into the first element matching `css`.
-    pub async fn keys(&self, css: &str, keys: &str) {
-        let element = self.find(css).await;
-        self.raw(
-            "POST",
-            &self.at(&format!("/element/{}/value", element.0)),
-            Some(json!({ "text": keys })),
-        )
-        .await;
-    }
-
-    /// Chooses an option of a select by its value.
-    pub async fn choose(&self, select_css: &str, value: &str) {
-        self.click_on(&format!("{select_css} option[value=\"{value}\"]")).await;
-    }
-
-    /// An element's visible text.
-    pub async fn text_of(&self, element: &Element) -> String {
-        self.raw("GET", &self.at(&format!("/element/{}/text", element.0)), None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+    /// The visible text of every element matching `css`.
+    pub async fn texts(&self, css: &str) -> Vec<String> {
+        let mut texts = Vec::new();
+        for element in self.find_all(css).await {
+            texts.push(element.text().await.unwrap());
+        }
+        texts
     }
 
     /// The visible text of the first element matching `css`.
     pub async fn text(&self, css: &str) -> String {
-        let element = self.find(css).await;
-        self.text_of(&element).await
+        self.element(css).await.text().await.unwrap()
+    }
+
+    /// Clicks the first element matching `css`, finding it again when the
+    /// page replaced it between the lookup and the click (a form answered,
+    /// a reload).
+    pub async fn click_on(&self, css: &str) {
+        self.until(&format!("a click on {css:?} to land"), FIND, POLL, || async {
+            match self.element(css).await.click().await {
+                Ok(()) => Ok(()),
+                Err(error) if error.is_stale_element_reference() => Err(error.to_string()),
+                Err(error) => panic!("click on {css:?}: {error}"),
+            }
+        })
+        .await;
+    }
+
+    /// Replaces an input's text.
+    pub async fn fill(&self, css: &str, text: &str) {
+        let element = self.element(css).await;
+        element.clear().await.unwrap();
+        element
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|error| panic!("type into {css:?}: {error}"));
+    }
+
+    /// Presses a key in the first element matching `css`.
+    pub async fn keys(&self, css: &str, key: Key) {
+        self.element(css).await.send_keys(&key).await.unwrap();
+    }
+
+    /// Chooses an option of a select by its value.
+    pub async fn choose(&self, select_css: &str, value: &str) {
+        self.element(select_css)
+            .await
+            .select_by_value(value)
+            .await
+            .unwrap_or_else(|error| panic!("choose {value:?} in {select_css:?}: {error}"));
     }
 
     /// The page's whole visible text.
     pub async fn body_text(&self) -> String {
         // A script, not an element: the page may be replaced meanwhile.
-        self.script("return document.body ? document.body.innerText : '';", json!([]))
+        self.script("return document.body ? document.body.innerText : '';")
             .await
             .as_str()
             .unwrap_or_default()
@@ -260,92 +214,104 @@ impl Browser {
     }
 
     /// Runs a script in the page; answers its return value.
-    pub async fn script(&self, script: &str, args: Value) -> Value {
-        self.raw(
-            "POST",
-            &self.at("/execute/sync"),
-            Some(json!({"script": script, "args": args})),
-        )
-        .await
+    pub async fn script(&self, script: &str) -> Value {
+        self.client
+            .execute(script, Vec::new())
+            .await
+            .unwrap_or_else(|error| panic!("script {script:?}: {error}"))
     }
 
     /// Runs an asynchronous script (its last argument is the callback).
-    pub async fn script_async(&self, script: &str, args: Value) -> Value {
-        self.raw(
-            "POST",
-            &self.at("/execute/async"),
-            Some(json!({"script": script, "args": args})),
-        )
-        .await
+    pub async fn script_async(&self, script: &str, args: Vec<Value>) -> Value {
+        self.client
+            .execute_async(script, args)
+            .await
+            .unwrap_or_else(|error| panic!("script {script:?}: {error}"))
     }
 
-    /// Accepts the open `confirm()`; answers its text.
+    /// Waits for a `confirm()` to open, accepts it; answers its text.
     pub async fn accept_dialog(&self) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(text) = self.try_raw("GET", &self.at("/alert/text"), None).await {
-                self.raw("POST", &self.at("/alert/accept"), None).await;
-                return text.as_str().unwrap_or_default().to_owned();
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no dialog opened");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let text = self
+            .until("a dialog to open", FIND, POLL, || async {
+                match self.client.get_alert_text().await {
+                    Ok(text) => Ok(text),
+                    Err(error) if error.is_no_such_alert() => Err("no dialog".to_owned()),
+                    Err(error) => panic!("a dialog's text: {error}"),
+                }
+            })
+            .await;
+        self.client.accept_alert().await.unwrap();
+        text
     }
 
     /// Resizes the window.
     pub async fn resize(&self, width: u32, height: u32) {
-        self.raw(
-            "POST",
-            &self.at("/window/rect"),
-            Some(json!({"width": width, "height": height})),
-        )
-        .await;
+        self.client.set_window_size(width, height).await.unwrap();
     }
 
-    /// Polls until the page's text holds `needle` (reloading with `reload`).
-    pub async fn wait_for_text(&self, needle: &str, reload: bool, limit: Duration) -> String {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
+    /// Waits until the page's visible text holds `needle`; answers the text.
+    pub async fn wait_for_text(&self, needle: &str, limit: Duration) -> String {
+        self.until(&format!("{needle:?} in the page"), limit, POLL, || async {
+            let text = self.body_text().await;
+            if text.contains(needle) { Ok(text) } else { Err(text) }
+        })
+        .await
+    }
+
+    /// Like [`Browser::wait_for_text`], reloading the page between looks:
+    /// for a page that shows what the fleet does meanwhile.
+    pub async fn wait_for_text_reloading(&self, needle: &str, limit: Duration) -> String {
+        self.until(&format!("{needle:?} in the page"), limit, RELOAD, || async {
             let text = self.body_text().await;
             if text.contains(needle) {
-                return text;
+                return Ok(text);
             }
+            self.client.refresh().await.unwrap();
+            Err(text)
+        })
+        .await
+    }
+
+    /// Checks `condition` every `every` until it answers `Ok`, for at most
+    /// `limit`: the conditions fantoccini's `wait()` has no builder for.
+    /// The panic names `what`, the page's URL and what `condition` last
+    /// answered (`Err`).
+    pub async fn until<T, F, Fut>(&self, what: &str, limit: Duration, every: Duration, mut condition: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, String>>,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let seen = match condition().await {
+                Ok(value) => return value,
+                Err(seen) => seen,
+            };
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "timed out after {limit:?} waiting for {needle:?} on {}; the page says:\n{text}",
+                "timed out after {limit:?} waiting for {what} on {}; last seen:\n{seen}",
                 self.url().await
             );
-            tokio::time::sleep(Duration::from_millis(if reload { 500 } else { 100 })).await;
-            if reload {
-                self.raw("POST", &self.at("/refresh"), None).await;
-            }
+            tokio::time::sleep(every).await;
         }
     }
 
     /// Saves a PNG of the viewport as `artifacts/screenshots/<name>.png`.
     pub async fn screenshot(&self, name: &str) {
-        let encoded = self.raw("GET", &self.at("/screenshot"), None).await;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(encoded.as_str().unwrap_or_default())
-            .unwrap();
+        let png = self.client.screenshot().await.unwrap();
         assert!(png.starts_with(b"\x89PNG"), "a screenshot is a PNG");
-        let directory = screenshots();
+        let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../artifacts/screenshots");
         std::fs::create_dir_all(&directory).unwrap();
         std::fs::write(directory.join(format!("{name}.png")), png).unwrap();
     }
 
-    /// Ends the session and the driver.
+    /// Ends the session, then the driver.
     pub async fn stop(self) {
-        let _ = self
-            .http
-            .delete(format!("{}/session/{}", self.base, self.session))
-            .send()
-            .await;
+        let Self {
+            client,
+            _driver,
+            _profile,
+        } = self;
+        let _ = client.close().await;
     }
-}
-
-/// Where the tests save screenshots (ignored by git; `docs/screenshots`
-/// holds the copies the README shows).
-pub fn screenshots() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../artifacts/screenshots")
 }
