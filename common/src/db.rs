@@ -28,7 +28,7 @@ fn pool_options(config: &CommonConfig) -> PgPoolOptions {
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(|connection, _| {
             Box::pin(async move {
-                sqlx::query("SET TIME ZONE 'UTC'").execute(connection).await?;
+                sqlx::query!("SET TIME ZONE 'UTC'").execute(connection).await?;
                 Ok(())
             })
         })
@@ -158,22 +158,23 @@ pub async fn maintain_partitions(pool: &PgPool, retention: Retention) -> Result<
         } else {
             retention.ahead_days
         };
-        let created: i32 = sqlx::query_scalar(
+        let created = sqlx::query_scalar!(
             "SELECT syncfleet_ensure_partitions($1, $2, (now() AT TIME ZONE 'UTC')::date - 1, \
-             (now() AT TIME ZONE 'UTC')::date + $3::int + 1)",
+             (now() AT TIME ZONE 'UTC')::date + $3::int + 1) AS \"created!\"",
+            table,
+            step,
+            ahead as i32
         )
-        .bind(table)
-        .bind(step)
-        .bind(ahead as i32)
         .fetch_one(pool)
         .await?;
-        let dropped: i32 =
-            sqlx::query_scalar("SELECT syncfleet_drop_partitions($1, $2, now() - make_interval(days => $3::int))")
-                .bind(table)
-                .bind(step)
-                .bind(keep_days as i32)
-                .fetch_one(pool)
-                .await?;
+        let dropped = sqlx::query_scalar!(
+            "SELECT syncfleet_drop_partitions($1, $2, now() - make_interval(days => $3::int)) AS \"dropped!\"",
+            table,
+            step,
+            keep_days as i32
+        )
+        .fetch_one(pool)
+        .await?;
         report.created += created;
         report.dropped += dropped;
     }

@@ -114,7 +114,8 @@ async fn ready(State(state): State<OpsState>) -> (StatusCode, &'static str) {
     if state.health.needs_broker && !state.health.broker_connected.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable");
     }
-    match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&state.pool)).await {
+    let probe = sqlx::query_scalar!("SELECT 1").fetch_one(&state.pool);
+    match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, probe).await {
         Ok(Ok(_)) => (StatusCode::OK, "ready"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
     }

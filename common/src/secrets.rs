@@ -586,54 +586,51 @@ pub async fn reencrypt_all(pool: &PgPool, ring: &KeyRing, batch: i64) -> Result<
     let mut done = Reencrypted::default();
     loop {
         let mut transaction = pool.begin().await?;
-        let rows = sqlx::query(
+        let rows = sqlx::query!(
             "SELECT id, user_id, organization_id, kind, key_version, nonce, ciphertext FROM credentials
              WHERE key_version <> $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            ring.current_version(),
+            batch
         )
-        .bind(ring.current_version())
-        .bind(batch)
         .fetch_all(&mut *transaction)
         .await?;
         if rows.is_empty() {
             break;
         }
-        for row in &rows {
-            let id: Uuid = row.try_get("id")?;
-            let kind: String = row.try_get("kind")?;
-            let kind = CredentialKind::parse(&kind).ok_or(OpenError::Corrupt)?;
-            let owner = match (
-                row.try_get::<Option<Uuid>, _>("user_id")?,
-                row.try_get::<Option<Uuid>, _>("organization_id")?,
-            ) {
+        for row in rows {
+            let kind = CredentialKind::parse(&row.kind).ok_or(OpenError::Corrupt)?;
+            let owner = match (row.user_id, row.organization_id) {
                 (Some(user), _) => Owner::User(user),
                 (None, Some(organization)) => Owner::Organization(organization),
                 (None, None) => return Err(OpenError::Corrupt.into()),
             };
             let sealed = Sealed {
-                key_version: row.try_get("key_version")?,
-                nonce: row.try_get("nonce")?,
-                ciphertext: row.try_get("ciphertext")?,
+                key_version: row.key_version,
+                nonce: row.nonce,
+                ciphertext: row.ciphertext,
             };
             let secret = ring.open(owner, kind, &sealed)?;
             let resealed = ring.seal(owner, kind, &secret);
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE credentials SET key_version = $2, nonce = $3, ciphertext = $4, updated_at = now()
                  WHERE id = $1",
+                row.id,
+                resealed.key_version,
+                &resealed.nonce,
+                &resealed.ciphertext
             )
-            .bind(id)
-            .bind(resealed.key_version)
-            .bind(&resealed.nonce)
-            .bind(&resealed.ciphertext)
             .execute(&mut *transaction)
             .await?;
             done.resealed += 1;
         }
         transaction.commit().await?;
     }
-    done.current = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM credentials WHERE key_version = $1")
-        .bind(ring.current_version())
-        .fetch_one(pool)
-        .await? as u64;
+    done.current = sqlx::query_scalar!(
+        "SELECT count(*) AS \"count!\" FROM credentials WHERE key_version = $1",
+        ring.current_version()
+    )
+    .fetch_one(pool)
+    .await? as u64;
     done.current = done.current.saturating_sub(done.resealed);
     Ok(done)
 }

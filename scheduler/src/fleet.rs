@@ -16,30 +16,35 @@ pub struct Gauges {
 
 /// Reads every gauge in one statement.
 pub async fn gauges(pool: &PgPool) -> Result<Gauges, sqlx::Error> {
-    let row: (i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT \
-           (SELECT count(*) FROM email_outbox WHERE status IN ('pending', 'sending')), \
+           (SELECT count(*) FROM email_outbox WHERE status IN ('pending', 'sending')) AS \"outbox_backlog!\", \
            (SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::bigint, 0) \
-              FROM email_outbox WHERE status IN ('pending', 'sending')), \
-           (SELECT count(*) FROM users WHERE sync_status = 'disabled_auth_error'), \
-           (SELECT count(*) FROM users WHERE sync_status = 'disabled_throttling_error'), \
-           (SELECT count(*) FROM users WHERE sync_status = 'disabled_other_error'), \
+              FROM email_outbox WHERE status IN ('pending', 'sending')) AS \"outbox_oldest_seconds!\", \
+           (SELECT count(*) FROM users WHERE sync_status = 'disabled_auth_error') AS \"suspended_auth!\", \
+           (SELECT count(*) FROM users WHERE sync_status = 'disabled_throttling_error') \
+               AS \"suspended_throttling!\", \
+           (SELECT count(*) FROM users WHERE sync_status = 'disabled_other_error') AS \"suspended_other!\", \
            (SELECT count(*) FROM salesforce_org_usage \
-              WHERE used * 1000 >= allocation * (100 - reserve_percent) * 9), \
-           (SELECT count(*) FROM dead_jobs WHERE status = 'dead'), \
+              WHERE used * 1000 >= allocation * (100 - reserve_percent) * 9) AS \"orgs_near_reserve!\", \
+           (SELECT count(*) FROM dead_jobs WHERE status = 'dead') AS \"dead_jobs_waiting!\", \
            (SELECT count(*) FROM worker_heartbeats \
               WHERE stopped_at IS NULL AND last_seen_at > now() - interval '1 hour' \
-                AND last_seen_at < now() - make_interval(secs => 3 * interval_ms / 1000.0))",
+                AND last_seen_at < now() - make_interval(secs => 3 * interval_ms / 1000.0)) AS \"workers_silent!\"",
     )
     .fetch_one(pool)
     .await?;
     Ok(Gauges {
-        outbox_backlog: row.0,
-        outbox_oldest_seconds: row.1,
-        auto_suspended: [("auth", row.2), ("throttling", row.3), ("other", row.4)],
-        orgs_near_reserve: row.5,
-        dead_jobs_waiting: row.6,
-        workers_silent: row.7,
+        outbox_backlog: row.outbox_backlog,
+        outbox_oldest_seconds: row.outbox_oldest_seconds,
+        auto_suspended: [
+            ("auth", row.suspended_auth),
+            ("throttling", row.suspended_throttling),
+            ("other", row.suspended_other),
+        ],
+        orgs_near_reserve: row.orgs_near_reserve,
+        dead_jobs_waiting: row.dead_jobs_waiting,
+        workers_silent: row.workers_silent,
     })
 }
 
@@ -49,14 +54,14 @@ pub async fn record_queue_depths(pool: &PgPool, depths: &[(&str, f64)]) -> Resul
         return Ok(());
     }
     let (queues, values): (Vec<&str>, Vec<f64>) = depths.iter().copied().unzip();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO fleet_minutes (minute, series, label, source, value) \
          SELECT date_trunc('minute', now()), 'queue_depth', queue, 'scheduler', value \
          FROM UNNEST($1::text[], $2::float8[]) AS d(queue, value) \
          ON CONFLICT (minute, series, label, source) DO UPDATE SET value = EXCLUDED.value",
+        &queues as &[&str],
+        &values
     )
-    .bind(&queues)
-    .bind(&values)
     .execute(pool)
     .await?;
     Ok(())
@@ -65,10 +70,10 @@ pub async fn record_queue_depths(pool: &PgPool, depths: &[(&str, f64)]) -> Resul
 /// Forgets the console's history older than a day, and the heartbeats of
 /// workers gone for a day.
 pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let minutes = sqlx::query("DELETE FROM fleet_minutes WHERE minute < now() - interval '1 day'")
+    let minutes = sqlx::query!("DELETE FROM fleet_minutes WHERE minute < now() - interval '1 day'")
         .execute(pool)
         .await?;
-    let workers = sqlx::query("DELETE FROM worker_heartbeats WHERE last_seen_at < now() - interval '1 day'")
+    let workers = sqlx::query!("DELETE FROM worker_heartbeats WHERE last_seen_at < now() - interval '1 day'")
         .execute(pool)
         .await?;
     Ok(minutes.rows_affected() + workers.rows_affected())

@@ -36,30 +36,30 @@ impl Leadership {
 
     /// Takes the lease if it is free or expired; returns the term.
     pub async fn try_acquire(&self) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar(
+        sqlx::query_scalar!(
             "UPDATE leader_leases \
              SET holder = $2, term = term + 1, acquired_at = now(), \
                  expires_at = now() + $3 * interval '1 millisecond' \
              WHERE name = $1 AND (expires_at < now() OR holder IS NULL) \
              RETURNING term",
+            ROLE,
+            self.holder,
+            self.lease.as_millis() as f64
         )
-        .bind(ROLE)
-        .bind(self.holder)
-        .bind(self.lease.as_millis() as f64)
         .fetch_optional(&self.pool)
         .await
     }
 
     /// Extends the lease; `false` means another instance holds it now.
     pub async fn renew(&self, term: i64) -> Result<bool, sqlx::Error> {
-        let renewed = sqlx::query(
+        let renewed = sqlx::query!(
             "UPDATE leader_leases SET expires_at = now() + $4 * interval '1 millisecond' \
              WHERE name = $1 AND holder = $2 AND term = $3 AND expires_at > now()",
+            ROLE,
+            self.holder,
+            term,
+            self.lease.as_millis() as f64
         )
-        .bind(ROLE)
-        .bind(self.holder)
-        .bind(term)
-        .bind(self.lease.as_millis() as f64)
         .execute(&self.pool)
         .await?;
         Ok(renewed.rows_affected() == 1)
@@ -67,12 +67,14 @@ impl Leadership {
 
     /// Gives the lease up so a standby takes over at once.
     pub async fn release(&self, term: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE leader_leases SET expires_at = '-infinity' WHERE name = $1 AND holder = $2 AND term = $3")
-            .bind(ROLE)
-            .bind(self.holder)
-            .bind(term)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query!(
+            "UPDATE leader_leases SET expires_at = '-infinity' WHERE name = $1 AND holder = $2 AND term = $3",
+            ROLE,
+            self.holder,
+            term
+        )
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }
@@ -80,12 +82,12 @@ impl Leadership {
 /// Locks the lease row as its current holder for the rest of `tx`; `false`
 /// means this instance is not the leader any more.
 pub async fn fence(tx: &mut Transaction<'_, Postgres>, holder: Uuid, term: i64) -> Result<bool, sqlx::Error> {
-    let held: Option<i32> = sqlx::query_scalar(
+    let held = sqlx::query_scalar!(
         "SELECT 1 FROM leader_leases WHERE name = $1 AND holder = $2 AND term = $3 AND expires_at > now() FOR SHARE",
+        ROLE,
+        holder,
+        term
     )
-    .bind(ROLE)
-    .bind(holder)
-    .bind(term)
     .fetch_optional(&mut **tx)
     .await?;
     Ok(held.is_some())

@@ -111,7 +111,6 @@ impl OutboxConfig {
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct Email {
     id: Uuid,
     recipients: Vec<String>,
@@ -198,16 +197,16 @@ impl Relay {
                     warn!(email_id = %email.id, attempts = email.attempts, give_up, error = %error, "An email was not sent.");
                     // Not recorded (the database away): the email is sent
                     // again when its lease ends, which is what a retry does.
-                    sqlx::query(
+                    sqlx::query!(
                         "UPDATE email_outbox SET last_error = $2, \
                              status = CASE WHEN $3 THEN 'failed' ELSE 'pending' END, \
                              next_attempt_at = now() + $4 * interval '1 millisecond' \
                          WHERE id = $1 AND status = 'sending'",
+                        email.id,
+                        &error,
+                        give_up,
+                        delay.as_millis() as f64
                     )
-                    .bind(email.id)
-                    .bind(&error)
-                    .bind(give_up)
-                    .bind(delay.as_millis() as f64)
                     .execute(&self.pool)
                     .await?;
                     if give_up {
@@ -224,7 +223,8 @@ impl Relay {
     /// Claims the next email due, committed before it is sent: a pending
     /// one, or one whose sending relay's lease ended (it died sending).
     async fn claim(&self) -> Result<Option<Email>, sqlx::Error> {
-        let email = sqlx::query_as::<_, Email>(
+        let email = sqlx::query_as!(
+            Email,
             "WITH due AS ( \
                  SELECT id, status FROM email_outbox \
                  WHERE status IN ('pending', 'sending') AND next_attempt_at <= now() \
@@ -233,9 +233,10 @@ impl Relay {
              UPDATE email_outbox e SET status = 'sending', attempts = attempts + 1, \
                  next_attempt_at = now() + $1 * interval '1 millisecond' \
              FROM due WHERE e.id = due.id \
-             RETURNING e.id, e.recipients, e.subject, e.body_text, e.attempts, due.status = 'sending' AS interrupted",
+             RETURNING e.id, e.recipients, e.subject, e.body_text, e.attempts, \
+                 due.status = 'sending' AS \"interrupted!\"",
+            SENDING_LEASE.as_millis() as f64
         )
-        .bind(SENDING_LEASE.as_millis() as f64)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(email) = email.as_ref().filter(|email| email.interrupted) {
@@ -251,11 +252,11 @@ impl Relay {
     /// away: the fact is held in memory rather than the email sent again.
     async fn record_sent(&self, id: Uuid) -> Result<(), sqlx::Error> {
         let record = || async {
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE email_outbox SET status = 'sent', sent_at = now(), last_error = NULL \
                  WHERE id = $1 AND status = 'sending'",
+                id
             )
-            .bind(id)
             .execute(&self.pool)
             .await
             .map(drop)

@@ -44,7 +44,6 @@ pub enum TickError {
     PublishTimeout(Duration),
 }
 
-#[derive(sqlx::FromRow)]
 struct DueUser {
     id: Uuid,
     next_sync_at: DateTime<Utc>,
@@ -85,18 +84,19 @@ impl Tick<'_> {
         if !leader::fence(&mut tx, self.holder, self.term).await? {
             return Err(TickError::NotLeader);
         }
-        let due = sqlx::query_as::<_, DueUser>(
+        let due = sqlx::query_as!(
+            DueUser,
             "SELECT r.user_id AS id, r.next_sync_at, \
-                    u.sync_status = 'enabled' AND o.sync_enabled AS enabled, \
-                    (r.running_session_id IS NOT NULL AND r.lease_expires_at > now()) AS running, \
-                    now() AS now \
+                    u.sync_status = 'enabled' AND o.sync_enabled AS \"enabled!\", \
+                    (r.running_session_id IS NOT NULL AND r.lease_expires_at > now()) AS \"running!\", \
+                    now() AS \"now!\" \
              FROM user_runs r JOIN users u ON u.id = r.user_id JOIN organizations o ON o.id = u.organization_id \
              WHERE r.next_sync_at <= now() AND r.queued_job_id IS NULL \
              ORDER BY r.next_sync_at \
              LIMIT $1 \
              FOR UPDATE OF r SKIP LOCKED",
+            self.batch_size
         )
-        .bind(self.batch_size)
         .fetch_all(&mut *tx)
         .await?;
         if due.is_empty() {
@@ -130,16 +130,16 @@ impl Tick<'_> {
                 .await
                 .map_err(|_| TickError::PublishTimeout(PUBLISH_TIMEOUT))??;
         }
-        sqlx::query(
+        sqlx::query!(
             "UPDATE user_runs r \
              SET next_sync_at = d.next_sync_at, queued_job_id = d.job_id, \
                  queued_at = CASE WHEN d.job_id IS NULL THEN NULL ELSE now() END \
              FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[]) AS d(id, next_sync_at, job_id) \
              WHERE r.user_id = d.id",
+            &ids,
+            &next_slots,
+            &job_ids as &[Option<Uuid>]
         )
-        .bind(&ids)
-        .bind(&next_slots)
-        .bind(&job_ids)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -159,7 +159,7 @@ impl Tick<'_> {
 /// through the slot index (the scheduler moved the slot on when it queued
 /// the job, so a job still queued long after its slot passed is lost).
 pub async fn sweep(pool: &PgPool, queued_job_timeout: Duration) -> Result<(u64, u64), sqlx::Error> {
-    let abandoned = sqlx::query(
+    let abandoned = sqlx::query!(
         "WITH expired AS ( \
              SELECT r.user_id, r.running_session_id AS session_id \
              FROM sync_sessions s JOIN user_runs r ON r.user_id = s.user_id AND r.running_session_id = s.id \
@@ -179,12 +179,12 @@ pub async fn sweep(pool: &PgPool, queued_job_timeout: Duration) -> Result<(u64, 
     .execute(pool)
     .await?
     .rows_affected();
-    let recovered = sqlx::query(
+    let recovered = sqlx::query!(
         "UPDATE user_runs SET queued_job_id = NULL, queued_at = NULL \
          WHERE next_sync_at <= now() AND queued_job_id IS NOT NULL \
            AND queued_at < now() - $1 * interval '1 millisecond' AND running_session_id IS NULL",
+        queued_job_timeout.as_millis() as f64
     )
-    .bind(queued_job_timeout.as_millis() as f64)
     .execute(pool)
     .await?
     .rows_affected();

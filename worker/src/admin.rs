@@ -171,7 +171,6 @@ enum Start {
     Busy(Duration),
 }
 
-#[derive(sqlx::FromRow)]
 struct UserLease {
     organization_id: Uuid,
     running_session_id: Option<Uuid>,
@@ -188,12 +187,13 @@ async fn start(
     lease: Duration,
 ) -> Result<Start, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let Some(user) = sqlx::query_as::<_, UserLease>(
+    let Some(user) = sqlx::query_as!(
+        UserLease,
         "SELECT u.organization_id, r.running_session_id, \
                 EXTRACT(EPOCH FROM (r.lease_expires_at - now()))::float8 * 1000 AS lease_remaining_ms \
          FROM users u JOIN user_runs r ON r.user_id = u.id WHERE u.id = $1 FOR UPDATE OF u, r",
+        user_id
     )
-    .bind(user_id)
     .fetch_optional(&mut *tx)
     .await?
     else {
@@ -201,13 +201,14 @@ async fn start(
     };
     // A statement of its own: it sees what the API committed while this
     // transaction waited for the row lock.
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT status, requested_by FROM admin_jobs WHERE id = $1 AND user_id = $2")
-            .bind(job.job_id)
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((status, requested_by)) = row else {
+    let row = sqlx::query!(
+        "SELECT status, requested_by FROM admin_jobs WHERE id = $1 AND user_id = $2",
+        job.job_id,
+        user_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((status, requested_by)) = row.map(|row| (row.status, row.requested_by)) else {
         return Ok(Start::Drop(
             "the job has no admin job row (its request was not committed)",
         ));
@@ -224,7 +225,7 @@ async fn start(
             // The holder's lease expired: its worker died or stalled. A
             // session it held ends as abandoned, as a session's claim does.
             // (The holder may be another admin job: no session then.)
-            sqlx::query(
+            sqlx::query!(
                 "WITH abandoned AS ( \
                      UPDATE sync_sessions SET status = 'abandoned', ended_at = now(), error_source = 'engine', \
                          error_category = 'internal', \
@@ -234,27 +235,27 @@ async fn start(
                  UPDATE user_runs SET last_session_id = $2, last_session_at = now(), \
                      last_session_status = 'abandoned' \
                  WHERE user_id = $1 AND EXISTS (SELECT 1 FROM abandoned)",
+                user_id,
+                holder
             )
-            .bind(user_id)
-            .bind(holder)
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
+        sqlx::query!(
             "UPDATE user_runs SET running_session_id = $2, lease_expires_at = now() + $3 * interval '1 millisecond' \
              WHERE user_id = $1",
+            user_id,
+            job.job_id,
+            lease.as_millis() as f64
         )
-        .bind(user_id)
-        .bind(job.job_id)
-        .bind(lease.as_millis() as f64)
         .execute(&mut *tx)
         .await?;
     }
-    let at: DateTime<Utc> = sqlx::query_scalar(
+    let at = sqlx::query_scalar!(
         "UPDATE admin_jobs SET status = 'running', started_at = COALESCE(started_at, now()) \
-         WHERE id = $1 RETURNING started_at",
+         WHERE id = $1 RETURNING started_at AS \"started_at!\"",
+        job.job_id
     )
-    .bind(job.job_id)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -267,12 +268,12 @@ async fn start(
 
 /// Releases the user's lease if this job still holds it.
 async fn release(pool: &PgPool, user_id: Uuid, job_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE user_runs SET running_session_id = NULL, lease_expires_at = NULL \
          WHERE user_id = $1 AND running_session_id = $2",
+        user_id,
+        job_id
     )
-    .bind(user_id)
-    .bind(job_id)
     .execute(pool)
     .await
     .map(drop)
@@ -441,24 +442,22 @@ async fn finish(
     if action.mutates() {
         // The user's row before its run row, as every transaction locking
         // both (the effects below write the user's row).
-        sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
-            .bind(user_id)
-            .execute(&mut *tx)
+        sqlx::query_scalar!("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+            .fetch_optional(&mut *tx)
             .await?;
-        let released = sqlx::query(
+        let released = sqlx::query!(
             "UPDATE user_runs SET running_session_id = NULL, lease_expires_at = NULL \
              WHERE user_id = $1 AND running_session_id = $2",
+            user_id,
+            job.job_id
         )
-        .bind(user_id)
-        .bind(job.job_id)
         .execute(&mut *tx)
         .await?;
         if released.rows_affected() == 0 {
             return Ok(false);
         }
     }
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM admin_jobs WHERE id = $1 FOR UPDATE")
-        .bind(job.job_id)
+    let status = sqlx::query_scalar!("SELECT status FROM admin_jobs WHERE id = $1 FOR UPDATE", job.job_id)
         .fetch_optional(&mut *tx)
         .await?;
     if !matches!(status.as_deref(), Some("queued" | "running")) {
@@ -475,13 +474,15 @@ async fn finish(
         }
         Err(message) => ("failed", None, Some(message)),
     };
-    sqlx::query("UPDATE admin_jobs SET status = $2, finished_at = now(), result = $3, error = $4 WHERE id = $1")
-        .bind(job.job_id)
-        .bind(status)
-        .bind(result)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE admin_jobs SET status = $2, finished_at = now(), result = $3, error = $4 WHERE id = $1",
+        job.job_id,
+        status,
+        result,
+        error
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -498,11 +499,13 @@ async fn apply(
 ) -> Result<Map<String, Value>, sqlx::Error> {
     let mut result = outcome.result;
     if let Some(status) = outcome.sidebar {
-        sqlx::query("UPDATE users SET sidebar_status = $2, updated_at = now() WHERE id = $1")
-            .bind(user_id)
-            .bind(sidebar_text(status))
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE users SET sidebar_status = $2, updated_at = now() WHERE id = $1",
+            user_id,
+            sidebar_text(status)
+        )
+        .execute(&mut **tx)
+        .await?;
     }
     let activity = match action {
         AdminAction::InstallSidebar => Some((
@@ -514,22 +517,21 @@ async fn apply(
             "The sidebar add-in was removed from the mailbox.".to_owned(),
         )),
         AdminAction::ResetMailbox => {
-            let previous: String = sqlx::query_scalar("SELECT sync_status FROM users WHERE id = $1 FOR UPDATE")
-                .bind(user_id)
+            let previous = sqlx::query_scalar!("SELECT sync_status FROM users WHERE id = $1 FOR UPDATE", user_id)
                 .fetch_one(&mut **tx)
                 .await?;
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE users SET mailbox_status = 'not_initialized', sync_status = 'disabled', disabled_reason = $2, \
                      sync_status_changed_at = CASE WHEN sync_status <> 'disabled' THEN now() \
                          ELSE sync_status_changed_at END, \
                      updated_at = now() \
                  WHERE id = $1",
+                user_id,
+                format!(
+                    "the mailbox was reset by {}; enabling sync initializes it again",
+                    started.requested_by
+                )
             )
-            .bind(user_id)
-            .bind(format!(
-                "the mailbox was reset by {}; enabling sync initializes it again",
-                started.requested_by
-            ))
             .execute(&mut **tx)
             .await?;
             result.insert("mailbox_status".to_owned(), json!("not_initialized"));
@@ -551,26 +553,27 @@ async fn apply(
             ))
         }
         AdminAction::ReinitializeMailbox => {
-            let streams = sqlx::query("DELETE FROM sync_state WHERE user_id = $1")
-                .bind(user_id)
+            let streams = sqlx::query!("DELETE FROM sync_state WHERE user_id = $1", user_id)
                 .execute(&mut **tx)
                 .await?
                 .rows_affected();
             // The mail's mappings go; those of the CRM's events and contacts
             // written into the mailbox stay: they are how the fresh sync
             // finds those items again, instead of writing a copy of each.
-            let mappings = sqlx::query("DELETE FROM item_mappings WHERE user_id = $1 AND direction = 'mailbox_to_crm'")
-                .bind(user_id)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
-            sqlx::query(
+            let mappings = sqlx::query!(
+                "DELETE FROM item_mappings WHERE user_id = $1 AND direction = 'mailbox_to_crm'",
+                user_id
+            )
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            sqlx::query!(
                 "WITH reset AS ( \
                      UPDATE users SET mailbox_status = 'not_initialized', updated_at = now() WHERE id = $1 RETURNING id \
                  ) \
                  UPDATE user_runs SET next_sync_at = now() WHERE user_id IN (SELECT id FROM reset)",
+                user_id
             )
-            .bind(user_id)
             .execute(&mut **tx)
             .await?;
             result.insert("mailbox_status".to_owned(), json!("not_initialized"));
@@ -589,16 +592,16 @@ async fn apply(
         }
     };
     if let Some((kind, details)) = activity {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO activities (id, organization_id, user_id, actor, kind, details) \
              VALUES ($1, $2, $3, $4, $5, $6)",
+            Uuid::now_v7(),
+            started.organization_id,
+            user_id,
+            &started.requested_by,
+            kind,
+            format!("{details} (job {})", job.job_id)
         )
-        .bind(Uuid::now_v7())
-        .bind(started.organization_id)
-        .bind(user_id)
-        .bind(&started.requested_by)
-        .bind(kind)
-        .bind(format!("{details} (job {})", job.job_id))
         .execute(&mut **tx)
         .await?;
     }

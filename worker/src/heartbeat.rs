@@ -191,7 +191,11 @@ impl Heartbeat {
             usage.4.push(*at);
         }
         let interval_ms = i32::try_from(self.interval.as_millis()).unwrap_or(i32::MAX);
-        let result = sqlx::query(
+        let version = env!("CARGO_PKG_VERSION");
+        let host = host_name();
+        let draining = stopped || self.draining.load(Ordering::Relaxed);
+        let in_flight = self.in_flight.json();
+        let result = sqlx::query!(
             "WITH beat AS ( \
                INSERT INTO worker_heartbeats \
                  (worker_id, version, host, started_at, last_seen_at, interval_ms, draining, stopped_at, in_flight) \
@@ -209,24 +213,24 @@ impl Heartbeat {
              ON CONFLICT (org) DO UPDATE SET used = EXCLUDED.used, allocation = EXCLUDED.allocation, \
                reserve_percent = EXCLUDED.reserve_percent, observed_at = EXCLUDED.observed_at \
              WHERE salesforce_org_usage.observed_at < EXCLUDED.observed_at",
+            &self.worker_id,
+            version,
+            host,
+            self.started_at,
+            interval_ms,
+            draining,
+            stopped,
+            in_flight,
+            &minutes.0,
+            &minutes.1 as &[&str],
+            &minutes.2 as &[&str],
+            &minutes.3,
+            &usage.0 as &[&str],
+            &usage.1,
+            &usage.2,
+            &usage.3,
+            &usage.4
         )
-        .bind(&self.worker_id)
-        .bind(env!("CARGO_PKG_VERSION"))
-        .bind(host_name())
-        .bind(self.started_at)
-        .bind(interval_ms)
-        .bind(stopped || self.draining.load(Ordering::Relaxed))
-        .bind(stopped)
-        .bind(self.in_flight.json())
-        .bind(&minutes.0)
-        .bind(&minutes.1)
-        .bind(&minutes.2)
-        .bind(&minutes.3)
-        .bind(&usage.0)
-        .bind(&usage.1)
-        .bind(&usage.2)
-        .bind(&usage.3)
-        .bind(&usage.4)
         .execute(&self.pool)
         .await;
         if result.is_err() {

@@ -42,19 +42,26 @@ pub const TIME_BUDGET: Duration = Duration::from_secs(60);
 /// The `NOTIFY` channel of the api's live notification streams.
 pub const NOTIFY_CHANNEL: &str = "syncfleet_notifications";
 
-/// The payload announced on [`NOTIFY_CHANNEL`] for a notification row (its
-/// columns in scope), as the api's live streams read it: a literal, so that
-/// statements keep being one `concat!`.
+/// Runs `sqlx::$query!` on a statement that announces a notification row
+/// (its columns in scope) on [`NOTIFY_CHANNEL`] with the payload the api's
+/// live streams read, spelled here once: the payload goes between `$before`
+/// and `$after` (string literals, which the compile-checked macros join
+/// with `+`).
 macro_rules! notification_json {
-    () => {
-        "json_build_object('id', id, 'user_id', user_id, 'kind', kind, 'title', title, 'body', body, \
+    ($query:ident, $before:literal, $after:literal $(, $argument:expr)* $(,)?) => {
+        sqlx::$query!(
+            $before
+                + "json_build_object('id', id, 'user_id', user_id, 'kind', kind, 'title', title, 'body', body, \
          'payload', payload, 'created_at', created_at, 'read_at', read_at)::text"
+                + $after
+            $(, $argument)*
+        )
     };
 }
 pub(crate) use notification_json;
 
 /// The push as a batch needs it.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct Push {
     organization_id: Uuid,
     version: i64,
@@ -142,18 +149,23 @@ pub(crate) async fn handle(
 /// push and marks it running.
 async fn start(pool: &PgPool, push_id: Uuid) -> Result<Option<Push>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('syncfleet.push:' || $1::text, 0))")
-        .bind(push_id)
-        .execute(&mut *tx)
-        .await?;
-    let push = sqlx::query_as::<_, Push>(
+    // The key is the push's id as PostgreSQL spells a `uuid` as text, as the
+    // api's lock binds it.
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('syncfleet.push:' || $1::text, 0))",
+        push_id.hyphenated().to_string()
+    )
+    .execute(&mut *tx)
+    .await?;
+    let push = sqlx::query_as!(
+        Push,
         "UPDATE pushes p SET status = CASE WHEN p.status = 'queued' THEN 'running' ELSE p.status END \
          WHERE p.id = $1 \
          RETURNING p.organization_id, p.customization_version AS version, p.document, p.status, \
              coalesce((SELECT u.name || ' <' || u.email || '>' FROM users u WHERE u.id = p.pusher_user_id), \
-                      p.requested_by) AS pusher",
+                      p.requested_by) AS \"pusher!\"",
+        push_id
     )
-    .bind(push_id)
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -163,7 +175,8 @@ async fn start(pool: &PgPool, push_id: Uuid) -> Result<Option<Push>, sqlx::Error
 /// Step 2 (and 3 for the last batch): one transaction.
 async fn batch(pool: &PgPool, push_id: Uuid, push: &Push, size: i64) -> Result<Batch, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let (taken, notified): (i64, i64) = sqlx::query_as(concat!(
+    let counts = notification_json!(
+        query,
         "WITH batch AS ( \
              SELECT user_id FROM push_recipients \
              WHERE push_id = $1 AND status = 'pending' \
@@ -178,9 +191,9 @@ async fn batch(pool: &PgPool, push_id: Uuid, push: &Push, size: i64) -> Result<B
              RETURNING user_id, version \
          ), audit AS ( \
              INSERT INTO activities (id, organization_id, user_id, actor, kind, details) \
-             SELECT gen_random_uuid(), $3, user_id, $5, 'customization_pushed', \
+             SELECT gen_random_uuid(), $3, user_id, $5::text, 'customization_pushed', \
                     format('customization pushed by %s (their version %s), saved as version %s (push %s)', \
-                           $5, $6, version, $1) \
+                           $5, $6::int8, version, $1) \
              FROM saved \
          ), notes AS ( \
              INSERT INTO notifications (id, user_id, kind, title, body, payload) \
@@ -191,7 +204,6 @@ async fn batch(pool: &PgPool, push_id: Uuid, push: &Push, size: i64) -> Result<B
              RETURNING id, user_id, kind, title, body, payload, created_at, read_at \
          ), announced AS ( \
              SELECT pg_notify($7, ",
-        notification_json!(),
         ") \
              FROM notes \
          ), marked AS ( \
@@ -209,21 +221,22 @@ async fn batch(pool: &PgPool, push_id: Uuid, push: &Push, size: i64) -> Result<B
              WHERE id = $1 \
              RETURNING id \
          ) \
-         SELECT (SELECT count(*) FROM marked) + 0 * (SELECT count(*) FROM counted), \
-                (SELECT count(*) FROM announced)",
-    ))
-    .bind(push_id)
-    .bind(size)
-    .bind(push.organization_id)
-    .bind(&push.document)
-    .bind(&push.pusher)
-    .bind(push.version)
-    .bind(NOTIFY_CHANNEL)
+         SELECT (SELECT count(*) FROM marked) + 0 * (SELECT count(*) FROM counted) AS \"taken!\", \
+                (SELECT count(*) FROM announced) AS \"notified!\"",
+        push_id,
+        size,
+        push.organization_id,
+        &push.document,
+        &push.pusher,
+        push.version,
+        NOTIFY_CHANNEL
+    )
     .fetch_one(&mut *tx)
     .await?;
+    let (taken, notified) = (counts.taken, counts.notified);
     // A statement of its own: its snapshot sees every batch committed before
     // this transaction took the push's row (in `counted` above).
-    let completed: i64 = sqlx::query_scalar(
+    let completed = sqlx::query_scalar!(
         "WITH done AS ( \
              UPDATE pushes p SET status = 'completed', finished_at = now(), \
                  applied = counts.applied, failed = p.total - counts.applied \
@@ -249,10 +262,10 @@ async fn batch(pool: &PgPool, push_id: Uuid, push: &Push, size: i64) -> Result<B
              FROM addressed WHERE cardinality(recipients) > 0 \
              ON CONFLICT (dedupe_key) DO NOTHING \
          ) \
-         SELECT count(*) FROM done",
+         SELECT count(*) AS \"completed!\" FROM done",
+        push_id,
+        Uuid::now_v7()
     )
-    .bind(push_id)
-    .bind(Uuid::now_v7())
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

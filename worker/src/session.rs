@@ -8,7 +8,7 @@
 //! both rows locks the user's first; the group commit's statements lock the
 //! run rows alone.
 
-use std::{sync::LazyLock, time::Duration};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::sync::{
     NewIssue,
-    settings::{SETTINGS_COLUMNS, Settings, SettingsRow},
+    settings::{Settings, query_with_settings, settings_row},
 };
 
 /// What a claim decided.
@@ -52,32 +52,6 @@ pub struct Claimed {
     pub after_abandoned: bool,
 }
 
-#[derive(sqlx::FromRow)]
-struct UserRow {
-    organization_id: Uuid,
-    sync_status: String,
-    queued_job_id: Option<Uuid>,
-    running_session_id: Option<Uuid>,
-    last_session_status: Option<String>,
-    lease_remaining_ms: Option<f64>,
-    organization_enabled: bool,
-    #[sqlx(flatten)]
-    settings: SettingsRow,
-}
-
-/// The claim's read: the user's row locked, with the settings the session
-/// starts from (one statement instead of a second transaction).
-static CLAIM_QUERY: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT u.organization_id, u.sync_status, r.queued_job_id, r.running_session_id, r.last_session_status, \
-                EXTRACT(EPOCH FROM (r.lease_expires_at - now()))::float8 * 1000 AS lease_remaining_ms, \
-                o.sync_enabled AS organization_enabled, {} \
-         FROM users u JOIN user_runs r ON r.user_id = u.id JOIN organizations o ON o.id = u.organization_id \
-         WHERE u.id = $1 FOR UPDATE OF u, r",
-        *SETTINGS_COLUMNS
-    )
-});
-
 /// Decides whether `job` runs now, and if so opens its session and takes the
 /// user's lease, in one transaction.
 ///
@@ -93,10 +67,18 @@ pub async fn claim(
     redelivered: bool,
 ) -> Result<Claim, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let user = sqlx::query_as::<_, UserRow>(&CLAIM_QUERY)
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    // The user's row locked, with the settings the session starts from (one
+    // statement instead of a second transaction).
+    let user = query_with_settings!(
+        "SELECT u.organization_id, u.sync_status, r.queued_job_id, r.running_session_id, r.last_session_status, \
+                EXTRACT(EPOCH FROM (r.lease_expires_at - now()))::float8 * 1000 AS lease_remaining_ms, \
+                o.sync_enabled AS organization_enabled, ",
+        " FROM users u JOIN user_runs r ON r.user_id = u.id JOIN organizations o ON o.id = u.organization_id \
+         WHERE u.id = $1 FOR UPDATE OF u, r",
+        user_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(user) = user else {
         return Ok(Claim::Drop("the user no longer exists"));
     };
@@ -131,7 +113,7 @@ pub async fn claim(
         return Ok(Claim::Drop("a newer cadence job superseded this one"));
     }
     let session_id = Uuid::now_v7();
-    let effective = effective_disabled_reason(&user);
+    let effective = effective_disabled_reason(user.organization_enabled, &user.sync_status);
     let status = if effective.is_some() {
         SessionStatus::Skipped
     } else {
@@ -140,7 +122,7 @@ pub async fn claim(
     // The session row and the user's bookkeeping in one statement: a running
     // session takes the lease; a skipped one ends at once and, being the end
     // of its job, lets the scheduler queue the user again.
-    let started_at: DateTime<Utc> = sqlx::query_scalar(
+    let started_at = sqlx::query_scalar!(
         "WITH session AS ( \
              INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, scope, status, \
                                         scheduled_at, started_at, ended_at, worker_id, error_category, \
@@ -170,18 +152,18 @@ pub async fn claim(
              WHERE id = $4 AND $6 <> 'cadence' AND status IN ('queued', 'running') \
          ) \
          SELECT started_at FROM session",
+        session_id,
+        user_id,
+        user.organization_id,
+        job.job_id,
+        attempt(job),
+        job.trigger.as_str(),
+        status.as_str(),
+        job.scheduled_at,
+        worker_id,
+        effective,
+        lease.as_millis() as f64
     )
-    .bind(session_id)
-    .bind(user_id)
-    .bind(user.organization_id)
-    .bind(job.job_id)
-    .bind(attempt(job))
-    .bind(job.trigger.as_str())
-    .bind(status.as_str())
-    .bind(job.scheduled_at)
-    .bind(worker_id)
-    .bind(effective)
-    .bind(lease.as_millis() as f64)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -197,7 +179,7 @@ pub async fn claim(
             organization_id,
             after_abandoned,
         },
-        Box::new(Settings::from_row(user.settings, user_id, organization_id)),
+        Box::new(Settings::from_row(settings_row!(user), user_id, organization_id)),
     ))
 }
 
@@ -229,23 +211,22 @@ impl FastClaim {
 /// `None` to decide it with [`claim`]; `Err` when the batch failed.
 pub type FastClaimed = Result<Option<(Claimed, Box<Settings>)>, ()>;
 
-#[derive(sqlx::FromRow)]
-struct FastClaimRow {
-    user_id: Uuid,
-    organization_id: Uuid,
-    session_id: Uuid,
-    started_at: DateTime<Utc>,
-    last_session_status: Option<String>,
-    #[sqlx(flatten)]
-    settings: SettingsRow,
-}
-
-/// The fast claims of a batch, in one statement: each user whose run row
-/// still names the job as queued, holds no lease and may sync takes the lease
-/// (a HOT update of the run row alone), its session opens, and its settings
-/// come back with it.
-static FAST_CLAIMS: LazyLock<String> = LazyLock::new(|| {
-    format!(
+/// Runs a batch of fast claims; answers each request in order.
+pub async fn claim_together(
+    pool: &PgPool,
+    worker_id: &str,
+    lease: Duration,
+    requests: Vec<FastClaim>,
+) -> Vec<FastClaimed> {
+    let session_ids: Vec<Uuid> = requests.iter().map(|_| Uuid::now_v7()).collect();
+    let user_ids: Vec<Uuid> = requests.iter().map(|request| request.user_id).collect();
+    let job_ids: Vec<Uuid> = requests.iter().map(|request| request.job_id).collect();
+    let scheduled: Vec<DateTime<Utc>> = requests.iter().map(|request| request.scheduled_at).collect();
+    let attempts: Vec<i32> = requests.iter().map(|request| request.attempt).collect();
+    // Each user whose run row still names the job as queued, holds no lease
+    // and may sync takes the lease (a HOT update of the run row alone), its
+    // session opens, and its settings come back with it.
+    let rows = query_with_settings!(
         "WITH claimed AS ( \
              UPDATE user_runs r SET running_session_id = x.session_id, \
                  lease_expires_at = now() + $6 * interval '1 millisecond' \
@@ -256,8 +237,8 @@ static FAST_CLAIMS: LazyLock<String> = LazyLock::new(|| {
                AND r.queued_job_id = x.job_id AND r.running_session_id IS NULL \
                AND u.sync_status = 'enabled' AND o.sync_enabled \
              RETURNING u.id AS user_id, u.organization_id, x.session_id, x.job_id, x.scheduled_at, x.attempt, \
-                 r.last_session_status, {} \
-         ), opened AS ( \
+                 r.last_session_status, ",
+        " ), opened AS ( \
              INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, scope, status, \
                                         scheduled_at, started_at, worker_id) \
              SELECT session_id, user_id, organization_id, job_id, attempt, 'cadence', 'check', 'running', \
@@ -266,28 +247,16 @@ static FAST_CLAIMS: LazyLock<String> = LazyLock::new(|| {
              RETURNING id, started_at \
          ) \
          SELECT claimed.*, opened.started_at FROM claimed JOIN opened ON opened.id = claimed.session_id",
-        *SETTINGS_COLUMNS
+        &user_ids,
+        &job_ids,
+        &session_ids,
+        &scheduled,
+        &attempts,
+        lease.as_millis() as f64,
+        worker_id
     )
-});
-
-/// Runs a batch of fast claims; answers each request in order.
-pub async fn claim_together(
-    pool: &PgPool,
-    worker_id: &str,
-    lease: Duration,
-    requests: Vec<FastClaim>,
-) -> Vec<FastClaimed> {
-    let session_ids: Vec<Uuid> = requests.iter().map(|_| Uuid::now_v7()).collect();
-    let rows = sqlx::query_as::<_, FastClaimRow>(&FAST_CLAIMS)
-        .bind(requests.iter().map(|request| request.user_id).collect::<Vec<_>>())
-        .bind(requests.iter().map(|request| request.job_id).collect::<Vec<_>>())
-        .bind(&session_ids)
-        .bind(requests.iter().map(|request| request.scheduled_at).collect::<Vec<_>>())
-        .bind(requests.iter().map(|request| request.attempt).collect::<Vec<_>>())
-        .bind(lease.as_millis() as f64)
-        .bind(worker_id)
-        .fetch_all(pool)
-        .await;
+    .fetch_all(pool)
+    .await;
     let rows = match rows {
         Ok(rows) => rows,
         Err(error) => {
@@ -295,20 +264,25 @@ pub async fn claim_together(
             return requests.iter().map(|_| Err(())).collect();
         }
     };
-    let mut opened: std::collections::HashMap<Uuid, FastClaimRow> =
-        rows.into_iter().map(|row| (row.session_id, row)).collect();
+    // A row's session is never null (the statement joins on it), which the
+    // inference cannot tell through the CTE.
+    let mut opened: std::collections::HashMap<Uuid, _> = rows
+        .into_iter()
+        .filter_map(|row| Some((row.session_id?, row)))
+        .collect();
     session_ids
         .iter()
         .map(|session_id| {
             Ok(opened.remove(session_id).map(|row| {
                 let claimed = Claimed {
-                    session_id: row.session_id,
+                    session_id: *session_id,
                     started_at: row.started_at,
                     user_id: row.user_id,
                     organization_id: row.organization_id,
                     after_abandoned: row.last_session_status.as_deref() == Some(SessionStatus::Abandoned.as_str()),
                 };
-                let settings = Settings::from_row(row.settings, row.user_id, row.organization_id);
+                let (user_id, organization_id) = (row.user_id, row.organization_id);
+                let settings = Settings::from_row(settings_row!(row), user_id, organization_id);
                 (claimed, Box::new(settings))
             }))
         })
@@ -319,14 +293,14 @@ pub async fn claim_together(
 /// other than abandoned. Sessions start after their job was enqueued, which
 /// bounds the partitions searched.
 async fn already_ran(tx: &mut Transaction<'_, Postgres>, job: &JobEnvelope) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT EXISTS (SELECT 1 FROM sync_sessions \
                         WHERE job_id = $1 AND attempt >= $2 AND started_at >= $3 \
-                          AND status NOT IN ('running', 'abandoned'))",
+                          AND status NOT IN ('running', 'abandoned')) AS \"ran!\"",
+        job.job_id,
+        attempt(job),
+        job.enqueued_at - chrono::Duration::minutes(10)
     )
-    .bind(job.job_id)
-    .bind(attempt(job))
-    .bind(job.enqueued_at - chrono::Duration::minutes(10))
     .fetch_one(&mut **tx)
     .await
 }
@@ -335,15 +309,15 @@ fn attempt(job: &JobEnvelope) -> i32 {
     i32::try_from(job.attempt).unwrap_or(i32::MAX)
 }
 
-fn effective_disabled_reason(user: &UserRow) -> Option<String> {
-    if !user.organization_enabled {
+fn effective_disabled_reason(organization_enabled: bool, sync_status: &str) -> Option<String> {
+    if !organization_enabled {
         return Some("synchronization is disabled for the organization".to_owned());
     }
-    match user.sync_status.parse::<SyncStatus>() {
+    match sync_status.parse::<SyncStatus>() {
         Ok(SyncStatus::Enabled) => None,
         _ => Some(format!(
             "synchronization is {} for the user",
-            user.sync_status.replace('_', " ")
+            sync_status.replace('_', " ")
         )),
     }
 }
@@ -354,23 +328,23 @@ async fn abandon(
     session_id: Uuid,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE sync_sessions SET status = 'abandoned', ended_at = now(), error_source = 'engine', \
                                   error_category = 'internal', error_message = $3 \
          WHERE user_id = $1 AND id = $2 AND status = 'running'",
+        user_id,
+        session_id,
+        reason
     )
-    .bind(user_id)
-    .bind(session_id)
-    .bind(reason)
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE user_runs SET running_session_id = NULL, lease_expires_at = NULL, \
              last_session_id = $2, last_session_at = now(), last_session_status = 'abandoned' \
          WHERE user_id = $1 AND running_session_id = $2",
+        user_id,
+        session_id
     )
-    .bind(user_id)
-    .bind(session_id)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -378,13 +352,13 @@ async fn abandon(
 
 /// Extends the lease; `false` means it is no longer ours.
 pub async fn renew(pool: &PgPool, claimed: &Claimed, lease: Duration) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "UPDATE user_runs SET lease_expires_at = now() + $3 * interval '1 millisecond' \
          WHERE user_id = $1 AND running_session_id = $2",
+        claimed.user_id,
+        claimed.session_id,
+        lease.as_millis() as f64
     )
-    .bind(claimed.user_id)
-    .bind(claimed.session_id)
-    .bind(lease.as_millis() as f64)
     .execute(pool)
     .await?;
     Ok(updated.rows_affected() == 1)
@@ -487,7 +461,8 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
     // refused: the worker fails that session as transient (see
     // `Claimed::after_abandoned`), and its retry's refusal decides. `notified`, the addresses
     // a user's alerts go to, is read only by an email that is written.
-    let released: i64 = sqlx::query_scalar(concat!(
+    let released = crate::push::notification_json!(
+        query_scalar,
         "WITH locked AS ( \
              SELECT id, organization_id, email, coalesce(notification_email, email) AS notify, sync_status \
              FROM users WHERE id = $1 FOR UPDATE \
@@ -509,7 +484,7 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
                      AND failure_class = $22 AS suspended \
          ), suspended_user AS ( \
              UPDATE users SET sync_status = 'disabled_' || $22 || '_error', \
-                 disabled_reason = format('%s consecutive sessions failed (%s): %s', $23, $22, $14), \
+                 disabled_reason = format('%s consecutive sessions failed (%s): %s', $23, $22, $14::text), \
                  sync_status_changed_at = now() \
              FROM released WHERE users.id = released.id AND released.suspended \
          ), notified AS ( \
@@ -576,7 +551,6 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
              RETURNING id, user_id, kind, title, body, payload, created_at, read_at \
          ), reconnect_announced AS ( \
              SELECT pg_notify($30, ",
-        crate::push::notification_json!(),
         ") \
              FROM reconnect_note \
          ), cursors AS ( \
@@ -591,39 +565,39 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
                  result = jsonb_build_object('session_id', $2, 'session_status', $6, 'issues', $10) \
              WHERE id = $5 AND $4 AND EXISTS (SELECT 1 FROM released) \
          ) \
-         SELECT (SELECT count(*) FROM released) + 0 * (SELECT count(*) FROM reconnect_announced)",
-    ))
-    .bind(claimed.user_id)
-    .bind(claimed.session_id)
-    .bind(claimed.started_at)
-    .bind(ending.job_done)
-    .bind(job.job_id)
-    .bind(ending.status.as_str())
-    .bind(ending.scope.as_str())
-    .bind(ending.items_to_crm)
-    .bind(ending.items_to_mailbox)
-    .bind(i32::try_from(ending.issues.len()).unwrap_or(i32::MAX))
-    .bind(&ending.calls)
-    .bind(error_category)
-    .bind(error_source)
-    .bind(error_message)
-    .bind(&issue_ids)
-    .bind(&issue_sources)
-    .bind(&issue_categories)
-    .bind(&issue_items)
-    .bind(&issue_messages)
-    .bind((!ending.is_quiet()).then(|| ending.log.to_gzip()))
-    .bind(ending.continue_with)
-    .bind(ending.failure_class)
-    .bind(ending.suspend_at)
-    .bind(Uuid::now_v7())
-    .bind(Uuid::now_v7())
-    .bind(&cursor_streams)
-    .bind(&cursor_tokens)
-    .bind(Uuid::now_v7())
-    .bind(Uuid::now_v7())
-    .bind(crate::push::NOTIFY_CHANNEL)
-    .bind(ending.grant_refused)
+         SELECT (SELECT count(*) FROM released) + 0 * (SELECT count(*) FROM reconnect_announced) AS \"released!\"",
+        claimed.user_id,
+        claimed.session_id,
+        claimed.started_at,
+        ending.job_done,
+        job.job_id,
+        ending.status.as_str(),
+        ending.scope.as_str(),
+        ending.items_to_crm,
+        ending.items_to_mailbox,
+        i32::try_from(ending.issues.len()).unwrap_or(i32::MAX),
+        &ending.calls,
+        error_category,
+        error_source,
+        error_message,
+        &issue_ids,
+        &issue_sources as &[&str],
+        &issue_categories as &[&str],
+        &issue_items as &[Option<&str>],
+        &issue_messages as &[&str],
+        (!ending.is_quiet()).then(|| ending.log.to_gzip()),
+        ending.continue_with,
+        ending.failure_class,
+        ending.suspend_at,
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        &cursor_streams as &[&str],
+        &cursor_tokens as &[&str],
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        crate::push::NOTIFY_CHANNEL,
+        ending.grant_refused
+    )
     .fetch_one(pool)
     .await?;
     Ok(released == 1)
@@ -658,33 +632,6 @@ impl QuietClose {
     }
 }
 
-/// The quiet closes of a batch, in one statement: what [`finish`] writes for
-/// such a session, set-based (HOT updates of the run rows alone). Each close
-/// is fenced by its own lease.
-const QUIET_CLOSES: &str = "WITH released AS ( \
-         UPDATE user_runs u SET running_session_id = NULL, lease_expires_at = NULL, \
-             queued_job_id = CASE WHEN u.queued_job_id = r.job_id THEN NULL ELSE u.queued_job_id END, \
-             queued_at = CASE WHEN u.queued_job_id = r.job_id THEN NULL ELSE u.queued_at END, \
-             consecutive_failures = 0, failure_class = NULL, \
-             last_session_id = r.session_id, last_session_at = now(), last_session_status = 'succeeded' \
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[], $5::text[], $6::jsonb[]) \
-                  AS r(user_id, session_id, started_at, job_id, scope, calls) \
-         WHERE u.user_id = r.user_id AND u.running_session_id = r.session_id \
-         RETURNING r.* \
-     ), closed AS ( \
-         UPDATE sync_sessions s SET status = 'succeeded', scope = released.scope, ended_at = now(), \
-             items_to_crm = 0, items_to_mailbox = 0, issue_count = 0, calls = released.calls, \
-             error_category = NULL, error_source = NULL, error_message = NULL \
-         FROM released WHERE s.id = released.session_id AND s.started_at = released.started_at \
-     ), cursors AS ( \
-         INSERT INTO sync_state (user_id, stream, token) \
-         SELECT c.user_id, c.stream, c.token \
-         FROM UNNEST($7::uuid[], $8::text[], $9::text[]) AS c(user_id, stream, token) \
-         WHERE c.user_id IN (SELECT user_id FROM released) \
-         ON CONFLICT (user_id, stream) DO UPDATE SET token = EXCLUDED.token, updated_at = now() \
-     ) \
-     SELECT session_id FROM released";
-
 /// Runs a batch of quiet closes; answers each in order whether its lease
 /// still held (`false`: nothing was written for it), `Err` when the batch failed.
 pub async fn close_quietly_together(pool: &PgPool, closes: Vec<QuietClose>) -> Vec<Result<bool, ()>> {
@@ -698,18 +645,50 @@ pub async fn close_quietly_together(pool: &PgPool, closes: Vec<QuietClose>) -> V
             cursor_tokens.push(token.as_str());
         }
     }
-    let released: Result<Vec<Uuid>, sqlx::Error> = sqlx::query_scalar(QUIET_CLOSES)
-        .bind(closes.iter().map(|close| close.claimed.user_id).collect::<Vec<_>>())
-        .bind(closes.iter().map(|close| close.claimed.session_id).collect::<Vec<_>>())
-        .bind(closes.iter().map(|close| close.claimed.started_at).collect::<Vec<_>>())
-        .bind(closes.iter().map(|close| close.job_id).collect::<Vec<_>>())
-        .bind(closes.iter().map(|close| close.scope).collect::<Vec<_>>())
-        .bind(closes.iter().map(|close| close.calls.clone()).collect::<Vec<_>>())
-        .bind(&cursor_users)
-        .bind(&cursor_streams)
-        .bind(&cursor_tokens)
-        .fetch_all(pool)
-        .await;
+    let user_ids: Vec<Uuid> = closes.iter().map(|close| close.claimed.user_id).collect();
+    let session_ids: Vec<Uuid> = closes.iter().map(|close| close.claimed.session_id).collect();
+    let started: Vec<DateTime<Utc>> = closes.iter().map(|close| close.claimed.started_at).collect();
+    let job_ids: Vec<Uuid> = closes.iter().map(|close| close.job_id).collect();
+    let scopes: Vec<&str> = closes.iter().map(|close| close.scope).collect();
+    let calls: Vec<serde_json::Value> = closes.iter().map(|close| close.calls.clone()).collect();
+    // What [`finish`] writes for such a session, set-based (HOT updates of
+    // the run rows alone); each close is fenced by its own lease.
+    let released = sqlx::query_scalar!(
+        "WITH released AS ( \
+             UPDATE user_runs u SET running_session_id = NULL, lease_expires_at = NULL, \
+                 queued_job_id = CASE WHEN u.queued_job_id = r.job_id THEN NULL ELSE u.queued_job_id END, \
+                 queued_at = CASE WHEN u.queued_job_id = r.job_id THEN NULL ELSE u.queued_at END, \
+                 consecutive_failures = 0, failure_class = NULL, \
+                 last_session_id = r.session_id, last_session_at = now(), last_session_status = 'succeeded' \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[], $5::text[], $6::jsonb[]) \
+                      AS r(user_id, session_id, started_at, job_id, scope, calls) \
+             WHERE u.user_id = r.user_id AND u.running_session_id = r.session_id \
+             RETURNING r.* \
+         ), closed AS ( \
+             UPDATE sync_sessions s SET status = 'succeeded', scope = released.scope, ended_at = now(), \
+                 items_to_crm = 0, items_to_mailbox = 0, issue_count = 0, calls = released.calls, \
+                 error_category = NULL, error_source = NULL, error_message = NULL \
+             FROM released WHERE s.id = released.session_id AND s.started_at = released.started_at \
+         ), cursors AS ( \
+             INSERT INTO sync_state (user_id, stream, token) \
+             SELECT c.user_id, c.stream, c.token \
+             FROM UNNEST($7::uuid[], $8::text[], $9::text[]) AS c(user_id, stream, token) \
+             WHERE c.user_id IN (SELECT user_id FROM released) \
+             ON CONFLICT (user_id, stream) DO UPDATE SET token = EXCLUDED.token, updated_at = now() \
+         ) \
+         SELECT session_id AS \"session_id!\" FROM released",
+        &user_ids,
+        &session_ids,
+        &started,
+        &job_ids,
+        &scopes as &[&str],
+        &calls,
+        &cursor_users,
+        &cursor_streams as &[&str],
+        &cursor_tokens as &[&str]
+    )
+    .fetch_all(pool)
+    .await;
     match released {
         Ok(released) => {
             let released: std::collections::HashSet<Uuid> = released.into_iter().collect();

@@ -469,11 +469,11 @@ impl MailboxSync {
             let started = Instant::now();
             session.scope = Scope::Initial;
             mailbox.initialize().await.map_err(failure)?;
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE users SET mailbox_status = 'initialized', updated_at = now() \
                  WHERE id = $1 AND mailbox_status = 'not_initialized'",
+                session.user_id
             )
-            .bind(session.user_id)
             .execute(&session.pool)
             .await
             .map_err(SyncFailure::database)?;

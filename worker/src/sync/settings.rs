@@ -3,11 +3,11 @@
 //! steps that follow; [`SettingsCheck`] runs it as a whole session (scope
 //! `check`), the admin action "check settings".
 
-use std::{collections::HashMap, sync::LazyLock, time::Instant};
+use std::{collections::HashMap, time::Instant};
 
 use syncfleet_common::{
     domain::{AccessType, IssueCategory, IssueSource, Scope},
-    secrets::{CREDENTIALS_SELECT, CredentialColumn, CredentialKind, Owner, StoredCredentials},
+    secrets::{CredentialColumn, CredentialKind, Owner, StoredCredentials},
 };
 use uuid::Uuid;
 
@@ -44,44 +44,89 @@ pub struct Settings {
     organization_id: Uuid,
 }
 
-/// The columns of the settings of user `u` in organization `o` (the claim's
-/// statement selects them too).
-pub(crate) static SETTINGS_COLUMNS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "o.sync_enabled, o.access_type, o.ews_url, o.impersonation_account, u.salesforce_instance_url, \
-         u.email, u.account_logon, u.mailbox_status = 'initialized' AS mailbox_initialized, \
-         o.settings AS organization_settings, \
-         (SELECT p.settings FROM sync_settings_presets p WHERE p.user_id = u.id AND p.scope = 'user') \
-             AS user_settings, \
-         {CREDENTIALS_SELECT}, \
-         ARRAY(SELECT s.stream FROM sync_state s WHERE s.user_id = u.id ORDER BY s.stream) AS cursor_streams, \
-         ARRAY(SELECT s.token FROM sync_state s WHERE s.user_id = u.id ORDER BY s.stream) AS cursor_tokens"
-    )
-});
+/// Runs `sqlx::query!` on a statement that selects the settings of user `u`
+/// in organization `o` between `$before` and `$after` (string literals, which
+/// the compile-checked macros join with `+`): the settings' own read, the
+/// claim's and the fast claims' spell these columns once. Their credentials
+/// are [`CREDENTIALS_SELECT`](syncfleet_common::secrets::CREDENTIALS_SELECT)
+/// (a test checks that the two agree), typed for
+/// [`StoredCredentials::from_column`].
+macro_rules! query_with_settings {
+    ($before:literal, $after:literal $(, $argument:expr)* $(,)?) => {
+        sqlx::query!(
+            $before
+                + "o.sync_enabled, o.access_type, o.ews_url, o.impersonation_account, u.salesforce_instance_url, \
+                   u.email, u.account_logon, u.mailbox_status = 'initialized' AS \"mailbox_initialized!\", \
+                   o.settings AS organization_settings, \
+                   (SELECT p.settings FROM sync_settings_presets p WHERE p.user_id = u.id AND p.scope = 'user') \
+                       AS user_settings, \
+                   (SELECT coalesce(json_agg(json_build_array(c.organization_id IS NOT NULL, c.kind, c.key_version, \
+                          encode(c.nonce, 'base64'), encode(c.ciphertext, 'base64'), c.expires_at, \
+                          c.refused_at IS NOT NULL)), '[]') \
+                    FROM credentials c WHERE c.user_id = u.id OR c.organization_id = o.id) \
+                       AS \"credentials!: syncfleet_common::secrets::CredentialColumn\", \
+                   ARRAY(SELECT s.stream FROM sync_state s WHERE s.user_id = u.id ORDER BY s.stream) \
+                       AS \"cursor_streams!\", \
+                   ARRAY(SELECT s.token FROM sync_state s WHERE s.user_id = u.id ORDER BY s.stream) \
+                       AS \"cursor_tokens!\""
+                + $after
+            $(, $argument)*
+        )
+    };
+}
+pub(crate) use query_with_settings;
 
-static SETTINGS_QUERY: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {} FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1",
-        *SETTINGS_COLUMNS
-    )
-});
+/// The [`SettingsRow`] of `$record`, a row a [`query_with_settings`]
+/// statement answered (its settings columns moved out of it).
+macro_rules! settings_row {
+    ($record:ident) => {
+        $crate::sync::settings::SettingsRow {
+            sync_enabled: $record.sync_enabled,
+            access_type: $record.access_type,
+            ews_url: $record.ews_url,
+            impersonation_account: $record.impersonation_account,
+            salesforce_instance_url: $record.salesforce_instance_url,
+            email: $record.email,
+            account_logon: $record.account_logon,
+            mailbox_initialized: $record.mailbox_initialized,
+            organization_settings: $record.organization_settings,
+            user_settings: $record.user_settings,
+            credentials: $record.credentials,
+            cursor_streams: $record.cursor_streams,
+            cursor_tokens: $record.cursor_tokens,
+        }
+    };
+}
+pub(crate) use settings_row;
 
-/// The settings as [`SETTINGS_COLUMNS`] select them.
-#[derive(sqlx::FromRow)]
+/// The settings as [`query_with_settings`] selects them.
 pub(crate) struct SettingsRow {
-    sync_enabled: bool,
-    access_type: String,
-    ews_url: Option<String>,
-    impersonation_account: Option<String>,
-    salesforce_instance_url: Option<String>,
-    email: String,
-    account_logon: Option<String>,
-    mailbox_initialized: bool,
-    organization_settings: serde_json::Value,
-    user_settings: Option<serde_json::Value>,
-    credentials: CredentialColumn,
-    cursor_streams: Vec<String>,
-    cursor_tokens: Vec<String>,
+    pub(crate) sync_enabled: bool,
+    pub(crate) access_type: String,
+    pub(crate) ews_url: Option<String>,
+    pub(crate) impersonation_account: Option<String>,
+    pub(crate) salesforce_instance_url: Option<String>,
+    pub(crate) email: String,
+    pub(crate) account_logon: Option<String>,
+    pub(crate) mailbox_initialized: bool,
+    pub(crate) organization_settings: serde_json::Value,
+    pub(crate) user_settings: Option<serde_json::Value>,
+    pub(crate) credentials: CredentialColumn,
+    pub(crate) cursor_streams: Vec<String>,
+    pub(crate) cursor_tokens: Vec<String>,
+}
+
+/// The user's settings in one statement, for a context the claim did not
+/// read them for.
+async fn read(pool: &sqlx::PgPool, user_id: Uuid) -> Result<Option<SettingsRow>, sqlx::Error> {
+    let row = query_with_settings!(
+        "SELECT ",
+        " FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1",
+        user_id
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|row| settings_row!(row)))
 }
 
 impl Settings {
@@ -154,9 +199,7 @@ impl SettingsCheck {
         if let Some(settings) = session.settings.take() {
             return Ok(*settings);
         }
-        let row = sqlx::query_as::<_, SettingsRow>(&SETTINGS_QUERY)
-            .bind(session.user_id)
-            .fetch_optional(&session.pool)
+        let row = read(&session.pool, session.user_id)
             .await
             .map_err(SyncFailure::database)?
             .ok_or_else(|| {
@@ -262,5 +305,27 @@ impl SyncWork for SettingsCheck {
     async fn run(&self, session: &mut SessionContext) -> Result<(), SyncFailure> {
         session.scope = Scope::Check;
         check(session).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use syncfleet_common::secrets::CREDENTIALS_SELECT;
+
+    use super::*;
+
+    #[test]
+    fn the_settings_select_the_credentials_as_common_spells_them() {
+        let column = CREDENTIALS_SELECT
+            .strip_suffix(" AS credentials")
+            .expect("common names the column credentials");
+        // The settings' own read (any statement of the macro would do).
+        let statement = query_with_settings!(
+            "SELECT ",
+            " FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1",
+            Uuid::nil()
+        );
+        let sql = sqlx::Execute::sql(&statement);
+        assert!(sql.contains(&format!("{column} AS \"credentials!: ")), "{sql}");
     }
 }

@@ -282,16 +282,30 @@ async fn replay_one(pool: &PgPool, ring: &KeyRing, path: &Path) -> Result<bool, 
         return Ok(false);
     };
     let mut tx = pool.begin().await?;
-    let (column, id) = secrets::owner_column(owner);
     // The row is locked: a session storing its own rotation waits, then
-    // finds this one (and stores its newer grant over it).
-    sqlx::query(&format!(
-        "SELECT 1 FROM credentials WHERE {column} = $1 AND kind = $2 FOR UPDATE"
-    ))
-    .bind(id)
-    .bind(refresh_kind.as_str())
-    .execute(&mut *tx)
-    .await?;
+    // finds this one (and stores its newer grant over it). Each owner column
+    // has its own statement, so the look-up uses that column's index.
+    let kind = refresh_kind.as_str();
+    match owner {
+        Owner::User(id) => {
+            sqlx::query_scalar!(
+                "SELECT 1 FROM credentials WHERE user_id = $1 AND kind = $2 FOR UPDATE",
+                id,
+                kind
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+        }
+        Owner::Organization(id) => {
+            sqlx::query_scalar!(
+                "SELECT 1 FROM credentials WHERE organization_id = $1 AND kind = $2 FOR UPDATE",
+                id,
+                kind
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+        }
+    }
     let current = match secrets::load(&mut *tx, ring, owner, refresh_kind).await {
         Ok(current) => current,
         Err(secrets::CredentialError::Database(error)) => return Err(error),

@@ -55,20 +55,20 @@ pub async fn save_mappings(
     let objects: Vec<&str> = mappings.iter().map(|mapping| mapping.crm_object).collect();
     let crm_ids: Vec<&str> = mappings.iter().map(|mapping| mapping.crm_id.as_str()).collect();
     let external_ids: Vec<&str> = mappings.iter().map(|mapping| mapping.external_id.as_str()).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO item_mappings (user_id, mailbox_item_id, crm_object, crm_id, external_id, direction) \
          SELECT DISTINCT ON (item) $1, item, object, crm_id, external_id, $6 \
          FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[]) AS m(item, object, crm_id, external_id) \
          ON CONFLICT (user_id, mailbox_item_id) DO UPDATE SET crm_object = EXCLUDED.crm_object, \
              crm_id = EXCLUDED.crm_id, external_id = EXCLUDED.external_id, direction = EXCLUDED.direction, \
              updated_at = now()",
+        user_id,
+        &items as &[&str],
+        &objects as &[&str],
+        &crm_ids as &[&str],
+        &external_ids as &[&str],
+        direction.as_str()
     )
-    .bind(user_id)
-    .bind(&items)
-    .bind(&objects)
-    .bind(&crm_ids)
-    .bind(&external_ids)
-    .bind(direction.as_str())
     .execute(pool)
     .await?;
     Ok(())
@@ -80,14 +80,14 @@ pub async fn mailbox_items_of(
     user_id: Uuid,
     crm_ids: &[String],
 ) -> Result<HashMap<String, String>, sqlx::Error> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT DISTINCT ON (crm_id) crm_id, mailbox_item_id FROM item_mappings \
          WHERE user_id = $1 AND crm_id = ANY($2) AND direction = 'crm_to_mailbox' \
          ORDER BY crm_id, updated_at DESC",
+        user_id,
+        crm_ids
     )
-    .bind(user_id)
-    .bind(crm_ids)
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().collect())
+    Ok(rows.into_iter().map(|row| (row.crm_id, row.mailbox_item_id)).collect())
 }
