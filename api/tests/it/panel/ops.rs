@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DurationRound, TimeDelta, Utc};
 use fantoccini::key::Key;
-use reqwest::{Client, StatusCode, redirect::Policy};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use syncfleet_api::auth::create_token;
@@ -21,7 +21,12 @@ use syncfleet_common::{
 use syncfleet_testkit::{organization, users};
 use uuid::Uuid;
 
-use super::{Fleet, sign_in, webdriver::Browser};
+use super::{
+    Fleet,
+    security::{client, signed_in},
+    sign_in,
+    webdriver::Browser,
+};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -528,48 +533,6 @@ async fn an_admin_works_the_operator_console_and_an_organization_admin_never_see
 
     browser.stop().await;
     fleet.stop().await;
-}
-
-fn client() -> Client {
-    syncfleet_connectors::http::install_tls_provider();
-    Client::builder()
-        .redirect(Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-/// Signs in over HTTP; answers the cookie and the page's CSRF token.
-async fn signed_in(fleet: &Fleet, token: &str) -> (String, String) {
-    let response = client()
-        .post(fleet.url("/panel/login"))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    let cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let page = client()
-        .get(fleet.url("/panel/organizations"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = page
-        .split("name=\"csrf-token\" content=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
-    (cookie, csrf)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

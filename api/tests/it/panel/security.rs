@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{Fleet, sign_in, webdriver::Browser};
 
-fn client() -> Client {
+pub(super) fn client() -> Client {
     syncfleet_connectors::http::install_tls_provider();
     Client::builder()
         .redirect(Policy::none())
@@ -25,7 +25,7 @@ fn client() -> Client {
 }
 
 /// Signs in over HTTP; answers the cookie pair and the page's CSRF token.
-async fn signed_in(fleet: &Fleet, token: &str) -> (String, String) {
+pub(super) async fn signed_in(fleet: &Fleet, token: &str) -> (String, String) {
     let response = client()
         .post(fleet.url("/panel/login"))
         .form(&[("token", token)])
