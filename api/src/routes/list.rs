@@ -55,6 +55,16 @@ pub struct Column {
     pub nullable: bool,
 }
 
+/// A column, for a spec's `columns`.
+pub const fn column(name: &'static str, sql: &'static str, kind: Kind, nullable: bool) -> Column {
+    Column {
+        name,
+        sql,
+        kind,
+        nullable,
+    }
+}
+
 /// A list's sortable columns and defaults.
 #[derive(Debug)]
 pub struct Spec {

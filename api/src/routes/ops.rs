@@ -320,18 +320,9 @@ pub async fn workers(State(state): State<AppState>, principal: Principal) -> Res
     }))
 }
 
-const fn column(name: &'static str, sql: &'static str, kind: list::Kind, nullable: bool) -> list::Column {
-    list::Column {
-        name,
-        sql,
-        kind,
-        nullable,
-    }
-}
-
 static DEAD_LIST: list::Spec = list::Spec {
     list: "dead_jobs",
-    columns: &[column("dead_at", "d.dead_at", list::Kind::Time, false)],
+    columns: &[list::column("dead_at", "d.dead_at", list::Kind::Time, false)],
     id_sql: "d.id",
     default_sort: "dead_at",
     default_order: list::Order::Desc,
@@ -526,6 +517,37 @@ enum Done {
     Already(DeadJob),
 }
 
+/// A dead job locked for a replay or a discard.
+enum Locked {
+    /// Waiting for an operator, with its payload.
+    Dead(DeadJob, Vec<u8>),
+    /// In the state the action leads to already.
+    Already(DeadJob),
+}
+
+/// Locks dead job `id` for the action that leads to status `to`; the other
+/// resolution (`other`) is a conflict: a replayed job is never discarded,
+/// nor a discarded one replayed.
+async fn locked(connection: &mut sqlx::PgConnection, id: Uuid, to: &str, other: &str) -> Result<Locked, ApiError> {
+    let (dead, payload) = store::dead_job(connection, id, true)
+        .await?
+        .ok_or_else(|| ApiError::not_found("dead job"))?;
+    if dead.status == to {
+        return Ok(Locked::Already(dead));
+    }
+    if dead.status == other {
+        let (code, action) = match other {
+            "replayed" => ("dead_job_replayed", "discarded"),
+            _ => ("dead_job_discarded", "replayed"),
+        };
+        return Err(ApiError::conflict(
+            code,
+            format!("this dead job was {other}; it cannot be {action}"),
+        ));
+    }
+    Ok(Locked::Dead(dead, payload))
+}
+
 async fn reread(state: &AppState, id: Uuid) -> Result<DeadJob, ApiError> {
     let mut connection = state.pool.acquire().await?;
     Ok(store::dead_job(&mut connection, id, false)
@@ -540,19 +562,10 @@ async fn reread(state: &AppState, id: Uuid) -> Result<DeadJob, ApiError> {
 /// conflict.
 async fn replay(state: &AppState, principal: &Principal, id: Uuid) -> Result<Done, ApiError> {
     let mut tx = state.pool.begin().await?;
-    let (dead, payload) = store::dead_job(&mut tx, id, true)
-        .await?
-        .ok_or_else(|| ApiError::not_found("dead job"))?;
-    match dead.status.as_str() {
-        "replayed" => return Ok(Done::Already(dead)),
-        "discarded" => {
-            return Err(ApiError::conflict(
-                "dead_job_discarded",
-                "this dead job was discarded; it cannot be replayed",
-            ));
-        }
-        _ => {}
-    }
+    let (dead, payload) = match locked(&mut tx, id, "replayed", "discarded").await? {
+        Locked::Dead(dead, payload) => (dead, payload),
+        Locked::Already(dead) => return Ok(Done::Already(dead)),
+    };
     let Ok(mut job) = JobEnvelope::decode(&payload) else {
         return Err(ApiError::conflict(
             "dead_job_unreadable",
@@ -603,18 +616,8 @@ async fn replay(state: &AppState, principal: &Principal, id: Uuid) -> Result<Don
 /// Discards one dead job: it stays listed under `status=discarded`.
 async fn discard(state: &AppState, principal: &Principal, id: Uuid) -> Result<Done, ApiError> {
     let mut tx = state.pool.begin().await?;
-    let (dead, _) = store::dead_job(&mut tx, id, true)
-        .await?
-        .ok_or_else(|| ApiError::not_found("dead job"))?;
-    match dead.status.as_str() {
-        "discarded" => return Ok(Done::Already(dead)),
-        "replayed" => {
-            return Err(ApiError::conflict(
-                "dead_job_replayed",
-                "this dead job was replayed; it cannot be discarded",
-            ));
-        }
-        _ => {}
+    if let Locked::Already(dead) = locked(&mut tx, id, "discarded", "replayed").await? {
+        return Ok(Done::Already(dead));
     }
     store::mark_discarded(&mut tx, id, &principal.label).await?;
     tx.commit().await.map_err(ApiError::at_commit)?;
@@ -857,7 +860,7 @@ pub async fn limits(State(state): State<AppState>, principal: Principal) -> Resu
 
 static SUSPENDED_LIST: list::Spec = list::Spec {
     list: "suspended",
-    columns: &[column(
+    columns: &[list::column(
         "suspended_at",
         "u.sync_status_changed_at",
         list::Kind::Time,

@@ -73,26 +73,17 @@ pub struct SessionListQuery {
     until: Option<String>,
 }
 
-const fn column(name: &'static str, sql: &'static str, kind: list::Kind, nullable: bool) -> list::Column {
-    list::Column {
-        name,
-        sql,
-        kind,
-        nullable,
-    }
-}
-
 static SESSION_LIST: list::Spec = list::Spec {
     list: "sessions",
     columns: &[
-        column("started_at", "s.started_at", list::Kind::Time, false),
-        column("ended_at", "s.ended_at", list::Kind::Time, true),
-        column("status", "s.status", list::Kind::Text, false),
-        column("scope", "s.scope", list::Kind::Text, false),
-        column("trigger", "s.trigger", list::Kind::Text, false),
-        column("issue_count", "s.issue_count", list::Kind::Int, false),
-        column("items_to_crm", "s.items_to_crm", list::Kind::Int, false),
-        column("items_to_mailbox", "s.items_to_mailbox", list::Kind::Int, false),
+        list::column("started_at", "s.started_at", list::Kind::Time, false),
+        list::column("ended_at", "s.ended_at", list::Kind::Time, true),
+        list::column("status", "s.status", list::Kind::Text, false),
+        list::column("scope", "s.scope", list::Kind::Text, false),
+        list::column("trigger", "s.trigger", list::Kind::Text, false),
+        list::column("issue_count", "s.issue_count", list::Kind::Int, false),
+        list::column("items_to_crm", "s.items_to_crm", list::Kind::Int, false),
+        list::column("items_to_mailbox", "s.items_to_mailbox", list::Kind::Int, false),
     ],
     id_sql: "s.id",
     default_sort: "started_at",
@@ -324,9 +315,9 @@ pub struct IssuePage {
 static ISSUE_LIST: list::Spec = list::Spec {
     list: "issues",
     columns: &[
-        column("created_at", "i.created_at", list::Kind::Time, false),
-        column("source", "i.source", list::Kind::Text, false),
-        column("category", "i.category", list::Kind::Text, false),
+        list::column("created_at", "i.created_at", list::Kind::Time, false),
+        list::column("source", "i.source", list::Kind::Text, false),
+        list::column("category", "i.category", list::Kind::Text, false),
     ],
     id_sql: "i.id",
     default_sort: "created_at",
