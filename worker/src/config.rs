@@ -254,17 +254,13 @@ pub fn budget(source: &Source) -> Result<crate::sync::Budget, ConfigError> {
 }
 
 fn default_worker_id() -> String {
-    format!("{}-{}", host_name(), std::process::id())
-}
-
-/// The machine's (the pod's) name.
-pub(crate) fn host_name() -> String {
-    std::env::var("HOSTNAME")
+    let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "worker".to_owned())
+        .unwrap_or_else(|| "worker".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 #[cfg(test)]

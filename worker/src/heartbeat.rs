@@ -192,7 +192,7 @@ impl Heartbeat {
         }
         let interval_ms = i32::try_from(self.interval.as_millis()).unwrap_or(i32::MAX);
         let version = env!("CARGO_PKG_VERSION");
-        let host = crate::config::host_name();
+        let host = host_name();
         let draining = stopped || self.draining.load(Ordering::Relaxed);
         let in_flight = self.in_flight.json();
         let result = sqlx::query!(
@@ -238,6 +238,19 @@ impl Heartbeat {
         }
         result.map(|_| ())
     }
+}
+
+/// The machine's (the pod's) name.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 #[cfg(test)]
