@@ -155,30 +155,19 @@ impl Tick<'_> {
 /// lets users whose cadence job was lost be scheduled again.
 ///
 /// Neither the lease nor the queued job is indexed (a claim and a close stay
-/// HOT): expired leases are found through the running sessions, lost jobs
-/// through the slot index (the scheduler moved the slot on when it queued
-/// the job, so a job still queued long after its slot passed is lost).
+/// HOT): expired leases are found by a scan of the run rows (narrow, and
+/// once per sweep interval), lost jobs through the slot index (the scheduler
+/// moved the slot on when it queued the job, so a job still queued long
+/// after its slot passed is lost).
 pub async fn sweep(pool: &PgPool, queued_job_timeout: Duration) -> Result<(u64, u64), sqlx::Error> {
-    let abandoned = sqlx::query!(
-        "WITH expired AS ( \
-             SELECT r.user_id, r.running_session_id AS session_id \
-             FROM sync_sessions s JOIN user_runs r ON r.user_id = s.user_id AND r.running_session_id = s.id \
-             WHERE s.status = 'running' AND r.lease_expires_at < now() \
-             LIMIT 10000 FOR UPDATE OF r SKIP LOCKED \
-         ), released AS ( \
-             UPDATE user_runs r SET running_session_id = NULL, lease_expires_at = NULL, \
-                 last_session_id = e.session_id, last_session_at = now(), last_session_status = 'abandoned' \
-             FROM expired e WHERE r.user_id = e.user_id AND r.running_session_id = e.session_id \
-             RETURNING e.user_id, e.session_id \
-         ) \
-         UPDATE sync_sessions s \
-         SET status = 'abandoned', ended_at = now(), error_source = 'engine', error_category = 'internal', \
-             error_message = 'the worker''s lease expired before the session finished' \
-         FROM released r WHERE s.user_id = r.user_id AND s.id = r.session_id AND s.status = 'running'",
+    let abandoned = sqlx::query_scalar!(
+        "SELECT count(*) FILTER (WHERE abandon_session(user_id, running_session_id)) AS \"abandoned!\" \
+         FROM (SELECT user_id, running_session_id FROM user_runs \
+               WHERE running_started_at IS NOT NULL AND lease_expires_at < now() \
+               LIMIT 10000 FOR UPDATE SKIP LOCKED) expired",
     )
-    .execute(pool)
-    .await?
-    .rows_affected();
+    .fetch_one(pool)
+    .await? as u64;
     let recovered = sqlx::query!(
         "UPDATE user_runs SET queued_job_id = NULL, queued_at = NULL \
          WHERE next_sync_at <= now() AND queued_job_id IS NOT NULL \

@@ -90,7 +90,7 @@ pub async fn mark_queued(pool: &PgPool, users: &[Uuid], jobs: &[Uuid]) {
 
 /// Sessions of a user by status.
 pub async fn session_count(pool: &PgPool, user_id: Uuid, status: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM sync_sessions WHERE user_id = $1 AND status = $2")
+    sqlx::query_scalar("SELECT count(*) FROM sync_sessions_all WHERE user_id = $1 AND status = $2")
         .bind(user_id)
         .bind(status)
         .fetch_one(pool)
@@ -100,7 +100,7 @@ pub async fn session_count(pool: &PgPool, user_id: Uuid, status: &str) -> i64 {
 
 /// All sessions with a status.
 pub async fn sessions_with_status(pool: &PgPool, status: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM sync_sessions WHERE status = $1")
+    sqlx::query_scalar("SELECT count(*) FROM sync_sessions_all WHERE status = $1")
         .bind(status)
         .fetch_one(pool)
         .await

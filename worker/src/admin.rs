@@ -225,21 +225,7 @@ async fn start(
             // The holder's lease expired: its worker died or stalled. A
             // session it held ends as abandoned, as a session's claim does.
             // (The holder may be another admin job: no session then.)
-            sqlx::query!(
-                "WITH abandoned AS ( \
-                     UPDATE sync_sessions SET status = 'abandoned', ended_at = now(), error_source = 'engine', \
-                         error_category = 'internal', \
-                         error_message = 'the worker''s lease expired before the session finished' \
-                     WHERE user_id = $1 AND id = $2 AND status = 'running' RETURNING id \
-                 ) \
-                 UPDATE user_runs SET last_session_id = $2, last_session_at = now(), \
-                     last_session_status = 'abandoned' \
-                 WHERE user_id = $1 AND EXISTS (SELECT 1 FROM abandoned)",
-                user_id,
-                holder
-            )
-            .execute(&mut *tx)
-            .await?;
+            crate::session::abandon(&mut tx, user_id, holder).await?;
         }
         sqlx::query!(
             "UPDATE user_runs SET running_session_id = $2, lease_expires_at = now() + $3 * interval '1 millisecond' \

@@ -3,7 +3,9 @@
 //! A claim locks the user's row, so it waits for an api transaction that is
 //! publishing this very job, then its run row (`user_runs`: the lease, the
 //! queued job, the last session), and decides in one transaction whether the
-//! job runs. Finishing a session is fenced by the lease: a worker that lost
+//! job runs. A running session lives on the run row (what the admins' views
+//! and the sweep need of it); its own row is written once, when it ends
+//! (`sync_sessions_all` shows both). Finishing a session is fenced by the lease: a worker that lost
 //! its lease cannot close a session or touch the user. A transaction locking
 //! both rows locks the user's first; the group commit's statements lock the
 //! run rows alone.
@@ -91,13 +93,7 @@ pub async fn claim(
         }
         // The lease expired: its worker died or stalled. Its session ends as
         // abandoned and this job may take over.
-        abandon(
-            &mut tx,
-            user_id,
-            running,
-            "the worker's lease expired before the session finished",
-        )
-        .await?;
+        abandon(&mut tx, user_id, running).await?;
         after_abandoned = true;
     }
 
@@ -113,61 +109,74 @@ pub async fn claim(
         return Ok(Claim::Drop("a newer cadence job superseded this one"));
     }
     let session_id = Uuid::now_v7();
-    let effective = effective_disabled_reason(user.organization_enabled, &user.sync_status);
-    let status = if effective.is_some() {
-        SessionStatus::Skipped
+    let skipped = effective_disabled_reason(user.organization_enabled, &user.sync_status);
+    let started_at = if skipped.is_none() {
+        // The session runs on the user's run row (the lease, and what the
+        // admins' views and the sweep need of it), a HOT update; its own
+        // row is written once, when it ends.
+        sqlx::query_scalar!(
+            "WITH running AS ( \
+                 UPDATE user_runs SET running_session_id = $1, \
+                     lease_expires_at = now() + $9 * interval '1 millisecond', \
+                     running_started_at = now(), running_job_id = $4, running_attempt = $5, running_trigger = $6, \
+                     running_scheduled_at = $7, running_worker_id = $8, running_organization_id = $3 \
+                 WHERE user_id = $2 \
+             ), admin_job AS ( \
+                 UPDATE admin_jobs SET status = 'running', started_at = COALESCE(started_at, now()), \
+                     finished_at = NULL, result = NULL, error = NULL \
+                 WHERE id = $4 AND $6 <> 'cadence' AND status IN ('queued', 'running') \
+             ) \
+             SELECT now() AS \"started_at!\"",
+            session_id,
+            user_id,
+            user.organization_id,
+            job.job_id,
+            attempt(job),
+            job.trigger.as_str(),
+            job.scheduled_at,
+            worker_id,
+            lease.as_millis() as f64
+        )
+        .fetch_one(&mut *tx)
+        .await?
     } else {
-        SessionStatus::Running
+        // A skipped session ends at once: its row, and, being the end of its
+        // job, the user may be queued again.
+        sqlx::query_scalar!(
+            "WITH session AS ( \
+                 INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, scope, status, \
+                                            scheduled_at, started_at, ended_at, worker_id, error_category, \
+                                            error_source, error_message) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'check', 'skipped', $7, now(), now(), $8, 'settings', 'engine', $9) \
+                 RETURNING started_at \
+             ), bookkeeping AS ( \
+                 UPDATE user_runs SET \
+                     queued_job_id = CASE WHEN queued_job_id = $4 THEN NULL ELSE queued_job_id END, \
+                     queued_at = CASE WHEN queued_job_id = $4 THEN NULL ELSE queued_at END, \
+                     last_session_id = $1, last_session_at = now(), last_session_status = 'skipped' \
+                 WHERE user_id = $2 \
+             ), admin_job AS ( \
+                 UPDATE admin_jobs SET status = 'failed', started_at = COALESCE(started_at, now()), \
+                     finished_at = now(), error = $9, \
+                     result = jsonb_build_object('session_id', $1, 'session_status', 'skipped') \
+                 WHERE id = $4 AND $6 <> 'cadence' AND status IN ('queued', 'running') \
+             ) \
+             SELECT started_at FROM session",
+            session_id,
+            user_id,
+            user.organization_id,
+            job.job_id,
+            attempt(job),
+            job.trigger.as_str(),
+            job.scheduled_at,
+            worker_id,
+            skipped
+        )
+        .fetch_one(&mut *tx)
+        .await?
     };
-    // The session row and the user's bookkeeping in one statement: a running
-    // session takes the lease; a skipped one ends at once and, being the end
-    // of its job, lets the scheduler queue the user again.
-    let started_at = sqlx::query_scalar!(
-        "WITH session AS ( \
-             INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, scope, status, \
-                                        scheduled_at, started_at, ended_at, worker_id, error_category, \
-                                        error_source, error_message) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'check', $7, $8, now(), \
-                     CASE WHEN $7 = 'skipped' THEN now() END, $9, \
-                     CASE WHEN $7 = 'skipped' THEN 'settings' END, CASE WHEN $7 = 'skipped' THEN 'engine' END, $10) \
-             RETURNING started_at \
-         ), bookkeeping AS ( \
-             UPDATE user_runs SET \
-                 running_session_id = CASE WHEN $7 = 'running' THEN $1 END, \
-                 lease_expires_at = CASE WHEN $7 = 'running' THEN now() + $11 * interval '1 millisecond' END, \
-                 queued_job_id = CASE WHEN $7 = 'skipped' AND queued_job_id = $4 THEN NULL ELSE queued_job_id END, \
-                 queued_at = CASE WHEN $7 = 'skipped' AND queued_job_id = $4 THEN NULL ELSE queued_at END, \
-                 last_session_id = CASE WHEN $7 = 'skipped' THEN $1 ELSE last_session_id END, \
-                 last_session_at = CASE WHEN $7 = 'skipped' THEN now() ELSE last_session_at END, \
-                 last_session_status = CASE WHEN $7 = 'skipped' THEN 'skipped' ELSE last_session_status END \
-             WHERE user_id = $2 \
-         ), admin_job AS ( \
-             UPDATE admin_jobs SET \
-                 status = CASE WHEN $7 = 'skipped' THEN 'failed' ELSE 'running' END, \
-                 started_at = COALESCE(started_at, now()), \
-                 finished_at = CASE WHEN $7 = 'skipped' THEN now() END, \
-                 result = CASE WHEN $7 = 'skipped' \
-                     THEN jsonb_build_object('session_id', $1, 'session_status', 'skipped') END, \
-                 error = $10 \
-             WHERE id = $4 AND $6 <> 'cadence' AND status IN ('queued', 'running') \
-         ) \
-         SELECT started_at FROM session",
-        session_id,
-        user_id,
-        user.organization_id,
-        job.job_id,
-        attempt(job),
-        job.trigger.as_str(),
-        status.as_str(),
-        job.scheduled_at,
-        worker_id,
-        effective,
-        lease.as_millis() as f64
-    )
-    .fetch_one(&mut *tx)
-    .await?;
     tx.commit().await?;
-    if status == SessionStatus::Skipped {
+    if skipped.is_some() {
         return Ok(Claim::Skipped);
     }
     let organization_id = user.organization_id;
@@ -224,29 +233,24 @@ pub async fn claim_together(
     let scheduled: Vec<DateTime<Utc>> = requests.iter().map(|request| request.scheduled_at).collect();
     let attempts: Vec<i32> = requests.iter().map(|request| request.attempt).collect();
     // Each user whose run row still names the job as queued, holds no lease
-    // and may sync takes the lease (a HOT update of the run row alone), its
-    // session opens, and its settings come back with it.
+    // and may sync takes the lease and runs the session on its run row (a
+    // HOT update of the run row alone; the session's row is written when it
+    // ends), and its settings come back with it.
     let rows = query_with_settings!(
-        "WITH claimed AS ( \
-             UPDATE user_runs r SET running_session_id = x.session_id, \
-                 lease_expires_at = now() + $6 * interval '1 millisecond' \
+        "UPDATE user_runs r SET running_session_id = x.session_id, \
+                 lease_expires_at = now() + $6 * interval '1 millisecond', \
+                 running_started_at = now(), running_job_id = x.job_id, running_attempt = x.attempt, \
+                 running_trigger = 'cadence', running_scheduled_at = x.scheduled_at, running_worker_id = $7, \
+                 running_organization_id = u.organization_id \
              FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::int[]) \
                       AS x(user_id, job_id, session_id, scheduled_at, attempt), \
                   users u, organizations o \
              WHERE r.user_id = x.user_id AND u.id = r.user_id AND o.id = u.organization_id \
                AND r.queued_job_id = x.job_id AND r.running_session_id IS NULL \
                AND u.sync_status = 'enabled' AND o.sync_enabled \
-             RETURNING u.id AS user_id, u.organization_id, x.session_id, x.job_id, x.scheduled_at, x.attempt, \
-                 r.last_session_status, ",
-        " ), opened AS ( \
-             INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, scope, status, \
-                                        scheduled_at, started_at, worker_id) \
-             SELECT session_id, user_id, organization_id, job_id, attempt, 'cadence', 'check', 'running', \
-                    scheduled_at, now(), $7 \
-             FROM claimed \
-             RETURNING id, started_at \
-         ) \
-         SELECT claimed.*, opened.started_at FROM claimed JOIN opened ON opened.id = claimed.session_id",
+         RETURNING u.id AS user_id, u.organization_id, x.session_id AS \"session_id!\", \
+             r.running_started_at AS \"started_at!\", r.last_session_status, ",
+        "",
         &user_ids,
         &job_ids,
         &session_ids,
@@ -264,12 +268,7 @@ pub async fn claim_together(
             return requests.iter().map(|_| Err(())).collect();
         }
     };
-    // A row's session is never null (the statement joins on it), which the
-    // inference cannot tell through the CTE.
-    let mut opened: std::collections::HashMap<Uuid, _> = rows
-        .into_iter()
-        .filter_map(|row| Some((row.session_id?, row)))
-        .collect();
+    let mut opened: std::collections::HashMap<Uuid, _> = rows.into_iter().map(|row| (row.session_id, row)).collect();
     session_ids
         .iter()
         .map(|session_id| {
@@ -290,13 +289,13 @@ pub async fn claim_together(
 }
 
 /// Whether a session of this attempt (or a later one) of the job has ended
-/// other than abandoned. Sessions start after their job was enqueued, which
-/// bounds the partitions searched.
+/// other than abandoned (a session's row is written when it ends). Sessions
+/// start after their job was enqueued, which bounds the partitions searched.
 async fn already_ran(tx: &mut Transaction<'_, Postgres>, job: &JobEnvelope) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar!(
         "SELECT EXISTS (SELECT 1 FROM sync_sessions \
                         WHERE job_id = $1 AND attempt >= $2 AND started_at >= $3 \
-                          AND status NOT IN ('running', 'abandoned')) AS \"ran!\"",
+                          AND status <> 'abandoned') AS \"ran!\"",
         job.job_id,
         attempt(job),
         job.enqueued_at - chrono::Duration::minutes(10)
@@ -322,32 +321,14 @@ fn effective_disabled_reason(organization_enabled: bool, sync_status: &str) -> O
     }
 }
 
-async fn abandon(
-    tx: &mut Transaction<'_, Postgres>,
-    user_id: Uuid,
-    session_id: Uuid,
-    reason: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE sync_sessions SET status = 'abandoned', ended_at = now(), error_source = 'engine', \
-                                  error_category = 'internal', error_message = $3 \
-         WHERE user_id = $1 AND id = $2 AND status = 'running'",
-        user_id,
-        session_id,
-        reason
-    )
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query!(
-        "UPDATE user_runs SET running_session_id = NULL, lease_expires_at = NULL, \
-             last_session_id = $2, last_session_at = now(), last_session_status = 'abandoned' \
-         WHERE user_id = $1 AND running_session_id = $2",
-        user_id,
-        session_id
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// Ends the user's session `held` as abandoned and releases its lease (see
+/// the `abandon_session` function); the caller holds the run row's lock and
+/// decided the lease expired. An admin job's lease is released, no session
+/// written. Answers whether a session was abandoned.
+pub async fn abandon(tx: &mut Transaction<'_, Postgres>, user_id: Uuid, held: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!("SELECT abandon_session($1, $2) AS \"abandoned!\"", user_id, held)
+        .fetch_one(&mut **tx)
+        .await
 }
 
 /// Extends the lease; `false` means it is no longer ours.
@@ -466,8 +447,12 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
         "WITH locked AS ( \
              SELECT id, organization_id, email, coalesce(notification_email, email) AS notify, sync_status \
              FROM users WHERE id = $1 FOR UPDATE \
+         ), running AS ( \
+             SELECT * FROM user_runs WHERE user_id = $1 AND running_session_id = $2 \
          ), released AS ( \
              UPDATE user_runs SET running_session_id = NULL, lease_expires_at = NULL, \
+                 running_started_at = NULL, running_job_id = NULL, running_attempt = NULL, running_trigger = NULL, \
+                 running_scheduled_at = NULL, running_worker_id = NULL, running_organization_id = NULL, \
                  queued_job_id = CASE WHEN $21::uuid IS NOT NULL THEN $21 \
                      WHEN $4 AND queued_job_id = $5 THEN NULL ELSE queued_job_id END, \
                  queued_at = CASE WHEN $21::uuid IS NOT NULL THEN now() \
@@ -511,10 +496,14 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
                                     ELSE 'Check the settings and the sync issues, then enable synchronization again.' END) \
              FROM released WHERE suspended \
          ), closed AS ( \
-             UPDATE sync_sessions SET status = $6, scope = $7, ended_at = now(), items_to_crm = $8, \
-                 items_to_mailbox = $9, issue_count = $10, calls = $11, error_category = $12, \
-                 error_source = $13, error_message = $14 \
-             WHERE id = $2 AND started_at = $3 AND EXISTS (SELECT 1 FROM released) \
+             INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, scope, status, \
+                                        scheduled_at, started_at, ended_at, worker_id, items_to_crm, \
+                                        items_to_mailbox, issue_count, calls, error_category, error_source, \
+                                        error_message) \
+             SELECT $2, $1, running_organization_id, running_job_id, running_attempt, running_trigger, $7, $6, \
+                    running_scheduled_at, running_started_at, now(), running_worker_id, $8, $9, $10, $11, $12, \
+                    $13, $14 \
+             FROM running WHERE EXISTS (SELECT 1 FROM released) \
          ), issues AS ( \
              INSERT INTO sync_issues (id, session_id, user_id, created_at, source, category, item_ref, message) \
              SELECT issue.id, $2, $1, now(), issue.source, issue.category, issue.item_ref, issue.message \
@@ -647,39 +636,46 @@ pub async fn close_quietly_together(pool: &PgPool, closes: Vec<QuietClose>) -> V
     }
     let user_ids: Vec<Uuid> = closes.iter().map(|close| close.claimed.user_id).collect();
     let session_ids: Vec<Uuid> = closes.iter().map(|close| close.claimed.session_id).collect();
-    let started: Vec<DateTime<Utc>> = closes.iter().map(|close| close.claimed.started_at).collect();
     let job_ids: Vec<Uuid> = closes.iter().map(|close| close.job_id).collect();
     let scopes: Vec<&str> = closes.iter().map(|close| close.scope).collect();
     let calls: Vec<serde_json::Value> = closes.iter().map(|close| close.calls.clone()).collect();
-    // What [`finish`] writes for such a session, set-based (HOT updates of
-    // the run rows alone); each close is fenced by its own lease.
+    // What [`finish`] writes for such a session, set-based (a HOT update of
+    // each run row and the session's row, written once); each close is
+    // fenced by its own lease.
     let released = sqlx::query_scalar!(
-        "WITH released AS ( \
+        "WITH running AS ( \
+             SELECT u.* FROM user_runs u JOIN UNNEST($1::uuid[], $2::uuid[]) AS r(user_id, session_id) \
+                 ON u.user_id = r.user_id AND u.running_session_id = r.session_id \
+         ), released AS ( \
              UPDATE user_runs u SET running_session_id = NULL, lease_expires_at = NULL, \
+                 running_started_at = NULL, running_job_id = NULL, running_attempt = NULL, running_trigger = NULL, \
+                 running_scheduled_at = NULL, running_worker_id = NULL, running_organization_id = NULL, \
                  queued_job_id = CASE WHEN u.queued_job_id = r.job_id THEN NULL ELSE u.queued_job_id END, \
                  queued_at = CASE WHEN u.queued_job_id = r.job_id THEN NULL ELSE u.queued_at END, \
                  consecutive_failures = 0, failure_class = NULL, \
                  last_session_id = r.session_id, last_session_at = now(), last_session_status = 'succeeded' \
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[], $5::text[], $6::jsonb[]) \
-                      AS r(user_id, session_id, started_at, job_id, scope, calls) \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[]) \
+                      AS r(user_id, session_id, job_id, scope, calls) \
              WHERE u.user_id = r.user_id AND u.running_session_id = r.session_id \
              RETURNING r.* \
          ), closed AS ( \
-             UPDATE sync_sessions s SET status = 'succeeded', scope = released.scope, ended_at = now(), \
-                 items_to_crm = 0, items_to_mailbox = 0, issue_count = 0, calls = released.calls, \
-                 error_category = NULL, error_source = NULL, error_message = NULL \
-             FROM released WHERE s.id = released.session_id AND s.started_at = released.started_at \
+             INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, scope, status, \
+                                        scheduled_at, started_at, ended_at, worker_id, calls) \
+             SELECT released.session_id, released.user_id, running.running_organization_id, \
+                    running.running_job_id, running.running_attempt, running.running_trigger, released.scope, \
+                    'succeeded', running.running_scheduled_at, running.running_started_at, now(), \
+                    running.running_worker_id, released.calls \
+             FROM released JOIN running ON running.user_id = released.user_id \
          ), cursors AS ( \
              INSERT INTO sync_state (user_id, stream, token) \
              SELECT c.user_id, c.stream, c.token \
-             FROM UNNEST($7::uuid[], $8::text[], $9::text[]) AS c(user_id, stream, token) \
+             FROM UNNEST($6::uuid[], $7::text[], $8::text[]) AS c(user_id, stream, token) \
              WHERE c.user_id IN (SELECT user_id FROM released) \
              ON CONFLICT (user_id, stream) DO UPDATE SET token = EXCLUDED.token, updated_at = now() \
          ) \
          SELECT session_id AS \"session_id!\" FROM released",
         &user_ids,
         &session_ids,
-        &started,
         &job_ids,
         &scopes as &[&str],
         &calls,

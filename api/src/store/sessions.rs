@@ -1,6 +1,7 @@
 //! Sync sessions, their issues and logs, as the api reads them. They are
 //! partitioned by day: every statement names the user (their indexes lead
-//! with it) or the exact partition key.
+//! with it) or the exact partition key. A running session is on its user's
+//! run row until it ends: sessions are read through `sync_sessions_all`.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -114,7 +115,7 @@ pub async fn page(pool: &PgPool, filter: &SessionFilter, page: &list::Page) -> S
     super::counted_page(
         pool,
         SESSION_COLUMNS,
-        "sync_sessions s",
+        "sync_sessions_all s",
         |builder| filter.push(builder),
         page,
     )
@@ -123,11 +124,13 @@ pub async fn page(pool: &PgPool, filter: &SessionFilter, page: &list::Page) -> S
 
 /// The session, with the organization its user is in now (visibility
 /// follows it). The id alone has no partition key: one probe of each
-/// partition's primary key.
+/// partition's primary key, and a scan of the run rows for a session still
+/// running (no index covers a running session's id, so that its claim and
+/// close stay HOT updates).
 pub async fn find(pool: &PgPool, id: Uuid) -> StoreResult<Option<(SessionView, Uuid)>> {
     let query = format!(
         "SELECT {SESSION_COLUMNS}, u.organization_id AS current_organization_id \
-         FROM sync_sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1"
+         FROM sync_sessions_all s JOIN users u ON u.id = s.user_id WHERE s.id = $1"
     );
     let Some(row) = sqlx::query(&query).bind(id).fetch_optional(pool).await? else {
         return Ok(None);
@@ -171,7 +174,7 @@ pub async fn log(pool: &PgPool, session: &SessionView) -> StoreResult<Option<Vec
 /// When the user's session started, when it (still) exists.
 pub async fn started_at(pool: &PgPool, user: Uuid, session: Uuid) -> StoreResult<Option<DateTime<Utc>>> {
     Ok(sqlx::query_scalar!(
-        "SELECT started_at FROM sync_sessions WHERE user_id = $1 AND id = $2",
+        "SELECT started_at AS \"started_at!\" FROM sync_sessions_all WHERE user_id = $1 AND id = $2",
         user,
         session
     )

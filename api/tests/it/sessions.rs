@@ -72,7 +72,28 @@ pub async fn download(address: std::net::SocketAddr, path: &str, token: &str) ->
     Download { status, headers, body }
 }
 
-/// A finished (or running) session of a user, with `issues` issues.
+/// A session running for a user since `started_at`: it holds the user's
+/// lease, and its row is written when it ends.
+pub async fn running_session(env: &TestEnv, user: Uuid, organization: Uuid, started_at: DateTime<Utc>) -> Uuid {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "UPDATE user_runs SET running_session_id = $2, lease_expires_at = now() + interval '1 minute', \
+             running_started_at = $3, running_job_id = gen_random_uuid(), running_attempt = 1, \
+             running_trigger = 'cadence', running_scheduled_at = $3, running_worker_id = 'test-worker', \
+             running_organization_id = $4 \
+         WHERE user_id = $1",
+    )
+    .bind(user)
+    .bind(id)
+    .bind(started_at)
+    .bind(organization)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    id
+}
+
+/// A finished session of a user, with `issues` issues.
 pub async fn session(
     env: &TestEnv,
     user: Uuid,
@@ -481,8 +502,31 @@ async fn the_session_log_downloads_as_a_zip_holding_the_workers_log() {
     assert_eq!(lines, log.entries(), "the zip holds the stored log, line for line");
     std::fs::remove_dir_all(directory).unwrap();
 
-    // A running session has no log yet.
-    let running = session(&env, user, org, minutes_ago(1), "running", 0).await;
+    // A running session (on its user's run row until it ends) is listed and
+    // found by id, and has no log yet.
+    let running = running_session(&env, user, org, minutes_ago(1)).await;
+    let response = http(api.address, "GET", &format!("/v1/sessions/{running}"), Some(&token)).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let found: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(found["session"]["status"], "running");
+    assert_eq!(found["session"]["ended_at"], serde_json::Value::Null);
+    assert_eq!(found["session"]["user_id"], user.to_string());
+    let response = http(
+        api.address,
+        "GET",
+        &format!("/v1/users/{user}/sessions?status=running"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let listed: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+    let ids: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [running.to_string().as_str()]);
     let response = http(
         api.address,
         "GET",

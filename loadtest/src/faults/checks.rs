@@ -237,7 +237,7 @@ pub async fn run(inputs: Inputs<'_>) -> anyhow::Result<Value> {
     add("no_overlapping_sessions", passed, figures);
 
     let (running, leased): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM sync_sessions WHERE status = 'running'), \
+        "SELECT (SELECT count(*) FROM sync_sessions_all WHERE status = 'running'), \
                 (SELECT count(*) FROM user_runs WHERE running_session_id IS NOT NULL)",
     )
     .fetch_one(inputs.pool)

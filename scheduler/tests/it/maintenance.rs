@@ -17,23 +17,19 @@ async fn the_sweep_abandons_sessions_whose_lease_expired_and_recovers_lost_jobs(
     let [crashed, lost, fresh] = users(&env.pool, org, 3, SyncStatus::Enabled, Utc::now(), true).await[..] else {
         unreachable!()
     };
+    // A session running on its run row (its row is written when it ends)
+    // whose worker died: its lease expired a minute ago.
     let session = Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO sync_sessions (id, user_id, organization_id, job_id, trigger, scheduled_at, started_at, worker_id) \
-         VALUES ($1, $2, $3, $4, 'cadence', now(), now() - interval '5 minutes', 'dead-worker')",
+        "UPDATE user_runs SET running_session_id = $2, lease_expires_at = now() - interval '1 minute', \
+             running_started_at = now() - interval '5 minutes', running_job_id = gen_random_uuid(), \
+             running_attempt = 1, running_trigger = 'cadence', running_scheduled_at = now() - interval '6 minutes', \
+             running_worker_id = 'dead-worker', running_organization_id = $3 \
+         WHERE user_id = $1",
     )
-    .bind(session)
     .bind(crashed)
+    .bind(session)
     .bind(org)
-    .bind(Uuid::now_v7())
-    .execute(&env.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "UPDATE user_runs SET running_session_id = $2, lease_expires_at = now() - interval '1 minute' WHERE user_id = $1",
-    )
-    .bind(crashed)
-    .bind(session)
     .execute(&env.pool)
     .await
     .unwrap();
@@ -54,12 +50,28 @@ async fn the_sweep_abandons_sessions_whose_lease_expired_and_recovers_lost_jobs(
         .await
         .unwrap();
     assert_eq!((abandoned, recovered), (1, 1));
-    let status: String = sqlx::query_scalar("SELECT status FROM sync_sessions WHERE id = $1")
-        .bind(session)
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
-    assert_eq!(status, "abandoned");
+    let (status, worker, ended): (String, String, bool) =
+        sqlx::query_as("SELECT status, worker_id, ended_at IS NOT NULL FROM sync_sessions WHERE id = $1")
+            .bind(session)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), worker.as_str(), ended),
+        ("abandoned", "dead-worker", true)
+    );
+    let (running, last): (Option<Uuid>, Option<String>) = sqlx::query_as(
+        "SELECT coalesce(running_session_id, running_job_id), last_session_status FROM user_runs WHERE user_id = $1",
+    )
+    .bind(crashed)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (running, last.as_deref()),
+        (None, Some("abandoned")),
+        "the lease is released"
+    );
     let queued: Vec<(Uuid, bool)> =
         sqlx::query_as("SELECT user_id, queued_job_id IS NOT NULL FROM user_runs WHERE user_id = ANY($1)")
             .bind([lost, fresh])
