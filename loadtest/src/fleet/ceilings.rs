@@ -115,9 +115,11 @@ async fn rabbitmq(common: &CommonConfig, prefix: &str, messages: usize, prefetch
     Ok(rate)
 }
 
+/// A session's row as a close writes it (its one write).
 const INSERT_SESSION: &str = "INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, \
-                              scope, status, scheduled_at, started_at, worker_id) \
-                              VALUES ($1, $2, $3, $4, 1, 'cadence', 'check', 'running', now(), now(), 'ceiling')";
+                              scope, status, scheduled_at, started_at, ended_at, worker_id) \
+                              VALUES ($1, $2, $3, $4, 1, 'cadence', 'incremental', 'succeeded', now(), now(), now(), \
+                              'ceiling')";
 
 async fn postgres(pool: &PgPool, users: &[(Uuid, Uuid)], rows: usize) -> anyhow::Result<(f64, f64)> {
     anyhow::ensure!(!users.is_empty(), "the ceilings need seeded users");
@@ -157,8 +159,9 @@ async fn postgres(pool: &PgPool, users: &[(Uuid, Uuid)], rows: usize) -> anyhow:
         let (user_ids, organization_ids): (Vec<Uuid>, Vec<Uuid>) = batch.into_iter().unzip();
         sqlx::query(
             "INSERT INTO sync_sessions (id, user_id, organization_id, job_id, attempt, trigger, scope, status, \
-                                        scheduled_at, started_at, worker_id) \
-             SELECT id, user_id, organization_id, job_id, 1, 'cadence', 'check', 'running', now(), now(), 'ceiling' \
+                                        scheduled_at, started_at, ended_at, worker_id) \
+             SELECT id, user_id, organization_id, job_id, 1, 'cadence', 'incremental', 'succeeded', now(), now(), \
+                    now(), 'ceiling' \
              FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[]) AS s(id, user_id, organization_id, job_id)",
         )
         .bind(ids)
