@@ -553,12 +553,16 @@ async fn cadence_sessions_due_together_are_claimed_and_closed_in_shared_statemen
     })
     .await;
 
-    // Every session ended as it would on its own: one session per user, the
-    // lease released, the job no longer queued, the success recorded.
+    // Every session ended as it would on its own: one session per user,
+    // its row (written once, at the close) holding what the claim kept on
+    // the run row, the lease and the running session released, the job no
+    // longer queued, the success recorded.
     let (sessions, released): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(DISTINCT user_id) FROM sync_sessions WHERE organization_id = $1 AND ended_at IS NOT NULL), \
+        "SELECT (SELECT count(DISTINCT user_id) FROM sync_sessions \
+                    WHERE organization_id = $1 AND trigger = 'cadence' AND attempt = 1 AND worker_id <> '' \
+                    AND scheduled_at <= started_at AND started_at <= ended_at), \
                 (SELECT count(*) FROM users u JOIN user_runs r ON r.user_id = u.id \
-                    WHERE u.organization_id = $1 AND running_session_id IS NULL \
+                    WHERE u.organization_id = $1 AND running_session_id IS NULL AND running_started_at IS NULL \
                     AND lease_expires_at IS NULL AND queued_job_id IS NULL AND last_session_status = 'succeeded' \
                     AND consecutive_failures = 0)",
     )
