@@ -14,7 +14,7 @@
 //! value copied to another user's row, or from the password field to the
 //! refresh token field, does not open.
 
-use std::{collections::BTreeMap, fmt};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use aes_gcm::{
     Aes256Gcm, Key, Nonce,
@@ -173,10 +173,11 @@ impl fmt::Debug for Sealed {
     }
 }
 
-/// The configured keys.
+/// The configured keys. A clone shares them: every session's token stores
+/// hold the ring, and a map's node of expanded AES keys is about 10 kB.
 #[derive(Clone)]
 pub struct KeyRing {
-    keys: BTreeMap<i32, Aes256Gcm>,
+    keys: Arc<BTreeMap<i32, Aes256Gcm>>,
     current: i32,
 }
 
@@ -224,7 +225,10 @@ impl KeyRing {
             }
         }
         let current = *keys.keys().next_back().ok_or(KeyRingError::Empty)?;
-        Ok(Self { keys, current })
+        Ok(Self {
+            keys: Arc::new(keys),
+            current,
+        })
     }
 
     /// The version new secrets are sealed under.

@@ -8,6 +8,7 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
     options::{BasicPublishOptions, ConfirmSelectOptions},
     types::ShortString,
+    uri::AMQPUri,
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
@@ -30,11 +31,23 @@ pub enum PublishError {
     NotConfirmed,
 }
 
+/// The largest AMQP frame a connection asks for, unless its URL names one
+/// (`frame_max=`). lapin keeps a receive and a send buffer of 32 frames per
+/// connection, written through: at RabbitMQ's default of 128 kB that is
+/// 8 MB resident per connection, most of a worker's fixed memory. A job is a
+/// few hundred bytes, and a larger message travels in several frames.
+const FRAME_MAX: u32 = 16 * 1024;
+
 /// Opens an AMQP connection named after the service, so operators can tell
 /// connections apart in the broker's management views.
 pub async fn connect(url: &SecretString, name: &str) -> lapin::Result<Connection> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url.expose_secret(), properties).await
+    let mut uri: AMQPUri = url
+        .expose_secret()
+        .parse()
+        .map_err(|error: String| lapin::Error::from(std::io::Error::other(error)))?;
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
+    Connection::connect_uri(uri, properties).await
 }
 
 /// A confirm-mode channel that reconnects on the next call after a failure.

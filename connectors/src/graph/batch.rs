@@ -19,14 +19,14 @@
 use std::{collections::HashMap, collections::VecDeque, time::Duration};
 
 use reqwest::{Method, Url};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use tracing::debug;
 
 use chrono::{DateTime, Utc};
 
 use super::{
-    client::{GRAPH, GraphClient},
+    client::{GRAPH, GraphClient, IMMUTABLE_IDS},
     delta,
     errors::{self, Scope},
 };
@@ -60,6 +60,35 @@ struct Pending {
     /// The item to update; `None` creates.
     target: Option<String>,
     throttle_retried: bool,
+}
+
+/// A `$batch` as sent: serialized straight from the writes it carries, so a
+/// session waiting for its answer holds no second copy of their bodies.
+#[derive(Serialize)]
+struct BatchRequest<'a> {
+    requests: &'a [InnerRequest<'a>],
+}
+
+/// One request of a `$batch`.
+#[derive(Serialize)]
+struct InnerRequest<'a> {
+    id: String,
+    method: &'static str,
+    url: String,
+    headers: InnerHeaders<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a Value>,
+    #[serde(rename = "dependsOn", skip_serializing_if = "Option::is_none")]
+    depends_on: Option<[String; 1]>,
+}
+
+/// The headers of one request of a `$batch`.
+#[derive(Serialize)]
+struct InnerHeaders<'a> {
+    #[serde(rename = "Content-Type", skip_serializing_if = "Option::is_none")]
+    content_type: Option<&'static str>,
+    #[serde(rename = "Prefer")]
+    prefer: &'a str,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,9 +163,13 @@ fn settle(mut pending: Pending, answer: &InnerAnswer) -> Outcome {
 impl GraphClient {
     /// Sends one `$batch` of `requests`; answers its inner answers by id
     /// (they may come back in any order).
-    async fn send_batch(&self, url: Url, requests: Vec<Value>) -> Result<HashMap<String, InnerAnswer>, ConnectorError> {
+    async fn send_batch(
+        &self,
+        url: Url,
+        requests: &[InnerRequest<'_>],
+    ) -> Result<HashMap<String, InnerAnswer>, ConnectorError> {
         let answer = self
-            .call(Method::POST, url, Some(&json!({"requests": requests})))
+            .call_with(Method::POST, url, Some(&BatchRequest { requests }))
             .await?;
         let parsed: BatchAnswer = serde_json::from_slice(&answer.body).map_err(|error| {
             ConnectorError::permanent(
@@ -155,7 +188,13 @@ impl GraphClient {
             .collect())
     }
 
-    fn inner_request(&self, collection: &str, pending: &Pending, write: &Write, previous: Option<usize>) -> Value {
+    fn inner_request<'a>(
+        &self,
+        collection: &str,
+        pending: &Pending,
+        write: &'a Write,
+        previous: Option<usize>,
+    ) -> InnerRequest<'a> {
         let (method, url) = match &pending.target {
             Some(id) => (
                 "PATCH",
@@ -163,17 +202,17 @@ impl GraphClient {
             ),
             None => ("POST", self.relative_users_path(collection)),
         };
-        let mut request = json!({
-            "id": pending.index.to_string(),
-            "method": method,
-            "url": url,
-            "headers": {"Content-Type": "application/json", "Prefer": "IdType=\"ImmutableId\""},
-            "body": write.body,
-        });
-        if let Some(previous) = previous {
-            request["dependsOn"] = json!([previous.to_string()]);
+        InnerRequest {
+            id: pending.index.to_string(),
+            method,
+            url,
+            headers: InnerHeaders {
+                content_type: Some("application/json"),
+                prefer: IMMUTABLE_IDS,
+            },
+            body: Some(&write.body),
+            depends_on: previous.map(|previous| [previous.to_string()]),
         }
-        request
     }
 
     /// Writes `writes` into `collection` (`events` or `contacts`) in batches;
@@ -199,7 +238,7 @@ impl GraphClient {
         while !queue.is_empty() && batches < most_batches {
             batches += 1;
             let chunk: Vec<Pending> = queue.drain(..queue.len().min(BATCH_LIMIT)).collect();
-            let requests: Vec<Value> = chunk
+            let requests: Vec<InnerRequest<'_>> = chunk
                 .iter()
                 .enumerate()
                 .map(|(position, pending)| {
@@ -207,7 +246,7 @@ impl GraphClient {
                     self.inner_request(collection, pending, &writes[pending.index], previous)
                 })
                 .collect();
-            let mut answers = self.send_batch(batch_url.clone(), requests).await?;
+            let mut answers = self.send_batch(batch_url.clone(), &requests).await?;
 
             let mut again = Vec::new();
             let mut wait = Duration::ZERO;
@@ -279,14 +318,19 @@ impl GraphClient {
                 Some(query) => format!("{path}?{query}"),
                 None => path.to_owned(),
             };
-            requests.push(json!({
-                "id": index.to_string(),
-                "method": "GET",
-                "url": relative,
-                "headers": {"Prefer": prefer},
-            }));
+            requests.push(InnerRequest {
+                id: index.to_string(),
+                method: "GET",
+                url: relative,
+                headers: InnerHeaders {
+                    content_type: None,
+                    prefer: &prefer,
+                },
+                body: None,
+                depends_on: None,
+            });
         }
-        let mut answers = self.send_batch(self.api_url(&["$batch"])?, requests).await?;
+        let mut answers = self.send_batch(self.api_url(&["$batch"])?, &requests).await?;
         Ok(streams
             .iter()
             .enumerate()
@@ -330,6 +374,7 @@ fn encode_id(id: &str) -> String {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+    use serde_json::json;
 
     fn answer(status: u16, headers: Value, body: Value) -> InnerAnswer {
         InnerAnswer {

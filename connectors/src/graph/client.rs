@@ -13,6 +13,7 @@ use reqwest::{
     header::{ACCEPT, HeaderMap},
 };
 use secrecy::ExposeSecret;
+use serde::Serialize;
 use serde_json::Value;
 use tracing::{debug, instrument};
 
@@ -33,7 +34,7 @@ use crate::{
 pub(crate) const GRAPH: Provider = Provider::Graph;
 
 /// Asks for ids that survive a move between folders.
-const IMMUTABLE_IDS: &str = "IdType=\"ImmutableId\"";
+pub(super) const IMMUTABLE_IDS: &str = "IdType=\"ImmutableId\"";
 
 /// How the client talks to Graph.
 #[derive(Debug, Clone)]
@@ -165,11 +166,11 @@ impl GraphClient {
 
     /// Sends one call and reads its answer, whatever its status. A `401`
     /// drops the access token, refreshes once and sends again.
-    pub(crate) async fn send(
+    pub(crate) async fn send<B: Serialize + ?Sized>(
         &self,
         method: Method,
         url: Url,
-        body: Option<&Value>,
+        body: Option<&B>,
         prefer: &[String],
     ) -> Result<Answer, ConnectorError> {
         self.http
@@ -217,6 +218,17 @@ impl GraphClient {
 
     /// Sends one call; an error answer is classified as a call's.
     pub(crate) async fn call(&self, method: Method, url: Url, body: Option<&Value>) -> Result<Answer, ConnectorError> {
+        self.call_with(method, url, body).await
+    }
+
+    /// [`call`](Self::call) with any serializable body: a `$batch` is
+    /// serialized from borrowed parts, not copied into a `Value` first.
+    pub(crate) async fn call_with<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+    ) -> Result<Answer, ConnectorError> {
         let answer = self.send(method, url, body, &[]).await?;
         if answer.status.is_success() {
             Ok(answer)
@@ -288,7 +300,7 @@ impl Mailbox for GraphClient {
     ) -> Result<MessagePage, ConnectorError> {
         let url = self.delta_url(folder, cursor, since)?;
         let page_size = [format!("odata.maxpagesize={}", self.options.page_size.max(1))];
-        let answer = self.send(Method::GET, url, None, &page_size).await?;
+        let answer = self.send(Method::GET, url, None::<&Value>, &page_size).await?;
         if !answer.status.is_success() {
             return Err(errors::from_response(
                 answer.status,

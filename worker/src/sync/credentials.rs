@@ -250,7 +250,7 @@ impl TokenStores {
                 Ok(()) => {
                     stores.metrics.store_seconds.observe(answered.elapsed().as_secs_f64());
                     if let Some(path) = &spooled {
-                        Spool::remove(path).await;
+                        stores.spool.remove(path).await;
                     }
                 }
                 // The spool entry stays: a later pass stores it.

@@ -21,6 +21,7 @@
 use std::{
     io,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -32,6 +33,7 @@ use syncfleet_common::{
     config::Setting,
     secrets::{self, CredentialKind, Grant, KeyRing, Owner, Sealed},
 };
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -41,10 +43,21 @@ pub const TOKEN_SPOOL_DIR: Setting = Setting {
     doc: "The folder where the worker writes each rotated refresh token (sealed) before storing it in PostgreSQL, and deletes it once stored; a worker started again stores what a crash left there, unless a newer grant was stored meanwhile. Give it a volume that outlives the container (the chart mounts an `emptyDir`). Empty: `syncfleet-token-spool` in the temporary folder.",
 };
 
+/// Spool files written or deleted at once per worker. Each runs on tokio's
+/// blocking pool, and a write syncs its file and its folder: a burst of
+/// rotations (a thousand first sessions refreshing at once) would otherwise
+/// start a blocking thread per write, up to tokio's 512, each with its stack
+/// and its own allocator heap, which the fleet load test measured as most of
+/// the worker's peak memory. The disk serializes the syncs anyway, so a few
+/// at a time write as many entries a second.
+const CONCURRENT_FILE_OPERATIONS: usize = 4;
+
 /// The folder of the spool.
 #[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
+    /// Bounds the file operations in flight, see [`CONCURRENT_FILE_OPERATIONS`].
+    operations: Arc<Semaphore>,
 }
 
 /// One sealed credential of an entry.
@@ -126,7 +139,10 @@ impl Spool {
             "" => std::env::temp_dir().join("syncfleet-token-spool"),
             dir => PathBuf::from(dir),
         };
-        Self { dir }
+        Self {
+            dir,
+            operations: Arc::new(Semaphore::new(CONCURRENT_FILE_OPERATIONS)),
+        }
     }
 
     /// The folder.
@@ -157,6 +173,8 @@ impl Spool {
         };
         let body = serde_json::to_vec(&entry).map_err(io::Error::other)?;
         let dir = self.dir.clone();
+        // Never closed, so acquiring only waits.
+        let _operation = self.operations.acquire().await.map_err(io::Error::other)?;
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir)?;
             let name = Uuid::now_v7();
@@ -178,8 +196,12 @@ impl Spool {
 
     /// Deletes a stored entry (one already gone is fine: another pass
     /// stored it).
-    pub async fn remove(path: &Path) {
-        match tokio::fs::remove_file(path).await {
+    pub async fn remove(&self, path: &Path) {
+        let removed = match self.operations.acquire().await {
+            Ok(_operation) => tokio::fs::remove_file(path).await,
+            Err(closed) => Err(io::Error::other(closed)),
+        };
+        match removed {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => warn!(%error, "Could not delete a stored token's spool entry; a later pass drops it."),
@@ -203,11 +225,11 @@ impl Spool {
             match replay_one(pool, ring, &path).await {
                 Ok(true) => {
                     replayed.stored += 1;
-                    Self::remove(&path).await;
+                    self.remove(&path).await;
                 }
                 Ok(false) => {
                     replayed.dropped += 1;
-                    Self::remove(&path).await;
+                    self.remove(&path).await;
                 }
                 Err(error) if syncfleet_common::db::is_transient(&error) => replayed.left += 1,
                 Err(error) => {
@@ -215,7 +237,7 @@ impl Spool {
                     // violation: nothing to store it for.
                     warn!(%error, "A spooled grant could not be stored; dropped.");
                     replayed.dropped += 1;
-                    Self::remove(&path).await;
+                    self.remove(&path).await;
                 }
             }
         }
