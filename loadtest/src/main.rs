@@ -63,7 +63,9 @@ enum Command {
     /// The fleet load test: the whole fleet as processes, P1-P5.
     ///
     /// The whole fleet as processes against the simulators, P1-P5 measured
-    /// against this machine's ceilings; writes DIR/report.json and
+    /// against this machine's ceilings (P2 on a cadence compressed by K);
+    /// with --p2-real-users N, P2 alone on the real 30-minute cadence with N
+    /// users seeded in their steady state. Writes DIR/report.json and
     /// DIR/report.html.
     Fleet(fleet::Options),
     /// The fault test: faults injected into the fleet, then checked.
@@ -211,6 +213,8 @@ mod tests {
                     ("ceiling-messages", "50000"),
                     ("ceiling-rows", "50000"),
                     ("out", "loadtest-report"),
+                    ("p2-real-minutes", "10"),
+                    ("p2-real-new-mail-percent", "5"),
                 ],
             ),
             (
@@ -248,6 +252,10 @@ mod tests {
             "syncfleet-loadtest fleet --users 600 --organizations 3 --workers 2 --concurrency 100 \
              --latency-ms 1 --jitter-ms 9 --compression 600 --step-start 150 --step-cycles 2 \
              --force-syncs 5 --ceiling-messages 2000 --ceiling-rows 2000 --out /tmp/loadtest-smoke",
+            "syncfleet-loadtest fleet --p2-real-users 2000 --p2-real-minutes 1 --organizations 3 --workers 2 \
+             --concurrency 100 --latency-ms 1 --jitter-ms 9 --out /tmp/loadtest-smoke/p2-real",
+            // README.md's Capacity section
+            "syncfleet-loadtest fleet --p2-real-users 1000000 --p2-real-minutes 10 --out /var/tmp/fleet-real",
             // scripts/faults-smoke.sh
             "syncfleet-loadtest faults --short --seed 1 --duration 90 --users 120 --workers 3 --interval 20 \
              --out /tmp/faults-smoke",
@@ -320,6 +328,35 @@ mod tests {
                 "{line}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn the_real_cadence_takes_only_its_own_flags_and_the_fleet_s() {
+        for (line, kind) in [
+            (
+                "syncfleet-loadtest fleet --p2-real-users 1000 --compression 60",
+                ErrorKind::ArgumentConflict,
+            ),
+            (
+                "syncfleet-loadtest fleet --p2-real-users 1000 --users 2000",
+                ErrorKind::ArgumentConflict,
+            ),
+            (
+                "syncfleet-loadtest fleet --p2-real-minutes 5",
+                ErrorKind::MissingRequiredArgument,
+            ),
+            (
+                "syncfleet-loadtest fleet --p2-real-users 1000 --p2-real-new-mail-percent 120",
+                ErrorKind::ValueValidation,
+            ),
+        ] {
+            assert_eq!(refusal(line).kind(), kind, "{line}");
+        }
+        let help = refusal("syncfleet-loadtest fleet --help").to_string();
+        assert!(
+            help.contains("--p2-real-users <N>") && help.contains("lag p99 < 5 s"),
+            "{help}"
+        );
     }
 
     #[test]

@@ -22,6 +22,9 @@
 //! 7. P4, all along: each worker's resident memory at its most deliveries in
 //!    flight (`--concurrency` per worker).
 //!
+//! With `--p2-real-users N`, P2 runs instead on the real 30-minute cadence
+//! with N users seeded in their steady state, and nothing else (see [`real`]).
+//!
 //! The report (every figure, the configuration, the versions, the machine)
 //! goes to `<out>/report.json` and stdout, the chart to `<out>/report.html`.
 //! The run fails on errors (a process exiting, a failed session, a missing
@@ -31,6 +34,7 @@ pub mod ceilings;
 pub mod chart;
 mod cost;
 pub(crate) mod processes;
+mod real;
 mod sampler;
 pub mod seed;
 
@@ -138,6 +142,9 @@ pub struct Options {
     /// The folder of the report, the chart and the logs.
     #[arg(long, value_name = "DIR", default_value = "loadtest-report")]
     out: PathBuf,
+    /// P2 on the real cadence, instead of P1-P5.
+    #[command(flatten)]
+    real: real::RealOptions,
 }
 
 impl Options {
@@ -156,6 +163,24 @@ impl Options {
 
     fn interval(&self) -> Duration {
         CADENCE / u32::try_from(self.compression).unwrap_or(u32::MAX)
+    }
+
+    /// The report's configuration: the fleet's, the providers' and the
+    /// build's, with the mode's own `settings` (a JSON object).
+    fn configuration(&self, seeded: &seed::Seeded, settings: serde_json::Value) -> serde_json::Value {
+        let mut configuration = serde_json::json!({
+            "organizations": seeded.organizations,
+            "salesforce_orgs": seeded.salesforce_orgs,
+            "workers": self.workers,
+            "concurrency_per_worker": self.concurrency,
+            "provider_latency_ms": { "min": self.latency_ms, "max": self.latency_ms + self.jitter_ms,
+                                     "distribution": "uniform" },
+            "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        });
+        if let (Some(fields), serde_json::Value::Object(settings)) = (configuration.as_object_mut(), settings) {
+            fields.extend(settings);
+        }
+        configuration
     }
 }
 
@@ -284,6 +309,18 @@ impl Fleet {
         }
     }
 
+    /// The workers as the sampler watches them.
+    fn watched(&self) -> Vec<sampler::Watched> {
+        self.workers
+            .iter()
+            .map(|worker| sampler::Watched {
+                name: worker.name.clone(),
+                ops: worker.ops,
+                pid: worker.pid().unwrap_or_default(),
+            })
+            .collect()
+    }
+
     /// CPU seconds used so far by each of the fleet's kinds of process.
     fn cpu_by_process(&self) -> std::collections::BTreeMap<&'static str, f64> {
         let of = |process: &Process| process.pid().and_then(processes::cpu_seconds).unwrap_or(0.0);
@@ -352,9 +389,17 @@ impl Cpu {
             "simulators_ms": per(self.simulators, later.simulators),
             "api_and_scheduler_ms": per(self.api_and_scheduler, later.api_and_scheduler),
             "rest_of_machine_ms": rounded((busy - ours).max(0.0) * 1000.0 / sessions.max(1) as f64, 2),
-            "machine_busy_percent": rounded(100.0 * busy / (later.machine_total - self.machine_total).max(0.001), 1),
+            "machine_busy_percent": self.busy_percent_until(later),
             "note": "rest_of_machine is PostgreSQL, RabbitMQ, Redis, the load test itself and anything else running",
         })
+    }
+}
+
+impl Cpu {
+    /// How busy the machine's cores were between `self` and `later`, in percent.
+    fn busy_percent_until(self, later: Cpu) -> f64 {
+        let busy = later.machine_busy - self.machine_busy;
+        rounded(100.0 * busy / (later.machine_total - self.machine_total).max(0.001), 1)
     }
 }
 
@@ -385,7 +430,12 @@ async fn wait_listening(process: &mut Process, http: &reqwest::Client) -> anyhow
 
 /// Runs the whole load test; see the module's docs.
 pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
-    let scratch = Scratch::create("syncfleet_fleet_bench", "fleet").await?;
+    // A database of its own per mode: a quick compressed run started
+    // meanwhile must not drop the long real-cadence run's.
+    let scratch = match options.real.p2_real_users {
+        Some(_) => Scratch::create("syncfleet_fleet_real_bench", "fleet-real").await?,
+        None => Scratch::create("syncfleet_fleet_bench", "fleet").await?,
+    };
     let logs = options.out.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let mut settings = source.clone();
@@ -397,7 +447,10 @@ pub async fn run(source: &Source, options: &Options) -> anyhow::Result<()> {
     let pool = db::connect(&common).await?;
     db::migrate(&pool).await?;
     let mut fleet = Fleet::start_simulators(&scratch, options, logs).await?;
-    let outcome = measure(&mut fleet, &pool, &common, &scratch, options).await;
+    let outcome = match options.real.p2_real_users {
+        Some(users) => real::measure(&mut fleet, &pool, &common, &scratch, options, users).await,
+        None => measure(&mut fleet, &pool, &common, &scratch, options).await,
+    };
     let stopped = fleet.stop().await;
     pool.close().await;
     if let Err(error) = scratch.remove(&common).await {
@@ -421,7 +474,15 @@ async fn measure(
     let ring = KeyRing::parse(&SecretString::from(ENCRYPTION_KEYS.to_owned()))?;
     let control = ControlApi::new(&fleet.simulators_url())?;
     let seeding = Instant::now();
-    let seeded = seed::seed(pool, &control, &ring, options.users, options.organizations).await?;
+    let seeded = seed::seed(
+        pool,
+        &control,
+        &ring,
+        options.users,
+        options.organizations,
+        seed::Standing::FirstSession,
+    )
+    .await?;
     let seeding_s = seeding.elapsed().as_secs_f64();
     eprintln!("seeded {} users in {seeding_s:.1}s", options.users);
 
@@ -450,16 +511,12 @@ async fn measure(
 
     let origin = Instant::now();
     let stop_sampling = CancellationToken::new();
-    let watched: Vec<sampler::Watched> = fleet
-        .workers
-        .iter()
-        .map(|worker| sampler::Watched {
-            name: worker.name.clone(),
-            ops: worker.ops,
-            pid: worker.pid().unwrap_or_default(),
-        })
-        .collect();
-    let sampling = tokio::spawn(sampler::run(watched, publisher.clone(), origin, stop_sampling.clone()));
+    let sampling = tokio::spawn(sampler::run(
+        fleet.watched(),
+        publisher.clone(),
+        origin,
+        stop_sampling.clone(),
+    ));
     let mut phases = Vec::new();
     let mut errors: Vec<String> = Vec::new();
 
@@ -494,22 +551,15 @@ async fn measure(
     let sustained = p2["largest_on_cadence"]["sessions_per_s"].as_f64().unwrap_or(0.0);
     let ratio = |figure: f64, ceiling: f64| rounded(figure / ceiling.max(f64::MIN_POSITIVE), 3);
     let report = serde_json::json!({
-        "configuration": {
+        "configuration": options.configuration(&seeded, serde_json::json!({
             "users": options.users,
             "p1_users": options.p1_users(),
-            "organizations": seeded.organizations,
-            "salesforce_orgs": seeded.salesforce_orgs,
-            "workers": options.workers,
-            "concurrency_per_worker": options.concurrency,
-            "provider_latency_ms": { "min": options.latency_ms, "max": options.latency_ms + options.jitter_ms,
-                                     "distribution": "uniform" },
             "compression": options.compression,
             "compressed_cadence_s": options.interval().as_secs_f64(),
             "step_start": options.step_start,
             "step_cycles": options.step_cycles,
             "force_syncs": options.force_syncs,
-            "build": if cfg!(debug_assertions) { "debug" } else { "release" },
-        },
+        })),
         "seeding_s": rounded(seeding_s, 1),
         "p1_end_to_end": p1,
         "p2_on_cadence": p2,
@@ -529,22 +579,29 @@ async fn measure(
         "phases": phases.iter().map(|phase| serde_json::json!({
             "name": phase.name, "start_s": rounded(phase.start, 1), "end_s": rounded(phase.end, 1),
         })).collect::<Vec<_>>(),
-        // The chart's timeline, one row a second: t, sessions/s, cadence lag
-        // p99 (ms, from the workers' histogram buckets), in flight, queue
-        // depth, largest worker RSS (MB).
-        "timeline": sampled.samples.iter().map(|sample| [
-            rounded(sample.t, 1), sample.sessions_per_s, rounded(sample.lag_p99_ms, 1), sample.in_flight,
-            sample.queue_depth, rounded(sample.worker_rss_mb, 1),
-        ]).collect::<Vec<_>>(),
+        "timeline": timeline(&sampled.samples),
     });
-    write_report(&options.out, &report, &sampled.samples, &phases, &p3)?;
-    // Stdout gets the figures; the timeline stays in the file.
-    let mut figures = report.clone();
-    if let Some(fields) = figures.as_object_mut() {
-        fields.remove("timeline");
-    }
-    println!("{}", serde_json::to_string_pretty(&figures)?);
+    write_report(&options.out, &report, &page(&report, &sampled.samples, &phases, &p3))?;
     Ok(report)
+}
+
+/// The chart's timeline, one row a second: t, sessions/s, cadence lag p99
+/// (ms, from the workers' histogram buckets), in flight, queue depth, largest
+/// worker RSS (MB).
+fn timeline(samples: &[chart::Sample]) -> serde_json::Value {
+    samples
+        .iter()
+        .map(|sample| {
+            serde_json::json!([
+                rounded(sample.t, 1),
+                sample.sessions_per_s,
+                rounded(sample.lag_p99_ms, 1),
+                sample.in_flight,
+                sample.queue_depth,
+                rounded(sample.worker_rss_mb, 1),
+            ])
+        })
+        .collect()
 }
 
 fn since(origin: Instant) -> f64 {
@@ -997,14 +1054,31 @@ async fn environment(pool: &PgPool) -> serde_json::Value {
     })
 }
 
-fn write_report(
-    out: &std::path::Path,
+/// Writes `report` to `<out>/report.json` and `page` to `<out>/report.html`,
+/// and prints the report's figures (the timeline stays in the file).
+fn write_report(out: &std::path::Path, report: &serde_json::Value, page: &str) -> anyhow::Result<()> {
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(report)?)?;
+    std::fs::write(out.join("report.html"), page)?;
+    eprintln!(
+        "report: {} and {}",
+        out.join("report.json").display(),
+        out.join("report.html").display()
+    );
+    let mut figures = report.clone();
+    if let Some(fields) = figures.as_object_mut() {
+        fields.remove("timeline");
+    }
+    println!("{}", serde_json::to_string_pretty(&figures)?);
+    Ok(())
+}
+
+/// The chart of P1-P5, with their headline figures.
+fn page(
     report: &serde_json::Value,
     samples: &[chart::Sample],
     phases: &[chart::Phase],
     p3: &serde_json::Value,
-) -> anyhow::Result<()> {
-    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(report)?)?;
+) -> String {
     let figure = |path: &[&str]| path.iter().fold(report, |value, key| &value[*key]).to_string();
     let headline: Vec<(String, String)> = [
         ("P1 sessions/s end to end", figure(&["p1_end_to_end", "sessions_per_s"])),
@@ -1053,12 +1127,5 @@ fn write_report(
             .map(|values| values.iter().filter_map(serde_json::Value::as_f64).collect())
             .unwrap_or_default(),
     }];
-    let page = chart::html("Syncfleet fleet load test", &headline, samples, phases, &distributions);
-    std::fs::write(out.join("report.html"), page)?;
-    eprintln!(
-        "report: {} and {}",
-        out.join("report.json").display(),
-        out.join("report.html").display()
-    );
-    Ok(())
+    chart::html("Syncfleet fleet load test", &headline, samples, phases, &distributions)
 }

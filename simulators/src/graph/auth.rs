@@ -6,7 +6,7 @@
 //! are Azure AD's: `{"error","error_description":"AADSTSnnnn: ...",
 //! "error_codes",...}`, and never repeat a token.
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use axum::{
     Form, Json,
@@ -18,10 +18,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{
-    Endpoint,
-    store::{AccessToken, Store},
-};
+use super::{Endpoint, store::Store};
 use crate::shared::latency;
 
 /// The form of a token request (every field optional, so a missing one is
@@ -123,18 +120,7 @@ pub(crate) async fn token(
                 )
             };
         };
-        let access_token = format!(
-            "EwBwA8l6BAAU{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
-        state.access_tokens.insert(
-            access_token.clone(),
-            AccessToken {
-                mailbox: mailbox.clone(),
-                expires: Instant::now() + config.access_token_lifetime,
-            },
-        );
+        let access_token = state.issue_access_token(&mailbox, config.access_token_lifetime);
         let expires_in = config.access_token_lifetime.as_secs().max(1);
         let scope = form
             .scope

@@ -13,7 +13,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{BulkMailbox, CreatedMailbox, Endpoint, Fault, FolderMessage, GraphSimulator, SeedError};
+use super::{BulkMailbox, Connect, CreatedMailbox, Endpoint, Fault, FolderMessage, GraphSimulator, SeedError};
 use crate::{
     BulkError,
     shared::{
@@ -111,10 +111,12 @@ async fn create_mailbox(State(simulator): State<GraphSimulator>, Json(spec): Jso
         .into_response()
 }
 
-/// `{"mailboxes": [{"upn", "messages": [...]}]}`.
+/// `{"mailboxes": [{"upn", "messages": [...]}], "connected"?: {"delta_query"?}}`.
 #[derive(Debug, Deserialize)]
 struct MailboxBatch {
     mailboxes: Vec<BulkMailbox>,
+    #[serde(default)]
+    connected: Option<Connect>,
 }
 
 /// `{"mailboxes": [{"upn", "id", "refresh_token"}]}`, in the batch's order.
@@ -123,8 +125,15 @@ struct MailboxesCreated {
     mailboxes: Vec<CreatedMailbox>,
 }
 
-fn create_mailboxes(simulator: &GraphSimulator, batch: MailboxBatch) -> Result<MailboxesCreated, BulkError> {
-    let mailboxes = simulator.create_mailboxes(&batch.mailboxes)?;
+fn create_mailboxes(
+    simulator: &GraphSimulator,
+    batch: MailboxBatch,
+    base: &str,
+) -> Result<MailboxesCreated, BulkError> {
+    let mailboxes = match &batch.connected {
+        Some(connect) => simulator.create_connected_mailboxes(&batch.mailboxes, connect, base)?,
+        None => simulator.create_mailboxes(&batch.mailboxes)?,
+    };
     Ok(MailboxesCreated { mailboxes })
 }
 

@@ -257,6 +257,60 @@ fn token() -> String {
     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
+/// Keeps `delta` (dropping the tokens past their lifetime) and answers its token.
+fn issue_delta_token(state: &mut State, config: &GraphConfig, delta: DeltaToken) -> String {
+    let token = token();
+    state.delta_tokens.prune(delta.issued, config.delta_token_lifetime);
+    state.delta_tokens.insert(token.clone(), delta.issued, delta);
+    token
+}
+
+/// The options of a client's first delta request, read from its query
+/// (`$select=...&$filter=receivedDateTime ge ...`), or why Graph would refuse it.
+pub(crate) fn first_request_options(query: &str) -> Result<Options, String> {
+    first_options(&Target::parse(&format!("/messages/delta?{query}"))).map_err(|refused| {
+        refused
+            .body
+            .as_ref()
+            .and_then(|body| body["error"]["message"].as_str())
+            .unwrap_or("Graph refuses this delta query")
+            .to_owned()
+    })
+}
+
+/// The delta link a first round of `folder` with `options` ends with once
+/// the client has read every page: everything in the folder now is behind it.
+/// `user` is how the client names the mailbox in its path, `base` the
+/// simulator's base URL as the client reaches it.
+pub(crate) fn delta_link_after_first_round(
+    state: &mut State,
+    config: &GraphConfig,
+    mailbox: &str,
+    user: &str,
+    folder: Folder,
+    options: Options,
+    base: &str,
+) -> Option<String> {
+    let (since, generation) = state
+        .mailboxes
+        .get(mailbox)
+        .map(|kept| (kept.seq, kept.delta_generation))?;
+    let token = issue_delta_token(
+        state,
+        config,
+        DeltaToken {
+            mailbox: mailbox.to_owned(),
+            folder,
+            since,
+            options,
+            issued: Instant::now(),
+            generation,
+        },
+    );
+    let location = restart_url(base, user, folder.well_known_name());
+    Some(format!("{location}?$deltatoken={token}"))
+}
+
 /// Answers `GET .../mailFolders/{folder}/messages/delta`.
 pub(crate) fn messages_delta(state: &mut State, config: &GraphConfig, request: DeltaRequest<'_>) -> ApiResponse {
     let now = Instant::now();
@@ -322,18 +376,16 @@ pub(crate) fn messages_delta(state: &mut State, config: &GraphConfig, request: D
         })
         .collect();
 
-    let lifetime = config.delta_token_lifetime;
     let mut answer = json!({
         "@odata.context": format!("{}/v1.0/$metadata#Collection(message)", request.base),
         "value": page,
     });
-    let token = token();
     if stop < entries.len() {
-        state
-            .skip_tokens
-            .retain(|_, kept| now.saturating_duration_since(kept.issued) < lifetime);
+        let token = token();
+        state.skip_tokens.prune(now, config.delta_token_lifetime);
         state.skip_tokens.insert(
             token.clone(),
+            now,
             SkipToken {
                 mailbox: request.mailbox.to_owned(),
                 folder,
@@ -347,11 +399,9 @@ pub(crate) fn messages_delta(state: &mut State, config: &GraphConfig, request: D
         );
         answer["@odata.nextLink"] = json!(format!("{location}?$skiptoken={token}"));
     } else {
-        state
-            .delta_tokens
-            .retain(|_, kept| now.saturating_duration_since(kept.issued) < lifetime);
-        state.delta_tokens.insert(
-            token.clone(),
+        let token = issue_delta_token(
+            state,
+            config,
             DeltaToken {
                 mailbox: request.mailbox.to_owned(),
                 folder,

@@ -306,6 +306,36 @@ pub struct CreatedMailbox {
     pub id: String,
     /// A refresh token of it.
     pub refresh_token: String,
+    /// What its client already holds, when the batch was created connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connected: Option<ConnectedMailbox>,
+}
+
+/// How a batch of mailboxes is created as already connected: each as if its
+/// client had refreshed once and run a first delta round of Inbox and Sent
+/// Items to the end, so the client's next calls are a steady state's (the
+/// access token still valid, nothing new behind the delta links).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connect {
+    /// The query of the client's first delta request of each folder
+    /// (`$select=...&$filter=receivedDateTime ge ...`), whose options its
+    /// delta tokens carry as a real first round's do; none: no delta links.
+    #[serde(default)]
+    pub delta_query: Option<String>,
+}
+
+/// What the client of a mailbox created connected holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectedMailbox {
+    /// An access token of the mailbox, as a refresh answers it.
+    pub access_token: String,
+    /// Seconds it lives from its creation (the refresh answer's `expires_in`).
+    pub expires_in: u64,
+    /// The delta link of each folder by its well-known name (`inbox`,
+    /// `sentitems`) under `users/{upn}`, when a delta query was given.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub delta_links: BTreeMap<&'static str, String>,
 }
 
 /// An Outlook master category of a mailbox.
@@ -394,7 +424,36 @@ impl GraphSimulator {
     /// none and says which (`mailboxes[3].upn: already exists`). The store's
     /// lock is taken once, the mailboxes being built before.
     pub fn create_mailboxes(&self, mailboxes: &[BulkMailbox]) -> Result<Vec<CreatedMailbox>, BulkError> {
+        self.create_mailboxes_as(mailboxes, None)
+    }
+
+    /// [`Self::create_mailboxes`], each mailbox connected as `connect`
+    /// says (see [`Connect`]); `base` is the simulator's base URL as the
+    /// client reaches it (`http://host:port`), which the delta links start
+    /// with. A delta query Graph would refuse refuses the batch
+    /// (`connected.delta_query: ...`).
+    pub fn create_connected_mailboxes(
+        &self,
+        mailboxes: &[BulkMailbox],
+        connect: &Connect,
+        base: &str,
+    ) -> Result<Vec<CreatedMailbox>, BulkError> {
+        self.create_mailboxes_as(mailboxes, Some((connect, base)))
+    }
+
+    fn create_mailboxes_as(
+        &self,
+        mailboxes: &[BulkMailbox],
+        connect: Option<(&Connect, &str)>,
+    ) -> Result<Vec<CreatedMailbox>, BulkError> {
         BulkError::check_count("mailboxes", mailboxes.len(), MAX_BULK_MAILBOXES)?;
+        let delta_options = connect
+            .and_then(|(connect, _)| connect.delta_query.as_deref())
+            .map(|query| {
+                delta::first_request_options(query)
+                    .map_err(|reason| BulkError::invalid("connected.delta_query", reason))
+            })
+            .transpose()?;
         let mut first_at = HashMap::with_capacity(mailboxes.len());
         for (index, mailbox) in mailboxes.iter().enumerate() {
             let at = || format!("mailboxes[{index}].upn");
@@ -425,10 +484,37 @@ impl GraphSimulator {
                 .map(|(spec, mailbox)| {
                     let id = state.insert_mailbox(&spec.upn, mailbox);
                     let refresh_token = state.issue_refresh_token(&id);
+                    let connected = connect.map(|(_, base)| {
+                        let lifetime = self.store.config.access_token_lifetime;
+                        let delta_links = delta_options
+                            .iter()
+                            .flat_map(|options| {
+                                [Folder::Inbox, Folder::SentItems].map(|folder| (folder, options.clone()))
+                            })
+                            .filter_map(|(folder, options)| {
+                                let link = delta::delta_link_after_first_round(
+                                    state,
+                                    &self.store.config,
+                                    &id,
+                                    &spec.upn,
+                                    folder,
+                                    options,
+                                    base,
+                                )?;
+                                Some((folder.well_known_name(), link))
+                            })
+                            .collect();
+                        ConnectedMailbox {
+                            access_token: state.issue_access_token(&id, lifetime),
+                            expires_in: lifetime.as_secs().max(1),
+                            delta_links,
+                        }
+                    });
                     CreatedMailbox {
                         upn: spec.upn.clone(),
                         id,
                         refresh_token,
+                        connected,
                     }
                 })
                 .collect())

@@ -5,7 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
@@ -17,7 +17,7 @@ use super::{
     items::{Items, Kind},
     limits::MailboxLimits,
 };
-use crate::shared::{Latency, Random};
+use crate::shared::{Issued, Latency, Random};
 
 /// The state and the configuration it runs under.
 pub(crate) type Store = crate::shared::Store<GraphConfig, State>;
@@ -193,8 +193,8 @@ pub(crate) struct State {
     /// Refresh tokens revoked or rotated away, to the mailbox they were for.
     pub revoked_refresh_tokens: HashMap<String, String>,
     pub access_tokens: HashMap<String, AccessToken>,
-    pub delta_tokens: HashMap<String, DeltaToken>,
-    pub skip_tokens: HashMap<String, SkipToken>,
+    pub delta_tokens: Issued<DeltaToken>,
+    pub skip_tokens: Issued<SkipToken>,
     pub unattributed: Counters,
     /// The strict mode of rotation as the control API set it, over the
     /// configuration's.
@@ -239,6 +239,23 @@ impl State {
             uuid::Uuid::new_v4().simple()
         );
         self.refresh_tokens.insert(token.clone(), mailbox.to_owned());
+        token
+    }
+
+    /// Issues an access token of `mailbox` that lives `lifetime`.
+    pub(crate) fn issue_access_token(&mut self, mailbox: &str, lifetime: Duration) -> String {
+        let token = format!(
+            "EwBwA8l6BAAU{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        self.access_tokens.insert(
+            token.clone(),
+            AccessToken {
+                mailbox: mailbox.to_owned(),
+                expires: Instant::now() + lifetime,
+            },
+        );
         token
     }
 

@@ -95,19 +95,19 @@ async fn create_org(State(simulator): State<SalesforceSimulator>, body: Option<J
         .into_response()
 }
 
-/// `{"orgs": [{"records": {SObject: [fields, ...]}, "refresh_tokens"}]}`.
+/// `{"orgs": [{"records": {SObject: [fields, ...]}, "refresh_tokens", "access_tokens"}]}`.
 #[derive(Debug, Deserialize)]
 struct OrgBatch {
     orgs: Vec<BulkOrg>,
 }
 
-/// `{"orgs": [{"org_id", "owner_id", "refresh_tokens"}]}`, in the batch's order.
+/// `{"orgs": [{"org_id", "owner_id", "refresh_tokens", "access_tokens"?}]}`, in the batch's order.
 #[derive(Debug, Serialize)]
 struct OrgsCreated {
     orgs: Vec<CreatedOrg>,
 }
 
-fn create_orgs(simulator: &SalesforceSimulator, batch: OrgBatch) -> Result<OrgsCreated, BulkError> {
+fn create_orgs(simulator: &SalesforceSimulator, batch: OrgBatch, _base: &str) -> Result<OrgsCreated, BulkError> {
     let orgs = simulator.create_orgs(&batch.orgs)?;
     Ok(OrgsCreated { orgs })
 }

@@ -76,8 +76,8 @@ pub struct OrgId(pub String);
 /// The most orgs one [`SalesforceSimulator::create_orgs`] creates.
 pub const MAX_BULK_ORGS: usize = 10_000;
 
-/// The most refresh tokens [`SalesforceSimulator::create_orgs`] issues for
-/// one org.
+/// The most refresh tokens, and the most access tokens,
+/// [`SalesforceSimulator::create_orgs`] issues for one org.
 pub const MAX_BULK_REFRESH_TOKENS: usize = 1_000;
 
 /// An org to create in bulk, with its records and refresh tokens.
@@ -91,6 +91,10 @@ pub struct BulkOrg {
     /// How many refresh tokens of the owner to issue (1 unless given).
     #[serde(default = "one_token")]
     pub refresh_tokens: usize,
+    /// How many access tokens (sessions) of the owner to issue, as refreshes
+    /// at the org's creation would have obtained them (none unless given).
+    #[serde(default)]
+    pub access_tokens: usize,
 }
 
 fn one_token() -> usize {
@@ -108,6 +112,11 @@ pub struct CreatedOrg {
     pub owner: String,
     /// Refresh tokens of the owner.
     pub refresh_tokens: Vec<String>,
+    /// Access tokens (sessions) of the owner, when the org asked for them:
+    /// each times out as a refreshed one does, and calls the instance the
+    /// bulk call was made to (the token answer's `instance_url`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub access_tokens: Vec<String>,
 }
 
 impl fmt::Display for OrgId {
@@ -265,21 +274,26 @@ impl SalesforceSimulator {
     }
 
     /// Creates every org of `orgs`, each with one user (its owner), its
-    /// records (checked and written as [`Self::insert_record`] does) and its
-    /// refresh tokens, and answers them in order; or, if a record would be
-    /// refused, a type is unknown, an org asks for more than
-    /// [`MAX_BULK_REFRESH_TOKENS`] tokens or there are more than
+    /// records (checked and written as [`Self::insert_record`] does), its
+    /// refresh tokens and its access tokens, and answers them in order; or,
+    /// if a record would be refused, a type is unknown, an org asks for more
+    /// than [`MAX_BULK_REFRESH_TOKENS`] tokens of a kind or there are more than
     /// [`MAX_BULK_ORGS`] orgs, creates none and says which
     /// (`orgs[2].records.Contact[5]: ...`). The store's lock is taken once.
     pub fn create_orgs(&self, orgs: &[BulkOrg]) -> Result<Vec<CreatedOrg>, BulkError> {
         BulkError::check_count("orgs", orgs.len(), MAX_BULK_ORGS)?;
         let mut prepared = Vec::with_capacity(orgs.len());
         for (index, org) in orgs.iter().enumerate() {
-            if org.refresh_tokens > MAX_BULK_REFRESH_TOKENS {
-                return Err(BulkError::invalid(
-                    format!("orgs[{index}].refresh_tokens"),
-                    format!("at most {MAX_BULK_REFRESH_TOKENS} per org, got {}", org.refresh_tokens),
-                ));
+            for (field, count) in [
+                ("refresh_tokens", org.refresh_tokens),
+                ("access_tokens", org.access_tokens),
+            ] {
+                if count > MAX_BULK_REFRESH_TOKENS {
+                    return Err(BulkError::invalid(
+                        format!("orgs[{index}].{field}"),
+                        format!("at most {MAX_BULK_REFRESH_TOKENS} per org, got {count}"),
+                    ));
+                }
             }
             let mut objects = Vec::with_capacity(org.records.len());
             for (object, records) in &org.records {
@@ -323,17 +337,23 @@ impl SalesforceSimulator {
             Ok(created
                 .into_iter()
                 .zip(orgs)
-                .map(|((org, owner), spec)| CreatedOrg {
-                    refresh_tokens: (0..spec.refresh_tokens)
-                        .map(|_| {
-                            state.issue_refresh_token(Principal {
-                                org: org.clone(),
-                                user: owner.clone(),
-                            })
-                        })
-                        .collect(),
-                    org,
-                    owner,
+                .map(|((org, owner), spec)| {
+                    let principal = Principal {
+                        org: org.clone(),
+                        user: owner.clone(),
+                    };
+                    let refresh_tokens = (0..spec.refresh_tokens)
+                        .map(|_| state.issue_refresh_token(principal.clone()))
+                        .collect();
+                    let access_tokens = (0..spec.access_tokens)
+                        .map(|_| state.issue_access_token(principal.clone()))
+                        .collect();
+                    CreatedOrg {
+                        org,
+                        owner,
+                        refresh_tokens,
+                        access_tokens,
+                    }
                 })
                 .collect())
         })

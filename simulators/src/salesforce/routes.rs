@@ -22,7 +22,7 @@ use super::{
     Endpoint, Fault, MAX_COLLECTION_RECORDS, OrgId, composite,
     limits::ApiUsage,
     soql,
-    store::{self, AccessToken, Cursor, IncomingRecord, Org, Principal, RecordError, Store, Written, schema_of},
+    store::{self, Cursor, IncomingRecord, Org, Principal, RecordError, Store, Written, schema_of},
 };
 use crate::shared::latency;
 
@@ -309,14 +309,7 @@ async fn token(State(store): State<Arc<Store>>, headers: HeaderMap, Form(form): 
             return oauth_error("invalid_grant", "expired access/refresh token");
         };
         let (org, user) = (principal.org.clone(), principal.user.clone());
-        let access_token = format!("{org}!{}", uuid::Uuid::new_v4().simple());
-        state.access_tokens.insert(
-            access_token.clone(),
-            AccessToken {
-                principal: principal.clone(),
-                issued: Instant::now(),
-            },
-        );
+        let access_token = state.issue_access_token(principal.clone());
         let issued_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|elapsed| elapsed.as_millis())

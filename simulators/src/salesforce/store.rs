@@ -299,6 +299,19 @@ impl State {
         token
     }
 
+    /// Issues an access token of `principal`, a session that starts now.
+    pub(crate) fn issue_access_token(&mut self, principal: Principal) -> String {
+        let token = format!("{}!{}", principal.org, uuid::Uuid::new_v4().simple());
+        self.access_tokens.insert(
+            token.clone(),
+            AccessToken {
+                principal,
+                issued: Instant::now(),
+            },
+        );
+        token
+    }
+
     /// The org and user behind a live access token.
     pub(crate) fn session(&self, token: &str, session_timeout: Duration) -> Option<Principal> {
         self.access_tokens

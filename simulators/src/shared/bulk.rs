@@ -7,7 +7,7 @@ use axum::{
     Json,
     body::Bytes,
     extract::{DefaultBodyLimit, State, rejection::BytesRejection},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{MethodRouter, post},
 };
@@ -62,17 +62,26 @@ impl BulkError {
 
 /// `POST` of a bulk body `B`, its body limit raised to [`BODY_LIMIT`] on this
 /// route only: `seed` runs on a blocking thread (a batch holds the store's
-/// lock a while) and its result answers `201` with its JSON, `400` naming the
+/// lock a while), given the body and the request's base URL (`http://{Host}`,
+/// which links and instance URLs in its answer start with, as the API's own
+/// answers' do), and its result answers `201` with its JSON, `400` naming the
 /// entry at fault or `413` naming the cap. A body over the limit answers `413`
 /// naming the limit; one that does not parse, `400` naming where.
-pub(crate) fn route<S, B, T>(seed: fn(&S, B) -> Result<T, BulkError>) -> MethodRouter<S>
+pub(crate) fn route<S, B, T>(seed: fn(&S, B, &str) -> Result<T, BulkError>) -> MethodRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     B: DeserializeOwned + Send + 'static,
     T: Serialize + Send + 'static,
 {
     post(
-        move |State(simulator): State<S>, body: Result<Bytes, BytesRejection>| async move {
+        move |State(simulator): State<S>, headers: HeaderMap, body: Result<Bytes, BytesRejection>| async move {
+            let base = format!(
+                "http://{}",
+                headers
+                    .get(header::HOST)
+                    .and_then(|host| host.to_str().ok())
+                    .unwrap_or("127.0.0.1")
+            );
             let bytes = match body {
                 Ok(bytes) => bytes,
                 Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -89,7 +98,7 @@ where
             let seeded = tokio::task::spawn_blocking(move || {
                 let Json(batch) =
                     Json::<B>::from_bytes(&bytes).map_err(|rejection| Refusal::Unparsed(rejection.body_text()))?;
-                seed(&simulator, batch).map_err(Refusal::Refused)
+                seed(&simulator, batch, &base).map_err(Refusal::Refused)
             })
             .await;
             match seeded {

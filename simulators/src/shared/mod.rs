@@ -6,11 +6,13 @@
 pub(crate) mod bulk;
 pub(crate) mod control;
 pub(crate) mod faults;
+pub(crate) mod issued;
 pub(crate) mod latency;
 pub(crate) mod random;
 pub(crate) mod store;
 
 pub(crate) use faults::{Applies, Faults};
+pub(crate) use issued::Issued;
 pub(crate) use latency::Latency;
 pub(crate) use random::Random;
 pub(crate) use store::Store;

@@ -856,6 +856,67 @@ async fn mailboxes_created_in_bulk_answer_in_order_and_refresh_and_list_their_me
 }
 
 #[tokio::test]
+async fn mailboxes_created_connected_answer_a_live_access_token_and_delta_links_past_their_mail() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let batch = json!({
+        "mailboxes": [
+            {"upn": "steady0@contoso.example", "messages": [bulk_message("inbox", "Old", "a")]},
+            {"upn": "steady1@contoso.example"},
+        ],
+        "connected": {"delta_query": "$select=id,subject&$filter=receivedDateTime ge 2024-01-01T00:00:00Z"},
+    });
+    let (status, body) = harness.control(Method::POST, "/mailboxes/bulk", Some(batch)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let created = &body["mailboxes"][0];
+    let connected = &created["connected"];
+    assert_eq!(connected["expires_in"], 3600);
+    let token = connected["access_token"].as_str().unwrap();
+    let inbox = connected["delta_links"]["inbox"].as_str().unwrap();
+    assert!(
+        inbox.starts_with(
+            &harness.url("/v1.0/users/steady0@contoso.example/mailFolders/inbox/messages/delta?$deltatoken=")
+        ),
+        "{inbox}"
+    );
+    assert!(connected["delta_links"]["sentitems"].is_string());
+
+    // The mail already there is behind the link; what arrives later is not,
+    // answered with the query's options.
+    let (status, _, page) = harness.call(token, Method::GET, inbox, &[], None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(subjects(&page), Vec::<&str>::new());
+    let (status, _) = harness
+        .control(
+            Method::POST,
+            "/mailboxes/steady0@contoso.example/messages",
+            Some(bulk_message("inbox", "New", "b")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let next = page["@odata.deltaLink"].as_str().unwrap();
+    let (_, _, page) = harness.call(token, Method::GET, next, &[], None).await;
+    assert_eq!(subjects(&page), ["New"]);
+    assert!(page["value"][0].get("body").is_none(), "{page}");
+    // The token opens only its own mailbox.
+    let other = harness.url("/v1.0/users/steady1@contoso.example/mailFolders/inbox/messages/delta");
+    let (status, _, _) = harness.call(token, Method::GET, &other, &[], None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let refused = json!({
+        "mailboxes": [{"upn": "steady2@contoso.example"}],
+        "connected": {"delta_query": "$filter=subject eq 'x'"},
+    });
+    let (status, body) = harness.control(Method::POST, "/mailboxes/bulk", Some(refused)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().starts_with("connected.delta_query: "),
+        "{body}"
+    );
+    assert_eq!(harness.simulator.mailbox_id("steady2@contoso.example"), None);
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn messages_received_in_the_same_instant_list_in_the_order_they_arrived() {
     let harness = Harness::start(GraphConfig::default()).await;
     let older = harness.seed(Folder::Inbox, "Older", 1);

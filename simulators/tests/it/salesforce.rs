@@ -738,12 +738,35 @@ async fn orgs_created_in_bulk_answer_in_order_and_refresh_and_find_their_contact
         assert_eq!(page["records"][1]["Email"], format!("c2@org{index}.test"));
         assert_eq!(page["records"][0]["OwnerId"], owner);
     }
-    // Without refresh_tokens, one.
+    // Without refresh_tokens, one; without access_tokens, none.
     let (status, body) = harness
         .control(Method::POST, "/orgs/bulk", Some(json!({"orgs": [{}]})))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["orgs"][0]["refresh_tokens"].as_array().unwrap().len(), 1);
+    assert!(body["orgs"][0].get("access_tokens").is_none(), "{body}");
+
+    // Sessions issued with the org call it at once, as the owner.
+    let orgs = json!({"orgs": [{"records": {"Contact": contacts(7, 1)}, "access_tokens": 2}]});
+    let (status, body) = harness.control(Method::POST, "/orgs/bulk", Some(orgs)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let sessions = body["orgs"][0]["access_tokens"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    let soql = "SELECT Id, OwnerId FROM Contact WHERE Email IN ('c0@org7.test')";
+    let (status, _, page) = harness
+        .call_with(
+            sessions[1].as_str().unwrap(),
+            Method::GET,
+            &query_path(&harness, soql),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["records"][0]["OwnerId"], body["orgs"][0]["owner_id"]);
+    let over = json!({"orgs": [{"access_tokens": 1001}]});
+    let (status, body) = harness.control(Method::POST, "/orgs/bulk", Some(over)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "orgs[0].access_tokens: at most 1000 per org, got 1001");
     harness.stop().await;
 }
 
@@ -811,7 +834,8 @@ async fn a_bulk_org_batch_over_the_cap_is_refused() {
     let over = vec![
         BulkOrg {
             records: Default::default(),
-            refresh_tokens: 1
+            refresh_tokens: 1,
+            access_tokens: 0
         };
         MAX_BULK_ORGS + 1
     ];
