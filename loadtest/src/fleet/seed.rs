@@ -33,11 +33,11 @@ use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::Url;
 use secrecy::SecretString;
-use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use syncfleet_common::secrets::{CredentialKind, KeyRing, Owner};
 use syncfleet_connectors::{mailbox::MailFolder, oauth::EXPIRY_MARGIN};
+use syncfleet_worker::sync::KeptSalesforceSession;
 use uuid::Uuid;
 
 use crate::demo::ControlApi;
@@ -180,19 +180,9 @@ struct Mailbox {
 /// What the Salesforce simulator answered for one user.
 struct Crm {
     refresh_token: String,
-    /// Steady users: the session kept, as the worker keeps it.
+    /// Steady users: the session kept, as the worker keeps it (sealed as
+    /// one JSON document).
     session: Option<KeptSalesforceSession>,
-}
-
-/// A Salesforce session as the worker keeps it, sealed as one JSON document
-/// (the worker's `KeptSalesforceSession`, which it does not export).
-#[derive(Serialize)]
-struct KeptSalesforceSession {
-    access_token: String,
-    instance_url: String,
-    login_url: String,
-    org_id: Option<String>,
-    user_id: Option<String>,
 }
 
 /// Creates the batch's Salesforce orgs and Graph mailboxes.

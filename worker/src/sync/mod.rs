@@ -23,7 +23,7 @@ use syncfleet_common::{
 };
 use uuid::Uuid;
 
-pub use credentials::{SALESFORCE_SESSION_LIFETIME, TOKEN_STORE_RETRY};
+pub use credentials::{KeptSalesforceSession, SALESFORCE_SESSION_LIFETIME, TOKEN_STORE_RETRY};
 pub use engine::{Budget, DEFAULT_BASELINE_DAYS, MailboxSync, TASK_EXTERNAL_ID_FIELD};
 pub use gate::FleetGate;
 pub use participants::{FREE_MAIL_DOMAINS, FilterSettings};
