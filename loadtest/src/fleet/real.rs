@@ -110,6 +110,11 @@ fn slots_in(users: &[Uuid], interval: Duration, from: DateTime<Utc>, to: DateTim
         .iter()
         .map(|user| {
             let mut slot = cadence::next_slot(*user, interval, just_before);
+            // `next_slot` answers after `just_before`: a slot in the last
+            // millisecond before `from` is not in the window.
+            while slot < from {
+                slot += step;
+            }
             let mut slots = 0;
             while slot < to {
                 slots += 1;
