@@ -13,6 +13,13 @@
 //! - **Cooldown**: a `Retry-After` or `BackOffMilliseconds` answer seen by one
 //!   worker stops every worker for that account until it passes.
 //!
+//! The admissions and releases of all the calls in flight in a worker go to
+//! Redis together: one script evaluates a batch of them in order, each as it
+//! would alone, so the limits hold exactly as they would call by call while a
+//! busy worker makes one round trip for many calls (a short linger, set by
+//! the worker, lets a batch gather). The batch's keys span accounts: a
+//! standalone Redis (or one shard) is assumed, as the fleet deploys it.
+//!
 //! A rate-only limit (Gmail's quota units) is smoothed in process: each call
 //! that goes to Redis takes a few units ahead, which the next calls of this
 //! worker spend without a round trip within a quarter of a second; the shared
@@ -33,6 +40,8 @@ use std::{
 };
 
 use redis::{Script, aio::ConnectionManager};
+
+use crate::batch::Batcher;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::warn;
 use uuid::Uuid;
@@ -82,22 +91,54 @@ pub struct Limiter {
 }
 
 struct Inner {
-    redis: tokio::sync::Mutex<Option<ConnectionManager>>,
-    /// After a failed connection, no new attempt before this instant: calls
-    /// meanwhile go to the local share at once.
-    retry_at: Mutex<Option<std::time::Instant>>,
-    url: SecretString,
+    link: Arc<Link>,
+    /// The admissions and releases on their way to Redis, started on first
+    /// use (it needs a runtime).
+    batcher: std::sync::OnceLock<Batcher<Op, Option<(i64, i64)>>>,
+    linger: Duration,
     prefix: String,
     lease_ttl: Duration,
     fallback_share: u32,
-    script: Script,
     local: Mutex<HashMap<String, Local>>,
     credits: Mutex<HashMap<String, Credit>>,
     /// After Redis told this worker to wait for an account, its other calls
     /// wait too, without asking again before then.
     blocked_until: Mutex<HashMap<String, (Limit, std::time::Instant)>>,
+}
+
+/// The connection to Redis, shared by the limiter and its batcher.
+struct Link {
+    redis: tokio::sync::Mutex<Option<ConnectionManager>>,
+    /// After a failed connection, no new attempt before this instant: calls
+    /// meanwhile go to the local share at once.
+    retry_at: Mutex<Option<std::time::Instant>>,
+    url: SecretString,
+    script: Script,
     round_trips: std::sync::atomic::AtomicU64,
 }
+
+/// One admission or release of a batch.
+enum Op {
+    Acquire {
+        /// The account's cooldown, rate and leases keys.
+        keys: [String; 3],
+        cost: u32,
+        interval: f64,
+        burst: f64,
+        concurrency: u32,
+        lease: String,
+        lease_ttl_ms: u64,
+    },
+    Release {
+        key: String,
+        lease: String,
+    },
+}
+
+/// Most operations in one script call.
+const MAX_BATCH: usize = 64;
+/// Script calls in flight at once.
+const BATCH_SLOTS: usize = 4;
 
 /// Units of a rate limit taken from Redis ahead of the calls that spend them.
 struct Credit {
@@ -191,59 +232,82 @@ impl std::fmt::Debug for Limiter {
     }
 }
 
-/// The atomic admission: cooldown, then concurrency (expired leases
-/// reclaimed), then the GCRA rate; it writes nothing unless it grants (or cuts
-/// a backlog a raised limit makes impossible). Time is Redis' own clock, so
-/// workers' clocks never disagree.
+/// The atomic admission of a batch, in order: for each acquisition the
+/// account's cooldown, then concurrency (expired leases reclaimed), then the
+/// GCRA rate, writing nothing unless it grants (or cuts a backlog a raised
+/// limit makes impossible); for each release the lease freed. Time is Redis'
+/// own clock, read once for the batch, so workers' clocks never disagree.
+///
+/// `ARGV[1]` is the number of operations; each is `a` with cost, interval,
+/// burst, concurrency, lease and lease TTL and three keys (cooldown, rate,
+/// leases), or `r` with the lease and its key. The answer is a pair per
+/// operation: granted (1) or not (0), and how long to wait.
 const ACQUIRE: &str = r#"
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
-local cost = tonumber(ARGV[2])
-local interval = tonumber(ARGV[3])
-local burst = tonumber(ARGV[4])
-local concurrency = tonumber(ARGV[5])
-local lease = ARGV[6]
-local lease_ttl = tonumber(ARGV[7])
 
-local cooldown = redis.call('PTTL', KEYS[1])
-if cooldown > 0 then
-  return {0, cooldown}
+local function acquire(cooldown_key, rate_key, leases_key, cost, interval, burst, concurrency, lease, lease_ttl)
+  local cooldown = redis.call('PTTL', cooldown_key)
+  if cooldown > 0 then
+    return 0, cooldown
+  end
+
+  if concurrency > 0 then
+    redis.call('ZREMRANGEBYSCORE', leases_key, '-inf', now)
+    if redis.call('ZCARD', leases_key) >= concurrency then
+      local first = redis.call('ZRANGE', leases_key, 0, 0, 'WITHSCORES')
+      local until_free = tonumber(first[2]) - now
+      return 0, math.max(1, math.min(until_free, 25))
+    end
+  end
+
+  if interval > 0 then
+    local tat = tonumber(redis.call('GET', rate_key) or '0')
+    if tat < now then
+      tat = now
+    end
+    -- A backlog the current limit could never have built (the limit was
+    -- raised) is cut to the most it allows.
+    if tat > now + interval * burst then
+      tat = now + interval * burst
+      redis.call('SET', rate_key, string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
+    end
+    local new_tat = tat + interval * cost
+    local allowed_at = new_tat - interval * burst
+    if allowed_at > now then
+      return 0, math.ceil(allowed_at - now)
+    end
+    redis.call('SET', rate_key, string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+  end
+
+  if concurrency > 0 then
+    redis.call('ZADD', leases_key, now + lease_ttl, lease)
+    redis.call('PEXPIRE', leases_key, lease_ttl * 2)
+  end
+  return 1, 0
 end
 
-if concurrency > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  if redis.call('ZCARD', KEYS[3]) >= concurrency then
-    local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-    local until_free = tonumber(first[2]) - now
-    return {0, math.max(1, math.min(until_free, 25))}
+local answers = {}
+local key = 1
+local arg = 2
+for _ = 1, tonumber(ARGV[1]) do
+  if ARGV[arg] == 'a' then
+    local granted, wait = acquire(KEYS[key], KEYS[key + 1], KEYS[key + 2],
+      tonumber(ARGV[arg + 1]), tonumber(ARGV[arg + 2]), tonumber(ARGV[arg + 3]),
+      tonumber(ARGV[arg + 4]), ARGV[arg + 5], tonumber(ARGV[arg + 6]))
+    answers[#answers + 1] = granted
+    answers[#answers + 1] = wait
+    key = key + 3
+    arg = arg + 7
+  else
+    redis.call('ZREM', KEYS[key], ARGV[arg + 1])
+    answers[#answers + 1] = 1
+    answers[#answers + 1] = 0
+    key = key + 1
+    arg = arg + 2
   end
 end
-
-local new_tat = 0
-if interval > 0 then
-  local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if tat < now then
-    tat = now
-  end
-  -- A backlog the current limit could never have built (the limit was
-  -- raised) is cut to the most it allows.
-  if tat > now + interval * burst then
-    tat = now + interval * burst
-    redis.call('SET', KEYS[2], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
-  end
-  new_tat = tat + interval * cost
-  local allowed_at = new_tat - interval * burst
-  if allowed_at > now then
-    return {0, math.ceil(allowed_at - now)}
-  end
-  redis.call('SET', KEYS[2], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
-end
-
-if concurrency > 0 then
-  redis.call('ZADD', KEYS[3], now + lease_ttl, lease)
-  redis.call('PEXPIRE', KEYS[3], lease_ttl * 2)
-end
-return {1, 0}
+return answers
 "#;
 
 /// How long the limiter keeps to the local share before it tries to reach an
@@ -296,37 +360,70 @@ impl Limiter {
     /// `lease_ttl`; without Redis each worker takes `1 / fallback_share` of
     /// every limit.
     pub fn new(url: SecretString, prefix: &str, lease_ttl: Duration, fallback_share: u32) -> Self {
+        Self::lingering(url, prefix, lease_ttl, fallback_share, Duration::ZERO)
+    }
+
+    /// [`Limiter::new`], where a call going to Redis waits up to `linger`
+    /// for others to join its round trip (none: the calls queued while a
+    /// round trip runs go together with the next one).
+    pub fn lingering(
+        url: SecretString,
+        prefix: &str,
+        lease_ttl: Duration,
+        fallback_share: u32,
+        linger: Duration,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                redis: tokio::sync::Mutex::new(None),
-                retry_at: Mutex::new(None),
-                url,
+                link: Arc::new(Link {
+                    redis: tokio::sync::Mutex::new(None),
+                    retry_at: Mutex::new(None),
+                    url,
+                    script: Script::new(ACQUIRE),
+                    round_trips: std::sync::atomic::AtomicU64::new(0),
+                }),
+                batcher: std::sync::OnceLock::new(),
+                linger,
                 prefix: prefix.to_owned(),
                 lease_ttl,
                 fallback_share: fallback_share.max(1),
-                script: Script::new(ACQUIRE),
                 local: Mutex::new(HashMap::new()),
                 credits: Mutex::new(HashMap::new()),
                 blocked_until: Mutex::new(HashMap::new()),
-                round_trips: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
 
+    fn batcher(&self) -> &Batcher<Op, Option<(i64, i64)>> {
+        self.inner.batcher.get_or_init(|| {
+            let link = self.inner.link.clone();
+            Batcher::start_lingering(MAX_BATCH, BATCH_SLOTS, self.inner.linger, move |ops| {
+                let link = link.clone();
+                async move { link.run(ops).await }
+            })
+        })
+    }
+
     async fn connection(&self) -> Option<ConnectionManager> {
-        let mut slot = self.inner.redis.lock().await;
+        self.inner.link.connection().await
+    }
+}
+
+impl Link {
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let mut slot = self.redis.lock().await;
         if let Some(connection) = slot.as_ref() {
             return Some(connection.clone());
         }
         let now = std::time::Instant::now();
         {
-            let mut retry_at = self.inner.retry_at.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut retry_at = self.retry_at.lock().unwrap_or_else(PoisonError::into_inner);
             if retry_at.is_some_and(|at| now < at) {
                 return None;
             }
             *retry_at = Some(now + RECONNECT_PAUSE);
         }
-        let client = redis::Client::open(self.inner.url.expose_secret()).ok()?;
+        let client = redis::Client::open(self.url.expose_secret()).ok()?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))
             .set_response_timeout(Some(Duration::from_millis(500)))
@@ -348,11 +445,70 @@ impl Limiter {
     /// Drops a connection that failed: calls go to the local share at once
     /// until a new connection is tried, after [`RECONNECT_PAUSE`].
     async fn forget_connection(&self) {
-        *self.inner.redis.lock().await = None;
-        *self.inner.retry_at.lock().unwrap_or_else(PoisonError::into_inner) =
+        *self.redis.lock().await = None;
+        *self.retry_at.lock().unwrap_or_else(PoisonError::into_inner) =
             Some(std::time::Instant::now() + RECONNECT_PAUSE);
     }
 
+    /// Runs a batch in one script call: an answer per operation, all `None`
+    /// when Redis cannot be reached or did not answer.
+    async fn run(&self, ops: Vec<Op>) -> Vec<Option<(i64, i64)>> {
+        let unanswered = || ops.iter().map(|_| None).collect();
+        let Some(mut connection) = self.connection().await else {
+            return unanswered();
+        };
+        self.round_trips.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut invocation = self.script.prepare_invoke();
+        invocation.arg(ops.len());
+        for op in &ops {
+            match op {
+                Op::Acquire {
+                    keys,
+                    cost,
+                    interval,
+                    burst,
+                    concurrency,
+                    lease,
+                    lease_ttl_ms,
+                } => {
+                    invocation
+                        .key(&keys[0])
+                        .key(&keys[1])
+                        .key(&keys[2])
+                        .arg("a")
+                        .arg(cost)
+                        .arg(interval)
+                        .arg(burst)
+                        .arg(concurrency)
+                        .arg(lease)
+                        .arg(lease_ttl_ms);
+                }
+                Op::Release { key, lease } => {
+                    invocation.key(key).arg("r").arg(lease);
+                }
+            }
+        }
+        let answer: redis::RedisResult<Vec<i64>> = invocation.invoke_async(&mut connection).await;
+        match answer {
+            Ok(flat) if flat.len() == 2 * ops.len() => flat.chunks(2).map(|pair| Some((pair[0], pair[1]))).collect(),
+            Ok(flat) => {
+                warn!(
+                    answers = flat.len(),
+                    operations = ops.len(),
+                    "Redis answered the rate limiter's batch with the wrong number of answers; using the local share of the limits."
+                );
+                unanswered()
+            }
+            Err(error) => {
+                warn!(%error, "Redis did not answer the rate limiter; using the local share of the limits.");
+                self.forget_connection().await;
+                unanswered()
+            }
+        }
+    }
+}
+
+impl Limiter {
     fn keys(&self, account: &str) -> [String; 3] {
         let base = format!("{}:rl:{{{account}}}", self.inner.prefix);
         [
@@ -455,54 +611,46 @@ impl Limiter {
         );
     }
 
-    /// Admissions asked of Redis so far (each one round trip).
+    /// Round trips to Redis for admissions and releases so far (each
+    /// carries a batch of them).
     pub fn round_trips(&self) -> u64 {
-        self.inner.round_trips.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.link.round_trips.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Asks Redis for `cost` units of `limit`; `None` when Redis cannot be
     /// reached or did not answer.
     async fn acquire_shared(&self, account: &str, limit: Limit, cost: u32) -> Option<Admission> {
-        let mut connection = self.connection().await?;
-        self.inner
-            .round_trips
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let [cooldown, rate, leases] = self.keys(account);
+        let keys = self.keys(account);
         let (interval, burst) = limit.rate.map_or((0.0, 0.0), |(max, window)| gcra(max, window));
         let lease = Uuid::new_v4().simple().to_string();
-        let answer: redis::RedisResult<(i64, i64)> = self
-            .inner
-            .script
-            .key(&cooldown)
-            .key(&rate)
-            .key(&leases)
-            .arg(0)
-            .arg(cost)
-            .arg(interval)
-            .arg(burst)
-            .arg(limit.concurrency.unwrap_or(0))
-            .arg(&lease)
-            .arg(self.inner.lease_ttl.as_millis() as u64)
-            .invoke_async(&mut connection)
-            .await;
-        match answer {
-            Ok((1, _)) => Some(Admission::Granted(Permit {
+        let leases = keys[2].clone();
+        let answer = self
+            .batcher()
+            .submit(Op::Acquire {
+                keys,
+                cost,
+                interval,
+                burst,
+                concurrency: limit.concurrency.unwrap_or(0),
+                lease: lease.clone(),
+                lease_ttl_ms: self.inner.lease_ttl.as_millis() as u64,
+            })
+            .await
+            .flatten()?;
+        Some(match answer {
+            (1, _) => Admission::Granted(Permit {
                 account: account.to_owned(),
                 held: match limit.concurrency {
                     Some(_) => Held::Lease { key: leases, lease },
                     None => Held::Nothing,
                 },
-            })),
-            Ok((_, wait)) => Some(Admission::Wait(Duration::from_millis(wait.max(1) as u64))),
-            Err(error) => {
-                warn!(%error, "Redis did not answer the rate limiter; using the local share of the limits.");
-                self.forget_connection().await;
-                None
-            }
-        }
+            }),
+            (_, wait) => Admission::Wait(Duration::from_millis(wait.max(1) as u64)),
+        })
     }
 
-    /// Ends a granted call: its concurrency lease is freed at once.
+    /// Ends a granted call: its concurrency lease is freed at once, with the
+    /// next round trip (if Redis is unreachable, it expires on its own).
     pub async fn release(&self, permit: Permit) {
         let (key, lease) = match permit.held {
             Held::Nothing => return,
@@ -521,16 +669,9 @@ impl Limiter {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&permit.account);
-        if let Some(mut connection) = self.connection().await {
-            let removed: redis::RedisResult<i64> = redis::cmd("ZREM")
-                .arg(&key)
-                .arg(&lease)
-                .query_async(&mut connection)
-                .await;
-            if let Err(error) = removed {
-                warn!(%error, "Could not release a concurrency lease; it expires on its own.");
-            }
-        }
+        // Unanswered (Redis unreachable, said once by the batch): the lease
+        // expires on its own.
+        let _ = self.batcher().submit(Op::Release { key, lease }).await;
     }
 
     /// Puts `account` on cooldown for every worker for `delay` (a provider's

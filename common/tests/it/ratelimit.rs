@@ -411,3 +411,88 @@ async fn a_large_rate_limit_is_served_mostly_without_redis_and_still_never_excee
         "{round_trips} round trips for {calls} calls: the credits were not used"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_admissions_keep_every_limit_exact_in_fewer_round_trips_than_calls() {
+    let prefix = Uuid::new_v4().simple().to_string();
+    let lingering = |prefix: &str| {
+        Limiter::lingering(
+            SecretString::from(redis_url()),
+            prefix,
+            Duration::from_millis(500),
+            2,
+            Duration::from_millis(5),
+        )
+    };
+    let workers = [lingering(&prefix), lingering(&prefix)];
+    // Two accounts in the same batches: one bounded in flight and in rate,
+    // one in rate only.
+    let both = Limit {
+        rate: Some((2000, Duration::from_secs(1))),
+        concurrency: Some(8),
+    };
+    let rate_only = Limit {
+        rate: Some((400, Duration::from_secs(1))),
+        concurrency: None,
+    };
+    let in_flight = Arc::new(AtomicU32::new(0));
+    let peak = Arc::new(AtomicU32::new(0));
+    let stamps = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(2);
+    let mut tasks = Vec::new();
+    for index in 0..96 {
+        let limiter = workers[index % 2].clone();
+        let (in_flight, peak, stamps) = (in_flight.clone(), peak.clone(), stamps.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                if index % 3 == 0 {
+                    let permit = admitted(&limiter, "org-b", rate_only).await;
+                    stamps.lock().unwrap().1.push(started.elapsed());
+                    limiter.release(permit).await;
+                    continue;
+                }
+                let permit = admitted(&limiter, "mailbox-b", both).await;
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                stamps.lock().unwrap().0.push(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                limiter.release(permit).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (mut bounded, mut rated) = stamps.lock().unwrap().clone();
+    bounded.sort();
+    rated.sort();
+    let calls = (bounded.len() + rated.len()) as u64;
+    let round_trips: u64 = workers.iter().map(Limiter::round_trips).sum();
+    let peak = peak.load(Ordering::SeqCst);
+    println!(
+        "batched: {calls} calls ({} bounded, {} rate-only), peak {peak} in flight, {round_trips} round trips",
+        bounded.len(),
+        rated.len()
+    );
+    assert_eq!(peak, 8, "the concurrency limit is reached and never exceeded");
+    assert!(
+        busiest_second(&bounded) <= 2000,
+        "a window held {}",
+        busiest_second(&bounded)
+    );
+    assert!(
+        busiest_second(&rated) <= 400,
+        "a window held {}",
+        busiest_second(&rated)
+    );
+    assert!(rated.len() >= 600, "only {} rate-only calls in 2 s", rated.len());
+    // Call by call, each bounded call takes an admission and a release, and
+    // each rate-only call an admission: batched, half of that at most.
+    let unbatched = 2 * bounded.len() as u64 + rated.len() as u64;
+    assert!(
+        round_trips * 2 < unbatched,
+        "{round_trips} round trips for {calls} calls ({unbatched} call by call)"
+    );
+}
