@@ -13,7 +13,7 @@ use uuid::Uuid;
 /// A benchmark's own database and queue prefix.
 pub struct Scratch {
     admin: PgConnection,
-    database: &'static str,
+    database: String,
     /// Where the benchmark's database is.
     pub database_url: String,
     /// The benchmark's queue prefix.
@@ -21,24 +21,38 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Creates `database` afresh (dropping what an earlier run left) on
+    /// Creates a database of its own named `{base}_{run}` on
     /// `SYNCFLEET_BENCH_DATABASE_SERVER` (default the local PostgreSQL), and
-    /// picks a new queue prefix starting with `prefix`.
-    pub async fn create(database: &'static str, prefix: &str) -> anyhow::Result<Self> {
+    /// picks a new queue prefix starting with `prefix`. Databases of the same
+    /// base that earlier runs left are dropped, unless a run still uses them
+    /// (the drop waits for no connection, so a run in parallel keeps its own).
+    pub async fn create(base: &'static str, prefix: &str) -> anyhow::Result<Self> {
         let server = std::env::var("SYNCFLEET_BENCH_DATABASE_SERVER")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
         let mut admin = PgConnection::connect(&format!("{server}/postgres")).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await?;
+        let left: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database d WHERE datname LIKE $1 \
+             AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = d.oid)",
+        )
+        .bind(format!("{base}\\_%"))
+        .fetch_all(&mut admin)
+        .await?;
+        for database in left {
+            // A run that connected since: its database stays.
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{database}\""))
+                .execute(&mut admin)
+                .await;
+        }
+        let run = &Uuid::new_v4().simple().to_string()[..8];
+        let database = format!("{base}_{run}");
         sqlx::query(&format!("CREATE DATABASE {database}"))
             .execute(&mut admin)
             .await?;
         Ok(Self {
             admin,
-            database,
             database_url: format!("{server}/{database}"),
-            prefix: format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..8]),
+            database,
+            prefix: format!("{prefix}-{run}"),
         })
     }
 

@@ -68,7 +68,7 @@ const LOG_BINS_FROM_RATIO: f64 = 100.0;
 /// The P2 limit on scheduling lag.
 const LAG_LIMIT_MS: f64 = 5_000.0;
 /// The memory a worker is meant to stay under.
-const RSS_TARGET_MB: f64 = 256.0;
+const RSS_TARGET_MB: f64 = 128.0;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:1280px;margin:0 auto;padding:16px;color:#222}\
 table{border-collapse:collapse;margin:8px 0 24px}th,td{padding:4px 12px;border-bottom:1px solid #ddd;text-align:left}\
@@ -160,7 +160,7 @@ fn write_page(
                 colour: "#2a9d5c",
                 value: |sample| sample.worker_rss_mb,
             }],
-            threshold: Some((RSS_TARGET_MB, "target 256 MB")),
+            threshold: Some((RSS_TARGET_MB, "target 128 MB")),
         },
     ];
     for chart in &charts {

@@ -1013,12 +1013,12 @@ fn targets(
             "figure": equivalent, "needed": 1_000_000,
             "latency_ms": [options.latency_ms, options.latency_ms + options.jitter_ms],
         },
-        "force_sync_p99_under_1s_with_100k_backlog": {
-            "met": force_p99 < 1_000.0 && backlog >= 100_000,
+        "force_sync_p99_under_250ms_with_100k_backlog": {
+            "met": force_p99 < 250.0 && backlog >= 100_000,
             "figure_ms": force_p99, "smallest_backlog": backlog,
         },
-        "worker_rss_under_256mb_at_1000_in_flight": {
-            "met": rss < 256.0 && in_flight >= 1_000.0,
+        "worker_rss_at_most_128mb_at_1000_in_flight": {
+            "met": rss <= 128.0 && in_flight >= 1_000.0,
             "figure_mb": rss, "max_in_flight_per_worker": in_flight,
         },
     })
