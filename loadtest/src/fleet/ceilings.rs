@@ -77,7 +77,9 @@ pub async fn measure(
     })
 }
 
-async fn rabbitmq(common: &CommonConfig, prefix: &str, messages: usize, prefetch: u16) -> anyhow::Result<f64> {
+/// RabbitMQ's publish+consume ceiling (messages per second) on a topology
+/// of its own under `prefix`.
+pub async fn rabbitmq(common: &CommonConfig, prefix: &str, messages: usize, prefetch: u16) -> anyhow::Result<f64> {
     // A topology of its own, so the fleet's queues stay empty.
     let topology = Topology::new(format!("{prefix}-ceiling"), common.delivery_limit);
     let publisher = Publisher::connect(common.amqp_url.clone(), "loadtest ceiling", topology.clone()).await?;
