@@ -164,7 +164,11 @@ async fn wait_for_sessions(pool: &PgPool, since: chrono::DateTime<chrono::Utc>, 
             return Ok(());
         }
         let rate = count as f64 / started.elapsed().as_secs_f64().max(0.001);
-        let left = if rate > 0.0 { (target - count) as f64 / rate / 2.0 } else { 1.0 };
+        let left = if rate > 0.0 {
+            (target - count) as f64 / rate / 2.0
+        } else {
+            1.0
+        };
         tokio::time::sleep(std::time::Duration::from_secs_f64(left.clamp(0.1, 2.0))).await;
     }
 }

@@ -19,6 +19,7 @@ use super::{
     items::{self, Items, Kind},
     limits::{Throttle, retry_after_seconds},
     store::{Mailbox, State, Store, TokenRefusal},
+    subscriptions,
 };
 use crate::shared::latency;
 
@@ -308,6 +309,12 @@ impl Drop for Slot {
 /// handler.
 pub(crate) async fn execute(store: Arc<Store>, request: ApiRequest) -> ApiResponse {
     let target = Target::parse(&request.target);
+    if let [first, rest @ ..] = target.segments.as_slice()
+        && first.eq_ignore_ascii_case("subscriptions")
+        && rest.len() <= 2
+    {
+        return subscriptions_call(store, &request, rest).await;
+    }
     let (user, route) = match Route::parse(&target.segments) {
         Ok(parsed) => parsed,
         Err(segment) => {
@@ -322,26 +329,54 @@ pub(crate) async fn execute(store: Arc<Store>, request: ApiRequest) -> ApiRespon
         Route::MessagesDelta(folder) => Some(delta::restart_url(&request.base, &user, folder)),
         _ => None,
     };
-    let admitted = store.with(|state| {
-        gate(
-            state,
-            &store,
-            request.token.as_deref(),
-            &user,
-            route.endpoint(),
-            location.as_deref(),
-        )
-    });
-    let (mailbox, latency) = match admitted {
+    let (mailbox, _slot) = match admit(
+        &store,
+        request.token.as_deref(),
+        &user,
+        route.endpoint(),
+        location.as_deref(),
+    )
+    .await
+    {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
-    let _slot = Slot {
+    store.with(|state| handle(state, &store, &mailbox, &user, &route, &request, &target))
+}
+
+/// Gates a call (see [`gate`]), then waits its latency holding the mailbox's
+/// slot: the mailbox id and the slot, freed when dropped.
+async fn admit(
+    store: &Arc<Store>,
+    token: Option<&str>,
+    user: &str,
+    endpoint: Endpoint,
+    delta_location: Option<&str>,
+) -> Result<(String, Slot), ApiResponse> {
+    let (mailbox, latency) = store.with(|state| gate(state, store, token, user, endpoint, delta_location))?;
+    let slot = Slot {
         store: store.clone(),
         mailbox: mailbox.clone(),
     };
     latency::wait(latency).await;
-    store.with(|state| handle(state, &store, &mailbox, &user, &route, &request, &target))
+    Ok((mailbox, slot))
+}
+
+/// A call under `/subscriptions`: gated as the caller's own mailbox.
+async fn subscriptions_call(store: Arc<Store>, request: &ApiRequest, rest: &[String]) -> ApiResponse {
+    let (mailbox, _slot) = match admit(&store, request.token.as_deref(), ME, Endpoint::Subscriptions, None).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
+    subscriptions::handle(
+        &store,
+        &mailbox,
+        &request.method,
+        rest.first().map(String::as_str),
+        rest.get(1).map(String::as_str),
+        request.body.as_ref(),
+    )
+    .await
 }
 
 /// Authenticates, binds the token to the mailbox addressed, counts the

@@ -13,7 +13,10 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{BulkMailbox, Connect, CreatedMailbox, Endpoint, Fault, FolderMessage, GraphSimulator, SeedError};
+use super::{
+    BulkMailbox, Connect, CreatedMailbox, Delivery, Endpoint, Fault, FolderMessage, GraphSimulator, LifecycleEvent,
+    LifecycleRefusal, SeedError,
+};
 use crate::{
     BulkError,
     shared::{
@@ -69,6 +72,16 @@ pub(crate) fn router(simulator: GraphSimulator) -> Router {
         .route(
             "/_control/graph/latency",
             set_latency::<_, LatencyMs>(GraphSimulator::set_latency),
+        )
+        .route("/_control/graph/subscriptions", get(subscriptions))
+        .route(
+            "/_control/graph/subscriptions/{id}/lifecycle",
+            post(send_lifecycle_event),
+        )
+        .route("/_control/graph/subscriptions/{id}/expire", post(expire_subscription))
+        .route(
+            "/_control/graph/notifications",
+            get(notifications).put(set_notification_delivery),
         )
         .with_state(simulator)
 }
@@ -300,4 +313,60 @@ async fn set_fault_rate(
         return problem;
     }
     done(simulator.set_fault_rate(&mailbox, rate.fault, rate.probability))
+}
+
+/// `{"subscriptions": [...]}`: the live ones, soonest to expire first.
+async fn subscriptions(State(simulator): State<GraphSimulator>) -> Response {
+    Json(json!({ "subscriptions": simulator.subscriptions() })).into_response()
+}
+
+/// `{"event": "missed" | "reauthorization_required" | "subscription_removed"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Lifecycle {
+    event: LifecycleEvent,
+}
+
+async fn send_lifecycle_event(
+    State(simulator): State<GraphSimulator>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    with_json_body(&body, |lifecycle: Lifecycle| {
+        match simulator.send_lifecycle_event(&id, lifecycle.event) {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(LifecycleRefusal::Unknown) => problem(StatusCode::NOT_FOUND, format!("unknown subscription {id}")),
+            Err(LifecycleRefusal::NoLifecycleUrl) => problem(
+                StatusCode::CONFLICT,
+                format!("subscription {id} has no lifecycleNotificationUrl"),
+            ),
+        }
+    })
+}
+
+async fn expire_subscription(State(simulator): State<GraphSimulator>, Path(id): Path<String>) -> Response {
+    if simulator.expire_subscription(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        problem(StatusCode::NOT_FOUND, format!("unknown subscription {id}"))
+    }
+}
+
+/// `{"delivery": {...}, "counters": {...}}`.
+async fn notifications(State(simulator): State<GraphSimulator>) -> Response {
+    Json(json!({
+        "delivery": simulator.notification_delivery(),
+        "counters": simulator.notification_counters(),
+    }))
+    .into_response()
+}
+
+async fn set_notification_delivery(State(simulator): State<GraphSimulator>, body: Bytes) -> Response {
+    with_json_body(&body, |delivery: Delivery| match delivery.problem() {
+        Some(problem_text) => problem(StatusCode::BAD_REQUEST, problem_text),
+        None => {
+            simulator.set_notification_delivery(delivery);
+            StatusCode::NO_CONTENT.into_response()
+        }
+    })
 }

@@ -2,7 +2,8 @@
 //! grant (a new refresh token on every refresh, the old one still valid
 //! unless the strict mode revokes it), message delta sync of Inbox and Sent
 //! Items with `$skiptoken` pages and `$deltatoken` rounds, events, contacts,
-//! Outlook master categories, mail folders, JSON `$batch`, the per-mailbox
+//! Outlook master categories, mail folders, JSON `$batch`, change
+//! notifications (`/subscriptions`, posted to the subscriber), the per-mailbox
 //! throttling (4 concurrent requests, 10,000 per 10 minutes) and the errors
 //! Graph answers with, as `shared/reference/providers.md` describes them. One
 //! server simulates many mailboxes; an access token is bound to one.
@@ -27,6 +28,7 @@ mod items;
 mod limits;
 mod routes;
 mod store;
+mod subscriptions;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -41,9 +43,13 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::Fault;
+pub use subscriptions::{
+    ChangeType, Delivery, LifecycleEvent, LifecycleRefusal, MAX_LIFETIME as MAX_SUBSCRIPTION_LIFETIME,
+    NotificationCounters, SubscriptionInfo, TENANT_ID,
+};
 
 use crate::{BulkError, Server, shared::Latency};
-use store::Store;
+use store::{State, Store};
 
 /// How the simulated Graph behaves. The limits are configurable because
 /// Microsoft's documents changed over time.
@@ -120,6 +126,8 @@ pub enum Endpoint {
     MasterCategories,
     /// `/v1.0/users/{m}/syncfleetAddin` (the simulator's stand-in).
     Addin,
+    /// `/v1.0/subscriptions[/{id}]`.
+    Subscriptions,
 }
 
 impl Endpoint {
@@ -134,6 +142,7 @@ impl Endpoint {
             Endpoint::Contacts => "contacts",
             Endpoint::MasterCategories => "master_categories",
             Endpoint::Addin => "addin",
+            Endpoint::Subscriptions => "subscriptions",
         }
     }
 }
@@ -574,7 +583,9 @@ impl GraphSimulator {
     /// Puts a message in `folder` as if received (or sent) now, and returns
     /// its immutable id.
     pub fn add_message(&self, mailbox: &str, folder: Folder, seed: MessageSeed) -> Result<String, SeedError> {
-        self.with_mailbox(mailbox, |mailbox| mailbox.add_message(folder, seed))
+        let id = self.with_mailbox(mailbox, |mailbox| mailbox.add_message(folder, seed))?;
+        self.notify(mailbox, &id, ChangeType::Created);
+        Ok(id)
     }
 
     /// Changes a message's subject, which makes it a change for delta.
@@ -588,12 +599,97 @@ impl GraphSimulator {
             message.subject = subject.to_owned();
             message.changed = seq;
             Ok(())
-        })?
+        })??;
+        self.notify(mailbox, id, ChangeType::Updated);
+        Ok(())
     }
 
     /// Deletes a message: delta answers it as `@removed` from then on.
     pub fn delete_message(&self, mailbox: &str, id: &str) -> Result<(), SeedError> {
-        self.with_mailbox(mailbox, |mailbox| mailbox.remove_message(id))?
+        let folder = self.with_mailbox(mailbox, |mailbox| {
+            mailbox.messages.get(id).map(|message| message.folder)
+        })?;
+        self.with_mailbox(mailbox, |mailbox| mailbox.remove_message(id))??;
+        if let Some(folder) = folder {
+            self.notify_in(mailbox, folder, id, ChangeType::Deleted);
+        }
+        Ok(())
+    }
+
+    /// Notifies the subscriptions watching message `id`'s folder of a change.
+    fn notify(&self, mailbox: &str, id: &str, change: ChangeType) {
+        let folder = self
+            .with_mailbox(mailbox, |mailbox| {
+                mailbox.messages.get(id).map(|message| message.folder)
+            })
+            .ok()
+            .flatten();
+        if let Some(folder) = folder {
+            self.notify_in(mailbox, folder, id, change);
+        }
+    }
+
+    fn notify_in(&self, mailbox: &str, folder: Folder, id: &str, change: ChangeType) {
+        self.store.with(|state| {
+            if let Some(mailbox) = state.resolve(mailbox) {
+                let State {
+                    subscriptions, random, ..
+                } = state;
+                subscriptions.changed(random, &mailbox, folder, change, id);
+            }
+        });
+        subscriptions::send_outbox(&self.store);
+    }
+
+    /// How notifications are delivered from now on (see [`Delivery::problem`]
+    /// for what is refused over HTTP).
+    pub fn set_notification_delivery(&self, delivery: Delivery) {
+        self.store.with(|state| state.subscriptions.delivery = delivery);
+    }
+
+    /// How notifications are delivered now.
+    pub fn notification_delivery(&self) -> Delivery {
+        self.store.with(|state| state.subscriptions.delivery)
+    }
+
+    /// What happened to the notifications so far.
+    pub fn notification_counters(&self) -> NotificationCounters {
+        self.store.with(|state| state.subscriptions.counters)
+    }
+
+    /// The subscriptions that have not expired, soonest to expire first.
+    pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
+        let now = Utc::now();
+        let mut live: Vec<SubscriptionInfo> = self.store.with(|state| {
+            state
+                .subscriptions
+                .by_id
+                .values()
+                .filter(|subscription| subscription.expires_at > now)
+                .map(SubscriptionInfo::from)
+                .collect()
+        });
+        live.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then_with(|| a.id.cmp(&b.id)));
+        live
+    }
+
+    /// Sends a lifecycle notification of subscription `id`, as Graph would
+    /// (`subscriptionRemoved` also removes it).
+    pub fn send_lifecycle_event(&self, id: &str, event: LifecycleEvent) -> Result<(), LifecycleRefusal> {
+        self.store.with(|state| state.subscriptions.lifecycle(id, event))?;
+        subscriptions::send_outbox(&self.store);
+        Ok(())
+    }
+
+    /// Makes subscription `id` expire now; `false` if there is none.
+    pub fn expire_subscription(&self, id: &str) -> bool {
+        self.store.with(|state| match state.subscriptions.by_id.get_mut(id) {
+            Some(subscription) => {
+                subscription.expires_at = Utc::now();
+                true
+            }
+            None => false,
+        })
     }
 
     /// The mailbox's events as Graph answers them, extended properties

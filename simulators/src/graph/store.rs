@@ -16,6 +16,7 @@ use super::{
     faults::Faults,
     items::{Items, Kind},
     limits::MailboxLimits,
+    subscriptions::Subscriptions,
 };
 use crate::shared::{Issued, Latency, Random};
 
@@ -201,6 +202,7 @@ pub(crate) struct State {
     pub revoke_rotated_refresh_tokens: Option<bool>,
     pub latency: Latency,
     pub random: Random,
+    pub subscriptions: Subscriptions,
 }
 
 impl State {

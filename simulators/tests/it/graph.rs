@@ -1160,3 +1160,385 @@ async fn a_batch_carries_both_message_deltas_under_me_with_the_direct_routes_pag
     assert_eq!(answers["inbox"]["headers"]["Location"], format!("{base}{inbox_url}"));
     harness.stop().await;
 }
+
+/// A notification receiver on a loopback port: it answers Graph's validation
+/// (echoing the token, or a wrong one when told) and keeps what it is posted.
+struct Receiver {
+    base: String,
+    posted: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+    validations: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    shutdown: CancellationToken,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    posted: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+    validations: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    echo: bool,
+}
+
+impl Receiver {
+    async fn start(echo: bool) -> Self {
+        use axum::{
+            extract::{Path, Query, State},
+            routing::post,
+        };
+        async fn receive(
+            State(state): State<ReceiverState>,
+            Path(kind): Path<String>,
+            Query(query): Query<std::collections::HashMap<String, String>>,
+            body: axum::body::Bytes,
+        ) -> (StatusCode, String) {
+            if let Some(token) = query.get("validationToken") {
+                state.validations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = if state.echo {
+                    token.clone()
+                } else {
+                    "not the token".to_owned()
+                };
+                return (StatusCode::OK, answer);
+            }
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            state.posted.lock().unwrap().push((kind, body));
+            (StatusCode::ACCEPTED, String::new())
+        }
+        let posted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let validations = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let router = axum::Router::new()
+            .route("/{kind}", post(receive))
+            .with_state(ReceiverState {
+                posted: posted.clone(),
+                validations: validations.clone(),
+                echo,
+            });
+        let shutdown = CancellationToken::new();
+        let server = syncfleet_simulators::Server::start("127.0.0.1:0".parse().unwrap(), router, shutdown.clone())
+            .await
+            .unwrap();
+        Self {
+            base: server.base_url(),
+            posted,
+            validations,
+            shutdown,
+        }
+    }
+
+    /// What was posted to `/{kind}` so far.
+    fn posted(&self, kind: &str) -> Vec<Value> {
+        let posted = self.posted.lock().unwrap();
+        posted
+            .iter()
+            .filter(|(to, _)| to == kind)
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+
+    /// Waits (at most 10 s) until `/{kind}` received `count` posts.
+    async fn wait_for(&self, kind: &str, count: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let posted = self.posted(kind);
+            if posted.len() >= count || std::time::Instant::now() > deadline {
+                return posted;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn subscription_request(receiver: &Receiver, resource: &str, minutes: i64) -> Value {
+    json!({
+        "changeType": "created,updated",
+        "notificationUrl": format!("{}/notify", receiver.base),
+        "lifecycleNotificationUrl": format!("{}/lifecycle", receiver.base),
+        "resource": resource,
+        "expirationDateTime": (Utc::now() + chrono::Duration::minutes(minutes)).to_rfc3339(),
+        "clientState": "sealed-secret-of-the-fleet",
+    })
+}
+
+/// Creates a subscription with `body` as the harness's mailbox.
+async fn subscribe(harness: &Harness, token: &str, body: Value) -> (StatusCode, Value) {
+    let (status, _, answer) = harness
+        .call(
+            token,
+            Method::POST,
+            &harness.url("/v1.0/subscriptions"),
+            &[],
+            Some(body),
+        )
+        .await;
+    (status, answer)
+}
+
+#[tokio::test]
+async fn a_validated_subscription_notifies_its_folders_new_mail_with_its_client_state_and_no_content() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let receiver = Receiver::start(true).await;
+    let token = harness.access_token().await;
+    let subscriptions = harness.url("/v1.0/subscriptions");
+    let (status, created) = subscribe(
+        &harness,
+        &token,
+        subscription_request(&receiver, "me/mailFolders('Inbox')/messages", 60),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        receiver.validations.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "both URLs validated"
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["changeType"], "created,updated");
+    assert_eq!(harness.simulator.subscriptions().len(), 1);
+
+    let message = harness.seed(Folder::Inbox, "Quarterly figures", 4);
+    harness.seed(Folder::SentItems, "Not watched", 4);
+    let posted = receiver.wait_for("notify", 1).await;
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    let notification = &posted[0]["value"][0];
+    assert_eq!(notification["subscriptionId"], id.as_str());
+    assert_eq!(notification["clientState"], "sealed-secret-of-the-fleet");
+    assert_eq!(notification["changeType"], "created");
+    assert_eq!(notification["resourceData"]["id"], message.as_str());
+    assert_eq!(notification["tenantId"], syncfleet_simulators::graph::TENANT_ID);
+    assert!(
+        !posted[0].to_string().contains("Quarterly figures"),
+        "a notification carries no content"
+    );
+
+    // A change to the message is `updated`; one in Sent Items is not watched.
+    harness
+        .simulator
+        .update_message(&harness.mailbox, &message, "Renamed")
+        .unwrap();
+    let posted = receiver.wait_for("notify", 2).await;
+    assert_eq!(posted[1]["value"][0]["changeType"], "updated");
+    assert_eq!(harness.simulator.notification_counters().changes, 2);
+
+    // Listed, read and deleted through the API; gone, it notifies no more.
+    let (status, _, listed) = harness.call(&token, Method::GET, &subscriptions, &[], None).await;
+    assert_eq!((status, listed["value"].as_array().unwrap().len()), (StatusCode::OK, 1));
+    let one = format!("{subscriptions}/{id}");
+    let (status, _, _) = harness.call(&token, Method::DELETE, &one, &[], None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = harness.call(&token, Method::GET, &one, &[], None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    harness.seed(Folder::Inbox, "After the deletion", 5);
+    assert_eq!(harness.simulator.notification_counters().changes, 2);
+    assert_eq!(
+        harness
+            .simulator
+            .counters(&harness.mailbox)
+            .calls_to(Endpoint::Subscriptions),
+        4,
+        "create, list, delete, read"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_subscription_is_refused_when_its_endpoint_fails_validation_or_its_request_is_wrong() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let token = harness.access_token().await;
+    let silent = Receiver::start(false).await;
+    let (status, refused) = subscribe(
+        &harness,
+        &token,
+        subscription_request(&silent, "me/mailFolders('Inbox')/messages", 60),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused["error"]["code"], "ValidationError");
+    assert!(harness.simulator.subscriptions().is_empty());
+
+    let receiver = Receiver::start(true).await;
+    for (change, expected) in [
+        (
+            json!({"expirationDateTime": (Utc::now() + chrono::Duration::minutes(10_071)).to_rfc3339()}),
+            "10070 minutes",
+        ),
+        (
+            json!({"expirationDateTime": (Utc::now() - chrono::Duration::minutes(1)).to_rfc3339()}),
+            "in the future",
+        ),
+        (json!({"changeType": "created,moved"}), "'moved'"),
+        (json!({"resource": "me/events"}), "is not supported"),
+        (json!({"clientState": "x".repeat(129)}), "128 characters"),
+        (json!({"notificationUrl": "ftp://example"}), "notificationUrl"),
+    ] {
+        let mut request = subscription_request(&receiver, "me/mailFolders('Inbox')/messages", 60);
+        for (name, value) in change.as_object().unwrap() {
+            request[name] = value.clone();
+        }
+        let (status, refused) = subscribe(&harness, &token, request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{change}: {refused}");
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{change}: {message}");
+    }
+    // Another mailbox's folder is not the caller's to watch.
+    harness.simulator.create_mailbox("someone.else@contoso.example");
+    let (status, _) = subscribe(
+        &harness,
+        &token,
+        subscription_request(
+            &receiver,
+            "users/someone.else@contoso.example/mailFolders('inbox')/messages",
+            60,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(harness.simulator.subscriptions().is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_subscription_is_renewed_before_it_expires_and_an_expired_one_notifies_no_more() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let receiver = Receiver::start(true).await;
+    let token = harness.access_token().await;
+    let subscriptions = harness.url("/v1.0/subscriptions");
+    let (_, created) = subscribe(
+        &harness,
+        &token,
+        subscription_request(
+            &receiver,
+            &format!("users/{}/mailFolders/sentitems/messages", harness.mailbox),
+            5,
+        ),
+    )
+    .await;
+    let one = format!("{subscriptions}/{}", created["id"].as_str().unwrap());
+    let renewed_to = Utc::now() + chrono::Duration::minutes(4_000);
+    let (status, _, renewed) = harness
+        .call(
+            &token,
+            Method::PATCH,
+            &one,
+            &[],
+            Some(json!({"expirationDateTime": renewed_to.to_rfc3339()})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{renewed}");
+    let listed = harness.simulator.subscriptions();
+    assert!(
+        (listed[0].expires_at - renewed_to).num_seconds().abs() <= 1,
+        "{listed:?}"
+    );
+    let (status, _, _) = harness
+        .call(
+            &token,
+            Method::PATCH,
+            &one,
+            &[],
+            Some(json!({"expirationDateTime": (Utc::now() + chrono::Duration::minutes(20_000)).to_rfc3339()})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a renewal is bounded too");
+    let (status, _, _) = harness
+        .call(&token, Method::POST, &format!("{one}/reauthorize"), &[], None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    harness.seed(Folder::SentItems, "Sent before expiry", 4);
+    assert_eq!(receiver.wait_for("notify", 1).await.len(), 1);
+    let (status, _) = harness
+        .control(Method::POST, &format!("/subscriptions/{}/expire", listed[0].id), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    harness.seed(Folder::SentItems, "Sent after expiry", 5);
+    assert_eq!(harness.simulator.notification_counters().changes, 1);
+    let (status, _, _) = harness
+        .call(
+            &token,
+            Method::PATCH,
+            &one,
+            &[],
+            Some(json!({"expirationDateTime": renewed_to.to_rfc3339()})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "an expired subscription is gone");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn delivery_can_lose_duplicate_and_delay_notifications_and_lifecycle_events_reach_their_url() {
+    let harness = Harness::start(GraphConfig::default()).await;
+    let receiver = Receiver::start(true).await;
+    let token = harness.access_token().await;
+    let (status, created) = subscribe(
+        &harness,
+        &token,
+        subscription_request(&receiver, "/me/mailfolders('inbox')/messages", 60),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    let (status, refused) = harness
+        .control(Method::PUT, "/notifications", Some(json!({"loss": 1.5})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    let (status, _) = harness
+        .control(
+            Method::PUT,
+            "/notifications",
+            Some(json!({"duplication": 1.0, "min_delay_ms": 50, "max_delay_ms": 100})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    harness.seed(Folder::Inbox, "Twice", 4);
+    let posted = receiver.wait_for("notify", 2).await;
+    assert_eq!(posted.len(), 2);
+    assert_eq!(posted[0], posted[1], "a duplicate is the same notification");
+
+    harness
+        .simulator
+        .set_notification_delivery(syncfleet_simulators::graph::Delivery {
+            loss: 1.0,
+            ..Default::default()
+        });
+    harness.seed(Folder::Inbox, "Lost", 5);
+    let (status, state) = harness.control(Method::GET, "/notifications", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(state["counters"]["changes"], 2);
+    assert_eq!(state["counters"]["lost"], 1);
+    assert_eq!(state["counters"]["duplicated"], 1);
+    assert_eq!(state["counters"]["delivered"], 2);
+
+    for (event, expected) in [("missed", "missed"), ("subscription_removed", "subscriptionRemoved")] {
+        let (status, _) = harness
+            .control(
+                Method::POST,
+                &format!("/subscriptions/{id}/lifecycle"),
+                Some(json!({"event": event})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{event}");
+        let last = receiver.wait_for("lifecycle", 1 + usize::from(event != "missed")).await;
+        let notification = &last.last().unwrap()["value"][0];
+        assert_eq!(notification["lifecycleEvent"], expected);
+        assert_eq!(notification["clientState"], "sealed-secret-of-the-fleet");
+    }
+    assert!(
+        harness.simulator.subscriptions().is_empty(),
+        "a removed subscription is gone"
+    );
+    let (status, _) = harness
+        .control(
+            Method::POST,
+            &format!("/subscriptions/{id}/lifecycle"),
+            Some(json!({"event": "missed"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    harness.stop().await;
+}
