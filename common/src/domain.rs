@@ -331,6 +331,14 @@ text_enum! {
     }
 }
 
+impl AccessType {
+    /// Whether the mailboxes are on an Exchange server, reached at the
+    /// organization's EWS URL.
+    pub fn is_exchange(self) -> bool {
+        matches!(self, Self::ExchangeDirect | Self::ExchangeImpersonation)
+    }
+}
+
 impl DeadJobAction {
     /// Where it leads a dead job.
     pub fn leads_to(self) -> DeadJobStatus {
@@ -441,7 +449,9 @@ mod tests {
         );
         let error = serde_json::from_str::<Trigger>("3").unwrap_err();
         assert!(
-            error.to_string().contains("expected one of `cadence`, `force`, `admin`"),
+            error
+                .to_string()
+                .contains("expected one of `cadence`, `force`, `admin`"),
             "{error}"
         );
     }

@@ -156,7 +156,11 @@ fn form(session: &Session, organization: &Value, fields: Option<&Fields>, error:
         access_type
     };
     let access = access_type.parse::<AccessType>().ok();
-    let exchange = [AccessType::ExchangeDirect, AccessType::ExchangeImpersonation];
+    let exchange: Vec<&str> = AccessType::ALL
+        .iter()
+        .filter(|access| access.is_exchange())
+        .map(|access| access.as_str())
+        .collect();
     let sync_enabled = match fields {
         Some(fields) => fields.get("sync_enabled").is_some(),
         None => organization["sync_enabled"].as_bool().unwrap_or(true),
@@ -188,7 +192,7 @@ fn form(session: &Session, organization: &Value, fields: Option<&Fields>, error:
                 }
             }
             label.field.check { input type="checkbox" name="sync_enabled" value="true" checked[sync_enabled]; span { "Synchronization enabled" } }
-            div data-for-access=(exchange.map(AccessType::as_str).join(" ")) hidden[!access.is_some_and(|access| exchange.contains(&access))] {
+            div data-for-access=(exchange.join(" ")) hidden[!access.is_some_and(AccessType::is_exchange)] {
                 label.field { span { "EWS URL" } input name="ews_url" type="url" placeholder="https://mail.example.com/EWS/Exchange.asmx" value=(value("ews_url")); }
             }
             div data-for-access=(AccessType::ExchangeImpersonation.as_str()) hidden[access != Some(AccessType::ExchangeImpersonation)] {
@@ -221,6 +225,7 @@ async fn new_form(session: Session) -> Response {
 /// access type only.
 fn new_body(fields: &Fields) -> Value {
     let access_type = fields.get("access_type").unwrap_or_default();
+    let access = access_type.parse::<AccessType>().ok();
     let mut body = Map::new();
     body.insert("name".into(), json!(fields.get("name").unwrap_or_default()));
     body.insert(
@@ -229,12 +234,12 @@ fn new_body(fields: &Fields) -> Value {
     );
     body.insert("access_type".into(), json!(access_type));
     body.insert("sync_enabled".into(), json!(fields.get("sync_enabled").is_some()));
-    if access_type.starts_with("exchange")
+    if access.is_some_and(AccessType::is_exchange)
         && let Some(url) = fields.filled("ews_url")
     {
         body.insert("ews_url".into(), json!(url));
     }
-    if access_type == "exchange_impersonation" {
+    if access == Some(AccessType::ExchangeImpersonation) {
         for name in ["impersonation_account", "impersonation_password"] {
             if let Some(value) = fields.filled(name) {
                 body.insert(name.into(), json!(value));
@@ -331,14 +336,14 @@ async fn save(State(panel): State<Panel>, Id(id): Id, Form { session, fields }: 
     if Some(sync_enabled) != current["sync_enabled"].as_bool() {
         change.insert("sync_enabled".into(), json!(sync_enabled));
     }
-    let access_type = text(&current["access_type"]);
-    if access_type.starts_with("exchange") {
+    let access = text(&current["access_type"]).parse::<AccessType>().ok();
+    if access.is_some_and(AccessType::is_exchange) {
         let url = fields.get("ews_url").map(str::trim).unwrap_or_default();
         if url != text(&current["ews_url"]) {
             change.insert("ews_url".into(), if url.is_empty() { Value::Null } else { json!(url) });
         }
     }
-    if access_type == "exchange_impersonation" {
+    if access == Some(AccessType::ExchangeImpersonation) {
         let account = fields.get("impersonation_account").map(str::trim).unwrap_or_default();
         if account != text(&current["impersonation_account"]) {
             change.insert("impersonation_account".into(), json!(account));

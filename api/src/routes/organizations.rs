@@ -133,9 +133,7 @@ pub async fn create(
     let access = new.access_type;
     let impersonation = access == AccessType::ExchangeImpersonation;
     let ews = match (&new.ews_url, access) {
-        (Some(url), AccessType::ExchangeDirect | AccessType::ExchangeImpersonation) => {
-            Some(ews_url(&state, url).await?)
-        }
+        (Some(url), access) if access.is_exchange() => Some(ews_url(&state, url).await?),
         (Some(_), _) => {
             return Err(ApiError::invalid(
                 "ews_url",
@@ -390,10 +388,7 @@ pub async fn update(
         return Err(ApiError::invalid("external_id", "external_id is read-only once saved"));
     }
     let name = change.name.as_deref().map(|name| text("name", name, 200)).transpose()?;
-    let exchange = matches!(
-        current.access_type,
-        AccessType::ExchangeDirect | AccessType::ExchangeImpersonation
-    );
+    let exchange = current.access_type.is_exchange();
     let impersonation = current.access_type == AccessType::ExchangeImpersonation;
     let ews = match &change.ews_url {
         Some(_) if !exchange => {

@@ -55,7 +55,8 @@ macro_rules! query_with_settings {
     ($before:literal, $after:literal $(, $argument:expr)* $(,)?) => {
         sqlx::query!(
             $before
-                + "o.sync_enabled, o.access_type AS \"access_type: syncfleet_common::domain::AccessType\", o.ews_url, o.impersonation_account, u.salesforce_instance_url, \
+                + "o.sync_enabled, o.access_type AS \"access_type: syncfleet_common::domain::AccessType\", \
+                   o.ews_url, o.impersonation_account, u.salesforce_instance_url, \
                    u.email, u.account_logon, u.mailbox_status = 'initialized' AS \"mailbox_initialized!\", \
                    o.settings AS organization_settings, \
                    (SELECT p.settings FROM sync_settings_presets p WHERE p.user_id = u.id AND p.scope = 'user') \
