@@ -62,16 +62,16 @@ pub async fn create_token(
     label: &str,
 ) -> Result<String, sqlx::Error> {
     let token = new_token();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO api_tokens (id, token_sha256, role, organization_id, user_id, label) \
          VALUES ($1, $2, $3, COALESCE($4, (SELECT organization_id FROM users WHERE id = $5)), $5, $6)",
+        Uuid::now_v7(),
+        token_hash(&token),
+        role,
+        organization_id,
+        user_id,
+        label
     )
-    .bind(Uuid::now_v7())
-    .bind(token_hash(&token))
-    .bind(role)
-    .bind(organization_id)
-    .bind(user_id)
-    .bind(label)
     .execute(pool)
     .await?;
     Ok(token)
@@ -85,21 +85,21 @@ const BOOTSTRAP_LABEL: &str = "bootstrap admin";
 pub async fn store_bootstrap_token(pool: &PgPool, token: &str) -> Result<(), sqlx::Error> {
     let hash = token_hash(token);
     let mut tx = pool.begin().await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE api_tokens SET revoked_at = now() \
          WHERE label = $1 AND role = 'admin' AND revoked_at IS NULL AND token_sha256 <> $2",
+        BOOTSTRAP_LABEL,
+        &hash
     )
-    .bind(BOOTSTRAP_LABEL)
-    .bind(&hash)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO api_tokens (id, token_sha256, role, label) VALUES ($1, $2, 'admin', $3) \
          ON CONFLICT (token_sha256) DO UPDATE SET revoked_at = NULL, role = 'admin', label = EXCLUDED.label",
+        Uuid::now_v7(),
+        &hash,
+        BOOTSTRAP_LABEL
     )
-    .bind(Uuid::now_v7())
-    .bind(&hash)
-    .bind(BOOTSTRAP_LABEL)
     .execute(&mut *tx)
     .await?;
     tx.commit().await

@@ -14,21 +14,15 @@ use utoipa::{
     },
 };
 
-use syncfleet_common::domain::{AccessType, EffectiveSyncStatus, SyncStatus, UserRole};
-
 use crate::idempotency;
 
-/// The schema of a text enum, its values spelled once in `common::domain`.
+/// The schema of a text enum, its values spelled once where it is declared
+/// (the domain's enums bring their own schemas: see `common::domain`).
 fn text_enum(values: impl IntoIterator<Item = &'static str>) -> openapi::Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .enum_values(Some(values))
         .build()
-}
-
-/// How the fleet reaches an organization's mailboxes.
-pub fn access_type() -> openapi::Object {
-    text_enum(AccessType::ALL.iter().map(|access| access.as_str()))
 }
 
 /// The refresh tokens `PUT /v1/users/{id}/credentials/{kind}` stores.
@@ -47,21 +41,6 @@ pub fn forgettable_kind() -> openapi::Object {
             .iter()
             .map(|kind| kind.as_str()),
     )
-}
-
-/// `user` or `org_admin`.
-pub fn user_role() -> openapi::Object {
-    text_enum(UserRole::ALL.iter().map(|role| role.as_str()))
-}
-
-/// A user's own synchronization status.
-pub fn sync_status() -> openapi::Object {
-    text_enum(SyncStatus::ALL.iter().map(|status| status.as_str()))
-}
-
-/// What the fleet does for a user, their organization's switch included.
-pub fn effective_sync_status() -> openapi::Object {
-    text_enum(EffectiveSyncStatus::ALL.iter().map(|status| status.as_str()))
 }
 
 /// The error body every failing request answers.

@@ -36,7 +36,7 @@ use serde_json::{Map, Value, json};
 use sqlx::{PgPool, Postgres, Transaction};
 pub use syncfleet_common::queue::AdminAction;
 use syncfleet_common::{
-    domain::{IssueSource, Scope},
+    domain::{IssueSource, Scope, SyncStatus},
     queue::JobEnvelope,
 };
 use syncfleet_connectors::{
@@ -503,12 +503,15 @@ async fn apply(
             "The sidebar add-in was removed from the mailbox.".to_owned(),
         )),
         AdminAction::ResetMailbox => {
-            let previous = sqlx::query_scalar!("SELECT sync_status FROM users WHERE id = $1 FOR UPDATE", user_id)
-                .fetch_one(&mut **tx)
-                .await?;
+            let previous = sqlx::query_scalar!(
+                r#"SELECT sync_status AS "sync_status: SyncStatus" FROM users WHERE id = $1 FOR UPDATE"#,
+                user_id
+            )
+            .fetch_one(&mut **tx)
+            .await?;
             sqlx::query!(
-                "UPDATE users SET mailbox_status = 'not_initialized', sync_status = 'disabled', disabled_reason = $2, \
-                     sync_status_changed_at = CASE WHEN sync_status <> 'disabled' THEN now() \
+                "UPDATE users SET mailbox_status = 'not_initialized', sync_status = $3, disabled_reason = $2, \
+                     sync_status_changed_at = CASE WHEN sync_status <> $3 THEN now() \
                          ELSE sync_status_changed_at END, \
                      updated_at = now() \
                  WHERE id = $1",
@@ -516,15 +519,16 @@ async fn apply(
                 format!(
                     "the mailbox was reset by {}; enabling sync initializes it again",
                     started.requested_by
-                )
+                ),
+                SyncStatus::Disabled as SyncStatus
             )
             .execute(&mut **tx)
             .await?;
             result.insert("mailbox_status".to_owned(), json!("not_initialized"));
-            result.insert("sync_status".to_owned(), json!("disabled"));
+            result.insert("sync_status".to_owned(), json!(SyncStatus::Disabled));
             // Turning a syncing user off is the audit's "sync disabled and
             // customization uninstalled"; otherwise only the mailbox changed.
-            let kind = if previous == "enabled" {
+            let kind = if previous == SyncStatus::Enabled {
                 "sync_disabled_customization_uninstalled"
             } else {
                 "mailbox_reset"
@@ -534,7 +538,7 @@ async fn apply(
                 format!(
                     "The product's category and folders were removed from the mailbox; synchronization is disabled \
                      (it was {}). Enabling it initializes the mailbox again.",
-                    previous.replace('_', " ")
+                    previous.as_str().replace('_', " ")
                 ),
             ))
         }

@@ -4,7 +4,7 @@
 //! them again at their next slot.
 
 use sqlx::PgPool;
-use syncfleet_common::queue::DeadLetter;
+use syncfleet_common::queue::{DeadLetter, JobKind};
 use uuid::Uuid;
 
 /// Records a dead letter; idempotent per job, so a redelivered dead letter
@@ -30,7 +30,7 @@ pub async fn record(pool: &PgPool, dead: &DeadLetter, payload: &[u8]) -> Result<
         &dead.reason,
         dead.deliveries.map(|count| i32::try_from(count).unwrap_or(i32::MAX)),
         payload,
-        job.map(|job| job.kind.as_str())
+        job.map(|job| job.kind) as Option<JobKind>
     )
     .execute(&mut *tx)
     .await?;

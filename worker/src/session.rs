@@ -72,7 +72,8 @@ pub async fn claim(
     // The user's row locked, with the settings the session starts from (one
     // statement instead of a second transaction).
     let user = query_with_settings!(
-        "SELECT u.organization_id, u.sync_status, r.queued_job_id, r.running_session_id, r.last_session_status, \
+        "SELECT u.organization_id, u.sync_status AS \"sync_status: SyncStatus\", r.queued_job_id, r.running_session_id, \
+                r.last_session_status AS \"last_session_status: SessionStatus\", \
                 EXTRACT(EPOCH FROM (r.lease_expires_at - now()))::float8 * 1000 AS lease_remaining_ms, \
                 o.sync_enabled AS organization_enabled, ",
         " FROM users u JOIN user_runs r ON r.user_id = u.id JOIN organizations o ON o.id = u.organization_id \
@@ -85,7 +86,7 @@ pub async fn claim(
         return Ok(Claim::Drop("the user no longer exists"));
     };
 
-    let mut after_abandoned = user.last_session_status.as_deref() == Some(SessionStatus::Abandoned.as_str());
+    let mut after_abandoned = user.last_session_status == Some(SessionStatus::Abandoned);
     if let Some(running) = user.running_session_id {
         let remaining = user.lease_remaining_ms.unwrap_or(0.0);
         if remaining > 0.0 {
@@ -109,7 +110,7 @@ pub async fn claim(
         return Ok(Claim::Drop("a newer cadence job superseded this one"));
     }
     let session_id = Uuid::now_v7();
-    let skipped = effective_disabled_reason(user.organization_enabled, &user.sync_status);
+    let skipped = effective_disabled_reason(user.organization_enabled, user.sync_status);
     let started_at = if skipped.is_none() {
         // The session runs on the user's run row (the lease, and what the
         // admins' views and the sweep need of it), a HOT update; its own
@@ -132,7 +133,7 @@ pub async fn claim(
             user.organization_id,
             job.job_id,
             attempt(job),
-            job.trigger.as_str(),
+            job.trigger as Trigger,
             job.scheduled_at,
             worker_id,
             lease.as_millis() as f64
@@ -167,7 +168,7 @@ pub async fn claim(
             user.organization_id,
             job.job_id,
             attempt(job),
-            job.trigger.as_str(),
+            job.trigger as Trigger,
             job.scheduled_at,
             worker_id,
             skipped
@@ -249,7 +250,8 @@ pub async fn claim_together(
                AND r.queued_job_id = x.job_id AND r.running_session_id IS NULL \
                AND u.sync_status = 'enabled' AND o.sync_enabled \
          RETURNING u.id AS user_id, u.organization_id, x.session_id AS \"session_id!\", \
-             r.running_started_at AS \"started_at!\", r.last_session_status, ",
+             r.running_started_at AS \"started_at!\", \
+             r.last_session_status AS \"last_session_status: SessionStatus\", ",
         "",
         &user_ids,
         &job_ids,
@@ -278,7 +280,7 @@ pub async fn claim_together(
                     started_at: row.started_at,
                     user_id: row.user_id,
                     organization_id: row.organization_id,
-                    after_abandoned: row.last_session_status.as_deref() == Some(SessionStatus::Abandoned.as_str()),
+                    after_abandoned: row.last_session_status == Some(SessionStatus::Abandoned),
                 };
                 let (user_id, organization_id) = (row.user_id, row.organization_id);
                 let settings = Settings::from_row(settings_row!(row), user_id, organization_id);
@@ -308,15 +310,15 @@ fn attempt(job: &JobEnvelope) -> i32 {
     i32::try_from(job.attempt).unwrap_or(i32::MAX)
 }
 
-fn effective_disabled_reason(organization_enabled: bool, sync_status: &str) -> Option<String> {
+fn effective_disabled_reason(organization_enabled: bool, sync_status: SyncStatus) -> Option<String> {
     if !organization_enabled {
         return Some("synchronization is disabled for the organization".to_owned());
     }
-    match sync_status.parse::<SyncStatus>() {
-        Ok(SyncStatus::Enabled) => None,
+    match sync_status {
+        SyncStatus::Enabled => None,
         _ => Some(format!(
             "synchronization is {} for the user",
-            sync_status.replace('_', " ")
+            sync_status.as_str().replace('_', " ")
         )),
     }
 }
@@ -419,12 +421,12 @@ impl Ending {
 /// again; all in one statement. `false` means the lease was lost and nothing was written.
 pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending: Ending) -> Result<bool, sqlx::Error> {
     let (error_category, error_source, error_message) = match &ending.error {
-        Some((category, source, message)) => (Some(category.as_str()), Some(source.as_str()), Some(message.as_str())),
+        Some((category, source, message)) => (Some(*category), Some(*source), Some(message.as_str())),
         None => (None, None, None),
     };
     let issue_ids: Vec<Uuid> = ending.issues.iter().map(|_| Uuid::now_v7()).collect();
-    let issue_sources: Vec<&str> = ending.issues.iter().map(|issue| issue.source.as_str()).collect();
-    let issue_categories: Vec<&str> = ending.issues.iter().map(|issue| issue.category.as_str()).collect();
+    let issue_sources: Vec<IssueSource> = ending.issues.iter().map(|issue| issue.source).collect();
+    let issue_categories: Vec<IssueCategory> = ending.issues.iter().map(|issue| issue.category).collect();
     let issue_items: Vec<Option<&str>> = ending.issues.iter().map(|issue| issue.item_ref.as_deref()).collect();
     let issue_messages: Vec<&str> = ending.issues.iter().map(|issue| issue.message.as_str()).collect();
     let (cursor_streams, cursor_tokens): (Vec<&str>, Vec<&str>) = ending
@@ -560,18 +562,18 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
         claimed.started_at,
         ending.job_done,
         job.job_id,
-        ending.status.as_str(),
-        ending.scope.as_str(),
+        ending.status as SessionStatus,
+        ending.scope as Scope,
         ending.items_to_crm,
         ending.items_to_mailbox,
         i32::try_from(ending.issues.len()).unwrap_or(i32::MAX),
         &ending.calls,
-        error_category,
-        error_source,
+        error_category as Option<IssueCategory>,
+        error_source as Option<IssueSource>,
         error_message,
         &issue_ids,
-        &issue_sources as &[&str],
-        &issue_categories as &[&str],
+        &issue_sources as &[IssueSource],
+        &issue_categories as &[IssueCategory],
         &issue_items as &[Option<&str>],
         &issue_messages as &[&str],
         (!ending.is_quiet()).then(|| ending.log.to_gzip()),
@@ -599,7 +601,7 @@ pub async fn finish(pool: &PgPool, claimed: &Claimed, job: &JobEnvelope, ending:
 pub struct QuietClose {
     pub claimed: Claimed,
     pub job_id: Uuid,
-    pub scope: &'static str,
+    pub scope: Scope,
     pub calls: serde_json::Value,
     pub cursors: Vec<(String, String)>,
 }
@@ -614,7 +616,7 @@ impl QuietClose {
         quiet.then(|| Self {
             claimed: *claimed,
             job_id: job.job_id,
-            scope: ending.scope.as_str(),
+            scope: ending.scope,
             calls: ending.calls.clone(),
             cursors: ending.cursors.clone(),
         })
@@ -637,7 +639,7 @@ pub async fn close_quietly_together(pool: &PgPool, closes: Vec<QuietClose>) -> V
     let user_ids: Vec<Uuid> = closes.iter().map(|close| close.claimed.user_id).collect();
     let session_ids: Vec<Uuid> = closes.iter().map(|close| close.claimed.session_id).collect();
     let job_ids: Vec<Uuid> = closes.iter().map(|close| close.job_id).collect();
-    let scopes: Vec<&str> = closes.iter().map(|close| close.scope).collect();
+    let scopes: Vec<Scope> = closes.iter().map(|close| close.scope).collect();
     let calls: Vec<serde_json::Value> = closes.iter().map(|close| close.calls.clone()).collect();
     // What [`finish`] writes for such a session, set-based (a HOT update of
     // each run row and the session's row, written once); each close is
@@ -677,7 +679,7 @@ pub async fn close_quietly_together(pool: &PgPool, closes: Vec<QuietClose>) -> V
         &user_ids,
         &session_ids,
         &job_ids,
-        &scopes as &[&str],
+        &scopes as &[Scope],
         &calls,
         &cursor_users,
         &cursor_streams as &[&str],

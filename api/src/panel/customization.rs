@@ -11,6 +11,7 @@ use axum::{
 };
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
+use syncfleet_common::domain::UserRole;
 
 use super::{
     Form, Id, Panel,
@@ -28,6 +29,14 @@ pub fn routes() -> Router<Panel> {
         .route("/panel/pushes/{id}", get(progress_page))
         .route("/panel/pushes/{id}/progress", get(progress))
         .route("/panel/organizations/{id}/default-customization", post(save_default))
+}
+
+/// The readable name of a user's profile.
+fn role_label(role: UserRole) -> &'static str {
+    match role {
+        UserRole::User => "User",
+        UserRole::OrgAdmin => "Organization admin",
+    }
 }
 
 /// The filters the push page passes on.
@@ -115,7 +124,7 @@ async fn body(
             label.field.check { input type="checkbox" name="product_users_only" value="true" checked[checked("product_users_only")]; span { "Only users of the product" } }
             (page::text_input("name", "Name contains", query.get("name"), "search"))
             (page::text_input("email", "Email contains", query.get("email"), "search"))
-            (page::select("role", "Profile", &page::choices(&[("user", "User"), ("org_admin", "Organization admin")]), query.get("role"), Some("Any")))
+            (page::select("role", "Profile", &page::enum_choices(UserRole::ALL, role_label), query.get("role"), Some("Any")))
             (page::text_input("group", "Group", query.get("group"), "text"))
             button type="submit" { "Apply filters" }
         }

@@ -10,12 +10,13 @@ use axum::{
 };
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
+use syncfleet_common::domain::{AccessType, SessionStatus};
 use uuid::Uuid;
 
 use super::{
     Fields, Form, Id, Panel, download,
     error::PanelError,
-    page::{self, ACCESS_TYPES, Column, Query, Section, hidden, plain, sortable, text, when},
+    page::{self, Column, Query, Section, hidden, plain, sortable, text, when},
     session::Session,
     users,
 };
@@ -90,7 +91,7 @@ async fn list(session: Session, State(panel): State<Panel>, query: Query) -> Res
         div.toolbar {
             form.filters method="get" action=(base) {
                 (page::text_input("q", "Name or External Id", query.get("q"), "search"))
-                (page::select("access_type", "Mailbox Access Type", &page::choices(&ACCESS_TYPES), query.get("access_type"), Some("Any")))
+                (page::select("access_type", "Mailbox Access Type", &page::enum_choices(AccessType::ALL, page::access_type_label), query.get("access_type"), Some("Any")))
                 (page::select("sync_enabled", "Synchronization Status", &page::choices(&[("true", "Enabled"), ("false", "Disabled")]), query.get("sync_enabled"), Some("Any")))
                 @for key in ["sort", "order"] { @if let Some(value) = query.get(key) { input type="hidden" name=(key) value=(value); } }
                 button type="submit" { "Filter" }
@@ -109,7 +110,7 @@ async fn list(session: Session, State(panel): State<Panel>, query: Query) -> Res
                         tr class=[(!enabled).then_some("off")] {
                             td data-col="id" { code { (id) } }
                             td data-col="name" { a href={ "/panel/organizations/" (id) } { (text(&organization["name"])) } }
-                            td data-col="access_type" { (page::access_type_label(text(&organization["access_type"]))) }
+                            td data-col="access_type" { (page::label_of(text(&organization["access_type"]), page::access_type_label)) }
                             td data-col="sync" { (if enabled { "Enabled" } else { "Disabled" }) }
                             td data-col="actions" {
                                 a href={ "/panel/organizations/" (id) } { "Edit" }
@@ -150,10 +151,16 @@ fn form(session: &Session, organization: &Value, fields: Option<&Fields>, error:
     };
     let access_type = value("access_type");
     let access_type = if access_type.is_empty() {
-        "office365".to_owned()
+        AccessType::Office365.as_str().to_owned()
     } else {
         access_type
     };
+    let access = access_type.parse::<AccessType>().ok();
+    let exchange: Vec<&str> = AccessType::ALL
+        .iter()
+        .filter(|access| access.is_exchange())
+        .map(|access| access.as_str())
+        .collect();
     let sync_enabled = match fields {
         Some(fields) => fields.get("sync_enabled").is_some(),
         None => organization["sync_enabled"].as_bool().unwrap_or(true),
@@ -177,18 +184,18 @@ fn form(session: &Session, organization: &Value, fields: Option<&Fields>, error:
                 span { "Mailbox Access Type" }
                 @if is_new {
                     select name="access_type" data-access-type {
-                        @for (key, label) in ACCESS_TYPES { option value=(key) selected[access_type == key] { (label) } }
+                        @for each in AccessType::ALL { option value=(each.as_str()) selected[access == Some(*each)] { (page::access_type_label(*each)) } }
                     }
                 } @else {
-                    input readonly aria-readonly="true" value=(page::access_type_label(&access_type));
+                    input readonly aria-readonly="true" value=(page::label_of(&access_type, page::access_type_label));
                     input type="hidden" name="access_type" value=(access_type) data-access-type;
                 }
             }
             label.field.check { input type="checkbox" name="sync_enabled" value="true" checked[sync_enabled]; span { "Synchronization enabled" } }
-            div data-for-access="exchange_direct exchange_impersonation" hidden[!access_type.starts_with("exchange")] {
+            div data-for-access=(exchange.join(" ")) hidden[!access.is_some_and(AccessType::is_exchange)] {
                 label.field { span { "EWS URL" } input name="ews_url" type="url" placeholder="https://mail.example.com/EWS/Exchange.asmx" value=(value("ews_url")); }
             }
-            div data-for-access="exchange_impersonation" hidden[access_type != "exchange_impersonation"] {
+            div data-for-access=(AccessType::ExchangeImpersonation.as_str()) hidden[access != Some(AccessType::ExchangeImpersonation)] {
                 label.field { span { "Impersonation account login" } input name="impersonation_account" autocomplete="off" value=(value("impersonation_account")); }
                 label.field {
                     span { "Impersonation account password" }
@@ -218,6 +225,7 @@ async fn new_form(session: Session) -> Response {
 /// access type only.
 fn new_body(fields: &Fields) -> Value {
     let access_type = fields.get("access_type").unwrap_or_default();
+    let access = access_type.parse::<AccessType>().ok();
     let mut body = Map::new();
     body.insert("name".into(), json!(fields.get("name").unwrap_or_default()));
     body.insert(
@@ -226,12 +234,12 @@ fn new_body(fields: &Fields) -> Value {
     );
     body.insert("access_type".into(), json!(access_type));
     body.insert("sync_enabled".into(), json!(fields.get("sync_enabled").is_some()));
-    if access_type.starts_with("exchange")
+    if access.is_some_and(AccessType::is_exchange)
         && let Some(url) = fields.filled("ews_url")
     {
         body.insert("ews_url".into(), json!(url));
     }
-    if access_type == "exchange_impersonation" {
+    if access == Some(AccessType::ExchangeImpersonation) {
         for name in ["impersonation_account", "impersonation_password"] {
             if let Some(value) = fields.filled(name) {
                 body.insert(name.into(), json!(value));
@@ -328,14 +336,14 @@ async fn save(State(panel): State<Panel>, Id(id): Id, Form { session, fields }: 
     if Some(sync_enabled) != current["sync_enabled"].as_bool() {
         change.insert("sync_enabled".into(), json!(sync_enabled));
     }
-    let access_type = text(&current["access_type"]);
-    if access_type.starts_with("exchange") {
+    let access = text(&current["access_type"]).parse::<AccessType>().ok();
+    if access.is_some_and(AccessType::is_exchange) {
         let url = fields.get("ews_url").map(str::trim).unwrap_or_default();
         if url != text(&current["ews_url"]) {
             change.insert("ews_url".into(), if url.is_empty() { Value::Null } else { json!(url) });
         }
     }
-    if access_type == "exchange_impersonation" {
+    if access == Some(AccessType::ExchangeImpersonation) {
         let account = fields.get("impersonation_account").map(str::trim).unwrap_or_default();
         if account != text(&current["impersonation_account"]) {
             change.insert("impersonation_account".into(), json!(account));
@@ -440,7 +448,7 @@ async fn statistics_tab(
         div.toolbar {
             form.filters method="get" action=(base) {
                 (page::text_input("q", "User", query.get("q"), "search"))
-                (page::select("status", "Status", &page::choices(&SESSION_STATUSES), query.get("status"), Some("Any")))
+                (page::select("status", "Status", &page::enum_choices(SessionStatus::ALL, session_status_label), query.get("status"), Some("Any")))
                 button type="submit" { "Filter" }
             }
             (page::column_menu("statistics", &base, &STATISTICS))
@@ -485,15 +493,17 @@ async fn statistics_tab(
     ))
 }
 
-/// The sessions' statuses.
-pub const SESSION_STATUSES: [(&str, &str); 6] = [
-    ("running", "Running"),
-    ("succeeded", "Succeeded"),
-    ("succeeded_with_issues", "Succeeded with issues"),
-    ("failed", "Failed"),
-    ("skipped", "Skipped"),
-    ("abandoned", "Abandoned"),
-];
+/// The readable name of a session's status.
+pub fn session_status_label(status: SessionStatus) -> &'static str {
+    match status {
+        SessionStatus::Running => "Running",
+        SessionStatus::Succeeded => "Succeeded",
+        SessionStatus::SucceededWithIssues => "Succeeded with issues",
+        SessionStatus::Failed => "Failed",
+        SessionStatus::Skipped => "Skipped",
+        SessionStatus::Abandoned => "Abandoned",
+    }
+}
 
 async fn activity_tab(
     session: Session,
@@ -541,20 +551,20 @@ async fn email_tab(session: Session, State(panel): State<Panel>, Id(id): Id) -> 
     let content = html! {
         (tabs(&id.to_string(), "Email configuration"))
         dl.facts {
-            dt { "Mailbox Access Type" } dd { (page::access_type_label(access_type)) }
-            @match access_type {
-                "exchange_direct" => {
+            dt { "Mailbox Access Type" } dd { (page::label_of(access_type, page::access_type_label)) }
+            @match access_type.parse::<AccessType>().ok() {
+                Some(AccessType::ExchangeDirect) => {
                     dt { "EWS URL" } dd { (text(&current["ews_url"])) }
                     dd.hint { "Users log on to their own Exchange mailboxes; each user's account name and password are set on their Connectivity tab." }
                 }
-                "exchange_impersonation" => {
+                Some(AccessType::ExchangeImpersonation) => {
                     dt { "EWS URL" } dd { (text(&current["ews_url"])) }
                     dt { "Impersonation account" } dd { (text(&current["impersonation_account"])) }
                     dt { "Impersonation password" } dd { (if current["impersonation_password_set"].as_bool().unwrap_or(false) { "stored" } else { "not set" }) }
                     dd.hint { "One service account reaches every user's mailbox; only the SMTP address is per user." }
                 }
-                "office365" => { dd.hint { "Each user authorizes Office 365 (OAuth); the tokens are never readable." } }
-                _ => { dd.hint { "Each user authorizes Gmail (OAuth); the tokens are never readable." } }
+                Some(AccessType::Office365) => { dd.hint { "Each user authorizes Office 365 (OAuth); the tokens are never readable." } }
+                Some(AccessType::Gmail) | None => { dd.hint { "Each user authorizes Gmail (OAuth); the tokens are never readable." } }
             }
         }
         p { a.button href={ "/panel/organizations/" (id) } { "Edit the organization's access settings" } }

@@ -1,12 +1,15 @@
 //! The page shell and the parts every list shares: sortable, filterable
 //! column headers, the column menu, paging, notices and form fields.
 
+use std::{fmt::Display, str::FromStr};
+
 use axum::{
     http::{StatusCode, header},
     response::{Html, IntoResponse, Response},
 };
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
+use syncfleet_common::domain::AccessType;
 
 use super::session::{CSRF_FIELD, Session};
 
@@ -371,24 +374,29 @@ pub fn when(value: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// The readable name of an access type.
-pub fn access_type_label(value: &str) -> &'static str {
-    match value {
-        "exchange_direct" => "Microsoft Exchange Direct Logon",
-        "exchange_impersonation" => "Microsoft Exchange Impersonation",
-        "office365" => "Office 365",
-        "gmail" => "Gmail",
-        _ => "Unknown",
-    }
+/// The choices of a select over every value of a domain enum (its text,
+/// as the API takes it), in the panel's words.
+pub fn enum_choices<T: Copy + Display>(all: &[T], label: fn(T) -> &'static str) -> Vec<(String, String)> {
+    all.iter()
+        .map(|value| (value.to_string(), label(*value).to_owned()))
+        .collect()
 }
 
-/// The access types.
-pub const ACCESS_TYPES: [(&str, &str); 4] = [
-    ("exchange_direct", "Microsoft Exchange Direct Logon"),
-    ("exchange_impersonation", "Microsoft Exchange Impersonation"),
-    ("office365", "Office 365"),
-    ("gmail", "Gmail"),
-];
+/// The panel's words for a domain enum's value as the API answered it (its
+/// text); the text itself when it names no value.
+pub fn label_of<T: FromStr>(raw: &str, label: fn(T) -> &'static str) -> &str {
+    raw.parse().map_or(raw, label)
+}
+
+/// The readable name of an access type.
+pub fn access_type_label(access: AccessType) -> &'static str {
+    match access {
+        AccessType::ExchangeDirect => "Microsoft Exchange Direct Logon",
+        AccessType::ExchangeImpersonation => "Microsoft Exchange Impersonation",
+        AccessType::Office365 => "Office 365",
+        AccessType::Gmail => "Gmail",
+    }
+}
 
 /// A copy-to-clipboard button for the text of the element `target`.
 pub fn copy_button(target: &str, label: &str) -> Markup {

@@ -12,15 +12,16 @@ use axum::{
 };
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
+use syncfleet_common::domain::{AccessType, EffectiveSyncStatus, SessionStatus, Trigger, UserRole};
 use uuid::Uuid;
 
 use super::{
     Fields, Form, Id, Panel, download,
     error::PanelError,
-    organizations::{SESSION_STATUSES, notice, parse_id},
+    organizations::{notice, parse_id, session_status_label},
     page::{self, Column, Query, Section, hidden, plain, sortable, text, when},
     session::Session,
-    users::{self, status_label},
+    users::{self, effective_status_label, sync_status_label},
 };
 
 pub fn routes() -> Router<Panel> {
@@ -83,8 +84,14 @@ fn shell(
     response
 }
 
-/// The roles the details form offers, as the API spells them.
-const ROLES: &[(&str, &str)] = &[("user", "User"), ("org_admin", "Admin")];
+/// The readable name of a role on the details form (an organization's
+/// admin is the add-in's "Admin").
+fn role_label(role: UserRole) -> &'static str {
+    match role {
+        UserRole::User => "User",
+        UserRole::OrgAdmin => "Admin",
+    }
+}
 
 fn details_form(
     session: &Session,
@@ -122,8 +129,8 @@ fn details_form(
             }
             div.card {
                 dl.facts {
-                    dt { "Synchronization Status" } dd { (status_label(text(&user["sync_status"]))) }
-                    dt { "Effective Synchronization Status" } dd class=[(effective != "enabled").then_some("off")] { (status_label(effective)) }
+                    dt { "Synchronization Status" } dd { (page::label_of(text(&user["sync_status"]), sync_status_label)) }
+                    dt { "Effective Synchronization Status" } dd class=[(effective != EffectiveSyncStatus::Enabled.as_str()).then_some("off")] { (page::label_of(effective, effective_status_label)) }
                     @if let Some(reason) = user["disabled_reason"].as_str() { dt { "Disabled Due To" } dd { (reason) } }
                     dt { "Mailbox Status" } dd { (if text(&user["mailbox_status"]) == "initialized" { "Initialized" } else { "Not initialized" }) }
                     dt { "Last synchronization session" }
@@ -139,7 +146,7 @@ fn details_form(
                 // Its own form: the details form's Save stays where it was.
                 form.role method="post" action={ "/panel/users/" (id) } {
                     (page::csrf_field(session))
-                    (page::select("role", "Role (an Admin may push customizations to colleagues)", &page::choices(ROLES), Some(&value("role")), None))
+                    (page::select("role", "Role (an Admin may push customizations to colleagues)", &page::enum_choices(UserRole::ALL, role_label), Some(&value("role")), None))
                     div.buttons { button type="submit" { "Save role" } }
                 }
                 (users::actions_menu(Some((id, text(&user["name"]))), Some((organizations, plans))))
@@ -232,6 +239,7 @@ fn connectivity_form(
     error: Option<&str>,
 ) -> Markup {
     let access_type = text(&configuration["access_type"]);
+    let access = access_type.parse::<AccessType>().ok();
     let value = |name: &str| -> String {
         fields
             .and_then(|fields| fields.get(name))
@@ -252,9 +260,9 @@ fn connectivity_form(
         div.split {
             form.card method="post" action={ "/panel/users/" (id) "/connectivity" } {
                 (page::csrf_field(session))
-                p { "Mailbox Access Type: " strong { (page::access_type_label(access_type)) } " (set by the organization)" }
+                p { "Mailbox Access Type: " strong { (page::label_of(access_type, page::access_type_label)) } " (set by the organization)" }
                 label.field { span { "SMTP email address" } input name="email" type="email" value=(value("email")); }
-                @if access_type == "exchange_direct" {
+                @if access == Some(AccessType::ExchangeDirect) {
                     label.field { span { "Exchange account name" } input name="account_logon" value=(value("account_logon")); }
                     label.field {
                         span { "Password" }
@@ -262,7 +270,7 @@ fn connectivity_form(
                             placeholder=(if stored("mailbox_password_set") { "stored (type to replace)" } else { "not set" });
                     }
                 }
-                @if access_type == "exchange_impersonation" {
+                @if access == Some(AccessType::ExchangeImpersonation) {
                     p.hint { "Only the SMTP address is per user; the rest comes from the organization." }
                 }
                 label.field { span { "Salesforce instance URL" } input name="salesforce_instance_url" type="url" placeholder="https://example.my.salesforce.com" value=(value("salesforce_instance_url")); }
@@ -380,6 +388,15 @@ async fn forget_credential(
     Ok(Redirect::to(&format!("/panel/users/{id}/connectivity?done=saved")).into_response())
 }
 
+/// The readable name of what caused a job.
+fn trigger_label(trigger: Trigger) -> &'static str {
+    match trigger {
+        Trigger::Cadence => "Cadence",
+        Trigger::Force => "Force",
+        Trigger::Admin => "Admin",
+    }
+}
+
 const SESSIONS: [Column; 13] = [
     hidden(plain("job", "Job ID")),
     sortable("start", "Start", "started_at"),
@@ -422,8 +439,8 @@ async fn statistics(
     let content = html! {
         div.toolbar {
             form.filters method="get" action=(base) {
-                (page::select("status", "Status", &page::choices(&SESSION_STATUSES), query.get("status"), Some("Any")))
-                (page::select("trigger", "Trigger", &page::choices(&[("cadence", "Cadence"), ("force", "Force"), ("admin", "Admin")]), query.get("trigger"), Some("Any")))
+                (page::select("status", "Status", &page::enum_choices(SessionStatus::ALL, session_status_label), query.get("status"), Some("Any")))
+                (page::select("trigger", "Trigger", &page::enum_choices(Trigger::ALL, trigger_label), query.get("trigger"), Some("Any")))
                 button type="submit" { "Filter" }
                 a.button href=(base) { "Refresh" }
             }

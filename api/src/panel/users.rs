@@ -13,6 +13,7 @@ use axum::{
 };
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
+use syncfleet_common::domain::{EffectiveSyncStatus, SyncStatus};
 use uuid::Uuid;
 
 use super::{
@@ -68,31 +69,23 @@ const COLUMNS: [Column; 14] = [
     hidden(sortable("updated", "Updated On", "updated_at")),
 ];
 
-const SYNC_STATUSES: [(&str, &str); 6] = [
-    ("enabled", "Enabled"),
-    ("disabled", "Disabled"),
-    ("paused", "Paused"),
-    ("disabled_auth_error", "Disabled: authorization error"),
-    ("disabled_throttling_error", "Disabled: throttling error"),
-    ("disabled_other_error", "Disabled: other error"),
-];
+/// The readable name of an effective synchronization status.
+pub fn effective_status_label(status: EffectiveSyncStatus) -> &'static str {
+    match status {
+        EffectiveSyncStatus::Enabled => "Enabled",
+        EffectiveSyncStatus::OrganizationDisabled => "Organization disabled",
+        EffectiveSyncStatus::Disabled => "Disabled",
+        EffectiveSyncStatus::Paused => "Paused",
+        EffectiveSyncStatus::DisabledAuthError => "Disabled: authorization error",
+        EffectiveSyncStatus::DisabledThrottlingError => "Disabled: throttling error",
+        EffectiveSyncStatus::DisabledOtherError => "Disabled: other error",
+    }
+}
 
-const EFFECTIVE_STATUSES: [(&str, &str); 7] = [
-    ("enabled", "Enabled"),
-    ("organization_disabled", "Organization disabled"),
-    ("disabled", "Disabled"),
-    ("paused", "Paused"),
-    ("disabled_auth_error", "Disabled: authorization error"),
-    ("disabled_throttling_error", "Disabled: throttling error"),
-    ("disabled_other_error", "Disabled: other error"),
-];
-
-/// A readable status.
-pub fn status_label(value: &str) -> &str {
-    EFFECTIVE_STATUSES
-        .iter()
-        .find(|(key, _)| *key == value)
-        .map_or(value, |(_, label)| label)
+/// The readable name of a user's own synchronization status (as it shows
+/// in an enabled organization).
+pub fn sync_status_label(status: SyncStatus) -> &'static str {
+    effective_status_label(EffectiveSyncStatus::of(status, true))
 }
 
 /// Organizations (id, name) the admin may see, for names and pickers.
@@ -226,8 +219,8 @@ pub async fn list(
                 @if organization.is_none() && organizations.len() > 1 {
                     (page::select("organization_id", "Organization", &organizations, query.get("organization_id"), Some("Any")))
                 }
-                (page::select("sync_status", "Synchronization Status", &page::choices(&SYNC_STATUSES), query.get("sync_status"), Some("Any")))
-                (page::select("effective_sync_status", "Effective Status", &page::choices(&EFFECTIVE_STATUSES), query.get("effective_sync_status"), Some("Any")))
+                (page::select("sync_status", "Synchronization Status", &page::enum_choices(SyncStatus::ALL, sync_status_label), query.get("sync_status"), Some("Any")))
+                (page::select("effective_sync_status", "Effective Status", &page::enum_choices(EffectiveSyncStatus::ALL, effective_status_label), query.get("effective_sync_status"), Some("Any")))
                 (page::select("mailbox_status", "Mailbox Status", &page::choices(&[("initialized", "Initialized"), ("not_initialized", "Not initialized")]), query.get("mailbox_status"), Some("Any")))
                 @if !plans.is_empty() { (page::select("plan_id", "Plan", &plans, query.get("plan_id"), Some("Any"))) }
                 @for key in ["sort", "order"] { @if let Some(value) = query.get(key) { input type="hidden" name=(key) value=(value); } }
@@ -246,7 +239,7 @@ pub async fn list(
                         @let id = text(&user["id"]);
                         @let name = text(&user["name"]);
                         @let effective = text(&user["effective_sync_status"]);
-                        tr class=[(effective != "enabled").then_some("off")] data-user=(id) {
+                        tr class=[(effective != EffectiveSyncStatus::Enabled.as_str()).then_some("off")] data-user=(id) {
                             td.select { input type="checkbox" data-select=(id) data-name=(name) aria-label={ "Select " (name) }; }
                             td data-col="actions" { (actions_menu(Some((id, name)), None)) }
                             td data-col="name" { a href={ "/panel/users/" (id) } { (name) } }
@@ -255,8 +248,8 @@ pub async fn list(
                             td data-col="organization" { (name_of(&organizations, text(&user["organization_id"]))) }
                             td data-col="plan" { (name_of(&plans, text(&user["plan_id"]))) }
                             td data-col="account_logon" { (text(&user["account_logon"])) }
-                            td data-col="sync" { (status_label(text(&user["sync_status"]))) }
-                            td data-col="effective" { (status_label(effective)) }
+                            td data-col="sync" { (page::label_of(text(&user["sync_status"]), sync_status_label)) }
+                            td data-col="effective" { (page::label_of(effective, effective_status_label)) }
                             td data-col="mailbox" { (if text(&user["mailbox_status"]) == "initialized" { "Initialized" } else { "Not initialized" }) }
                             td data-col="last_session" { (when(&user["last_session"]["at"])) " " (text(&user["last_session"]["status"])) }
                             td data-col="created" { (when(&user["created_at"])) }

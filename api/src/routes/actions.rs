@@ -15,7 +15,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use syncfleet_common::{
-    domain::Trigger,
+    domain::{SyncStatus, Trigger},
     queue::{AdminAction, JobEnvelope, Route},
     telemetry,
 };
@@ -100,12 +100,12 @@ pub async fn queue_force_sync(
             "synchronization is disabled for the user's organization; enable it first",
         ));
     }
-    if target.sync_status != "enabled" {
+    if target.sync_status != SyncStatus::Enabled {
         return Err(ApiError::conflict(
             "sync_disabled",
             format!(
                 "synchronization is {} for this user; enable it first",
-                target.sync_status.replace('_', " ")
+                target.sync_status.as_str().replace('_', " ")
             ),
         ));
     }

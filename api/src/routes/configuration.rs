@@ -50,7 +50,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConfigurationView {
     pub user_id: Uuid,
-    pub access_type: String,
+    pub access_type: AccessType,
     pub email: String,
     pub account_logon: Option<String>,
     pub salesforce_instance_url: Option<String>,
@@ -179,7 +179,7 @@ pub(crate) async fn apply(
     change: Change,
 ) -> Result<Vec<&'static str>, ApiError> {
     let row = load(tx, principal, id).await?;
-    let access = row.access_type.parse::<AccessType>().ok();
+    let access = row.access_type;
     let direct_only = |name: &'static str, what: &str| {
         ApiError::invalid(
             name,
@@ -200,7 +200,7 @@ pub(crate) async fn apply(
         value: Some(logon),
     }) = &change.account_logon
     {
-        if access != Some(AccessType::ExchangeDirect) {
+        if access != AccessType::ExchangeDirect {
             return Err(direct_only(name, "an account name"));
         }
         if logon.is_empty() || logon.len() > 256 {
@@ -209,7 +209,7 @@ pub(crate) async fn apply(
     }
     let password = match change.password {
         Some(Named { name, value }) => {
-            if access != Some(AccessType::ExchangeDirect) {
+            if access != AccessType::ExchangeDirect {
                 return Err(ApiError::invalid(
                     name,
                     format!(
@@ -224,7 +224,7 @@ pub(crate) async fn apply(
     };
     let mailbox_token = match change.mailbox_refresh_token {
         Some(Named { name, value }) => {
-            if access == Some(AccessType::ExchangeImpersonation) {
+            if access == AccessType::ExchangeImpersonation {
                 return Err(ApiError::invalid(
                     name,
                     "an Exchange Impersonation mailbox is reached through the organization's service account, not a user's authorization",

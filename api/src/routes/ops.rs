@@ -11,9 +11,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use syncfleet_common::{
-    domain::Trigger,
+    domain::{DeadJobAction, DeadJobStatus, SessionStatus, SyncStatus, Trigger},
     queue::{JobEnvelope, JobKind, Route},
-    telemetry,
+    reserve, telemetry,
 };
 use tracing::{Span, info, warn};
 use utoipa::{IntoParams, ToSchema};
@@ -74,8 +74,7 @@ pub struct Percentiles {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionsMinute {
     pub minute: DateTime<Utc>,
-    /// `succeeded`, `succeeded_with_issues`, `failed`, `skipped` or `abandoned`.
-    pub status: String,
+    pub status: SessionStatus,
     pub count: i64,
 }
 
@@ -175,13 +174,16 @@ pub async fn overview(State(state): State<AppState>, principal: Principal) -> Re
             LagMinute { minute, p50, p99 }
         })
         .collect();
+    // The workers label the minutes with the sessions' statuses.
     let sessions_per_minute = store::minutes(&state.pool, "sessions", hour_ago)
         .await?
         .into_iter()
-        .map(|minute| SessionsMinute {
-            minute: minute.minute,
-            status: minute.label,
-            count: minute.value as i64,
+        .filter_map(|minute| {
+            Some(SessionsMinute {
+                minute: minute.minute,
+                status: minute.label.parse().ok()?,
+                count: minute.value as i64,
+            })
         })
         .collect();
     let queue_depth_history = store::minutes(&state.pool, "queue_depth", hour_ago)
@@ -335,24 +337,21 @@ impl list::Listing for DeadJobs {
     const SPEC: &'static list::Spec = &DEAD_LIST;
 }
 
-const DEAD_STATUSES: [&str; 3] = ["dead", "replayed", "discarded"];
-const KINDS: [&str; 3] = ["sync", "admin", "push"];
-
 /// Which dead jobs to list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DeadJobQuery {
-    /// `dead` (default: waiting for an operator), `replayed` or `discarded`.
+    /// Where they stand (by default, waiting for an operator).
     #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(dead|replayed|discarded)$")]
+    #[param(value_type = Option<DeadJobStatus>)]
     status: Option<String>,
     /// Why they died, e.g. `delivery_limit` or `retries_exhausted`.
     #[serde(default)]
     reason: Option<String>,
-    /// `sync`, `admin` or `push`.
+    /// What the jobs asked for.
     #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(sync|admin|push)$")]
+    #[param(value_type = Option<JobKind>)]
     kind: Option<String>,
     /// Their user's organization.
     #[serde(default)]
@@ -371,27 +370,14 @@ pub struct DeadJobFilter {
     /// Why they died.
     #[serde(default)]
     pub reason: Option<String>,
-    /// `sync`, `admin` or `push`.
+    /// What the jobs asked for.
     #[serde(default)]
-    #[schema(pattern = "^(sync|admin|push)$")]
-    pub kind: Option<String>,
+    pub kind: Option<JobKind>,
     #[serde(default)]
     pub organization_id: Option<Uuid>,
     /// Dead at or after this time.
     #[serde(default)]
     pub since: Option<DateTime<Utc>>,
-}
-
-fn one_of(field: &'static str, raw: &str, all: &[&str]) -> Result<String, ApiError> {
-    all.iter()
-        .find(|value| **value == raw)
-        .map(|value| (*value).to_owned())
-        .ok_or_else(|| {
-            ApiError::invalid(
-                field,
-                format!("{raw:?} is not a {field}: use one of {}", all.join(", ")),
-            )
-        })
 }
 
 fn reason_filter(reason: Option<&str>) -> Result<Option<String>, ApiError> {
@@ -415,13 +401,13 @@ pub async fn list_dead_jobs(
         status: query
             .status
             .as_deref()
-            .map(|raw| one_of("status", raw, &DEAD_STATUSES))
+            .map(|raw| list::one_of("status", raw, DeadJobStatus::ALL))
             .transpose()?,
         reason: reason_filter(query.reason.as_deref())?,
         kind: query
             .kind
             .as_deref()
-            .map(|raw| one_of("kind", raw, &KINDS))
+            .map(|raw| list::one_of("kind", raw, JobKind::ALL))
             .transpose()?,
         organization_id: query
             .organization_id
@@ -525,27 +511,27 @@ enum Locked {
     Already(DeadJob),
 }
 
-/// Locks dead job `id` for the action that leads to status `to`; the other
-/// resolution (`other`) is a conflict: a replayed job is never discarded,
-/// nor a discarded one replayed.
-async fn locked(connection: &mut sqlx::PgConnection, id: Uuid, to: &str, other: &str) -> Result<Locked, ApiError> {
+/// Locks dead job `id` for `action`; the other resolution is a conflict: a
+/// replayed job is never discarded, nor a discarded one replayed.
+async fn locked(connection: &mut sqlx::PgConnection, id: Uuid, action: DeadJobAction) -> Result<Locked, ApiError> {
     let (dead, payload) = store::dead_job(connection, id, true)
         .await?
         .ok_or_else(|| ApiError::not_found("dead job"))?;
-    if dead.status == to {
-        return Ok(Locked::Already(dead));
+    let to = action.leads_to();
+    match dead.status {
+        DeadJobStatus::Dead => Ok(Locked::Dead(dead, payload)),
+        status if status == to => Ok(Locked::Already(dead)),
+        other => {
+            let code = match other {
+                DeadJobStatus::Replayed => "dead_job_replayed",
+                _ => "dead_job_discarded",
+            };
+            Err(ApiError::conflict(
+                code,
+                format!("this dead job was {other}; it cannot be {to}"),
+            ))
+        }
     }
-    if dead.status == other {
-        let (code, action) = match other {
-            "replayed" => ("dead_job_replayed", "discarded"),
-            _ => ("dead_job_discarded", "replayed"),
-        };
-        return Err(ApiError::conflict(
-            code,
-            format!("this dead job was {other}; it cannot be {action}"),
-        ));
-    }
-    Ok(Locked::Dead(dead, payload))
 }
 
 async fn reread(state: &AppState, id: Uuid) -> Result<DeadJob, ApiError> {
@@ -562,7 +548,7 @@ async fn reread(state: &AppState, id: Uuid) -> Result<DeadJob, ApiError> {
 /// conflict.
 async fn replay(state: &AppState, principal: &Principal, id: Uuid) -> Result<Done, ApiError> {
     let mut tx = state.pool.begin().await?;
-    let (dead, payload) = match locked(&mut tx, id, "replayed", "discarded").await? {
+    let (dead, payload) = match locked(&mut tx, id, DeadJobAction::Replay).await? {
         Locked::Dead(dead, payload) => (dead, payload),
         Locked::Already(dead) => return Ok(Done::Already(dead)),
     };
@@ -593,7 +579,7 @@ async fn replay(state: &AppState, principal: &Principal, id: Uuid) -> Result<Don
             && let Queued::Already(queued) = store::queue_cadence_replay(&mut tx, user_id, job.job_id).await?
         {
             // The user's next cadence job is queued: it syncs them.
-            store::mark_replayed(&mut tx, id, &principal.label, queued).await?;
+            store::resolve(&mut tx, id, &principal.label, DeadJobStatus::Replayed, Some(queued)).await?;
             tx.commit().await.map_err(ApiError::at_commit)?;
             info!(dead_job = %id, queued = %queued, by = %principal.label, "Dead job replayed by the user's queued job.");
             return Ok(Done::Changed(reread(state, id).await?));
@@ -607,7 +593,7 @@ async fn replay(state: &AppState, principal: &Principal, id: Uuid) -> Result<Don
             "the job could not be queued; nothing was changed, try again",
         ));
     }
-    store::mark_replayed(&mut tx, id, &principal.label, job.job_id).await?;
+    store::resolve(&mut tx, id, &principal.label, DeadJobStatus::Replayed, Some(job.job_id)).await?;
     tx.commit().await.map_err(ApiError::at_commit)?;
     info!(dead_job = %id, job_id = %job.job_id, by = %principal.label, "Dead job replayed.");
     Ok(Done::Changed(reread(state, id).await?))
@@ -616,10 +602,10 @@ async fn replay(state: &AppState, principal: &Principal, id: Uuid) -> Result<Don
 /// Discards one dead job: it stays listed under `status=discarded`.
 async fn discard(state: &AppState, principal: &Principal, id: Uuid) -> Result<Done, ApiError> {
     let mut tx = state.pool.begin().await?;
-    if let Locked::Already(dead) = locked(&mut tx, id, "discarded", "replayed").await? {
+    if let Locked::Already(dead) = locked(&mut tx, id, DeadJobAction::Discard).await? {
         return Ok(Done::Already(dead));
     }
-    store::mark_discarded(&mut tx, id, &principal.label).await?;
+    store::resolve(&mut tx, id, &principal.label, DeadJobStatus::Discarded, None).await?;
     tx.commit().await.map_err(ApiError::at_commit)?;
     info!(dead_job = %id, by = %principal.label, "Dead job discarded.");
     Ok(Done::Changed(reread(state, id).await?))
@@ -677,7 +663,7 @@ const FILTER_LIMIT: i64 = 1000;
 
 /// Replays or discards a selection of dead jobs, or those a filter matches;
 /// each job in its own transaction, with its own outcome.
-#[utoipa::path(post, path = "/v1/ops/dead-jobs/actions/{action}", tag = "operations", params(("action" = String, Path, pattern = "^(replay|discard)$", description = "`replay` or `discard`.")), request_body = DeadJobsAction, responses((status = 200, body = ActionResults), (status = 400, description = "Neither or both of ids and filter, or a bad value."), (status = 404, description = "Not an admin, or no such action.")))]
+#[utoipa::path(post, path = "/v1/ops/dead-jobs/actions/{action}", tag = "operations", params(("action" = inline(DeadJobAction), Path, description = "What to do with them.")), request_body = DeadJobsAction, responses((status = 200, body = ActionResults), (status = 400, description = "Neither or both of ids and filter, or a bad value."), (status = 404, description = "Not an admin, or no such action.")))]
 pub async fn dead_jobs_action(
     State(state): State<AppState>,
     principal: Principal,
@@ -685,11 +671,9 @@ pub async fn dead_jobs_action(
     ApiJson(body): ApiJson<DeadJobsAction>,
 ) -> Result<Json<ActionResults>, ApiError> {
     operator(&principal)?;
-    let replaying = match action.as_str() {
-        "replay" => true,
-        "discard" => false,
-        _ => return Err(ApiError::not_found("action")),
-    };
+    let action = action
+        .parse::<DeadJobAction>()
+        .map_err(|_| ApiError::not_found("action"))?;
     let ids = match (body.ids, body.filter) {
         (Some(ids), None) => {
             if ids.is_empty() || ids.len() > 500 {
@@ -702,11 +686,7 @@ pub async fn dead_jobs_action(
             let filter = DeadFilter {
                 status: None,
                 reason: reason_filter(filter.reason.as_deref()).map_err(|error| error.on_field("filter.reason"))?,
-                kind: filter
-                    .kind
-                    .as_deref()
-                    .map(|raw| one_of("filter.kind", raw, &KINDS))
-                    .transpose()?,
+                kind: filter.kind,
                 organization_id: filter.organization_id,
                 since: filter.since,
             };
@@ -717,15 +697,14 @@ pub async fn dead_jobs_action(
     };
     let mut results = Vec::with_capacity(ids.len());
     for id in ids {
-        let done = match replaying {
-            true => replay(&state, &principal, id).await,
-            false => discard(&state, &principal, id).await,
+        let done = match action {
+            DeadJobAction::Replay => replay(&state, &principal, id).await,
+            DeadJobAction::Discard => discard(&state, &principal, id).await,
         };
-        let changed = if replaying { "replayed" } else { "discarded" };
         results.push(match done {
             Ok(Done::Changed(job)) => ActionResult {
                 id,
-                outcome: changed.to_owned(),
+                outcome: action.leads_to().to_string(),
                 message: None,
                 replay_job_id: job.replay_job_id,
             },
@@ -831,14 +810,19 @@ pub async fn limits(State(state): State<AppState>, principal: Principal) -> Resu
         .await?
         .into_iter()
         .map(|usage| {
-            let usable = (usage.allocation * (100 - i64::from(usage.reserve_percent)) / 100).max(1);
+            // The rule the leader's gauge of the orgs near the reserve counts by.
+            let reported = reserve::OrgUsage {
+                used: usage.used,
+                allocation: usage.allocation,
+                reserve_percent: usage.reserve_percent,
+            };
             OrgUsageView {
-                near_reserve: usage.used * 10 >= usable * 9,
+                near_reserve: reported.near_reserve(),
+                usable: reported.usable(),
                 org: usage.org,
                 used: usage.used,
                 allocation: usage.allocation,
                 reserve_percent: usage.reserve_percent,
-                usable,
                 observed_at: usage.observed_at,
             }
         })
@@ -921,9 +905,9 @@ pub async fn suspended(
             .transpose()?,
         status: match query.class.as_deref() {
             None => None,
-            Some("auth") => Some("disabled_auth_error"),
-            Some("throttling") => Some("disabled_throttling_error"),
-            Some("other") => Some("disabled_other_error"),
+            Some("auth") => Some(SyncStatus::DisabledAuthError),
+            Some("throttling") => Some(SyncStatus::DisabledThrottlingError),
+            Some("other") => Some(SyncStatus::DisabledOtherError),
             Some(raw) => {
                 return Err(ApiError::invalid(
                     "class",

@@ -86,8 +86,7 @@ async fn ews_url(state: &AppState, raw: &str) -> Result<String, ApiError> {
 pub struct NewOrganization {
     name: String,
     external_id: String,
-    #[schema(schema_with = crate::openapi::access_type)]
-    access_type: String,
+    access_type: AccessType,
     #[serde(default)]
     sync_enabled: Option<bool>,
     #[serde(default)]
@@ -131,17 +130,10 @@ pub async fn create(
     admin_only(&principal)?;
     let name = text("name", &new.name, 200)?;
     let external_id = text("external_id", &new.external_id, 100)?;
-    let access = new.access_type.parse::<AccessType>().map_err(|_| {
-        ApiError::invalid(
-            "access_type",
-            "access_type must be exchange_direct, exchange_impersonation, office365 or gmail",
-        )
-    })?;
+    let access = new.access_type;
     let impersonation = access == AccessType::ExchangeImpersonation;
     let ews = match (&new.ews_url, access) {
-        (Some(url), AccessType::ExchangeDirect | AccessType::ExchangeImpersonation) => {
-            Some(ews_url(&state, url).await?)
-        }
+        (Some(url), access) if access.is_exchange() => Some(ews_url(&state, url).await?),
         (Some(_), _) => {
             return Err(ApiError::invalid(
                 "ews_url",
@@ -245,9 +237,9 @@ pub async fn create(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OrganizationListQuery {
-    /// `exchange_direct`, `exchange_impersonation`, `office365` or `gmail`.
+    /// How the organization reaches its mailboxes.
     #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(exchange_direct|exchange_impersonation|office365|gmail)$")]
+    #[param(value_type = Option<AccessType>)]
     access_type: Option<String>,
     /// The organization's synchronization switch.
     #[serde(default)]
@@ -396,11 +388,8 @@ pub async fn update(
         return Err(ApiError::invalid("external_id", "external_id is read-only once saved"));
     }
     let name = change.name.as_deref().map(|name| text("name", name, 200)).transpose()?;
-    let exchange = matches!(
-        current.access_type.as_str(),
-        "exchange_direct" | "exchange_impersonation"
-    );
-    let impersonation = current.access_type == AccessType::ExchangeImpersonation.as_str();
+    let exchange = current.access_type.is_exchange();
+    let impersonation = current.access_type == AccessType::ExchangeImpersonation;
     let ews = match &change.ews_url {
         Some(_) if !exchange => {
             return Err(ApiError::invalid(

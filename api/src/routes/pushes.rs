@@ -23,6 +23,7 @@ use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use syncfleet_common::{
+    domain::UserRole,
     queue::{JobEnvelope, Route},
     telemetry,
 };
@@ -93,10 +94,9 @@ pub struct PushFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 200)]
     pub email: Option<String>,
-    /// The profile: `user` or `org_admin` (the organization's admins).
+    /// Only the users of this profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^(user|org_admin)$")]
-    pub role: Option<String>,
+    pub role: Option<UserRole>,
     /// The members of this group of the organization (a group preset's
     /// name); without it, the whole organization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,11 +231,6 @@ impl PushRequest {
                 ));
             }
         }
-        if let Some(role) = &filter.role
-            && !matches!(role.as_str(), "user" | "org_admin")
-        {
-            return Err(ApiError::invalid("filter.role", "filter.role is user or org_admin"));
-        }
         Ok(Checked { from, user_ids, filter })
     }
 }
@@ -287,7 +282,7 @@ pub async fn create_push(
             Role::OrgAdmin | Role::User => principal.organization_id == Some(pusher.organization_id),
         })
         .ok_or_else(|| ApiError::not_found("user").on_field("from_user_id"))?;
-    if principal.role == Role::User && pusher.role != "org_admin" {
+    if principal.role == Role::User && pusher.role != UserRole::OrgAdmin {
         return Err(ApiError::forbidden(
             "pushing customizations is for admins: an admin, the organization's admin, or a user who is their organization's admin",
         ));
@@ -342,7 +337,7 @@ pub async fn create_push(
         product_users_only: checked.filter.product_users_only,
         name: name.as_deref(),
         email: email.as_deref(),
-        role: checked.filter.role.as_deref(),
+        role: checked.filter.role,
         group,
     };
     let total = store::add_recipients(&mut tx, &push, &recipients).await?;
@@ -414,9 +409,7 @@ mod tests {
     use super::*;
 
     fn request(json: serde_json::Value) -> Result<Checked, ApiError> {
-        serde_json::from_value::<PushRequest>(json)
-            .unwrap_or_else(|error| panic!("{error}"))
-            .check()
+        crate::extract::json::<PushRequest>(json.to_string().as_bytes())?.check()
     }
 
     #[test]

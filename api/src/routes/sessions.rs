@@ -53,15 +53,15 @@ pub use crate::store::sessions::{IssueView, SessionView};
 pub struct SessionListQuery {
     /// Only the sessions that ended so (or are `running`).
     #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(running|succeeded|succeeded_with_issues|failed|skipped|abandoned)$")]
+    #[param(value_type = Option<SessionStatus>)]
     status: Option<String>,
-    /// `cadence`, `force` or `admin`.
+    /// Only the sessions of jobs caused so.
     #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(cadence|force|admin)$")]
+    #[param(value_type = Option<Trigger>)]
     trigger: Option<String>,
-    /// `check`, `initial`, `incremental` or `full_resync`.
+    /// Only the sessions that covered this.
     #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(check|initial|incremental|full_resync)$")]
+    #[param(value_type = Option<Scope>)]
     scope: Option<String>,
     /// Only sessions started at or after this time (RFC 3339).
     #[serde(default)]
@@ -159,7 +159,7 @@ async fn visible_session(state: &AppState, principal: &Principal, id: Uuid) -> R
 /// Whether the session succeeded without changing anything (the worker
 /// stores no log for such a session).
 fn is_quiet(session: &SessionView) -> bool {
-    session.status == "succeeded"
+    session.status == SessionStatus::Succeeded
         && session.issue_count == 0
         && session.items_to_crm == 0
         && session.items_to_mailbox == 0
@@ -177,7 +177,7 @@ fn quiet_session_log(session: &SessionView) -> Vec<u8> {
         level: "info".to_owned(),
         message: format!(
             "The session {} in {took} ms with nothing to do: no new mail to log and no CRM change to write. Calls made: {}.",
-            session.status.replace('_', " "),
+            session.status.as_str().replace('_', " "),
             session.calls
         ),
         duration_ms: Some(u64::try_from(took).unwrap_or_default()),
@@ -289,13 +289,13 @@ pub struct IssueListQuery {
     #[serde(default)]
     #[param(value_type = Option<String>, pattern = "^(all|[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12})$")]
     session_id: Option<String>,
-    /// `mailbox`, `crm` or `engine`.
+    /// Only the issues of this side.
     #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(mailbox|crm|engine)$")]
+    #[param(value_type = Option<IssueSource>)]
     source: Option<String>,
-    /// An issue category (`auth`, `throttled`, `validation`...).
+    /// Only the issues of this category.
     #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(settings|auth|permission|throttled|quota|sync_state_reset|validation|lock_contention|duplicate|transient|internal)$")]
+    #[param(value_type = Option<IssueCategory>)]
     category: Option<String>,
 }
 

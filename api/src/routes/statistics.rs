@@ -30,7 +30,7 @@ pub use crate::store::statistics::UserStatistics;
 pub struct StatisticsQuery {
     /// Only the users whose last session ended so.
     #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(running|succeeded|succeeded_with_issues|failed|skipped|abandoned)$")]
+    #[param(value_type = Option<SessionStatus>)]
     status: Option<String>,
     /// Found anywhere in the name or the email, ignoring case.
     #[serde(default)]

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 use syncfleet_common::{
-    domain::{AccessType, EffectiveSyncStatus, SyncStatus, UserRole},
+    domain::{AccessType, EffectiveSyncStatus, SessionStatus, SyncStatus, UserRole},
     secrets::CredentialKind,
 };
 use utoipa::{IntoParams, ToSchema};
@@ -50,15 +50,10 @@ pub struct UserView {
     pub description: String,
     /// The Exchange account name, when it differs from the email.
     pub account_logon: Option<String>,
-    /// `user`, or `org_admin`: the add-in's "Admin", who may push
-    /// customizations to colleagues.
-    #[schema(schema_with = crate::openapi::user_role)]
-    pub role: String,
-    #[schema(schema_with = crate::openapi::sync_status)]
-    pub sync_status: String,
+    pub role: UserRole,
+    pub sync_status: SyncStatus,
     /// What the fleet does: the user's own status, or `organization_disabled`
     /// while their organization is disabled.
-    #[schema(schema_with = crate::openapi::effective_sync_status)]
     pub effective_sync_status: EffectiveSyncStatus,
     pub disabled_reason: Option<String>,
     pub mailbox_status: String,
@@ -73,18 +68,17 @@ pub struct UserView {
 pub struct LastSession {
     pub id: Uuid,
     pub at: DateTime<Utc>,
-    pub status: String,
+    pub status: SessionStatus,
 }
 
 impl From<UserRow> for UserView {
     fn from(row: UserRow) -> Self {
-        let status = row.sync_status.parse().unwrap_or(SyncStatus::Disabled);
         let last_session = match (row.last_session_id, row.last_session_at, row.last_session_status) {
             (Some(id), Some(at), Some(status)) => Some(LastSession { id, at, status }),
             _ => None,
         };
         Self {
-            effective_sync_status: EffectiveSyncStatus::of(status, row.organization_enabled),
+            effective_sync_status: EffectiveSyncStatus::of(row.sync_status, row.organization_enabled),
             id: row.id,
             name: row.name,
             email: row.email,
@@ -175,10 +169,10 @@ pub struct UserChange {
     #[serde(default, deserialize_with = "crate::routes::present")]
     #[schema(value_type = Option<Uuid>)]
     plan_id: Option<Option<Uuid>>,
-    /// Grants (`org_admin`) or revokes (`user`) the permission to push
-    /// customizations to colleagues; admins and the organization's admins only.
+    /// Grants or revokes the permission to push customizations to
+    /// colleagues; admins and the organization's admins only.
     #[serde(default, deserialize_with = "crate::routes::present")]
-    #[schema(schema_with = crate::openapi::user_role)]
+    #[schema(value_type = UserRole)]
     role: Option<Option<UserRole>>,
 }
 
@@ -246,7 +240,7 @@ pub async fn update_user(
         if plan.is_some_and(|plan| plan != user.plan_id) {
             return Err(ApiError::forbidden("a user may not assign themself a plan").on_field("plan_id"));
         }
-        if role.is_some_and(|role| role.as_str() != user.role) {
+        if role.is_some_and(|role| role != user.role) {
             return Err(
                 ApiError::forbidden("only an admin or an organization admin can grant the permission to push")
                     .on_field("role"),
@@ -291,7 +285,7 @@ pub async fn update_user(
     {
         changed.push("description");
     }
-    if role.is_some_and(|role| role.as_str() != user.role) {
+    if role.is_some_and(|role| role != user.role) {
         changed.push("role");
     }
     if changed
@@ -371,13 +365,13 @@ pub async fn switch_sync(
         ));
     }
     let (target, kind) = match switch {
-        Switch::Enable => ("enabled", "sync_enabled"),
-        Switch::Disable => ("disabled", "sync_disabled"),
+        Switch::Enable => (SyncStatus::Enabled, "sync_enabled"),
+        Switch::Disable => (SyncStatus::Disabled, "sync_disabled"),
     };
     let changed = user.sync_status != target;
     if changed {
         let reason = format!("disabled by {}", principal.label);
-        store::users::switch_sync(tx, id, switch == Switch::Enable, &reason).await?;
+        store::users::switch_sync(tx, id, target, &reason).await?;
         store::activities::record(
             tx,
             NewActivity {
@@ -388,7 +382,7 @@ pub async fn switch_sync(
                 details: format!(
                     "synchronization was {} (it was {})",
                     target,
-                    user.sync_status.replace('_', " ")
+                    user.sync_status.as_str().replace('_', " ")
                 ),
             },
         )
@@ -453,11 +447,11 @@ pub struct UserListQuery {
     organization_id: Option<String>,
     /// The user's own synchronization status.
     #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(enabled|disabled|paused|disabled_auth_error|disabled_throttling_error|disabled_other_error)$")]
+    #[param(value_type = Option<SyncStatus>)]
     sync_status: Option<String>,
     /// What the fleet does (the organization's switch included).
     #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(enabled|organization_disabled|disabled|paused|disabled_auth_error|disabled_throttling_error|disabled_other_error)$")]
+    #[param(value_type = Option<EffectiveSyncStatus>)]
     effective_sync_status: Option<String>,
     /// `initialized` or `not_initialized`.
     #[serde(default)]
@@ -480,11 +474,11 @@ pub struct UserListQuery {
 pub struct OrganizationUserListQuery {
     /// The user's own synchronization status.
     #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(enabled|disabled|paused|disabled_auth_error|disabled_throttling_error|disabled_other_error)$")]
+    #[param(value_type = Option<SyncStatus>)]
     sync_status: Option<String>,
     /// What the fleet does (the organization's switch included).
     #[serde(default)]
-    #[param(value_type = Option<String>, pattern = "^(enabled|organization_disabled|disabled|paused|disabled_auth_error|disabled_throttling_error|disabled_other_error)$")]
+    #[param(value_type = Option<EffectiveSyncStatus>)]
     effective_sync_status: Option<String>,
     /// `initialized` or `not_initialized`.
     #[serde(default)]
@@ -909,11 +903,12 @@ async fn move_user(
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     let kinds = store::users::credential_kinds(tx, user.id).await?;
-    if let (Ok(from), Ok(to)) = (
-        source.access_type.parse::<AccessType>(),
-        target.access_type.parse::<AccessType>(),
-    ) && let Err(reason) = mailbox_fits(from, to, &kinds, user.mailbox_status == "initialized")
-    {
+    if let Err(reason) = mailbox_fits(
+        source.access_type,
+        target.access_type,
+        &kinds,
+        user.mailbox_status == "initialized",
+    ) {
         return Err(ApiError::conflict("access_type_mismatch", reason).on_field("organization_id"));
     }
     store::users::move_to(tx, user.id, organization_id).await?;

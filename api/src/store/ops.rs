@@ -6,6 +6,10 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, postgres::PgRow};
+use syncfleet_common::{
+    domain::{DeadJobStatus, SessionStatus, SyncStatus},
+    queue::JobKind,
+};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -60,11 +64,12 @@ pub async fn outbox(pool: &PgPool) -> StoreResult<(i64, Option<DateTime<Utc>>)> 
 
 /// Dead jobs neither replayed nor discarded.
 pub async fn dead_jobs_waiting(pool: &PgPool) -> StoreResult<i64> {
-    Ok(
-        sqlx::query_scalar!("SELECT count(*) AS \"count!\" FROM dead_jobs WHERE status = 'dead'")
-            .fetch_one(pool)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        "SELECT count(*) AS \"count!\" FROM dead_jobs WHERE status = $1",
+        DeadJobStatus::Dead as DeadJobStatus
     )
+    .fetch_one(pool)
+    .await?)
 }
 
 /// One value of the fleet's minutes, summed over its sources.
@@ -145,8 +150,8 @@ pub struct DeadJob {
     pub id: Uuid,
     /// The job's id; null for a message that was not a job.
     pub job_id: Option<Uuid>,
-    /// `sync`, `admin` or `push`; null for a message that was not a job.
-    pub kind: Option<String>,
+    /// Null for a message that was not a job.
+    pub kind: Option<JobKind>,
     /// The queue it died in.
     pub queue: String,
     /// `delivery_limit` (crashed or timed out too often), `retries_exhausted`,
@@ -158,8 +163,7 @@ pub struct DeadJob {
     pub user_email: Option<String>,
     pub organization_id: Option<Uuid>,
     pub organization_name: Option<String>,
-    /// `dead`, `replayed` or `discarded`.
-    pub status: String,
+    pub status: DeadJobStatus,
     pub resolved_at: Option<DateTime<Utc>>,
     /// Who replayed or discarded it.
     pub resolved_by: Option<String>,
@@ -178,9 +182,10 @@ const DEAD_FROM: &str =
 /// Which dead jobs a list or a bulk action covers.
 #[derive(Debug, Default, Clone)]
 pub struct DeadFilter {
-    pub status: Option<String>,
+    /// `Dead` when `None`.
+    pub status: Option<DeadJobStatus>,
     pub reason: Option<String>,
-    pub kind: Option<String>,
+    pub kind: Option<JobKind>,
     pub organization_id: Option<Uuid>,
     /// Dead at or after.
     pub since: Option<DateTime<Utc>>,
@@ -190,12 +195,12 @@ impl DeadFilter {
     fn push(&self, builder: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>) {
         builder
             .push(" WHERE d.status = ")
-            .push_bind(self.status.clone().unwrap_or_else(|| "dead".to_owned()));
+            .push_bind(self.status.unwrap_or(DeadJobStatus::Dead));
         if let Some(reason) = &self.reason {
             builder.push(" AND d.reason = ").push_bind(reason.clone());
         }
-        if let Some(kind) = &self.kind {
-            builder.push(" AND d.kind = ").push_bind(kind.clone());
+        if let Some(kind) = self.kind {
+            builder.push(" AND d.kind = ").push_bind(kind);
         }
         if let Some(organization) = self.organization_id {
             builder.push(" AND d.organization_id = ").push_bind(organization);
@@ -240,7 +245,7 @@ pub struct Attempt {
     pub attempt: i32,
     pub started_at: DateTime<Utc>,
     /// The session's status.
-    pub status: String,
+    pub status: SessionStatus,
     pub error: Option<String>,
 }
 
@@ -248,36 +253,33 @@ pub struct Attempt {
 pub async fn attempts(pool: &PgPool, job_id: Uuid) -> StoreResult<Vec<Attempt>> {
     Ok(sqlx::query_as!(
         Attempt,
-        "SELECT id AS \"session_id?\", attempt, started_at, status, \
-                COALESCE(error_message, CASE WHEN status = 'abandoned' THEN 'the worker running it stopped or crashed' END) AS error \
+        "SELECT id AS \"session_id?\", attempt, started_at, status AS \"status: _\", \
+                COALESCE(error_message, CASE WHEN status = $2 THEN 'the worker running it stopped or crashed' END) AS error \
          FROM sync_sessions WHERE job_id = $1 ORDER BY started_at, id LIMIT 100",
-        job_id
+        job_id,
+        SessionStatus::Abandoned as SessionStatus
     )
     .fetch_all(pool)
     .await?)
 }
 
-/// Marks a dead job replayed by `who` with the job that replays it.
-pub async fn mark_replayed(tx: &mut PgConnection, id: Uuid, who: &str, replay_job_id: Uuid) -> StoreResult<()> {
+/// Marks a dead job that waits for an operator `to` by `who`: replayed with
+/// the job that replays it, or discarded (no job).
+pub async fn resolve(
+    tx: &mut PgConnection,
+    id: Uuid,
+    who: &str,
+    to: DeadJobStatus,
+    replay_job_id: Option<Uuid>,
+) -> StoreResult<()> {
     sqlx::query!(
-        "UPDATE dead_jobs SET status = 'replayed', resolved_at = now(), resolved_by = $2, replay_job_id = $3 \
-         WHERE id = $1 AND status = 'dead'",
+        "UPDATE dead_jobs SET status = $3, resolved_at = now(), resolved_by = $2, replay_job_id = $4 \
+         WHERE id = $1 AND status = $5",
         id,
         who,
-        replay_job_id
-    )
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
-/// Marks a dead job discarded by `who`.
-pub async fn mark_discarded(tx: &mut PgConnection, id: Uuid, who: &str) -> StoreResult<()> {
-    sqlx::query!(
-        "UPDATE dead_jobs SET status = 'discarded', resolved_at = now(), resolved_by = $2 \
-         WHERE id = $1 AND status = 'dead'",
-        id,
-        who
+        to as DeadJobStatus,
+        replay_job_id,
+        DeadJobStatus::Dead as DeadJobStatus
     )
     .execute(tx)
     .await?;
@@ -356,8 +358,7 @@ pub struct SuspendedUser {
     pub organization_name: String,
     /// `auth`, `throttling` or `other`.
     pub class: String,
-    /// `disabled_auth_error`, `disabled_throttling_error` or `disabled_other_error`.
-    pub sync_status: String,
+    pub sync_status: SyncStatus,
     /// The error that suspended the user.
     pub last_error: Option<String>,
     pub suspended_at: DateTime<Utc>,
@@ -396,7 +397,7 @@ pub async fn suspended_groups(pool: &PgPool) -> StoreResult<Vec<SuspendedGroup>>
 pub struct SuspendedFilter {
     pub organization_id: Option<Uuid>,
     /// The `sync_status` of the class asked for.
-    pub status: Option<&'static str>,
+    pub status: Option<SyncStatus>,
 }
 
 /// How many suspended users match, and the rows of `page` among them.

@@ -16,8 +16,7 @@ pub struct OrganizationView {
     pub id: Uuid,
     pub external_id: String,
     pub name: String,
-    #[schema(schema_with = crate::openapi::access_type)]
-    pub access_type: String,
+    pub access_type: AccessType,
     pub sync_enabled: bool,
     pub is_default: bool,
     pub ews_url: Option<String>,
@@ -40,7 +39,7 @@ pub async fn find(connection: &mut PgConnection, id: Uuid) -> StoreResult<Option
     // The columns of `COLUMNS`, spelled out for the compile-time check.
     Ok(sqlx::query_as!(
         OrganizationView,
-        r#"SELECT o.id, o.external_id, o.name, o.access_type, o.sync_enabled, o.is_default, o.ews_url,
+        r#"SELECT o.id, o.external_id, o.name, o.access_type AS "access_type: _", o.sync_enabled, o.is_default, o.ews_url,
                o.impersonation_account,
                EXISTS (SELECT 1 FROM credentials c WHERE c.organization_id = o.id AND c.kind = 'impersonation_password')
                    AS "impersonation_password_set!",
@@ -72,7 +71,7 @@ pub async fn insert(connection: &mut PgConnection, organization: &NewOrganizatio
         organization.id,
         organization.external_id,
         organization.name,
-        organization.access_type.as_str(),
+        organization.access_type as AccessType,
         organization.sync_enabled,
         organization.ews_url,
         organization.impersonation_account
@@ -142,7 +141,7 @@ pub async fn delete(connection: &mut PgConnection, id: Uuid) -> StoreResult<()> 
 #[derive(Debug)]
 pub struct Summary {
     pub name: String,
-    pub access_type: String,
+    pub access_type: AccessType,
 }
 
 /// The organization, locked against deletion (`FOR KEY SHARE`) until the
@@ -152,7 +151,7 @@ pub struct Summary {
 pub async fn hold(connection: &mut PgConnection, id: Uuid) -> StoreResult<Option<Summary>> {
     Ok(sqlx::query_as!(
         Summary,
-        "SELECT name, access_type FROM organizations WHERE id = $1 FOR KEY SHARE",
+        r#"SELECT name, access_type AS "access_type: _" FROM organizations WHERE id = $1 FOR KEY SHARE"#,
         id
     )
     .fetch_optional(connection)
@@ -214,7 +213,7 @@ impl ListFilter<'_> {
             builder.push(" AND o.id = ").push_bind(only);
         }
         if let Some(access) = self.access_type {
-            builder.push(" AND o.access_type = ").push_bind(access.as_str());
+            builder.push(" AND o.access_type = ").push_bind(access);
         }
         if let Some(enabled) = self.sync_enabled {
             builder.push(" AND o.sync_enabled = ").push_bind(enabled);

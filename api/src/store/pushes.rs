@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
+use syncfleet_common::domain::UserRole;
 use uuid::Uuid;
 
 use super::StoreResult;
@@ -44,8 +45,7 @@ pub async fn find(pool: &PgPool, id: Uuid) -> StoreResult<Option<PushRow>> {
 #[derive(Debug)]
 pub struct Pusher {
     pub organization_id: Uuid,
-    /// `org_admin` for their organization's admin.
-    pub role: String,
+    pub role: UserRole,
     pub email: String,
 }
 
@@ -53,7 +53,7 @@ pub struct Pusher {
 pub async fn pusher(connection: &mut PgConnection, id: Uuid) -> StoreResult<Option<Pusher>> {
     Ok(sqlx::query_as!(
         Pusher,
-        "SELECT organization_id, role, email FROM users WHERE id = $1",
+        r#"SELECT organization_id, role AS "role: _", email FROM users WHERE id = $1"#,
         id
     )
     .fetch_optional(connection)
@@ -129,7 +129,7 @@ pub struct Recipients<'a> {
     /// `ILIKE` patterns on the name and the email.
     pub name: Option<&'a str>,
     pub email: Option<&'a str>,
-    pub role: Option<&'a str>,
+    pub role: Option<UserRole>,
     /// Only members of this group preset.
     pub group: Option<Uuid>,
 }
@@ -160,7 +160,7 @@ pub async fn add_recipients(
         to.product_users_only,
         to.name,
         to.email,
-        to.role,
+        to.role as Option<UserRole>,
         to.group
     )
     .execute(connection)

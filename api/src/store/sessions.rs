@@ -24,12 +24,9 @@ pub struct SessionView {
     pub organization_id: Uuid,
     /// The job's delivery attempt.
     pub attempt: i32,
-    /// `cadence`, `force` or `admin`.
-    pub trigger: String,
-    /// `check`, `initial`, `incremental` or `full_resync`.
-    pub scope: String,
-    /// `running`, `succeeded`, `succeeded_with_issues`, `failed`, `skipped` or `abandoned`.
-    pub status: String,
+    pub trigger: Trigger,
+    pub scope: Scope,
+    pub status: SessionStatus,
     /// The slot the job was scheduled for, or when it was requested.
     pub scheduled_at: DateTime<Utc>,
     pub started_at: DateTime<Utc>,
@@ -43,10 +40,10 @@ pub struct SessionView {
     /// Calls made per provider, e.g. `{"graph": 12, "salesforce": 4}`.
     #[schema(value_type = std::collections::HashMap<String, i64>)]
     pub calls: serde_json::Value,
-    /// Why it failed: `auth`, `throttled`, `quota`, `transient`...
-    pub error_category: Option<String>,
-    /// `mailbox`, `crm` or `engine`.
-    pub error_source: Option<String>,
+    /// Why it failed.
+    pub error_category: Option<IssueCategory>,
+    /// Which side it failed on.
+    pub error_source: Option<IssueSource>,
     pub error_message: Option<String>,
     pub exception: Option<String>,
 }
@@ -63,12 +60,8 @@ pub struct IssueView {
     pub session_id: Option<Uuid>,
     pub user_id: Uuid,
     pub created_at: DateTime<Utc>,
-    /// `mailbox`, `crm` or `engine`.
-    pub source: String,
-    /// `settings`, `auth`, `permission`, `throttled`, `quota`,
-    /// `sync_state_reset`, `validation`, `lock_contention`, `duplicate`,
-    /// `transient` or `internal`.
-    pub category: String,
+    pub source: IssueSource,
+    pub category: IssueCategory,
     /// The item concerned, when there is one.
     pub item_ref: Option<String>,
     pub message: String,
@@ -93,13 +86,13 @@ impl SessionFilter {
     fn push(&self, builder: &mut QueryBuilder<'_, Postgres>) {
         builder.push(" WHERE s.user_id = ").push_bind(self.user);
         if let Some(status) = self.status {
-            builder.push(" AND s.status = ").push_bind(status.as_str());
+            builder.push(" AND s.status = ").push_bind(status);
         }
         if let Some(trigger) = self.trigger {
-            builder.push(" AND s.trigger = ").push_bind(trigger.as_str());
+            builder.push(" AND s.trigger = ").push_bind(trigger);
         }
         if let Some(scope) = self.scope {
-            builder.push(" AND s.scope = ").push_bind(scope.as_str());
+            builder.push(" AND s.scope = ").push_bind(scope);
         }
         if let Some(since) = self.since {
             builder.push(" AND s.started_at >= ").push_bind(since);
@@ -146,7 +139,8 @@ pub async fn find(pool: &PgPool, id: Uuid) -> StoreResult<Option<(SessionView, U
 pub async fn issues_of(pool: &PgPool, session: &SessionView, limit: i64) -> StoreResult<Vec<IssueView>> {
     Ok(sqlx::query_as!(
         IssueView,
-        "SELECT i.id, i.session_id, i.user_id, i.created_at, i.source, i.category, i.item_ref, i.message \
+        "SELECT i.id, i.session_id, i.user_id, i.created_at, i.source AS \"source: _\", \
+                i.category AS \"category: _\", i.item_ref, i.message \
          FROM sync_issues i \
          WHERE i.user_id = $1 AND i.session_id = $2 AND i.created_at >= $3 \
          ORDER BY i.created_at, i.id LIMIT $4",
@@ -202,10 +196,10 @@ impl IssueFilter {
                 .push_bind(started_at);
         }
         if let Some(source) = self.source {
-            builder.push(" AND i.source = ").push_bind(source.as_str());
+            builder.push(" AND i.source = ").push_bind(source);
         }
         if let Some(category) = self.category {
-            builder.push(" AND i.category = ").push_bind(category.as_str());
+            builder.push(" AND i.category = ").push_bind(category);
         }
     }
 }

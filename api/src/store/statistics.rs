@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, QueryBuilder, postgres::PgRow};
-use syncfleet_common::domain::SessionStatus;
+use syncfleet_common::domain::{IssueCategory, IssueSource, SessionStatus};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -20,16 +20,14 @@ pub struct UserStatistics {
     pub last_session_id: Option<Uuid>,
     /// When the last session ended.
     pub last_session_at: Option<DateTime<Utc>>,
-    /// `succeeded`, `succeeded_with_issues`, `failed`, `skipped` or `abandoned`.
-    pub last_session_status: Option<String>,
+    pub last_session_status: Option<SessionStatus>,
     /// Changes the last session wrote to the CRM.
     pub items_to_crm: Option<i32>,
     /// Changes the last session wrote to the mailbox.
     pub items_to_mailbox: Option<i32>,
     pub issue_count: Option<i32>,
-    pub error_category: Option<String>,
-    /// `mailbox`, `crm` or `engine`.
-    pub error_source: Option<String>,
+    pub error_category: Option<IssueCategory>,
+    pub error_source: Option<IssueSource>,
     pub error_message: Option<String>,
 }
 
@@ -58,7 +56,7 @@ impl Filter<'_> {
     fn push(&self, builder: &mut QueryBuilder<'_, Postgres>) {
         builder.push(" WHERE u.organization_id = ").push_bind(self.organization);
         if let Some(status) = self.status {
-            builder.push(" AND r.last_session_status = ").push_bind(status.as_str());
+            builder.push(" AND r.last_session_status = ").push_bind(status);
         }
         if let Some(pattern) = self.pattern {
             super::users::push_name_or_email(builder, pattern);

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, postgres::PgRow};
-use syncfleet_common::domain::{EffectiveSyncStatus, SyncStatus, UserRole};
+use syncfleet_common::domain::{AccessType, EffectiveSyncStatus, SessionStatus, SyncStatus, UserRole};
 use uuid::Uuid;
 
 use super::StoreResult;
@@ -19,14 +19,14 @@ pub struct UserRow {
     pub plan_id: Option<Uuid>,
     pub description: String,
     pub account_logon: Option<String>,
-    pub role: String,
-    pub sync_status: String,
+    pub role: UserRole,
+    pub sync_status: SyncStatus,
     pub disabled_reason: Option<String>,
     pub mailbox_status: String,
     pub next_sync_at: DateTime<Utc>,
     pub last_session_id: Option<Uuid>,
     pub last_session_at: Option<DateTime<Utc>>,
-    pub last_session_status: Option<String>,
+    pub last_session_status: Option<SessionStatus>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub organization_enabled: bool,
@@ -61,8 +61,9 @@ pub async fn find(connection: &mut PgConnection, id: Uuid, lock: Lock) -> StoreR
     Ok(sqlx::query_as!(
         UserRow,
         "SELECT u.id, u.name, u.email, u.notification_email, u.organization_id, u.plan_id, u.description, \
-             u.account_logon, u.role, u.sync_status, u.disabled_reason, u.mailbox_status, r.next_sync_at, \
-             r.last_session_id, r.last_session_at, r.last_session_status, u.created_at, u.updated_at, \
+             u.account_logon, u.role AS \"role: _\", u.sync_status AS \"sync_status: _\", u.disabled_reason, \
+             u.mailbox_status, r.next_sync_at, r.last_session_id, r.last_session_at, \
+             r.last_session_status AS \"last_session_status: _\", u.created_at, u.updated_at, \
              o.sync_enabled AS organization_enabled \
          FROM users u JOIN user_runs r ON r.user_id = u.id JOIN organizations o ON o.id = u.organization_id \
          WHERE u.id = $1",
@@ -134,27 +135,28 @@ pub async fn update_profile(connection: &mut PgConnection, id: Uuid, change: &Pr
         change.notification_email.is_some(),
         change.notification_email.clone().flatten(),
         change.description.as_deref(),
-        change.role.map(UserRole::as_str)
+        change.role as Option<UserRole>
     )
     .execute(connection)
     .await?;
     Ok(())
 }
 
-/// Switches the user's own sync on (clearing an auto-suspend and making
-/// them due at once) or off (with `reason`).
-pub async fn switch_sync(connection: &mut PgConnection, id: Uuid, enabled: bool, reason: &str) -> StoreResult<()> {
+/// Sets the user's own sync status to `status`: `enabled` also clears an
+/// auto-suspend and makes them due at once; any other keeps `reason`.
+pub async fn switch_sync(connection: &mut PgConnection, id: Uuid, status: SyncStatus, reason: &str) -> StoreResult<()> {
     sqlx::query!(
         "WITH switched AS ( \
-             UPDATE users SET sync_status = CASE WHEN $2 THEN 'enabled' ELSE 'disabled' END, \
+             UPDATE users SET sync_status = $2, \
                  sync_status_changed_at = now(), updated_at = now(), \
-                 disabled_reason = CASE WHEN $2 THEN NULL ELSE $3 END \
+                 disabled_reason = CASE WHEN $3 THEN NULL ELSE $4 END \
              WHERE id = $1 RETURNING id \
          ) \
          UPDATE user_runs SET consecutive_failures = 0, failure_class = NULL, next_sync_at = now() \
-         WHERE $2 AND user_id IN (SELECT id FROM switched)",
+         WHERE $3 AND user_id IN (SELECT id FROM switched)",
         id,
-        enabled,
+        status as SyncStatus,
+        status == SyncStatus::Enabled,
         reason
     )
     .execute(connection)
@@ -184,9 +186,10 @@ pub async fn credential_kinds(connection: &mut PgConnection, id: Uuid) -> StoreR
 /// tokens follow and an organization-admin token of theirs is revoked.
 pub async fn move_to(connection: &mut PgConnection, id: Uuid, organization_id: Uuid) -> StoreResult<()> {
     sqlx::query!(
-        "UPDATE users SET organization_id = $2, role = 'user', updated_at = now() WHERE id = $1",
+        "UPDATE users SET organization_id = $2, role = $3, updated_at = now() WHERE id = $1",
         id,
-        organization_id
+        organization_id,
+        UserRole::User as UserRole
     )
     .execute(&mut *connection)
     .await?;
@@ -272,19 +275,19 @@ impl ListFilter<'_> {
             builder.push(" AND u.organization_id = ").push_bind(*organization);
         }
         if let Some(status) = self.sync_status {
-            builder.push(" AND u.sync_status = ").push_bind(status.as_str());
+            builder.push(" AND u.sync_status = ").push_bind(status);
         }
-        match self.effective_sync_status {
+        match self.effective_sync_status.map(EffectiveSyncStatus::own) {
             None => {}
-            Some(EffectiveSyncStatus::OrganizationDisabled) => {
+            Some(None) => {
                 builder.push(" AND NOT o.sync_enabled");
             }
             // The other effective statuses are the user's own, in an enabled
             // organization.
-            Some(status) => {
+            Some(Some(status)) => {
                 builder
                     .push(" AND o.sync_enabled AND u.sync_status = ")
-                    .push_bind(status.as_str());
+                    .push_bind(status);
             }
         }
         if let Some(status) = self.mailbox_status {
@@ -322,7 +325,7 @@ pub async fn page(pool: &PgPool, filter: &ListFilter<'_>, page: &list::Page) -> 
 pub struct ConfigurationRow {
     pub id: Uuid,
     pub organization_id: Uuid,
-    pub access_type: String,
+    pub access_type: AccessType,
     pub email: String,
     pub account_logon: Option<String>,
     pub salesforce_instance_url: Option<String>,
@@ -337,7 +340,7 @@ pub async fn configuration(connection: &mut PgConnection, id: Uuid) -> StoreResu
     }
     Ok(sqlx::query_as!(
         ConfigurationRow,
-        r#"SELECT u.id, u.organization_id, o.access_type, u.email, u.account_logon, u.salesforce_instance_url,
+        r#"SELECT u.id, u.organization_id, o.access_type AS "access_type: _", u.email, u.account_logon, u.salesforce_instance_url,
                ARRAY(SELECT c.kind FROM credentials c WHERE c.user_id = u.id) AS "kinds!"
            FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1"#,
         id
@@ -398,7 +401,7 @@ pub async fn owner(pool: &PgPool, id: Uuid) -> StoreResult<Option<Owner>> {
 #[derive(Debug)]
 pub struct ForceSyncTarget {
     pub organization_id: Uuid,
-    pub sync_status: String,
+    pub sync_status: SyncStatus,
     pub organization_enabled: bool,
     /// Seconds since the last force sync was asked for, if ever.
     pub seconds_since_force: Option<f64>,
@@ -412,7 +415,7 @@ pub async fn force_sync_target(connection: &mut PgConnection, id: Uuid) -> Store
     }
     Ok(sqlx::query_as!(
         ForceSyncTarget,
-        "SELECT u.organization_id, u.sync_status, o.sync_enabled AS organization_enabled, \
+        "SELECT u.organization_id, u.sync_status AS \"sync_status: _\", o.sync_enabled AS organization_enabled, \
                 EXTRACT(EPOCH FROM now() - u.force_sync_requested_at)::float8 AS seconds_since_force \
          FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1",
         id

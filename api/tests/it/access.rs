@@ -16,7 +16,13 @@ use chrono::Utc;
 use serde_json::Value;
 use sqlx::PgPool;
 use syncfleet_api::auth::create_token;
-use syncfleet_common::domain::{AccessType, SyncStatus};
+use syncfleet_common::{
+    domain::{
+        AccessType, DeadJobStatus, EffectiveSyncStatus, IssueCategory, IssueSource, Scope, SessionStatus, SyncStatus,
+        Trigger, UserRole,
+    },
+    queue::JobKind,
+};
 use syncfleet_testkit::{HttpResponse, TestEnv, http, http_with_body, organization, users};
 use uuid::Uuid;
 
@@ -421,9 +427,20 @@ async fn a_nul_character_is_refused_naming_where_it_is() {
     env.cleanup().await;
 }
 
-/// The values a parameter's schema lists: its `enum`, or the alternatives of
-/// a `^(a|b)$` pattern (`^-?(a|b)$` lists `-a` and `-b` too).
-fn listed(schema: &Value) -> Vec<String> {
+/// The values a parameter's schema lists: its `enum` (through a `$ref` to a
+/// component, or the branch of a `oneOf` or `anyOf` that is not `null`), or
+/// the alternatives of a `^(a|b)$` pattern (`^-?(a|b)$` lists `-a` and `-b`
+/// too).
+fn listed(document: &Value, schema: &Value) -> Vec<String> {
+    let schema = resolved(document, schema);
+    for branch in ["oneOf", "anyOf"] {
+        for option in schema[branch].as_array().into_iter().flatten() {
+            let values = listed(document, option);
+            if !values.is_empty() {
+                return values;
+            }
+        }
+    }
     if let Some(values) = schema["enum"].as_array() {
         return values.iter().filter_map(Value::as_str).map(str::to_owned).collect();
     }
@@ -446,6 +463,36 @@ fn listed(schema: &Value) -> Vec<String> {
         values.extend(values.clone().into_iter().map(|value| format!("-{value}")));
     }
     values
+}
+
+/// Every value of an enum, as text.
+fn texts<T: std::fmt::Display>(all: &[T]) -> Vec<String> {
+    all.iter().map(ToString::to_string).collect()
+}
+
+/// Every `$ref` under `value` that names no schema of the document.
+fn dangling_references(document: &Value, value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(object) => {
+            for (key, value) in object {
+                match (key.as_str(), value.as_str()) {
+                    ("$ref", Some(path)) => {
+                        let name = path.strip_prefix("#/components/schemas/").unwrap_or(path);
+                        if document["components"]["schemas"][name].is_null() {
+                            found.push(path.to_owned());
+                        }
+                    }
+                    _ => dangling_references(document, value, found),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                dangling_references(document, item, found);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The schema `schema` points to, through `$ref`s into the components.
@@ -503,6 +550,29 @@ async fn every_value_the_document_lists_is_accepted_and_every_value_answered_is_
     let response = http(api.address, "GET", "/openapi.json", Some(&admin)).await;
     let document: Value = serde_json::from_str(&response.body).unwrap();
 
+    // Each of the domain's enums is a named schema listing every value it
+    // has (so no value the api answers can be missing), and every reference
+    // leads to a schema.
+    let schemas = &document["components"]["schemas"];
+    for (name, values) in [
+        ("AccessType", texts(AccessType::ALL)),
+        ("SyncStatus", texts(SyncStatus::ALL)),
+        ("EffectiveSyncStatus", texts(EffectiveSyncStatus::ALL)),
+        ("UserRole", texts(UserRole::ALL)),
+        ("Trigger", texts(Trigger::ALL)),
+        ("Scope", texts(Scope::ALL)),
+        ("SessionStatus", texts(SessionStatus::ALL)),
+        ("IssueSource", texts(IssueSource::ALL)),
+        ("IssueCategory", texts(IssueCategory::ALL)),
+        ("DeadJobStatus", texts(DeadJobStatus::ALL)),
+        ("JobKind", texts(JobKind::ALL)),
+    ] {
+        assert_eq!(schemas[name]["enum"], serde_json::json!(values), "{name}");
+    }
+    let mut dangling = Vec::new();
+    dangling_references(&document, &document, &mut dangling);
+    assert!(dangling.is_empty(), "references to no schema: {dangling:?}");
+
     let mut checked = 0;
     for (template, item) in document["paths"].as_object().unwrap() {
         if STREAMS.contains(&template.as_str()) {
@@ -513,7 +583,7 @@ async fn every_value_the_document_lists_is_accepted_and_every_value_answered_is_
             let method = method.to_uppercase();
             for parameter in operation["parameters"].as_array().into_iter().flatten() {
                 let name = parameter["name"].as_str().unwrap();
-                for value in listed(&parameter["schema"]) {
+                for value in listed(&document, &parameter["schema"]) {
                     let (path, action) = match parameter["in"].as_str() {
                         Some("query") if method == "GET" => (format!("{}?{name}={value}", own.path(template, "")), ""),
                         Some("path") => (own.path(&template.replace(&format!("{{{name}}}"), &value), ""), ""),

@@ -11,26 +11,17 @@ use crate::domain::Trigger;
 /// The envelope version this build writes and reads.
 pub const ENVELOPE_VERSION: u16 = 1;
 
-/// What a job asks the worker to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    /// A sync session for `user_id`.
-    Sync,
-    /// An admin action for `user_id` (`params.action` names it).
-    Admin,
-    /// A customization push (`params.push_id`).
-    Push,
-}
-
-impl JobKind {
-    /// Its name on the wire and in `dead_jobs.kind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Sync => "sync",
-            JobKind::Admin => "admin",
-            JobKind::Push => "push",
-        }
+// Its text is its name on the wire (the envelope's `kind`, the message's
+// type) and in `dead_jobs.kind`.
+crate::domain::text_enum! {
+    /// What a job asks the worker to do.
+    JobKind {
+        /// A sync session for `user_id`.
+        Sync => "sync",
+        /// An admin action for `user_id` (`params.action` names it).
+        Admin => "admin",
+        /// A customization push (`params.push_id`).
+        Push => "push",
     }
 }
 

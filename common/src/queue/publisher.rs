@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 
 use super::{
-    envelope::{JobEnvelope, JobKind},
+    envelope::JobEnvelope,
     topology::{Route, Topology},
 };
 
@@ -216,10 +216,5 @@ async fn send_on(
 }
 
 fn properties(job: &JobEnvelope) -> BasicProperties {
-    let kind = match job.kind {
-        JobKind::Sync => "sync",
-        JobKind::Admin => "admin",
-        JobKind::Push => "push",
-    };
-    Topology::properties(&job.job_id.to_string(), kind, &job.trace)
+    Topology::properties(&job.job_id.to_string(), job.kind.as_str(), &job.trace)
 }

@@ -6,6 +6,7 @@ mod broker_restart;
 mod cadence;
 mod chart_metrics;
 mod failover;
+mod gauges;
 mod maintenance;
 mod outbox;
 mod startup;

@@ -239,17 +239,16 @@ impl MailboxSync {
     /// The client of the user's mailbox: their credentials opened, no call
     /// made yet.
     async fn mailbox(&self, session: &SessionContext, settings: &Settings) -> Result<OpenMailbox, SyncFailure> {
-        match settings.access_type.parse::<AccessType>() {
-            Ok(AccessType::Office365) => Ok(OpenMailbox::Graph(self.graph(session, settings).await?)),
-            Ok(AccessType::ExchangeDirect) if settings.has(CredentialKind::MailboxRefreshToken) => {
+        match settings.access_type {
+            AccessType::Office365 => Ok(OpenMailbox::Graph(self.graph(session, settings).await?)),
+            AccessType::ExchangeDirect if settings.has(CredentialKind::MailboxRefreshToken) => {
                 // Direct access through Office 365 OAuth instead of a password.
                 Ok(OpenMailbox::Graph(self.graph(session, settings).await?))
             }
-            Ok(AccessType::ExchangeDirect | AccessType::ExchangeImpersonation) => {
+            AccessType::ExchangeDirect | AccessType::ExchangeImpersonation => {
                 Ok(OpenMailbox::Ews(self.ews(session, settings).await?))
             }
-            Ok(AccessType::Gmail) => Ok(OpenMailbox::Gmail(self.gmail(session, settings).await?)),
-            Err(_) => Err(settings_failure(IssueSource::Engine, "unknown mailbox access type")),
+            AccessType::Gmail => Ok(OpenMailbox::Gmail(self.gmail(session, settings).await?)),
         }
     }
 
@@ -371,7 +370,7 @@ impl MailboxSync {
     }
 
     async fn ews(&self, session: &SessionContext, settings: &Settings) -> Result<EwsClient, SyncFailure> {
-        let impersonation = settings.access_type == AccessType::ExchangeImpersonation.as_str();
+        let impersonation = settings.access_type == AccessType::ExchangeImpersonation;
         let url = settings
             .ews_url
             .as_deref()

@@ -21,7 +21,7 @@ pub struct SettingsCheck;
 #[derive(Debug)]
 pub struct Settings {
     pub sync_enabled: bool,
-    pub access_type: String,
+    pub access_type: AccessType,
     pub ews_url: Option<String>,
     pub impersonation_account: Option<String>,
     pub salesforce_instance_url: Option<String>,
@@ -55,7 +55,8 @@ macro_rules! query_with_settings {
     ($before:literal, $after:literal $(, $argument:expr)* $(,)?) => {
         sqlx::query!(
             $before
-                + "o.sync_enabled, o.access_type, o.ews_url, o.impersonation_account, u.salesforce_instance_url, \
+                + "o.sync_enabled, o.access_type AS \"access_type: syncfleet_common::domain::AccessType\", \
+                   o.ews_url, o.impersonation_account, u.salesforce_instance_url, \
                    u.email, u.account_logon, u.mailbox_status = 'initialized' AS \"mailbox_initialized!\", \
                    o.settings AS organization_settings, \
                    (SELECT p.settings FROM sync_settings_presets p WHERE p.user_id = u.id AND p.scope = 'user') \
@@ -102,7 +103,7 @@ pub(crate) use settings_row;
 /// The settings as [`query_with_settings`] selects them.
 pub(crate) struct SettingsRow {
     pub(crate) sync_enabled: bool,
-    pub(crate) access_type: String,
+    pub(crate) access_type: AccessType,
     pub(crate) ews_url: Option<String>,
     pub(crate) impersonation_account: Option<String>,
     pub(crate) salesforce_instance_url: Option<String>,
@@ -218,8 +219,8 @@ impl SettingsCheck {
         if !settings.sync_enabled {
             missing.push((IssueSource::Engine, "synchronization is disabled for the organization"));
         }
-        match settings.access_type.parse::<AccessType>() {
-            Ok(AccessType::ExchangeDirect) => {
+        match settings.access_type {
+            AccessType::ExchangeDirect => {
                 if !has(CredentialKind::MailboxPassword) && !has(CredentialKind::MailboxRefreshToken) {
                     missing.push((
                         IssueSource::Mailbox,
@@ -227,7 +228,7 @@ impl SettingsCheck {
                     ));
                 }
             }
-            Ok(AccessType::ExchangeImpersonation) => {
+            AccessType::ExchangeImpersonation => {
                 if settings.ews_url.is_none() || settings.impersonation_account.is_none() {
                     missing.push((
                         IssueSource::Mailbox,
@@ -241,7 +242,7 @@ impl SettingsCheck {
                     ));
                 }
             }
-            Ok(AccessType::Office365 | AccessType::Gmail) => {
+            AccessType::Office365 | AccessType::Gmail => {
                 if !has(CredentialKind::MailboxRefreshToken) {
                     missing.push((
                         IssueSource::Mailbox,
@@ -249,7 +250,6 @@ impl SettingsCheck {
                     ));
                 }
             }
-            Err(_) => missing.push((IssueSource::Engine, "the organization's mailbox access type is unknown")),
         }
         if settings.salesforce_instance_url.is_none() {
             missing.push((IssueSource::Crm, "no Salesforce instance URL is set"));

@@ -13,6 +13,10 @@ use axum::{
 use chrono::{DateTime, NaiveDateTime, Utc};
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
+use syncfleet_common::{
+    domain::{DeadJobAction, DeadJobStatus},
+    queue::JobKind,
+};
 use uuid::Uuid;
 
 use super::{Page, count, notice, when_relative};
@@ -25,45 +29,11 @@ use crate::panel::{
     users,
 };
 
-/// What an operator does with a dead job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Publish it again as a new job.
-    Replay,
-    /// Mark it handled without running it.
-    Discard,
-}
-
-impl Action {
-    fn parse(raw: &str) -> Result<Self, PanelError> {
-        match raw {
-            "replay" => Ok(Self::Replay),
-            "discard" => Ok(Self::Discard),
-            _ => Err(not_found(&format!("there is no action {raw:?} on dead jobs"))),
-        }
-    }
-
-    /// Its name in paths.
-    fn name(self) -> &'static str {
-        match self {
-            Self::Replay => "replay",
-            Self::Discard => "discard",
-        }
-    }
-
-    fn verb(self) -> &'static str {
-        match self {
-            Self::Replay => "Replay",
-            Self::Discard => "Discard",
-        }
-    }
-
-    /// What a job is once this is done to it.
-    fn done(self) -> &'static str {
-        match self {
-            Self::Replay => "replayed",
-            Self::Discard => "discarded",
-        }
+/// An action's verb on a button.
+fn verb(action: DeadJobAction) -> &'static str {
+    match action {
+        DeadJobAction::Replay => "Replay",
+        DeadJobAction::Discard => "Discard",
     }
 }
 
@@ -72,10 +42,6 @@ const FILTERS: [&str; 4] = ["reason", "kind", "organization_id", "since"];
 
 /// The reasons the fleet dead-letters a job with (the filter takes any).
 const REASONS: [&str; 3] = ["delivery_limit", "retries_exhausted", "rejected"];
-
-const KINDS: [(&str, &str); 3] = [("sync", "Sync"), ("admin", "Admin job"), ("push", "Push")];
-
-const STATUSES: [(&str, &str); 3] = [("dead", "Dead"), ("replayed", "Replayed"), ("discarded", "Discarded")];
 
 /// `since` as the API takes it: an RFC 3339 time as given, or the
 /// browser's `datetime-local` (no zone) read as UTC. Anything else goes as
@@ -136,24 +102,28 @@ fn filter_words(filters: &[(String, String)], organizations: &[(String, String)]
         .join(", ")
 }
 
-fn kind_label(kind: &str) -> &str {
-    KINDS
-        .iter()
-        .find(|(key, _)| *key == kind)
-        .map_or(kind, |(_, label)| label)
+/// The readable name of a job's kind.
+fn kind_label(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Sync => "Sync",
+        JobKind::Admin => "Admin job",
+        JobKind::Push => "Push",
+    }
 }
 
-fn status_label(status: &str) -> &str {
-    STATUSES
-        .iter()
-        .find(|(key, _)| *key == status)
-        .map_or(status, |(_, label)| label)
+/// The readable name of where a dead job stands.
+fn status_label(status: DeadJobStatus) -> &'static str {
+    match status {
+        DeadJobStatus::Dead => "Dead",
+        DeadJobStatus::Replayed => "Replayed",
+        DeadJobStatus::Discarded => "Discarded",
+    }
 }
 
 /// The list's columns (the resolution shown for jobs already handled).
 fn columns(status: &str) -> [Column; 10] {
     let mut resolved = plain("resolved", "Resolved");
-    resolved.hidden = status == "dead";
+    resolved.hidden = status == DeadJobStatus::Dead.as_str();
     let mut deliveries = plain("deliveries", "Deliveries");
     deliveries.hidden = true;
     [
@@ -192,7 +162,7 @@ fn organization_link(job: &Value) -> Markup {
 fn resolution(job: &Value) -> Markup {
     html! {
         @if !job["resolved_at"].is_null() {
-            (status_label(text(&job["status"]))) " " (when(&job["resolved_at"]))
+            (page::label_of(text(&job["status"]), status_label)) " " (when(&job["resolved_at"]))
             @if let Some(by) = job["resolved_by"].as_str() { " by " (by) }
             @if let Some(replay) = job["replay_job_id"].as_str() { ", as job " code { (replay) } }
         }
@@ -208,12 +178,12 @@ pub fn list_content(
     error: Option<&str>,
 ) -> Markup {
     let base = "/panel/ops/dead-jobs";
-    let status = query.get("status").unwrap_or("dead");
+    let status = query.get("status").unwrap_or(DeadJobStatus::Dead.as_str());
     let columns = columns(status);
     let filters = filter_pairs(|name| query.get(name).map(str::to_owned));
     let total = listed["total"].as_i64().unwrap_or(0);
     let items: Vec<&Value> = listed["items"].as_array().into_iter().flatten().collect();
-    let actionable = status == "dead";
+    let actionable = status == DeadJobStatus::Dead.as_str();
     // Its own columns' memory per kind of list: the resolution, hidden for
     // the jobs waiting, shows for those handled.
     let table = if actionable { "dead-jobs" } else { "dead-jobs-handled" };
@@ -225,13 +195,13 @@ pub fn list_content(
     html! {
         div.toolbar {
             form.filters method="get" action=(base) {
-                (page::select("status", "Status", &page::choices(&STATUSES), Some(status), None))
+                (page::select("status", "Status", &page::enum_choices(DeadJobStatus::ALL, status_label), Some(status), None))
                 label.field {
                     span { "Reason" }
                     input type="search" name="reason" list="dead-reasons" value=[query.get("reason")];
                     datalist #dead-reasons { @for reason in REASONS { option value=(reason) {} } }
                 }
-                (page::select("kind", "Kind", &page::choices(&KINDS), query.get("kind"), Some("Any")))
+                (page::select("kind", "Kind", &page::enum_choices(JobKind::ALL, kind_label), query.get("kind"), Some("Any")))
                 @if !organizations.is_empty() {
                     (page::select("organization_id", "Organization", organizations, query.get("organization_id"), Some("Any")))
                 }
@@ -284,13 +254,13 @@ pub fn list_content(
                                         td.select { input type="checkbox" name="id" value=(id) data-select=(id) aria-label={ "Select the dead job of " (when(&job["dead_at"])) ", " (text(&job["reason"])) }; }
                                     }
                                     td data-col="dead_at" { (when(&job["dead_at"])) }
-                                    td data-col="kind" { (kind_label(text(&job["kind"]))) }
+                                    td data-col="kind" { (page::label_of(text(&job["kind"]), kind_label)) }
                                     td data-col="reason" { (text(&job["reason"])) br; span.hint { code { (text(&job["queue"])) } } }
                                     td data-col="deliveries" { (count(&job["deliveries"])) }
                                     td data-col="user" { (user_link(job)) }
                                     td data-col="organization" { (organization_link(job)) }
                                     td data-col="message" { (text(&job["last_error"])) }
-                                    td data-col="status" { (status_label(text(&job["status"]))) }
+                                    td data-col="status" { (page::label_of(text(&job["status"]), status_label)) }
                                     td data-col="resolved" { (resolution(job)) }
                                     td data-col="actions" { a href={ (base) "/" (id) } aria-label={ "Inspect the dead job " (id) } { "Inspect" } }
                                 }
@@ -349,21 +319,21 @@ pub fn inspect_content(session: &Session, job: &Value, error: Option<&str>) -> M
                 dl.facts {
                     dt { "Dead job" } dd { code { (id) } }
                     dt { "Job" } dd { @if let Some(job_id) = job["job_id"].as_str() { code { (job_id) } } @else { "— (not a job)" } }
-                    dt { "Kind" } dd { (kind_label(text(&job["kind"]))) }
+                    dt { "Kind" } dd { (page::label_of(text(&job["kind"]), kind_label)) }
                     dt { "Queue" } dd { code { (text(&job["queue"])) } }
                     dt { "Reason" } dd { (text(&job["reason"])) }
                     dt { "Deliveries" } dd { (count(&job["deliveries"])) }
                     dt { "Dead at" } dd { (when_relative(&job["dead_at"], now)) }
                     dt { "User" } dd { (user_link(job)) }
                     dt { "Organization" } dd { (organization_link(job)) }
-                    dt { "Status" } dd data-status=(text(&job["status"])) { (status_label(text(&job["status"]))) }
+                    dt { "Status" } dd data-status=(text(&job["status"])) { (page::label_of(text(&job["status"]), status_label)) }
                     @if !job["resolved_at"].is_null() { dt { "Resolved" } dd { (resolution(job)) } }
                     @if let Some(error) = job["last_error"].as_str() { dt { "Last error" } dd.wrap { (error) } }
                 }
             }
             div.card {
                 h2 { "Actions" }
-                @if text(&job["status"]) == "dead" {
+                @if text(&job["status"]) == DeadJobStatus::Dead.as_str() {
                     p.hint { "Replay publishes the job again under a new id; discard marks it handled without running it." }
                     div.buttons {
                         form.inline method="post" action={ "/panel/ops/dead-jobs/" (id) "/replay" } data-confirm="Replay this dead job? It is published again as a new job." {
@@ -483,7 +453,7 @@ fn confirmation(
 async fn act(
     panel: &Panel,
     id: Uuid,
-    action: Action,
+    action: DeadJobAction,
     session: Session,
     fields: Fields,
 ) -> Result<Response, PanelError> {
@@ -493,29 +463,29 @@ async fn act(
         // now, not a question.
         let job = panel.v1.get(&session, &path).await?;
         let question = html! {
-            p { (action.verb()) " the dead job " code { (id) } " (" (text(&job["reason"])) ", dead at " (when(&job["dead_at"])) ")?" }
+            p { (verb(action)) " the dead job " code { (id) } " (" (text(&job["reason"])) ", dead at " (when(&job["dead_at"])) ")?" }
         };
         let back = format!("/panel/ops/dead-jobs/{id}");
         return Ok(confirmation(
             &session,
-            &format!("{back}/{}", action.name()),
+            &format!("{back}/{}", action.as_str()),
             question,
             &fields,
-            action.verb(),
+            verb(action),
             &back,
         ));
     }
     let answer = match action {
-        Action::Replay => {
+        DeadJobAction::Replay => {
             panel
                 .v1
                 .call(&session, Method::POST, &format!("{path}/replay"), None)
                 .await?
         }
-        Action::Discard => panel.v1.call(&session, Method::DELETE, &path, None).await?,
+        DeadJobAction::Discard => panel.v1.call(&session, Method::DELETE, &path, None).await?,
     };
     if answer.status.is_success() {
-        return Ok(Redirect::to(&format!("/panel/ops/dead-jobs/{id}?done={}", action.done())).into_response());
+        return Ok(Redirect::to(&format!("/panel/ops/dead-jobs/{id}?done={}", action.leads_to())).into_response());
     }
     let error = answer.error();
     if !error.is_shown() {
@@ -523,7 +493,7 @@ async fn act(
     }
     // The refusal (already discarded, already replayed) on the job's page.
     let job = panel.v1.get(&session, &path).await?;
-    let message = format!("Not {}: {}", action.done(), error.message());
+    let message = format!("Not {}: {}", action.leads_to(), error.message());
     Ok(inspect_page(
         &session,
         &Query::default(),
@@ -539,7 +509,7 @@ pub async fn replay(
     Id(id): Id,
     Form { session, fields }: Form,
 ) -> Result<Response, PanelError> {
-    act(&panel, id, Action::Replay, session, fields).await
+    act(&panel, id, DeadJobAction::Replay, session, fields).await
 }
 
 /// `POST /panel/ops/dead-jobs/{id}/discard`.
@@ -548,16 +518,17 @@ pub async fn discard(
     Id(id): Id,
     Form { session, fields }: Form,
 ) -> Result<Response, PanelError> {
-    act(&panel, id, Action::Discard, session, fields).await
+    act(&panel, id, DeadJobAction::Discard, session, fields).await
 }
 
 /// An outcome of a bulk action in words, and whether it is a failure.
-fn outcome_label(action: Action, outcome: &str) -> (&'static str, bool) {
+fn outcome_label(action: DeadJobAction, outcome: &str) -> (&'static str, bool) {
+    if let Ok(status) = outcome.parse() {
+        return (status_label(status), false);
+    }
     match (outcome, action) {
-        ("replayed", _) => ("Replayed", false),
-        ("discarded", _) => ("Discarded", false),
-        ("already", Action::Replay) => ("Already replayed", false),
-        ("already", Action::Discard) => ("Already discarded", false),
+        ("already", DeadJobAction::Replay) => ("Already replayed", false),
+        ("already", DeadJobAction::Discard) => ("Already discarded", false),
         ("conflict", _) => ("Refused", true),
         ("not_found", _) => ("Not found", true),
         _ => ("Failed", true),
@@ -565,7 +536,7 @@ fn outcome_label(action: Action, outcome: &str) -> (&'static str, bool) {
 }
 
 /// A bulk action's results, one row per job.
-pub fn results_content(action: Action, results: &Value, error: Option<&str>) -> Markup {
+pub fn results_content(action: DeadJobAction, results: &Value, error: Option<&str>) -> Markup {
     let results: Vec<&Value> = results["results"].as_array().into_iter().flatten().collect();
     let mut tally: Vec<(&str, usize)> = Vec::new();
     for result in &results {
@@ -582,7 +553,7 @@ pub fn results_content(action: Action, results: &Value, error: Option<&str>) -> 
         (page::error_banner(error))
         @if error.is_none() {
             p.summary.off[failed] role="status" data-summary {
-                (action.verb()) " of " (results.len()) " dead job(s): "
+                (verb(action)) " of " (results.len()) " dead job(s): "
                 @if results.is_empty() { "none matched." }
                 @for (index, (label, count)) in tally.iter().enumerate() {
                     @if index > 0 { ", " }
@@ -621,7 +592,9 @@ pub async fn bulk(
     Path(action): Path<String>,
     Form { session, fields }: Form,
 ) -> Result<Response, PanelError> {
-    let action = Action::parse(&action)?;
+    let action = action
+        .parse::<DeadJobAction>()
+        .map_err(|_| not_found(&format!("there is no action {action:?} on dead jobs")))?;
     let by_filter = fields.get("scope") == Some("filter");
     let filters = filter_pairs(|name| fields.get(name).map(str::to_owned));
     let ids = fields.all("id");
@@ -651,23 +624,23 @@ pub async fn bulk(
         let organizations = users::organizations(&panel, &session).await?;
         let question = if by_filter {
             html! {
-                p { (action.verb()) " every dead job matching the filter (" (filter_words(&filters, &organizations)) ")?" }
+                p { (verb(action)) " every dead job matching the filter (" (filter_words(&filters, &organizations)) ")?" }
                 p.hint { (count(&matched["total"])) " match now; those matching when you confirm are handled, oldest first, at most 1,000 at a time." }
             }
         } else {
             html! {
-                p { (action.verb()) " " (ids.len()) " selected dead job(s)?" }
+                p { (verb(action)) " " (ids.len()) " selected dead job(s)?" }
                 ul { @for id in &ids { li { code { (id) } } } }
             }
         };
         return Ok(confirmation(
             &session,
-            &format!("/panel/ops/dead-jobs/actions/{}", action.name()),
+            &format!("/panel/ops/dead-jobs/actions/{}", action.as_str()),
             question,
             &fields,
             &format!(
                 "{} {}",
-                action.verb(),
+                verb(action),
                 if by_filter { "all matching" } else { "the selected" }
             ),
             "/panel/ops/dead-jobs",
@@ -678,7 +651,7 @@ pub async fn bulk(
         .call(
             &session,
             Method::POST,
-            &format!("/v1/ops/dead-jobs/actions/{}", action.name()),
+            &format!("/v1/ops/dead-jobs/actions/{}", action.as_str()),
             Some(&body),
         )
         .await?;
@@ -697,7 +670,7 @@ pub async fn bulk(
         live: None,
         notice: None,
     };
-    let title = format!("Dead jobs: {} results", action.name());
+    let title = format!("Dead jobs: {} results", action.as_str());
     let mut response = page.render(&title, results_content(action, &results, error.as_deref()));
     *response.status_mut() = status;
     Ok(response)

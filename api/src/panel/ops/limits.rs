@@ -80,10 +80,11 @@ pub fn content(limits: &Value, now: DateTime<Utc>) -> Markup {
                                 @let near = org["near_reserve"].as_bool().unwrap_or(false);
                                 @let used = org["used"].as_i64().unwrap_or(0);
                                 @let allocation = org["allocation"].as_i64().unwrap_or(0).max(1);
+                                @let usable = org["usable"].as_i64().unwrap_or(allocation);
                                 tr.off[near] data-org=(text(&org["org"])) {
                                     th scope="row" { code { (text(&org["org"])) } }
                                     td {
-                                        meter min="0" max=(allocation) value=(used) high=(allocation - allocation * org["reserve_percent"].as_i64().unwrap_or(0) / 100)
+                                        meter min="0" max=(allocation) value=(used) high=(usable)
                                             aria-label={ "Used " (used) " of " (allocation) } {}
                                         " " (used) " (" (used * 100 / allocation) " %)"
                                         @if near { " " strong { "near the reserve" } }

@@ -28,6 +28,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 use serde_json::Value;
+use syncfleet_common::domain::DeadJobStatus;
 
 use super::{
     Panel,
@@ -183,10 +184,10 @@ impl Page<'_> {
 
 /// The notice a redirect asks for (a fixed text, never the query's).
 fn notice(query: &Query) -> Option<&'static str> {
-    match query.get("done")? {
-        "replayed" => Some("Replayed: the job was published again."),
-        "discarded" => Some("Discarded."),
-        _ => None,
+    match query.get("done")?.parse().ok()? {
+        DeadJobStatus::Replayed => Some("Replayed: the job was published again."),
+        DeadJobStatus::Discarded => Some("Discarded."),
+        DeadJobStatus::Dead => None,
     }
 }
 

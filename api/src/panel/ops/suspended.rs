@@ -15,7 +15,7 @@ use crate::panel::{
     error::PanelError,
     page::{self, Query, text},
     session::Session,
-    users::{self, status_label},
+    users::{self, sync_status_label},
 };
 
 const CLASSES: [(&str, &str); 3] = [
@@ -107,7 +107,7 @@ pub fn content(query: &Query, listed: &Value, organizations: &[(String, String)]
                                 }
                                 td { a href={ "/panel/organizations/" (text(&user["organization_id"])) } { (text(&user["organization_name"])) } }
                                 td { (class_label(text(&user["class"]))) }
-                                td.off { (status_label(text(&user["sync_status"]))) }
+                                td.off { (page::label_of(text(&user["sync_status"]), sync_status_label)) }
                                 td data-col="message" { (text(&user["last_error"])) }
                                 td { (when_relative(&user["suspended_at"], now)) }
                             }

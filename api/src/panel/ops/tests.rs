@@ -5,11 +5,10 @@
 use axum::{body::to_bytes, response::Response};
 use chrono::{Duration, DurationRound, Utc};
 use serde_json::{Value, json};
+use syncfleet_common::domain::DeadJobAction;
 
 use super::{
-    Page, Refresh, age,
-    dead_jobs::{self, Action},
-    limits,
+    Page, Refresh, age, dead_jobs, limits,
     overview::{self, Overview},
     suspended, with_refresh, workers,
 };
@@ -194,7 +193,7 @@ fn a_bulk_action_answers_a_result_per_job() {
         {"id": "0193a0a0-0000-7000-8000-000000000011", "outcome": "already", "message": null, "replay_job_id": "0193a0a0-0000-7000-8000-0000000000ee"},
         {"id": "0193a0a0-0000-7000-8000-000000000012", "outcome": "conflict", "message": "the dead job was discarded", "replay_job_id": null}
     ]});
-    let page = dead_jobs::results_content(Action::Replay, &results, None).into_string();
+    let page = dead_jobs::results_content(DeadJobAction::Replay, &results, None).into_string();
     assert!(
         page.contains("Replay of 3 dead job(s): 1 replayed, 1 already replayed, 1 refused"),
         "{page}"
