@@ -92,6 +92,35 @@ where
     run().await
 }
 
+/// Takes every user off the cadence (next slot in ten years), a few thousand
+/// run rows at a time in key order, passing over the rows a session's close
+/// holds and coming back for them. One statement over every row used to
+/// deadlock with the workers' close batches, which lock their rows in their
+/// own order, again and again after a P2 step the fleet could not hold.
+async fn park_everyone(pool: &PgPool) -> Result<(), sqlx::Error> {
+    loop {
+        let parked = sqlx::query(
+            "WITH chunk AS (SELECT user_id FROM user_runs WHERE next_sync_at < now() + interval '5 years' \
+             ORDER BY user_id LIMIT 5000 FOR UPDATE SKIP LOCKED) \
+             UPDATE user_runs r SET next_sync_at = now() + interval '10 years' FROM chunk WHERE r.user_id = chunk.user_id",
+        )
+        .execute(pool)
+        .await?
+        .rows_affected();
+        if parked == 0 {
+            let left: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM user_runs WHERE next_sync_at < now() + interval '5 years')",
+            )
+            .fetch_one(pool)
+            .await?;
+            if !left {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// The run's flags.
 #[derive(clap::Args)]
 pub struct Options {
@@ -723,8 +752,7 @@ async fn phase_p1(
     let (sessions, calls) = cost::session_calls(pool, made_due - chrono::Duration::seconds(1), Utc::now()).await?;
     let per_session = before.per_session(&after, sessions, &calls);
     // Nobody is due until a phase says so.
-    again_on_deadlock(|| sqlx::query("UPDATE user_runs SET next_sync_at = now() + interval '10 years'").execute(pool))
-        .await?;
+    park_everyone(pool).await?;
     phases.push(chart::Phase {
         name: "P1 all due".to_owned(),
         start,
@@ -859,8 +887,7 @@ async fn phase_p2(
         n = (n * 3 / 2).max(n + 1).min(seeded.users.len());
     }
     // Off the cadence again; the jobs still queued finish before P3.
-    again_on_deadlock(|| sqlx::query("UPDATE user_runs SET next_sync_at = now() + interval '10 years'").execute(pool))
-        .await?;
+    park_everyone(pool).await?;
     wait_until_zero(
         fleet,
         pool,
