@@ -153,7 +153,7 @@ impl Subscription {
 }
 
 /// How notifications reach their endpoint, as the control API sets it.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Delivery {
     /// The shortest delay between a change and its notification.
@@ -172,18 +172,6 @@ pub struct Delivery {
     /// `max_delay_ms`, so that later ones overtake it.
     #[serde(default)]
     pub reordering: f64,
-}
-
-impl Default for Delivery {
-    fn default() -> Self {
-        Self {
-            min_delay_ms: 0,
-            max_delay_ms: 0,
-            loss: 0.0,
-            duplication: 0.0,
-            reordering: 0.0,
-        }
-    }
 }
 
 impl Delivery {
@@ -523,12 +511,8 @@ fn url_of(body: &Value, name: &str) -> Result<Option<String>, ApiResponse> {
     }
 }
 
-/// What a creation asked for, checked, before its URLs are validated.
-struct Creation {
-    subscription: Subscription,
-}
-
-fn creation(state: &State, caller: &str, body: Option<&Value>) -> Result<Creation, ApiResponse> {
+/// The subscription a creation asks for, checked, before its URLs are validated.
+fn creation(state: &State, caller: &str, body: Option<&Value>) -> Result<Subscription, ApiResponse> {
     let body = body.ok_or_else(|| bad_request("InvalidRequest", "The request body is missing."))?;
     let change_types = body
         .get("changeType")
@@ -564,18 +548,16 @@ fn creation(state: &State, caller: &str, body: Option<&Value>) -> Result<Creatio
             ));
         }
     };
-    Ok(Creation {
-        subscription: Subscription {
-            id: uuid::Uuid::new_v4().to_string(),
-            mailbox: caller.to_owned(),
-            folder,
-            resource,
-            change_types,
-            notification_url,
-            lifecycle_url,
-            client_state,
-            expires_at: expiration(body)?,
-        },
+    Ok(Subscription {
+        id: uuid::Uuid::new_v4().to_string(),
+        mailbox: caller.to_owned(),
+        folder,
+        resource,
+        change_types,
+        notification_url,
+        lifecycle_url,
+        client_state,
+        expires_at: expiration(body)?,
     })
 }
 
@@ -646,11 +628,10 @@ pub(crate) async fn handle(
 }
 
 async fn create(store: &Arc<Store>, caller: &str, body: Option<&Value>) -> ApiResponse {
-    let creation = match store.with(|state| creation(state, caller, body)) {
-        Ok(creation) => creation,
+    let subscription = match store.with(|state| creation(state, caller, body)) {
+        Ok(subscription) => subscription,
         Err(refused) => return refused,
     };
-    let subscription = creation.subscription;
     for url in std::iter::once(&subscription.notification_url).chain(subscription.lifecycle_url.as_ref()) {
         if !validate(url).await {
             return bad_request(
